@@ -1,0 +1,197 @@
+//! The HTTP surface: one error type with one status mapping, JSON responses,
+//! and credential checks that run before a body is parsed.
+
+use http::{HeaderMap, StatusCode};
+use lambda_http::{Body, Response};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
+
+/// Webhook bodies are small forms or JSON objects; anything larger is refused
+/// before parsing so a caller cannot make us buffer and parse megabytes.
+pub const MAX_WEBHOOK_BODY_BYTES: usize = 64 * 1024;
+
+/// Every client-visible failure. `detail` is written for a person and never
+/// carries internal error text; internals are logged where they happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("bad request: {detail}")]
+    BadRequest { code: &'static str, detail: String },
+    #[error("unprocessable: {detail}")]
+    Unprocessable { code: &'static str, detail: String },
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Another delivery of the same event holds the lease; the sender should retry.
+    #[error("in progress")]
+    InProgress,
+    /// A dependency failed; nothing was acknowledged, so the sender should retry.
+    #[error("unavailable")]
+    Unavailable,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    detail: &'a str,
+    code: &'a str,
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Unprocessable {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::InProgress => StatusCode::CONFLICT,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::BadRequest { code, .. } | Self::Unprocessable { code, .. } => code,
+            Self::NotFound(_) => "not_found",
+            Self::InProgress => "in_progress",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Unauthorized => "Missing or invalid credentials".to_string(),
+            Self::PayloadTooLarge => {
+                format!("Request body is larger than {MAX_WEBHOOK_BODY_BYTES} bytes")
+            }
+            Self::BadRequest { detail, .. } | Self::Unprocessable { detail, .. } => detail.clone(),
+            Self::NotFound(what) => what.clone(),
+            Self::InProgress => {
+                "Another delivery of this event is being processed; retry shortly".to_string()
+            }
+            Self::Unavailable => "Temporarily unable to process the request; retry".to_string(),
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let detail = self.detail();
+        let mut response = json(
+            self.status(),
+            &ErrorBody {
+                detail: &detail,
+                code: self.code(),
+            },
+        );
+        if matches!(self, Self::InProgress | Self::Unavailable) {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+/// A JSON response. Serialising our own response types cannot fail.
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
+    let text = serde_json::to_string(body).expect("response types serialise");
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::Text(text))
+        .expect("static response parts are valid")
+}
+
+/// Handler results become responses in one place.
+pub fn respond<T: Serialize>(result: Result<(StatusCode, T), ApiError>) -> Response<Body> {
+    match result {
+        Ok((status, body)) => json(status, &body),
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Compares a presented credential with the configured one in constant time.
+/// Both sides are hashed first so neither the content nor the length leaks.
+pub fn credential_matches(presented: &str, expected: &Secret) -> bool {
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(expected.expose().as_bytes());
+    bool::from(a.ct_eq(&b))
+}
+
+/// `Authorization: Bearer <token>` checked against the configured token.
+pub fn require_bearer(headers: &HeaderMap, expected: &Secret) -> Result<(), ApiError> {
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    if credential_matches(presented.trim(), expected) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// The raw body bytes, refusing oversized ones before anything parses them.
+pub fn body_bytes(body: &Body) -> Result<&[u8], ApiError> {
+    let bytes: &[u8] = body.as_ref();
+    if bytes.len() > MAX_WEBHOOK_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_is_checked() {
+        let secret = Secret::new("s3cret-token-value");
+        let mut headers = HeaderMap::new();
+        assert!(require_bearer(&headers, &secret).is_err());
+        headers.insert("authorization", "Bearer wrong".parse().unwrap());
+        assert!(require_bearer(&headers, &secret).is_err());
+        headers.insert("authorization", "Bearer s3cret-token-value".parse().unwrap());
+        assert!(require_bearer(&headers, &secret).is_ok());
+        headers.insert("authorization", "Basic s3cret-token-value".parse().unwrap());
+        assert!(require_bearer(&headers, &secret).is_err());
+    }
+
+    #[test]
+    fn errors_render_detail_and_code() {
+        let response = ApiError::bad_request("invalid_json", "Body is not valid JSON").into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        assert_eq!(body["detail"], "Body is not valid JSON");
+        assert_eq!(body["code"], "invalid_json");
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused() {
+        let body = Body::Binary(vec![b'a'; MAX_WEBHOOK_BODY_BYTES + 1]);
+        assert!(matches!(body_bytes(&body), Err(ApiError::PayloadTooLarge)));
+        let body = Body::Text("{}".into());
+        assert_eq!(body_bytes(&body).unwrap(), b"{}");
+    }
+}

@@ -1,0 +1,474 @@
+//! The call record: what every flow stores about a call, and the store that
+//! keeps it. Field names follow the seed's `processed_calls` table.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use serde::{Deserialize, Serialize};
+
+use crate::store::StoreError;
+
+/// Sort key of the call record itself; transcript parts sit beside it.
+const RECORD_ITEM: &str = "call";
+const TRANSCRIPT_ITEM_PREFIX: &str = "transcript#";
+/// Comfortably under DynamoDB's 400 KB item limit, leaving room for keys.
+const TRANSCRIPT_PART_BYTES: usize = 350 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    Received,
+    Queued,
+    Transcribing,
+    Transcribed,
+    Notified,
+    /// Stored but not transcribed: the call did not complete or has no recording.
+    Skipped,
+    Failed,
+}
+
+impl CallStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Queued => "queued",
+            Self::Transcribing => "transcribing",
+            Self::Transcribed => "transcribed",
+            Self::Notified => "notified",
+            Self::Skipped => "skipped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallSource {
+    Zapier,
+    Exotel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Incoming,
+    Outgoing,
+}
+
+impl Direction {
+    /// Seed rule: outgoing when `from_number` contains the support number.
+    pub fn of(from_number: &str, support_number: Option<&str>) -> Self {
+        match support_number {
+            Some(support) if crate::phone::contains_number(from_number, support) => Self::Outgoing,
+            _ => Self::Incoming,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: CallStatus,
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Who handled the call, as Zapier relays it (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_slack_handle: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_segment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub call_id: String,
+    pub source: CallSource,
+    pub from_number: String,
+    pub to_number: String,
+    /// Seconds, as the provider reported them.
+    #[serde(default)]
+    pub duration: Option<u64>,
+    #[serde(default)]
+    pub recording_url: Option<String>,
+    /// When the call happened (RFC 3339, UTC).
+    pub timestamp: String,
+    /// When the pipeline finished with the call.
+    #[serde(default)]
+    pub processed_at: Option<String>,
+    #[serde(default)]
+    pub slack_posted: bool,
+    pub status: CallStatus,
+    /// The provider's own status (`completed`, `busy`, ...).
+    #[serde(default)]
+    pub call_status: Option<String>,
+    #[serde(default)]
+    pub failure_reason: Option<String>,
+    #[serde(flatten)]
+    pub agent: AgentInfo,
+    #[serde(default)]
+    pub transcript_id: Option<String>,
+    #[serde(default)]
+    pub transcript_parts: u32,
+    #[serde(default)]
+    pub status_history: Vec<StatusChange>,
+    pub received_at: String,
+}
+
+impl CallRecord {
+    pub fn direction(&self, support_number: Option<&str>) -> Direction {
+        Direction::of(&self.from_number, support_number)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Utterance {
+    pub speaker: String,
+    pub text: String,
+    #[serde(default)]
+    pub start: u64,
+    #[serde(default)]
+    pub end: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tone {
+    Positive,
+    Neutral,
+    Negative,
+}
+
+impl Tone {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Positive => "Positive",
+            Self::Neutral => "Neutral",
+            Self::Negative => "Negative",
+        }
+    }
+}
+
+/// A finished transcription, stored in full however long it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transcript {
+    pub text: String,
+    pub utterances: Vec<Utterance>,
+    pub tone: Tone,
+    #[serde(default)]
+    pub audio_duration: Option<f64>,
+}
+
+impl Transcript {
+    /// Speaker-labelled lines, or the plain text when there are no utterances.
+    pub fn labelled_text(&self) -> String {
+        if self.utterances.is_empty() {
+            return self.text.clone();
+        }
+        self.utterances
+            .iter()
+            .map(|u| format!("Speaker {}: {}", u.speaker, u.text))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Result of creating a call record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// New record, or a retry of one that never got past `received`.
+    Stored,
+    /// The call is already further along: this delivery is a late duplicate.
+    AlreadyProcessing,
+}
+
+#[async_trait]
+pub trait CallStore: Send + Sync {
+    async fn create(&self, record: &CallRecord) -> Result<Created, StoreError>;
+    async fn get(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
+    /// Moves the call to `to` if it is in one of `from`; returns whether it moved.
+    async fn transition(
+        &self,
+        call_id: &str,
+        from: &[CallStatus],
+        to: CallStatus,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError>;
+    async fn set_transcript_id(&self, call_id: &str, transcript_id: &str) -> Result<(), StoreError>;
+    /// Stores the transcript in as many parts as it needs, then moves the call
+    /// to `transcribed`.
+    async fn save_transcript(&self, call_id: &str, transcript: &Transcript) -> Result<(), StoreError>;
+    async fn load_transcript(&self, call_id: &str) -> Result<Option<Transcript>, StoreError>;
+    /// Records the first completed notification and moves the call to
+    /// `status_after`; true only for the first one.
+    async fn mark_notified(&self, call_id: &str, slack_posted: bool, status_after: CallStatus)
+        -> Result<bool, StoreError>;
+}
+
+pub struct DynamoCallStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoCallStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn history_entry(to: CallStatus, reason: Option<&str>) -> Result<AttributeValue, StoreError> {
+        let entry = StatusChange {
+            status: to,
+            at: crate::time::now_rfc3339(),
+            reason: reason.map(str::to_string),
+        };
+        Ok(AttributeValue::L(vec![serde_dynamo::to_attribute_value(entry)?]))
+    }
+
+    fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(err: &E) -> bool {
+        err.code() == Some("ConditionalCheckFailedException")
+    }
+}
+
+/// Splits serialized text into parts on character boundaries.
+pub fn split_parts(text: &str, max_bytes: usize) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(max_bytes);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (head, tail) = rest.split_at(end);
+        parts.push(head);
+        rest = tail;
+    }
+    parts
+}
+
+#[async_trait]
+impl CallStore for DynamoCallStore {
+    async fn create(&self, record: &CallRecord) -> Result<Created, StoreError> {
+        let mut item: std::collections::HashMap<String, AttributeValue> = serde_dynamo::to_item(record)?;
+        item.insert("item".into(), AttributeValue::S(RECORD_ITEM.into()));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(call_id) OR #status = :received")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":received", AttributeValue::S(CallStatus::Received.as_str().into()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Created::Stored),
+            Err(err) if err.as_service_error().is_some_and(Self::is_condition_failure) => {
+                Ok(Created::AlreadyProcessing)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn get(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("call_id", AttributeValue::S(call_id.to_string()))
+            .key("item", AttributeValue::S(RECORD_ITEM.into()))
+            .consistent_read(true)
+            .send()
+            .await?;
+        out.item.map(|item| serde_dynamo::from_item(item).map_err(Into::into)).transpose()
+    }
+
+    async fn transition(
+        &self,
+        call_id: &str,
+        from: &[CallStatus],
+        to: CallStatus,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let placeholders: Vec<String> = (0..from.len()).map(|i| format!(":from{i}")).collect();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("call_id", AttributeValue::S(call_id.to_string()))
+            .key("item", AttributeValue::S(RECORD_ITEM.into()))
+            .condition_expression(format!("#status IN ({})", placeholders.join(", ")))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#history", "status_history")
+            .expression_attribute_values(":to", AttributeValue::S(to.as_str().into()))
+            .expression_attribute_values(":entry", Self::history_entry(to, reason)?)
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]));
+        for (placeholder, status) in placeholders.iter().zip(from) {
+            update = update.expression_attribute_values(placeholder, AttributeValue::S(status.as_str().into()));
+        }
+        let mut expression =
+            "SET #status = :to, #history = list_append(if_not_exists(#history, :empty), :entry)".to_string();
+        if let Some(reason) = reason.filter(|_| to == CallStatus::Failed) {
+            expression.push_str(", failure_reason = :reason");
+            update = update.expression_attribute_values(":reason", AttributeValue::S(reason.to_string()));
+        }
+        if matches!(to, CallStatus::Failed | CallStatus::Skipped | CallStatus::Transcribed) {
+            expression.push_str(", processed_at = :now");
+            update = update.expression_attribute_values(":now", AttributeValue::S(crate::time::now_rfc3339()));
+        }
+        match update.update_expression(expression).send().await {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(Self::is_condition_failure) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn set_transcript_id(&self, call_id: &str, transcript_id: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("call_id", AttributeValue::S(call_id.to_string()))
+            .key("item", AttributeValue::S(RECORD_ITEM.into()))
+            .update_expression("SET transcript_id = :id")
+            .expression_attribute_values(":id", AttributeValue::S(transcript_id.to_string()))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn save_transcript(&self, call_id: &str, transcript: &Transcript) -> Result<(), StoreError> {
+        let serialized = serde_json::to_string(transcript).map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let parts = split_parts(&serialized, TRANSCRIPT_PART_BYTES);
+        for (index, part) in parts.iter().enumerate() {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("call_id", AttributeValue::S(call_id.to_string()))
+                .item("item", AttributeValue::S(format!("{TRANSCRIPT_ITEM_PREFIX}{index:05}")))
+                .item("chunk", AttributeValue::S(part.to_string()))
+                .send()
+                .await?;
+        }
+        // Parts first, count last: a reader never sees a count without its parts.
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("call_id", AttributeValue::S(call_id.to_string()))
+            .key("item", AttributeValue::S(RECORD_ITEM.into()))
+            .update_expression("SET transcript_parts = :n")
+            .expression_attribute_values(":n", AttributeValue::N(parts.len().to_string()))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn load_transcript(&self, call_id: &str) -> Result<Option<Transcript>, StoreError> {
+        let mut chunks: Vec<(String, String)> = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("call_id = :id AND begins_with(#item, :prefix)")
+            .expression_attribute_names("#item", "item")
+            .expression_attribute_values(":id", AttributeValue::S(call_id.to_string()))
+            .expression_attribute_values(":prefix", AttributeValue::S(TRANSCRIPT_ITEM_PREFIX.into()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            let item = item?;
+            let key = item.get("item").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let chunk = item
+                .get("chunk")
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .ok_or_else(|| StoreError::Malformed(format!("transcript part {key} has no chunk")))?;
+            chunks.push((key, chunk));
+        }
+        if chunks.is_empty() {
+            return Ok(None);
+        }
+        chunks.sort();
+        let serialized: String = chunks.into_iter().map(|(_, c)| c).collect();
+        serde_json::from_str(&serialized)
+            .map(Some)
+            .map_err(|e| StoreError::Malformed(format!("transcript: {e}")))
+    }
+
+    async fn mark_notified(
+        &self,
+        call_id: &str,
+        slack_posted: bool,
+        status_after: CallStatus,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("call_id", AttributeValue::S(call_id.to_string()))
+            .key("item", AttributeValue::S(RECORD_ITEM.into()))
+            .update_expression(
+                "SET slack_posted = :posted, notified_at = :now, processed_at = :now, \
+                 #status = :after, \
+                 #history = list_append(if_not_exists(#history, :empty), :entry)",
+            )
+            .condition_expression("attribute_exists(call_id) AND attribute_not_exists(notified_at)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#history", "status_history")
+            .expression_attribute_values(":posted", AttributeValue::Bool(slack_posted))
+            .expression_attribute_values(":now", AttributeValue::S(crate::time::now_rfc3339()))
+            .expression_attribute_values(":after", AttributeValue::S(status_after.as_str().into()))
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":entry", Self::history_entry(status_after, Some("notification sent"))?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(Self::is_condition_failure) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direction_follows_the_support_number() {
+        assert_eq!(Direction::of("09631084471", Some("09631084471")), Direction::Outgoing);
+        assert_eq!(Direction::of("+919876543210", Some("09631084471")), Direction::Incoming);
+        assert_eq!(Direction::of("+919876543210", None), Direction::Incoming);
+    }
+
+    #[test]
+    fn split_parts_keeps_every_character() {
+        let text = "héllo wörld ".repeat(1000);
+        let parts = split_parts(&text, 7);
+        assert!(parts.iter().all(|p| p.len() <= 7));
+        assert_eq!(parts.concat(), text);
+        assert!(split_parts("", 10).is_empty());
+    }
+
+    #[test]
+    fn labelled_text_uses_speakers() {
+        let t = Transcript {
+            text: "hi there".into(),
+            utterances: vec![
+                Utterance { speaker: "A".into(), text: "hi".into(), start: 0, end: 1 },
+                Utterance { speaker: "B".into(), text: "there".into(), start: 1, end: 2 },
+            ],
+            tone: Tone::Neutral,
+            audio_duration: None,
+        };
+        assert_eq!(t.labelled_text(), "Speaker A: hi\nSpeaker B: there");
+    }
+}

@@ -1,0 +1,292 @@
+//! The webhook half of the recording pipeline, shared by the Zapier and the
+//! Exotel webhooks: claim the call id, store the call, queue its
+//! transcription, and only then acknowledge.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::api::ApiError;
+use crate::calls::{AgentInfo, CallRecord, CallSource, CallStatus, CallStore, Created, StatusChange};
+use crate::dedup::{Claim, DedupStore};
+use crate::jobs::{self, JobQueue, TranscriptionJob};
+use crate::mask;
+use crate::metrics::{self, Metric};
+use crate::stats::{self, Counter, StatsStore};
+use crate::time;
+
+/// A call as a webhook reported it, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingCall {
+    pub call_id: String,
+    pub source: CallSource,
+    pub from_number: String,
+    pub to_number: String,
+    pub duration: Option<u64>,
+    /// Present and allowed, or absent.
+    pub recording_url: Option<url::Url>,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    /// The provider's status (`completed`, `busy`, ...).
+    pub call_status: String,
+    pub agent: AgentInfo,
+}
+
+impl IncomingCall {
+    /// Only completed calls with a recording are worth transcribing.
+    pub fn skip_reason(&self) -> Option<String> {
+        if !self.call_status.eq_ignore_ascii_case("completed") {
+            Some(format!("call status is {}; nothing to transcribe", self.call_status))
+        } else if self.recording_url.is_none() {
+            Some("call has no recording".to_string())
+        } else {
+            None
+        }
+    }
+}
+
+/// The seed's acknowledgement, plus `duplicate` on replays.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Acknowledgement {
+    pub success: bool,
+    pub message: String,
+    pub call_id: String,
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct IngestSettings {
+    /// How long one delivery may hold the call id before another may take over.
+    pub lease: Duration,
+    /// How long transcription may take before the call counts as failed.
+    pub transcription_deadline: Duration,
+}
+
+pub struct Ingestor {
+    pub dedup: Arc<dyn DedupStore>,
+    pub calls: Arc<dyn CallStore>,
+    pub stats: Arc<dyn StatsStore>,
+    pub transcription_queue: Arc<dyn JobQueue>,
+    pub settings: IngestSettings,
+}
+
+/// Webhook deliveries of the same call share one key, whichever route they came by.
+pub fn dedup_key(call_id: &str) -> String {
+    format!("call#{call_id}")
+}
+
+impl Ingestor {
+    pub async fn ingest(&self, call: IncomingCall) -> Result<(StatusCode, Acknowledgement), ApiError> {
+        let key = dedup_key(&call.call_id);
+        info!(
+            call_id = %call.call_id,
+            from = %mask::phone(&call.from_number),
+            to = %mask::phone(&call.to_number),
+            status = %call.call_status,
+            "call delivery received"
+        );
+        metrics::count(Metric::Received);
+        match self.dedup.claim(&key, self.settings.lease).await.map_err(unavailable)? {
+            Claim::Acquired => {}
+            Claim::Completed(saved) => return Ok(self.duplicate(&call.call_id, saved).await),
+            Claim::InProgress => {
+                info!(call_id = %call.call_id, "concurrent delivery still in progress");
+                return Err(ApiError::InProgress);
+            }
+        }
+        match self.store_and_queue(&call).await {
+            Ok(Some(ack)) => {
+                if let Err(err) = self.dedup.complete(&key, &serde_json::to_value(&ack).unwrap_or_default()).await {
+                    // The job is queued and the worker is idempotent, so the
+                    // delivery still counts as accepted.
+                    warn!(call_id = %call.call_id, error = %err, "dedup record not completed");
+                }
+                stats::count(self.stats.as_ref(), Counter::TotalProcessed).await;
+                Ok((StatusCode::ACCEPTED, ack))
+            }
+            Ok(None) => {
+                // The call record is past `received`: an earlier delivery whose
+                // dedup record has expired already handled it.
+                let ack = self.acknowledgement(&call.call_id, "Call already processed");
+                let _ = self.dedup.complete(&key, &serde_json::to_value(&ack).unwrap_or_default()).await;
+                Ok(self.duplicate(&call.call_id, serde_json::to_value(ack).unwrap_or_default()).await)
+            }
+            Err(err) => {
+                if let Err(release_err) = self.dedup.release(&key).await {
+                    warn!(call_id = %call.call_id, error = %release_err, "dedup claim not released; it expires with its lease");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Stores the call and queues its transcription. `None` means the call
+    /// was already further along.
+    async fn store_and_queue(&self, call: &IncomingCall) -> Result<Option<Acknowledgement>, ApiError> {
+        let now = time::now_rfc3339();
+        let record = CallRecord {
+            call_id: call.call_id.clone(),
+            source: call.source,
+            from_number: call.from_number.clone(),
+            to_number: call.to_number.clone(),
+            duration: call.duration,
+            recording_url: call.recording_url.as_ref().map(url::Url::to_string),
+            timestamp: time::rfc3339(call.timestamp),
+            processed_at: None,
+            slack_posted: false,
+            status: CallStatus::Received,
+            call_status: Some(call.call_status.clone()),
+            failure_reason: None,
+            agent: call.agent.clone(),
+            transcript_id: None,
+            transcript_parts: 0,
+            status_history: vec![StatusChange {
+                status: CallStatus::Received,
+                at: now,
+                reason: None,
+            }],
+            received_at: time::now_rfc3339(),
+        };
+        if self.calls.create(&record).await.map_err(unavailable)? == Created::AlreadyProcessing {
+            return Ok(None);
+        }
+        if let Some(reason) = call.skip_reason() {
+            self.calls
+                .transition(&call.call_id, &[CallStatus::Received], CallStatus::Skipped, Some(&reason))
+                .await
+                .map_err(unavailable)?;
+            info!(call_id = %call.call_id, %reason, "call stored without transcription");
+            return Ok(Some(self.acknowledgement(&call.call_id, "Call recorded; not transcribed")));
+        }
+        let job = TranscriptionJob {
+            call_id: call.call_id.clone(),
+            recording_url: call.recording_url.as_ref().map(url::Url::to_string).unwrap_or_default(),
+            source: call.source,
+            transcript_id: None,
+            checks: 0,
+            deadline: time::epoch_secs() + self.settings.transcription_deadline.as_secs() as i64,
+        };
+        jobs::send(self.transcription_queue.as_ref(), &job, Duration::ZERO)
+            .await
+            .map_err(|err| {
+                warn!(call_id = %call.call_id, error = %err, "transcription job not queued");
+                ApiError::Unavailable
+            })?;
+        metrics::count(Metric::Queued);
+        // The job is durable now; a failed status update must not un-acknowledge it.
+        if let Err(err) = self
+            .calls
+            .transition(&call.call_id, &[CallStatus::Received], CallStatus::Queued, None)
+            .await
+        {
+            warn!(call_id = %call.call_id, error = %err, "call status not moved to queued");
+        }
+        Ok(Some(self.acknowledgement(&call.call_id, "Call queued for processing")))
+    }
+
+    fn acknowledgement(&self, call_id: &str, message: &str) -> Acknowledgement {
+        Acknowledgement {
+            success: true,
+            message: message.to_string(),
+            call_id: call_id.to_string(),
+            timestamp: time::now_rfc3339(),
+            duplicate: false,
+        }
+    }
+
+    async fn duplicate(&self, call_id: &str, saved: serde_json::Value) -> (StatusCode, Acknowledgement) {
+        info!(call_id = %call_id, "duplicate delivery answered from the first one");
+        metrics::count(Metric::Duplicate);
+        stats::count(self.stats.as_ref(), Counter::Duplicates).await;
+        let mut ack: Acknowledgement =
+            serde_json::from_value(saved).unwrap_or_else(|_| self.acknowledgement(call_id, "Call already processed"));
+        ack.duplicate = true;
+        (StatusCode::OK, ack)
+    }
+}
+
+fn unavailable(err: crate::store::StoreError) -> ApiError {
+    warn!(error = %err, "store unavailable");
+    ApiError::Unavailable
+}
+
+/// Validates a call id: the dedup key and the `/call/{id}` path segment.
+pub fn validate_call_id(raw: Option<&str>, field: &str) -> Result<String, ApiError> {
+    let id = raw.map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| {
+        ApiError::unprocessable("missing_field", format!("{field} is required"))
+    })?;
+    let valid = id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        return Err(ApiError::unprocessable(
+            "invalid_call_id",
+            format!("{field} must be 1-128 letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    Ok(id.to_string())
+}
+
+/// Validates a phone number field, which may be required or optional.
+pub fn validate_phone(raw: Option<&str>, field: &str, required: bool) -> Result<String, ApiError> {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        None if required => Err(ApiError::unprocessable("missing_field", format!("{field} is required"))),
+        None => Ok(String::new()),
+        Some(number) if crate::phone::is_plausible(number) => Ok(number.to_string()),
+        Some(_) => Err(ApiError::unprocessable(
+            "invalid_phone_number",
+            format!("{field} is not a valid phone number"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_ids_are_validated() {
+        assert_eq!(validate_call_id(Some(" CA12_a-b.c "), "call_id").unwrap(), "CA12_a-b.c");
+        assert_eq!(validate_call_id(None, "call_id").unwrap_err().code(), "missing_field");
+        assert_eq!(validate_call_id(Some("  "), "call_id").unwrap_err().code(), "missing_field");
+        assert_eq!(validate_call_id(Some("a/b"), "call_id").unwrap_err().code(), "invalid_call_id");
+        assert_eq!(
+            validate_call_id(Some(&"x".repeat(129)), "call_id").unwrap_err().code(),
+            "invalid_call_id"
+        );
+    }
+
+    #[test]
+    fn phones_are_validated() {
+        assert_eq!(validate_phone(Some("+919876543210"), "from_number", true).unwrap(), "+919876543210");
+        assert_eq!(validate_phone(None, "From", false).unwrap(), "");
+        assert_eq!(validate_phone(None, "from_number", true).unwrap_err().code(), "missing_field");
+        assert_eq!(
+            validate_phone(Some("call me"), "from_number", true).unwrap_err().code(),
+            "invalid_phone_number"
+        );
+    }
+
+    #[test]
+    fn only_completed_calls_with_recordings_are_transcribed() {
+        let mut call = IncomingCall {
+            call_id: "c".into(),
+            source: CallSource::Exotel,
+            from_number: String::new(),
+            to_number: String::new(),
+            duration: None,
+            recording_url: Some(url::Url::parse("https://api.exotel.com/r.mp3").unwrap()),
+            timestamp: chrono::Utc::now(),
+            call_status: "completed".into(),
+            agent: AgentInfo::default(),
+        };
+        assert_eq!(call.skip_reason(), None);
+        call.call_status = "busy".into();
+        assert!(call.skip_reason().unwrap().contains("busy"));
+        call.call_status = "completed".into();
+        call.recording_url = None;
+        assert_eq!(call.skip_reason().unwrap(), "call has no recording");
+    }
+}

@@ -1,0 +1,133 @@
+//! The messages that flow through the queues, and the queue they go through.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::calls::CallSource;
+
+/// SQS refuses delays above 15 minutes.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
+
+/// Transcribe one call's recording. The same job comes back with a
+/// `transcript_id` to re-check the transcript until it is done or `deadline`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptionJob {
+    pub call_id: String,
+    pub recording_url: String,
+    pub source: CallSource,
+    #[serde(default)]
+    pub transcript_id: Option<String>,
+    /// How many re-checks happened; drives the backoff.
+    #[serde(default)]
+    pub checks: u32,
+    /// Epoch seconds after which the transcription counts as failed.
+    pub deadline: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    /// The transcript is stored: post the seed's call summary.
+    CallSummary,
+    /// Transcription failed: say so, with the reason.
+    TranscriptionFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationJob {
+    /// Stable across redeliveries and re-sends: deliveries are recorded under it.
+    pub notification_id: String,
+    pub call_id: String,
+    pub kind: NotificationKind,
+    /// Rate-limit re-sends so far; bounded so a permanently limited channel ends in the DLQ.
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+impl NotificationJob {
+    pub fn for_call(call_id: &str, kind: NotificationKind) -> Self {
+        let kind_name = match kind {
+            NotificationKind::CallSummary => "summary",
+            NotificationKind::TranscriptionFailed => "transcription-failed",
+        };
+        Self {
+            notification_id: format!("{call_id}#{kind_name}"),
+            call_id: call_id.to_string(),
+            kind,
+            attempt: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("queue send failed: {0}")]
+pub struct QueueError(pub String);
+
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    async fn send_raw(&self, body: String, delay: Duration) -> Result<(), QueueError>;
+}
+
+/// Sends any job as JSON.
+pub async fn send<T: Serialize + Sync>(queue: &dyn JobQueue, job: &T, delay: Duration) -> Result<(), QueueError> {
+    let body = serde_json::to_string(job).map_err(|e| QueueError(e.to_string()))?;
+    queue.send_raw(body, delay.min(MAX_DELAY)).await
+}
+
+pub struct SqsJobQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsJobQueue {
+    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
+        Self { client, url: url.into() }
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqsJobQueue {
+    async fn send_raw(&self, body: String, delay: Duration) -> Result<(), QueueError> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(delay.as_secs() as i32)
+            .send()
+            .await
+            .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+        Ok(())
+    }
+}
+
+/// Exponential backoff for re-checks: base, 2x base, ... capped at `cap`.
+pub fn backoff(base: Duration, checks: u32, cap: Duration) -> Duration {
+    base.saturating_mul(2u32.saturating_pow(checks.min(16))).min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let base = Duration::from_secs(10);
+        let cap = Duration::from_secs(300);
+        assert_eq!(backoff(base, 0, cap), Duration::from_secs(10));
+        assert_eq!(backoff(base, 1, cap), Duration::from_secs(20));
+        assert_eq!(backoff(base, 4, cap), Duration::from_secs(160));
+        assert_eq!(backoff(base, 5, cap), cap);
+        assert_eq!(backoff(base, 40, cap), cap);
+    }
+
+    #[test]
+    fn notification_ids_are_stable_per_call_and_kind() {
+        let a = NotificationJob::for_call("CA1", NotificationKind::CallSummary);
+        let b = NotificationJob::for_call("CA1", NotificationKind::CallSummary);
+        assert_eq!(a.notification_id, b.notification_id);
+        let c = NotificationJob::for_call("CA1", NotificationKind::TranscriptionFailed);
+        assert_ne!(a.notification_id, c.notification_id);
+    }
+}

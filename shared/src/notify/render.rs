@@ -1,0 +1,193 @@
+//! Seed 001's Slack message, character for character. The text is the users'
+//! contract; keep it byte-identical to the seed's format.
+
+use chrono::DateTime;
+
+use crate::calls::{CallRecord, Direction, Transcript};
+
+/// How many opening words of the transcript make the "Concern" line.
+const CONCERN_WORDS: usize = 10;
+const NOT_PROVIDED: &str = "N/A";
+
+/// What the message reports about the transcription.
+pub enum Outcome<'a> {
+    Transcribed(&'a Transcript),
+    Failed(&'a str),
+}
+
+/// The "Concern" line: the transcript's own opening words (no rephrasing)
+/// and the call's tone.
+pub fn concern(transcript: &Transcript) -> String {
+    let words: Vec<&str> = transcript.text.split_whitespace().collect();
+    let opening = if words.is_empty() {
+        "(no speech detected)".to_string()
+    } else if words.len() > CONCERN_WORDS {
+        format!("{} ...", words[..CONCERN_WORDS].join(" "))
+    } else {
+        words.join(" ")
+    };
+    format!("Call inquiry: {opening} (Tone: {})", transcript.tone.label())
+}
+
+fn or_na(value: Option<&String>) -> &str {
+    value.map(String::as_str).filter(|s| !s.trim().is_empty()).unwrap_or(NOT_PROVIDED)
+}
+
+/// `completed` -> `Completed`.
+fn title_case(status: &str) -> String {
+    let mut chars = status.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => NOT_PROVIDED.to_string(),
+    }
+}
+
+/// `2025-10-04T17:58:27Z` -> `2025-10-04 17:58:27 UTC`.
+fn seed_timestamp(rfc3339: &str) -> String {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+pub fn call_summary(record: &CallRecord, outcome: Outcome<'_>, support_number: Option<&str>) -> String {
+    let (support, customer) = match record.direction(support_number) {
+        Direction::Outgoing => (&record.from_number, &record.to_number),
+        Direction::Incoming => (&record.to_number, &record.from_number),
+    };
+    let support = if support.is_empty() { NOT_PROVIDED } else { support.as_str() };
+    let customer = if customer.is_empty() { NOT_PROVIDED } else { customer.as_str() };
+    let agent = &record.agent;
+    let cs_agent = agent
+        .agent_slack_handle
+        .as_ref()
+        .or(agent.agent_name.as_ref())
+        .filter(|s| !s.trim().is_empty())
+        .map(String::as_str)
+        .unwrap_or(NOT_PROVIDED);
+    let duration = record.duration.map(|d| format!("{d}s")).unwrap_or_else(|| NOT_PROVIDED.into());
+    let status = title_case(record.call_status.as_deref().unwrap_or(""));
+    let (concern_line, transcription, recording_line) = match outcome {
+        Outcome::Transcribed(t) => (
+            concern(t),
+            t.labelled_text(),
+            "Recording processed and transcribed above (as per no-audio requirement)".to_string(),
+        ),
+        Outcome::Failed(reason) => (
+            format!("Transcription failed: {reason}"),
+            format!("Transcription unavailable: {reason}"),
+            "Recording received but could not be transcribed".to_string(),
+        ),
+    };
+    format!(
+        "📞 Support Number:\n{support}\n\n\
+         📱 Candidate/Customer Number:\n{customer}\n\n\
+         ❗ Concern:\n{concern_line}\n\n\
+         👤 CS Agent:\n{cs_agent} <{support}>\n\n\
+         🏢 Department:\n{department}\n\n\
+         ⏰ Timestamp:\n{timestamp}\n\n\
+         📋 Call Metadata:\n\
+         • Call ID: `{call_id}`\n\
+         • Duration: {duration}\n\
+         • Status: {status}\n\
+         • Agent: {agent_name}\n\
+         • Customer Segment: {segment}\n\n\
+         📝 Full Transcription:\n```\n{transcription}\n```\n\n\
+         🎧 Recording/Voice Note:\n{recording_line}",
+        department = or_na(agent.department.as_ref()),
+        timestamp = seed_timestamp(&record.timestamp),
+        call_id = record.call_id,
+        agent_name = or_na(agent.agent_name.as_ref()),
+        segment = or_na(agent.customer_segment.as_ref()),
+    )
+}
+
+/// Email subject for a call summary.
+pub fn call_summary_subject(record: &CallRecord, support_number: Option<&str>, failed: bool) -> String {
+    let direction = match record.direction(support_number) {
+        Direction::Incoming => "Incoming",
+        Direction::Outgoing => "Outgoing",
+    };
+    let what = if failed { "transcription failed" } else { "call summary" };
+    format!("{direction} call {}: {what}", record.call_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::{AgentInfo, CallSource, CallStatus, Tone, Utterance};
+
+    fn record() -> CallRecord {
+        CallRecord {
+            call_id: "86d8a88279e4f1ad7417e6556c3e1984".into(),
+            source: CallSource::Zapier,
+            from_number: "+919876543210".into(),
+            to_number: "09631084471".into(),
+            duration: Some(56),
+            recording_url: None,
+            timestamp: "2025-10-04T17:58:27Z".into(),
+            processed_at: None,
+            slack_posted: false,
+            status: CallStatus::Transcribed,
+            call_status: Some("completed".into()),
+            failure_reason: None,
+            agent: AgentInfo {
+                agent_name: Some("Prateek Raj".into()),
+                agent_slack_handle: Some("@prateek.raj".into()),
+                department: Some("Customer Success".into()),
+                customer_segment: Some("General".into()),
+            },
+            transcript_id: None,
+            transcript_parts: 0,
+            status_history: vec![],
+            received_at: "2025-10-04T17:58:30Z".into(),
+        }
+    }
+
+    fn transcript() -> Transcript {
+        Transcript {
+            text: "Person you are speaking with has put your call on hold please stay on the line".into(),
+            utterances: vec![
+                Utterance { speaker: "A".into(), text: "Person you are speaking with has put your call on hold.".into(), start: 0, end: 1 },
+                Utterance { speaker: "B".into(), text: "Please stay on the line.".into(), start: 1, end: 2 },
+            ],
+            tone: Tone::Neutral,
+            audio_duration: Some(56.0),
+        }
+    }
+
+    #[test]
+    fn renders_the_seed_format_exactly() {
+        let expected = "📞 Support Number:\n09631084471\n\n📱 Candidate/Customer Number:\n+919876543210\n\n❗ Concern:\nCall inquiry: Person you are speaking with has put your call on ... (Tone: Neutral)\n\n👤 CS Agent:\n@prateek.raj <09631084471>\n\n🏢 Department:\nCustomer Success\n\n⏰ Timestamp:\n2025-10-04 17:58:27 UTC\n\n📋 Call Metadata:\n• Call ID: `86d8a88279e4f1ad7417e6556c3e1984`\n• Duration: 56s\n• Status: Completed\n• Agent: Prateek Raj\n• Customer Segment: General\n\n📝 Full Transcription:\n```\nSpeaker A: Person you are speaking with has put your call on hold.\nSpeaker B: Please stay on the line.\n```\n\n🎧 Recording/Voice Note:\nRecording processed and transcribed above (as per no-audio requirement)";
+        let t = transcript();
+        assert_eq!(call_summary(&record(), Outcome::Transcribed(&t), Some("09631084471")), expected);
+    }
+
+    #[test]
+    fn outgoing_calls_swap_the_numbers() {
+        let mut r = record();
+        std::mem::swap(&mut r.from_number, &mut r.to_number);
+        let t = transcript();
+        let text = call_summary(&r, Outcome::Transcribed(&t), Some("09631084471"));
+        assert!(text.starts_with("📞 Support Number:\n09631084471\n\n📱 Candidate/Customer Number:\n+919876543210"));
+    }
+
+    #[test]
+    fn short_transcripts_are_quoted_whole_and_missing_fields_say_na() {
+        let mut r = record();
+        r.agent = AgentInfo::default();
+        r.duration = None;
+        let t = Transcript { text: "Hello there".into(), utterances: vec![], tone: Tone::Positive, audio_duration: None };
+        let text = call_summary(&r, Outcome::Transcribed(&t), None);
+        assert!(text.contains("Call inquiry: Hello there (Tone: Positive)"));
+        assert!(text.contains("👤 CS Agent:\nN/A <09631084471>"));
+        assert!(text.contains("• Duration: N/A"));
+        assert!(text.contains("```\nHello there\n```"));
+    }
+
+    #[test]
+    fn failures_say_why() {
+        let text = call_summary(&record(), Outcome::Failed("Audio file is corrupt"), None);
+        assert!(text.contains("❗ Concern:\nTranscription failed: Audio file is corrupt"));
+        assert!(text.contains("```\nTranscription unavailable: Audio file is corrupt\n```"));
+    }
+}
