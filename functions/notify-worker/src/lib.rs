@@ -1,0 +1,179 @@
+//! Notification jobs from SQS: render seed 001's message for the call and
+//! deliver it on every configured channel, each part exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use shared::calls::{CallStatus, CallStore, DynamoCallStore};
+use shared::config;
+use shared::dedup::{DedupStore, DynamoDedupStore};
+use shared::jobs::{self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue};
+use shared::metrics::{self, Metric};
+use shared::notify::render::{self, Outcome as Rendered};
+use shared::notify::{self, build_channels, Delivery, Message, NotificationChannel, NotifierConfig};
+use shared::sqs_batch::{self, Outcome};
+use shared::stats::{self, Counter, DynamoStatsStore, StatsStore};
+use tracing::{error, info, warn, Instrument};
+
+pub struct NotifyWorker {
+    pub calls: Arc<dyn CallStore>,
+    pub stats: Arc<dyn StatsStore>,
+    /// Delivery records: one per notification, channel and part.
+    pub deliveries: Arc<dyn DedupStore>,
+    pub channels: Vec<Arc<dyn NotificationChannel>>,
+    /// Rate-limited jobs come back here with the channel's `Retry-After` as delay.
+    pub notification_queue: Arc<dyn JobQueue>,
+    /// Permanently refused jobs go straight here, where the alarm sees them.
+    pub dead_letter_queue: Arc<dyn JobQueue>,
+    /// Rate-limit re-sends before a job counts as failed.
+    pub max_rate_limited_attempts: u32,
+    /// How long one worker may hold a part's delivery record.
+    pub send_lease: Duration,
+}
+
+impl NotifyWorker {
+    pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
+        let sdk = shared::aws::sdk_config().await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let notifier = NotifierConfig::from_env()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let ses = notifier.notification_email.is_some().then(|| aws_sdk_sesv2::Client::new(&sdk));
+        Ok(Self {
+            calls: Arc::new(DynamoCallStore::new(dynamo.clone(), config::required("CALLS_TABLE")?)),
+            stats: Arc::new(DynamoStatsStore::new(dynamo.clone(), config::required("STATS_TABLE")?)),
+            deliveries: Arc::new(DynamoDedupStore::new(
+                dynamo,
+                config::required("IDEMPOTENCY_TABLE")?,
+                Duration::from_secs(30 * 24 * 3600),
+            )),
+            channels: build_channels(&notifier, http, ses),
+            notification_queue: Arc::new(SqsJobQueue::new(sqs.clone(), config::required("NOTIFICATION_QUEUE_URL")?)),
+            dead_letter_queue: Arc::new(SqsJobQueue::new(sqs, config::required("NOTIFICATION_DLQ_URL")?)),
+            max_rate_limited_attempts: 8,
+            send_lease: Duration::from_secs(30),
+        })
+    }
+
+    pub async fn handle(self: &Arc<Self>, event: SqsEvent) -> SqsBatchResponse {
+        let worker = Arc::clone(self);
+        sqs_batch::process(event, move |message| {
+            let worker = Arc::clone(&worker);
+            async move { worker.process(message).await }
+        })
+        .await
+    }
+
+    async fn process(&self, message: SqsMessage) -> Outcome {
+        let body = message.body.clone().unwrap_or_default();
+        let job: NotificationJob = match serde_json::from_str(&body) {
+            Ok(job) => job,
+            Err(err) => {
+                error!(error = %err, "unreadable notification job");
+                return self.dead_letter(&body, "unreadable job").await;
+            }
+        };
+        let span = tracing::info_span!("notification", call_id = %job.call_id, notification_id = %job.notification_id);
+        async {
+            match self.deliver(&job).await {
+                Ok(outcome) => outcome,
+                Err(reason) => {
+                    warn!(%reason, "notification step failed; message will be retried");
+                    Outcome::Retry
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn deliver(&self, job: &NotificationJob) -> Result<Outcome, String> {
+        let Some(record) = self.calls.get(&job.call_id).await.map_err(|e| e.to_string())? else {
+            error!("notification for an unknown call");
+            return Ok(self.dead_letter(&to_json(job), "unknown call").await);
+        };
+        let failed = job.kind == NotificationKind::TranscriptionFailed;
+        let text = if failed {
+            let reason = record.failure_reason.as_deref().unwrap_or("unknown reason");
+            render::call_summary(&record, Rendered::Failed(reason))
+        } else {
+            let Some(transcript) = self.calls.load_transcript(&job.call_id).await.map_err(|e| e.to_string())? else {
+                return Err("transcript not stored yet".into());
+            };
+            render::call_summary(&record, Rendered::Transcribed(&transcript))
+        };
+        let message = Message {
+            subject: render::call_summary_subject(&record, failed),
+            text,
+        };
+        let delivery = notify::deliver(
+            self.deliveries.as_ref(),
+            &self.channels,
+            &job.notification_id,
+            &message,
+            self.send_lease,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        match delivery {
+            Delivery::Sent { slack } => {
+                let status_after = if failed { CallStatus::Failed } else { CallStatus::Notified };
+                let first = self
+                    .calls
+                    .mark_notified(&job.call_id, slack, status_after)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if first {
+                    metrics::count(Metric::Notified);
+                    if !failed {
+                        stats::count(self.stats.as_ref(), Counter::SuccessfullyPosted).await;
+                    }
+                }
+                info!("notification delivered");
+                Ok(Outcome::Done)
+            }
+            Delivery::RetryAfter(after) if job.attempt + 1 < self.max_rate_limited_attempts => {
+                let next = NotificationJob {
+                    attempt: job.attempt + 1,
+                    ..job.clone()
+                };
+                jobs::send(self.notification_queue.as_ref(), &next, after)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Outcome::Done)
+            }
+            Delivery::RetryAfter(_) => {
+                Ok(self.dead_letter(&to_json(job), "still rate limited after every retry").await)
+            }
+            Delivery::Retry(reason) => Err(reason),
+            Delivery::Permanent { channel, reason } => {
+                stats::count(self.stats.as_ref(), Counter::Failed).await;
+                metrics::count(Metric::Failed);
+                Ok(self.dead_letter(&to_json(job), &format!("{channel}: {reason}")).await)
+            }
+        }
+    }
+
+    /// Moves a job that cannot succeed to the DLQ now instead of after five
+    /// pointless retries. If even that fails, SQS redrive gets it there.
+    async fn dead_letter(&self, body: &str, reason: &str) -> Outcome {
+        match self.dead_letter_queue.send_raw(body.to_string(), Duration::ZERO).await {
+            Ok(()) => {
+                error!(%reason, "notification moved to the dead-letter queue");
+                Outcome::Done
+            }
+            Err(err) => {
+                error!(%reason, error = %err, "dead-letter send failed; leaving the message for redrive");
+                Outcome::Retry
+            }
+        }
+    }
+}
+
+fn to_json(job: &NotificationJob) -> String {
+    serde_json::to_string(job).unwrap_or_default()
+}

@@ -1,0 +1,48 @@
+//! `GET /stats`: the processing counters, read from one item (never a scan).
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use lambda_http::{Body, Response};
+use serde::Serialize;
+use shared::api::ApiError;
+use shared::stats::{DynamoStatsStore, Stats, StatsStore};
+
+pub struct StatsEndpoint {
+    pub stats: Arc<dyn StatsStore>,
+}
+
+#[derive(Serialize)]
+struct StatsBody {
+    #[serde(flatten)]
+    stats: Stats,
+    timestamp: String,
+}
+
+impl StatsEndpoint {
+    pub async fn from_env() -> Result<Self, lambda_http::Error> {
+        let sdk = shared::aws::sdk_config().await;
+        Ok(Self {
+            stats: Arc::new(DynamoStatsStore::new(
+                aws_sdk_dynamodb::Client::new(&sdk),
+                shared::config::required("STATS_TABLE")?,
+            )),
+        })
+    }
+
+    pub async fn handle(&self) -> Response<Body> {
+        let result = self.stats.read().await.map_err(|err| {
+            tracing::error!(error = %err, "stats not readable");
+            ApiError::Unavailable
+        });
+        shared::api::respond(result.map(|stats| {
+            (
+                StatusCode::OK,
+                StatsBody {
+                    stats,
+                    timestamp: shared::time::now_rfc3339(),
+                },
+            )
+        }))
+    }
+}

@@ -1,0 +1,222 @@
+//! Transcription jobs from SQS: download the recording, hand it to AssemblyAI,
+//! then re-check the transcript through delayed messages (no Lambda ever
+//! sleeps waiting), store it in full and queue the notification.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use shared::assemblyai::{AssemblyAi, TranscribeError, TranscriptState, TranscriptionService};
+use shared::calls::{CallStatus, CallStore, DynamoCallStore};
+use shared::config;
+use shared::jobs::{self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue, TranscriptionJob};
+use shared::metrics::{self, Metric};
+use shared::recording::{ExotelCredentials, HostAllowList};
+use shared::sqs_batch::{self, Outcome};
+use shared::stats::{self, Counter, DynamoStatsStore, StatsStore};
+use tracing::{error, info, warn, Instrument};
+
+#[derive(Debug, Clone)]
+pub struct RecheckSettings {
+    /// First re-check delay; doubles each time (`TRANSCRIPTION_RECHECK_SECONDS`).
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+pub struct TranscribeWorker {
+    pub calls: Arc<dyn CallStore>,
+    pub stats: Arc<dyn StatsStore>,
+    pub transcription_queue: Arc<dyn JobQueue>,
+    pub notification_queue: Arc<dyn JobQueue>,
+    pub transcriber: Arc<dyn TranscriptionService>,
+    /// Checked again here: a job may predate a tightened allow-list.
+    pub recording_hosts: HostAllowList,
+    pub recheck: RecheckSettings,
+}
+
+const STATUSES_BEFORE_TRANSCRIPT: [CallStatus; 3] = [CallStatus::Received, CallStatus::Queued, CallStatus::Transcribing];
+
+impl TranscribeWorker {
+    pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
+        let sdk = shared::aws::sdk_config().await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let exotel_base = config::base_url_or("EXOTEL_BASE_URL", "https://api.exotel.com")?;
+        let exotel_host = url::Url::parse(&exotel_base)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| match u.port() {
+                Some(port) => format!("{h}:{port}"),
+                None => h.to_string(),
+            }))
+            .unwrap_or_default();
+        let exotel = match (config::optional_secret("EXOTEL_API_KEY"), config::optional_secret("EXOTEL_API_TOKEN")) {
+            (Some(api_key), Some(api_token)) => Some(ExotelCredentials {
+                api_key,
+                api_token,
+                hosts: HostAllowList::parse(&format!("{exotel_host},*.exotel.com,*.exotel.in")),
+            }),
+            _ => None,
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(45))
+            .build()?;
+        let recording_hosts = HostAllowList::parse(
+            &config::optional("RECORDING_ALLOWED_HOSTS").unwrap_or_else(|| shared::ingest::DEFAULT_RECORDING_HOSTS.into()),
+        );
+        Ok(Self {
+            calls: Arc::new(DynamoCallStore::new(dynamo.clone(), config::required("CALLS_TABLE")?)),
+            stats: Arc::new(DynamoStatsStore::new(dynamo, config::required("STATS_TABLE")?)),
+            transcription_queue: Arc::new(SqsJobQueue::new(sqs.clone(), config::required("TRANSCRIPTION_QUEUE_URL")?)),
+            notification_queue: Arc::new(SqsJobQueue::new(sqs, config::required("NOTIFICATION_QUEUE_URL")?)),
+            transcriber: Arc::new(AssemblyAi::new(
+                http,
+                config::base_url_or("ASSEMBLYAI_BASE_URL", "https://api.assemblyai.com")?,
+                config::required_secret("ASSEMBLYAI_API_KEY")?,
+                exotel,
+            )),
+            recording_hosts,
+            recheck: RecheckSettings {
+                base: Duration::from_secs(config::parsed_or("TRANSCRIPTION_RECHECK_SECONDS", 10)?),
+                cap: Duration::from_secs(300),
+            },
+        })
+    }
+
+    pub async fn handle(self: &Arc<Self>, event: SqsEvent) -> SqsBatchResponse {
+        let worker = Arc::clone(self);
+        sqs_batch::process(event, move |message| {
+            let worker = Arc::clone(&worker);
+            async move { worker.process(message).await }
+        })
+        .await
+    }
+
+    async fn process(&self, message: SqsMessage) -> Outcome {
+        let job: TranscriptionJob = match serde_json::from_str(message.body.as_deref().unwrap_or("")) {
+            Ok(job) => job,
+            Err(err) => {
+                // Retrying cannot fix it; it reaches the DLQ and its alarm.
+                error!(error = %err, "unreadable transcription job");
+                return Outcome::Retry;
+            }
+        };
+        let span = tracing::info_span!("transcription", call_id = %job.call_id, checks = job.checks);
+        let result = async {
+            match job.transcript_id.clone() {
+                None => self.start(job).await,
+                Some(id) => self.recheck(job, &id).await,
+            }
+        }
+        .instrument(span)
+        .await;
+        result.unwrap_or_else(|reason| {
+            warn!(%reason, "transcription step failed; message will be retried");
+            Outcome::Retry
+        })
+    }
+
+    /// First delivery: submit the recording, then schedule the first re-check.
+    async fn start(&self, job: TranscriptionJob) -> Result<Outcome, String> {
+        let record = self.calls.get(&job.call_id).await.map_err(|e| e.to_string())?;
+        let Some(record) = record else {
+            error!("transcription job for an unknown call");
+            return Ok(Outcome::Retry);
+        };
+        if !STATUSES_BEFORE_TRANSCRIPT.contains(&record.status) {
+            info!(status = record.status.as_str(), "call already past transcription; nothing to do");
+            return Ok(Outcome::Done);
+        }
+        if let Some(existing) = record.transcript_id {
+            // A redelivery after a successful submit: keep polling, never pay twice.
+            return self.schedule_recheck(job, existing, 0).await;
+        }
+        let url = match url::Url::parse(&job.recording_url) {
+            Ok(url) if self.recording_hosts.allows(&url) => url,
+            _ => return self.fail(&job.call_id, "recording URL is not on the allowed hosts").await,
+        };
+        self.calls
+            .transition(&job.call_id, &STATUSES_BEFORE_TRANSCRIPT, CallStatus::Transcribing, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        match self.transcriber.submit(&url).await {
+            Ok(transcript_id) => {
+                self.calls
+                    .set_transcript_id(&job.call_id, &transcript_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                info!(%transcript_id, "transcription submitted");
+                self.schedule_recheck(job, transcript_id, 0).await
+            }
+            Err(TranscribeError::Temporary(reason)) => Err(reason),
+            Err(TranscribeError::Permanent(reason)) => self.fail(&job.call_id, &reason).await,
+        }
+    }
+
+    async fn recheck(&self, job: TranscriptionJob, transcript_id: &str) -> Result<Outcome, String> {
+        match self.transcriber.check(transcript_id).await {
+            Ok(TranscriptState::Completed(transcript)) => {
+                self.calls
+                    .save_transcript(&job.call_id, &transcript)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let moved = self
+                    .calls
+                    .transition(&job.call_id, &STATUSES_BEFORE_TRANSCRIPT, CallStatus::Transcribed, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if moved {
+                    metrics::count(Metric::Transcribed);
+                }
+                info!(utterances = transcript.utterances.len(), "transcript stored");
+                self.notify(&job.call_id, NotificationKind::CallSummary).await
+            }
+            Ok(TranscriptState::Failed(reason)) => self.fail(&job.call_id, &format!("AssemblyAI error: {reason}")).await,
+            Ok(TranscriptState::Pending) if shared::time::epoch_secs() >= job.deadline => {
+                self.fail(&job.call_id, "transcription did not finish before its deadline").await
+            }
+            Ok(TranscriptState::Pending) => {
+                let checks = job.checks + 1;
+                self.schedule_recheck(job, transcript_id.to_string(), checks).await
+            }
+            Err(TranscribeError::Temporary(reason)) => Err(reason),
+            Err(TranscribeError::Permanent(reason)) => self.fail(&job.call_id, &reason).await,
+        }
+    }
+
+    async fn schedule_recheck(&self, job: TranscriptionJob, transcript_id: String, checks: u32) -> Result<Outcome, String> {
+        let delay = jobs::backoff(self.recheck.base, checks, self.recheck.cap);
+        let next = TranscriptionJob {
+            transcript_id: Some(transcript_id),
+            checks,
+            ..job
+        };
+        jobs::send(self.transcription_queue.as_ref(), &next, delay)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Outcome::Done)
+    }
+
+    /// Marks the call failed with its reason and still tells people.
+    async fn fail(&self, call_id: &str, reason: &str) -> Result<Outcome, String> {
+        error!(%reason, "transcription failed");
+        let moved = self
+            .calls
+            .transition(call_id, &STATUSES_BEFORE_TRANSCRIPT, CallStatus::Failed, Some(reason))
+            .await
+            .map_err(|e| e.to_string())?;
+        if moved {
+            metrics::count(Metric::Failed);
+            stats::count(self.stats.as_ref(), Counter::Failed).await;
+        }
+        self.notify(call_id, NotificationKind::TranscriptionFailed).await
+    }
+
+    async fn notify(&self, call_id: &str, kind: NotificationKind) -> Result<Outcome, String> {
+        jobs::send(self.notification_queue.as_ref(), &NotificationJob::for_call(call_id, kind), Duration::ZERO)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Outcome::Done)
+    }
+}
+
