@@ -108,6 +108,8 @@ pub struct CallRecord {
     /// The provider's own status (`completed`, `busy`, ...).
     #[serde(default)]
     pub call_status: Option<String>,
+    /// Decided once at ingestion from `SUPPORT_NUMBER`.
+    pub direction: Direction,
     #[serde(default)]
     pub failure_reason: Option<String>,
     #[serde(flatten)]
@@ -119,12 +121,6 @@ pub struct CallRecord {
     #[serde(default)]
     pub status_history: Vec<StatusChange>,
     pub received_at: String,
-}
-
-impl CallRecord {
-    pub fn direction(&self, support_number: Option<&str>) -> Direction {
-        Direction::of(&self.from_number, support_number)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::api::ApiError;
-use crate::calls::{AgentInfo, CallRecord, CallSource, CallStatus, CallStore, Created, StatusChange};
+use crate::calls::{AgentInfo, CallRecord, CallSource, CallStatus, CallStore, Created, Direction, StatusChange};
 use crate::dedup::{Claim, DedupStore};
 use crate::jobs::{self, JobQueue, TranscriptionJob};
 use crate::mask;
@@ -58,10 +58,12 @@ pub struct Acknowledgement {
     pub duplicate: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct IngestSettings {
-    /// How long one delivery may hold the call id before another may take over.
-    pub lease: Duration,
+    /// How long one delivery may hold the call id when the Lambda deadline is unknown.
+    pub default_lease: Duration,
+    /// `SUPPORT_NUMBER`: decides each call's direction.
+    pub support_number: Option<String>,
     /// How long transcription may take before the call counts as failed.
     pub transcription_deadline: Duration,
 }
@@ -80,7 +82,12 @@ pub fn dedup_key(call_id: &str) -> String {
 }
 
 impl Ingestor {
-    pub async fn ingest(&self, call: IncomingCall) -> Result<(StatusCode, Acknowledgement), ApiError> {
+    /// `lease` is how long this delivery may hold the call id: the invocation's remaining time.
+    pub async fn ingest(
+        &self,
+        call: IncomingCall,
+        lease: Option<Duration>,
+    ) -> Result<(StatusCode, Acknowledgement), ApiError> {
         let key = dedup_key(&call.call_id);
         info!(
             call_id = %call.call_id,
@@ -90,7 +97,7 @@ impl Ingestor {
             "call delivery received"
         );
         metrics::count(Metric::Received);
-        match self.dedup.claim(&key, self.settings.lease).await.map_err(unavailable)? {
+        match self.dedup.claim(&key, lease.unwrap_or(self.settings.default_lease)).await.map_err(unavailable)? {
             Claim::Acquired => {}
             Claim::Completed(saved) => return Ok(self.duplicate(&call.call_id, saved).await),
             Claim::InProgress => {
@@ -140,6 +147,7 @@ impl Ingestor {
             slack_posted: false,
             status: CallStatus::Received,
             call_status: Some(call.call_status.clone()),
+            direction: Direction::of(&call.from_number, self.settings.support_number.as_deref()),
             failure_reason: None,
             agent: call.agent.clone(),
             transcript_id: None,
@@ -288,5 +296,64 @@ mod tests {
         call.call_status = "completed".into();
         call.recording_url = None;
         assert_eq!(call.skip_reason().unwrap(), "call has no recording");
+    }
+}
+
+/// Configuration both webhooks share.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// `WEBHOOK_TOKEN`: Zapier sends it as a bearer token, Exotel in `?token=`.
+    pub webhook_token: crate::config::Secret,
+    pub recording_hosts: crate::recording::HostAllowList,
+    pub calls_table: String,
+    pub idempotency_table: String,
+    pub stats_table: String,
+    pub transcription_queue_url: String,
+    /// How long a processed call id answers duplicates (`DEDUP_RETENTION_SECONDS`).
+    pub dedup_retention: Duration,
+    pub settings: IngestSettings,
+}
+
+/// Exotel's own hosts plus the local fakes' hosts are set per deployment.
+pub const DEFAULT_RECORDING_HOSTS: &str = "api.exotel.com,api.in.exotel.com,*.exotel.com,*.exotel.in";
+
+impl WebhookConfig {
+    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
+        use crate::config::{optional, parsed_or, required, required_secret};
+        Ok(Self {
+            webhook_token: required_secret("WEBHOOK_TOKEN")?,
+            recording_hosts: crate::recording::HostAllowList::parse(
+                &optional("RECORDING_ALLOWED_HOSTS").unwrap_or_else(|| DEFAULT_RECORDING_HOSTS.into()),
+            ),
+            calls_table: required("CALLS_TABLE")?,
+            idempotency_table: required("IDEMPOTENCY_TABLE")?,
+            stats_table: required("STATS_TABLE")?,
+            transcription_queue_url: required("TRANSCRIPTION_QUEUE_URL")?,
+            dedup_retention: Duration::from_secs(parsed_or("DEDUP_RETENTION_SECONDS", 7 * 24 * 3600)?),
+            settings: IngestSettings {
+                default_lease: Duration::from_secs(parsed_or("DEDUP_LEASE_SECONDS", 30)?),
+                support_number: optional("SUPPORT_NUMBER"),
+                transcription_deadline: Duration::from_secs(parsed_or("TRANSCRIPTION_DEADLINE_SECONDS", 3600)?),
+            },
+        })
+    }
+}
+
+impl Ingestor {
+    /// The production wiring: DynamoDB stores and the SQS transcription queue.
+    pub fn from_config(sdk: &aws_config::SdkConfig, config: &WebhookConfig) -> Self {
+        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        Self {
+            dedup: Arc::new(crate::dedup::DynamoDedupStore::new(
+                dynamo.clone(),
+                &config.idempotency_table,
+                config.dedup_retention,
+            )),
+            calls: Arc::new(crate::calls::DynamoCallStore::new(dynamo.clone(), &config.calls_table)),
+            stats: Arc::new(crate::stats::DynamoStatsStore::new(dynamo, &config.stats_table)),
+            transcription_queue: Arc::new(crate::jobs::SqsJobQueue::new(sqs, &config.transcription_queue_url)),
+            settings: config.settings.clone(),
+        }
     }
 }

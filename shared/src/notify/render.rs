@@ -49,8 +49,8 @@ fn seed_timestamp(rfc3339: &str) -> String {
         .unwrap_or_else(|_| rfc3339.to_string())
 }
 
-pub fn call_summary(record: &CallRecord, outcome: Outcome<'_>, support_number: Option<&str>) -> String {
-    let (support, customer) = match record.direction(support_number) {
+pub fn call_summary(record: &CallRecord, outcome: Outcome<'_>) -> String {
+    let (support, customer) = match record.direction {
         Direction::Outgoing => (&record.from_number, &record.to_number),
         Direction::Incoming => (&record.to_number, &record.from_number),
     };
@@ -102,8 +102,8 @@ pub fn call_summary(record: &CallRecord, outcome: Outcome<'_>, support_number: O
 }
 
 /// Email subject for a call summary.
-pub fn call_summary_subject(record: &CallRecord, support_number: Option<&str>, failed: bool) -> String {
-    let direction = match record.direction(support_number) {
+pub fn call_summary_subject(record: &CallRecord, failed: bool) -> String {
+    let direction = match record.direction {
         Direction::Incoming => "Incoming",
         Direction::Outgoing => "Outgoing",
     };
@@ -129,6 +129,7 @@ mod tests {
             slack_posted: false,
             status: CallStatus::Transcribed,
             call_status: Some("completed".into()),
+            direction: Direction::Incoming,
             failure_reason: None,
             agent: AgentInfo {
                 agent_name: Some("Prateek Raj".into()),
@@ -159,15 +160,16 @@ mod tests {
     fn renders_the_seed_format_exactly() {
         let expected = "📞 Support Number:\n09631084471\n\n📱 Candidate/Customer Number:\n+919876543210\n\n❗ Concern:\nCall inquiry: Person you are speaking with has put your call on ... (Tone: Neutral)\n\n👤 CS Agent:\n@prateek.raj <09631084471>\n\n🏢 Department:\nCustomer Success\n\n⏰ Timestamp:\n2025-10-04 17:58:27 UTC\n\n📋 Call Metadata:\n• Call ID: `86d8a88279e4f1ad7417e6556c3e1984`\n• Duration: 56s\n• Status: Completed\n• Agent: Prateek Raj\n• Customer Segment: General\n\n📝 Full Transcription:\n```\nSpeaker A: Person you are speaking with has put your call on hold.\nSpeaker B: Please stay on the line.\n```\n\n🎧 Recording/Voice Note:\nRecording processed and transcribed above (as per no-audio requirement)";
         let t = transcript();
-        assert_eq!(call_summary(&record(), Outcome::Transcribed(&t), Some("09631084471")), expected);
+        assert_eq!(call_summary(&record(), Outcome::Transcribed(&t)), expected);
     }
 
     #[test]
     fn outgoing_calls_swap_the_numbers() {
         let mut r = record();
         std::mem::swap(&mut r.from_number, &mut r.to_number);
+        r.direction = Direction::Outgoing;
         let t = transcript();
-        let text = call_summary(&r, Outcome::Transcribed(&t), Some("09631084471"));
+        let text = call_summary(&r, Outcome::Transcribed(&t));
         assert!(text.starts_with("📞 Support Number:\n09631084471\n\n📱 Candidate/Customer Number:\n+919876543210"));
     }
 
@@ -177,7 +179,7 @@ mod tests {
         r.agent = AgentInfo::default();
         r.duration = None;
         let t = Transcript { text: "Hello there".into(), utterances: vec![], tone: Tone::Positive, audio_duration: None };
-        let text = call_summary(&r, Outcome::Transcribed(&t), None);
+        let text = call_summary(&r, Outcome::Transcribed(&t));
         assert!(text.contains("Call inquiry: Hello there (Tone: Positive)"));
         assert!(text.contains("👤 CS Agent:\nN/A <09631084471>"));
         assert!(text.contains("• Duration: N/A"));
@@ -186,7 +188,7 @@ mod tests {
 
     #[test]
     fn failures_say_why() {
-        let text = call_summary(&record(), Outcome::Failed("Audio file is corrupt"), None);
+        let text = call_summary(&record(), Outcome::Failed("Audio file is corrupt"));
         assert!(text.contains("❗ Concern:\nTranscription failed: Audio file is corrupt"));
         assert!(text.contains("```\nTranscription unavailable: Audio file is corrupt\n```"));
     }

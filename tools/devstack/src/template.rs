@@ -1,0 +1,267 @@
+//! The parts of template.yaml the local stack needs. Reading them from the
+//! template keeps local tables, queues and routes from drifting from what
+//! deploys.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_yaml_ng::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyAttribute {
+    pub name: String,
+    /// `S`, `N` or `B`.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableSpec {
+    pub logical_id: String,
+    pub hash_key: KeyAttribute,
+    pub range_key: Option<KeyAttribute>,
+    pub ttl_attribute: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    pub logical_id: String,
+    pub visibility_timeout: Option<i64>,
+    /// Logical id of the dead-letter queue and the receive count that sends there.
+    pub dead_letter: Option<(String, i64)>,
+}
+
+/// An environment value as written in the template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnvValue {
+    Literal(String),
+    /// `!Ref X`: a resource (table name, queue URL) or a parameter.
+    Ref(String),
+    /// Conditions and other intrinsics: the local environment decides.
+    Computed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRoute {
+    pub method: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqsTrigger {
+    pub queue: String,
+    pub batch_size: i32,
+    pub reports_batch_item_failures: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionSpec {
+    pub logical_id: String,
+    /// The crate and binary name.
+    pub binary: String,
+    pub env: BTreeMap<String, EnvValue>,
+    pub routes: Vec<HttpRoute>,
+    pub sqs: Option<SqsTrigger>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub tables: Vec<TableSpec>,
+    pub queues: Vec<QueueSpec>,
+    pub functions: Vec<FunctionSpec>,
+}
+
+fn tag_name(value: &Value) -> Option<(String, &Value)> {
+    match value {
+        Value::Tagged(tagged) => Some((tagged.tag.to_string().trim_start_matches('!').to_string(), &tagged.value)),
+        Value::Mapping(map) if map.len() == 1 => {
+            let (k, v) = map.iter().next()?;
+            let k = k.as_str()?;
+            k.strip_prefix("Fn::").or((k == "Ref").then_some("Ref")).map(|name| (name.to_string(), v))
+        }
+        _ => None,
+    }
+}
+
+/// `!Ref X` -> X; `!GetAtt X.Arn` (or its long forms) -> X.
+fn referenced_resource(value: &Value) -> Option<String> {
+    let (tag, inner) = tag_name(value)?;
+    match tag.as_str() {
+        "Ref" => inner.as_str().map(str::to_string),
+        "GetAtt" => match inner {
+            Value::String(s) => s.split('.').next().map(str::to_string),
+            Value::Sequence(seq) => seq.first().and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn env_value(value: &Value) -> EnvValue {
+    match value {
+        Value::String(s) => EnvValue::Literal(s.clone()),
+        Value::Number(n) => EnvValue::Literal(n.to_string()),
+        Value::Bool(b) => EnvValue::Literal(b.to_string()),
+        other => match tag_name(other) {
+            Some((tag, Value::String(name))) if tag == "Ref" => EnvValue::Ref(name.clone()),
+            _ => EnvValue::Computed,
+        },
+    }
+}
+
+fn env_map(value: Option<&Value>) -> BTreeMap<String, EnvValue> {
+    value
+        .and_then(|v| v.get("Environment"))
+        .and_then(|v| v.get("Variables"))
+        .and_then(Value::as_mapping)
+        .map(|vars| {
+            vars.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), env_value(v))))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn key_attribute(props: &Value, key_type: &str) -> Option<KeyAttribute> {
+    let name = props
+        .get("KeySchema")?
+        .as_sequence()?
+        .iter()
+        .find(|k| k.get("KeyType").and_then(Value::as_str) == Some(key_type))?
+        .get("AttributeName")?
+        .as_str()?
+        .to_string();
+    let kind = props
+        .get("AttributeDefinitions")?
+        .as_sequence()?
+        .iter()
+        .find(|a| a.get("AttributeName").and_then(Value::as_str) == Some(name.as_str()))?
+        .get("AttributeType")?
+        .as_str()?
+        .to_string();
+    Some(KeyAttribute { name, kind })
+}
+
+impl Template {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| format!("template.yaml: {e}"))?;
+        let globals = env_map(doc.get("Globals").and_then(|g| g.get("Function")));
+        let resources = doc
+            .get("Resources")
+            .and_then(Value::as_mapping)
+            .ok_or("template.yaml has no Resources")?;
+        let mut template = Template {
+            tables: Vec::new(),
+            queues: Vec::new(),
+            functions: Vec::new(),
+        };
+        for (id, resource) in resources {
+            let id = id.as_str().ok_or("resource id is not a string")?.to_string();
+            let props = resource.get("Properties").cloned().unwrap_or(Value::Null);
+            match resource.get("Type").and_then(Value::as_str) {
+                Some("AWS::DynamoDB::Table") => template.tables.push(TableSpec {
+                    hash_key: key_attribute(&props, "HASH").ok_or(format!("{id}: no HASH key"))?,
+                    range_key: key_attribute(&props, "RANGE"),
+                    ttl_attribute: props
+                        .get("TimeToLiveSpecification")
+                        .and_then(|t| t.get("AttributeName"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    logical_id: id,
+                }),
+                Some("AWS::SQS::Queue") => template.queues.push(QueueSpec {
+                    visibility_timeout: props.get("VisibilityTimeout").and_then(Value::as_i64),
+                    dead_letter: props.get("RedrivePolicy").and_then(|r| {
+                        Some((
+                            referenced_resource(r.get("deadLetterTargetArn")?)?,
+                            r.get("maxReceiveCount")?.as_i64()?,
+                        ))
+                    }),
+                    logical_id: id,
+                }),
+                Some("AWS::Serverless::Function") => {
+                    let binary = resource
+                        .get("Metadata")
+                        .and_then(|m| m.get("BuildProperties"))
+                        .and_then(|b| b.get("Binary"))
+                        .and_then(Value::as_str)
+                        .ok_or(format!("{id}: no Metadata.BuildProperties.Binary"))?
+                        .to_string();
+                    let mut env = globals.clone();
+                    env.extend(env_map(Some(&props)));
+                    let mut routes = Vec::new();
+                    let mut sqs = None;
+                    for (_, event) in props.get("Events").and_then(Value::as_mapping).into_iter().flatten() {
+                        let event_props = event.get("Properties").cloned().unwrap_or(Value::Null);
+                        match event.get("Type").and_then(Value::as_str) {
+                            Some("HttpApi") => routes.push(HttpRoute {
+                                method: event_props.get("Method").and_then(Value::as_str).unwrap_or("ANY").to_uppercase(),
+                                path: event_props
+                                    .get("Path")
+                                    .and_then(Value::as_str)
+                                    .ok_or(format!("{id}: HttpApi event without Path"))?
+                                    .to_string(),
+                            }),
+                            Some("SQS") => {
+                                sqs = Some(SqsTrigger {
+                                    queue: event_props
+                                        .get("Queue")
+                                        .and_then(referenced_resource)
+                                        .ok_or(format!("{id}: SQS event without Queue"))?,
+                                    batch_size: event_props.get("BatchSize").and_then(Value::as_i64).unwrap_or(10) as i32,
+                                    reports_batch_item_failures: event_props
+                                        .get("FunctionResponseTypes")
+                                        .and_then(Value::as_sequence)
+                                        .is_some_and(|t| t.iter().any(|v| v.as_str() == Some("ReportBatchItemFailures"))),
+                                });
+                            }
+                            _ => {}
+                        }
+                    }
+                    template.functions.push(FunctionSpec {
+                        logical_id: id,
+                        binary,
+                        env,
+                        routes,
+                        sqs,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(template)
+    }
+
+    pub fn function(&self, binary: &str) -> Option<&FunctionSpec> {
+        self.functions.iter().find(|f| f.binary == binary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_repository_template() {
+        let template = Template::load(&crate::repo_root().join("template.yaml")).unwrap();
+        let ids: Vec<&str> = template.tables.iter().map(|t| t.logical_id.as_str()).collect();
+        assert!(ids.contains(&"CallsTable") && ids.contains(&"IdempotencyTable") && ids.contains(&"StatsTable"));
+        let calls = template.tables.iter().find(|t| t.logical_id == "CallsTable").unwrap();
+        assert_eq!(calls.range_key.as_ref().unwrap().name, "item");
+        let queue = template.queues.iter().find(|q| q.logical_id == "TranscriptionQueue").unwrap();
+        assert_eq!(queue.dead_letter, Some(("TranscriptionDLQ".to_string(), 5)));
+        let zapier = template.function("zapier-webhook").unwrap();
+        assert_eq!(zapier.routes, vec![HttpRoute { method: "POST".into(), path: "/webhook/zapier".into() }]);
+        assert_eq!(zapier.env.get("CALLS_TABLE"), Some(&EnvValue::Ref("CallsTable".into())));
+        assert_eq!(zapier.env.get("RUST_LOG"), Some(&EnvValue::Literal("info".into())));
+        let worker = template.function("transcribe-worker").unwrap().sqs.clone().unwrap();
+        assert_eq!(worker.queue, "TranscriptionQueue");
+        assert!(worker.reports_batch_item_failures);
+        // Every queue consumer must report partial batch failures.
+        assert!(template.functions.iter().filter_map(|f| f.sqs.as_ref()).all(|s| s.reports_batch_item_failures));
+    }
+}
