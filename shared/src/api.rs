@@ -104,9 +104,10 @@ impl ApiError {
             },
         );
         if matches!(self, Self::InProgress | Self::Unavailable) {
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("5"),
+            );
         }
         response
     }
@@ -172,7 +173,10 @@ mod tests {
         assert!(require_bearer(&headers, &secret).is_err());
         headers.insert("authorization", "Bearer wrong".parse().unwrap());
         assert!(require_bearer(&headers, &secret).is_err());
-        headers.insert("authorization", "Bearer s3cret-token-value".parse().unwrap());
+        headers.insert(
+            "authorization",
+            "Bearer s3cret-token-value".parse().unwrap(),
+        );
         assert!(require_bearer(&headers, &secret).is_ok());
         headers.insert("authorization", "Basic s3cret-token-value".parse().unwrap());
         assert!(require_bearer(&headers, &secret).is_err());
@@ -180,7 +184,8 @@ mod tests {
 
     #[test]
     fn errors_render_detail_and_code() {
-        let response = ApiError::bad_request("invalid_json", "Body is not valid JSON").into_response();
+        let response =
+            ApiError::bad_request("invalid_json", "Body is not valid JSON").into_response();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
         assert_eq!(body["detail"], "Body is not valid JSON");

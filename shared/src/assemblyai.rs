@@ -44,7 +44,12 @@ pub struct AssemblyAi {
 }
 
 impl AssemblyAi {
-    pub fn new(http: reqwest::Client, base_url: String, api_key: Secret, exotel: Option<ExotelCredentials>) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        base_url: String,
+        api_key: Secret,
+        exotel: Option<ExotelCredentials>,
+    ) -> Self {
         Self {
             http,
             base_url,
@@ -57,7 +62,10 @@ impl AssemblyAi {
 /// Maps an HTTP failure to retry-or-not. 408/429/5xx are transient.
 fn classify(status: StatusCode, what: &str) -> TranscribeError {
     let message = format!("{what} answered HTTP {}", status.as_u16());
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
+    if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
         TranscribeError::Temporary(message)
     } else {
         TranscribeError::Permanent(message)
@@ -156,7 +164,9 @@ impl TranscriptResponse {
                     audio_duration: self.audio_duration,
                 })
             }
-            "error" => TranscriptState::Failed(self.error.unwrap_or_else(|| "transcription failed".into())),
+            "error" => {
+                TranscriptState::Failed(self.error.unwrap_or_else(|| "transcription failed".into()))
+            }
             _ => TranscriptState::Pending,
         }
     }
@@ -167,9 +177,13 @@ impl TranscriptionService for AssemblyAi {
     async fn submit(&self, recording_url: &Url) -> Result<String, TranscribeError> {
         let mut download = self.http.get(recording_url.clone());
         if let Some(exotel) = self.exotel.as_ref().filter(|e| e.applies_to(recording_url)) {
-            download = download.basic_auth(exotel.api_key.expose(), Some(exotel.api_token.expose()));
+            download =
+                download.basic_auth(exotel.api_key.expose(), Some(exotel.api_token.expose()));
         }
-        let recording = download.send().await.map_err(|e| network("recording download", e))?;
+        let recording = download
+            .send()
+            .await
+            .map_err(|e| network("recording download", e))?;
         if !recording.status().is_success() {
             // A recording that is not there yet (404) may appear: Exotel publishes late.
             let status = recording.status();
@@ -227,7 +241,10 @@ impl TranscriptionService for AssemblyAi {
     }
 }
 
-fn ok_or_classify(response: reqwest::Response, what: &str) -> Result<reqwest::Response, TranscribeError> {
+fn ok_or_classify(
+    response: reqwest::Response,
+    what: &str,
+) -> Result<reqwest::Response, TranscribeError> {
     if response.status().is_success() {
         Ok(response)
     } else {
@@ -241,8 +258,14 @@ mod tests {
 
     #[test]
     fn tone_is_the_majority_sentiment() {
-        assert_eq!(overall_tone(["POSITIVE", "POSITIVE", "NEUTRAL"]), Tone::Positive);
-        assert_eq!(overall_tone(["NEGATIVE", "NEGATIVE", "POSITIVE"]), Tone::Negative);
+        assert_eq!(
+            overall_tone(["POSITIVE", "POSITIVE", "NEUTRAL"]),
+            Tone::Positive
+        );
+        assert_eq!(
+            overall_tone(["NEGATIVE", "NEGATIVE", "POSITIVE"]),
+            Tone::Negative
+        );
         assert_eq!(overall_tone(["POSITIVE", "NEGATIVE"]), Tone::Neutral);
         assert_eq!(overall_tone([]), Tone::Neutral);
     }
@@ -256,24 +279,41 @@ mod tests {
             "audio_duration": 12.0
         }))
         .unwrap();
-        let TranscriptState::Completed(t) = response.into_state() else { panic!("not completed") };
+        let TranscriptState::Completed(t) = response.into_state() else {
+            panic!("not completed")
+        };
         assert_eq!(t.utterances[0].speaker, "A");
         assert_eq!(t.tone, Tone::Positive);
     }
 
     #[test]
     fn error_and_pending_states() {
-        let error: TranscriptResponse =
-            serde_json::from_value(serde_json::json!({"status": "error", "error": "Audio file is corrupt"})).unwrap();
-        assert_eq!(error.into_state(), TranscriptState::Failed("Audio file is corrupt".into()));
-        let queued: TranscriptResponse = serde_json::from_value(serde_json::json!({"status": "queued"})).unwrap();
+        let error: TranscriptResponse = serde_json::from_value(
+            serde_json::json!({"status": "error", "error": "Audio file is corrupt"}),
+        )
+        .unwrap();
+        assert_eq!(
+            error.into_state(),
+            TranscriptState::Failed("Audio file is corrupt".into())
+        );
+        let queued: TranscriptResponse =
+            serde_json::from_value(serde_json::json!({"status": "queued"})).unwrap();
         assert_eq!(queued.into_state(), TranscriptState::Pending);
     }
 
     #[test]
     fn http_failures_are_classified() {
-        assert!(matches!(classify(StatusCode::BAD_GATEWAY, "x"), TranscribeError::Temporary(_)));
-        assert!(matches!(classify(StatusCode::TOO_MANY_REQUESTS, "x"), TranscribeError::Temporary(_)));
-        assert!(matches!(classify(StatusCode::UNAUTHORIZED, "x"), TranscribeError::Permanent(_)));
+        assert!(matches!(
+            classify(StatusCode::BAD_GATEWAY, "x"),
+            TranscribeError::Temporary(_)
+        ));
+        assert!(matches!(
+            classify(StatusCode::TOO_MANY_REQUESTS, "x"),
+            TranscribeError::Temporary(_)
+        ));
+        assert!(matches!(
+            classify(StatusCode::UNAUTHORIZED, "x"),
+            TranscribeError::Permanent(_)
+        ));
     }
 }

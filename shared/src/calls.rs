@@ -195,15 +195,24 @@ pub trait CallStore: Send + Sync {
         to: CallStatus,
         reason: Option<&str>,
     ) -> Result<bool, StoreError>;
-    async fn set_transcript_id(&self, call_id: &str, transcript_id: &str) -> Result<(), StoreError>;
+    async fn set_transcript_id(&self, call_id: &str, transcript_id: &str)
+        -> Result<(), StoreError>;
     /// Stores the transcript in as many parts as it needs, then moves the call
     /// to `transcribed`.
-    async fn save_transcript(&self, call_id: &str, transcript: &Transcript) -> Result<(), StoreError>;
+    async fn save_transcript(
+        &self,
+        call_id: &str,
+        transcript: &Transcript,
+    ) -> Result<(), StoreError>;
     async fn load_transcript(&self, call_id: &str) -> Result<Option<Transcript>, StoreError>;
     /// Records the first completed notification and moves the call to
     /// `status_after`; true only for the first one.
-    async fn mark_notified(&self, call_id: &str, slack_posted: bool, status_after: CallStatus)
-        -> Result<bool, StoreError>;
+    async fn mark_notified(
+        &self,
+        call_id: &str,
+        slack_posted: bool,
+        status_after: CallStatus,
+    ) -> Result<bool, StoreError>;
 }
 
 pub struct DynamoCallStore {
@@ -225,7 +234,9 @@ impl DynamoCallStore {
             at: crate::time::now_rfc3339(),
             reason: reason.map(str::to_string),
         };
-        Ok(AttributeValue::L(vec![serde_dynamo::to_attribute_value(entry)?]))
+        Ok(AttributeValue::L(vec![serde_dynamo::to_attribute_value(
+            entry,
+        )?]))
     }
 
     fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(err: &E) -> bool {
@@ -252,7 +263,8 @@ pub fn split_parts(text: &str, max_bytes: usize) -> Vec<&str> {
 #[async_trait]
 impl CallStore for DynamoCallStore {
     async fn create(&self, record: &CallRecord) -> Result<Created, StoreError> {
-        let mut item: std::collections::HashMap<String, AttributeValue> = serde_dynamo::to_item(record)?;
+        let mut item: std::collections::HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(record)?;
         item.insert("item".into(), AttributeValue::S(RECORD_ITEM.into()));
         let result = self
             .client
@@ -261,12 +273,19 @@ impl CallStore for DynamoCallStore {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(call_id) OR #status = :received")
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":received", AttributeValue::S(CallStatus::Received.as_str().into()))
+            .expression_attribute_values(
+                ":received",
+                AttributeValue::S(CallStatus::Received.as_str().into()),
+            )
             .send()
             .await;
         match result {
             Ok(_) => Ok(Created::Stored),
-            Err(err) if err.as_service_error().is_some_and(Self::is_condition_failure) => {
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(Self::is_condition_failure) =>
+            {
                 Ok(Created::AlreadyProcessing)
             }
             Err(err) => Err(err.into()),
@@ -283,7 +302,9 @@ impl CallStore for DynamoCallStore {
             .consistent_read(true)
             .send()
             .await?;
-        out.item.map(|item| serde_dynamo::from_item(item).map_err(Into::into)).transpose()
+        out.item
+            .map(|item| serde_dynamo::from_item(item).map_err(Into::into))
+            .transpose()
     }
 
     async fn transition(
@@ -307,26 +328,45 @@ impl CallStore for DynamoCallStore {
             .expression_attribute_values(":entry", Self::history_entry(to, reason)?)
             .expression_attribute_values(":empty", AttributeValue::L(vec![]));
         for (placeholder, status) in placeholders.iter().zip(from) {
-            update = update.expression_attribute_values(placeholder, AttributeValue::S(status.as_str().into()));
+            update = update.expression_attribute_values(
+                placeholder,
+                AttributeValue::S(status.as_str().into()),
+            );
         }
         let mut expression =
-            "SET #status = :to, #history = list_append(if_not_exists(#history, :empty), :entry)".to_string();
+            "SET #status = :to, #history = list_append(if_not_exists(#history, :empty), :entry)"
+                .to_string();
         if let Some(reason) = reason.filter(|_| to == CallStatus::Failed) {
             expression.push_str(", failure_reason = :reason");
-            update = update.expression_attribute_values(":reason", AttributeValue::S(reason.to_string()));
+            update = update
+                .expression_attribute_values(":reason", AttributeValue::S(reason.to_string()));
         }
-        if matches!(to, CallStatus::Failed | CallStatus::Skipped | CallStatus::Transcribed) {
+        if matches!(
+            to,
+            CallStatus::Failed | CallStatus::Skipped | CallStatus::Transcribed
+        ) {
             expression.push_str(", processed_at = :now");
-            update = update.expression_attribute_values(":now", AttributeValue::S(crate::time::now_rfc3339()));
+            update = update
+                .expression_attribute_values(":now", AttributeValue::S(crate::time::now_rfc3339()));
         }
         match update.update_expression(expression).send().await {
             Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(Self::is_condition_failure) => Ok(false),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(Self::is_condition_failure) =>
+            {
+                Ok(false)
+            }
             Err(err) => Err(err.into()),
         }
     }
 
-    async fn set_transcript_id(&self, call_id: &str, transcript_id: &str) -> Result<(), StoreError> {
+    async fn set_transcript_id(
+        &self,
+        call_id: &str,
+        transcript_id: &str,
+    ) -> Result<(), StoreError> {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -339,15 +379,23 @@ impl CallStore for DynamoCallStore {
         Ok(())
     }
 
-    async fn save_transcript(&self, call_id: &str, transcript: &Transcript) -> Result<(), StoreError> {
-        let serialized = serde_json::to_string(transcript).map_err(|e| StoreError::Malformed(e.to_string()))?;
+    async fn save_transcript(
+        &self,
+        call_id: &str,
+        transcript: &Transcript,
+    ) -> Result<(), StoreError> {
+        let serialized =
+            serde_json::to_string(transcript).map_err(|e| StoreError::Malformed(e.to_string()))?;
         let parts = split_parts(&serialized, TRANSCRIPT_PART_BYTES);
         for (index, part) in parts.iter().enumerate() {
             self.client
                 .put_item()
                 .table_name(&self.table)
                 .item("call_id", AttributeValue::S(call_id.to_string()))
-                .item("item", AttributeValue::S(format!("{TRANSCRIPT_ITEM_PREFIX}{index:05}")))
+                .item(
+                    "item",
+                    AttributeValue::S(format!("{TRANSCRIPT_ITEM_PREFIX}{index:05}")),
+                )
                 .item("chunk", AttributeValue::S(part.to_string()))
                 .send()
                 .await?;
@@ -374,19 +422,28 @@ impl CallStore for DynamoCallStore {
             .key_condition_expression("call_id = :id AND begins_with(#item, :prefix)")
             .expression_attribute_names("#item", "item")
             .expression_attribute_values(":id", AttributeValue::S(call_id.to_string()))
-            .expression_attribute_values(":prefix", AttributeValue::S(TRANSCRIPT_ITEM_PREFIX.into()))
+            .expression_attribute_values(
+                ":prefix",
+                AttributeValue::S(TRANSCRIPT_ITEM_PREFIX.into()),
+            )
             .consistent_read(true)
             .into_paginator()
             .items()
             .send();
         while let Some(item) = pages.next().await {
             let item = item?;
-            let key = item.get("item").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let key = item
+                .get("item")
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
             let chunk = item
                 .get("chunk")
                 .and_then(|v| v.as_s().ok())
                 .cloned()
-                .ok_or_else(|| StoreError::Malformed(format!("transcript part {key} has no chunk")))?;
+                .ok_or_else(|| {
+                    StoreError::Malformed(format!("transcript part {key} has no chunk"))
+                })?;
             chunks.push((key, chunk));
         }
         if chunks.is_empty() {
@@ -423,12 +480,21 @@ impl CallStore for DynamoCallStore {
             .expression_attribute_values(":now", AttributeValue::S(crate::time::now_rfc3339()))
             .expression_attribute_values(":after", AttributeValue::S(status_after.as_str().into()))
             .expression_attribute_values(":empty", AttributeValue::L(vec![]))
-            .expression_attribute_values(":entry", Self::history_entry(status_after, Some("notification sent"))?)
+            .expression_attribute_values(
+                ":entry",
+                Self::history_entry(status_after, Some("notification sent"))?,
+            )
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(Self::is_condition_failure) => Ok(false),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(Self::is_condition_failure) =>
+            {
+                Ok(false)
+            }
             Err(err) => Err(err.into()),
         }
     }
@@ -440,8 +506,14 @@ mod tests {
 
     #[test]
     fn direction_follows_the_support_number() {
-        assert_eq!(Direction::of("09631084471", Some("09631084471")), Direction::Outgoing);
-        assert_eq!(Direction::of("+919876543210", Some("09631084471")), Direction::Incoming);
+        assert_eq!(
+            Direction::of("09631084471", Some("09631084471")),
+            Direction::Outgoing
+        );
+        assert_eq!(
+            Direction::of("+919876543210", Some("09631084471")),
+            Direction::Incoming
+        );
         assert_eq!(Direction::of("+919876543210", None), Direction::Incoming);
     }
 
@@ -459,8 +531,18 @@ mod tests {
         let t = Transcript {
             text: "hi there".into(),
             utterances: vec![
-                Utterance { speaker: "A".into(), text: "hi".into(), start: 0, end: 1 },
-                Utterance { speaker: "B".into(), text: "there".into(), start: 1, end: 2 },
+                Utterance {
+                    speaker: "A".into(),
+                    text: "hi".into(),
+                    start: 0,
+                    end: 1,
+                },
+                Utterance {
+                    speaker: "B".into(),
+                    text: "there".into(),
+                    start: 1,
+                    end: 2,
+                },
             ],
             tone: Tone::Neutral,
             audio_duration: None,

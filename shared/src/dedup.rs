@@ -56,7 +56,10 @@ impl DynamoDedupStore {
 
     /// Reads the record that beat us; used only when DynamoDB did not return
     /// it with the failed condition (DynamoDB Local omits it).
-    async fn read_existing(&self, key: &str) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+    async fn read_existing(
+        &self,
+        key: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -72,7 +75,11 @@ impl DynamoDedupStore {
 /// Turns the record that failed our condition into a claim result. The
 /// condition already proved the record is live, so only its status matters.
 pub fn classify_existing(item: &HashMap<String, AttributeValue>) -> Result<Claim, StoreError> {
-    match item.get("status").and_then(|v| v.as_s().ok()).map(String::as_str) {
+    match item
+        .get("status")
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+    {
         Some(STATUS_COMPLETED) => {
             let data = item
                 .get("data")
@@ -120,8 +127,13 @@ impl DedupStore for DynamoDedupStore {
                 .expression_attribute_names("#lease", "in_progress_expiration")
                 .expression_attribute_values(":now", AttributeValue::N(now_s.to_string()))
                 .expression_attribute_values(":now_ms", AttributeValue::N(now_ms.to_string()))
-                .expression_attribute_values(":inprogress", AttributeValue::S(STATUS_IN_PROGRESS.into()))
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .expression_attribute_values(
+                    ":inprogress",
+                    AttributeValue::S(STATUS_IN_PROGRESS.into()),
+                )
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .send()
                 .await;
             let err = match result {
@@ -147,7 +159,9 @@ impl DedupStore for DynamoDedupStore {
                 return classify_existing(&item);
             }
         }
-        Err(StoreError::Dynamo(format!("could not claim {key}: record keeps changing")))
+        Err(StoreError::Dynamo(format!(
+            "could not claim {key}: record keeps changing"
+        )))
     }
 
     async fn complete(&self, key: &str, response: &serde_json::Value) -> Result<(), StoreError> {
@@ -193,13 +207,17 @@ mod tests {
 
     #[test]
     fn completed_record_replays_saved_response() {
-        let found = classify_existing(&item(&[("status", "COMPLETED"), ("data", r#"{"ok":1}"#)])).unwrap();
+        let found =
+            classify_existing(&item(&[("status", "COMPLETED"), ("data", r#"{"ok":1}"#)])).unwrap();
         assert_eq!(found, Claim::Completed(serde_json::json!({"ok": 1})));
     }
 
     #[test]
     fn live_in_progress_record_is_reported() {
-        assert_eq!(classify_existing(&item(&[("status", "INPROGRESS")])).unwrap(), Claim::InProgress);
+        assert_eq!(
+            classify_existing(&item(&[("status", "INPROGRESS")])).unwrap(),
+            Claim::InProgress
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::api::ApiError;
-use crate::calls::{AgentInfo, CallRecord, CallSource, CallStatus, CallStore, Created, Direction, StatusChange};
+use crate::calls::{
+    AgentInfo, CallRecord, CallSource, CallStatus, CallStore, Created, Direction, StatusChange,
+};
 use crate::dedup::{Claim, DedupStore};
 use crate::jobs::{self, JobQueue, TranscriptionJob};
 use crate::mask;
@@ -38,7 +40,10 @@ impl IncomingCall {
     /// Only completed calls with a recording are worth transcribing.
     pub fn skip_reason(&self) -> Option<String> {
         if !self.call_status.eq_ignore_ascii_case("completed") {
-            Some(format!("call status is {}; nothing to transcribe", self.call_status))
+            Some(format!(
+                "call status is {}; nothing to transcribe",
+                self.call_status
+            ))
         } else if self.recording_url.is_none() {
             Some("call has no recording".to_string())
         } else {
@@ -97,7 +102,12 @@ impl Ingestor {
             "call delivery received"
         );
         metrics::count(Metric::Received);
-        match self.dedup.claim(&key, lease.unwrap_or(self.settings.default_lease)).await.map_err(unavailable)? {
+        match self
+            .dedup
+            .claim(&key, lease.unwrap_or(self.settings.default_lease))
+            .await
+            .map_err(unavailable)?
+        {
             Claim::Acquired => {}
             Claim::Completed(saved) => return Ok(self.duplicate(&call.call_id, saved).await),
             Claim::InProgress => {
@@ -107,7 +117,11 @@ impl Ingestor {
         }
         match self.store_and_queue(&call).await {
             Ok(Some(ack)) => {
-                if let Err(err) = self.dedup.complete(&key, &serde_json::to_value(&ack).unwrap_or_default()).await {
+                if let Err(err) = self
+                    .dedup
+                    .complete(&key, &serde_json::to_value(&ack).unwrap_or_default())
+                    .await
+                {
                     // The job is queued and the worker is idempotent, so the
                     // delivery still counts as accepted.
                     warn!(call_id = %call.call_id, error = %err, "dedup record not completed");
@@ -119,8 +133,13 @@ impl Ingestor {
                 // The call record is past `received`: an earlier delivery whose
                 // dedup record has expired already handled it.
                 let ack = self.acknowledgement(&call.call_id, "Call already processed");
-                let _ = self.dedup.complete(&key, &serde_json::to_value(&ack).unwrap_or_default()).await;
-                Ok(self.duplicate(&call.call_id, serde_json::to_value(ack).unwrap_or_default()).await)
+                let _ = self
+                    .dedup
+                    .complete(&key, &serde_json::to_value(&ack).unwrap_or_default())
+                    .await;
+                Ok(self
+                    .duplicate(&call.call_id, serde_json::to_value(ack).unwrap_or_default())
+                    .await)
             }
             Err(err) => {
                 if let Err(release_err) = self.dedup.release(&key).await {
@@ -133,7 +152,10 @@ impl Ingestor {
 
     /// Stores the call and queues its transcription. `None` means the call
     /// was already further along.
-    async fn store_and_queue(&self, call: &IncomingCall) -> Result<Option<Acknowledgement>, ApiError> {
+    async fn store_and_queue(
+        &self,
+        call: &IncomingCall,
+    ) -> Result<Option<Acknowledgement>, ApiError> {
         let now = time::now_rfc3339();
         let record = CallRecord {
             call_id: call.call_id.clone(),
@@ -164,15 +186,26 @@ impl Ingestor {
         }
         if let Some(reason) = call.skip_reason() {
             self.calls
-                .transition(&call.call_id, &[CallStatus::Received], CallStatus::Skipped, Some(&reason))
+                .transition(
+                    &call.call_id,
+                    &[CallStatus::Received],
+                    CallStatus::Skipped,
+                    Some(&reason),
+                )
                 .await
                 .map_err(unavailable)?;
             info!(call_id = %call.call_id, %reason, "call stored without transcription");
-            return Ok(Some(self.acknowledgement(&call.call_id, "Call recorded; not transcribed")));
+            return Ok(Some(
+                self.acknowledgement(&call.call_id, "Call recorded; not transcribed"),
+            ));
         }
         let job = TranscriptionJob {
             call_id: call.call_id.clone(),
-            recording_url: call.recording_url.as_ref().map(url::Url::to_string).unwrap_or_default(),
+            recording_url: call
+                .recording_url
+                .as_ref()
+                .map(url::Url::to_string)
+                .unwrap_or_default(),
             source: call.source,
             transcript_id: None,
             checks: 0,
@@ -188,12 +221,20 @@ impl Ingestor {
         // The job is durable now; a failed status update must not un-acknowledge it.
         if let Err(err) = self
             .calls
-            .transition(&call.call_id, &[CallStatus::Received], CallStatus::Queued, None)
+            .transition(
+                &call.call_id,
+                &[CallStatus::Received],
+                CallStatus::Queued,
+                None,
+            )
             .await
         {
             warn!(call_id = %call.call_id, error = %err, "call status not moved to queued");
         }
-        Ok(Some(self.acknowledgement(&call.call_id, "Call queued for processing")))
+        Ok(Some(self.acknowledgement(
+            &call.call_id,
+            "Call queued for processing",
+        )))
     }
 
     fn acknowledgement(&self, call_id: &str, message: &str) -> Acknowledgement {
@@ -206,12 +247,16 @@ impl Ingestor {
         }
     }
 
-    async fn duplicate(&self, call_id: &str, saved: serde_json::Value) -> (StatusCode, Acknowledgement) {
+    async fn duplicate(
+        &self,
+        call_id: &str,
+        saved: serde_json::Value,
+    ) -> (StatusCode, Acknowledgement) {
         info!(call_id = %call_id, "duplicate delivery answered from the first one");
         metrics::count(Metric::Duplicate);
         stats::count(self.stats.as_ref(), Counter::Duplicates).await;
-        let mut ack: Acknowledgement =
-            serde_json::from_value(saved).unwrap_or_else(|_| self.acknowledgement(call_id, "Call already processed"));
+        let mut ack: Acknowledgement = serde_json::from_value(saved)
+            .unwrap_or_else(|_| self.acknowledgement(call_id, "Call already processed"));
         ack.duplicate = true;
         (StatusCode::OK, ack)
     }
@@ -224,10 +269,14 @@ fn unavailable(err: crate::store::StoreError) -> ApiError {
 
 /// Validates a call id: the dedup key and the `/call/{id}` path segment.
 pub fn validate_call_id(raw: Option<&str>, field: &str) -> Result<String, ApiError> {
-    let id = raw.map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| {
-        ApiError::unprocessable("missing_field", format!("{field} is required"))
-    })?;
-    let valid = id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let id = raw
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::unprocessable("missing_field", format!("{field} is required")))?;
+    let valid = id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !valid {
         return Err(ApiError::unprocessable(
             "invalid_call_id",
@@ -240,7 +289,10 @@ pub fn validate_call_id(raw: Option<&str>, field: &str) -> Result<String, ApiErr
 /// Validates a phone number field, which may be required or optional.
 pub fn validate_phone(raw: Option<&str>, field: &str, required: bool) -> Result<String, ApiError> {
     match raw.map(str::trim).filter(|s| !s.is_empty()) {
-        None if required => Err(ApiError::unprocessable("missing_field", format!("{field} is required"))),
+        None if required => Err(ApiError::unprocessable(
+            "missing_field",
+            format!("{field} is required"),
+        )),
         None => Ok(String::new()),
         Some(number) if crate::phone::is_plausible(number) => Ok(number.to_string()),
         Some(_) => Err(ApiError::unprocessable(
@@ -256,23 +308,47 @@ mod tests {
 
     #[test]
     fn call_ids_are_validated() {
-        assert_eq!(validate_call_id(Some(" CA12_a-b.c "), "call_id").unwrap(), "CA12_a-b.c");
-        assert_eq!(validate_call_id(None, "call_id").unwrap_err().code(), "missing_field");
-        assert_eq!(validate_call_id(Some("  "), "call_id").unwrap_err().code(), "missing_field");
-        assert_eq!(validate_call_id(Some("a/b"), "call_id").unwrap_err().code(), "invalid_call_id");
         assert_eq!(
-            validate_call_id(Some(&"x".repeat(129)), "call_id").unwrap_err().code(),
+            validate_call_id(Some(" CA12_a-b.c "), "call_id").unwrap(),
+            "CA12_a-b.c"
+        );
+        assert_eq!(
+            validate_call_id(None, "call_id").unwrap_err().code(),
+            "missing_field"
+        );
+        assert_eq!(
+            validate_call_id(Some("  "), "call_id").unwrap_err().code(),
+            "missing_field"
+        );
+        assert_eq!(
+            validate_call_id(Some("a/b"), "call_id").unwrap_err().code(),
+            "invalid_call_id"
+        );
+        assert_eq!(
+            validate_call_id(Some(&"x".repeat(129)), "call_id")
+                .unwrap_err()
+                .code(),
             "invalid_call_id"
         );
     }
 
     #[test]
     fn phones_are_validated() {
-        assert_eq!(validate_phone(Some("+919876543210"), "from_number", true).unwrap(), "+919876543210");
-        assert_eq!(validate_phone(None, "From", false).unwrap(), "");
-        assert_eq!(validate_phone(None, "from_number", true).unwrap_err().code(), "missing_field");
         assert_eq!(
-            validate_phone(Some("call me"), "from_number", true).unwrap_err().code(),
+            validate_phone(Some("+919876543210"), "from_number", true).unwrap(),
+            "+919876543210"
+        );
+        assert_eq!(validate_phone(None, "From", false).unwrap(), "");
+        assert_eq!(
+            validate_phone(None, "from_number", true)
+                .unwrap_err()
+                .code(),
+            "missing_field"
+        );
+        assert_eq!(
+            validate_phone(Some("call me"), "from_number", true)
+                .unwrap_err()
+                .code(),
             "invalid_phone_number"
         );
     }
@@ -315,7 +391,8 @@ pub struct WebhookConfig {
 }
 
 /// Exotel's own hosts plus the local fakes' hosts are set per deployment.
-pub const DEFAULT_RECORDING_HOSTS: &str = "api.exotel.com,api.in.exotel.com,*.exotel.com,*.exotel.in";
+pub const DEFAULT_RECORDING_HOSTS: &str =
+    "api.exotel.com,api.in.exotel.com,*.exotel.com,*.exotel.in";
 
 impl WebhookConfig {
     pub fn from_env() -> Result<Self, crate::config::ConfigError> {
@@ -323,17 +400,24 @@ impl WebhookConfig {
         Ok(Self {
             webhook_token: required_secret("WEBHOOK_TOKEN")?,
             recording_hosts: crate::recording::HostAllowList::parse(
-                &optional("RECORDING_ALLOWED_HOSTS").unwrap_or_else(|| DEFAULT_RECORDING_HOSTS.into()),
+                &optional("RECORDING_ALLOWED_HOSTS")
+                    .unwrap_or_else(|| DEFAULT_RECORDING_HOSTS.into()),
             ),
             calls_table: required("CALLS_TABLE")?,
             idempotency_table: required("IDEMPOTENCY_TABLE")?,
             stats_table: required("STATS_TABLE")?,
             transcription_queue_url: required("TRANSCRIPTION_QUEUE_URL")?,
-            dedup_retention: Duration::from_secs(parsed_or("DEDUP_RETENTION_SECONDS", 7 * 24 * 3600)?),
+            dedup_retention: Duration::from_secs(parsed_or(
+                "DEDUP_RETENTION_SECONDS",
+                7 * 24 * 3600,
+            )?),
             settings: IngestSettings {
                 default_lease: Duration::from_secs(parsed_or("DEDUP_LEASE_SECONDS", 30)?),
                 support_number: optional("SUPPORT_NUMBER"),
-                transcription_deadline: Duration::from_secs(parsed_or("TRANSCRIPTION_DEADLINE_SECONDS", 3600)?),
+                transcription_deadline: Duration::from_secs(parsed_or(
+                    "TRANSCRIPTION_DEADLINE_SECONDS",
+                    3600,
+                )?),
             },
         })
     }
@@ -350,9 +434,18 @@ impl Ingestor {
                 &config.idempotency_table,
                 config.dedup_retention,
             )),
-            calls: Arc::new(crate::calls::DynamoCallStore::new(dynamo.clone(), &config.calls_table)),
-            stats: Arc::new(crate::stats::DynamoStatsStore::new(dynamo, &config.stats_table)),
-            transcription_queue: Arc::new(crate::jobs::SqsJobQueue::new(sqs, &config.transcription_queue_url)),
+            calls: Arc::new(crate::calls::DynamoCallStore::new(
+                dynamo.clone(),
+                &config.calls_table,
+            )),
+            stats: Arc::new(crate::stats::DynamoStatsStore::new(
+                dynamo,
+                &config.stats_table,
+            )),
+            transcription_queue: Arc::new(crate::jobs::SqsJobQueue::new(
+                sqs,
+                &config.transcription_queue_url,
+            )),
             settings: config.settings.clone(),
         }
     }

@@ -71,7 +71,11 @@ pub trait JobQueue: Send + Sync {
 }
 
 /// Sends any job as JSON.
-pub async fn send<T: Serialize + Sync>(queue: &dyn JobQueue, job: &T, delay: Duration) -> Result<(), QueueError> {
+pub async fn send<T: Serialize + Sync>(
+    queue: &dyn JobQueue,
+    job: &T,
+    delay: Duration,
+) -> Result<(), QueueError> {
     let body = serde_json::to_string(job).map_err(|e| QueueError(e.to_string()))?;
     queue.send_raw(body, delay.min(MAX_DELAY)).await
 }
@@ -83,7 +87,10 @@ pub struct SqsJobQueue {
 
 impl SqsJobQueue {
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
-        Self { client, url: url.into() }
+        Self {
+            client,
+            url: url.into(),
+        }
     }
 }
 
@@ -104,7 +111,8 @@ impl JobQueue for SqsJobQueue {
 
 /// Exponential backoff for re-checks: base, 2x base, ... capped at `cap`.
 pub fn backoff(base: Duration, checks: u32, cap: Duration) -> Duration {
-    base.saturating_mul(2u32.saturating_pow(checks.min(16))).min(cap)
+    base.saturating_mul(2u32.saturating_pow(checks.min(16)))
+        .min(cap)
 }
 
 #[cfg(test)]

@@ -6,11 +6,22 @@ pub fn phone(number: &str) -> String {
     if digits.len() <= 4 {
         return "*".repeat(digits.len());
     }
-    let plus = if number.trim_start().starts_with('+') { "+" } else { "" };
-    let keep_head = if plus.is_empty() { 0 } else { 2.min(digits.len() - 4) };
+    let plus = if number.trim_start().starts_with('+') {
+        "+"
+    } else {
+        ""
+    };
+    let keep_head = if plus.is_empty() {
+        0
+    } else {
+        2.min(digits.len() - 4)
+    };
     let head: String = digits[..keep_head].iter().collect();
     let tail: String = digits[digits.len() - 4..].iter().collect();
-    format!("{plus}{head}{}{tail}", "*".repeat(digits.len() - 4 - keep_head))
+    format!(
+        "{plus}{head}{}{tail}",
+        "*".repeat(digits.len() - 4 - keep_head)
+    )
 }
 
 /// Keeps the first letter and the domain: `a***@company.com`.

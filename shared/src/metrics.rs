@@ -27,7 +27,13 @@ impl Metric {
 }
 
 /// The EMF document for one count; split out so it is testable without stdout.
-pub fn emf_line(metric: Metric, count: u64, namespace: &str, function: &str, at_millis: i64) -> String {
+pub fn emf_line(
+    metric: Metric,
+    count: u64,
+    namespace: &str,
+    function: &str,
+    at_millis: i64,
+) -> String {
     json!({
         "_aws": {
             "Timestamp": at_millis,
@@ -48,7 +54,13 @@ pub fn count(metric: Metric) {
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".into());
     println!(
         "{}",
-        emf_line(metric, 1, &namespace, &function, crate::time::epoch_millis())
+        emf_line(
+            metric,
+            1,
+            &namespace,
+            &function,
+            crate::time::epoch_millis()
+        )
     );
 }
 
@@ -63,6 +75,9 @@ mod tests {
         assert_eq!(line["Duplicate"], 1);
         assert_eq!(line["Function"], "zapier");
         assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "callops");
-        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "Duplicate");
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            "Duplicate"
+        );
     }
 }

@@ -70,7 +70,12 @@ mod tests {
     #[tokio::test]
     async fn only_failed_and_crashed_messages_are_reported() {
         let mut event = SqsEvent::default();
-        event.records = vec![message("1", "ok"), message("2", "retry"), message("3", "panic"), message("4", "ok")];
+        event.records = vec![
+            message("1", "ok"),
+            message("2", "retry"),
+            message("3", "panic"),
+            message("4", "ok"),
+        ];
         let response = process(event, |m| async move {
             match m.body.as_deref() {
                 Some("retry") => Outcome::Retry,
@@ -79,7 +84,11 @@ mod tests {
             }
         })
         .await;
-        let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        let failed: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
         assert_eq!(failed, vec!["2", "3"]);
     }
 }

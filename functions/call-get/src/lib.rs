@@ -7,7 +7,9 @@ use http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use shared::api::{self, ApiError};
-use shared::calls::{AgentInfo, CallStatus, CallStore, Direction, DynamoCallStore, StatusChange, Utterance};
+use shared::calls::{
+    AgentInfo, CallStatus, CallStore, Direction, DynamoCallStore, StatusChange, Utterance,
+};
 use shared::config::{self, Secret};
 use shared::ingest::validate_call_id;
 
@@ -70,7 +72,10 @@ impl CallGet {
             .map_err(unavailable)?
             .ok_or_else(|| ApiError::NotFound(format!("Call {call_id} not found")))?;
         let transcript = if record.transcript_parts > 0 {
-            self.calls.load_transcript(&call_id).await.map_err(unavailable)?
+            self.calls
+                .load_transcript(&call_id)
+                .await
+                .map_err(unavailable)?
         } else {
             None
         };

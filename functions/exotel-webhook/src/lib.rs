@@ -9,7 +9,9 @@ use serde::Deserialize;
 use shared::api::{self, ApiError};
 use shared::calls::{AgentInfo, CallSource};
 use shared::config::{self, ConfigError, Secret};
-use shared::ingest::{validate_call_id, validate_phone, Acknowledgement, IncomingCall, Ingestor, WebhookConfig};
+use shared::ingest::{
+    validate_call_id, validate_phone, Acknowledgement, IncomingCall, Ingestor, WebhookConfig,
+};
 use shared::recording::{self, HostAllowList};
 
 pub struct ExotelWebhook {
@@ -48,21 +50,34 @@ pub fn parse_offset(raw: &str) -> Option<FixedOffset> {
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
-    value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 impl StatusCallback {
-    fn validate(self, hosts: &HostAllowList, timezone: FixedOffset) -> Result<IncomingCall, ApiError> {
+    fn validate(
+        self,
+        hosts: &HostAllowList,
+        timezone: FixedOffset,
+    ) -> Result<IncomingCall, ApiError> {
         let call_id = validate_call_id(self.call_sid.as_deref(), "CallSid")?;
         let status = non_empty(self.status)
             .ok_or_else(|| ApiError::unprocessable("missing_field", "Status is required"))?
             .to_ascii_lowercase();
         let from_number = validate_phone(self.from.as_deref(), "From", false)?;
         let to_number = validate_phone(self.to.as_deref(), "To", false)?;
-        let duration = match non_empty(self.conversation_duration.or(self.duration).or(self.dial_call_duration)) {
+        let duration = match non_empty(
+            self.conversation_duration
+                .or(self.duration)
+                .or(self.dial_call_duration),
+        ) {
             None => None,
             Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
-                ApiError::unprocessable("invalid_duration", "duration must be a whole number of seconds")
+                ApiError::unprocessable(
+                    "invalid_duration",
+                    "duration must be a whole number of seconds",
+                )
             })?),
         };
         let recording_url = non_empty(self.recording_url)
@@ -76,7 +91,10 @@ impl StatusCallback {
                 .and_then(|naive| timezone.from_local_datetime(&naive).single())
                 .map(|t| t.with_timezone(&chrono::Utc))
                 .ok_or_else(|| {
-                    ApiError::unprocessable("invalid_timestamp", "DateUpdated must look like 2025-10-09 17:58:27")
+                    ApiError::unprocessable(
+                        "invalid_timestamp",
+                        "DateUpdated must look like 2025-10-09 17:58:27",
+                    )
                 })?,
         };
         Ok(IncomingCall {
@@ -96,7 +114,8 @@ impl StatusCallback {
 impl ExotelWebhook {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let config = WebhookConfig::from_env()?;
-        let raw_offset = config::optional("EXOTEL_TIMEZONE_OFFSET").unwrap_or_else(|| "+05:30".into());
+        let raw_offset =
+            config::optional("EXOTEL_TIMEZONE_OFFSET").unwrap_or_else(|| "+05:30".into());
         let timezone = parse_offset(&raw_offset).ok_or(ConfigError::Invalid {
             name: "EXOTEL_TIMEZONE_OFFSET",
             reason: "expected +HH:MM or -HH:MM".into(),
@@ -134,10 +153,13 @@ impl ExotelWebhook {
         }
         let text = std::str::from_utf8(body)
             .map_err(|_| ApiError::bad_request("invalid_form", "Form body is not valid UTF-8"))?;
-        let callback: StatusCallback = serde_urlencoded::from_str(text)
-            .map_err(|e| ApiError::bad_request("invalid_form", format!("Form body could not be read: {e}")))?;
+        let callback: StatusCallback = serde_urlencoded::from_str(text).map_err(|e| {
+            ApiError::bad_request("invalid_form", format!("Form body could not be read: {e}"))
+        })?;
         let call = callback.validate(&self.recording_hosts, self.timezone)?;
-        self.ingestor.ingest(call, api::remaining_time(&request)).await
+        self.ingestor
+            .ingest(call, api::remaining_time(&request))
+            .await
     }
 }
 
@@ -178,7 +200,13 @@ mod tests {
         let code = |form: &str| callback(form).validate(&hosts, ist).unwrap_err().code();
         assert_eq!(code("Status=completed"), "missing_field");
         assert_eq!(code("CallSid=a"), "missing_field");
-        assert_eq!(code("CallSid=a&Status=completed&DateUpdated=tomorrow"), "invalid_timestamp");
-        assert_eq!(code("CallSid=a&Status=completed&RecordingUrl=https%3A%2F%2Fevil.com%2Fa"), "recording_host_not_allowed");
+        assert_eq!(
+            code("CallSid=a&Status=completed&DateUpdated=tomorrow"),
+            "invalid_timestamp"
+        );
+        assert_eq!(
+            code("CallSid=a&Status=completed&RecordingUrl=https%3A%2F%2Fevil.com%2Fa"),
+            "recording_host_not_allowed"
+        );
     }
 }

@@ -1,10 +1,13 @@
-use lambda_http::{run, service_fn, Error, Request};
 use exotel_webhook::ExotelWebhook;
+use lambda_http::{run, service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let app = ExotelWebhook::from_env().await?;
     let app = &app;
-    run(service_fn(move |request: Request| async move { Ok::<_, Error>(app.handle(request).await) })).await
+    run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(app.handle(request).await)
+    }))
+    .await
 }

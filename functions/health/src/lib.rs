@@ -51,14 +51,17 @@ impl Health {
         let sdk = shared::aws::sdk_config().await;
         // The template passes these flags; a local run derives them from the keys.
         let transcription_default = config::optional("ASSEMBLYAI_API_KEY").is_some();
-        let slack_default =
-            config::optional("SLACK_WEBHOOK_URL").is_some() || config::optional("SLACK_BOT_TOKEN").is_some();
+        let slack_default = config::optional("SLACK_WEBHOOK_URL").is_some()
+            || config::optional("SLACK_BOT_TOKEN").is_some();
         Ok(Self {
             stats: Arc::new(DynamoStatsStore::new(
                 aws_sdk_dynamodb::Client::new(&sdk),
                 config::required("STATS_TABLE")?,
             )),
-            transcription_enabled: config::parsed_or::<bool>("TRANSCRIPTION_ENABLED", transcription_default)?,
+            transcription_enabled: config::parsed_or::<bool>(
+                "TRANSCRIPTION_ENABLED",
+                transcription_default,
+            )?,
             slack_enabled: config::parsed_or::<bool>("SLACK_ENABLED", slack_default)?,
         })
     }

@@ -11,7 +11,9 @@ use shared::dedup::{DedupStore, DynamoDedupStore};
 use shared::jobs::{self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue};
 use shared::metrics::{self, Metric};
 use shared::notify::render::{self, Outcome as Rendered};
-use shared::notify::{self, build_channels, Delivery, Message, NotificationChannel, NotifierConfig};
+use shared::notify::{
+    self, build_channels, Delivery, Message, NotificationChannel, NotifierConfig,
+};
 use shared::sqs_batch::{self, Outcome};
 use shared::stats::{self, Counter, DynamoStatsStore, StatsStore};
 use tracing::{error, info, warn, Instrument};
@@ -42,18 +44,33 @@ impl NotifyWorker {
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
             .build()?;
-        let ses = notifier.notification_email.is_some().then(|| aws_sdk_sesv2::Client::new(&sdk));
+        let ses = notifier
+            .notification_email
+            .is_some()
+            .then(|| aws_sdk_sesv2::Client::new(&sdk));
         Ok(Self {
-            calls: Arc::new(DynamoCallStore::new(dynamo.clone(), config::required("CALLS_TABLE")?)),
-            stats: Arc::new(DynamoStatsStore::new(dynamo.clone(), config::required("STATS_TABLE")?)),
+            calls: Arc::new(DynamoCallStore::new(
+                dynamo.clone(),
+                config::required("CALLS_TABLE")?,
+            )),
+            stats: Arc::new(DynamoStatsStore::new(
+                dynamo.clone(),
+                config::required("STATS_TABLE")?,
+            )),
             deliveries: Arc::new(DynamoDedupStore::new(
                 dynamo,
                 config::required("IDEMPOTENCY_TABLE")?,
                 Duration::from_secs(30 * 24 * 3600),
             )),
             channels: build_channels(&notifier, http, ses),
-            notification_queue: Arc::new(SqsJobQueue::new(sqs.clone(), config::required("NOTIFICATION_QUEUE_URL")?)),
-            dead_letter_queue: Arc::new(SqsJobQueue::new(sqs, config::required("NOTIFICATION_DLQ_URL")?)),
+            notification_queue: Arc::new(SqsJobQueue::new(
+                sqs.clone(),
+                config::required("NOTIFICATION_QUEUE_URL")?,
+            )),
+            dead_letter_queue: Arc::new(SqsJobQueue::new(
+                sqs,
+                config::required("NOTIFICATION_DLQ_URL")?,
+            )),
             max_rate_limited_attempts: 8,
             send_lease: Duration::from_secs(30),
         })
@@ -92,7 +109,12 @@ impl NotifyWorker {
     }
 
     async fn deliver(&self, job: &NotificationJob) -> Result<Outcome, String> {
-        let Some(record) = self.calls.get(&job.call_id).await.map_err(|e| e.to_string())? else {
+        let Some(record) = self
+            .calls
+            .get(&job.call_id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
             error!("notification for an unknown call");
             return Ok(self.dead_letter(&to_json(job), "unknown call").await);
         };
@@ -101,7 +123,12 @@ impl NotifyWorker {
             let reason = record.failure_reason.as_deref().unwrap_or("unknown reason");
             render::call_summary(&record, Rendered::Failed(reason))
         } else {
-            let Some(transcript) = self.calls.load_transcript(&job.call_id).await.map_err(|e| e.to_string())? else {
+            let Some(transcript) = self
+                .calls
+                .load_transcript(&job.call_id)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
                 return Err("transcript not stored yet".into());
             };
             render::call_summary(&record, Rendered::Transcribed(&transcript))
@@ -121,7 +148,11 @@ impl NotifyWorker {
         .map_err(|e| e.to_string())?;
         match delivery {
             Delivery::Sent { slack } => {
-                let status_after = if failed { CallStatus::Failed } else { CallStatus::Notified };
+                let status_after = if failed {
+                    CallStatus::Failed
+                } else {
+                    CallStatus::Notified
+                };
                 let first = self
                     .calls
                     .mark_notified(&job.call_id, slack, status_after)
@@ -146,14 +177,16 @@ impl NotifyWorker {
                     .map_err(|e| e.to_string())?;
                 Ok(Outcome::Done)
             }
-            Delivery::RetryAfter(_) => {
-                Ok(self.dead_letter(&to_json(job), "still rate limited after every retry").await)
-            }
+            Delivery::RetryAfter(_) => Ok(self
+                .dead_letter(&to_json(job), "still rate limited after every retry")
+                .await),
             Delivery::Retry(reason) => Err(reason),
             Delivery::Permanent { channel, reason } => {
                 stats::count(self.stats.as_ref(), Counter::Failed).await;
                 metrics::count(Metric::Failed);
-                Ok(self.dead_letter(&to_json(job), &format!("{channel}: {reason}")).await)
+                Ok(self
+                    .dead_letter(&to_json(job), &format!("{channel}: {reason}"))
+                    .await)
             }
         }
     }
@@ -161,7 +194,11 @@ impl NotifyWorker {
     /// Moves a job that cannot succeed to the DLQ now instead of after five
     /// pointless retries. If even that fails, SQS redrive gets it there.
     async fn dead_letter(&self, body: &str, reason: &str) -> Outcome {
-        match self.dead_letter_queue.send_raw(body.to_string(), Duration::ZERO).await {
+        match self
+            .dead_letter_queue
+            .send_raw(body.to_string(), Duration::ZERO)
+            .await
+        {
             Ok(()) => {
                 error!(%reason, "notification moved to the dead-letter queue");
                 Outcome::Done

@@ -6,5 +6,8 @@ async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let app = StatsEndpoint::from_env().await?;
     let app = &app;
-    run(service_fn(move |_request: Request| async move { Ok::<_, Error>(app.handle().await) })).await
+    run(service_fn(move |_request: Request| async move {
+        Ok::<_, Error>(app.handle().await)
+    }))
+    .await
 }

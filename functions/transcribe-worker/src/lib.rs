@@ -9,7 +9,9 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use shared::assemblyai::{AssemblyAi, TranscribeError, TranscriptState, TranscriptionService};
 use shared::calls::{CallStatus, CallStore, DynamoCallStore};
 use shared::config;
-use shared::jobs::{self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue, TranscriptionJob};
+use shared::jobs::{
+    self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue, TranscriptionJob,
+};
 use shared::metrics::{self, Metric};
 use shared::recording::{ExotelCredentials, HostAllowList};
 use shared::sqs_batch::{self, Outcome};
@@ -34,7 +36,15 @@ pub struct TranscribeWorker {
     pub recheck: RecheckSettings,
 }
 
-const STATUSES_BEFORE_TRANSCRIPT: [CallStatus; 3] = [CallStatus::Received, CallStatus::Queued, CallStatus::Transcribing];
+/// Deliveries after which a stalled submission is taken over (SQS moves the
+/// message to the DLQ after 5).
+const TAKEOVER_AFTER_DELIVERIES: u32 = 3;
+
+const STATUSES_BEFORE_TRANSCRIPT: [CallStatus; 3] = [
+    CallStatus::Received,
+    CallStatus::Queued,
+    CallStatus::Transcribing,
+];
 
 impl TranscribeWorker {
     pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
@@ -44,12 +54,17 @@ impl TranscribeWorker {
         let exotel_base = config::base_url_or("EXOTEL_BASE_URL", "https://api.exotel.com")?;
         let exotel_host = url::Url::parse(&exotel_base)
             .ok()
-            .and_then(|u| u.host_str().map(|h| match u.port() {
-                Some(port) => format!("{h}:{port}"),
-                None => h.to_string(),
-            }))
+            .and_then(|u| {
+                u.host_str().map(|h| match u.port() {
+                    Some(port) => format!("{h}:{port}"),
+                    None => h.to_string(),
+                })
+            })
             .unwrap_or_default();
-        let exotel = match (config::optional_secret("EXOTEL_API_KEY"), config::optional_secret("EXOTEL_API_TOKEN")) {
+        let exotel = match (
+            config::optional_secret("EXOTEL_API_KEY"),
+            config::optional_secret("EXOTEL_API_TOKEN"),
+        ) {
             (Some(api_key), Some(api_token)) => Some(ExotelCredentials {
                 api_key,
                 api_token,
@@ -62,13 +77,26 @@ impl TranscribeWorker {
             .timeout(Duration::from_secs(45))
             .build()?;
         let recording_hosts = HostAllowList::parse(
-            &config::optional("RECORDING_ALLOWED_HOSTS").unwrap_or_else(|| shared::ingest::DEFAULT_RECORDING_HOSTS.into()),
+            &config::optional("RECORDING_ALLOWED_HOSTS")
+                .unwrap_or_else(|| shared::ingest::DEFAULT_RECORDING_HOSTS.into()),
         );
         Ok(Self {
-            calls: Arc::new(DynamoCallStore::new(dynamo.clone(), config::required("CALLS_TABLE")?)),
-            stats: Arc::new(DynamoStatsStore::new(dynamo, config::required("STATS_TABLE")?)),
-            transcription_queue: Arc::new(SqsJobQueue::new(sqs.clone(), config::required("TRANSCRIPTION_QUEUE_URL")?)),
-            notification_queue: Arc::new(SqsJobQueue::new(sqs, config::required("NOTIFICATION_QUEUE_URL")?)),
+            calls: Arc::new(DynamoCallStore::new(
+                dynamo.clone(),
+                config::required("CALLS_TABLE")?,
+            )),
+            stats: Arc::new(DynamoStatsStore::new(
+                dynamo,
+                config::required("STATS_TABLE")?,
+            )),
+            transcription_queue: Arc::new(SqsJobQueue::new(
+                sqs.clone(),
+                config::required("TRANSCRIPTION_QUEUE_URL")?,
+            )),
+            notification_queue: Arc::new(SqsJobQueue::new(
+                sqs,
+                config::required("NOTIFICATION_QUEUE_URL")?,
+            )),
             transcriber: Arc::new(AssemblyAi::new(
                 http,
                 config::base_url_or("ASSEMBLYAI_BASE_URL", "https://api.assemblyai.com")?,
@@ -93,18 +121,21 @@ impl TranscribeWorker {
     }
 
     async fn process(&self, message: SqsMessage) -> Outcome {
-        let job: TranscriptionJob = match serde_json::from_str(message.body.as_deref().unwrap_or("")) {
-            Ok(job) => job,
-            Err(err) => {
-                // Retrying cannot fix it; it reaches the DLQ and its alarm.
-                error!(error = %err, "unreadable transcription job");
-                return Outcome::Retry;
-            }
-        };
-        let span = tracing::info_span!("transcription", call_id = %job.call_id, checks = job.checks);
+        let job: TranscriptionJob =
+            match serde_json::from_str(message.body.as_deref().unwrap_or("")) {
+                Ok(job) => job,
+                Err(err) => {
+                    // Retrying cannot fix it; it reaches the DLQ and its alarm.
+                    error!(error = %err, "unreadable transcription job");
+                    return Outcome::Retry;
+                }
+            };
+        let span =
+            tracing::info_span!("transcription", call_id = %job.call_id, checks = job.checks);
+        let deliveries = sqs_batch::receive_count(&message);
         let result = async {
             match job.transcript_id.clone() {
-                None => self.start(job).await,
+                None => self.start(job, deliveries).await,
                 Some(id) => self.recheck(job, &id).await,
             }
         }
@@ -117,14 +148,22 @@ impl TranscribeWorker {
     }
 
     /// First delivery: submit the recording, then schedule the first re-check.
-    async fn start(&self, job: TranscriptionJob) -> Result<Outcome, String> {
-        let record = self.calls.get(&job.call_id).await.map_err(|e| e.to_string())?;
+    /// `deliveries` is how often SQS has handed out this message.
+    async fn start(&self, job: TranscriptionJob, deliveries: u32) -> Result<Outcome, String> {
+        let record = self
+            .calls
+            .get(&job.call_id)
+            .await
+            .map_err(|e| e.to_string())?;
         let Some(record) = record else {
             error!("transcription job for an unknown call");
             return Ok(Outcome::Retry);
         };
         if !STATUSES_BEFORE_TRANSCRIPT.contains(&record.status) {
-            info!(status = record.status.as_str(), "call already past transcription; nothing to do");
+            info!(
+                status = record.status.as_str(),
+                "call already past transcription; nothing to do"
+            );
             return Ok(Outcome::Done);
         }
         if let Some(existing) = record.transcript_id {
@@ -133,12 +172,28 @@ impl TranscribeWorker {
         }
         let url = match url::Url::parse(&job.recording_url) {
             Ok(url) if self.recording_hosts.allows(&url) => url,
-            _ => return self.fail(&job.call_id, "recording URL is not on the allowed hosts").await,
+            _ => {
+                return self
+                    .fail(&job.call_id, "recording URL is not on the allowed hosts")
+                    .await
+            }
         };
-        self.calls
-            .transition(&job.call_id, &STATUSES_BEFORE_TRANSCRIPT, CallStatus::Transcribing, None)
+        let claimed = self
+            .calls
+            .transition(
+                &job.call_id,
+                &[CallStatus::Received, CallStatus::Queued],
+                CallStatus::Transcribing,
+                None,
+            )
             .await
             .map_err(|e| e.to_string())?;
+        // Already `transcribing` without a transcript id: a duplicate job is
+        // submitting right now. Wait for it, unless this message has come back
+        // so often that the other submitter has evidently died.
+        if !claimed && deliveries < TAKEOVER_AFTER_DELIVERIES {
+            return Err("another delivery of this job is submitting the recording".into());
+        }
         match self.transcriber.submit(&url).await {
             Ok(transcript_id) => {
                 self.calls
@@ -162,29 +217,51 @@ impl TranscribeWorker {
                     .map_err(|e| e.to_string())?;
                 let moved = self
                     .calls
-                    .transition(&job.call_id, &STATUSES_BEFORE_TRANSCRIPT, CallStatus::Transcribed, None)
+                    .transition(
+                        &job.call_id,
+                        &STATUSES_BEFORE_TRANSCRIPT,
+                        CallStatus::Transcribed,
+                        None,
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
                 if moved {
                     metrics::count(Metric::Transcribed);
                 }
-                info!(utterances = transcript.utterances.len(), "transcript stored");
-                self.notify(&job.call_id, NotificationKind::CallSummary).await
+                info!(
+                    utterances = transcript.utterances.len(),
+                    "transcript stored"
+                );
+                self.notify(&job.call_id, NotificationKind::CallSummary)
+                    .await
             }
-            Ok(TranscriptState::Failed(reason)) => self.fail(&job.call_id, &format!("AssemblyAI error: {reason}")).await,
+            Ok(TranscriptState::Failed(reason)) => {
+                self.fail(&job.call_id, &format!("AssemblyAI error: {reason}"))
+                    .await
+            }
             Ok(TranscriptState::Pending) if shared::time::epoch_secs() >= job.deadline => {
-                self.fail(&job.call_id, "transcription did not finish before its deadline").await
+                self.fail(
+                    &job.call_id,
+                    "transcription did not finish before its deadline",
+                )
+                .await
             }
             Ok(TranscriptState::Pending) => {
                 let checks = job.checks + 1;
-                self.schedule_recheck(job, transcript_id.to_string(), checks).await
+                self.schedule_recheck(job, transcript_id.to_string(), checks)
+                    .await
             }
             Err(TranscribeError::Temporary(reason)) => Err(reason),
             Err(TranscribeError::Permanent(reason)) => self.fail(&job.call_id, &reason).await,
         }
     }
 
-    async fn schedule_recheck(&self, job: TranscriptionJob, transcript_id: String, checks: u32) -> Result<Outcome, String> {
+    async fn schedule_recheck(
+        &self,
+        job: TranscriptionJob,
+        transcript_id: String,
+        checks: u32,
+    ) -> Result<Outcome, String> {
         let delay = jobs::backoff(self.recheck.base, checks, self.recheck.cap);
         let next = TranscriptionJob {
             transcript_id: Some(transcript_id),
@@ -202,21 +279,30 @@ impl TranscribeWorker {
         error!(%reason, "transcription failed");
         let moved = self
             .calls
-            .transition(call_id, &STATUSES_BEFORE_TRANSCRIPT, CallStatus::Failed, Some(reason))
+            .transition(
+                call_id,
+                &STATUSES_BEFORE_TRANSCRIPT,
+                CallStatus::Failed,
+                Some(reason),
+            )
             .await
             .map_err(|e| e.to_string())?;
         if moved {
             metrics::count(Metric::Failed);
             stats::count(self.stats.as_ref(), Counter::Failed).await;
         }
-        self.notify(call_id, NotificationKind::TranscriptionFailed).await
+        self.notify(call_id, NotificationKind::TranscriptionFailed)
+            .await
     }
 
     async fn notify(&self, call_id: &str, kind: NotificationKind) -> Result<Outcome, String> {
-        jobs::send(self.notification_queue.as_ref(), &NotificationJob::for_call(call_id, kind), Duration::ZERO)
-            .await
-            .map_err(|e| e.to_string())?;
+        jobs::send(
+            self.notification_queue.as_ref(),
+            &NotificationJob::for_call(call_id, kind),
+            Duration::ZERO,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         Ok(Outcome::Done)
     }
 }
-

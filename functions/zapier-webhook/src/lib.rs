@@ -6,7 +6,9 @@ use serde::Deserialize;
 use shared::api::{self, ApiError};
 use shared::calls::{AgentInfo, CallSource};
 use shared::config::Secret;
-use shared::ingest::{validate_call_id, validate_phone, Acknowledgement, IncomingCall, Ingestor, WebhookConfig};
+use shared::ingest::{
+    validate_call_id, validate_phone, Acknowledgement, IncomingCall, Ingestor, WebhookConfig,
+};
 use shared::recording::{self, HostAllowList};
 
 pub struct ZapierWebhook {
@@ -32,12 +34,19 @@ struct ZapierPayload {
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
-    value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// `125`, `"125"` or absent; anything else is a client error.
 fn parse_duration(value: Option<&serde_json::Value>) -> Result<Option<u64>, ApiError> {
-    let invalid = || ApiError::unprocessable("invalid_duration", "duration must be a whole number of seconds");
+    let invalid = || {
+        ApiError::unprocessable(
+            "invalid_duration",
+            "duration must be a whole number of seconds",
+        )
+    };
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or_else(invalid),
@@ -62,7 +71,10 @@ impl ZapierPayload {
             Some(raw) => chrono::DateTime::parse_from_rfc3339(&raw)
                 .map(|t| t.with_timezone(&chrono::Utc))
                 .map_err(|_| {
-                    ApiError::unprocessable("invalid_timestamp", "timestamp must be RFC 3339, e.g. 2025-10-09T17:58:27Z")
+                    ApiError::unprocessable(
+                        "invalid_timestamp",
+                        "timestamp must be RFC 3339, e.g. 2025-10-09T17:58:27Z",
+                    )
                 })?,
         };
         Ok(IncomingCall {
@@ -104,10 +116,16 @@ impl ZapierWebhook {
         // Credentials first: nothing from an unauthenticated caller is parsed.
         api::require_bearer(request.headers(), &self.token)?;
         let body = api::body_bytes(request.body())?;
-        let payload: ZapierPayload = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("Body is not a valid JSON object: {e}")))?;
+        let payload: ZapierPayload = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("Body is not a valid JSON object: {e}"),
+            )
+        })?;
         let call = payload.validate(&self.recording_hosts)?;
-        self.ingestor.ingest(call, api::remaining_time(&request)).await
+        self.ingestor
+            .ingest(call, api::remaining_time(&request))
+            .await
     }
 }
 
@@ -145,9 +163,24 @@ mod tests {
             p[key] = value;
             payload(p).validate(&hosts()).unwrap_err().code()
         };
-        assert_eq!(with("duration", serde_json::json!("long")), "invalid_duration");
-        assert_eq!(with("timestamp", serde_json::json!("yesterday")), "invalid_timestamp");
-        assert_eq!(with("recording_url", serde_json::json!("https://evil.example/x.mp3")), "recording_host_not_allowed");
-        assert_eq!(with("from_number", serde_json::json!("abc")), "invalid_phone_number");
+        assert_eq!(
+            with("duration", serde_json::json!("long")),
+            "invalid_duration"
+        );
+        assert_eq!(
+            with("timestamp", serde_json::json!("yesterday")),
+            "invalid_timestamp"
+        );
+        assert_eq!(
+            with(
+                "recording_url",
+                serde_json::json!("https://evil.example/x.mp3")
+            ),
+            "recording_host_not_allowed"
+        );
+        assert_eq!(
+            with("from_number", serde_json::json!("abc")),
+            "invalid_phone_number"
+        );
     }
 }

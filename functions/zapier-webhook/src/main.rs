@@ -6,5 +6,8 @@ async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let app = ZapierWebhook::from_env().await?;
     let app = &app;
-    run(service_fn(move |request: Request| async move { Ok::<_, Error>(app.handle(request).await) })).await
+    run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(app.handle(request).await)
+    }))
+    .await
 }

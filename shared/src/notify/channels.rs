@@ -33,7 +33,8 @@ impl NotifierConfig {
         Ok(Self {
             slack_webhook_url: config::optional_secret("SLACK_WEBHOOK_URL"),
             slack_bot_token: config::optional_secret("SLACK_BOT_TOKEN"),
-            slack_channel_id: config::optional("SLACK_CHANNEL_ID").unwrap_or_else(|| "#voice-agent-calls".into()),
+            slack_channel_id: config::optional("SLACK_CHANNEL_ID")
+                .unwrap_or_else(|| "#voice-agent-calls".into()),
             slack_api_base_url: config::base_url_or("SLACK_API_BASE_URL", "https://slack.com/api")?,
             notification_email: config::optional("NOTIFICATION_EMAIL"),
             notification_from_email: config::optional("NOTIFICATION_FROM_EMAIL"),
@@ -66,7 +67,10 @@ pub fn build_channels(
     if let (Some(to), Some(client)) = (&config.notification_email, ses) {
         channels.push(Arc::new(SesEmailChannel {
             client,
-            from: config.notification_from_email.clone().unwrap_or_else(|| to.clone()),
+            from: config
+                .notification_from_email
+                .clone()
+                .unwrap_or_else(|| to.clone()),
             to: to.clone(),
         }));
     }
@@ -127,7 +131,11 @@ impl NotificationChannel for SlackWebhookChannel {
             return Err(SendError::RateLimited(retry_after(&response)));
         }
         let body = response.text().await.unwrap_or_default();
-        let reason = format!("Slack webhook answered HTTP {}: {}", status.as_u16(), body.trim());
+        let reason = format!(
+            "Slack webhook answered HTTP {}: {}",
+            status.as_u16(),
+            body.trim()
+        );
         if status.is_server_error() {
             Err(SendError::Temporary(reason))
         } else {
@@ -194,12 +202,17 @@ impl NotificationChannel for SlackBotChannel {
             return Err(SendError::RateLimited(retry_after(&response)));
         }
         if status.is_server_error() {
-            return Err(SendError::Temporary(format!("Slack API answered HTTP {}", status.as_u16())));
+            return Err(SendError::Temporary(format!(
+                "Slack API answered HTTP {}",
+                status.as_u16()
+            )));
         }
-        let body: PostMessageResponse = response
-            .json()
-            .await
-            .map_err(|e| SendError::Temporary(format!("unreadable Slack API response: {}", e.without_url())))?;
+        let body: PostMessageResponse = response.json().await.map_err(|e| {
+            SendError::Temporary(format!(
+                "unreadable Slack API response: {}",
+                e.without_url()
+            ))
+        })?;
         if body.ok {
             Ok(())
         } else {
@@ -236,7 +249,12 @@ impl NotificationChannel for SesEmailChannel {
             .destination(Destination::builder().to_addresses(&self.to).build())
             .content(
                 EmailContent::builder()
-                    .simple(SesMessage::builder().subject(subject).body(Body::builder().text(text).build()).build())
+                    .simple(
+                        SesMessage::builder()
+                            .subject(subject)
+                            .body(Body::builder().text(text).build())
+                            .build(),
+                    )
                     .build(),
             )
             .send()
@@ -271,7 +289,10 @@ impl NotificationChannel for ConsoleChannel {
     }
 
     async fn send(&self, part: &Part) -> Result<(), SendError> {
-        println!("----- notification: {} -----\n{}\n-----", part.subject, part.text);
+        println!(
+            "----- notification: {} -----\n{}\n-----",
+            part.subject, part.text
+        );
         Ok(())
     }
 }
@@ -282,9 +303,18 @@ mod tests {
 
     #[test]
     fn bot_errors_are_classified() {
-        assert_eq!(bot_error("ratelimited"), SendError::RateLimited(DEFAULT_RETRY_AFTER));
-        assert!(matches!(bot_error("internal_error"), SendError::Temporary(_)));
-        assert!(matches!(bot_error("not_in_channel"), SendError::Permanent(_)));
+        assert_eq!(
+            bot_error("ratelimited"),
+            SendError::RateLimited(DEFAULT_RETRY_AFTER)
+        );
+        assert!(matches!(
+            bot_error("internal_error"),
+            SendError::Temporary(_)
+        ));
+        assert!(matches!(
+            bot_error("not_in_channel"),
+            SendError::Permanent(_)
+        ));
         assert!(matches!(bot_error("invalid_auth"), SendError::Permanent(_)));
     }
 
@@ -299,6 +329,9 @@ mod tests {
             notification_from_email: None,
         };
         let channels = build_channels(&config, reqwest::Client::new(), None);
-        assert_eq!(channels.iter().map(|c| c.name()).collect::<Vec<_>>(), vec!["console"]);
+        assert_eq!(
+            channels.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            vec!["console"]
+        );
     }
 }

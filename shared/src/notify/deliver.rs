@@ -20,7 +20,10 @@ pub enum Delivery {
     /// Try again later: temporary failure or another worker mid-send.
     Retry(String),
     /// A channel refused for good; a person must act.
-    Permanent { channel: &'static str, reason: String },
+    Permanent {
+        channel: &'static str,
+        reason: String,
+    },
 }
 
 fn delivery_key(notification_id: &str, channel: &str, part: usize) -> String {
@@ -40,19 +43,36 @@ pub async fn deliver(
             let key = delivery_key(notification_id, channel.name(), index);
             match dedup.claim(&key, lease).await? {
                 Claim::Completed(_) => continue,
-                Claim::InProgress => return Ok(Delivery::Retry(format!("{key} is being sent by another worker"))),
+                Claim::InProgress => {
+                    return Ok(Delivery::Retry(format!(
+                        "{key} is being sent by another worker"
+                    )))
+                }
                 Claim::Acquired => {}
             }
             match channel.send(part).await {
                 Ok(()) => {
-                    dedup.complete(&key, &serde_json::json!({"sent_at": crate::time::now_rfc3339()})).await?;
-                    info!(channel = channel.name(), part = index, "notification part sent");
+                    dedup
+                        .complete(
+                            &key,
+                            &serde_json::json!({"sent_at": crate::time::now_rfc3339()}),
+                        )
+                        .await?;
+                    info!(
+                        channel = channel.name(),
+                        part = index,
+                        "notification part sent"
+                    );
                 }
                 Err(failure) => {
                     dedup.release(&key).await?;
                     return Ok(match failure {
                         SendError::RateLimited(after) => {
-                            warn!(channel = channel.name(), retry_after_secs = after.as_secs(), "rate limited");
+                            warn!(
+                                channel = channel.name(),
+                                retry_after_secs = after.as_secs(),
+                                "rate limited"
+                            );
                             Delivery::RetryAfter(after)
                         }
                         SendError::Temporary(reason) => {

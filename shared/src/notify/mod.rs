@@ -7,7 +7,10 @@ mod deliver;
 pub mod render;
 pub mod slack_format;
 
-pub use channels::{build_channels, ConsoleChannel, NotifierConfig, SesEmailChannel, SlackBotChannel, SlackWebhookChannel};
+pub use channels::{
+    build_channels, ConsoleChannel, NotifierConfig, SesEmailChannel, SlackBotChannel,
+    SlackWebhookChannel,
+};
 pub use deliver::{deliver, Delivery};
 
 use std::time::Duration;

@@ -26,11 +26,17 @@ pub fn concern(transcript: &Transcript) -> String {
     } else {
         words.join(" ")
     };
-    format!("Call inquiry: {opening} (Tone: {})", transcript.tone.label())
+    format!(
+        "Call inquiry: {opening} (Tone: {})",
+        transcript.tone.label()
+    )
 }
 
 fn or_na(value: Option<&String>) -> &str {
-    value.map(String::as_str).filter(|s| !s.trim().is_empty()).unwrap_or(NOT_PROVIDED)
+    value
+        .map(String::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or(NOT_PROVIDED)
 }
 
 /// `completed` -> `Completed`.
@@ -45,7 +51,11 @@ fn title_case(status: &str) -> String {
 /// `2025-10-04T17:58:27Z` -> `2025-10-04 17:58:27 UTC`.
 fn seed_timestamp(rfc3339: &str) -> String {
     DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()
+        })
         .unwrap_or_else(|_| rfc3339.to_string())
 }
 
@@ -54,8 +64,16 @@ pub fn call_summary(record: &CallRecord, outcome: Outcome<'_>) -> String {
         Direction::Outgoing => (&record.from_number, &record.to_number),
         Direction::Incoming => (&record.to_number, &record.from_number),
     };
-    let support = if support.is_empty() { NOT_PROVIDED } else { support.as_str() };
-    let customer = if customer.is_empty() { NOT_PROVIDED } else { customer.as_str() };
+    let support = if support.is_empty() {
+        NOT_PROVIDED
+    } else {
+        support.as_str()
+    };
+    let customer = if customer.is_empty() {
+        NOT_PROVIDED
+    } else {
+        customer.as_str()
+    };
     let agent = &record.agent;
     let cs_agent = agent
         .agent_slack_handle
@@ -64,7 +82,10 @@ pub fn call_summary(record: &CallRecord, outcome: Outcome<'_>) -> String {
         .filter(|s| !s.trim().is_empty())
         .map(String::as_str)
         .unwrap_or(NOT_PROVIDED);
-    let duration = record.duration.map(|d| format!("{d}s")).unwrap_or_else(|| NOT_PROVIDED.into());
+    let duration = record
+        .duration
+        .map(|d| format!("{d}s"))
+        .unwrap_or_else(|| NOT_PROVIDED.into());
     let status = title_case(record.call_status.as_deref().unwrap_or(""));
     let (concern_line, transcription, recording_line) = match outcome {
         Outcome::Transcribed(t) => (
@@ -107,7 +128,11 @@ pub fn call_summary_subject(record: &CallRecord, failed: bool) -> String {
         Direction::Incoming => "Incoming",
         Direction::Outgoing => "Outgoing",
     };
-    let what = if failed { "transcription failed" } else { "call summary" };
+    let what = if failed {
+        "transcription failed"
+    } else {
+        "call summary"
+    };
     format!("{direction} call {}: {what}", record.call_id)
 }
 
@@ -146,10 +171,21 @@ mod tests {
 
     fn transcript() -> Transcript {
         Transcript {
-            text: "Person you are speaking with has put your call on hold please stay on the line".into(),
+            text: "Person you are speaking with has put your call on hold please stay on the line"
+                .into(),
             utterances: vec![
-                Utterance { speaker: "A".into(), text: "Person you are speaking with has put your call on hold.".into(), start: 0, end: 1 },
-                Utterance { speaker: "B".into(), text: "Please stay on the line.".into(), start: 1, end: 2 },
+                Utterance {
+                    speaker: "A".into(),
+                    text: "Person you are speaking with has put your call on hold.".into(),
+                    start: 0,
+                    end: 1,
+                },
+                Utterance {
+                    speaker: "B".into(),
+                    text: "Please stay on the line.".into(),
+                    start: 1,
+                    end: 2,
+                },
             ],
             tone: Tone::Neutral,
             audio_duration: Some(56.0),
@@ -170,7 +206,9 @@ mod tests {
         r.direction = Direction::Outgoing;
         let t = transcript();
         let text = call_summary(&r, Outcome::Transcribed(&t));
-        assert!(text.starts_with("📞 Support Number:\n09631084471\n\n📱 Candidate/Customer Number:\n+919876543210"));
+        assert!(text.starts_with(
+            "📞 Support Number:\n09631084471\n\n📱 Candidate/Customer Number:\n+919876543210"
+        ));
     }
 
     #[test]
@@ -178,7 +216,12 @@ mod tests {
         let mut r = record();
         r.agent = AgentInfo::default();
         r.duration = None;
-        let t = Transcript { text: "Hello there".into(), utterances: vec![], tone: Tone::Positive, audio_duration: None };
+        let t = Transcript {
+            text: "Hello there".into(),
+            utterances: vec![],
+            tone: Tone::Positive,
+            audio_duration: None,
+        };
         let text = call_summary(&r, Outcome::Transcribed(&t));
         assert!(text.contains("Call inquiry: Hello there (Tone: Positive)"));
         assert!(text.contains("👤 CS Agent:\nN/A <09631084471>"));

@@ -139,20 +139,33 @@ mod tests {
 
     #[test]
     fn long_transcripts_split_within_limits_and_lose_nothing() {
-        let lines: Vec<String> = (0..4000).map(|i| format!("Speaker A: line number {i} of the call")).collect();
+        let lines: Vec<String> = (0..4000)
+            .map(|i| format!("Speaker A: line number {i} of the call"))
+            .collect();
         let text = format!("Header\n```\n{}\n```\nFooter", lines.join("\n"));
         let chunks = sections(&text);
         assert!(chunks.len() > 1);
         assert!(chunks.iter().all(|c| c.chars().count() <= SECTION_CHARS));
         // Every chunk has balanced fences, so Slack renders each as code.
-        assert!(chunks.iter().all(|c| c.lines().filter(|l| l.trim() == FENCE).count() % 2 == 0));
+        assert!(chunks
+            .iter()
+            .all(|c| c.lines().filter(|l| l.trim() == FENCE).count() % 2 == 0));
         // Removing the added fences gives back the original lines in order.
-        let rejoined: Vec<&str> = chunks.iter().flat_map(|c| c.lines()).filter(|l| l.trim() != FENCE).collect();
+        let rejoined: Vec<&str> = chunks
+            .iter()
+            .flat_map(|c| c.lines())
+            .filter(|l| l.trim() != FENCE)
+            .collect();
         let original: Vec<&str> = text.lines().filter(|l| l.trim() != FENCE).collect();
         assert_eq!(rejoined, original);
         let parts = slack_parts("s", &text);
-        assert!(parts.iter().all(|p| p.blocks.len() <= BLOCKS_PER_MESSAGE && p.text.chars().count() < 40_000));
-        assert_eq!(parts.iter().map(|p| p.blocks.len()).sum::<usize>(), chunks.len());
+        assert!(parts
+            .iter()
+            .all(|p| p.blocks.len() <= BLOCKS_PER_MESSAGE && p.text.chars().count() < 40_000));
+        assert_eq!(
+            parts.iter().map(|p| p.blocks.len()).sum::<usize>(),
+            chunks.len()
+        );
     }
 
     #[test]

@@ -34,7 +34,9 @@ fn wait_for_port(port: u16, child: &mut Child, name: &str) -> Result<(), String>
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(format!("{name} did not listen on 127.0.0.1:{port} within {START_TIMEOUT:?}"))
+    Err(format!(
+        "{name} did not listen on 127.0.0.1:{port} within {START_TIMEOUT:?}"
+    ))
 }
 
 /// Spawns from a thread that never exits, so the parent-death signal fires
@@ -91,8 +93,17 @@ impl LocalAws {
         let mut dynamodb = Command::new("java");
         dynamodb
             .current_dir(&jar_dir)
-            .arg(format!("-Djava.library.path={}", jar_dir.join("DynamoDBLocal_lib").display()))
-            .args(["-Xms64m", "-Xmx512m", "-jar", "DynamoDBLocal.jar", "-inMemory"])
+            .arg(format!(
+                "-Djava.library.path={}",
+                jar_dir.join("DynamoDBLocal_lib").display()
+            ))
+            .args([
+                "-Xms64m",
+                "-Xmx512m",
+                "-jar",
+                "DynamoDBLocal.jar",
+                "-inMemory",
+            ])
             .args(["-port", &dynamodb_port.to_string()])
             // No browser has any business talking to it.
             .args(["-cors", "http://127.0.0.1"]);
@@ -101,10 +112,12 @@ impl LocalAws {
 
         let mut children = Vec::new();
         for (name, mut command) in [("dynamodb-local", dynamodb), ("moto", moto_cmd)] {
-            let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+            let log = std::fs::File::create(log_dir.join(format!("{name}.log")))
+                .map_err(|e| e.to_string())?;
             let log_err = log.try_clone().map_err(|e| e.to_string())?;
             command.stdin(Stdio::null()).stdout(log).stderr(log_err);
-            children.push(spawn_tied_to_process(command).map_err(|e| format!("start {name}: {e}"))?);
+            children
+                .push(spawn_tied_to_process(command).map_err(|e| format!("start {name}: {e}"))?);
         }
         let mut local = Self {
             dynamodb_endpoint: format!("http://127.0.0.1:{dynamodb_port}"),
@@ -120,7 +133,9 @@ impl LocalAws {
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "local"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "local",
+            ))
             .endpoint_url(&self.moto_endpoint)
             .load()
             .await

@@ -70,11 +70,18 @@ impl QueuePoller {
                 .collect();
             record.event_source = Some("aws:sqs".into());
             report.bodies.push(message.body.clone().unwrap_or_default());
-            handles.push((message.message_id.clone().unwrap_or_default(), message.receipt_handle.clone()));
+            handles.push((
+                message.message_id.clone().unwrap_or_default(),
+                message.receipt_handle.clone(),
+            ));
             event.records.push(record);
         }
         let response = worker(event).await;
-        report.failed = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        report.failed = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
         for (id, receipt) in handles {
             let Some(receipt) = receipt else { continue };
             if report.failed.contains(&id) {
@@ -114,5 +121,8 @@ pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<u
         .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?
         .attributes
         .unwrap_or_default();
-    Ok(attributes.values().filter_map(|v| v.parse::<usize>().ok()).sum())
+    Ok(attributes
+        .values()
+        .filter_map(|v| v.parse::<usize>().ok())
+        .sum())
 }

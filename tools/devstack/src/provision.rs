@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -22,11 +23,17 @@ pub struct Resources {
 
 impl Resources {
     pub fn table(&self, logical_id: &str) -> String {
-        self.tables.get(logical_id).cloned().unwrap_or_else(|| panic!("no table {logical_id} in template"))
+        self.tables
+            .get(logical_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no table {logical_id} in template"))
     }
 
     pub fn queue(&self, logical_id: &str) -> String {
-        self.queues.get(logical_id).cloned().unwrap_or_else(|| panic!("no queue {logical_id} in template"))
+        self.queues
+            .get(logical_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no queue {logical_id} in template"))
     }
 
     /// A function's environment as the template declares it, with resource
@@ -56,7 +63,11 @@ fn attribute_type(key: &KeyAttribute) -> ScalarAttributeType {
     }
 }
 
-pub async fn provision(local: &LocalAws, template: &Template, prefix: &str) -> Result<Resources, String> {
+pub async fn provision(
+    local: &LocalAws,
+    template: &Template,
+    prefix: &str,
+) -> Result<Resources, String> {
     let dynamo = local.dynamodb().await;
     let sqs = local.sqs().await;
     let mut resources = Resources::default();
@@ -66,7 +77,10 @@ pub async fn provision(local: &LocalAws, template: &Template, prefix: &str) -> R
         if let Some(range) = &table.range_key {
             keys.push((range, KeyType::Range));
         }
-        let mut create = dynamo.create_table().table_name(&name).billing_mode(BillingMode::PayPerRequest);
+        let mut create = dynamo
+            .create_table()
+            .table_name(&name)
+            .billing_mode(BillingMode::PayPerRequest);
         for (key, key_type) in keys {
             create = create
                 .attribute_definitions(
@@ -84,10 +98,12 @@ pub async fn provision(local: &LocalAws, template: &Template, prefix: &str) -> R
                         .map_err(|e| e.to_string())?,
                 );
         }
-        create
-            .send()
-            .await
-            .map_err(|e| format!("create table {name}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        create.send().await.map_err(|e| {
+            format!(
+                "create table {name}: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e)
+            )
+        })?;
         if let Some(attribute) = &table.ttl_attribute {
             dynamo
                 .update_time_to_live()
@@ -101,7 +117,12 @@ pub async fn provision(local: &LocalAws, template: &Template, prefix: &str) -> R
                 )
                 .send()
                 .await
-                .map_err(|e| format!("ttl on {name}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+                .map_err(|e| {
+                    format!(
+                        "ttl on {name}: {}",
+                        aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                    )
+                })?;
         }
         resources.tables.insert(table.logical_id.clone(), name);
     }
@@ -113,19 +134,31 @@ pub async fn provision(local: &LocalAws, template: &Template, prefix: &str) -> R
         let name = format!("{prefix}-{}", queue.logical_id);
         let mut create = sqs.create_queue().queue_name(&name);
         if let Some(visibility) = queue.visibility_timeout {
-            create = create.attributes(QueueAttributeName::VisibilityTimeout, visibility.to_string());
+            create = create.attributes(
+                QueueAttributeName::VisibilityTimeout,
+                visibility.to_string(),
+            );
         }
         if let Some((dlq, max_receive)) = &queue.dead_letter {
-            let arn = arns.get(dlq).ok_or(format!("{}: dead-letter queue {dlq} unknown", queue.logical_id))?;
+            let arn = arns.get(dlq).ok_or(format!(
+                "{}: dead-letter queue {dlq} unknown",
+                queue.logical_id
+            ))?;
             create = create.attributes(
                 QueueAttributeName::RedrivePolicy,
-                serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive}).to_string(),
+                serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive})
+                    .to_string(),
             );
         }
         let url = create
             .send()
             .await
-            .map_err(|e| format!("create queue {name}: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?
+            .map_err(|e| {
+                format!(
+                    "create queue {name}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            })?
             .queue_url
             .ok_or("queue without URL")?;
         let arn = sqs
@@ -134,7 +167,12 @@ pub async fn provision(local: &LocalAws, template: &Template, prefix: &str) -> R
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| format!("queue arn {name}: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?
+            .map_err(|e| {
+                format!(
+                    "queue arn {name}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            })?
             .attributes
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .ok_or("queue without ARN")?;

@@ -122,12 +122,19 @@ pub fn body_of(response: &Response<Body>) -> Vec<u8> {
     response.body().as_ref().to_vec()
 }
 
-async fn dispatch(routes: Arc<Vec<Route>>, request: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
+async fn dispatch(
+    routes: Arc<Vec<Route>>,
+    request: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let method = parts.method.as_str().to_string();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -137,8 +144,20 @@ async fn dispatch(routes: Arc<Vec<Route>>, request: hyper::Request<hyper::body::
         .iter()
         .find(|r| r.method == method && match_path(&r.path, &path).is_some());
     let response = match matched {
-        Some(route) => (route.handler)(api_request(&method, &route.path, &path, &query, &headers, &body)).await,
-        None => shared::api::ApiError::NotFound(format!("No route for {method} {path}")).into_response(),
+        Some(route) => {
+            (route.handler)(api_request(
+                &method,
+                &route.path,
+                &path,
+                &query,
+                &headers,
+                &body,
+            ))
+            .await
+        }
+        None => {
+            shared::api::ApiError::NotFound(format!("No route for {method} {path}")).into_response()
+        }
     };
     tracing::info!(%method, %path, status = response.status().as_u16(), "request");
     let (parts, body) = response.into_parts();
@@ -163,7 +182,9 @@ pub async fn serve(addr: SocketAddr, routes: Vec<Route>) -> std::io::Result<()> 
                 let routes = Arc::clone(&routes);
                 async move { Ok::<_, Infallible>(dispatch(routes, request).await) }
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -193,7 +214,10 @@ mod tests {
             &[("Content-Type".into(), "application/json".into())],
             br#"{"a":1}"#,
         );
-        assert_eq!(request.query_string_parameters().first("token"), Some("abc"));
+        assert_eq!(
+            request.query_string_parameters().first("token"),
+            Some("abc")
+        );
         assert_eq!(request.path_parameters().first("call_id"), Some("CA1"));
         assert_eq!(request.headers()["content-type"], "application/json");
         assert_eq!(request.body().as_ref(), br#"{"a":1}"#);

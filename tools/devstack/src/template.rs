@@ -72,11 +72,16 @@ pub struct Template {
 
 fn tag_name(value: &Value) -> Option<(String, &Value)> {
     match value {
-        Value::Tagged(tagged) => Some((tagged.tag.to_string().trim_start_matches('!').to_string(), &tagged.value)),
+        Value::Tagged(tagged) => Some((
+            tagged.tag.to_string().trim_start_matches('!').to_string(),
+            &tagged.value,
+        )),
         Value::Mapping(map) if map.len() == 1 => {
             let (k, v) = map.iter().next()?;
             let k = k.as_str()?;
-            k.strip_prefix("Fn::").or((k == "Ref").then_some("Ref")).map(|name| (name.to_string(), v))
+            k.strip_prefix("Fn::")
+                .or((k == "Ref").then_some("Ref"))
+                .map(|name| (name.to_string(), v))
         }
         _ => None,
     }
@@ -143,12 +148,14 @@ fn key_attribute(props: &Value, key_type: &str) -> Option<KeyAttribute> {
 
 impl Template {
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
         Self::parse(&text)
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| format!("template.yaml: {e}"))?;
+        let doc: Value =
+            serde_yaml_ng::from_str(text).map_err(|e| format!("template.yaml: {e}"))?;
         let globals = env_map(doc.get("Globals").and_then(|g| g.get("Function")));
         let resources = doc
             .get("Resources")
@@ -160,7 +167,10 @@ impl Template {
             functions: Vec::new(),
         };
         for (id, resource) in resources {
-            let id = id.as_str().ok_or("resource id is not a string")?.to_string();
+            let id = id
+                .as_str()
+                .ok_or("resource id is not a string")?
+                .to_string();
             let props = resource.get("Properties").cloned().unwrap_or(Value::Null);
             match resource.get("Type").and_then(Value::as_str) {
                 Some("AWS::DynamoDB::Table") => template.tables.push(TableSpec {
@@ -195,11 +205,20 @@ impl Template {
                     env.extend(env_map(Some(&props)));
                     let mut routes = Vec::new();
                     let mut sqs = None;
-                    for (_, event) in props.get("Events").and_then(Value::as_mapping).into_iter().flatten() {
+                    for (_, event) in props
+                        .get("Events")
+                        .and_then(Value::as_mapping)
+                        .into_iter()
+                        .flatten()
+                    {
                         let event_props = event.get("Properties").cloned().unwrap_or(Value::Null);
                         match event.get("Type").and_then(Value::as_str) {
                             Some("HttpApi") => routes.push(HttpRoute {
-                                method: event_props.get("Method").and_then(Value::as_str).unwrap_or("ANY").to_uppercase(),
+                                method: event_props
+                                    .get("Method")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("ANY")
+                                    .to_uppercase(),
                                 path: event_props
                                     .get("Path")
                                     .and_then(Value::as_str)
@@ -212,11 +231,19 @@ impl Template {
                                         .get("Queue")
                                         .and_then(referenced_resource)
                                         .ok_or(format!("{id}: SQS event without Queue"))?,
-                                    batch_size: event_props.get("BatchSize").and_then(Value::as_i64).unwrap_or(10) as i32,
+                                    batch_size: event_props
+                                        .get("BatchSize")
+                                        .and_then(Value::as_i64)
+                                        .unwrap_or(10)
+                                        as i32,
                                     reports_batch_item_failures: event_props
                                         .get("FunctionResponseTypes")
                                         .and_then(Value::as_sequence)
-                                        .is_some_and(|t| t.iter().any(|v| v.as_str() == Some("ReportBatchItemFailures"))),
+                                        .is_some_and(|t| {
+                                            t.iter().any(|v| {
+                                                v.as_str() == Some("ReportBatchItemFailures")
+                                            })
+                                        }),
                                 });
                             }
                             _ => {}
@@ -248,20 +275,57 @@ mod tests {
     #[test]
     fn reads_the_repository_template() {
         let template = Template::load(&crate::repo_root().join("template.yaml")).unwrap();
-        let ids: Vec<&str> = template.tables.iter().map(|t| t.logical_id.as_str()).collect();
-        assert!(ids.contains(&"CallsTable") && ids.contains(&"IdempotencyTable") && ids.contains(&"StatsTable"));
-        let calls = template.tables.iter().find(|t| t.logical_id == "CallsTable").unwrap();
+        let ids: Vec<&str> = template
+            .tables
+            .iter()
+            .map(|t| t.logical_id.as_str())
+            .collect();
+        assert!(
+            ids.contains(&"CallsTable")
+                && ids.contains(&"IdempotencyTable")
+                && ids.contains(&"StatsTable")
+        );
+        let calls = template
+            .tables
+            .iter()
+            .find(|t| t.logical_id == "CallsTable")
+            .unwrap();
         assert_eq!(calls.range_key.as_ref().unwrap().name, "item");
-        let queue = template.queues.iter().find(|q| q.logical_id == "TranscriptionQueue").unwrap();
+        let queue = template
+            .queues
+            .iter()
+            .find(|q| q.logical_id == "TranscriptionQueue")
+            .unwrap();
         assert_eq!(queue.dead_letter, Some(("TranscriptionDLQ".to_string(), 5)));
         let zapier = template.function("zapier-webhook").unwrap();
-        assert_eq!(zapier.routes, vec![HttpRoute { method: "POST".into(), path: "/webhook/zapier".into() }]);
-        assert_eq!(zapier.env.get("CALLS_TABLE"), Some(&EnvValue::Ref("CallsTable".into())));
-        assert_eq!(zapier.env.get("RUST_LOG"), Some(&EnvValue::Literal("info".into())));
-        let worker = template.function("transcribe-worker").unwrap().sqs.clone().unwrap();
+        assert_eq!(
+            zapier.routes,
+            vec![HttpRoute {
+                method: "POST".into(),
+                path: "/webhook/zapier".into()
+            }]
+        );
+        assert_eq!(
+            zapier.env.get("CALLS_TABLE"),
+            Some(&EnvValue::Ref("CallsTable".into()))
+        );
+        assert_eq!(
+            zapier.env.get("RUST_LOG"),
+            Some(&EnvValue::Literal("info".into()))
+        );
+        let worker = template
+            .function("transcribe-worker")
+            .unwrap()
+            .sqs
+            .clone()
+            .unwrap();
         assert_eq!(worker.queue, "TranscriptionQueue");
         assert!(worker.reports_batch_item_failures);
         // Every queue consumer must report partial batch failures.
-        assert!(template.functions.iter().filter_map(|f| f.sqs.as_ref()).all(|s| s.reports_batch_item_failures));
+        assert!(template
+            .functions
+            .iter()
+            .filter_map(|f| f.sqs.as_ref())
+            .all(|s| s.reports_batch_item_failures));
     }
 }

@@ -91,7 +91,8 @@ where
     H: Fn(Recorded) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response> + Send + 'static,
 {
-    let listener = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind fake server on {addr}: {e}"));
+    let listener = std::net::TcpListener::bind(addr)
+        .unwrap_or_else(|e| panic!("bind fake server on {addr}: {e}"));
     listener
         .set_nonblocking(true)
         .expect("non-blocking listener");

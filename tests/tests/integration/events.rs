@@ -1,0 +1,73 @@
+//! The `events/` samples are real: each parses as the event its function
+//! receives, and the webhook sample runs through its handler.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use devstack::template::Template;
+use shared::config::Secret;
+use shared::jobs::{NotificationJob, TranscriptionJob};
+use shared::recording::HostAllowList;
+
+use crate::support::*;
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(devstack::repo_root().join("events").join(name)).unwrap()
+}
+
+#[test]
+fn every_function_has_a_matching_sample_event() {
+    let template = Template::load(&devstack::repo_root().join("template.yaml")).unwrap();
+    for function in &template.functions {
+        let text = read(&format!("{}.json", function.binary));
+        if function.sqs.is_some() {
+            let event: SqsEvent = serde_json::from_str(&text).unwrap();
+            let body = event.records[0].body.as_deref().unwrap();
+            match function.binary.as_str() {
+                "transcribe-worker" => {
+                    drop(serde_json::from_str::<TranscriptionJob>(body).unwrap())
+                }
+                "notify-worker" => drop(serde_json::from_str::<NotificationJob>(body).unwrap()),
+                other => panic!("no job type known for {other}"),
+            }
+        } else {
+            let request = lambda_http::request::from_str(&text).unwrap();
+            let route = &function.routes[0];
+            assert_eq!(
+                request.method().as_str(),
+                route.method,
+                "{}",
+                function.binary
+            );
+            assert!(
+                devstack::server::match_path(&route.path, request.uri().path()).is_some(),
+                "{}: {} does not match {}",
+                function.binary,
+                request.uri().path(),
+                route.path
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_zapier_sample_event_is_accepted() {
+    let stack = Stack::start().await;
+    let mut zapier = stack.zapier();
+    // The sample carries the documented dev token and the dev fake's recording host.
+    zapier.token = Secret::new("dev-webhook-token-change-me");
+    zapier.recording_hosts = HostAllowList::parse("127.0.0.1:3100");
+    let request = lambda_http::request::from_str(&read("zapier-webhook.json")).unwrap();
+    let response = zapier.handle(request).await;
+    assert_eq!(response.status(), 202, "{:?}", json_body(&response));
+    assert_eq!(json_body(&response)["call_id"], "CA1234567890abcdef");
+}
+
+#[tokio::test]
+async fn the_exotel_sample_event_is_accepted() {
+    let stack = Stack::start().await;
+    let mut exotel = stack.exotel_webhook();
+    exotel.token = Secret::new("dev-webhook-token-change-me");
+    exotel.recording_hosts = HostAllowList::parse("127.0.0.1:3100");
+    let request = lambda_http::request::from_str(&read("exotel-webhook.json")).unwrap();
+    let response = exotel.handle(request).await;
+    assert_eq!(response.status(), 202, "{:?}", json_body(&response));
+}

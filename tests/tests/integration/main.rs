@@ -1,0 +1,11 @@
+//! Integration tests: the real handlers against DynamoDB Local, moto's SQS
+//! and SES, and fake providers on 127.0.0.1. One binary so the emulators
+//! start once.
+
+mod bad_input;
+mod events;
+mod notifications;
+mod pipeline;
+mod read_api;
+mod support;
+mod worker_failures;

@@ -1,0 +1,358 @@
+//! One emulator pair for the whole test binary; a fresh set of tables,
+//! queues and fake providers for every test, so tests run in parallel
+//! without seeing each other's data.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsBatchResponse;
+use devstack::emulators::LocalAws;
+use devstack::fakes::{FakeAssemblyAi, FakeExotel, FakeSlack};
+use devstack::poller::{queue_depth, PollReport, QueuePoller};
+use devstack::provision::{provision, Resources};
+use devstack::template::Template;
+use lambda_http::{Body, Request, Response};
+use shared::assemblyai::AssemblyAi;
+use shared::calls::DynamoCallStore;
+use shared::config::Secret;
+use shared::dedup::DynamoDedupStore;
+use shared::ingest::{IngestSettings, Ingestor};
+use shared::jobs::SqsJobQueue;
+use shared::notify::{NotificationChannel, SlackBotChannel, SlackWebhookChannel};
+use shared::recording::{ExotelCredentials, HostAllowList};
+use shared::stats::DynamoStatsStore;
+
+pub const WEBHOOK_TOKEN: &str = "test-webhook-token-0123456789";
+pub const API_TOKEN: &str = "test-api-token-0123456789";
+pub const SUPPORT_NUMBER: &str = "09631084471";
+const ASSEMBLYAI_KEY: &str = "test-assemblyai-key";
+const EXOTEL_KEY: &str = "test-exotel-key";
+const EXOTEL_TOKEN: &str = "test-exotel-token";
+
+static LOCAL: OnceLock<LocalAws> = OnceLock::new();
+
+pub fn local() -> &'static LocalAws {
+    LOCAL.get_or_init(|| LocalAws::start().unwrap_or_else(|e| panic!("local AWS emulators: {e}")))
+}
+
+pub struct Stack {
+    pub resources: Resources,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub exotel: FakeExotel,
+    pub assemblyai: FakeAssemblyAi,
+    pub slack: FakeSlack,
+    /// An allowed recording host where nothing listens: downloads fail temporarily.
+    pub dead_host: String,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        let local = local();
+        let template =
+            Template::load(&devstack::repo_root().join("template.yaml")).expect("template.yaml");
+        let prefix = format!("t{}", &uuid_like()[..12]);
+        let resources = provision(local, &template, &prefix)
+            .await
+            .expect("provision");
+        let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self {
+            resources,
+            dynamo: local.dynamodb().await,
+            sqs: local.sqs().await,
+            exotel: FakeExotel::start(EXOTEL_KEY, EXOTEL_TOKEN),
+            assemblyai: FakeAssemblyAi::start(ASSEMBLYAI_KEY),
+            slack: FakeSlack::start(),
+            dead_host: format!("127.0.0.1:{dead_port}"),
+        }
+    }
+
+    fn exotel_host(&self) -> String {
+        self.exotel
+            .base_url()
+            .trim_start_matches("http://")
+            .to_string()
+    }
+
+    pub fn recording_hosts(&self) -> HostAllowList {
+        HostAllowList::parse(&format!(
+            "{},{},*.exotel.com",
+            self.exotel_host(),
+            self.dead_host
+        ))
+    }
+
+    pub fn recording_url(&self, call_id: &str) -> String {
+        format!("{}/recordings/{call_id}.mp3", self.exotel.base_url())
+    }
+
+    pub fn calls(&self) -> DynamoCallStore {
+        DynamoCallStore::new(self.dynamo.clone(), self.resources.table("CallsTable"))
+    }
+
+    pub fn stats(&self) -> DynamoStatsStore {
+        DynamoStatsStore::new(self.dynamo.clone(), self.resources.table("StatsTable"))
+    }
+
+    fn queue(&self, logical_id: &str) -> Arc<SqsJobQueue> {
+        Arc::new(SqsJobQueue::new(
+            self.sqs.clone(),
+            self.resources.queue(logical_id),
+        ))
+    }
+
+    pub fn ingestor(&self) -> Ingestor {
+        Ingestor {
+            dedup: Arc::new(DynamoDedupStore::new(
+                self.dynamo.clone(),
+                self.resources.table("IdempotencyTable"),
+                Duration::from_secs(3600),
+            )),
+            calls: Arc::new(self.calls()),
+            stats: Arc::new(self.stats()),
+            transcription_queue: self.queue("TranscriptionQueue"),
+            settings: IngestSettings {
+                default_lease: Duration::from_secs(30),
+                support_number: Some(SUPPORT_NUMBER.into()),
+                transcription_deadline: Duration::from_secs(3600),
+            },
+        }
+    }
+
+    pub fn zapier(&self) -> zapier_webhook::ZapierWebhook {
+        zapier_webhook::ZapierWebhook {
+            token: Secret::new(WEBHOOK_TOKEN),
+            recording_hosts: self.recording_hosts(),
+            ingestor: self.ingestor(),
+        }
+    }
+
+    pub fn exotel_webhook(&self) -> exotel_webhook::ExotelWebhook {
+        exotel_webhook::ExotelWebhook {
+            token: Secret::new(WEBHOOK_TOKEN),
+            recording_hosts: self.recording_hosts(),
+            timezone: exotel_webhook::parse_offset("+05:30").unwrap(),
+            ingestor: self.ingestor(),
+        }
+    }
+
+    pub fn transcribe_worker(&self) -> Arc<transcribe_worker::TranscribeWorker> {
+        let exotel = ExotelCredentials {
+            api_key: Secret::new(EXOTEL_KEY),
+            api_token: Secret::new(EXOTEL_TOKEN),
+            hosts: HostAllowList::parse(&self.exotel_host()),
+        };
+        Arc::new(transcribe_worker::TranscribeWorker {
+            calls: Arc::new(self.calls()),
+            stats: Arc::new(self.stats()),
+            transcription_queue: self.queue("TranscriptionQueue"),
+            notification_queue: self.queue("NotificationQueue"),
+            transcriber: Arc::new(AssemblyAi::new(
+                reqwest::Client::new(),
+                self.assemblyai.base_url().to_string(),
+                Secret::new(ASSEMBLYAI_KEY),
+                Some(exotel),
+            )),
+            recording_hosts: self.recording_hosts(),
+            // No waiting between re-checks in tests; the backoff is unit-tested.
+            recheck: transcribe_worker::RecheckSettings {
+                base: Duration::ZERO,
+                cap: Duration::ZERO,
+            },
+        })
+    }
+
+    pub fn slack_webhook(&self) -> Arc<dyn NotificationChannel> {
+        Arc::new(SlackWebhookChannel {
+            http: reqwest::Client::new(),
+            url: Secret::new(self.slack.webhook_url()),
+        })
+    }
+
+    pub fn slack_bot(&self) -> Arc<dyn NotificationChannel> {
+        Arc::new(SlackBotChannel {
+            http: reqwest::Client::new(),
+            api_base_url: format!("{}/api", self.slack.base_url()),
+            token: Secret::new("xoxb-test-token"),
+            channel: "#voice-agent-calls".into(),
+        })
+    }
+
+    pub fn notify_worker(
+        &self,
+        channels: Vec<Arc<dyn NotificationChannel>>,
+    ) -> Arc<notify_worker::NotifyWorker> {
+        Arc::new(notify_worker::NotifyWorker {
+            calls: Arc::new(self.calls()),
+            stats: Arc::new(self.stats()),
+            deliveries: Arc::new(DynamoDedupStore::new(
+                self.dynamo.clone(),
+                self.resources.table("IdempotencyTable"),
+                Duration::from_secs(3600),
+            )),
+            channels,
+            notification_queue: self.queue("NotificationQueue"),
+            dead_letter_queue: self.queue("NotificationDLQ"),
+            max_rate_limited_attempts: 8,
+            send_lease: Duration::from_secs(30),
+        })
+    }
+
+    pub fn poller(&self, logical_id: &str) -> QueuePoller {
+        QueuePoller {
+            sqs: self.sqs.clone(),
+            queue_url: self.resources.queue(logical_id),
+            batch_size: 10,
+            // Long-poll so delayed messages (Retry-After) are picked up when due.
+            wait: Duration::from_secs(1),
+            retry_after: Duration::ZERO,
+        }
+    }
+
+    pub async fn depth(&self, logical_id: &str) -> usize {
+        queue_depth(&self.sqs, &self.resources.queue(logical_id))
+            .await
+            .unwrap()
+    }
+
+    /// Polls `logical_id` into `worker` until the queue is empty; returns every poll.
+    /// Bounded so a bug cannot hang the suite.
+    pub async fn drain<F, Fut>(&self, logical_id: &str, worker: F) -> Vec<PollReport>
+    where
+        F: Fn(aws_lambda_events::event::sqs::SqsEvent) -> Fut,
+        Fut: std::future::Future<Output = SqsBatchResponse>,
+    {
+        let poller = self.poller(logical_id);
+        let mut reports = Vec::new();
+        for _ in 0..60 {
+            let report = poller.poll_once(&worker).await.unwrap();
+            let empty = report.received == 0;
+            reports.push(report);
+            if empty && self.depth(logical_id).await == 0 {
+                return reports;
+            }
+        }
+        panic!("{logical_id} did not drain: {reports:?}");
+    }
+
+    pub async fn run_transcriptions(&self) -> Vec<PollReport> {
+        let worker = self.transcribe_worker();
+        self.drain("TranscriptionQueue", |event| {
+            let worker = Arc::clone(&worker);
+            async move { worker.handle(event).await }
+        })
+        .await
+    }
+
+    pub async fn run_notifications(
+        &self,
+        worker: &Arc<notify_worker::NotifyWorker>,
+    ) -> Vec<PollReport> {
+        self.drain("NotificationQueue", |event| {
+            let worker = Arc::clone(worker);
+            async move { worker.handle(event).await }
+        })
+        .await
+    }
+
+    /// Items in a table, counted with a scan (fine for a test's own table).
+    pub async fn item_count(&self, logical_id: &str) -> usize {
+        self.dynamo
+            .scan()
+            .table_name(self.resources.table(logical_id))
+            .send()
+            .await
+            .unwrap()
+            .count as usize
+    }
+
+    /// Message bodies waiting in a queue (received and put back at once).
+    pub async fn peek(&self, logical_id: &str) -> Vec<String> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(self.resources.queue(logical_id))
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        out.messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.body)
+            .collect()
+    }
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+    .chars()
+    .rev()
+    .collect()
+}
+
+pub fn zapier_request(body: &[u8], authorization: Option<&str>) -> Request {
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    if let Some(value) = authorization {
+        headers.push(("authorization".into(), value.into()));
+    }
+    devstack::server::api_request(
+        "POST",
+        "/webhook/zapier",
+        "/webhook/zapier",
+        "",
+        &headers,
+        body,
+    )
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+pub fn exotel_request(form: &str, query: &str, content_type: &str) -> Request {
+    let headers = vec![("content-type".to_string(), content_type.to_string())];
+    devstack::server::api_request(
+        "POST",
+        "/webhook/exotel",
+        "/webhook/exotel",
+        query,
+        &headers,
+        form.as_bytes(),
+    )
+}
+
+pub fn call_get_request(call_id: &str, authorization: Option<&str>) -> Request {
+    let mut headers = Vec::new();
+    if let Some(value) = authorization {
+        headers.push(("authorization".to_string(), value.to_string()));
+    }
+    let path = format!("/call/{call_id}");
+    devstack::server::api_request("GET", "/call/{call_id}", &path, "", &headers, b"")
+}
+
+pub fn json_body(response: &Response<Body>) -> serde_json::Value {
+    serde_json::from_slice(response.body().as_ref()).expect("JSON response body")
+}
+
+/// The seed's Zapier payload from `events/`, with its recording on this test's fake Exotel.
+pub fn seed_payload(stack: &Stack, call_id: &str) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(devstack::repo_root().join("events/payloads/zapier-call.json"))
+            .unwrap();
+    let mut payload: serde_json::Value = serde_json::from_str(&text).unwrap();
+    payload["call_id"] = call_id.into();
+    payload["recording_url"] = stack.recording_url(call_id).into();
+    payload
+}

@@ -1,0 +1,171 @@
+//! What happens when transcription goes wrong.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use devstack::fakes::TranscriptOutcome;
+use shared::calls::{CallStatus, CallStore};
+use shared::stats::StatsStore;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn assemblyai_error_fails_the_call_and_still_notifies() {
+    let stack = Stack::start().await;
+    stack.assemblyai.set_outcome(TranscriptOutcome::Error {
+        message: "Audio file is corrupt".into(),
+    });
+    let body = seed_payload(&stack, "AAIERR").to_string();
+    let response = stack
+        .zapier()
+        .handle(zapier_request(
+            body.as_bytes(),
+            Some(&bearer(WEBHOOK_TOKEN)),
+        ))
+        .await;
+    assert_eq!(response.status(), 202);
+    stack.run_transcriptions().await;
+    let record = stack.calls().get("AAIERR").await.unwrap().unwrap();
+    assert_eq!(record.status, CallStatus::Failed);
+    assert_eq!(
+        record.failure_reason.as_deref(),
+        Some("AssemblyAI error: Audio file is corrupt")
+    );
+
+    let notifier = stack.notify_worker(vec![stack.slack_webhook()]);
+    stack.run_notifications(&notifier).await;
+    let posts = stack.slack.posts();
+    assert_eq!(posts.len(), 1);
+    let text = posts[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("❗ Concern:\nTranscription failed: AssemblyAI error: Audio file is corrupt"),
+        "{text}"
+    );
+    let record = stack.calls().get("AAIERR").await.unwrap().unwrap();
+    assert_eq!(
+        record.status,
+        CallStatus::Failed,
+        "a failed call stays failed after its notice"
+    );
+    assert!(record.slack_posted);
+    let stats = stack.stats().read().await.unwrap();
+    assert_eq!((stats.failed, stats.successfully_posted), (1, 0));
+}
+
+#[tokio::test]
+async fn a_failed_message_mid_batch_is_the_only_one_redelivered() {
+    let stack = Stack::start().await;
+    let zapier = stack.zapier();
+    for call_id in ["BATCH1", "BATCH2", "BATCH3"] {
+        let mut payload = seed_payload(&stack, call_id);
+        if call_id == "BATCH2" {
+            // Allowed host, but nothing listens: the download fails temporarily.
+            payload["recording_url"] =
+                format!("http://{}/recordings/BATCH2.mp3", stack.dead_host).into();
+        }
+        let response = zapier
+            .handle(zapier_request(
+                payload.to_string().as_bytes(),
+                Some(&bearer(WEBHOOK_TOKEN)),
+            ))
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+    let worker = stack.transcribe_worker();
+    let poller = stack.poller("TranscriptionQueue");
+    let mut first = devstack::poller::PollReport::default();
+    // moto may split the three messages over more than one receive.
+    while first.received < 3 {
+        let report = poller
+            .poll_once(|event| {
+                let worker = Arc::clone(&worker);
+                async move { worker.handle(event).await }
+            })
+            .await
+            .unwrap();
+        first.received += report.received;
+        first.deleted += report.deleted;
+        first.failed.extend(report.failed);
+        first.bodies.extend(report.bodies);
+    }
+    assert_eq!(first.deleted, 2);
+    assert_eq!(first.failed.len(), 1);
+    // Only BATCH2's job is back on the queue (the other two left re-check jobs).
+    let waiting: Vec<serde_json::Value> = stack
+        .peek("TranscriptionQueue")
+        .await
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    let first_attempts: Vec<&str> = waiting
+        .iter()
+        .filter(|job| job["transcript_id"].is_null())
+        .map(|job| job["call_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(first_attempts, vec!["BATCH2"]);
+    assert_eq!(
+        stack.calls().get("BATCH2").await.unwrap().unwrap().status,
+        CallStatus::Transcribing
+    );
+}
+
+#[tokio::test]
+async fn a_transcription_past_its_deadline_fails_the_call() {
+    let stack = Stack::start().await;
+    stack
+        .assemblyai
+        .set_outcome(TranscriptOutcome::NeverFinishes);
+    let mut zapier = stack.zapier();
+    zapier.ingestor.settings.transcription_deadline = Duration::ZERO;
+    let body = seed_payload(&stack, "SLOW1").to_string();
+    let response = zapier
+        .handle(zapier_request(
+            body.as_bytes(),
+            Some(&bearer(WEBHOOK_TOKEN)),
+        ))
+        .await;
+    assert_eq!(response.status(), 202);
+    stack.run_transcriptions().await;
+    let record = stack.calls().get("SLOW1").await.unwrap().unwrap();
+    assert_eq!(record.status, CallStatus::Failed);
+    assert_eq!(
+        record.failure_reason.as_deref(),
+        Some("transcription did not finish before its deadline")
+    );
+    assert_eq!(stack.depth("NotificationQueue").await, 1);
+}
+
+#[tokio::test]
+async fn a_redelivered_first_job_never_submits_twice() {
+    let stack = Stack::start().await;
+    stack.assemblyai.set_outcome(TranscriptOutcome::Completed {
+        polls_before_done: 1,
+        utterances: vec![("A".into(), "Hello".into())],
+        sentiment: vec![],
+        audio_duration: 5,
+    });
+    let body = seed_payload(&stack, "ONCE1").to_string();
+    stack
+        .zapier()
+        .handle(zapier_request(
+            body.as_bytes(),
+            Some(&bearer(WEBHOOK_TOKEN)),
+        ))
+        .await;
+    // Duplicate the first job as SQS at-least-once delivery may.
+    let job = stack.peek("TranscriptionQueue").await.remove(0);
+    stack
+        .sqs
+        .send_message()
+        .queue_url(stack.resources.queue("TranscriptionQueue"))
+        .message_body(job)
+        .send()
+        .await
+        .unwrap();
+    stack.run_transcriptions().await;
+    assert_eq!(stack.assemblyai.transcript_requests().len(), 1);
+    assert_eq!(
+        stack.calls().get("ONCE1").await.unwrap().unwrap().status,
+        CallStatus::Transcribed
+    );
+}

@@ -1,0 +1,268 @@
+//! `make dev`: the whole system on 127.0.0.1. Emulators, tables and queues
+//! from template.yaml, every HTTP function at its template path, every queue
+//! consumer polling its queue, and, for providers without credentials, the
+//! same fakes the tests use (the console channel prints notifications).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use devstack::emulators::LocalAws;
+use devstack::fakes::{FakeAssemblyAi, FakeExotel};
+use devstack::poller::QueuePoller;
+use devstack::provision::provision;
+use devstack::server::{serve, HttpHandler, Route};
+use devstack::template::Template;
+use lambda_http::{Body, Request, Response};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Consumer = Arc<
+    dyn Fn(SqsEvent) -> std::pin::Pin<Box<dyn Future<Output = SqsBatchResponse> + Send>>
+        + Send
+        + Sync,
+>;
+
+const DEV_WEBHOOK_TOKEN: &str = "dev-webhook-token-change-me";
+const DEV_API_TOKEN: &str = "dev-api-token-change-me";
+/// Sample recordings live here so `events/` payloads can name a fixed URL.
+const FAKE_EXOTEL_ADDR: &str = "127.0.0.1:3100";
+
+fn http<F, Fut>(f: F) -> HttpHandler
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    Arc::new(move |request| Box::pin(f(request)))
+}
+
+fn consumer<F, Fut>(f: F) -> Consumer
+where
+    F: Fn(SqsEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = SqsBatchResponse> + Send + 'static,
+{
+    Arc::new(move |event| Box::pin(f(event)))
+}
+
+/// The one place that knows which crate serves which binary name.
+async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
+    Ok(match binary {
+        "zapier-webhook" => {
+            let app = Arc::new(zapier_webhook::ZapierWebhook::from_env().await?);
+            http(move |r| {
+                let app = Arc::clone(&app);
+                async move { app.handle(r).await }
+            })
+        }
+        "exotel-webhook" => {
+            let app = Arc::new(exotel_webhook::ExotelWebhook::from_env().await?);
+            http(move |r| {
+                let app = Arc::clone(&app);
+                async move { app.handle(r).await }
+            })
+        }
+        "call-get" => {
+            let app = Arc::new(call_get::CallGet::from_env().await?);
+            http(move |r| {
+                let app = Arc::clone(&app);
+                async move { app.handle(r).await }
+            })
+        }
+        "health" => {
+            let app = Arc::new(health::Health::from_env().await?);
+            http(move |_| {
+                let app = Arc::clone(&app);
+                async move { app.handle().await }
+            })
+        }
+        "stats" => {
+            let app = Arc::new(stats::StatsEndpoint::from_env().await?);
+            http(move |_| {
+                let app = Arc::clone(&app);
+                async move { app.handle().await }
+            })
+        }
+        other => {
+            return Err(format!(
+                "template.yaml routes to {other}, which the dev server does not know"
+            )
+            .into())
+        }
+    })
+}
+
+async fn queue_consumer(binary: &str) -> Result<Consumer, Error> {
+    Ok(match binary {
+        "transcribe-worker" => {
+            let worker = Arc::new(transcribe_worker::TranscribeWorker::from_env().await?);
+            consumer(move |e| {
+                let worker = Arc::clone(&worker);
+                async move { worker.handle(e).await }
+            })
+        }
+        "notify-worker" => {
+            let worker = Arc::new(notify_worker::NotifyWorker::from_env().await?);
+            consumer(move |e| {
+                let worker = Arc::clone(&worker);
+                async move { worker.handle(e).await }
+            })
+        }
+        other => {
+            return Err(format!(
+                "template.yaml has a queue consumer {other} the dev server does not know"
+            )
+            .into())
+        }
+    })
+}
+
+/// `KEY=VALUE` lines from `.env`; the real environment wins.
+fn load_dotenv() {
+    let Ok(text) = std::fs::read_to_string(devstack::repo_root().join(".env")) else {
+        return;
+    };
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        if let Some((key, value)) = line.split_once('=') {
+            let key = key.trim().trim_start_matches("export ").trim();
+            let value = value.trim().trim_matches('"').trim_matches('\'');
+            if std::env::var_os(key).is_none() {
+                std::env::set_var(key, value);
+            }
+        }
+    }
+}
+
+fn default_env(key: &str, value: &str) {
+    if std::env::var(key).map(|v| v.is_empty()).unwrap_or(true) {
+        std::env::set_var(key, value);
+    }
+}
+
+fn main() -> Result<(), Error> {
+    load_dotenv();
+    shared::telemetry::init();
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
+    let local = LocalAws::start()?;
+    let template = Template::load(&devstack::repo_root().join("template.yaml"))?;
+
+    // Provision on a throwaway runtime; the environment is set before the
+    // real runtime starts threads that read it.
+    let resources = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(provision(&local, &template, "callops-dev"))?;
+    for (key, value) in local.aws_env() {
+        std::env::set_var(key, value);
+    }
+    let mut env: HashMap<String, String> = HashMap::new();
+    for function in &template.functions {
+        env.extend(resources.function_env(function));
+    }
+    for (key, value) in &env {
+        if key != "RUST_LOG" {
+            std::env::set_var(key, value);
+        }
+    }
+    default_env("WEBHOOK_TOKEN", DEV_WEBHOOK_TOKEN);
+    default_env("API_TOKEN", DEV_API_TOKEN);
+    default_env("TRANSCRIPTION_RECHECK_SECONDS", "2");
+    let fake_providers = std::env::var("ASSEMBLYAI_API_KEY")
+        .map(|v| v.is_empty())
+        .unwrap_or(true);
+    if fake_providers {
+        default_env("EXOTEL_API_KEY", "dev-exotel-key");
+        default_env("EXOTEL_API_TOKEN", "dev-exotel-token");
+        let allowed = std::env::var("RECORDING_ALLOWED_HOSTS")
+            .unwrap_or_else(|_| shared::ingest::DEFAULT_RECORDING_HOSTS.into());
+        std::env::set_var(
+            "RECORDING_ALLOWED_HOSTS",
+            format!("{allowed},{FAKE_EXOTEL_ADDR}"),
+        );
+    }
+
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
+        // Kept alive for the life of the server.
+        let _fakes = if fake_providers {
+            let exotel = FakeExotel::start_at(
+                FAKE_EXOTEL_ADDR,
+                &std::env::var("EXOTEL_API_KEY")?,
+                &std::env::var("EXOTEL_API_TOKEN")?,
+            );
+            let assemblyai = FakeAssemblyAi::start("dev-assemblyai-key");
+            std::env::set_var("ASSEMBLYAI_API_KEY", "dev-assemblyai-key");
+            std::env::set_var("ASSEMBLYAI_BASE_URL", assemblyai.base_url());
+            std::env::set_var("EXOTEL_BASE_URL", exotel.base_url());
+            println!("fake AssemblyAI at {} and fake Exotel recordings at {}", assemblyai.base_url(), exotel.base_url());
+            Some((exotel, assemblyai))
+        } else {
+            None
+        };
+
+        let sqs = local.sqs().await;
+        for function in template.functions.iter() {
+            let Some(trigger) = function.sqs.clone() else { continue };
+            let worker = queue_consumer(&function.binary).await?;
+            let poller = QueuePoller {
+                sqs: sqs.clone(),
+                queue_url: resources.queue(&trigger.queue),
+                batch_size: trigger.batch_size,
+                wait: Duration::from_secs(2),
+                retry_after: Duration::from_secs(5),
+            };
+            let name = function.binary.clone();
+            tokio::spawn(async move {
+                loop {
+                    let worker = Arc::clone(&worker);
+                    match poller.poll_once(move |event| worker(event)).await {
+                        Ok(report) if !report.failed.is_empty() => {
+                            tracing::warn!(consumer = %name, failed = report.failed.len(), "messages left for retry");
+                        }
+                        Ok(_) => {}
+                        Err(err) => {
+                            tracing::error!(consumer = %name, error = %err, "poll failed");
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
+                    }
+                }
+            });
+        }
+
+        let mut routes = Vec::new();
+        for function in &template.functions {
+            if function.routes.is_empty() {
+                continue;
+            }
+            let handler = http_handler(&function.binary).await?;
+            for route in &function.routes {
+                println!("  {:<6} http://127.0.0.1:{port}{}  -> {}", route.method, route.path, function.binary);
+                routes.push(Route {
+                    method: route.method.clone(),
+                    path: route.path.clone(),
+                    handler: Arc::clone(&handler),
+                });
+            }
+        }
+        println!(
+            "callops dev server on http://127.0.0.1:{port}\n  DynamoDB Local {}  moto {}  logs in {}\n  WEBHOOK_TOKEN={}  API_TOKEN={}",
+            local.dynamodb_endpoint,
+            local.moto_endpoint,
+            local.log_dir().display(),
+            std::env::var("WEBHOOK_TOKEN").unwrap_or_default(),
+            std::env::var("API_TOKEN").unwrap_or_default(),
+        );
+        tokio::select! {
+            served = serve(([127, 0, 0, 1], port).into(), routes) => served?,
+            _ = tokio::signal::ctrl_c() => println!("stopping"),
+        }
+        drop(local);
+        Ok::<_, Error>(())
+    })
+}
