@@ -162,6 +162,14 @@ pub fn body_bytes(body: &Body) -> Result<&[u8], ApiError> {
     Ok(bytes)
 }
 
+/// Time left in this invocation, from the Lambda context; `None` outside Lambda.
+pub fn remaining_time(request: &lambda_http::Request) -> Option<std::time::Duration> {
+    use lambda_http::RequestExt;
+    let deadline = request.lambda_context_ref()?.deadline;
+    let now = u64::try_from(crate::time::epoch_millis()).ok()?;
+    (deadline > now).then(|| std::time::Duration::from_millis(deadline - now))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,12 +207,4 @@ mod tests {
         let body = Body::Text("{}".into());
         assert_eq!(body_bytes(&body).unwrap(), b"{}");
     }
-}
-
-/// Time left in this invocation, from the Lambda context; `None` outside Lambda.
-pub fn remaining_time(request: &lambda_http::Request) -> Option<std::time::Duration> {
-    use lambda_http::RequestExt;
-    let deadline = request.lambda_context_ref()?.deadline;
-    let now = u64::try_from(crate::time::epoch_millis()).ok()?;
-    (deadline > now).then(|| std::time::Duration::from_millis(deadline - now))
 }

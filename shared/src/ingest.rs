@@ -302,79 +302,6 @@ pub fn validate_phone(raw: Option<&str>, field: &str, required: bool) -> Result<
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn call_ids_are_validated() {
-        assert_eq!(
-            validate_call_id(Some(" CA12_a-b.c "), "call_id").unwrap(),
-            "CA12_a-b.c"
-        );
-        assert_eq!(
-            validate_call_id(None, "call_id").unwrap_err().code(),
-            "missing_field"
-        );
-        assert_eq!(
-            validate_call_id(Some("  "), "call_id").unwrap_err().code(),
-            "missing_field"
-        );
-        assert_eq!(
-            validate_call_id(Some("a/b"), "call_id").unwrap_err().code(),
-            "invalid_call_id"
-        );
-        assert_eq!(
-            validate_call_id(Some(&"x".repeat(129)), "call_id")
-                .unwrap_err()
-                .code(),
-            "invalid_call_id"
-        );
-    }
-
-    #[test]
-    fn phones_are_validated() {
-        assert_eq!(
-            validate_phone(Some("+919876543210"), "from_number", true).unwrap(),
-            "+919876543210"
-        );
-        assert_eq!(validate_phone(None, "From", false).unwrap(), "");
-        assert_eq!(
-            validate_phone(None, "from_number", true)
-                .unwrap_err()
-                .code(),
-            "missing_field"
-        );
-        assert_eq!(
-            validate_phone(Some("call me"), "from_number", true)
-                .unwrap_err()
-                .code(),
-            "invalid_phone_number"
-        );
-    }
-
-    #[test]
-    fn only_completed_calls_with_recordings_are_transcribed() {
-        let mut call = IncomingCall {
-            call_id: "c".into(),
-            source: CallSource::Exotel,
-            from_number: String::new(),
-            to_number: String::new(),
-            duration: None,
-            recording_url: Some(url::Url::parse("https://api.exotel.com/r.mp3").unwrap()),
-            timestamp: chrono::Utc::now(),
-            call_status: "completed".into(),
-            agent: AgentInfo::default(),
-        };
-        assert_eq!(call.skip_reason(), None);
-        call.call_status = "busy".into();
-        assert!(call.skip_reason().unwrap().contains("busy"));
-        call.call_status = "completed".into();
-        call.recording_url = None;
-        assert_eq!(call.skip_reason().unwrap(), "call has no recording");
-    }
-}
-
 /// Configuration both webhooks share.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
@@ -448,5 +375,78 @@ impl Ingestor {
             )),
             settings: config.settings.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_ids_are_validated() {
+        assert_eq!(
+            validate_call_id(Some(" CA12_a-b.c "), "call_id").unwrap(),
+            "CA12_a-b.c"
+        );
+        assert_eq!(
+            validate_call_id(None, "call_id").unwrap_err().code(),
+            "missing_field"
+        );
+        assert_eq!(
+            validate_call_id(Some("  "), "call_id").unwrap_err().code(),
+            "missing_field"
+        );
+        assert_eq!(
+            validate_call_id(Some("a/b"), "call_id").unwrap_err().code(),
+            "invalid_call_id"
+        );
+        assert_eq!(
+            validate_call_id(Some(&"x".repeat(129)), "call_id")
+                .unwrap_err()
+                .code(),
+            "invalid_call_id"
+        );
+    }
+
+    #[test]
+    fn phones_are_validated() {
+        assert_eq!(
+            validate_phone(Some("+919876543210"), "from_number", true).unwrap(),
+            "+919876543210"
+        );
+        assert_eq!(validate_phone(None, "From", false).unwrap(), "");
+        assert_eq!(
+            validate_phone(None, "from_number", true)
+                .unwrap_err()
+                .code(),
+            "missing_field"
+        );
+        assert_eq!(
+            validate_phone(Some("call me"), "from_number", true)
+                .unwrap_err()
+                .code(),
+            "invalid_phone_number"
+        );
+    }
+
+    #[test]
+    fn only_completed_calls_with_recordings_are_transcribed() {
+        let mut call = IncomingCall {
+            call_id: "c".into(),
+            source: CallSource::Exotel,
+            from_number: String::new(),
+            to_number: String::new(),
+            duration: None,
+            recording_url: Some(url::Url::parse("https://api.exotel.com/r.mp3").unwrap()),
+            timestamp: chrono::Utc::now(),
+            call_status: "completed".into(),
+            agent: AgentInfo::default(),
+        };
+        assert_eq!(call.skip_reason(), None);
+        call.call_status = "busy".into();
+        assert!(call.skip_reason().unwrap().contains("busy"));
+        call.call_status = "completed".into();
+        call.recording_url = None;
+        assert_eq!(call.skip_reason().unwrap(), "call has no recording");
     }
 }
