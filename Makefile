@@ -1,0 +1,43 @@
+# callops: the two commands a new user needs are `make dev` and `make test`.
+# Both install what they need (scripts/bootstrap.sh, cached under .cache/).
+
+SHELL := /bin/bash
+FUNCTIONS := zapier-webhook exotel-webhook transcribe-worker notify-worker health stats call-get
+VENV_BIN := $(CURDIR)/.cache/venv/bin
+
+.PHONY: bootstrap dev test lint unit integration build bench deploy clean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+## Run the whole system on 127.0.0.1 (PORT, default 3000). Ctrl-C stops it.
+dev: bootstrap
+	cargo run -p devstack --bin devstack
+
+## Everything CI runs: formatting, clippy, template lint, unit and integration tests.
+test: bootstrap lint
+	cargo test --workspace --all-targets
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	bash scripts/lint-template.sh
+
+## Release binaries for Lambda (arm64), as SAM builds them.
+build:
+	@bash scripts/bootstrap.sh --with-cargo-lambda
+	PATH="$(VENV_BIN):$$PATH" cargo lambda build --release --arm64 $(addprefix --bin ,$(FUNCTIONS))
+
+## Cold start, warm latency, memory and binary size; writes target/bench/report.md.
+bench: bootstrap
+	bash scripts/bench.sh
+
+## Build and deploy with SAM (asks for parameters the first time).
+deploy:
+	@bash scripts/bootstrap.sh --with-cargo-lambda
+	PATH="$(VENV_BIN):$$PATH" sam build
+	PATH="$(VENV_BIN):$$PATH" sam deploy --guided
+
+clean:
+	cargo clean
+	rm -rf .aws-sam
