@@ -212,3 +212,49 @@ async fn transcripts_larger_than_a_dynamodb_item_are_stored_in_parts() {
     assert_eq!(stored.utterances.len(), 6000);
     assert!(stored.text.len() > 400 * 1024);
 }
+
+#[tokio::test]
+async fn email_notifications_go_through_ses() {
+    let stack = Stack::start().await;
+    transcribed_call(&stack, "MAIL1").await;
+    let ses = local().ses().await;
+    let address = format!(
+        "ops-{}@example.com",
+        stack.resources.table("CallsTable").to_lowercase()
+    );
+    ses.create_email_identity()
+        .email_identity(&address)
+        .send()
+        .await
+        .unwrap();
+    let email: std::sync::Arc<dyn shared::notify::NotificationChannel> =
+        std::sync::Arc::new(shared::notify::SesEmailChannel {
+            client: ses,
+            from: address.clone(),
+            to: address.clone(),
+        });
+    let notifier = stack.notify_worker(vec![email]);
+    stack.run_notifications(&notifier).await;
+    let sent: Vec<_> = local()
+        .sent_emails()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(from, _, _)| *from == address)
+        .collect();
+    assert_eq!(sent.len(), 1);
+    let (_, subject, body) = &sent[0];
+    assert_eq!(subject, "Incoming call MAIL1: call summary");
+    assert!(body.starts_with("📞 Support Number:\n09631084471"));
+    assert!(body.contains("Speaker B: I would like to check my order status."));
+    // Email alone does not count as a Slack post.
+    assert!(
+        !stack
+            .calls()
+            .get("MAIL1")
+            .await
+            .unwrap()
+            .unwrap()
+            .slack_posted
+    );
+}

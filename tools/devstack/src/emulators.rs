@@ -152,6 +152,31 @@ impl LocalAws {
         aws_sdk_sqs::Client::new(&self.sdk_config().await)
     }
 
+    /// SES v2 on moto; identities must be verified with `create_email_identity` first.
+    pub async fn ses(&self) -> aws_sdk_sesv2::Client {
+        aws_sdk_sesv2::Client::new(&self.sdk_config().await)
+    }
+
+    /// Emails moto has accepted, from its model dump: `(source, subject, body)`.
+    pub async fn sent_emails(&self) -> Result<Vec<(String, String, String)>, String> {
+        let url = format!("{}/moto-api/data.json", self.moto_endpoint);
+        let data: serde_json::Value = reqwest::get(url)
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(data["ses"]["Message"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let field = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+                (field("source"), field("subject"), field("body"))
+            })
+            .collect())
+    }
+
     /// The environment a function process needs to reach the emulators.
     pub fn aws_env(&self) -> Vec<(&'static str, String)> {
         vec![

@@ -143,6 +143,14 @@ fn default_env(key: &str, value: &str) {
     }
 }
 
+/// Prints the documented dev default, never a token the user configured.
+fn shown_token(key: &str, dev_default: &str) -> String {
+    match std::env::var(key) {
+        Ok(value) if value == dev_default => value,
+        _ => "(from your environment)".into(),
+    }
+}
+
 fn main() -> Result<(), Error> {
     load_dotenv();
     shared::telemetry::init();
@@ -206,6 +214,15 @@ fn main() -> Result<(), Error> {
             None
         };
 
+        // SES (moto) sends only from verified identities, as the real one does.
+        for key in ["NOTIFICATION_EMAIL", "NOTIFICATION_FROM_EMAIL"] {
+            if let Ok(address) = std::env::var(key) {
+                if !address.is_empty() {
+                    local.ses().await.create_email_identity().email_identity(address).send().await?;
+                }
+            }
+        }
+
         let sqs = local.sqs().await;
         for function in template.functions.iter() {
             let Some(trigger) = function.sqs.clone() else { continue };
@@ -255,8 +272,8 @@ fn main() -> Result<(), Error> {
             local.dynamodb_endpoint,
             local.moto_endpoint,
             local.log_dir().display(),
-            std::env::var("WEBHOOK_TOKEN").unwrap_or_default(),
-            std::env::var("API_TOKEN").unwrap_or_default(),
+            shown_token("WEBHOOK_TOKEN", DEV_WEBHOOK_TOKEN),
+            shown_token("API_TOKEN", DEV_API_TOKEN),
         );
         tokio::select! {
             served = serve(([127, 0, 0, 1], port).into(), routes) => served?,
