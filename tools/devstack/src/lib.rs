@@ -19,5 +19,6 @@ use std::path::PathBuf;
 
 /// The repository root (this crate lives in `tools/devstack`).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
