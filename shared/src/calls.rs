@@ -118,6 +118,10 @@ pub struct CallRecord {
     pub transcript_id: Option<String>,
     #[serde(default)]
     pub transcript_parts: u32,
+    /// The voice-agent session (LiveKit room) this call belongs to, when the
+    /// caller says; its call-start Slack thread receives the transcript.
+    #[serde(default)]
+    pub room_name: Option<String>,
     #[serde(default)]
     pub status_history: Vec<StatusChange>,
     pub received_at: String,

@@ -225,3 +225,54 @@ mod tests {
         assert!(classify_existing(&item(&[("status", "WEIRD")])).is_err());
     }
 }
+
+/// What [`run_once`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Once {
+    /// This call did the work; here is the response it saved.
+    Done(serde_json::Value),
+    /// The work was done before; here is the response saved then.
+    Duplicate(serde_json::Value),
+    /// Another caller is doing it right now.
+    InProgress,
+}
+
+#[derive(Debug)]
+pub enum OnceError<E> {
+    Store(StoreError),
+    Work(E),
+}
+
+/// Runs `work` at most once per `key`: claims the key, runs the work, saves
+/// its response for duplicates; on failure releases the key so a retry can run.
+pub async fn run_once<F, Fut, E>(
+    store: &dyn DedupStore,
+    key: &str,
+    lease: Duration,
+    work: F,
+) -> Result<Once, OnceError<E>>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, E>>,
+{
+    match store.claim(key, lease).await.map_err(OnceError::Store)? {
+        Claim::Completed(saved) => return Ok(Once::Duplicate(saved)),
+        Claim::InProgress => return Ok(Once::InProgress),
+        Claim::Acquired => {}
+    }
+    match work().await {
+        Ok(response) => {
+            if let Err(err) = store.complete(key, &response).await {
+                // The work is done; a duplicate within the lease gets 409, after it a rerun.
+                tracing::warn!(%key, error = %err, "dedup record not completed");
+            }
+            Ok(Once::Done(response))
+        }
+        Err(err) => {
+            if let Err(release_err) = store.release(key).await {
+                tracing::warn!(%key, error = %release_err, "dedup claim not released; it expires with its lease");
+            }
+            Err(OnceError::Work(err))
+        }
+    }
+}

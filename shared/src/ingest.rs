@@ -34,6 +34,8 @@ pub struct IncomingCall {
     /// The provider's status (`completed`, `busy`, ...).
     pub call_status: String,
     pub agent: AgentInfo,
+    /// The voice-agent session this call belongs to, if the sender knows it.
+    pub room_name: Option<String>,
 }
 
 impl IncomingCall {
@@ -174,6 +176,7 @@ impl Ingestor {
             agent: call.agent.clone(),
             transcript_id: None,
             transcript_parts: 0,
+            room_name: call.room_name.clone(),
             status_history: vec![StatusChange {
                 status: CallStatus::Received,
                 at: now,
@@ -441,6 +444,7 @@ mod tests {
             timestamp: chrono::Utc::now(),
             call_status: "completed".into(),
             agent: AgentInfo::default(),
+            room_name: None,
         };
         assert_eq!(call.skip_reason(), None);
         call.call_status = "busy".into();

@@ -33,6 +33,22 @@ pub enum NotificationKind {
     CallSummary,
     /// Transcription failed: say so, with the reason.
     TranscriptionFailed,
+    /// Someone started a call with a voice agent (seed 000).
+    CallStarted,
+}
+
+/// What a call-start notification says; carried in the job because no call
+/// record exists yet when the call starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallStart {
+    pub room_name: String,
+    #[serde(default)]
+    pub user_email: Option<String>,
+    /// RFC 3339.
+    pub started_at: String,
+    /// Participant or agent metadata; routing rules read it.
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +60,8 @@ pub struct NotificationJob {
     /// Rate-limit re-sends so far; bounded so a permanently limited channel ends in the DLQ.
     #[serde(default)]
     pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_start: Option<CallStart>,
 }
 
 impl NotificationJob {
@@ -51,12 +69,25 @@ impl NotificationJob {
         let kind_name = match kind {
             NotificationKind::CallSummary => "summary",
             NotificationKind::TranscriptionFailed => "transcription-failed",
+            NotificationKind::CallStarted => "started",
         };
         Self {
             notification_id: format!("{call_id}#{kind_name}"),
             call_id: call_id.to_string(),
             kind,
             attempt: 0,
+            call_start: None,
+        }
+    }
+
+    /// A call-start notification, identified by the event that reported it.
+    pub fn call_started(event_key: &str, details: CallStart) -> Self {
+        Self {
+            notification_id: format!("start#{event_key}"),
+            call_id: details.room_name.clone(),
+            kind: NotificationKind::CallStarted,
+            attempt: 0,
+            call_start: Some(details),
         }
     }
 }

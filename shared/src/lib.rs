@@ -4,6 +4,7 @@
 //! Functions depend on this crate; this crate depends on no function.
 
 pub mod api;
+pub mod api_keys;
 pub mod assemblyai;
 pub mod aws;
 pub mod calls;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod notify;
 pub mod phone;
 pub mod recording;
+pub mod sessions;
 pub mod sqs_batch;
 pub mod stats;
 pub mod store;

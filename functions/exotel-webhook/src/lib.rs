@@ -107,6 +107,7 @@ impl StatusCallback {
             timestamp,
             call_status: status,
             agent: AgentInfo::default(),
+            room_name: None,
         })
     }
 }

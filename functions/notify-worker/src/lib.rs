@@ -12,14 +12,22 @@ use shared::jobs::{self, JobQueue, NotificationJob, NotificationKind, SqsJobQueu
 use shared::metrics::{self, Metric};
 use shared::notify::render::{self, Outcome as Rendered};
 use shared::notify::{
-    self, build_channels, Delivery, Message, NotificationChannel, NotifierConfig,
+    self, build_channels, Delivery, Message, NotificationChannel, NotificationRoutes,
+    NotifierConfig,
 };
+use shared::sessions::{DynamoSessionStore, SessionStore};
 use shared::sqs_batch::{self, Outcome};
 use shared::stats::{self, Counter, DynamoStatsStore, StatsStore};
 use tracing::{error, info, warn, Instrument};
 
 pub struct NotifyWorker {
     pub calls: Arc<dyn CallStore>,
+    /// Voice-agent sessions: where call-start threads are kept.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Bold heading of call-start messages (`CALL_START_TITLE`).
+    pub call_start_title: String,
+    /// Per-call Slack channel rules (`NOTIFICATION_ROUTES`).
+    pub routes: NotificationRoutes,
     pub stats: Arc<dyn StatsStore>,
     /// Delivery records: one per notification, channel and part.
     pub deliveries: Arc<dyn DedupStore>,
@@ -48,11 +56,22 @@ impl NotifyWorker {
             .notification_email
             .is_some()
             .then(|| aws_sdk_sesv2::Client::new(&sdk));
+        let calls_table = config::required("CALLS_TABLE")?;
+        let routes = match config::optional("NOTIFICATION_ROUTES") {
+            Some(json) => {
+                NotificationRoutes::parse(&json).map_err(|reason| config::ConfigError::Invalid {
+                    name: "NOTIFICATION_ROUTES",
+                    reason,
+                })?
+            }
+            None => NotificationRoutes::default(),
+        };
         Ok(Self {
-            calls: Arc::new(DynamoCallStore::new(
-                dynamo.clone(),
-                config::required("CALLS_TABLE")?,
-            )),
+            calls: Arc::new(DynamoCallStore::new(dynamo.clone(), &calls_table)),
+            sessions: Arc::new(DynamoSessionStore::new(dynamo.clone(), calls_table)),
+            call_start_title: config::optional("CALL_START_TITLE")
+                .unwrap_or_else(|| "New Voice Agent Call".into()),
+            routes,
             stats: Arc::new(DynamoStatsStore::new(
                 dynamo.clone(),
                 config::required("STATS_TABLE")?,
@@ -109,33 +128,16 @@ impl NotifyWorker {
     }
 
     async fn deliver(&self, job: &NotificationJob) -> Result<Outcome, String> {
-        let Some(record) = self
-            .calls
-            .get(&job.call_id)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            error!("notification for an unknown call");
-            return Ok(self.dead_letter(&to_json(job), "unknown call").await);
+        let prepared = match job.kind {
+            NotificationKind::CallStarted => self.call_start_message(job)?,
+            NotificationKind::CallSummary | NotificationKind::TranscriptionFailed => {
+                self.call_summary_message(job).await?
+            }
         };
-        let failed = job.kind == NotificationKind::TranscriptionFailed;
-        let text = if failed {
-            let reason = record.failure_reason.as_deref().unwrap_or("unknown reason");
-            render::call_summary(&record, Rendered::Failed(reason))
-        } else {
-            let Some(transcript) = self
-                .calls
-                .load_transcript(&job.call_id)
-                .await
-                .map_err(|e| e.to_string())?
-            else {
-                return Err("transcript not stored yet".into());
-            };
-            render::call_summary(&record, Rendered::Transcribed(&transcript))
-        };
-        let message = Message {
-            subject: render::call_summary_subject(&record, failed),
-            text,
+        let Some(message) = prepared else {
+            return Ok(self
+                .dead_letter(&to_json(job), "nothing to notify about")
+                .await);
         };
         let delivery = notify::deliver(
             self.deliveries.as_ref(),
@@ -147,23 +149,8 @@ impl NotifyWorker {
         .await
         .map_err(|e| e.to_string())?;
         match delivery {
-            Delivery::Sent { slack } => {
-                let status_after = if failed {
-                    CallStatus::Failed
-                } else {
-                    CallStatus::Notified
-                };
-                let first = self
-                    .calls
-                    .mark_notified(&job.call_id, slack, status_after)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if first {
-                    metrics::count(Metric::Notified);
-                    if !failed {
-                        stats::count(self.stats.as_ref(), Counter::SuccessfullyPosted).await;
-                    }
-                }
+            Delivery::Sent { slack, thread } => {
+                self.delivered(job, slack, thread).await?;
                 info!("notification delivered");
                 Ok(Outcome::Done)
             }
@@ -189,6 +176,97 @@ impl NotifyWorker {
                     .await)
             }
         }
+    }
+
+    /// Seed 000's message, on the channel the routing rules pick.
+    fn call_start_message(&self, job: &NotificationJob) -> Result<Option<Message>, String> {
+        let Some(start) = &job.call_start else {
+            error!("call-start job without its details");
+            return Ok(None);
+        };
+        let mut message = render::call_started(
+            &start.room_name,
+            start.user_email.as_deref(),
+            &start.started_at,
+            &self.call_start_title,
+        );
+        message.slack_channel = self.routes.slack_channel(&start.metadata);
+        Ok(Some(message))
+    }
+
+    /// Seed 001's message, as a reply in the call's thread when one exists.
+    async fn call_summary_message(&self, job: &NotificationJob) -> Result<Option<Message>, String> {
+        let Some(record) = self
+            .calls
+            .get(&job.call_id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            error!("notification for an unknown call");
+            return Ok(None);
+        };
+        let failed = job.kind == NotificationKind::TranscriptionFailed;
+        let text = if failed {
+            let reason = record.failure_reason.as_deref().unwrap_or("unknown reason");
+            render::call_summary(&record, Rendered::Failed(reason))
+        } else {
+            let Some(transcript) = self
+                .calls
+                .load_transcript(&job.call_id)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Err("transcript not stored yet".into());
+            };
+            render::call_summary(&record, Rendered::Transcribed(&transcript))
+        };
+        let mut message = Message::new(render::call_summary_subject(&record, failed), text);
+        if let Some(room) = &record.room_name {
+            message.thread = self
+                .sessions
+                .get(room)
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|session| session.thread());
+        }
+        Ok(Some(message))
+    }
+
+    /// Bookkeeping after every channel took the message.
+    async fn delivered(
+        &self,
+        job: &NotificationJob,
+        slack: bool,
+        thread: Option<notify::SlackThread>,
+    ) -> Result<(), String> {
+        if job.kind == NotificationKind::CallStarted {
+            if let (Some(start), Some(thread)) = (&job.call_start, thread) {
+                self.sessions
+                    .set_thread(&start.room_name, &thread)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            metrics::count(Metric::Notified);
+            return Ok(());
+        }
+        let failed = job.kind == NotificationKind::TranscriptionFailed;
+        let status_after = if failed {
+            CallStatus::Failed
+        } else {
+            CallStatus::Notified
+        };
+        let first = self
+            .calls
+            .mark_notified(&job.call_id, slack, status_after)
+            .await
+            .map_err(|e| e.to_string())?;
+        if first {
+            metrics::count(Metric::Notified);
+            if !failed {
+                stats::count(self.stats.as_ref(), Counter::SuccessfullyPosted).await;
+            }
+        }
+        Ok(())
     }
 
     /// Moves a job that cannot succeed to the DLQ now instead of after five

@@ -31,6 +31,8 @@ struct ZapierPayload {
     agent_slack_handle: Option<String>,
     department: Option<String>,
     customer_segment: Option<String>,
+    /// The LiveKit room of the call, to thread the transcript under its call-start message.
+    room_name: Option<String>,
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
@@ -93,6 +95,7 @@ impl ZapierPayload {
                 department: non_empty(self.department),
                 customer_segment: non_empty(self.customer_segment),
             },
+            room_name: non_empty(self.room_name),
         })
     }
 }

@@ -9,8 +9,8 @@ use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message as 
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::slack_format::{blocks_json, slack_parts};
-use super::{ChannelKind, Message, NotificationChannel, Part, SendError};
+use super::slack_format::{blocks_json, message_parts};
+use super::{ChannelKind, Message, NotificationChannel, Part, SendError, Sent, SlackThread};
 use crate::config::{self, ConfigError, Secret};
 
 /// Slack asks for about one message per second per channel; without a
@@ -112,10 +112,12 @@ impl NotificationChannel for SlackWebhookChannel {
     }
 
     fn parts(&self, message: &Message) -> Vec<Part> {
-        slack_parts(&message.subject, &message.text)
+        message_parts(message)
     }
 
-    async fn send(&self, part: &Part) -> Result<(), SendError> {
+    /// An incoming webhook is bound to one channel and cannot thread, so
+    /// `part.channel` and `part.thread_ts` do not apply.
+    async fn send(&self, part: &Part) -> Result<Sent, SendError> {
         let response = self
             .http
             .post(self.url.expose())
@@ -125,7 +127,7 @@ impl NotificationChannel for SlackWebhookChannel {
             .map_err(transport)?;
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            return Ok(Sent::default());
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(SendError::RateLimited(retry_after(&response)));
@@ -157,6 +159,10 @@ struct PostMessageResponse {
     ok: bool,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    ts: Option<String>,
 }
 
 /// Slack API errors that clear up by themselves; all others need a person.
@@ -181,19 +187,23 @@ impl NotificationChannel for SlackBotChannel {
     }
 
     fn parts(&self, message: &Message) -> Vec<Part> {
-        slack_parts(&message.subject, &message.text)
+        message_parts(message)
     }
 
-    async fn send(&self, part: &Part) -> Result<(), SendError> {
+    async fn send(&self, part: &Part) -> Result<Sent, SendError> {
+        let mut body = serde_json::json!({
+            "channel": part.channel.as_deref().unwrap_or(&self.channel),
+            "text": part.text,
+            "blocks": blocks_json(part),
+        });
+        if let Some(ts) = &part.thread_ts {
+            body["thread_ts"] = ts.clone().into();
+        }
         let response = self
             .http
             .post(format!("{}/chat.postMessage", self.api_base_url))
             .bearer_auth(self.token.expose())
-            .json(&serde_json::json!({
-                "channel": self.channel,
-                "text": part.text,
-                "blocks": blocks_json(part),
-            }))
+            .json(&body)
             .send()
             .await
             .map_err(transport)?;
@@ -214,7 +224,12 @@ impl NotificationChannel for SlackBotChannel {
             ))
         })?;
         if body.ok {
-            Ok(())
+            Ok(Sent {
+                slack_thread: body
+                    .channel
+                    .zip(body.ts)
+                    .map(|(channel, ts)| SlackThread { channel, ts }),
+            })
         } else {
             Err(bot_error(body.error.as_deref().unwrap_or("unknown_error")))
         }
@@ -238,7 +253,7 @@ impl NotificationChannel for SesEmailChannel {
         ChannelKind::Email
     }
 
-    async fn send(&self, part: &Part) -> Result<(), SendError> {
+    async fn send(&self, part: &Part) -> Result<Sent, SendError> {
         let content = |text: &str| Content::builder().data(text).charset("UTF-8").build();
         let subject = content(&part.subject).map_err(|e| SendError::Permanent(e.to_string()))?;
         let text = content(&part.text).map_err(|e| SendError::Permanent(e.to_string()))?;
@@ -260,7 +275,7 @@ impl NotificationChannel for SesEmailChannel {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(Sent::default()),
             Err(err) => {
                 let code = err.code().unwrap_or("").to_string();
                 let reason = format!("SES {}", aws_sdk_sesv2::error::DisplayErrorContext(&err));
@@ -288,12 +303,12 @@ impl NotificationChannel for ConsoleChannel {
         ChannelKind::Console
     }
 
-    async fn send(&self, part: &Part) -> Result<(), SendError> {
+    async fn send(&self, part: &Part) -> Result<Sent, SendError> {
         println!(
             "----- notification: {} -----\n{}\n-----",
             part.subject, part.text
         );
-        Ok(())
+        Ok(Sent::default())
     }
 }
 

@@ -5,6 +5,7 @@
 mod channels;
 mod deliver;
 pub mod render;
+mod routing;
 pub mod slack_format;
 
 pub use channels::{
@@ -12,27 +13,70 @@ pub use channels::{
     SlackWebhookChannel,
 };
 pub use deliver::{deliver, Delivery};
+pub use routing::NotificationRoutes;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 /// A message before a channel shapes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Message {
     /// Email subject line.
     pub subject: String,
-    /// The full text, exactly as the seed formats it.
+    /// The full text: the email body, and Slack's text unless `slack` says otherwise.
     pub text: String,
+    /// Slack's own form when it differs from `text` (seed 000: a fallback
+    /// line plus one section block).
+    pub slack: Option<SlackContent>,
+    /// Bot-token channel for this message (routing rules); default otherwise.
+    pub slack_channel: Option<String>,
+    /// Post as a reply in this thread (bot token only).
+    pub thread: Option<SlackThread>,
+}
+
+impl Message {
+    pub fn new(subject: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            subject: subject.into(),
+            text: text.into(),
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackContent {
+    pub text: String,
+    /// `section` block texts (mrkdwn).
+    pub blocks: Vec<String>,
+}
+
+/// Where a Slack message landed, so later messages can reply to it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SlackThread {
+    pub channel: String,
+    pub ts: String,
 }
 
 /// One send on one channel: Slack splits long messages into several.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Part {
     pub subject: String,
     pub text: String,
     /// Slack `section` texts; empty for channels without blocks.
     pub blocks: Vec<String>,
+    /// Slack channel override (bot token only).
+    pub channel: Option<String>,
+    /// Slack thread to reply in (bot token only).
+    pub thread_ts: Option<String>,
+}
+
+/// What a channel reports about a successful send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// The posted message, when the channel can be replied to.
+    pub slack_thread: Option<SlackThread>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,8 +109,8 @@ pub trait NotificationChannel: Send + Sync {
         vec![Part {
             subject: message.subject.clone(),
             text: message.text.clone(),
-            blocks: Vec::new(),
+            ..Part::default()
         }]
     }
-    async fn send(&self, part: &Part) -> Result<(), SendError>;
+    async fn send(&self, part: &Part) -> Result<Sent, SendError>;
 }

@@ -122,6 +122,38 @@ pub fn call_summary(record: &CallRecord, outcome: Outcome<'_>) -> String {
     )
 }
 
+/// Seed 000's call-start message: Slack's fallback line and section block,
+/// and the SES subject and body. `title` is the bold heading (configurable;
+/// the seed's company name is only an example).
+pub fn call_started(
+    room: &str,
+    user_email: Option<&str>,
+    started_at: &str,
+    title: &str,
+) -> super::Message {
+    let user = user_email
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or("Unknown");
+    let at = DateTime::parse_from_rfc3339(started_at)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now());
+    super::Message {
+        subject: format!("New Call: {user}"),
+        text: format!(
+            "Call started in room {room} at {}",
+            crate::time::rfc3339(at)
+        ),
+        slack: Some(super::SlackContent {
+            text: format!("📞 New call started by {user}"),
+            blocks: vec![format!(
+                "*{title}*\nRoom: `{room}`\nUser: {user}\nTime: {} UTC",
+                at.format("%I:%M %p")
+            )],
+        }),
+        ..super::Message::default()
+    }
+}
+
 /// Email subject for a call summary.
 pub fn call_summary_subject(record: &CallRecord, failed: bool) -> String {
     let direction = match record.direction {
@@ -164,6 +196,7 @@ mod tests {
             },
             transcript_id: None,
             transcript_parts: 0,
+            room_name: None,
             status_history: vec![],
             received_at: "2025-10-04T17:58:30Z".into(),
         }
@@ -227,6 +260,33 @@ mod tests {
         assert!(text.contains("👤 CS Agent:\nN/A <09631084471>"));
         assert!(text.contains("• Duration: N/A"));
         assert!(text.contains("```\nHello there\n```"));
+    }
+
+    #[test]
+    fn call_start_matches_seed_000() {
+        let m = call_started(
+            "trial-user-12345",
+            Some("alice@company.com"),
+            "2025-10-30T14:15:09Z",
+            "New Trial Call",
+        );
+        let slack = m.slack.unwrap();
+        assert_eq!(slack.text, "📞 New call started by alice@company.com");
+        assert_eq!(
+            slack.blocks,
+            vec!["*New Trial Call*\nRoom: `trial-user-12345`\nUser: alice@company.com\nTime: 02:15 PM UTC"]
+        );
+        assert_eq!(m.subject, "New Call: alice@company.com");
+        assert_eq!(
+            m.text,
+            "Call started in room trial-user-12345 at 2025-10-30T14:15:09Z"
+        );
+        let unknown = call_started("r", None, "2025-10-30T09:05:00Z", "T");
+        assert_eq!(
+            unknown.slack.unwrap().text,
+            "📞 New call started by Unknown"
+        );
+        assert_eq!(unknown.subject, "New Call: Unknown");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! section texts of at most 3000 characters, a bounded number of blocks per
 //! message, and code fences closed and reopened where a split falls inside one.
 
-use super::Part;
+use super::{Message, Part};
 
 /// Slack's limit for a section block's text.
 pub const SECTION_CHARS: usize = 3000;
@@ -110,8 +110,33 @@ pub fn slack_parts(subject: &str, text: &str) -> Vec<Part> {
             subject: subject.to_string(),
             text: blocks.join("\n"),
             blocks: blocks.to_vec(),
+            ..Part::default()
         })
         .collect()
+}
+
+/// The Slack sends for a message: its own Slack form if it has one, else
+/// its text split to fit; each carrying the message's channel and thread.
+pub fn message_parts(message: &Message) -> Vec<Part> {
+    let mut parts = match &message.slack {
+        Some(content) => vec![Part {
+            subject: message.subject.clone(),
+            text: content.text.clone(),
+            blocks: content.blocks.clone(),
+            ..Part::default()
+        }],
+        None => slack_parts(&message.subject, &message.text),
+    };
+    let channel = message
+        .thread
+        .as_ref()
+        .map(|t| t.channel.clone())
+        .or_else(|| message.slack_channel.clone());
+    for part in &mut parts {
+        part.channel = channel.clone();
+        part.thread_ts = message.thread.as_ref().map(|t| t.ts.clone());
+    }
+    parts
 }
 
 /// The JSON body Slack expects for one part (webhook and `chat.postMessage` alike).

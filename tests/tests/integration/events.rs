@@ -71,3 +71,28 @@ async fn the_exotel_sample_event_is_accepted() {
     let response = exotel.handle(request).await;
     assert_eq!(response.status(), 202, "{:?}", json_body(&response));
 }
+
+#[tokio::test]
+async fn the_livekit_sample_event_is_signed_with_the_dev_secret() {
+    let stack = Stack::start().await;
+    let webhook = livekit_webhook::LiveKitWebhook {
+        api_key: devstack::DEV_LIVEKIT_API_KEY.into(),
+        api_secret: Secret::new(devstack::DEV_LIVEKIT_API_SECRET),
+        agent_identity_prefix: "agent-".into(),
+        dedup: std::sync::Arc::new(shared::dedup::DynamoDedupStore::new(
+            stack.dynamo.clone(),
+            stack.resources.table("IdempotencyTable"),
+            std::time::Duration::from_secs(60),
+        )),
+        sessions: std::sync::Arc::new(stack.sessions()),
+        notification_queue: std::sync::Arc::new(shared::jobs::SqsJobQueue::new(
+            stack.sqs.clone(),
+            stack.resources.queue("NotificationQueue"),
+        )),
+        lease: std::time::Duration::from_secs(30),
+    };
+    let request = lambda_http::request::from_str(&read("livekit-webhook.json")).unwrap();
+    let response = webhook.handle(request).await;
+    assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+    assert_eq!(json_body(&response)["queued"], true);
+}

@@ -3,6 +3,7 @@
 //! start once.
 
 mod bad_input;
+mod call_start;
 mod events;
 mod notifications;
 mod pipeline;

@@ -94,6 +94,13 @@ impl Stack {
         DynamoCallStore::new(self.dynamo.clone(), self.resources.table("CallsTable"))
     }
 
+    pub fn sessions(&self) -> shared::sessions::DynamoSessionStore {
+        shared::sessions::DynamoSessionStore::new(
+            self.dynamo.clone(),
+            self.resources.table("CallsTable"),
+        )
+    }
+
     pub fn stats(&self) -> DynamoStatsStore {
         DynamoStatsStore::new(self.dynamo.clone(), self.resources.table("StatsTable"))
     }
@@ -188,6 +195,9 @@ impl Stack {
     ) -> Arc<notify_worker::NotifyWorker> {
         Arc::new(notify_worker::NotifyWorker {
             calls: Arc::new(self.calls()),
+            sessions: Arc::new(self.sessions()),
+            call_start_title: "New Trial Call".into(),
+            routes: shared::notify::NotificationRoutes::default(),
             stats: Arc::new(self.stats()),
             deliveries: Arc::new(DynamoDedupStore::new(
                 self.dynamo.clone(),

@@ -62,6 +62,20 @@ async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
                 async move { app.handle(r).await }
             })
         }
+        "livekit-webhook" => {
+            let app = Arc::new(livekit_webhook::LiveKitWebhook::from_env().await?);
+            http(move |r| {
+                let app = Arc::clone(&app);
+                async move { app.handle(r).await }
+            })
+        }
+        "call-started" => {
+            let app = Arc::new(call_started::CallStarted::from_env().await?);
+            http(move |r| {
+                let app = Arc::clone(&app);
+                async move { app.handle(r).await }
+            })
+        }
         "call-get" => {
             let app = Arc::new(call_get::CallGet::from_env().await?);
             http(move |r| {
@@ -182,6 +196,8 @@ fn main() -> Result<(), Error> {
     default_env("WEBHOOK_TOKEN", DEV_WEBHOOK_TOKEN);
     default_env("API_TOKEN", DEV_API_TOKEN);
     default_env("TRANSCRIPTION_RECHECK_SECONDS", "2");
+    default_env("LIVEKIT_API_KEY", devstack::DEV_LIVEKIT_API_KEY);
+    default_env("LIVEKIT_API_SECRET", devstack::DEV_LIVEKIT_API_SECRET);
     let fake_providers = std::env::var("ASSEMBLYAI_API_KEY")
         .map(|v| v.is_empty())
         .unwrap_or(true);
@@ -222,6 +238,14 @@ fn main() -> Result<(), Error> {
                 }
             }
         }
+
+        // A ready-to-use API key for /calls/started (dev only: printed below).
+        let dev_api_key = {
+            let store = shared::api_keys::DynamoApiKeyStore::new(local.dynamodb().await, resources.table("ApiKeysTable"));
+            let (key, record) = shared::api_keys::generate("dev");
+            shared::api_keys::ApiKeyStore::insert(&store, &record).await?;
+            key
+        };
 
         let sqs = local.sqs().await;
         for function in template.functions.iter() {
@@ -274,6 +298,11 @@ fn main() -> Result<(), Error> {
             local.log_dir().display(),
             shown_token("WEBHOOK_TOKEN", DEV_WEBHOOK_TOKEN),
             shown_token("API_TOKEN", DEV_API_TOKEN),
+        );
+        println!(
+            "  API key for /calls/started (dev only): {dev_api_key}\n  LiveKit dev key/secret: {} / {}  (sign bodies with: cargo run -q -p devstack --bin livekit-sign -- FILE)",
+            shown_token("LIVEKIT_API_KEY", devstack::DEV_LIVEKIT_API_KEY),
+            shown_token("LIVEKIT_API_SECRET", devstack::DEV_LIVEKIT_API_SECRET),
         );
         tokio::select! {
             served = serve(([127, 0, 0, 1], port).into(), routes) => served?,

@@ -1,0 +1,443 @@
+//! `POST /webhook/livekit`: LiveKit's signed webhook. A caller joining a room
+//! becomes a call-start notification (seed 000); room start and finish update
+//! the session record.
+//!
+//! Verification is LiveKit's own: the `Authorization` header is an HS256 JWT
+//! signed with the API secret, issued by the API key, whose `sha256` claim is
+//! the base64 SHA-256 of the raw body. It is done here with `jsonwebtoken`
+//! rather than the `livekit-api` crate's receiver, which would bring the whole
+//! generated LiveKit protocol (prost) into a 128 MB function for one check.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use http::StatusCode;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use shared::api::{self, ApiError};
+use shared::config::{self, Secret};
+use shared::dedup::{run_once, DedupStore, DynamoDedupStore, Once, OnceError};
+use shared::jobs::{self, CallStart, JobQueue, NotificationJob, SqsJobQueue};
+use shared::mask;
+use shared::sessions::{DynamoSessionStore, SessionStore};
+use subtle::ConstantTimeEq;
+use tracing::{info, warn};
+
+/// Clock skew allowed on the token's `exp`/`nbf`.
+const LEEWAY_SECS: u64 = 10;
+
+pub struct LiveKitWebhook {
+    pub api_key: String,
+    pub api_secret: Secret,
+    /// Participants whose identity starts with this are the agent itself.
+    pub agent_identity_prefix: String,
+    pub dedup: Arc<dyn DedupStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub notification_queue: Arc<dyn JobQueue>,
+    pub lease: Duration,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignatureError {
+    #[error("no Authorization header")]
+    Missing,
+    #[error("token rejected: {0}")]
+    Token(String),
+    #[error("body does not match the token's sha256 claim")]
+    BodyMismatch,
+}
+
+#[derive(Deserialize)]
+struct WebhookClaims {
+    sha256: String,
+}
+
+/// Checks a LiveKit webhook signature on the raw body, before anything parses it.
+pub fn verify(
+    authorization: Option<&str>,
+    body: &[u8],
+    api_key: &str,
+    api_secret: &Secret,
+) -> Result<(), SignatureError> {
+    let token = authorization
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
+        .filter(|v| !v.is_empty())
+        .ok_or(SignatureError::Missing)?;
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_issuer(&[api_key]);
+    validation.set_required_spec_claims(&["exp", "iss"]);
+    validation.validate_nbf = true;
+    validation.validate_aud = false;
+    validation.leeway = LEEWAY_SECS;
+    let claims = jsonwebtoken::decode::<WebhookClaims>(
+        token,
+        &DecodingKey::from_secret(api_secret.expose().as_bytes()),
+        &validation,
+    )
+    .map_err(|e| SignatureError::Token(e.kind_name()))?
+    .claims;
+    let expected = base64::engine::general_purpose::STANDARD
+        .decode(claims.sha256.trim())
+        .map_err(|_| SignatureError::BodyMismatch)?;
+    let actual = Sha256::digest(body);
+    if bool::from(actual.as_slice().ct_eq(&expected)) {
+        Ok(())
+    } else {
+        Err(SignatureError::BodyMismatch)
+    }
+}
+
+/// jsonwebtoken's error kinds as short words for logs (no token content).
+trait KindName {
+    fn kind_name(&self) -> String;
+}
+
+impl KindName for jsonwebtoken::errors::Error {
+    fn kind_name(&self) -> String {
+        use jsonwebtoken::errors::ErrorKind;
+        match self.kind() {
+            ErrorKind::ExpiredSignature => "expired".into(),
+            ErrorKind::ImmatureSignature => "not yet valid".into(),
+            ErrorKind::InvalidIssuer => "wrong issuer".into(),
+            ErrorKind::InvalidSignature => "bad signature".into(),
+            ErrorKind::InvalidAlgorithm => "wrong algorithm".into(),
+            ErrorKind::MissingRequiredClaim(claim) => format!("missing claim {claim}"),
+            _ => "malformed token".into(),
+        }
+    }
+}
+
+/// LiveKit sends int64 fields as JSON strings (protobuf JSON) or numbers.
+fn int64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    Ok(
+        match Option::<serde_json::Value>::deserialize(deserializer)? {
+            Some(serde_json::Value::Number(n)) => n.as_i64(),
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            _ => None,
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookEvent {
+    event: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default, deserialize_with = "int64")]
+    created_at: Option<i64>,
+    #[serde(default)]
+    room: Option<Room>,
+    #[serde(default)]
+    participant: Option<Participant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Room {
+    #[serde(default)]
+    sid: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "int64")]
+    creation_time: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Participant {
+    #[serde(default)]
+    identity: Option<String>,
+    #[serde(default)]
+    metadata: Option<String>,
+    /// `ParticipantInfo.Kind`: "AGENT" (or 4) for agents.
+    #[serde(default)]
+    kind: Option<serde_json::Value>,
+}
+
+impl Participant {
+    fn is_agent(&self, prefix: &str) -> bool {
+        let agent_kind = match &self.kind {
+            Some(serde_json::Value::String(k)) => k.eq_ignore_ascii_case("AGENT"),
+            Some(serde_json::Value::Number(n)) => n.as_i64() == Some(4),
+            _ => false,
+        };
+        let agent_identity = !prefix.is_empty()
+            && self
+                .identity
+                .as_deref()
+                .is_some_and(|i| i.starts_with(prefix));
+        agent_kind || agent_identity
+    }
+
+    /// The metadata JSON object; absent or malformed metadata is an empty one.
+    fn metadata(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default()
+    }
+}
+
+/// `user_email` from participant metadata; anything else reads as unknown.
+fn user_email(metadata: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    metadata
+        .get("user_email")
+        .and_then(|v| v.as_str())
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+}
+
+fn rfc3339_from_unix(seconds: Option<i64>) -> String {
+    seconds
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map(shared::time::rfc3339)
+        .unwrap_or_else(shared::time::now_rfc3339)
+}
+
+fn unavailable(err: shared::store::StoreError) -> ApiError {
+    warn!(error = %err, "store unavailable");
+    ApiError::Unavailable
+}
+
+impl LiveKitWebhook {
+    pub async fn from_env() -> Result<Self, lambda_http::Error> {
+        let sdk = shared::aws::sdk_config().await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        Ok(Self {
+            api_key: config::required("LIVEKIT_API_KEY")?,
+            api_secret: config::required_secret("LIVEKIT_API_SECRET")?,
+            agent_identity_prefix: config::optional("LIVEKIT_AGENT_IDENTITY_PREFIX")
+                .unwrap_or_else(|| "agent-".into()),
+            dedup: Arc::new(DynamoDedupStore::new(
+                dynamo.clone(),
+                config::required("IDEMPOTENCY_TABLE")?,
+                Duration::from_secs(config::parsed_or("DEDUP_RETENTION_SECONDS", 7 * 24 * 3600)?),
+            )),
+            sessions: Arc::new(DynamoSessionStore::new(
+                dynamo,
+                config::required("CALLS_TABLE")?,
+            )),
+            notification_queue: Arc::new(SqsJobQueue::new(
+                sqs,
+                config::required("NOTIFICATION_QUEUE_URL")?,
+            )),
+            lease: Duration::from_secs(config::parsed_or("DEDUP_LEASE_SECONDS", 30)?),
+        })
+    }
+
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        api::respond(self.process(request).await)
+    }
+
+    async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
+        let body = api::body_bytes(request.body())?;
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if let Err(reason) = verify(authorization, body, &self.api_key, &self.api_secret) {
+            warn!(%reason, "LiveKit webhook signature rejected");
+            return Err(ApiError::Unauthorized);
+        }
+        let event: WebhookEvent = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("Body is not a LiveKit webhook event: {e}"),
+            )
+        })?;
+        let room_name = event
+            .room
+            .as_ref()
+            .and_then(|r| r.name.clone())
+            .filter(|n| !n.is_empty());
+        match event.event.as_str() {
+            "participant_joined" => {
+                self.participant_joined(
+                    &event,
+                    room_name,
+                    body,
+                    request_lease(&request, self.lease),
+                )
+                .await
+            }
+            "room_started" => {
+                let room = room_name.ok_or_else(|| {
+                    ApiError::unprocessable("missing_field", "room.name is required")
+                })?;
+                let sid = event.room.as_ref().and_then(|r| r.sid.as_deref());
+                let started = rfc3339_from_unix(
+                    event
+                        .room
+                        .as_ref()
+                        .and_then(|r| r.creation_time)
+                        .or(event.created_at),
+                );
+                self.sessions
+                    .room_started(&room, sid, &started)
+                    .await
+                    .map_err(unavailable)?;
+                Ok((
+                    StatusCode::OK,
+                    serde_json::json!({"success": true, "recorded": "room_started"}),
+                ))
+            }
+            "room_finished" => {
+                let room = room_name.ok_or_else(|| {
+                    ApiError::unprocessable("missing_field", "room.name is required")
+                })?;
+                let started = event.room.as_ref().and_then(|r| r.creation_time);
+                let duration = started
+                    .zip(event.created_at)
+                    .and_then(|(s, e)| u64::try_from(e - s).ok());
+                let ended = rfc3339_from_unix(event.created_at);
+                self.sessions
+                    .room_finished(&room, &ended, duration)
+                    .await
+                    .map_err(unavailable)?;
+                Ok((
+                    StatusCode::OK,
+                    serde_json::json!({"success": true, "recorded": "room_finished"}),
+                ))
+            }
+            other => Ok((
+                StatusCode::OK,
+                serde_json::json!({"success": true, "ignored": other}),
+            )),
+        }
+    }
+
+    async fn participant_joined(
+        &self,
+        event: &WebhookEvent,
+        room_name: Option<String>,
+        body: &[u8],
+        lease: Duration,
+    ) -> Result<(StatusCode, serde_json::Value), ApiError> {
+        let participant = event
+            .participant
+            .as_ref()
+            .ok_or_else(|| ApiError::unprocessable("missing_field", "participant is required"))?;
+        if participant.is_agent(&self.agent_identity_prefix) {
+            return Ok((
+                StatusCode::OK,
+                serde_json::json!({"success": true, "ignored": "agent participant"}),
+            ));
+        }
+        let room = room_name
+            .ok_or_else(|| ApiError::unprocessable("missing_field", "room.name is required"))?;
+        // LiveKit gives every event an id; without one the body itself identifies the delivery.
+        let event_id = event.id.clone().unwrap_or_else(|| hex_sha256(body));
+        let metadata = participant.metadata();
+        let email = user_email(&metadata);
+        info!(
+            room = %room,
+            event_id = %event_id,
+            user = %email.as_deref().map(mask::email).unwrap_or_else(|| "Unknown".into()),
+            "caller joined"
+        );
+        let key = format!("livekit#{event_id}");
+        let work = || async {
+            self.sessions
+                .participant_joined(&room, email.as_deref(), participant.identity.as_deref())
+                .await
+                .map_err(unavailable)?;
+            let job = NotificationJob::call_started(
+                &key,
+                CallStart {
+                    room_name: room.clone(),
+                    user_email: email.clone(),
+                    started_at: rfc3339_from_unix(event.created_at),
+                    metadata: metadata.clone(),
+                },
+            );
+            jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
+                .await
+                .map_err(|err| {
+                    warn!(error = %err, "call-start notification not queued");
+                    ApiError::Unavailable
+                })?;
+            Ok::<_, ApiError>(
+                serde_json::json!({"success": true, "queued": true, "event_id": event_id}),
+            )
+        };
+        match run_once(self.dedup.as_ref(), &key, lease, work).await {
+            Ok(Once::Done(response)) => Ok((StatusCode::OK, response)),
+            Ok(Once::Duplicate(mut saved)) => {
+                saved["duplicate"] = true.into();
+                Ok((StatusCode::OK, saved))
+            }
+            Ok(Once::InProgress) => Err(ApiError::InProgress),
+            Err(OnceError::Store(err)) => Err(unavailable(err)),
+            Err(OnceError::Work(err)) => Err(err),
+        }
+    }
+}
+
+fn request_lease(request: &Request, default: Duration) -> Duration {
+    api::remaining_time(request).unwrap_or(default)
+}
+
+fn hex_sha256(body: &[u8]) -> String {
+    Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_are_recognised_by_kind_or_identity() {
+        let p = |identity: &str, kind: serde_json::Value| Participant {
+            identity: Some(identity.into()),
+            metadata: None,
+            kind: Some(kind),
+        };
+        assert!(p("x", "AGENT".into()).is_agent("agent-"));
+        assert!(p("x", 4.into()).is_agent("agent-"));
+        assert!(p("agent-voice", "STANDARD".into()).is_agent("agent-"));
+        assert!(!p("alice", "STANDARD".into()).is_agent("agent-"));
+        assert!(!p("agent-voice", "STANDARD".into()).is_agent(""));
+    }
+
+    #[test]
+    fn metadata_email_or_unknown() {
+        let p = |metadata: Option<&str>| Participant {
+            identity: None,
+            metadata: metadata.map(str::to_string),
+            kind: None,
+        };
+        assert_eq!(
+            user_email(&p(Some(r#"{"user_email":"a@b.com"}"#)).metadata()),
+            Some("a@b.com".into())
+        );
+        assert_eq!(user_email(&p(Some("not json")).metadata()), None);
+        assert_eq!(
+            user_email(&p(Some(r#"{"user_email":""}"#)).metadata()),
+            None
+        );
+        assert_eq!(user_email(&p(Some("[1]")).metadata()), None);
+        assert_eq!(user_email(&p(None).metadata()), None);
+    }
+
+    #[test]
+    fn missing_header_is_rejected_before_anything_else() {
+        assert_eq!(
+            verify(None, b"{}", "key", &Secret::new("secret")),
+            Err(SignatureError::Missing)
+        );
+        assert!(matches!(
+            verify(Some("not-a-jwt"), b"{}", "key", &Secret::new("secret")),
+            Err(SignatureError::Token(_))
+        ));
+    }
+}

@@ -1,0 +1,205 @@
+//! Voice-agent sessions (LiveKit rooms): when the call started and ended, who
+//! called, and the Slack thread its call-start message opened, so the
+//! transcript that arrives later can be posted as a reply.
+//!
+//! Stored beside call records in the calls table: key `(room_name, "session")`.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use serde::{Deserialize, Serialize};
+
+use crate::notify::SlackThread;
+use crate::store::StoreError;
+
+const SESSION_ITEM: &str = "session";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    #[serde(rename = "call_id")]
+    pub room_name: String,
+    #[serde(default)]
+    pub room_sid: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub ended_at: Option<String>,
+    #[serde(default)]
+    pub duration_secs: Option<u64>,
+    #[serde(default)]
+    pub user_email: Option<String>,
+    #[serde(default)]
+    pub participant_identity: Option<String>,
+    #[serde(default)]
+    pub thread_channel: Option<String>,
+    #[serde(default)]
+    pub thread_ts: Option<String>,
+}
+
+impl SessionRecord {
+    pub fn thread(&self) -> Option<SlackThread> {
+        Some(SlackThread {
+            channel: self.thread_channel.clone()?,
+            ts: self.thread_ts.clone()?,
+        })
+    }
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn room_started(
+        &self,
+        room: &str,
+        room_sid: Option<&str>,
+        started_at: &str,
+    ) -> Result<(), StoreError>;
+    async fn room_finished(
+        &self,
+        room: &str,
+        ended_at: &str,
+        duration_secs: Option<u64>,
+    ) -> Result<(), StoreError>;
+    async fn participant_joined(
+        &self,
+        room: &str,
+        user_email: Option<&str>,
+        identity: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Keeps the first thread: a later call-start message never replaces it.
+    async fn set_thread(&self, room: &str, thread: &SlackThread) -> Result<(), StoreError>;
+    async fn get(&self, room: &str) -> Result<Option<SessionRecord>, StoreError>;
+}
+
+pub struct DynamoSessionStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoSessionStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// `SET` each present value; every session write is an idempotent upsert.
+    async fn set(
+        &self,
+        room: &str,
+        values: &[(&str, AttributeValue)],
+        condition: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("call_id", AttributeValue::S(room.to_string()))
+            .key("item", AttributeValue::S(SESSION_ITEM.into()));
+        let mut assignments = Vec::new();
+        for (index, (name, value)) in values.iter().enumerate() {
+            assignments.push(format!("#f{index} = :v{index}"));
+            update = update
+                .expression_attribute_names(format!("#f{index}"), *name)
+                .expression_attribute_values(format!(":v{index}"), value.clone());
+        }
+        if let Some(condition) = condition {
+            update = update.condition_expression(condition);
+        }
+        match update
+            .update_expression(format!("SET {}", assignments.join(", ")))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_string())
+}
+
+#[async_trait]
+impl SessionStore for DynamoSessionStore {
+    async fn room_started(
+        &self,
+        room: &str,
+        room_sid: Option<&str>,
+        started_at: &str,
+    ) -> Result<(), StoreError> {
+        let mut values = vec![("started_at", s(started_at))];
+        if let Some(sid) = room_sid {
+            values.push(("room_sid", s(sid)));
+        }
+        self.set(room, &values, None).await.map(drop)
+    }
+
+    async fn room_finished(
+        &self,
+        room: &str,
+        ended_at: &str,
+        duration_secs: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut values = vec![("ended_at", s(ended_at))];
+        if let Some(duration) = duration_secs {
+            values.push(("duration_secs", AttributeValue::N(duration.to_string())));
+        }
+        self.set(room, &values, None).await.map(drop)
+    }
+
+    async fn participant_joined(
+        &self,
+        room: &str,
+        user_email: Option<&str>,
+        identity: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut values = Vec::new();
+        if let Some(email) = user_email {
+            values.push(("user_email", s(email)));
+        }
+        if let Some(identity) = identity {
+            values.push(("participant_identity", s(identity)));
+        }
+        if values.is_empty() {
+            return Ok(());
+        }
+        self.set(room, &values, None).await.map(drop)
+    }
+
+    async fn set_thread(&self, room: &str, thread: &SlackThread) -> Result<(), StoreError> {
+        self.set(
+            room,
+            &[
+                ("thread_channel", s(&thread.channel)),
+                ("thread_ts", s(&thread.ts)),
+            ],
+            Some("attribute_not_exists(thread_ts)"),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get(&self, room: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("call_id", s(room))
+            .key("item", s(SESSION_ITEM))
+            .consistent_read(true)
+            .send()
+            .await?;
+        out.item
+            .map(|item| serde_dynamo::from_item(item).map_err(Into::into))
+            .transpose()
+    }
+}
