@@ -303,6 +303,19 @@ impl NotificationChannel for ConsoleChannel {
         ChannelKind::Console
     }
 
+    /// Shows what Slack would show when the message has a Slack form.
+    fn parts(&self, message: &Message) -> Vec<Part> {
+        let text = match &message.slack {
+            Some(slack) => format!("{}\n{}", slack.text, slack.blocks.join("\n")),
+            None => message.text.clone(),
+        };
+        vec![Part {
+            subject: message.subject.clone(),
+            text,
+            ..Part::default()
+        }]
+    }
+
     async fn send(&self, part: &Part) -> Result<Sent, SendError> {
         println!(
             "----- notification: {} -----\n{}\n-----",

@@ -245,6 +245,15 @@ async fn main() -> Result<(), Error> {
     let payload = std::fs::read_to_string(root.join("events/payloads/zapier-call.json"))?;
     let payload: serde_json::Value = serde_json::from_str(&payload)?;
 
+    let (api_key, api_key_record) = shared::api_keys::generate("bench");
+    shared::api_keys::ApiKeyStore::insert(
+        &shared::api_keys::DynamoApiKeyStore::new(
+            local.dynamodb().await,
+            resources.table("ApiKeysTable"),
+        ),
+        &api_key_record,
+    )
+    .await?;
     let mut results = Vec::new();
     for function in [
         "health",
@@ -252,6 +261,8 @@ async fn main() -> Result<(), Error> {
         "zapier-webhook",
         "exotel-webhook",
         "call-get",
+        "livekit-webhook",
+        "call-started",
     ] {
         let spec = template
             .function(function)
@@ -261,6 +272,14 @@ async fn main() -> Result<(), Error> {
         env.push(("WEBHOOK_TOKEN".into(), WEBHOOK_TOKEN.into()));
         env.push(("API_TOKEN".into(), API_TOKEN.into()));
         env.push(("RECORDING_ALLOWED_HOSTS".into(), "127.0.0.1:3100".into()));
+        env.push((
+            "LIVEKIT_API_KEY".into(),
+            devstack::DEV_LIVEKIT_API_KEY.into(),
+        ));
+        env.push((
+            "LIVEKIT_API_SECRET".into(),
+            devstack::DEV_LIVEKIT_API_SECRET.into(),
+        ));
         let auth = format!("Bearer {WEBHOOK_TOKEN}");
         let api_auth = format!("Bearer {API_TOKEN}");
         let events: Vec<String> = (0..=WARM_INVOCATIONS)
@@ -278,6 +297,32 @@ async fn main() -> Result<(), Error> {
                     &format!("token={WEBHOOK_TOKEN}"),
                     &[("content-type", "application/x-www-form-urlencoded")],
                     &format!("CallSid=BENCHE{i}&Status=completed&RecordingUrl=http%3A%2F%2F127.0.0.1%3A3100%2Fr.mp3&From=09876543210&To=09631084471&DateUpdated=2025-10-09+23%3A30%3A12"),
+                ),
+                // Every event new: verify, claim, record the session, queue the notification job.
+                "livekit-webhook" => {
+                    let body = serde_json::json!({
+                        "event": "participant_joined",
+                        "room": {"sid": "RM_bench", "name": format!("bench-room-{i}")},
+                        "participant": {"identity": "caller", "metadata": "{\"user_email\":\"a@b.com\"}"},
+                        "id": format!("EV_bench_{i}"),
+                        "createdAt": "1761833709"
+                    })
+                    .to_string();
+                    let token = devstack::livekit_webhook_token(
+                        body.as_bytes(),
+                        devstack::DEV_LIVEKIT_API_KEY,
+                        devstack::DEV_LIVEKIT_API_SECRET,
+                        600,
+                    );
+                    http_event("POST", "/webhook/livekit", "/webhook/livekit", "", &[("authorization", &token), ("content-type", "application/webhook+json")], &body)
+                }
+                "call-started" => http_event(
+                    "POST",
+                    "/calls/started",
+                    "/calls/started",
+                    "",
+                    &[("x-api-key", &api_key), ("content-type", "application/json")],
+                    &format!("{{\"room_name\":\"bench-started-{i}\",\"user_email\":\"a@b.com\"}}"),
                 ),
                 "call-get" => http_event("GET", "/call/{call_id}", &format!("/call/BENCHZ{}", i % 50), "", &[("authorization", &api_auth)], ""),
                 other => http_event("GET", &format!("/{other}"), &format!("/{other}"), "", &[], ""),
