@@ -19,6 +19,9 @@ pub const MAX_WEBHOOK_BODY_BYTES: usize = 64 * 1024;
 pub enum ApiError {
     #[error("unauthorized")]
     Unauthorized,
+    /// Credentials were presented and are wrong (Twilio's middleware answers 403).
+    #[error("forbidden")]
+    Forbidden,
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("bad request: {detail}")]
@@ -33,6 +36,13 @@ pub enum ApiError {
     /// A dependency failed; nothing was acknowledged, so the sender should retry.
     #[error("unavailable")]
     Unavailable,
+    /// A limit was reached (rate or usage); `detail` says which.
+    #[error("too many requests: {detail}")]
+    TooManyRequests { code: &'static str, detail: String },
+    /// The telephony provider refused; `detail` is the provider's own
+    /// client-facing message, never our internals.
+    #[error("provider error: {detail}")]
+    Provider { detail: String },
 }
 
 #[derive(Serialize)]
@@ -59,20 +69,27 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::InProgress => StatusCode::CONFLICT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Provider { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "invalid_signature",
             Self::PayloadTooLarge => "payload_too_large",
-            Self::BadRequest { code, .. } | Self::Unprocessable { code, .. } => code,
+            Self::BadRequest { code, .. }
+            | Self::Unprocessable { code, .. }
+            | Self::TooManyRequests { code, .. } => code,
+            Self::Provider { .. } => "provider_error",
             Self::NotFound(_) => "not_found",
             Self::InProgress => "in_progress",
             Self::Unavailable => "unavailable",
@@ -82,10 +99,14 @@ impl ApiError {
     pub fn detail(&self) -> String {
         match self {
             Self::Unauthorized => "Missing or invalid credentials".to_string(),
+            Self::Forbidden => "Request signature does not match".to_string(),
             Self::PayloadTooLarge => {
                 format!("Request body is larger than {MAX_WEBHOOK_BODY_BYTES} bytes")
             }
-            Self::BadRequest { detail, .. } | Self::Unprocessable { detail, .. } => detail.clone(),
+            Self::BadRequest { detail, .. }
+            | Self::Unprocessable { detail, .. }
+            | Self::TooManyRequests { detail, .. }
+            | Self::Provider { detail } => detail.clone(),
             Self::NotFound(what) => what.clone(),
             Self::InProgress => {
                 "Another delivery of this event is being processed; retry shortly".to_string()
@@ -103,7 +124,10 @@ impl ApiError {
                 code: self.code(),
             },
         );
-        if matches!(self, Self::InProgress | Self::Unavailable) {
+        if matches!(
+            self,
+            Self::InProgress | Self::Unavailable | Self::TooManyRequests { .. }
+        ) {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("5"),

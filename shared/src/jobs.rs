@@ -35,6 +35,8 @@ pub enum NotificationKind {
     TranscriptionFailed,
     /// Someone started a call with a voice agent (seed 000).
     CallStarted,
+    /// An outbound call ended (or failed to start): status, duration, transcript.
+    OutboundCallSummary,
 }
 
 /// What a call-start notification says; carried in the job because no call
@@ -70,6 +72,7 @@ impl NotificationJob {
             NotificationKind::CallSummary => "summary",
             NotificationKind::TranscriptionFailed => "transcription-failed",
             NotificationKind::CallStarted => "started",
+            NotificationKind::OutboundCallSummary => "outbound",
         };
         Self {
             notification_id: format!("{call_id}#{kind_name}"),
@@ -90,6 +93,19 @@ impl NotificationJob {
             call_start: Some(details),
         }
     }
+}
+
+/// Re-check an ElevenLabs conversation until it is final or `deadline`
+/// (seed 004's monitoring, without a Lambda waiting).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitorJob {
+    /// The outbound call (its ref is the conversation id).
+    pub call_ref: String,
+    pub conversation_id: String,
+    #[serde(default)]
+    pub checks: u32,
+    /// Epoch seconds.
+    pub deadline: i64,
 }
 
 #[derive(Debug, thiserror::Error)]

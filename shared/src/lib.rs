@@ -3,6 +3,7 @@
 //!
 //! Functions depend on this crate; this crate depends on no function.
 
+pub mod admin;
 pub mod api;
 pub mod api_keys;
 pub mod assemblyai;
@@ -10,12 +11,15 @@ pub mod aws;
 pub mod calls;
 pub mod config;
 pub mod dedup;
+pub mod elevenlabs;
 pub mod ingest;
 pub mod jobs;
 pub mod mask;
 pub mod metrics;
 pub mod notify;
+pub mod outbound;
 pub mod phone;
+pub mod rate_limit;
 pub mod recording;
 pub mod sessions;
 pub mod sqs_batch;
@@ -23,3 +27,4 @@ pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod twilio;

@@ -30,8 +30,64 @@ pub fn contains_number(haystack: &str, needle: &str) -> bool {
     !needle.is_empty() && digits(haystack).contains(needle)
 }
 
+/// Seed 003's one wording for every malformed destination number.
+pub const E164_ERROR: &str = "Invalid phone number format. Use E.164 format (e.g., +1234567890)";
+
+/// A dialable E.164 number (`+` then the full international number), checked
+/// against libphonenumber's metadata so impossible numbers are refused
+/// before any provider is paid to try them.
+pub fn e164(number: &str) -> Result<String, &'static str> {
+    let trimmed = number.trim();
+    let digits_only = trimmed
+        .strip_prefix('+')
+        .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()));
+    if !digits_only {
+        return Err(E164_ERROR);
+    }
+    let parsed = phonenumber::parse(None, trimmed).map_err(|_| E164_ERROR)?;
+    if !phonenumber::is_valid(&parsed) {
+        return Err(E164_ERROR);
+    }
+    Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+/// Seed 004: "The service automatically adds `+` prefix if missing".
+pub fn with_plus(number: &str) -> String {
+    let trimmed = number.trim();
+    if trimmed.starts_with('+') {
+        trimmed.to_string()
+    } else {
+        format!("+{trimmed}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn e164_accepts_real_numbers_only() {
+        assert_eq!(e164("+14155552671").unwrap(), "+14155552671");
+        assert_eq!(e164("+447123456789").unwrap(), "+447123456789");
+        assert_eq!(e164("+13473580012").unwrap(), "+13473580012");
+        for bad in [
+            "1234567890",
+            "(123) 456-7890",
+            "+1 415 555 2671",
+            "+1",
+            "",
+            "+12",
+            "+99912345678",
+            "+1415555267a",
+        ] {
+            assert_eq!(e164(bad), Err(E164_ERROR), "{bad}");
+        }
+    }
+
+    #[test]
+    fn seed_004_adds_the_missing_plus() {
+        assert_eq!(with_plus("13473580012"), "+13473580012");
+        assert_eq!(with_plus("+13473580012"), "+13473580012");
+    }
+
     use super::*;
 
     #[test]

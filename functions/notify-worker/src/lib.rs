@@ -15,6 +15,7 @@ use shared::notify::{
     self, build_channels, Delivery, Message, NotificationChannel, NotificationRoutes,
     NotifierConfig,
 };
+use shared::outbound::{DynamoOutboundCallStore, OutboundCallStore};
 use shared::sessions::{DynamoSessionStore, SessionStore};
 use shared::sqs_batch::{self, Outcome};
 use shared::stats::{self, Counter, DynamoStatsStore, StatsStore};
@@ -22,6 +23,8 @@ use tracing::{error, info, warn, Instrument};
 
 pub struct NotifyWorker {
     pub calls: Arc<dyn CallStore>,
+    /// Outbound calls (seeds 003/004), summarised when they end.
+    pub outbound: Arc<dyn OutboundCallStore>,
     /// Voice-agent sessions: where call-start threads are kept.
     pub sessions: Arc<dyn SessionStore>,
     /// Bold heading of call-start messages (`CALL_START_TITLE`).
@@ -68,6 +71,11 @@ impl NotifyWorker {
         };
         Ok(Self {
             calls: Arc::new(DynamoCallStore::new(dynamo.clone(), &calls_table)),
+            outbound: Arc::new(DynamoOutboundCallStore {
+                client: dynamo.clone(),
+                calls_table: calls_table.clone(),
+                organisations_table: config::optional("ORGANISATIONS_TABLE").unwrap_or_default(),
+            }),
             sessions: Arc::new(DynamoSessionStore::new(dynamo.clone(), calls_table)),
             call_start_title: config::optional("CALL_START_TITLE")
                 .unwrap_or_else(|| "New Voice Agent Call".into()),
@@ -130,6 +138,7 @@ impl NotifyWorker {
     async fn deliver(&self, job: &NotificationJob) -> Result<Outcome, String> {
         let prepared = match job.kind {
             NotificationKind::CallStarted => self.call_start_message(job)?,
+            NotificationKind::OutboundCallSummary => self.outbound_message(job).await?,
             NotificationKind::CallSummary | NotificationKind::TranscriptionFailed => {
                 self.call_summary_message(job).await?
             }
@@ -194,6 +203,33 @@ impl NotifyWorker {
         Ok(Some(message))
     }
 
+    /// An outbound call's summary, threaded under its session when it has one.
+    async fn outbound_message(&self, job: &NotificationJob) -> Result<Option<Message>, String> {
+        let Some(call) = self
+            .outbound
+            .get(&job.call_id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            error!("notification for an unknown outbound call");
+            return Ok(None);
+        };
+        let mut message = render::outbound_summary(&call);
+        message.thread = self.thread_of(call.room_name()).await?;
+        Ok(Some(message))
+    }
+
+    /// The Slack thread of a voice-agent session, if the call belongs to one.
+    async fn thread_of(&self, room: Option<&str>) -> Result<Option<notify::SlackThread>, String> {
+        let Some(room) = room else { return Ok(None) };
+        Ok(self
+            .sessions
+            .get(room)
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|session| session.thread()))
+    }
+
     /// Seed 001's message, as a reply in the call's thread when one exists.
     async fn call_summary_message(&self, job: &NotificationJob) -> Result<Option<Message>, String> {
         let Some(record) = self
@@ -221,14 +257,7 @@ impl NotifyWorker {
             render::call_summary(&record, Rendered::Transcribed(&transcript))
         };
         let mut message = Message::new(render::call_summary_subject(&record, failed), text);
-        if let Some(room) = &record.room_name {
-            message.thread = self
-                .sessions
-                .get(room)
-                .await
-                .map_err(|e| e.to_string())?
-                .and_then(|session| session.thread());
-        }
+        message.thread = self.thread_of(record.room_name.as_deref()).await?;
         Ok(Some(message))
     }
 
@@ -239,6 +268,10 @@ impl NotifyWorker {
         slack: bool,
         thread: Option<notify::SlackThread>,
     ) -> Result<(), String> {
+        if job.kind == NotificationKind::OutboundCallSummary {
+            metrics::count(Metric::Notified);
+            return Ok(());
+        }
         if job.kind == NotificationKind::CallStarted {
             if let (Some(start), Some(thread)) = (&job.call_start, thread) {
                 self.sessions

@@ -154,6 +154,48 @@ pub fn call_started(
     }
 }
 
+/// An outbound call's summary: who was called about what, how it ended,
+/// and the conversation.
+pub fn outbound_summary(call: &crate::outbound::OutboundCall) -> super::Message {
+    let or_na = |v: Option<String>| {
+        v.filter(|s| !s.is_empty())
+            .unwrap_or_else(|| NOT_PROVIDED.to_string())
+    };
+    let transcript = if call.transcript.is_empty() {
+        match &call.failure_reason {
+            Some(reason) => format!("No transcript: {reason}"),
+            None => "No transcript".to_string(),
+        }
+    } else {
+        crate::outbound::transcript_text(&call.transcript)
+    };
+    let status = match &call.failure_reason {
+        Some(reason) => format!("{} ({reason})", call.status),
+        None => call.status.clone(),
+    };
+    let text = format!(
+        "📞 Outbound call to {to}\n\n\
+         📋 Call Metadata:\n\
+         • Call: `{call_ref}`\n\
+         • From: {from}\n\
+         • Assistant: {assistant}\n\
+         • Status: {status}\n\
+         • Duration: {duration}\n\n\
+         🎯 Agenda:\n{agenda}\n\n\
+         📝 Full Transcription:\n```\n{transcript}\n```",
+        to = call.to_number,
+        call_ref = call.call_ref,
+        from = or_na(call.from_number.clone()),
+        assistant = or_na(call.assistant_id.map(|a| a.to_string())),
+        duration = or_na(call.duration_secs.map(|d| format!("{d}s"))),
+        agenda = or_na(call.agenda.clone()),
+    );
+    super::Message::new(
+        format!("Outbound call to {}: {}", call.to_number, call.status),
+        text,
+    )
+}
+
 /// Email subject for a call summary.
 pub fn call_summary_subject(record: &CallRecord, failed: bool) -> String {
     let direction = match record.direction {

@@ -101,6 +101,23 @@ impl Stack {
         )
     }
 
+    pub fn outbound_calls(&self) -> shared::outbound::DynamoOutboundCallStore {
+        shared::outbound::DynamoOutboundCallStore {
+            client: self.dynamo.clone(),
+            calls_table: self.resources.table("CallsTable"),
+            organisations_table: self.resources.table("OrganisationsTable"),
+        }
+    }
+
+    pub fn directory(&self) -> shared::outbound::DynamoDirectoryStore {
+        shared::outbound::DynamoDirectoryStore {
+            client: self.dynamo.clone(),
+            assistants_table: self.resources.table("AssistantsTable"),
+            organisations_table: self.resources.table("OrganisationsTable"),
+            stats_table: self.resources.table("StatsTable"),
+        }
+    }
+
     pub fn stats(&self) -> DynamoStatsStore {
         DynamoStatsStore::new(self.dynamo.clone(), self.resources.table("StatsTable"))
     }
@@ -195,6 +212,7 @@ impl Stack {
     ) -> Arc<notify_worker::NotifyWorker> {
         Arc::new(notify_worker::NotifyWorker {
             calls: Arc::new(self.calls()),
+            outbound: Arc::new(self.outbound_calls()),
             sessions: Arc::new(self.sessions()),
             call_start_title: "New Trial Call".into(),
             routes: shared::notify::NotificationRoutes::default(),

@@ -4,15 +4,22 @@
 //! format, records every request and is torn down when dropped.
 
 mod assemblyai;
+mod elevenlabs;
 mod exotel;
 mod slack;
+mod twilio;
 
 #[cfg(test)]
 mod selftest;
 
 pub use assemblyai::{FakeAssemblyAi, TranscriptOutcome};
+pub use elevenlabs::{
+    call_initiation_failure_body, elevenlabs_signature, post_call_transcription_body,
+    ConversationScript, FakeElevenLabs,
+};
 pub use exotel::{fake_mp3, FakeExotel};
 pub use slack::{FakeSlack, ScriptedResponse};
+pub use twilio::{twilio_signature, FakeTwilio};
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -1,0 +1,13 @@
+use conversation_transcript::ConversationTranscript;
+use lambda_http::{run, service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let app = ConversationTranscript::from_env().await?;
+    let app = &app;
+    run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(app.handle(request).await)
+    }))
+    .await
+}

@@ -1,0 +1,201 @@
+//! `POST /webhook/elevenlabs`: ElevenLabs' post-call webhook, signed with
+//! `ElevenLabs-Signature` (HMAC-SHA256 over `t.body`, 30-minute tolerance).
+//! A transcription stores the transcript and duration, counts usage and
+//! notifies; an initiation failure marks the call failed and notifies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use shared::api::{self, ApiError};
+use shared::config::{self, Secret};
+use shared::dedup::{run_once, DedupStore, DynamoDedupStore, Once, OnceError};
+use shared::elevenlabs::{verify_signature, ConversationMetadata};
+use shared::jobs::{JobQueue, SqsJobQueue};
+use shared::outbound::{
+    finish_call, CallEnding, DynamoOutboundCallStore, OutboundCall, OutboundCallStore, Provider,
+    TranscriptLine,
+};
+use tracing::{info, warn};
+
+pub struct ElevenLabsWebhook {
+    pub secret: Secret,
+    pub calls: Arc<dyn OutboundCallStore>,
+    pub dedup: Arc<dyn DedupStore>,
+    pub notification_queue: Arc<dyn JobQueue>,
+    pub lease: Duration,
+}
+
+#[derive(Deserialize)]
+struct WebhookEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    data: EventData,
+}
+
+#[derive(Deserialize)]
+struct EventData {
+    conversation_id: String,
+    #[serde(default)]
+    transcript: Vec<TranscriptLine>,
+    #[serde(default)]
+    metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    failure_reason: Option<String>,
+}
+
+fn unavailable(err: impl std::fmt::Display) -> ApiError {
+    warn!(error = %err, "dependency unavailable");
+    ApiError::Unavailable
+}
+
+impl ElevenLabsWebhook {
+    pub async fn from_env() -> Result<Self, lambda_http::Error> {
+        let sdk = shared::aws::sdk_config().await;
+        Ok(Self {
+            secret: config::required_secret("ELEVENLABS_WEBHOOK_SECRET")?,
+            calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
+            dedup: Arc::new(DynamoDedupStore::new(
+                aws_sdk_dynamodb::Client::new(&sdk),
+                config::required("IDEMPOTENCY_TABLE")?,
+                Duration::from_secs(7 * 24 * 3600),
+            )),
+            notification_queue: Arc::new(SqsJobQueue::new(
+                aws_sdk_sqs::Client::new(&sdk),
+                config::required("NOTIFICATION_QUEUE_URL")?,
+            )),
+            lease: Duration::from_secs(30),
+        })
+    }
+
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        api::respond(self.process(request).await)
+    }
+
+    async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
+        let body = api::body_bytes(request.body())?;
+        let header = request
+            .headers()
+            .get("elevenlabs-signature")
+            .and_then(|v| v.to_str().ok());
+        if let Err(reason) =
+            verify_signature(header, body, &self.secret, shared::time::epoch_secs())
+        {
+            warn!(%reason, "ElevenLabs webhook signature rejected");
+            return Err(ApiError::Unauthorized);
+        }
+        let event: WebhookEvent = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("Body is not an ElevenLabs webhook event: {e}"),
+            )
+        })?;
+        if !matches!(
+            event.kind.as_str(),
+            "post_call_transcription" | "call_initiation_failure"
+        ) {
+            return Ok((
+                StatusCode::OK,
+                serde_json::json!({"success": true, "ignored": event.kind}),
+            ));
+        }
+        let key = format!("elevenlabs#{}#{}", event.data.conversation_id, event.kind);
+        let lease = api::remaining_time(&request).unwrap_or(self.lease);
+        let work = || self.apply(&event);
+        match run_once(self.dedup.as_ref(), &key, lease, work).await {
+            Ok(Once::Done(response)) => Ok((StatusCode::OK, response)),
+            Ok(Once::Duplicate(mut saved)) => {
+                saved["duplicate"] = true.into();
+                Ok((StatusCode::OK, saved))
+            }
+            Ok(Once::InProgress) => Err(ApiError::InProgress),
+            Err(OnceError::Store(err)) => Err(unavailable(err)),
+            Err(OnceError::Work(err)) => Err(err),
+        }
+    }
+
+    async fn apply(&self, event: &WebhookEvent) -> Result<serde_json::Value, ApiError> {
+        let data = &event.data;
+        let call = match self
+            .calls
+            .get(&data.conversation_id)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(call) => call,
+            // A call placed outside callops (or before it recorded the call): keep it anyway.
+            None => {
+                let call = unknown_call(&data.conversation_id, data.metadata.as_ref());
+                self.calls.put(&call).await.map_err(unavailable)?;
+                call
+            }
+        };
+        let metadata: Option<ConversationMetadata> = data
+            .metadata
+            .as_ref()
+            .and_then(|m| serde_json::from_value(m.clone()).ok());
+        let failed = event.kind == "call_initiation_failure";
+        let reason = failed.then(|| {
+            data.failure_reason
+                .clone()
+                .unwrap_or_else(|| "call initiation failed".into())
+        });
+        info!(conversation_id = %data.conversation_id, kind = %event.kind, "post-call webhook");
+        finish_call(
+            self.calls.as_ref(),
+            self.notification_queue.as_ref(),
+            &call,
+            CallEnding {
+                status: if failed { "failed" } else { "done" },
+                failure_reason: reason.as_deref(),
+                transcript: &data.transcript,
+                duration_secs: if failed {
+                    None
+                } else {
+                    metadata.and_then(|m| m.call_duration_secs)
+                },
+            },
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(
+            serde_json::json!({"success": true, "conversation_id": data.conversation_id, "recorded": event.kind}),
+        )
+    }
+}
+
+fn unknown_call(conversation_id: &str, metadata: Option<&serde_json::Value>) -> OutboundCall {
+    let phone = metadata.and_then(|m| m.get("phone_call"));
+    OutboundCall {
+        call_ref: conversation_id.to_string(),
+        provider: Provider::Elevenlabs,
+        assistant_id: None,
+        org_id: None,
+        to_number: phone
+            .and_then(|p| p.get("external_number"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("unknown")
+            .to_string(),
+        from_number: phone
+            .and_then(|p| p.get("agent_number"))
+            .and_then(|n| n.as_str())
+            .map(str::to_string),
+        agenda: None,
+        welcome_message: None,
+        agent_variables: serde_json::Map::new(),
+        call_sid: phone
+            .and_then(|p| p.get("call_sid"))
+            .and_then(|n| n.as_str())
+            .map(str::to_string),
+        conversation_id: Some(conversation_id.to_string()),
+        status: "initiated".into(),
+        status_rank: shared::outbound::status_rank("initiated"),
+        duration_secs: None,
+        failure_reason: None,
+        transcript: Vec::new(),
+        status_history: Vec::new(),
+        created_at: shared::time::now_rfc3339(),
+    }
+}

@@ -1,0 +1,13 @@
+use elevenlabs_webhook::ElevenLabsWebhook;
+use lambda_http::{run, service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let app = ElevenLabsWebhook::from_env().await?;
+    let app = &app;
+    run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(app.handle(request).await)
+    }))
+    .await
+}

@@ -1,0 +1,127 @@
+//! Monitor jobs from SQS (seed 004's `monitor=True`): re-check an ElevenLabs
+//! conversation through delayed messages until it is final or the deadline
+//! passes, then store its status, duration and transcript.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use shared::config;
+use shared::elevenlabs::ElevenLabsClient;
+use shared::jobs::{self, JobQueue, MonitorJob, SqsJobQueue};
+use shared::outbound::{
+    finish_call, CallEnding, DynamoOutboundCallStore, OutboundCallStore, Providers,
+};
+use shared::sqs_batch::{self, Outcome};
+use tracing::{error, info, warn, Instrument};
+
+pub struct MonitorWorker {
+    pub calls: Arc<dyn OutboundCallStore>,
+    pub elevenlabs: ElevenLabsClient,
+    pub monitor_queue: Arc<dyn JobQueue>,
+    pub notification_queue: Arc<dyn JobQueue>,
+    pub interval: Duration,
+}
+
+impl MonitorWorker {
+    pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
+        let sdk = shared::aws::sdk_config().await;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let elevenlabs = Providers::from_env(shared::outbound::provider_http()?)?
+            .elevenlabs
+            .ok_or(config::ConfigError::Missing("ELEVENLABS_API_KEY"))?;
+        Ok(Self {
+            calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
+            elevenlabs,
+            monitor_queue: Arc::new(SqsJobQueue::new(
+                sqs.clone(),
+                config::required("MONITOR_QUEUE_URL")?,
+            )),
+            notification_queue: Arc::new(SqsJobQueue::new(
+                sqs,
+                config::required("NOTIFICATION_QUEUE_URL")?,
+            )),
+            interval: Duration::from_secs(config::parsed_or("MONITOR_INTERVAL_SECONDS", 5)?),
+        })
+    }
+
+    pub async fn handle(self: &Arc<Self>, event: SqsEvent) -> SqsBatchResponse {
+        let worker = Arc::clone(self);
+        sqs_batch::process(event, move |message| {
+            let worker = Arc::clone(&worker);
+            async move { worker.process(message).await }
+        })
+        .await
+    }
+
+    async fn process(&self, message: SqsMessage) -> Outcome {
+        let job: MonitorJob = match serde_json::from_str(message.body.as_deref().unwrap_or("")) {
+            Ok(job) => job,
+            Err(err) => {
+                error!(error = %err, "unreadable monitor job");
+                return Outcome::Retry;
+            }
+        };
+        let span = tracing::info_span!("monitor", conversation_id = %job.conversation_id, checks = job.checks);
+        async {
+            match self.check(job).await {
+                Ok(outcome) => outcome,
+                Err(reason) => {
+                    warn!(%reason, "monitor step failed; message will be retried");
+                    Outcome::Retry
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn check(&self, job: MonitorJob) -> Result<Outcome, String> {
+        let conversation = self
+            .elevenlabs
+            .conversation(&job.conversation_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("ElevenLabs does not know the conversation yet")?;
+        if conversation.is_final() {
+            let call = self
+                .calls
+                .get(&job.call_ref)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no outbound call recorded for this conversation")?;
+            let metadata = conversation.metadata.as_ref();
+            let reason = (conversation.status == "failed").then(|| {
+                metadata
+                    .and_then(|m| m.termination_reason.clone())
+                    .unwrap_or_else(|| "call failed".into())
+            });
+            finish_call(
+                self.calls.as_ref(),
+                self.notification_queue.as_ref(),
+                &call,
+                CallEnding {
+                    status: &conversation.status,
+                    failure_reason: reason.as_deref(),
+                    transcript: &conversation.transcript,
+                    duration_secs: metadata.and_then(|m| m.call_duration_secs),
+                },
+            )
+            .await?;
+            info!(status = %conversation.status, "conversation finished");
+            return Ok(Outcome::Done);
+        }
+        if shared::time::epoch_secs() >= job.deadline {
+            info!(status = %conversation.status, "monitoring window over before the call ended");
+            return Ok(Outcome::Done);
+        }
+        let next = MonitorJob {
+            checks: job.checks + 1,
+            ..job
+        };
+        jobs::send(self.monitor_queue.as_ref(), &next, self.interval)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Outcome::Done)
+    }
+}

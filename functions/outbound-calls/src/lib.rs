@@ -1,0 +1,242 @@
+//! `POST /outbound-calls` (seed 004): an ElevenLabs agent phones a number
+//! with dynamic variables; optionally the conversation is monitored (by a
+//! queue, not a waiting Lambda) until it ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use shared::api::{self, ApiError};
+use shared::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
+use shared::config;
+use shared::jobs::{self, JobQueue, MonitorJob, SqsJobQueue};
+use shared::outbound::{
+    DynamoOutboundCallStore, OutboundCall, OutboundCallStore, Provider, Providers,
+};
+use shared::rate_limit::{self, DynamoRateLimiter, RateLimiter};
+use shared::twilio::ProviderError;
+use tracing::{info, warn};
+
+/// Seed 004's default monitoring window and its ceiling.
+const DEFAULT_MONITOR_SECS: u64 = 30;
+const MAX_MONITOR_SECS: u64 = 3600;
+
+pub struct OutboundCalls {
+    pub api_keys: Arc<dyn ApiKeyStore>,
+    pub rate_limiter: Arc<dyn RateLimiter>,
+    pub rate_per_minute: u64,
+    pub calls: Arc<dyn OutboundCallStore>,
+    pub providers: Providers,
+    /// `ELEVEN_LABS_AGENT_ID` and `PHONE_NUMBER_ID` (seed 004's names).
+    pub default_agent_id: Option<String>,
+    pub default_phone_number_id: Option<String>,
+    pub monitor_queue: Arc<dyn JobQueue>,
+    /// Seed 004's `check_interval` (`MONITOR_INTERVAL_SECONDS`).
+    pub monitor_interval: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+struct OutboundBody {
+    destination_number: Option<String>,
+    #[serde(default)]
+    agent_variables: Option<serde_json::Value>,
+    agent_id: Option<String>,
+    phone_number_id: Option<String>,
+    #[serde(default)]
+    monitor: bool,
+    monitor_duration: Option<u64>,
+}
+
+/// Seed 004's result shape, for failures too (`success: false` + `error`),
+/// with `detail`/`code` like every other route.
+fn failure(err: ApiError) -> Response<Body> {
+    let detail = err.detail();
+    let mut response = api::json(
+        err.status(),
+        &serde_json::json!({"success": false, "error": detail, "detail": detail, "code": err.code()}),
+    );
+    if let Some(retry) = err
+        .into_response()
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .cloned()
+    {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, retry);
+    }
+    response
+}
+
+pub fn dashboard_url(conversation_id: &str) -> String {
+    format!("https://elevenlabs.io/app/conversational-ai/history/{conversation_id}")
+}
+
+impl OutboundCalls {
+    pub async fn from_env() -> Result<Self, lambda_http::Error> {
+        let sdk = shared::aws::sdk_config().await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        Ok(Self {
+            api_keys: Arc::new(DynamoApiKeyStore::new(
+                dynamo.clone(),
+                config::required("API_KEYS_TABLE")?,
+            )),
+            rate_limiter: Arc::new(DynamoRateLimiter {
+                client: dynamo,
+                table: config::required("IDEMPOTENCY_TABLE")?,
+            }),
+            rate_per_minute: config::parsed_or("CALLS_RATE_LIMIT_PER_MINUTE", 30)?,
+            calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
+            providers: Providers::from_env(shared::outbound::provider_http()?)?,
+            default_agent_id: config::optional("ELEVEN_LABS_AGENT_ID"),
+            default_phone_number_id: config::optional("PHONE_NUMBER_ID"),
+            monitor_queue: Arc::new(SqsJobQueue::new(
+                aws_sdk_sqs::Client::new(&sdk),
+                config::required("MONITOR_QUEUE_URL")?,
+            )),
+            monitor_interval: Duration::from_secs(config::parsed_or(
+                "MONITOR_INTERVAL_SECONDS",
+                5,
+            )?),
+        })
+    }
+
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        match self.process(request).await {
+            Ok(body) => api::json(StatusCode::OK, &body),
+            Err(err) => failure(err),
+        }
+    }
+
+    async fn process(&self, request: Request) -> Result<serde_json::Value, ApiError> {
+        let key = api_keys::authenticate(self.api_keys.as_ref(), request.headers()).await?;
+        rate_limit::enforce(
+            self.rate_limiter.as_ref(),
+            &key.key_id,
+            self.rate_per_minute,
+        )
+        .await?;
+        let body: OutboundBody =
+            serde_json::from_slice(api::body_bytes(request.body())?).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_json",
+                    format!("Body is not a valid JSON object: {e}"),
+                )
+            })?;
+        // Seed 004: a missing `+` is added, then the number must be E.164.
+        let raw = body.destination_number.unwrap_or_default();
+        let to = shared::phone::e164(&shared::phone::with_plus(&raw))
+            .map_err(|detail| ApiError::bad_request("invalid_phone_number", detail))?;
+        let variables = match body.agent_variables {
+            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+            Some(serde_json::Value::Object(map)) => map,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_agent_variables",
+                    "agent_variables must be a JSON object",
+                ))
+            }
+        };
+        let agent_id = body
+            .agent_id
+            .or_else(|| self.default_agent_id.clone())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "missing_field",
+                    "agent_id is required (or set ELEVEN_LABS_AGENT_ID)",
+                )
+            })?;
+        let phone_number_id = body
+            .phone_number_id
+            .or_else(|| self.default_phone_number_id.clone())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "missing_field",
+                    "phone_number_id is required (or set PHONE_NUMBER_ID)",
+                )
+            })?;
+        let Some(elevenlabs) = &self.providers.elevenlabs else {
+            return Err(ApiError::Provider {
+                detail: "ElevenLabs is not configured for this deployment".into(),
+            });
+        };
+        info!(to = %shared::mask::phone(&to), api_key = %key.key_id, "placing ElevenLabs call");
+        let started = elevenlabs
+            .outbound_call(&agent_id, &phone_number_id, &to, &variables)
+            .await
+            .map_err(|err| match err {
+                ProviderError::Refused(detail) => ApiError::Provider { detail },
+                ProviderError::Unavailable(reason) => {
+                    warn!(%reason, "ElevenLabs unavailable");
+                    ApiError::Provider {
+                        detail:
+                            "ElevenLabs is unavailable; the call was not placed. Retry shortly."
+                                .into(),
+                    }
+                }
+            })?;
+        let conversation_id = started.conversation_id.clone();
+        let record = OutboundCall {
+            call_ref: conversation_id.clone(),
+            provider: Provider::Elevenlabs,
+            assistant_id: None,
+            org_id: None,
+            to_number: to.clone(),
+            from_number: self.providers.twilio_phone_number.clone(),
+            agenda: variables
+                .get("agenda")
+                .and_then(|a| a.as_str())
+                .map(str::to_string),
+            welcome_message: variables
+                .get("welcome_message")
+                .and_then(|a| a.as_str())
+                .map(str::to_string),
+            agent_variables: variables,
+            call_sid: started.call_sid.clone(),
+            conversation_id: Some(conversation_id.clone()),
+            status: "initiated".into(),
+            status_rank: shared::outbound::status_rank("initiated"),
+            duration_secs: None,
+            failure_reason: None,
+            transcript: Vec::new(),
+            status_history: Vec::new(),
+            created_at: shared::time::now_rfc3339(),
+        };
+        if let Err(err) = self.calls.put(&record).await {
+            warn!(error = %err, "placed call not recorded");
+        }
+        let mut monitor_queued = false;
+        if body.monitor {
+            let window = body
+                .monitor_duration
+                .unwrap_or(DEFAULT_MONITOR_SECS)
+                .min(MAX_MONITOR_SECS);
+            let job = MonitorJob {
+                call_ref: conversation_id.clone(),
+                conversation_id: conversation_id.clone(),
+                checks: 0,
+                deadline: shared::time::epoch_secs() + window as i64,
+            };
+            match jobs::send(self.monitor_queue.as_ref(), &job, self.monitor_interval).await {
+                Ok(()) => monitor_queued = true,
+                Err(err) => warn!(error = %err, "monitor job not queued"),
+            }
+        }
+        Ok(serde_json::json!({
+            "success": true,
+            "call_data": {
+                "success": started.success,
+                "message": started.message,
+                "conversation_id": conversation_id,
+                "callSid": started.call_sid,
+            },
+            "conversation_id": conversation_id,
+            "dashboard_url": dashboard_url(&conversation_id),
+            "monitoring_data": null,
+            "monitor_queued": monitor_queued,
+            "error": null,
+        }))
+    }
+}

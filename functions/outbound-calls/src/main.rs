@@ -1,0 +1,13 @@
+use lambda_http::{run, service_fn, Error, Request};
+use outbound_calls::OutboundCalls;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let app = OutboundCalls::from_env().await?;
+    let app = &app;
+    run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(app.handle(request).await)
+    }))
+    .await
+}

@@ -1,0 +1,127 @@
+//! `POST /twilio/status?call=<ref>`: Twilio's status callbacks for outbound
+//! calls. They arrive duplicated and out of order: each (call, status) is
+//! handled once, statuses only move forward, and a completed call's duration
+//! is added to its organisation's usage exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use lambda_http::{Body, Request, RequestExt, Response};
+use shared::api::{self, ApiError};
+use shared::config::{self, Secret};
+use shared::dedup::{run_once, DedupStore, DynamoDedupStore, Once, OnceError};
+use shared::jobs::{self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue};
+use shared::outbound::{status_rank, DynamoOutboundCallStore, OutboundCallStore, UsageRecorded};
+use shared::twilio;
+use tracing::{info, warn};
+
+pub struct TwilioStatus {
+    pub auth_token: Secret,
+    pub public_base_url: String,
+    pub calls: Arc<dyn OutboundCallStore>,
+    pub dedup: Arc<dyn DedupStore>,
+    pub notification_queue: Arc<dyn JobQueue>,
+    pub lease: Duration,
+}
+
+const FINAL_RANK: u32 = 5;
+
+fn unavailable(err: shared::store::StoreError) -> ApiError {
+    warn!(error = %err, "store unavailable");
+    ApiError::Unavailable
+}
+
+impl TwilioStatus {
+    pub async fn from_env() -> Result<Self, lambda_http::Error> {
+        let sdk = shared::aws::sdk_config().await;
+        Ok(Self {
+            auth_token: config::required_secret("TWILIO_AUTH_TOKEN")?,
+            public_base_url: config::required("PUBLIC_BASE_URL")?,
+            calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
+            dedup: Arc::new(DynamoDedupStore::new(
+                aws_sdk_dynamodb::Client::new(&sdk),
+                config::required("IDEMPOTENCY_TABLE")?,
+                Duration::from_secs(7 * 24 * 3600),
+            )),
+            notification_queue: Arc::new(SqsJobQueue::new(
+                aws_sdk_sqs::Client::new(&sdk),
+                config::required("NOTIFICATION_QUEUE_URL")?,
+            )),
+            lease: Duration::from_secs(30),
+        })
+    }
+
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        api::respond(self.process(request).await)
+    }
+
+    async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
+        let params = twilio::verify_request(&request, &self.public_base_url, &self.auth_token)?;
+        let call_ref = request
+            .query_string_parameters()
+            .first("call")
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ApiError::unprocessable("missing_field", "call query parameter is required")
+            })?;
+        let call_sid = twilio::field(&params, "CallSid")
+            .ok_or_else(|| ApiError::unprocessable("missing_field", "CallSid is required"))?
+            .to_string();
+        let status = twilio::field(&params, "CallStatus")
+            .ok_or_else(|| ApiError::unprocessable("missing_field", "CallStatus is required"))?
+            .to_string();
+        let duration: Option<u64> =
+            twilio::field(&params, "CallDuration").and_then(|d| d.parse().ok());
+        let key = format!("twilio-status#{call_sid}#{status}");
+        let lease = api::remaining_time(&request).unwrap_or(self.lease);
+        let work = || async {
+            let call = self
+                .calls
+                .get(&call_ref)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| ApiError::NotFound(format!("Call {call_ref} not found")))?;
+            let moved = self
+                .calls
+                .advance_status(&call_ref, &status, None)
+                .await
+                .map_err(unavailable)?;
+            info!(call_ref = %call_ref, %status, moved, "Twilio status");
+            if status == "completed" {
+                let seconds = duration.unwrap_or(0);
+                let recorded = self
+                    .calls
+                    .record_duration(&call_ref, call.org_id.as_deref(), seconds)
+                    .await
+                    .map_err(unavailable)?;
+                if recorded == UsageRecorded::Counted {
+                    info!(call_ref = %call_ref, seconds, "usage recorded");
+                }
+            }
+            if status_rank(&status) == FINAL_RANK {
+                let job =
+                    NotificationJob::for_call(&call_ref, NotificationKind::OutboundCallSummary);
+                jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
+                    .await
+                    .map_err(|err| {
+                        warn!(error = %err, "call summary not queued");
+                        ApiError::Unavailable
+                    })?;
+            }
+            Ok::<_, ApiError>(
+                serde_json::json!({"success": true, "status": status, "applied": moved}),
+            )
+        };
+        match run_once(self.dedup.as_ref(), &key, lease, work).await {
+            Ok(Once::Done(response)) => Ok((StatusCode::OK, response)),
+            Ok(Once::Duplicate(mut saved)) => {
+                saved["duplicate"] = true.into();
+                Ok((StatusCode::OK, saved))
+            }
+            Ok(Once::InProgress) => Err(ApiError::InProgress),
+            Err(OnceError::Store(err)) => Err(unavailable(err)),
+            Err(OnceError::Work(err)) => Err(err),
+        }
+    }
+}

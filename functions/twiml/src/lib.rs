@@ -1,0 +1,96 @@
+//! `GET|POST /twiml?call=<ref>`: the TwiML Twilio fetches when an outbound
+//! call connects. The agenda and welcome message come from the stored call,
+//! not the URL, and reach the agent as `<Parameter>`s of the media stream.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use lambda_http::{Body, Request, RequestExt, Response};
+use shared::api::ApiError;
+use shared::config::{self, Secret};
+use shared::outbound::{
+    DirectoryStore, DynamoDirectoryStore, DynamoOutboundCallStore, OutboundCallStore,
+};
+use shared::twilio;
+
+pub struct Twiml {
+    pub auth_token: Secret,
+    pub public_base_url: String,
+    pub calls: Arc<dyn OutboundCallStore>,
+    pub directory: Arc<dyn DirectoryStore>,
+}
+
+fn xml(body: String) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+        .body(Body::Text(body))
+        .expect("static response parts are valid")
+}
+
+impl Twiml {
+    pub async fn from_env() -> Result<Self, lambda_http::Error> {
+        let sdk = shared::aws::sdk_config().await;
+        Ok(Self {
+            auth_token: config::required_secret("TWILIO_AUTH_TOKEN")?,
+            public_base_url: config::required("PUBLIC_BASE_URL")?,
+            calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
+            directory: Arc::new(DynamoDirectoryStore::from_env(&sdk)?),
+        })
+    }
+
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        match self.process(request).await {
+            Ok(body) => xml(body),
+            Err(err) => err.into_response(),
+        }
+    }
+
+    async fn process(&self, request: Request) -> Result<String, ApiError> {
+        twilio::verify_request(&request, &self.public_base_url, &self.auth_token)?;
+        let unavailable = |err: shared::store::StoreError| {
+            tracing::error!(error = %err, "store unavailable");
+            ApiError::Unavailable
+        };
+        let call_ref = request
+            .query_string_parameters()
+            .first("call")
+            .map(str::to_string);
+        let Some(call) = (match call_ref {
+            Some(call_ref) => self.calls.get(&call_ref).await.map_err(unavailable)?,
+            None => None,
+        }) else {
+            tracing::warn!("TwiML requested for an unknown call");
+            return Ok(twilio::hangup_twiml(
+                "Sorry, this call cannot be connected. Goodbye.",
+            ));
+        };
+        let assistant = match call.assistant_id {
+            Some(id) => self
+                .directory
+                .get_assistant(id)
+                .await
+                .map_err(unavailable)?,
+            None => None,
+        };
+        let Some(stream_url) = assistant.as_ref().and_then(|a| a.agent_stream_url.clone()) else {
+            tracing::error!(call_ref = %call.call_ref, "assistant has no agent stream URL");
+            return Ok(twilio::hangup_twiml(
+                "Sorry, this call cannot be connected. Goodbye.",
+            ));
+        };
+        let assistant_id = call.assistant_id.map(|a| a.to_string()).unwrap_or_default();
+        let mut parameters = vec![
+            ("call_ref", call.call_ref.as_str()),
+            ("assistant_id", assistant_id.as_str()),
+            ("direction", "outbound"),
+        ];
+        if let Some(agenda) = &call.agenda {
+            parameters.push(("agenda", agenda));
+        }
+        if let Some(welcome) = &call.welcome_message {
+            parameters.push(("welcome_message", welcome));
+        }
+        Ok(twilio::connect_stream_twiml(&stream_url, &parameters))
+    }
+}

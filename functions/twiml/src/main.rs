@@ -1,0 +1,13 @@
+use lambda_http::{run, service_fn, Error, Request};
+use twiml::Twiml;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let app = Twiml::from_env().await?;
+    let app = &app;
+    run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(app.handle(request).await)
+    }))
+    .await
+}

@@ -1,0 +1,351 @@
+//! Admin routes for assistants and organisations (seed 003's setup): each
+//! route is its own function; this module holds what they share. All need
+//! `Authorization: Bearer $ADMIN_API_TOKEN`.
+
+use http::StatusCode;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Deserialize;
+
+use crate::api::{self, ApiError};
+use crate::config::Secret;
+use crate::outbound::{
+    Assistant, AssistantPatch, DirectoryStore, Organisation, OrganisationPatch, Provider,
+};
+use crate::store::StoreError;
+
+fn unavailable(err: StoreError) -> ApiError {
+    tracing::error!(error = %err, "directory store unavailable");
+    ApiError::Unavailable
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+    serde_json::from_slice(api::body_bytes(request.body())?).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("Body is not valid for this route: {e}"),
+        )
+    })
+}
+
+fn path_param(request: &Request, name: &str) -> Result<String, ApiError> {
+    request
+        .path_parameters()
+        .first(name)
+        .map(str::to_string)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::unprocessable("missing_field", format!("{name} is required")))
+}
+
+fn assistant_id(request: &Request) -> Result<u64, ApiError> {
+    path_param(request, "assistant_id")?
+        .parse()
+        .map_err(|_| ApiError::NotFound("Assistant not found".into()))
+}
+
+/// The provider-specific settings an assistant needs before it can call.
+fn check_assistant(a: &Assistant) -> Result<(), ApiError> {
+    let missing = |field: &str| {
+        ApiError::unprocessable(
+            "missing_field",
+            format!("{field} is required for provider {:?}", a.provider),
+        )
+    };
+    match a.provider {
+        Provider::Twilio => {
+            if a.agent_stream_url
+                .as_deref()
+                .is_none_or(|u| !u.starts_with("wss://"))
+            {
+                return Err(ApiError::unprocessable(
+                    "invalid_stream_url",
+                    "agent_stream_url must be a wss:// URL for Twilio assistants",
+                ));
+            }
+        }
+        Provider::Elevenlabs => {
+            if a.elevenlabs_agent_id.as_deref().is_none_or(str::is_empty) {
+                return Err(missing("elevenlabs_agent_id"));
+            }
+            if a.elevenlabs_phone_number_id
+                .as_deref()
+                .is_none_or(str::is_empty)
+            {
+                return Err(missing("elevenlabs_phone_number_id"));
+            }
+        }
+    }
+    if let Some(number) = &a.caller_number {
+        crate::phone::e164(number).map_err(|_| {
+            ApiError::unprocessable(
+                "invalid_phone_number",
+                "caller_number must be an E.164 number",
+            )
+        })?;
+    }
+    if a.default_welcome_message
+        .as_ref()
+        .is_some_and(|w| w.chars().count() > 200)
+    {
+        return Err(ApiError::unprocessable(
+            "welcome_message_too_long",
+            "default_welcome_message must be at most 200 characters",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAssistant {
+    org_id: String,
+    name: String,
+    provider: Provider,
+    caller_number: Option<String>,
+    elevenlabs_agent_id: Option<String>,
+    elevenlabs_phone_number_id: Option<String>,
+    agent_stream_url: Option<String>,
+    default_welcome_message: Option<String>,
+    #[serde(default = "active")]
+    is_active: bool,
+}
+
+fn active() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrganisation {
+    org_id: String,
+    name: String,
+    monthly_limit_seconds: u64,
+    #[serde(default)]
+    topup_seconds: u64,
+}
+
+/// The admin routes, each called by its own Lambda.
+pub struct Admin<'a> {
+    pub token: &'a Secret,
+    pub directory: &'a dyn DirectoryStore,
+}
+
+impl Admin<'_> {
+    async fn authorised<T: serde::Serialize>(
+        &self,
+        request: &Request,
+        work: impl std::future::Future<Output = Result<(StatusCode, T), ApiError>>,
+    ) -> Response<Body> {
+        if let Err(err) = api::require_bearer(request.headers(), self.token) {
+            return err.into_response();
+        }
+        api::respond(work.await)
+    }
+
+    pub async fn create_assistant(&self, request: Request) -> Response<Body> {
+        let work = async {
+            let new: NewAssistant = json_body(&request)?;
+            self.directory
+                .get_organisation(&new.org_id)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "unknown_organisation",
+                        format!("Organisation {} not found", new.org_id),
+                    )
+                })?;
+            let now = crate::time::now_rfc3339();
+            let assistant = Assistant {
+                assistant_id: 0,
+                org_id: new.org_id,
+                name: new.name,
+                provider: new.provider,
+                caller_number: new.caller_number,
+                elevenlabs_agent_id: new.elevenlabs_agent_id,
+                elevenlabs_phone_number_id: new.elevenlabs_phone_number_id,
+                agent_stream_url: new.agent_stream_url,
+                default_welcome_message: new.default_welcome_message,
+                is_active: new.is_active,
+                created_at: now.clone(),
+                updated_at: now,
+            };
+            check_assistant(&assistant)?;
+            let created = self
+                .directory
+                .create_assistant(assistant)
+                .await
+                .map_err(unavailable)?;
+            Ok((StatusCode::CREATED, created))
+        };
+        self.authorised(&request, work).await
+    }
+
+    pub async fn get_assistant(&self, request: Request) -> Response<Body> {
+        let work = async {
+            let id = assistant_id(&request)?;
+            let assistant = self
+                .directory
+                .get_assistant(id)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| ApiError::NotFound("Assistant not found".into()))?;
+            Ok((StatusCode::OK, assistant))
+        };
+        self.authorised(&request, work).await
+    }
+
+    pub async fn update_assistant(&self, request: Request) -> Response<Body> {
+        let work = async {
+            let id = assistant_id(&request)?;
+            let patch: AssistantPatch = json_body(&request)?;
+            let updated = self.patch_assistant(id, &patch).await?;
+            Ok((StatusCode::OK, updated))
+        };
+        self.authorised(&request, work).await
+    }
+
+    /// Deactivation keeps the record (calls refer to it) and stops new calls.
+    pub async fn deactivate_assistant(&self, request: Request) -> Response<Body> {
+        let work = async {
+            let id = assistant_id(&request)?;
+            let patch = AssistantPatch {
+                is_active: Some(false),
+                ..AssistantPatch::default()
+            };
+            let updated = self.patch_assistant(id, &patch).await?;
+            Ok((StatusCode::OK, updated))
+        };
+        self.authorised(&request, work).await
+    }
+
+    async fn patch_assistant(
+        &self,
+        id: u64,
+        patch: &AssistantPatch,
+    ) -> Result<Assistant, ApiError> {
+        let current = self
+            .directory
+            .get_assistant(id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| ApiError::NotFound("Assistant not found".into()))?;
+        // Validate the result of the change before storing it.
+        let mut preview = current.clone();
+        macro_rules! apply {
+            ($($field:ident),*) => {$(
+                if let Some(value) = &patch.$field {
+                    preview.$field = Some(value.clone());
+                }
+            )*};
+        }
+        apply!(
+            caller_number,
+            elevenlabs_agent_id,
+            elevenlabs_phone_number_id,
+            agent_stream_url,
+            default_welcome_message
+        );
+        if let Some(provider) = patch.provider {
+            preview.provider = provider;
+        }
+        check_assistant(&preview)?;
+        self.directory
+            .update_assistant(id, patch)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| ApiError::NotFound("Assistant not found".into()))
+    }
+
+    pub async fn create_organisation(&self, request: Request) -> Response<Body> {
+        let work = async {
+            let new: NewOrganisation = json_body(&request)?;
+            let valid_id = !new.org_id.is_empty()
+                && new.org_id.len() <= 64
+                && new
+                    .org_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+            if !valid_id {
+                return Err(ApiError::unprocessable(
+                    "invalid_org_id",
+                    "org_id must be 1-64 letters, digits, '-' or '_'",
+                ));
+            }
+            let now = crate::time::now_rfc3339();
+            let org = Organisation {
+                org_id: new.org_id,
+                name: new.name,
+                monthly_limit_seconds: new.monthly_limit_seconds,
+                topup_seconds: new.topup_seconds,
+                created_at: now.clone(),
+                updated_at: now,
+                usage_this_month_seconds: 0,
+            };
+            if !self
+                .directory
+                .create_organisation(&org)
+                .await
+                .map_err(unavailable)?
+            {
+                return Err(ApiError::unprocessable(
+                    "organisation_exists",
+                    format!("Organisation {} already exists", org.org_id),
+                ));
+            }
+            Ok((StatusCode::CREATED, org))
+        };
+        self.authorised(&request, work).await
+    }
+
+    pub async fn get_organisation(&self, request: Request) -> Response<Body> {
+        let work = async {
+            let id = path_param(&request, "org_id")?;
+            let org = self
+                .directory
+                .get_organisation(&id)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| ApiError::NotFound("Organisation not found".into()))?;
+            Ok((StatusCode::OK, org))
+        };
+        self.authorised(&request, work).await
+    }
+
+    pub async fn update_organisation(&self, request: Request) -> Response<Body> {
+        let work = async {
+            let id = path_param(&request, "org_id")?;
+            let patch: OrganisationPatch = json_body(&request)?;
+            let org = self
+                .directory
+                .update_organisation(&id, &patch)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| ApiError::NotFound("Organisation not found".into()))?;
+            Ok((StatusCode::OK, org))
+        };
+        self.authorised(&request, work).await
+    }
+}
+
+/// Wiring shared by the admin functions.
+pub struct AdminConfig {
+    pub token: Secret,
+    pub directory: crate::outbound::DynamoDirectoryStore,
+}
+
+impl AdminConfig {
+    pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
+        let sdk = crate::aws::sdk_config().await;
+        Ok(Self {
+            token: crate::config::required_secret("ADMIN_API_TOKEN")?,
+            directory: crate::outbound::DynamoDirectoryStore::from_env(&sdk)?,
+        })
+    }
+
+    pub fn admin(&self) -> Admin<'_> {
+        Admin {
+            token: &self.token,
+            directory: &self.directory,
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! Twilio: placing and ending calls, checking `X-Twilio-Signature`, and the
+//! TwiML that connects an answered call to the agent's media stream.
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha1::Sha1;
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProviderError {
+    /// The provider refused the request; its message is safe to show the caller.
+    #[error("{0}")]
+    Refused(String),
+    /// Network trouble or 5xx.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub struct TwilioClient {
+    pub http: reqwest::Client,
+    pub base_url: String,
+    pub account_sid: String,
+    pub auth_token: Secret,
+}
+
+/// What a Create Call needs.
+pub struct NewCall<'a> {
+    pub to: &'a str,
+    pub from: &'a str,
+    /// Where Twilio fetches TwiML when the call connects.
+    pub twiml_url: &'a str,
+    pub status_callback: &'a str,
+}
+
+#[derive(Deserialize)]
+struct CallResource {
+    sid: String,
+}
+
+#[derive(Deserialize)]
+struct TwilioErrorBody {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    code: Option<u64>,
+}
+
+async fn refused_or_unavailable(response: reqwest::Response) -> ProviderError {
+    let status = response.status();
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return ProviderError::Unavailable(format!("Twilio answered HTTP {}", status.as_u16()));
+    }
+    let body: Option<TwilioErrorBody> = response.json().await.ok();
+    let message = body
+        .as_ref()
+        .and_then(|b| b.message.clone())
+        .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
+    let code = body
+        .and_then(|b| b.code)
+        .map(|c| format!(" (code {c})"))
+        .unwrap_or_default();
+    ProviderError::Refused(format!("Twilio refused the call: {message}{code}"))
+}
+
+impl TwilioClient {
+    fn calls_url(&self) -> String {
+        format!(
+            "{}/2010-04-01/Accounts/{}/Calls",
+            self.base_url, self.account_sid
+        )
+    }
+
+    /// Places the call; returns its `CallSid`.
+    pub async fn create_call(&self, call: &NewCall<'_>) -> Result<String, ProviderError> {
+        let mut form: Vec<(&str, &str)> = vec![
+            ("To", call.to),
+            ("From", call.from),
+            ("Url", call.twiml_url),
+            ("Method", "POST"),
+            ("StatusCallback", call.status_callback),
+            ("StatusCallbackMethod", "POST"),
+        ];
+        for event in ["initiated", "ringing", "answered", "completed"] {
+            form.push(("StatusCallbackEvent", event));
+        }
+        let body = serde_urlencoded::to_string(&form)
+            .map_err(|e| ProviderError::Refused(e.to_string()))?;
+        let response = self
+            .http
+            .post(format!("{}.json", self.calls_url()))
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ProviderError::Unavailable(e.without_url().to_string()))?;
+        if !response.status().is_success() {
+            return Err(refused_or_unavailable(response).await);
+        }
+        response
+            .json::<CallResource>()
+            .await
+            .map(|c| c.sid)
+            .map_err(|e| {
+                ProviderError::Unavailable(format!(
+                    "unreadable Twilio response: {}",
+                    e.without_url()
+                ))
+            })
+    }
+
+    /// Hangs up a call in progress.
+    pub async fn end_call(&self, call_sid: &str) -> Result<(), ProviderError> {
+        let response = self
+            .http
+            .post(format!("{}/{call_sid}.json", self.calls_url()))
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("Status=completed")
+            .send()
+            .await
+            .map_err(|e| ProviderError::Unavailable(e.without_url().to_string()))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(refused_or_unavailable(response).await)
+        }
+    }
+}
+
+/// Twilio's signature: HMAC-SHA1 (auth token) over the full URL followed by
+/// every POST parameter as name+value, sorted by name (then value), base64.
+pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(auth_token.as_bytes()).expect("HMAC takes any key length");
+    mac.update(url.as_bytes());
+    for (name, value) in sorted {
+        mac.update(name.as_bytes());
+        mac.update(value.as_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The URL with and without an explicit default port: Twilio's SDKs accept both.
+fn url_variants(url: &str) -> Vec<String> {
+    let mut variants = vec![url.to_string()];
+    if let Ok(mut parsed) = url::Url::parse(url) {
+        match parsed.port() {
+            Some(_) => {
+                let _ = parsed.set_port(None);
+                variants.push(parsed.to_string());
+            }
+            None => {
+                let default = if parsed.scheme() == "https" { 443 } else { 80 };
+                if parsed.set_port(Some(default)).is_ok() {
+                    // `Url` drops default ports when printing, so splice it in by hand.
+                    let host = parsed.host_str().unwrap_or_default().to_string();
+                    variants.push(url.replacen(&host, &format!("{host}:{default}"), 1));
+                }
+            }
+        }
+    }
+    variants
+}
+
+/// Checks `X-Twilio-Signature` for a request to `url` with form `params`, in constant time.
+pub fn signature_matches(
+    auth_token: &Secret,
+    url: &str,
+    params: &[(String, String)],
+    presented: &str,
+) -> bool {
+    url_variants(url).iter().any(|candidate| {
+        let expected = signature(auth_token.expose(), candidate, params);
+        bool::from(expected.as_bytes().ct_eq(presented.trim().as_bytes()))
+    })
+}
+
+/// Checks a Twilio webhook behind API Gateway: the URL Twilio called is the
+/// configured public base URL plus the raw path and query. Returns the form
+/// parameters. Missing header -> 400, mismatch -> 403, as Twilio's own
+/// middleware answers.
+pub fn verify_request(
+    request: &lambda_http::Request,
+    public_base_url: &str,
+    auth_token: &Secret,
+) -> Result<Vec<(String, String)>, crate::api::ApiError> {
+    use crate::api::ApiError;
+    let presented = request
+        .headers()
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("missing_signature", "X-Twilio-Signature header is required")
+        })?;
+    let body = crate::api::body_bytes(request.body())?;
+    let is_form = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let params: Vec<(String, String)> = if is_form {
+        url::form_urlencoded::parse(body).into_owned().collect()
+    } else {
+        Vec::new()
+    };
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let url = format!(
+        "{}{}",
+        public_base_url.trim_end_matches('/'),
+        path_and_query
+    );
+    if signature_matches(auth_token, &url, &params, presented) {
+        Ok(params)
+    } else {
+        tracing::warn!(path = %request.uri().path(), "Twilio signature rejected");
+        Err(ApiError::Forbidden)
+    }
+}
+
+/// First value of a form field.
+pub fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// `<Connect><Stream>` carrying the call's context as `<Parameter>`s: Twilio
+/// forbids query strings on stream URLs, and agendas must not travel in URLs.
+pub fn connect_stream_twiml(stream_url: &str, parameters: &[(&str, &str)]) -> String {
+    use quick_xml::escape::escape;
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Connect><Stream url=\"{}\">",
+        escape(stream_url)
+    );
+    for (name, value) in parameters {
+        xml.push_str(&format!(
+            "<Parameter name=\"{}\" value=\"{}\"/>",
+            escape(*name),
+            escape(*value)
+        ));
+    }
+    xml.push_str("</Stream></Connect></Response>");
+    xml
+}
+
+/// TwiML for a call we cannot connect: say so and hang up.
+pub fn hangup_twiml(message: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say>{}</Say><Hangup/></Response>",
+        quick_xml::escape::escape(message)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vector_params() -> Vec<(String, String)> {
+        [
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+14158675309"),
+            ("Digits", "1234"),
+            ("From", "+14158675309"),
+            ("To", "+18005551212"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn matches_twilios_official_vector() {
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        assert_eq!(
+            signature("12345", url, &vector_params()),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        );
+        let token = Secret::new("12345");
+        assert!(signature_matches(
+            &token,
+            url,
+            &vector_params(),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
+        // Twilio may have signed the URL with the default port spelled out.
+        let with_port = signature(
+            "12345",
+            "https://mycompany.com:443/myapp.php?foo=1&bar=2",
+            &vector_params(),
+        );
+        assert!(signature_matches(&token, url, &vector_params(), &with_port));
+    }
+
+    #[test]
+    fn tampering_breaks_the_signature() {
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        let token = Secret::new("12345");
+        let mut params = vector_params();
+        params[2].1 = "9999".into();
+        assert!(!signature_matches(
+            &token,
+            url,
+            &params,
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
+        assert!(!signature_matches(
+            &token,
+            "https://mycompany.com/other",
+            &vector_params(),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
+        assert!(!signature_matches(
+            &Secret::new("54321"),
+            url,
+            &vector_params(),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
+    }
+
+    #[test]
+    fn twiml_escapes_every_value() {
+        let xml = connect_stream_twiml(
+            "wss://agent.example.com/stream",
+            &[
+                ("agenda", "Ask about <order> & \"refund\" 'today'"),
+                ("welcome_message", "Hi!"),
+            ],
+        );
+        assert_eq!(
+            xml,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Connect><Stream url=\"wss://agent.example.com/stream\">\
+             <Parameter name=\"agenda\" value=\"Ask about &lt;order&gt; &amp; &quot;refund&quot; &apos;today&apos;\"/>\
+             <Parameter name=\"welcome_message\" value=\"Hi!\"/></Stream></Connect></Response>"
+        );
+    }
+}

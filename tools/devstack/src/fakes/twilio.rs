@@ -1,0 +1,264 @@
+//! Fake Twilio REST API (2010-04-01): Create Call and end call, plus the
+//! `X-Twilio-Signature` algorithm so tests can sign the webhooks they send.
+
+use std::collections::HashMap;
+use std::future::ready;
+use std::sync::{Arc, Mutex};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use http::{header, HeaderValue, StatusCode};
+use serde_json::{json, Value};
+use sha1::Sha1;
+
+use super::{json_response, lock, Recorded, Response, Server};
+
+const API_PREFIX: &str = "/2010-04-01/Accounts/";
+
+/// Form pairs of one request, in wire order, repeated keys kept.
+type Form = Vec<(String, String)>;
+
+/// A scripted error for the next `remaining` create-call requests.
+struct Failure {
+    remaining: u32,
+    status: StatusCode,
+    code: u32,
+    message: String,
+}
+
+struct State {
+    account_sid: String,
+    /// Expected `account_sid:auth_token` for HTTP Basic auth.
+    credentials: String,
+    /// Call sid -> Call JSON as last returned.
+    calls: Mutex<HashMap<String, Value>>,
+    created: Mutex<Vec<Form>>,
+    ended: Mutex<Vec<String>>,
+    failure: Mutex<Option<Failure>>,
+}
+
+/// Fake Twilio server; stops when dropped.
+pub struct FakeTwilio {
+    server: Server,
+    state: Arc<State>,
+}
+
+impl FakeTwilio {
+    /// Starts the fake; every request needs HTTP Basic `account_sid:auth_token`,
+    /// and only `/2010-04-01/Accounts/{account_sid}/...` exists.
+    pub fn start(account_sid: &str, auth_token: &str) -> Self {
+        let state = Arc::new(State {
+            account_sid: account_sid.to_owned(),
+            credentials: format!("{account_sid}:{auth_token}"),
+            calls: Mutex::default(),
+            created: Mutex::default(),
+            ended: Mutex::default(),
+            failure: Mutex::default(),
+        });
+        let handler_state = Arc::clone(&state);
+        let server = Server::start("127.0.0.1:0", move |req| ready(handler_state.handle(&req)));
+        Self { server, state }
+    }
+
+    /// Stands in for `https://api.twilio.com`.
+    pub fn base_url(&self) -> &str {
+        &self.server.base_url
+    }
+
+    /// The next `n` authenticated Create Call requests answer `status` with
+    /// Twilio's error JSON (`code`, `message`, `more_info`, `status`).
+    pub fn fail_next_calls(&self, n: u32, status: u16, code: u32, message: &str) {
+        let status = StatusCode::from_u16(status).expect("valid HTTP status");
+        *lock(&self.state.failure) = Some(Failure {
+            remaining: n,
+            status,
+            code,
+            message: message.to_owned(),
+        });
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.server.requests()
+    }
+
+    /// Form pairs of each accepted (201) Create Call, in order, repeated keys kept.
+    pub fn created_calls(&self) -> Vec<Vec<(String, String)>> {
+        lock(&self.state.created).clone()
+    }
+
+    /// Sids of accepted end-call requests, in order (a call ended twice appears twice).
+    pub fn ended_calls(&self) -> Vec<String> {
+        lock(&self.state.ended).clone()
+    }
+}
+
+impl State {
+    fn handle(&self, req: &Recorded) -> Response {
+        if !self.authorized(req) {
+            let mut response = error(StatusCode::UNAUTHORIZED, 20003, "Authenticate".to_owned());
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Twilio API\""),
+            );
+            return response;
+        }
+        let not_found = || not_found(&req.path);
+        let Some(rest) = req.path.strip_prefix(API_PREFIX) else {
+            return not_found();
+        };
+        let segments: Vec<&str> = rest.split('/').collect();
+        match (req.method.as_str(), segments.as_slice()) {
+            (_, [account, ..]) if *account != self.account_sid => not_found(),
+            ("POST", [_, "Calls.json"]) => self.create_call(form(req)),
+            ("POST", [_, "Calls", file]) => match file.strip_suffix(".json") {
+                Some(sid) => self.update_call(sid, &form(req), &req.path),
+                None => not_found(),
+            },
+            _ => not_found(),
+        }
+    }
+
+    fn authorized(&self, req: &Recorded) -> bool {
+        let Some(value) = req.header("authorization") else {
+            return false;
+        };
+        let Some((scheme, encoded)) = value.split_once(' ') else {
+            return false;
+        };
+        scheme.eq_ignore_ascii_case("basic")
+            && STANDARD.decode(encoded.trim()).ok().as_deref() == Some(self.credentials.as_bytes())
+    }
+
+    /// Takes one scripted failure, if any are left.
+    fn scripted_failure(&self) -> Option<Response> {
+        let mut slot = lock(&self.failure);
+        let failure = slot.as_mut().filter(|f| f.remaining > 0)?;
+        failure.remaining -= 1;
+        Some(error(failure.status, failure.code, failure.message.clone()))
+    }
+
+    fn create_call(&self, form: Form) -> Response {
+        if let Some(response) = self.scripted_failure() {
+            return response;
+        }
+        let get = |key: &str| {
+            form.iter()
+                .find(|(k, v)| k == key && !v.is_empty())
+                .map(|(_, v)| v.clone())
+        };
+        // Twilio validates To, then From, then the call instructions.
+        let Some(to) = get("To") else {
+            return bad_request(21201, "A 'To' phone number is required.");
+        };
+        let Some(from) = get("From") else {
+            return bad_request(21213, "A 'From' phone number is required.");
+        };
+        if get("Url").is_none() && get("Twiml").is_none() {
+            return bad_request(21205, "Url parameter is required.");
+        }
+        let sid = new_call_sid();
+        let now = twilio_date();
+        let call = json!({
+            "sid": sid,
+            "account_sid": self.account_sid,
+            "to": to,
+            "from": from,
+            "status": "queued",
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            "date_created": now,
+            "date_updated": now,
+            "start_time": null,
+            "end_time": null,
+            "duration": null,
+            "uri": format!("{API_PREFIX}{}/Calls/{sid}.json", self.account_sid),
+        });
+        lock(&self.calls).insert(sid, call.clone());
+        lock(&self.created).push(form);
+        json_response(StatusCode::CREATED, call)
+    }
+
+    /// Only ending a call (`Status=completed`) is supported; other updates are
+    /// rejected loudly so a test notices it relies on something the fake lacks.
+    fn update_call(&self, sid: &str, form: &Form, path: &str) -> Response {
+        let mut calls = lock(&self.calls);
+        let Some(call) = calls.get_mut(sid) else {
+            return not_found(path);
+        };
+        let status = form.iter().find(|(k, _)| k == "Status").map(|(_, v)| v);
+        if status.map(String::as_str) != Some("completed") {
+            return bad_request(
+                20001,
+                "Fake Twilio only supports ending a call with Status=completed",
+            );
+        }
+        let now = twilio_date();
+        call["status"] = json!("completed");
+        call["date_updated"] = json!(now);
+        call["end_time"] = json!(now);
+        let call = call.clone();
+        drop(calls);
+        lock(&self.ended).push(sid.to_owned());
+        json_response(StatusCode::OK, call)
+    }
+}
+
+fn form(req: &Recorded) -> Form {
+    url::form_urlencoded::parse(&req.body)
+        .into_owned()
+        .collect()
+}
+
+/// A fresh call sid: `CA` + 32 lowercase hex digits, like Twilio's.
+pub(super) fn new_call_sid() -> String {
+    format!("CA{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Twilio's RFC 2822 timestamps, e.g. `Tue, 31 Aug 2010 20:36:28 +0000`.
+fn twilio_date() -> String {
+    chrono::Utc::now()
+        .format("%a, %d %b %Y %H:%M:%S %z")
+        .to_string()
+}
+
+fn error(status: StatusCode, code: u32, message: String) -> Response {
+    json_response(
+        status,
+        json!({
+            "code": code,
+            "message": message,
+            "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
+            "status": status.as_u16(),
+        }),
+    )
+}
+
+fn bad_request(code: u32, message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, code, message.to_owned())
+}
+
+fn not_found(path: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        20404,
+        format!("The requested resource {path} was not found"),
+    )
+}
+
+/// The `X-Twilio-Signature` value Twilio would send for a form-encoded request
+/// to `url` (the full URL it called, query string included): HMAC-SHA1 keyed
+/// with the auth token over the URL followed by each parameter's name and
+/// value, sorted by name then value, base64-encoded.
+pub fn twilio_signature(auth_token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    let mut sorted = params.to_vec();
+    sorted.sort_unstable();
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(auth_token.as_bytes()).expect("HMAC accepts any key length");
+    mac.update(url.as_bytes());
+    for (name, value) in sorted {
+        mac.update(name.as_bytes());
+        mac.update(value.as_bytes());
+    }
+    STANDARD.encode(mac.finalize().into_bytes())
+}
