@@ -669,52 +669,6 @@ impl OutboundCallStore for DynamoOutboundCallStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statuses_only_move_forward() {
-        assert!(status_rank("ringing") > status_rank("initiated"));
-        assert!(status_rank("completed") > status_rank("in-progress"));
-        assert_eq!(status_rank("completed"), status_rank("busy"));
-        assert_eq!(status_rank("whatever"), 0);
-    }
-
-    #[test]
-    fn usage_limit_includes_topups() {
-        let mut org = Organisation {
-            org_id: "o".into(),
-            name: "O".into(),
-            monthly_limit_seconds: 100,
-            topup_seconds: 50,
-            created_at: String::new(),
-            updated_at: String::new(),
-            usage_this_month_seconds: 149,
-        };
-        assert!(!org.over_limit());
-        org.usage_this_month_seconds = 150;
-        assert!(org.over_limit());
-    }
-
-    #[test]
-    fn transcripts_read_as_role_lines() {
-        let lines = vec![
-            TranscriptLine {
-                role: "agent".into(),
-                message: "Hi".into(),
-                time_in_call_secs: Some(0),
-            },
-            TranscriptLine {
-                role: "user".into(),
-                message: "Hello".into(),
-                time_in_call_secs: None,
-            },
-        ];
-        assert_eq!(transcript_text(&lines), "Agent: Hi\nUser: Hello");
-    }
-}
-
 /// The telephony providers a deployment has credentials for.
 pub struct Providers {
     pub twilio: Option<crate::twilio::TwilioClient>,
@@ -807,4 +761,50 @@ pub async fn finish_call(
     crate::jobs::send(notifications, &job, std::time::Duration::ZERO)
         .await
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_only_move_forward() {
+        assert!(status_rank("ringing") > status_rank("initiated"));
+        assert!(status_rank("completed") > status_rank("in-progress"));
+        assert_eq!(status_rank("completed"), status_rank("busy"));
+        assert_eq!(status_rank("whatever"), 0);
+    }
+
+    #[test]
+    fn usage_limit_includes_topups() {
+        let mut org = Organisation {
+            org_id: "o".into(),
+            name: "O".into(),
+            monthly_limit_seconds: 100,
+            topup_seconds: 50,
+            created_at: String::new(),
+            updated_at: String::new(),
+            usage_this_month_seconds: 149,
+        };
+        assert!(!org.over_limit());
+        org.usage_this_month_seconds = 150;
+        assert!(org.over_limit());
+    }
+
+    #[test]
+    fn transcripts_read_as_role_lines() {
+        let lines = vec![
+            TranscriptLine {
+                role: "agent".into(),
+                message: "Hi".into(),
+                time_in_call_secs: Some(0),
+            },
+            TranscriptLine {
+                role: "user".into(),
+                message: "Hello".into(),
+                time_in_call_secs: None,
+            },
+        ];
+        assert_eq!(transcript_text(&lines), "Agent: Hi\nUser: Hello");
+    }
 }

@@ -18,13 +18,15 @@ pub trait RateLimiter: Send + Sync {
 pub struct DynamoRateLimiter {
     pub client: Client,
     pub table: String,
+    /// Length of the counting window; one minute in production.
+    pub window_secs: i64,
 }
 
 #[async_trait]
 impl RateLimiter for DynamoRateLimiter {
     async fn hit(&self, key: &str) -> Result<u64, StoreError> {
         let now = crate::time::epoch_secs();
-        let window = now / 60;
+        let window = now / self.window_secs;
         let out = self
             .client
             .update_item()
@@ -32,7 +34,10 @@ impl RateLimiter for DynamoRateLimiter {
             .key("id", AttributeValue::S(format!("rate#{key}#{window}")))
             .update_expression("ADD hits :one SET expiration = if_not_exists(expiration, :exp)")
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":exp", AttributeValue::N(((window + 2) * 60).to_string()))
+            .expression_attribute_values(
+                ":exp",
+                AttributeValue::N(((window + 2) * self.window_secs).to_string()),
+            )
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await?;

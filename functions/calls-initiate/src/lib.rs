@@ -145,6 +145,7 @@ impl CallsInitiate {
             rate_limiter: Arc::new(DynamoRateLimiter {
                 client: dynamo,
                 table: config::required("IDEMPOTENCY_TABLE")?,
+                window_secs: 60,
             }),
             rate_per_minute: config::parsed_or("CALLS_RATE_LIMIT_PER_MINUTE", 30)?,
             directory: Arc::new(DynamoDirectoryStore::from_env(&sdk)?),

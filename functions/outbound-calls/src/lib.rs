@@ -86,6 +86,7 @@ impl OutboundCalls {
             rate_limiter: Arc::new(DynamoRateLimiter {
                 client: dynamo,
                 table: config::required("IDEMPOTENCY_TABLE")?,
+                window_secs: 60,
             }),
             rate_per_minute: config::parsed_or("CALLS_RATE_LIMIT_PER_MINUTE", 30)?,
             calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),

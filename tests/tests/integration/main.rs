@@ -6,6 +6,7 @@ mod bad_input;
 mod call_start;
 mod events;
 mod notifications;
+mod outbound;
 mod pipeline;
 mod read_api;
 mod support;

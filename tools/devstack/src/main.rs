@@ -26,6 +26,11 @@ type Consumer = Arc<
 
 const DEV_WEBHOOK_TOKEN: &str = "dev-webhook-token-change-me";
 const DEV_API_TOKEN: &str = "dev-api-token-change-me";
+const DEV_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
+const DEV_ELEVENLABS_WEBHOOK_SECRET: &str = "dev-elevenlabs-webhook-secret";
+const DEV_TWILIO_ACCOUNT_SID: &str = "AC00000000000000000000000000000dev";
+const DEV_TWILIO_AUTH_TOKEN: &str = "dev-twilio-auth-token";
+const DEV_ELEVENLABS_API_KEY: &str = "dev-elevenlabs-key";
 /// Sample recordings live here so `events/` payloads can name a fixed URL.
 const FAKE_EXOTEL_ADDR: &str = "127.0.0.1:3100";
 
@@ -197,6 +202,24 @@ fn main() -> Result<(), Error> {
     default_env("API_TOKEN", DEV_API_TOKEN);
     default_env("TRANSCRIPTION_RECHECK_SECONDS", "2");
     default_env("LIVEKIT_API_KEY", devstack::DEV_LIVEKIT_API_KEY);
+    default_env("ADMIN_API_TOKEN", DEV_ADMIN_TOKEN);
+    default_env("ELEVENLABS_WEBHOOK_SECRET", DEV_ELEVENLABS_WEBHOOK_SECRET);
+    default_env("PUBLIC_BASE_URL", &format!("http://127.0.0.1:{port}"));
+    default_env("MONITOR_INTERVAL_SECONDS", "2");
+    let fake_telephony = std::env::var("TWILIO_ACCOUNT_SID")
+        .map(|v| v.is_empty())
+        .unwrap_or(true)
+        && std::env::var("ELEVENLABS_API_KEY")
+            .map(|v| v.is_empty())
+            .unwrap_or(true);
+    if fake_telephony {
+        std::env::set_var("TWILIO_ACCOUNT_SID", DEV_TWILIO_ACCOUNT_SID);
+        std::env::set_var("TWILIO_AUTH_TOKEN", DEV_TWILIO_AUTH_TOKEN);
+        default_env("TWILIO_PHONE_NUMBER", "+14155550100");
+        std::env::set_var("ELEVENLABS_API_KEY", DEV_ELEVENLABS_API_KEY);
+        default_env("ELEVEN_LABS_AGENT_ID", "agent_dev");
+        default_env("PHONE_NUMBER_ID", "phnum_dev");
+    }
     default_env("LIVEKIT_API_SECRET", devstack::DEV_LIVEKIT_API_SECRET);
     let fake_providers = std::env::var("ASSEMBLYAI_API_KEY")
         .map(|v| v.is_empty())
@@ -245,6 +268,18 @@ fn main() -> Result<(), Error> {
             let (key, record) = shared::api_keys::generate("dev");
             shared::api_keys::ApiKeyStore::insert(&store, &record).await?;
             key
+        };
+
+        // Fake telephony providers when none are configured, kept alive with the server.
+        let _telephony = if fake_telephony {
+            let twilio = devstack::fakes::FakeTwilio::start(DEV_TWILIO_ACCOUNT_SID, DEV_TWILIO_AUTH_TOKEN);
+            let elevenlabs = devstack::fakes::FakeElevenLabs::start(DEV_ELEVENLABS_API_KEY);
+            std::env::set_var("TWILIO_API_BASE_URL", twilio.base_url());
+            std::env::set_var("ELEVENLABS_BASE_URL", elevenlabs.base_url());
+            println!("fake Twilio at {} and fake ElevenLabs at {}", twilio.base_url(), elevenlabs.base_url());
+            Some((twilio, elevenlabs))
+        } else {
+            None
         };
 
         let sqs = local.sqs().await;
@@ -300,7 +335,12 @@ fn main() -> Result<(), Error> {
             shown_token("API_TOKEN", DEV_API_TOKEN),
         );
         println!(
-            "  API key for /calls/started (dev only): {dev_api_key}\n  LiveKit dev key/secret: {} / {}  (sign bodies with: cargo run -q -p devstack --bin livekit-sign -- FILE)",
+            "  ADMIN_API_TOKEN={}  ELEVENLABS_WEBHOOK_SECRET={}",
+            shown_token("ADMIN_API_TOKEN", DEV_ADMIN_TOKEN),
+            shown_token("ELEVENLABS_WEBHOOK_SECRET", DEV_ELEVENLABS_WEBHOOK_SECRET),
+        );
+        println!(
+            "  API key for /calls/started, /calls/initiate, /outbound-calls, /conversations (dev only): {dev_api_key}\n  LiveKit dev key/secret: {} / {}  (sign bodies with: cargo run -q -p devstack --bin livekit-sign -- FILE)",
             shown_token("LIVEKIT_API_KEY", devstack::DEV_LIVEKIT_API_KEY),
             shown_token("LIVEKIT_API_SECRET", devstack::DEV_LIVEKIT_API_SECRET),
         );

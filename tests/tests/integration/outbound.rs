@@ -1,0 +1,1181 @@
+//! Outbound calls (seeds 003 and 004) against fake Twilio and ElevenLabs
+//! servers that check auth and the exact fields they receive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use devstack::fakes::{
+    call_initiation_failure_body, elevenlabs_signature, post_call_transcription_body,
+    twilio_signature, ConversationScript, FakeElevenLabs, FakeTwilio,
+};
+use lambda_http::{Body, Request, Response};
+use shared::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
+use shared::config::Secret;
+use shared::dedup::DynamoDedupStore;
+use shared::elevenlabs::ElevenLabsClient;
+use shared::jobs::SqsJobQueue;
+use shared::outbound::{DirectoryStore, OutboundCallStore, Providers};
+use shared::rate_limit::DynamoRateLimiter;
+use shared::twilio::TwilioClient;
+
+use crate::support::*;
+
+const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+const TWILIO_TOKEN: &str = "twilio-test-token";
+const ELEVEN_KEY: &str = "xi-test-key";
+const WEBHOOK_SECRET: &str = "wsec_test_secret";
+const ADMIN_TOKEN: &str = "admin-test-token-0123456789";
+const PUBLIC_BASE: &str = "https://callops.example.com";
+const CUSTOMER: &str = "+14155552671";
+const CALLER_ID: &str = "+14155552672";
+
+struct Outbound {
+    stack: Stack,
+    twilio: FakeTwilio,
+    eleven: FakeElevenLabs,
+    key: String,
+}
+
+impl Outbound {
+    async fn start() -> Self {
+        let stack = Stack::start().await;
+        let (key, record) = api_keys::generate("crm");
+        DynamoApiKeyStore::new(stack.dynamo.clone(), stack.resources.table("ApiKeysTable"))
+            .insert(&record)
+            .await
+            .unwrap();
+        Self {
+            stack,
+            twilio: FakeTwilio::start(ACCOUNT_SID, TWILIO_TOKEN),
+            eleven: FakeElevenLabs::start(ELEVEN_KEY),
+            key,
+        }
+    }
+
+    fn providers(&self) -> Providers {
+        Providers {
+            twilio: Some(TwilioClient {
+                http: reqwest::Client::new(),
+                base_url: self.twilio.base_url().to_string(),
+                account_sid: ACCOUNT_SID.into(),
+                auth_token: Secret::new(TWILIO_TOKEN),
+            }),
+            twilio_phone_number: Some(CALLER_ID.into()),
+            elevenlabs: Some(self.eleven_client()),
+            public_base_url: Some(PUBLIC_BASE.into()),
+        }
+    }
+
+    fn eleven_client(&self) -> ElevenLabsClient {
+        ElevenLabsClient {
+            http: reqwest::Client::new(),
+            base_url: self.eleven.base_url().to_string(),
+            api_key: Secret::new(ELEVEN_KEY),
+        }
+    }
+
+    fn api_keys(&self) -> Arc<DynamoApiKeyStore> {
+        Arc::new(DynamoApiKeyStore::new(
+            self.stack.dynamo.clone(),
+            self.stack.resources.table("ApiKeysTable"),
+        ))
+    }
+
+    fn rate_limiter(&self) -> Arc<DynamoRateLimiter> {
+        Arc::new(DynamoRateLimiter {
+            client: self.stack.dynamo.clone(),
+            table: self.stack.resources.table("IdempotencyTable"),
+            // A day-long window: the count cannot reset in the middle of a test.
+            window_secs: 86_400,
+        })
+    }
+
+    fn queue(&self, logical_id: &str) -> Arc<SqsJobQueue> {
+        Arc::new(SqsJobQueue::new(
+            self.stack.sqs.clone(),
+            self.stack.resources.queue(logical_id),
+        ))
+    }
+
+    fn dedup(&self) -> Arc<DynamoDedupStore> {
+        Arc::new(DynamoDedupStore::new(
+            self.stack.dynamo.clone(),
+            self.stack.resources.table("IdempotencyTable"),
+            Duration::from_secs(3600),
+        ))
+    }
+
+    fn initiate(&self, rate_per_minute: u64) -> calls_initiate::CallsInitiate {
+        calls_initiate::CallsInitiate {
+            api_keys: self.api_keys(),
+            rate_limiter: self.rate_limiter(),
+            rate_per_minute,
+            directory: Arc::new(self.stack.directory()),
+            calls: Arc::new(self.stack.outbound_calls()),
+            providers: self.providers(),
+        }
+    }
+
+    fn twiml(&self) -> twiml::Twiml {
+        twiml::Twiml {
+            auth_token: Secret::new(TWILIO_TOKEN),
+            public_base_url: PUBLIC_BASE.into(),
+            calls: Arc::new(self.stack.outbound_calls()),
+            directory: Arc::new(self.stack.directory()),
+        }
+    }
+
+    fn status(&self) -> twilio_status::TwilioStatus {
+        twilio_status::TwilioStatus {
+            auth_token: Secret::new(TWILIO_TOKEN),
+            public_base_url: PUBLIC_BASE.into(),
+            calls: Arc::new(self.stack.outbound_calls()),
+            dedup: self.dedup(),
+            notification_queue: self.queue("NotificationQueue"),
+            lease: Duration::from_secs(30),
+        }
+    }
+
+    fn outbound_calls(&self) -> outbound_calls::OutboundCalls {
+        outbound_calls::OutboundCalls {
+            api_keys: self.api_keys(),
+            rate_limiter: self.rate_limiter(),
+            rate_per_minute: 30,
+            calls: Arc::new(self.stack.outbound_calls()),
+            providers: self.providers(),
+            default_agent_id: Some("agent_default".into()),
+            default_phone_number_id: Some("phnum_default".into()),
+            monitor_queue: self.queue("MonitorQueue"),
+            monitor_interval: Duration::ZERO,
+        }
+    }
+
+    fn monitor(&self) -> Arc<monitor_worker::MonitorWorker> {
+        Arc::new(monitor_worker::MonitorWorker {
+            calls: Arc::new(self.stack.outbound_calls()),
+            elevenlabs: self.eleven_client(),
+            monitor_queue: self.queue("MonitorQueue"),
+            notification_queue: self.queue("NotificationQueue"),
+            interval: Duration::ZERO,
+        })
+    }
+
+    fn webhook(&self) -> elevenlabs_webhook::ElevenLabsWebhook {
+        elevenlabs_webhook::ElevenLabsWebhook {
+            secret: Secret::new(WEBHOOK_SECRET),
+            calls: Arc::new(self.stack.outbound_calls()),
+            dedup: self.dedup(),
+            notification_queue: self.queue("NotificationQueue"),
+            lease: Duration::from_secs(30),
+        }
+    }
+
+    fn admin_request(
+        &self,
+        method: &str,
+        route: &str,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> Request {
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        if let Some(token) = token {
+            headers.push(("authorization".into(), bearer(token)));
+        }
+        devstack::server::api_request(method, route, path, "", &headers, body.as_bytes())
+    }
+
+    async fn admin(&self, route: &str, request: Request) -> Response<Body> {
+        let directory = self.stack.directory();
+        let token = Secret::new(ADMIN_TOKEN);
+        let admin = shared::admin::Admin {
+            token: &token,
+            directory: &directory,
+        };
+        match route {
+            "assistant-create" => admin.create_assistant(request).await,
+            "assistant-get" => admin.get_assistant(request).await,
+            "assistant-update" => admin.update_assistant(request).await,
+            "assistant-deactivate" => admin.deactivate_assistant(request).await,
+            "organisation-create" => admin.create_organisation(request).await,
+            "organisation-get" => admin.get_organisation(request).await,
+            _ => admin.update_organisation(request).await,
+        }
+    }
+
+    async fn create_org(&self, org_id: &str, limit: u64, topup: u64) {
+        let body = serde_json::json!({"org_id": org_id, "name": "Acme", "monthly_limit_seconds": limit, "topup_seconds": topup});
+        let response = self
+            .admin(
+                "organisation-create",
+                self.admin_request(
+                    "POST",
+                    "/organisations",
+                    "/organisations",
+                    &body.to_string(),
+                    Some(ADMIN_TOKEN),
+                ),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "{:?}", json_body(&response));
+    }
+
+    async fn create_assistant(&self, body: serde_json::Value) -> u64 {
+        let response = self
+            .admin(
+                "assistant-create",
+                self.admin_request(
+                    "POST",
+                    "/assistants",
+                    "/assistants",
+                    &body.to_string(),
+                    Some(ADMIN_TOKEN),
+                ),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "{:?}", json_body(&response));
+        json_body(&response)["assistant_id"].as_u64().unwrap()
+    }
+
+    async fn twilio_assistant(&self, org_id: &str) -> u64 {
+        self.create_assistant(serde_json::json!({
+            "org_id": org_id, "name": "Sarah", "provider": "twilio", "caller_number": CALLER_ID,
+            "agent_stream_url": "wss://agent.example.com/media", "default_welcome_message": "Hello from Acme!"
+        }))
+        .await
+    }
+
+    fn initiate_request(&self, body: &serde_json::Value) -> Request {
+        let headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("x-api-key".to_string(), self.key.clone()),
+        ];
+        devstack::server::api_request(
+            "POST",
+            "/calls/initiate",
+            "/calls/initiate",
+            "",
+            &headers,
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// A Twilio-signed form request, as Twilio sends it to our public URL.
+    fn twilio_request(
+        &self,
+        method: &str,
+        route: &str,
+        query: &str,
+        params: &[(&str, &str)],
+        token: &str,
+    ) -> Request {
+        let url = format!("{PUBLIC_BASE}{route}?{query}");
+        let signed_params: Vec<(&str, &str)> = if method == "GET" {
+            vec![]
+        } else {
+            params.to_vec()
+        };
+        let signature = twilio_signature(token, &url, &signed_params);
+        let body = if method == "GET" {
+            String::new()
+        } else {
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(params)
+                .finish()
+        };
+        let headers = vec![
+            (
+                "content-type".to_string(),
+                "application/x-www-form-urlencoded".to_string(),
+            ),
+            ("x-twilio-signature".to_string(), signature),
+        ];
+        devstack::server::api_request(method, route, route, query, &headers, body.as_bytes())
+    }
+}
+
+fn seed_call(assistant_id: u64) -> serde_json::Value {
+    serde_json::json!({
+        "assistant_id": assistant_id,
+        "to_phone_number": CUSTOMER,
+        "welcome_message": "Hi! This is Sarah from TechCorp. Thanks for your interest in our AI solutions!",
+        "agenda": "I wanted to follow up on the demo request you submitted yesterday & answer <any> questions."
+    })
+}
+
+#[tokio::test]
+async fn every_validation_error_has_the_seeds_words_and_calls_no_provider() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let assistant = t.twilio_assistant("acme").await;
+    t.create_org("broke", 0, 0).await;
+    let broke_assistant = t.twilio_assistant("broke").await;
+    let inactive = t.twilio_assistant("acme").await;
+    let response = t
+        .admin(
+            "assistant-deactivate",
+            t.admin_request(
+                "DELETE",
+                "/assistants/{assistant_id}",
+                &format!("/assistants/{inactive}"),
+                "",
+                Some(ADMIN_TOKEN),
+            ),
+        )
+        .await;
+    assert_eq!(json_body(&response)["is_active"], false);
+    let initiate = t.initiate(100);
+    let with = |key: &str, value: serde_json::Value| {
+        let mut body = seed_call(assistant);
+        body[key] = value;
+        body
+    };
+    let without = |key: &str| {
+        let mut body = seed_call(assistant);
+        body.as_object_mut().unwrap().remove(key);
+        body
+    };
+    let e164 = "Invalid phone number format. Use E.164 format (e.g., +1234567890)";
+    let cases: Vec<(&str, serde_json::Value, u16, &str)> = vec![
+        (
+            "missing +",
+            with("to_phone_number", "1234567890".into()),
+            400,
+            e164,
+        ),
+        (
+            "formatted",
+            with("to_phone_number", "(123) 456-7890".into()),
+            400,
+            e164,
+        ),
+        (
+            "impossible number",
+            with("to_phone_number", "+1234567890".into()),
+            400,
+            e164,
+        ),
+        (
+            "letters",
+            with("to_phone_number", "+1415555267x".into()),
+            400,
+            e164,
+        ),
+        ("missing number", without("to_phone_number"), 400, e164),
+        (
+            "missing agenda",
+            without("agenda"),
+            400,
+            "agenda is required",
+        ),
+        (
+            "blank agenda",
+            with("agenda", "   ".into()),
+            400,
+            "agenda is required",
+        ),
+        (
+            "long agenda",
+            with("agenda", "a".repeat(2001).into()),
+            400,
+            "agenda must be at most 2000 characters",
+        ),
+        (
+            "long welcome",
+            with("welcome_message", "w".repeat(201).into()),
+            400,
+            "welcome_message must be at most 200 characters",
+        ),
+        (
+            "missing assistant",
+            without("assistant_id"),
+            400,
+            "assistant_id is required and must be an integer",
+        ),
+        (
+            "unknown assistant",
+            with("assistant_id", 999_999.into()),
+            404,
+            "Assistant not found",
+        ),
+        (
+            "inactive assistant",
+            with("assistant_id", inactive.into()),
+            404,
+            "Assistant not found",
+        ),
+        (
+            "usage limit reached",
+            with("assistant_id", broke_assistant.into()),
+            429,
+            "Monthly usage limit exceeded. Please upgrade your plan or add top-up credits.",
+        ),
+    ];
+    for (name, body, status, detail) in cases {
+        let response = initiate.handle(t.initiate_request(&body)).await;
+        assert_eq!(
+            response.status(),
+            status,
+            "{name}: {:?}",
+            json_body(&response)
+        );
+        assert_eq!(json_body(&response)["detail"], detail, "{name}");
+    }
+    let malformed = initiate
+        .handle(devstack::server::api_request(
+            "POST",
+            "/calls/initiate",
+            "/calls/initiate",
+            "",
+            &[("x-api-key".to_string(), t.key.clone())],
+            b"{oops",
+        ))
+        .await;
+    assert_eq!(malformed.status(), 400);
+    let no_key = initiate
+        .handle(devstack::server::api_request(
+            "POST",
+            "/calls/initiate",
+            "/calls/initiate",
+            "",
+            &[],
+            seed_call(assistant).to_string().as_bytes(),
+        ))
+        .await;
+    assert_eq!(no_key.status(), 401);
+    assert!(t.twilio.requests().is_empty(), "Twilio was called");
+    assert!(t.eleven.requests().is_empty(), "ElevenLabs was called");
+}
+
+#[tokio::test]
+async fn a_twilio_call_is_placed_and_its_twiml_carries_the_agenda() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let assistant = t.twilio_assistant("acme").await;
+    let response = t
+        .initiate(100)
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+    let result = json_body(&response);
+    assert_eq!(result["success"], true);
+    assert_eq!(result["message"], "Outbound call initiated successfully");
+    assert_eq!(result["assistant_id"], assistant);
+    assert_eq!(result["to_phone_number"], CUSTOMER);
+    assert_eq!(result["from_phone_number"], CALLER_ID);
+    let sid = result["call_sid"].as_str().unwrap().to_string();
+    assert!(sid.starts_with("CA"));
+
+    let created = &t.twilio.created_calls()[0];
+    let get = |name: &str| {
+        created
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(get("To"), vec![CUSTOMER]);
+    assert_eq!(get("From"), vec![CALLER_ID]);
+    let twiml_url = get("Url").remove(0);
+    assert!(
+        twiml_url.starts_with(&format!("{PUBLIC_BASE}/twiml?call=oc_")),
+        "{twiml_url}"
+    );
+    assert!(get("StatusCallback")[0].starts_with(&format!("{PUBLIC_BASE}/twilio/status?call=oc_")));
+    assert_eq!(
+        get("StatusCallbackEvent"),
+        vec!["initiated", "ringing", "answered", "completed"]
+    );
+    // The agenda and greeting never travel in a URL.
+    assert!(created
+        .iter()
+        .all(|(_, v)| !v.contains("demo request") && !v.contains("Sarah from TechCorp")));
+
+    let query = twiml_url.split_once('?').unwrap().1.to_string();
+    let params = [
+        ("CallSid", sid.as_str()),
+        ("AccountSid", ACCOUNT_SID),
+        ("From", CALLER_ID),
+        ("To", CUSTOMER),
+        ("CallStatus", "in-progress"),
+        ("Direction", "outbound-api"),
+    ];
+    for method in ["POST", "GET"] {
+        let response = t
+            .twiml()
+            .handle(t.twilio_request(method, "/twiml", &query, &params, TWILIO_TOKEN))
+            .await;
+        assert_eq!(response.status(), 200, "{method}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/xml; charset=utf-8"
+        );
+        let xml = String::from_utf8(response.body().as_ref().to_vec()).unwrap();
+        assert!(
+            xml.contains("<Connect><Stream url=\"wss://agent.example.com/media\">"),
+            "{xml}"
+        );
+        assert!(xml.contains(
+            "<Parameter name=\"agenda\" value=\"I wanted to follow up on the demo request you submitted yesterday &amp; answer &lt;any&gt; questions.\"/>"
+        ), "{xml}");
+        assert!(xml.contains("<Parameter name=\"welcome_message\" value=\"Hi! This is Sarah from TechCorp. Thanks for your interest in our AI solutions!\"/>"));
+    }
+    // Signature checks: tampered, wrong token, missing header.
+    let mut tampered = t.twilio_request("POST", "/twiml", &query, &params, TWILIO_TOKEN);
+    *tampered.body_mut() = Body::Text("CallSid=CAevil".into());
+    assert_eq!(t.twiml().handle(tampered).await.status(), 403);
+    let wrong = t.twilio_request("POST", "/twiml", &query, &params, "not-the-token");
+    assert_eq!(t.twiml().handle(wrong).await.status(), 403);
+    let mut unsigned = t.twilio_request("POST", "/twiml", &query, &params, TWILIO_TOKEN);
+    unsigned.headers_mut().remove("x-twilio-signature");
+    assert_eq!(t.twiml().handle(unsigned).await.status(), 400);
+}
+
+#[tokio::test]
+async fn status_callbacks_out_of_order_and_duplicated_count_usage_once() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let assistant = t.twilio_assistant("acme").await;
+    let response = t
+        .initiate(100)
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    let sid = json_body(&response)["call_sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let created = t.twilio.created_calls().remove(0);
+    let callback = created
+        .iter()
+        .find(|(k, _)| k == "StatusCallback")
+        .unwrap()
+        .1
+        .clone();
+    let query = callback.split_once('?').unwrap().1.to_string();
+    let call_ref = query.trim_start_matches("call=").to_string();
+    let status = t.status();
+    let send = |call_status: &'static str, duration: Option<&'static str>| {
+        let mut params = vec![
+            ("CallSid", sid.as_str()),
+            ("AccountSid", ACCOUNT_SID),
+            ("CallStatus", call_status),
+        ];
+        if let Some(d) = duration {
+            params.push(("CallDuration", d));
+        }
+        t.twilio_request("POST", "/twilio/status", &query, &params, TWILIO_TOKEN)
+    };
+    for (call_status, duration) in [
+        ("ringing", None),
+        ("completed", Some("125")),
+        ("completed", Some("125")),
+        ("in-progress", None),
+        ("initiated", None),
+    ] {
+        let response = status.handle(send(call_status, duration)).await;
+        assert_eq!(
+            response.status(),
+            200,
+            "{call_status}: {:?}",
+            json_body(&response)
+        );
+    }
+    let call = t
+        .stack
+        .outbound_calls()
+        .get(&call_ref)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(call.status, "completed");
+    assert_eq!(call.duration_secs, Some(125));
+    let org = t
+        .stack
+        .directory()
+        .get_organisation("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(org.usage_this_month_seconds, 125);
+    assert_eq!(t.stack.depth("NotificationQueue").await, 1);
+    // A forged callback changes nothing.
+    let forged = t.twilio_request(
+        "POST",
+        "/twilio/status",
+        &query,
+        &[
+            ("CallSid", &sid),
+            ("CallStatus", "completed"),
+            ("CallDuration", "9999"),
+        ],
+        "wrong",
+    );
+    assert_eq!(status.handle(forged).await.status(), 403);
+    assert_eq!(
+        t.stack
+            .directory()
+            .get_organisation("acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .usage_this_month_seconds,
+        125
+    );
+
+    // Usage now counts against the limit: a 125 s plan is exhausted.
+    let patch = serde_json::json!({"monthly_limit_seconds": 125});
+    let updated = t
+        .admin(
+            "organisation-update",
+            t.admin_request(
+                "PATCH",
+                "/organisations/{org_id}",
+                "/organisations/acme",
+                &patch.to_string(),
+                Some(ADMIN_TOKEN),
+            ),
+        )
+        .await;
+    assert_eq!(json_body(&updated)["usage_this_month_seconds"], 125);
+    let refused = t
+        .initiate(100)
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    assert_eq!(refused.status(), 429);
+    // A top-up lets calls through again.
+    let topup = serde_json::json!({"topup_seconds": 600});
+    t.admin(
+        "organisation-update",
+        t.admin_request(
+            "PATCH",
+            "/organisations/{org_id}",
+            "/organisations/acme",
+            &topup.to_string(),
+            Some(ADMIN_TOKEN),
+        ),
+    )
+    .await;
+    assert_eq!(
+        t.initiate(100)
+            .handle(t.initiate_request(&seed_call(assistant)))
+            .await
+            .status(),
+        200
+    );
+
+    // The summary notification.
+    let notifier = t.stack.notify_worker(vec![t.stack.slack_webhook()]);
+    t.stack.run_notifications(&notifier).await;
+    let posts = t.stack.slack.posts();
+    assert_eq!(posts.len(), 1);
+    let text = posts[0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(&format!("📞 Outbound call to {CUSTOMER}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("• Status: completed") && text.contains("• Duration: 125s"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn provider_errors_and_rate_limits_are_clear() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let assistant = t.twilio_assistant("acme").await;
+    t.twilio
+        .fail_next_calls(1, 400, 21211, "Invalid 'To' Phone Number");
+    let response = t
+        .initiate(100)
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        json_body(&response)["detail"],
+        "Twilio refused the call: Invalid 'To' Phone Number (code 21211)"
+    );
+
+    // A fresh key: the limit is per key, and the request above used the other one.
+    let (key, record) = api_keys::generate("limited");
+    t.api_keys().insert(&record).await.unwrap();
+    let limited = t.initiate(2);
+    let statuses: Vec<u16> = {
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let mut request = t.initiate_request(&seed_call(assistant));
+            request
+                .headers_mut()
+                .insert("x-api-key", key.parse().unwrap());
+            out.push(limited.handle(request).await.status().as_u16());
+        }
+        out
+    };
+    assert_eq!(statuses, vec![200, 200, 429]);
+}
+
+#[tokio::test]
+async fn admin_routes_need_the_admin_token_and_validate() {
+    let t = Outbound::start().await;
+    let body = serde_json::json!({"org_id": "acme", "name": "Acme", "monthly_limit_seconds": 60})
+        .to_string();
+    let unauthorised = t
+        .admin(
+            "organisation-create",
+            t.admin_request("POST", "/organisations", "/organisations", &body, None),
+        )
+        .await;
+    assert_eq!(unauthorised.status(), 401);
+    let wrong = t
+        .admin(
+            "organisation-create",
+            t.admin_request(
+                "POST",
+                "/organisations",
+                "/organisations",
+                &body,
+                Some("nope"),
+            ),
+        )
+        .await;
+    assert_eq!(wrong.status(), 401);
+    t.create_org("acme", 60, 0).await;
+    let again = t
+        .admin(
+            "organisation-create",
+            t.admin_request(
+                "POST",
+                "/organisations",
+                "/organisations",
+                &body,
+                Some(ADMIN_TOKEN),
+            ),
+        )
+        .await;
+    assert_eq!(again.status(), 422);
+    let no_stream = serde_json::json!({"org_id": "acme", "name": "x", "provider": "twilio", "agent_stream_url": "https://not-wss"}).to_string();
+    let bad = t
+        .admin(
+            "assistant-create",
+            t.admin_request(
+                "POST",
+                "/assistants",
+                "/assistants",
+                &no_stream,
+                Some(ADMIN_TOKEN),
+            ),
+        )
+        .await;
+    assert_eq!(bad.status(), 422);
+    assert_eq!(json_body(&bad)["code"], "invalid_stream_url");
+    let unknown_org = serde_json::json!({"org_id": "ghost", "name": "x", "provider": "twilio", "agent_stream_url": "wss://a"}).to_string();
+    assert_eq!(
+        t.admin(
+            "assistant-create",
+            t.admin_request(
+                "POST",
+                "/assistants",
+                "/assistants",
+                &unknown_org,
+                Some(ADMIN_TOKEN)
+            )
+        )
+        .await
+        .status(),
+        422
+    );
+    let first = t.twilio_assistant("acme").await;
+    let second = t.twilio_assistant("acme").await;
+    assert_eq!(second, first + 1);
+    let got = t
+        .admin(
+            "assistant-get",
+            t.admin_request(
+                "GET",
+                "/assistants/{assistant_id}",
+                &format!("/assistants/{first}"),
+                "",
+                Some(ADMIN_TOKEN),
+            ),
+        )
+        .await;
+    assert_eq!(json_body(&got)["name"], "Sarah");
+    let patch =
+        serde_json::json!({"name": "Sam", "default_welcome_message": "Hi there"}).to_string();
+    let updated = t
+        .admin(
+            "assistant-update",
+            t.admin_request(
+                "PATCH",
+                "/assistants/{assistant_id}",
+                &format!("/assistants/{first}"),
+                &patch,
+                Some(ADMIN_TOKEN),
+            ),
+        )
+        .await;
+    assert_eq!(json_body(&updated)["name"], "Sam");
+    assert_eq!(json_body(&updated)["default_welcome_message"], "Hi there");
+    let missing = t
+        .admin(
+            "assistant-get",
+            t.admin_request(
+                "GET",
+                "/assistants/{assistant_id}",
+                "/assistants/424242",
+                "",
+                Some(ADMIN_TOKEN),
+            ),
+        )
+        .await;
+    assert_eq!(missing.status(), 404);
+    let org = t
+        .admin(
+            "organisation-get",
+            t.admin_request(
+                "GET",
+                "/organisations/{org_id}",
+                "/organisations/acme",
+                "",
+                Some(ADMIN_TOKEN),
+            ),
+        )
+        .await;
+    assert_eq!(json_body(&org)["monthly_limit_seconds"], 60);
+}
+
+#[tokio::test]
+async fn elevenlabs_assistants_call_with_dynamic_variables_and_the_webhook_completes_them() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let assistant = t
+        .create_assistant(serde_json::json!({
+            "org_id": "acme", "name": "Donna", "provider": "elevenlabs",
+            "elevenlabs_agent_id": "agent_abc", "elevenlabs_phone_number_id": "phnum_xyz"
+        }))
+        .await;
+    let response = t
+        .initiate(100)
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+    let conversation_id = json_body(&response)["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sent = &t.eleven.outbound_requests()[0];
+    assert_eq!(sent["agent_id"], "agent_abc");
+    assert_eq!(sent["agent_phone_number_id"], "phnum_xyz");
+    assert_eq!(sent["to_number"], CUSTOMER);
+    let variables = &sent["conversation_initiation_client_data"]["dynamic_variables"];
+    assert!(variables["agenda"]
+        .as_str()
+        .unwrap()
+        .starts_with("I wanted to follow up"));
+    assert!(variables["welcome_message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Hi! This is Sarah"));
+
+    let body = post_call_transcription_body(
+        "agent_abc",
+        &conversation_id,
+        "CA123",
+        &[("agent", "Hi, this is Donna."), ("user", "Hello!")],
+        95,
+    );
+    let now = chrono::Utc::now().timestamp();
+    let webhook = t.webhook();
+    let request = |body: &str, signature: Option<String>| {
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        if let Some(signature) = signature {
+            headers.push(("elevenlabs-signature".into(), signature));
+        }
+        devstack::server::api_request(
+            "POST",
+            "/webhook/elevenlabs",
+            "/webhook/elevenlabs",
+            "",
+            &headers,
+            body.as_bytes(),
+        )
+    };
+    // Rejected first: tampered, stale, wrong secret, unsigned.
+    let tampered = body.replace("Hello!", "Goodbye!");
+    for (name, candidate, signature) in [
+        (
+            "tampered",
+            tampered.as_str(),
+            Some(elevenlabs_signature(WEBHOOK_SECRET, now, &body)),
+        ),
+        (
+            "stale",
+            body.as_str(),
+            Some(elevenlabs_signature(WEBHOOK_SECRET, now - 31 * 60, &body)),
+        ),
+        (
+            "wrong secret",
+            body.as_str(),
+            Some(elevenlabs_signature("other", now, &body)),
+        ),
+        ("unsigned", body.as_str(), None),
+    ] {
+        let response = webhook.handle(request(candidate, signature)).await;
+        assert_eq!(response.status(), 401, "{name}");
+    }
+    assert_eq!(
+        t.stack
+            .directory()
+            .get_organisation("acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .usage_this_month_seconds,
+        0
+    );
+
+    let signed = elevenlabs_signature(WEBHOOK_SECRET, now, &body);
+    let ok = webhook.handle(request(&body, Some(signed.clone()))).await;
+    assert_eq!(ok.status(), 200, "{:?}", json_body(&ok));
+    let dup = webhook.handle(request(&body, Some(signed))).await;
+    assert_eq!(json_body(&dup)["duplicate"], true);
+    let call = t
+        .stack
+        .outbound_calls()
+        .get(&conversation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(call.status, "done");
+    assert_eq!(call.duration_secs, Some(95));
+    assert_eq!(call.transcript.len(), 2);
+    assert_eq!(
+        t.stack
+            .directory()
+            .get_organisation("acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .usage_this_month_seconds,
+        95
+    );
+    assert_eq!(t.stack.depth("NotificationQueue").await, 1);
+
+    // The transcript routes read it back.
+    let headers = vec![("x-api-key".to_string(), t.key.clone())];
+    let transcript_route = conversation_transcript::ConversationTranscript {
+        api_keys: t.api_keys(),
+        calls: Arc::new(t.stack.outbound_calls()),
+        elevenlabs: Some(t.eleven_client()),
+    };
+    let path = format!("/conversations/{conversation_id}/transcript");
+    let response = transcript_route
+        .handle(devstack::server::api_request(
+            "GET",
+            "/conversations/{conversation_id}/transcript",
+            &path,
+            "",
+            &headers,
+            b"",
+        ))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        json_body(&response)["transcript"],
+        "Agent: Hi, this is Donna.\nUser: Hello!"
+    );
+
+    // An initiation failure marks the call failed and notifies.
+    let failing = t
+        .initiate(100)
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    let failed_id = json_body(&failing)["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let failure = call_initiation_failure_body("agent_abc", &failed_id, "busy");
+    let response = webhook
+        .handle(request(
+            &failure,
+            Some(elevenlabs_signature(WEBHOOK_SECRET, now, &failure)),
+        ))
+        .await;
+    assert_eq!(response.status(), 200);
+    let failed = t
+        .stack
+        .outbound_calls()
+        .get(&failed_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.status, "failed");
+    assert_eq!(failed.failure_reason.as_deref(), Some("busy"));
+    t.stack
+        .run_notifications(&t.stack.notify_worker(vec![t.stack.slack_webhook()]))
+        .await;
+    let posts = t.stack.slack.posts();
+    assert_eq!(posts.len(), 2);
+    assert!(posts.iter().any(|p| p["text"]
+        .as_str()
+        .unwrap()
+        .contains("Agent: Hi, this is Donna.")));
+    assert!(posts.iter().any(|p| p["text"]
+        .as_str()
+        .unwrap()
+        .contains("• Status: failed (busy)")));
+}
+
+fn outbound_request(key: &str, body: serde_json::Value) -> Request {
+    let headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("x-api-key".to_string(), key.to_string()),
+    ];
+    devstack::server::api_request(
+        "POST",
+        "/outbound-calls",
+        "/outbound-calls",
+        "",
+        &headers,
+        body.to_string().as_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn seed_004_outbound_calls_add_the_plus_and_monitor_until_done() {
+    let t = Outbound::start().await;
+    t.eleven
+        .set_conversation_script(ConversationScript::Finishes {
+            polls_before_done: 2,
+            transcript: vec![
+                ("agent".into(), "Is this about case fraud-123?".into()),
+                ("user".into(), "Yes it is.".into()),
+            ],
+            duration_secs: 61,
+        });
+    let route = t.outbound_calls();
+    let response = route
+        .handle(outbound_request(&t.key, serde_json::json!({
+            "destination_number": "13473580012",
+            "agent_variables": {"case_id": "fraud-123", "customer_org": "Acme Corp", "vendor__legal_name": "Spotify"},
+            "monitor": true,
+            "monitor_duration": 60
+        })))
+        .await;
+    assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+    let result = json_body(&response);
+    assert_eq!(result["success"], true);
+    assert!(result["error"].is_null());
+    let conversation_id = result["conversation_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        result["dashboard_url"],
+        format!("https://elevenlabs.io/app/conversational-ai/history/{conversation_id}")
+    );
+    let sent = &t.eleven.outbound_requests()[0];
+    assert_eq!(sent["to_number"], "+13473580012");
+    assert_eq!(sent["agent_id"], "agent_default");
+    assert_eq!(
+        sent["conversation_initiation_client_data"]["dynamic_variables"]["case_id"],
+        "fraud-123"
+    );
+
+    let monitor = t.monitor();
+    t.stack
+        .drain("MonitorQueue", |event| {
+            let monitor = Arc::clone(&monitor);
+            async move { monitor.handle(event).await }
+        })
+        .await;
+    assert_eq!(t.eleven.polls(&conversation_id), 3);
+    let call = t
+        .stack
+        .outbound_calls()
+        .get(&conversation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(call.status, "done");
+    assert_eq!(call.duration_secs, Some(61));
+    assert_eq!(call.transcript[1].message, "Yes it is.");
+    assert_eq!(t.stack.depth("NotificationQueue").await, 1);
+
+    let details = conversation_get::ConversationGet {
+        api_keys: t.api_keys(),
+        calls: Arc::new(t.stack.outbound_calls()),
+        elevenlabs: Some(t.eleven_client()),
+    };
+    let headers = vec![("x-api-key".to_string(), t.key.clone())];
+    let path = format!("/conversations/{conversation_id}");
+    let response = details
+        .handle(devstack::server::api_request(
+            "GET",
+            "/conversations/{conversation_id}",
+            &path,
+            "",
+            &headers,
+            b"",
+        ))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(json_body(&response)["status"], "done");
+    assert_eq!(json_body(&response)["callops"]["duration_secs"], 61);
+    let unknown = details
+        .handle(devstack::server::api_request(
+            "GET",
+            "/conversations/{conversation_id}",
+            "/conversations/conv_nope",
+            "",
+            &headers,
+            b"",
+        ))
+        .await;
+    assert_eq!(unknown.status(), 404);
+
+    // Bad numbers are refused in seed 004's shape, with no provider call.
+    let before = t.eleven.outbound_requests().len();
+    let bad = route
+        .handle(outbound_request(
+            &t.key,
+            serde_json::json!({"destination_number": "call me"}),
+        ))
+        .await;
+    assert_eq!(bad.status(), 400);
+    assert_eq!(json_body(&bad)["success"], false);
+    assert_eq!(
+        json_body(&bad)["error"],
+        "Invalid phone number format. Use E.164 format (e.g., +1234567890)"
+    );
+    assert_eq!(t.eleven.outbound_requests().len(), before);
+}
+
+#[tokio::test]
+async fn monitoring_gives_up_at_its_deadline() {
+    let t = Outbound::start().await;
+    t.eleven
+        .set_conversation_script(ConversationScript::NeverFinishes);
+    let response = t
+        .outbound_calls()
+        .handle(outbound_request(&t.key, serde_json::json!({"destination_number": "+14155552671", "monitor": true, "monitor_duration": 0})))
+        .await;
+    let conversation_id = json_body(&response)["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let monitor = t.monitor();
+    t.stack
+        .drain("MonitorQueue", |event| {
+            let monitor = Arc::clone(&monitor);
+            async move { monitor.handle(event).await }
+        })
+        .await;
+    assert_eq!(t.eleven.polls(&conversation_id), 1);
+    let call = t
+        .stack
+        .outbound_calls()
+        .get(&conversation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(call.status, "initiated");
+    assert_eq!(t.stack.depth("NotificationQueue").await, 0);
+}
