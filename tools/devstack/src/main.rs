@@ -50,44 +50,43 @@ where
     Arc::new(move |event| Box::pin(f(event)))
 }
 
+/// An HTTP function whose app is `$ty::from_env()` and `handle(request)`.
+macro_rules! app {
+    ($ty:path) => {{
+        let app = Arc::new(<$ty>::from_env().await?);
+        http(move |request| {
+            let app = Arc::clone(&app);
+            async move { app.handle(request).await }
+        })
+    }};
+}
+
+/// The same for a queue consumer (`handle(event)` on an `Arc`).
+macro_rules! worker {
+    ($ty:path) => {{
+        let worker = Arc::new(<$ty>::from_env().await?);
+        consumer(move |event| {
+            let worker = Arc::clone(&worker);
+            async move { worker.handle(event).await }
+        })
+    }};
+}
+
 /// The one place that knows which crate serves which binary name.
 async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
     Ok(match binary {
-        "zapier-webhook" => {
-            let app = Arc::new(zapier_webhook::ZapierWebhook::from_env().await?);
-            http(move |r| {
-                let app = Arc::clone(&app);
-                async move { app.handle(r).await }
-            })
-        }
-        "exotel-webhook" => {
-            let app = Arc::new(exotel_webhook::ExotelWebhook::from_env().await?);
-            http(move |r| {
-                let app = Arc::clone(&app);
-                async move { app.handle(r).await }
-            })
-        }
-        "livekit-webhook" => {
-            let app = Arc::new(livekit_webhook::LiveKitWebhook::from_env().await?);
-            http(move |r| {
-                let app = Arc::clone(&app);
-                async move { app.handle(r).await }
-            })
-        }
-        "call-started" => {
-            let app = Arc::new(call_started::CallStarted::from_env().await?);
-            http(move |r| {
-                let app = Arc::clone(&app);
-                async move { app.handle(r).await }
-            })
-        }
-        "call-get" => {
-            let app = Arc::new(call_get::CallGet::from_env().await?);
-            http(move |r| {
-                let app = Arc::clone(&app);
-                async move { app.handle(r).await }
-            })
-        }
+        "zapier-webhook" => app!(zapier_webhook::ZapierWebhook),
+        "exotel-webhook" => app!(exotel_webhook::ExotelWebhook),
+        "livekit-webhook" => app!(livekit_webhook::LiveKitWebhook),
+        "call-started" => app!(call_started::CallStarted),
+        "call-get" => app!(call_get::CallGet),
+        "calls-initiate" => app!(calls_initiate::CallsInitiate),
+        "twiml" => app!(twiml::Twiml),
+        "twilio-status" => app!(twilio_status::TwilioStatus),
+        "outbound-calls" => app!(outbound_calls::OutboundCalls),
+        "conversation-get" => app!(conversation_get::ConversationGet),
+        "conversation-transcript" => app!(conversation_transcript::ConversationTranscript),
+        "elevenlabs-webhook" => app!(elevenlabs_webhook::ElevenLabsWebhook),
         "health" => {
             let app = Arc::new(health::Health::from_env().await?);
             http(move |_| {
@@ -102,6 +101,32 @@ async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
                 async move { app.handle().await }
             })
         }
+        route @ ("assistant-create"
+        | "assistant-get"
+        | "assistant-update"
+        | "assistant-deactivate"
+        | "organisation-create"
+        | "organisation-get"
+        | "organisation-update") => {
+            let config = Arc::new(shared::admin::AdminConfig::from_env().await?);
+            let route = route.to_string();
+            http(move |request| {
+                let config = Arc::clone(&config);
+                let route = route.clone();
+                async move {
+                    let admin = config.admin();
+                    match route.as_str() {
+                        "assistant-create" => admin.create_assistant(request).await,
+                        "assistant-get" => admin.get_assistant(request).await,
+                        "assistant-update" => admin.update_assistant(request).await,
+                        "assistant-deactivate" => admin.deactivate_assistant(request).await,
+                        "organisation-create" => admin.create_organisation(request).await,
+                        "organisation-get" => admin.get_organisation(request).await,
+                        _ => admin.update_organisation(request).await,
+                    }
+                }
+            })
+        }
         other => {
             return Err(format!(
                 "template.yaml routes to {other}, which the dev server does not know"
@@ -113,20 +138,9 @@ async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
 
 async fn queue_consumer(binary: &str) -> Result<Consumer, Error> {
     Ok(match binary {
-        "transcribe-worker" => {
-            let worker = Arc::new(transcribe_worker::TranscribeWorker::from_env().await?);
-            consumer(move |e| {
-                let worker = Arc::clone(&worker);
-                async move { worker.handle(e).await }
-            })
-        }
-        "notify-worker" => {
-            let worker = Arc::new(notify_worker::NotifyWorker::from_env().await?);
-            consumer(move |e| {
-                let worker = Arc::clone(&worker);
-                async move { worker.handle(e).await }
-            })
-        }
+        "transcribe-worker" => worker!(transcribe_worker::TranscribeWorker),
+        "notify-worker" => worker!(notify_worker::NotifyWorker),
+        "monitor-worker" => worker!(monitor_worker::MonitorWorker),
         other => {
             return Err(format!(
                 "template.yaml has a queue consumer {other} the dev server does not know"
@@ -273,6 +287,8 @@ fn main() -> Result<(), Error> {
         // Fake telephony providers when none are configured, kept alive with the server.
         let _telephony = if fake_telephony {
             let twilio = devstack::fakes::FakeTwilio::start(DEV_TWILIO_ACCOUNT_SID, DEV_TWILIO_AUTH_TOKEN);
+            // Placed calls play out: TwiML fetched, status callbacks, a 42 s call.
+            twilio.simulate_calls(42);
             let elevenlabs = devstack::fakes::FakeElevenLabs::start(DEV_ELEVENLABS_API_KEY);
             std::env::set_var("TWILIO_API_BASE_URL", twilio.base_url());
             std::env::set_var("ELEVENLABS_BASE_URL", elevenlabs.base_url());

@@ -36,6 +36,10 @@ struct State {
     created: Mutex<Vec<Form>>,
     ended: Mutex<Vec<String>>,
     failure: Mutex<Option<Failure>>,
+    auth_token: String,
+    /// When set, each placed call "happens": TwiML is fetched and status
+    /// callbacks are sent, signed, ending with this duration (seconds).
+    simulate: Mutex<Option<u64>>,
 }
 
 /// Fake Twilio server; stops when dropped.
@@ -55,10 +59,20 @@ impl FakeTwilio {
             created: Mutex::default(),
             ended: Mutex::default(),
             failure: Mutex::default(),
+            auth_token: auth_token.to_owned(),
+            simulate: Mutex::default(),
         });
         let handler_state = Arc::clone(&state);
         let server = Server::start("127.0.0.1:0", move |req| ready(handler_state.handle(&req)));
         Self { server, state }
+    }
+
+    /// Makes every call placed from now on play out like a real one (for
+    /// `make dev`): Twilio fetches the TwiML `Url`, then posts `ringing`,
+    /// `in-progress` and `completed` (with `CallDuration`) to `StatusCallback`,
+    /// each signed with the auth token.
+    pub fn simulate_calls(&self, duration_secs: u64) {
+        *lock(&self.state.simulate) = Some(duration_secs);
     }
 
     /// Stands in for `https://api.twilio.com`.
@@ -174,7 +188,20 @@ impl State {
             "duration": null,
             "uri": format!("{API_PREFIX}{}/Calls/{sid}.json", self.account_sid),
         });
-        lock(&self.calls).insert(sid, call.clone());
+        lock(&self.calls).insert(sid.clone(), call.clone());
+        if let Some(duration) = *lock(&self.simulate) {
+            let callbacks = PlacedCall {
+                sid,
+                account_sid: self.account_sid.clone(),
+                auth_token: self.auth_token.clone(),
+                to,
+                from,
+                twiml_url: get("Url"),
+                status_callback: get("StatusCallback"),
+                duration,
+            };
+            tokio::spawn(callbacks.play());
+        }
         lock(&self.created).push(form);
         json_response(StatusCode::CREATED, call)
     }
@@ -211,6 +238,77 @@ fn form(req: &Recorded) -> Form {
 }
 
 /// A fresh call sid: `CA` + 32 lowercase hex digits, like Twilio's.
+/// A simulated call's callbacks, sent the way Twilio sends them.
+struct PlacedCall {
+    sid: String,
+    account_sid: String,
+    auth_token: String,
+    to: String,
+    from: String,
+    twiml_url: Option<String>,
+    status_callback: Option<String>,
+    duration: u64,
+}
+
+impl PlacedCall {
+    async fn post(
+        &self,
+        http: &reqwest::Client,
+        url: &str,
+        status: &str,
+        duration: Option<String>,
+    ) {
+        let mut params: Vec<(&str, &str)> = vec![
+            ("CallSid", &self.sid),
+            ("AccountSid", &self.account_sid),
+            ("From", &self.from),
+            ("To", &self.to),
+            ("CallStatus", status),
+            ("Direction", "outbound-api"),
+        ];
+        if let Some(duration) = duration.as_deref() {
+            params.push(("CallDuration", duration));
+        }
+        let signature = twilio_signature(&self.auth_token, url, &params);
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&params)
+            .finish();
+        let sent = http
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        if let Err(err) = sent {
+            eprintln!("fake Twilio: callback to {url} failed: {err}");
+        }
+    }
+
+    async fn play(self) {
+        let http = reqwest::Client::new();
+        let pause = || tokio::time::sleep(std::time::Duration::from_millis(300));
+        if let Some(callback) = &self.status_callback {
+            self.post(&http, callback, "ringing", None).await;
+        }
+        pause().await;
+        if let Some(twiml) = &self.twiml_url {
+            self.post(&http, twiml, "in-progress", None).await;
+        }
+        if let Some(callback) = &self.status_callback {
+            self.post(&http, callback, "in-progress", None).await;
+            pause().await;
+            self.post(
+                &http,
+                callback,
+                "completed",
+                Some(self.duration.to_string()),
+            )
+            .await;
+        }
+    }
+}
+
 pub(super) fn new_call_sid() -> String {
     format!("CA{}", uuid::Uuid::new_v4().simple())
 }
