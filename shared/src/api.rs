@@ -186,6 +186,29 @@ pub fn body_bytes(body: &Body) -> Result<&[u8], ApiError> {
     Ok(bytes)
 }
 
+/// A once-only handler's outcome as a response: `first` for the delivery
+/// that did the work, 200 with `duplicate: true` for a replay (so the sender
+/// stops retrying), 409 while another delivery holds the claim.
+pub fn once_response(
+    result: Result<crate::dedup::Once, crate::dedup::OnceError<ApiError>>,
+    first: StatusCode,
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    use crate::dedup::{Once, OnceError};
+    match result {
+        Ok(Once::Done(response)) => Ok((first, response)),
+        Ok(Once::Duplicate(mut saved)) => {
+            saved["duplicate"] = true.into();
+            Ok((StatusCode::OK, saved))
+        }
+        Ok(Once::InProgress) => Err(ApiError::InProgress),
+        Err(OnceError::Store(err)) => {
+            tracing::warn!(error = %err, "dedup store unavailable");
+            Err(ApiError::Unavailable)
+        }
+        Err(OnceError::Work(err)) => Err(err),
+    }
+}
+
 /// Time left in this invocation, from the Lambda context; `None` outside Lambda.
 pub fn remaining_time(request: &lambda_http::Request) -> Option<std::time::Duration> {
     use lambda_http::RequestExt;

@@ -71,3 +71,39 @@ pub async fn enforce(
     }
     Ok(())
 }
+
+/// API-key access with a per-key request limit, as the outbound-call routes use it.
+pub struct KeyedAccess {
+    pub api_keys: std::sync::Arc<dyn crate::api_keys::ApiKeyStore>,
+    pub rate_limiter: std::sync::Arc<dyn RateLimiter>,
+    /// Requests per window per key (`CALLS_RATE_LIMIT_PER_MINUTE`).
+    pub per_window: u64,
+}
+
+impl KeyedAccess {
+    pub fn from_env(client: Client) -> Result<Self, crate::config::ConfigError> {
+        use crate::config::{parsed_or, required};
+        Ok(Self {
+            api_keys: std::sync::Arc::new(crate::api_keys::DynamoApiKeyStore::new(
+                client.clone(),
+                required("API_KEYS_TABLE")?,
+            )),
+            rate_limiter: std::sync::Arc::new(DynamoRateLimiter {
+                client,
+                table: required("IDEMPOTENCY_TABLE")?,
+                window_secs: 60,
+            }),
+            per_window: parsed_or("CALLS_RATE_LIMIT_PER_MINUTE", 30)?,
+        })
+    }
+
+    /// The caller's key, once it is valid and within its limit.
+    pub async fn admit(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<crate::api_keys::ApiKeyRecord, ApiError> {
+        let key = crate::api_keys::authenticate(self.api_keys.as_ref(), headers).await?;
+        enforce(self.rate_limiter.as_ref(), &key.key_id, self.per_window).await?;
+        Ok(key)
+    }
+}

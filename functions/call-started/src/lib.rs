@@ -11,7 +11,7 @@ use serde::Deserialize;
 use shared::api::{self, ApiError};
 use shared::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
 use shared::config;
-use shared::dedup::{run_once, DedupStore, DynamoDedupStore, Once, OnceError};
+use shared::dedup::{run_once, DedupStore, DynamoDedupStore};
 use shared::jobs::{self, CallStart, JobQueue, NotificationJob, SqsJobQueue};
 use shared::sessions::{DynamoSessionStore, SessionStore};
 use tracing::{info, warn};
@@ -165,19 +165,10 @@ impl CallStarted {
                 "room_name": start.room_name,
             }))
         };
-        match run_once(self.dedup.as_ref(), &dedup_key, lease, work).await {
-            Ok(Once::Done(response)) => Ok((StatusCode::ACCEPTED, response)),
-            Ok(Once::Duplicate(mut saved)) => {
-                saved["duplicate"] = true.into();
-                Ok((StatusCode::OK, saved))
-            }
-            Ok(Once::InProgress) => Err(ApiError::InProgress),
-            Err(OnceError::Store(err)) => {
-                warn!(error = %err, "dedup store unavailable");
-                Err(ApiError::Unavailable)
-            }
-            Err(OnceError::Work(err)) => Err(err),
-        }
+        api::once_response(
+            run_once(self.dedup.as_ref(), &dedup_key, lease, work).await,
+            StatusCode::ACCEPTED,
+        )
     }
 }
 

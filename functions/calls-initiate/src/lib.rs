@@ -8,13 +8,11 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use shared::api::{self, ApiError};
-use shared::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
-use shared::config;
 use shared::outbound::{
     Assistant, DirectoryStore, DynamoDirectoryStore, DynamoOutboundCallStore, OutboundCall,
     OutboundCallStore, Provider, Providers,
 };
-use shared::rate_limit::{self, DynamoRateLimiter, RateLimiter};
+use shared::rate_limit::KeyedAccess;
 use shared::twilio::{NewCall, ProviderError};
 use tracing::{info, warn};
 
@@ -24,10 +22,8 @@ const USAGE_EXCEEDED: &str =
     "Monthly usage limit exceeded. Please upgrade your plan or add top-up credits.";
 
 pub struct CallsInitiate {
-    pub api_keys: Arc<dyn ApiKeyStore>,
-    pub rate_limiter: Arc<dyn RateLimiter>,
-    /// Requests per minute per API key (`CALLS_RATE_LIMIT_PER_MINUTE`).
-    pub rate_per_minute: u64,
+    /// API key and per-key rate limit.
+    pub access: KeyedAccess,
     pub directory: Arc<dyn DirectoryStore>,
     pub calls: Arc<dyn OutboundCallStore>,
     pub providers: Providers,
@@ -138,16 +134,7 @@ impl CallsInitiate {
         let sdk = shared::aws::sdk_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         Ok(Self {
-            api_keys: Arc::new(DynamoApiKeyStore::new(
-                dynamo.clone(),
-                config::required("API_KEYS_TABLE")?,
-            )),
-            rate_limiter: Arc::new(DynamoRateLimiter {
-                client: dynamo,
-                table: config::required("IDEMPOTENCY_TABLE")?,
-                window_secs: 60,
-            }),
-            rate_per_minute: config::parsed_or("CALLS_RATE_LIMIT_PER_MINUTE", 30)?,
+            access: KeyedAccess::from_env(dynamo)?,
             directory: Arc::new(DynamoDirectoryStore::from_env(&sdk)?),
             calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
             providers: Providers::from_env(shared::outbound::provider_http()?)?,
@@ -159,13 +146,7 @@ impl CallsInitiate {
     }
 
     async fn process(&self, request: Request) -> Result<(StatusCode, Initiated), ApiError> {
-        let key = api_keys::authenticate(self.api_keys.as_ref(), request.headers()).await?;
-        rate_limit::enforce(
-            self.rate_limiter.as_ref(),
-            &key.key_id,
-            self.rate_per_minute,
-        )
-        .await?;
+        let key = self.access.admit(request.headers()).await?;
         let body: InitiateBody =
             serde_json::from_slice(api::body_bytes(request.body())?).map_err(|e| {
                 ApiError::bad_request(

@@ -11,7 +11,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use shared::api::{self, ApiError};
 use shared::config::{self, Secret};
-use shared::dedup::{run_once, DedupStore, DynamoDedupStore, Once, OnceError};
+use shared::dedup::{run_once, DedupStore, DynamoDedupStore};
 use shared::elevenlabs::{verify_signature, ConversationMetadata};
 use shared::jobs::{JobQueue, SqsJobQueue};
 use shared::outbound::{
@@ -104,16 +104,10 @@ impl ElevenLabsWebhook {
         let key = format!("elevenlabs#{}#{}", event.data.conversation_id, event.kind);
         let lease = api::remaining_time(&request).unwrap_or(self.lease);
         let work = || self.apply(&event);
-        match run_once(self.dedup.as_ref(), &key, lease, work).await {
-            Ok(Once::Done(response)) => Ok((StatusCode::OK, response)),
-            Ok(Once::Duplicate(mut saved)) => {
-                saved["duplicate"] = true.into();
-                Ok((StatusCode::OK, saved))
-            }
-            Ok(Once::InProgress) => Err(ApiError::InProgress),
-            Err(OnceError::Store(err)) => Err(unavailable(err)),
-            Err(OnceError::Work(err)) => Err(err),
-        }
+        api::once_response(
+            run_once(self.dedup.as_ref(), &key, lease, work).await,
+            StatusCode::OK,
+        )
     }
 
     async fn apply(&self, event: &WebhookEvent) -> Result<serde_json::Value, ApiError> {

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use shared::api::{self, ApiError};
 use shared::config::{self, Secret};
-use shared::dedup::{run_once, DedupStore, DynamoDedupStore, Once, OnceError};
+use shared::dedup::{run_once, DedupStore, DynamoDedupStore};
 use shared::jobs::{self, CallStart, JobQueue, NotificationJob, SqsJobQueue};
 use shared::mask;
 use shared::sessions::{DynamoSessionStore, SessionStore};
@@ -367,16 +367,10 @@ impl LiveKitWebhook {
                 serde_json::json!({"success": true, "queued": true, "event_id": event_id}),
             )
         };
-        match run_once(self.dedup.as_ref(), &key, lease, work).await {
-            Ok(Once::Done(response)) => Ok((StatusCode::OK, response)),
-            Ok(Once::Duplicate(mut saved)) => {
-                saved["duplicate"] = true.into();
-                Ok((StatusCode::OK, saved))
-            }
-            Ok(Once::InProgress) => Err(ApiError::InProgress),
-            Err(OnceError::Store(err)) => Err(unavailable(err)),
-            Err(OnceError::Work(err)) => Err(err),
-        }
+        api::once_response(
+            run_once(self.dedup.as_ref(), &key, lease, work).await,
+            StatusCode::OK,
+        )
     }
 }
 

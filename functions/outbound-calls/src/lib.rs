@@ -9,13 +9,12 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use shared::api::{self, ApiError};
-use shared::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
 use shared::config;
 use shared::jobs::{self, JobQueue, MonitorJob, SqsJobQueue};
 use shared::outbound::{
     DynamoOutboundCallStore, OutboundCall, OutboundCallStore, Provider, Providers,
 };
-use shared::rate_limit::{self, DynamoRateLimiter, RateLimiter};
+use shared::rate_limit::KeyedAccess;
 use shared::twilio::ProviderError;
 use tracing::{info, warn};
 
@@ -24,9 +23,8 @@ const DEFAULT_MONITOR_SECS: u64 = 30;
 const MAX_MONITOR_SECS: u64 = 3600;
 
 pub struct OutboundCalls {
-    pub api_keys: Arc<dyn ApiKeyStore>,
-    pub rate_limiter: Arc<dyn RateLimiter>,
-    pub rate_per_minute: u64,
+    /// API key and per-key rate limit.
+    pub access: KeyedAccess,
     pub calls: Arc<dyn OutboundCallStore>,
     pub providers: Providers,
     /// `ELEVEN_LABS_AGENT_ID` and `PHONE_NUMBER_ID` (seed 004's names).
@@ -79,16 +77,7 @@ impl OutboundCalls {
         let sdk = shared::aws::sdk_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         Ok(Self {
-            api_keys: Arc::new(DynamoApiKeyStore::new(
-                dynamo.clone(),
-                config::required("API_KEYS_TABLE")?,
-            )),
-            rate_limiter: Arc::new(DynamoRateLimiter {
-                client: dynamo,
-                table: config::required("IDEMPOTENCY_TABLE")?,
-                window_secs: 60,
-            }),
-            rate_per_minute: config::parsed_or("CALLS_RATE_LIMIT_PER_MINUTE", 30)?,
+            access: KeyedAccess::from_env(dynamo)?,
             calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
             providers: Providers::from_env(shared::outbound::provider_http()?)?,
             default_agent_id: config::optional("ELEVEN_LABS_AGENT_ID"),
@@ -112,13 +101,7 @@ impl OutboundCalls {
     }
 
     async fn process(&self, request: Request) -> Result<serde_json::Value, ApiError> {
-        let key = api_keys::authenticate(self.api_keys.as_ref(), request.headers()).await?;
-        rate_limit::enforce(
-            self.rate_limiter.as_ref(),
-            &key.key_id,
-            self.rate_per_minute,
-        )
-        .await?;
+        let key = self.access.admit(request.headers()).await?;
         let body: OutboundBody =
             serde_json::from_slice(api::body_bytes(request.body())?).map_err(|e| {
                 ApiError::bad_request(

@@ -10,7 +10,7 @@ use http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use shared::api::{self, ApiError};
 use shared::config::{self, Secret};
-use shared::dedup::{run_once, DedupStore, DynamoDedupStore, Once, OnceError};
+use shared::dedup::{run_once, DedupStore, DynamoDedupStore};
 use shared::jobs::{self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue};
 use shared::outbound::{status_rank, DynamoOutboundCallStore, OutboundCallStore, UsageRecorded};
 use shared::twilio;
@@ -113,15 +113,9 @@ impl TwilioStatus {
                 serde_json::json!({"success": true, "status": status, "applied": moved}),
             )
         };
-        match run_once(self.dedup.as_ref(), &key, lease, work).await {
-            Ok(Once::Done(response)) => Ok((StatusCode::OK, response)),
-            Ok(Once::Duplicate(mut saved)) => {
-                saved["duplicate"] = true.into();
-                Ok((StatusCode::OK, saved))
-            }
-            Ok(Once::InProgress) => Err(ApiError::InProgress),
-            Err(OnceError::Store(err)) => Err(unavailable(err)),
-            Err(OnceError::Work(err)) => Err(err),
-        }
+        api::once_response(
+            run_once(self.dedup.as_ref(), &key, lease, work).await,
+            StatusCode::OK,
+        )
     }
 }

@@ -90,6 +90,14 @@ impl Outbound {
         })
     }
 
+    fn access(&self, per_window: u64) -> shared::rate_limit::KeyedAccess {
+        shared::rate_limit::KeyedAccess {
+            api_keys: self.api_keys(),
+            rate_limiter: self.rate_limiter(),
+            per_window,
+        }
+    }
+
     fn queue(&self, logical_id: &str) -> Arc<SqsJobQueue> {
         Arc::new(SqsJobQueue::new(
             self.stack.sqs.clone(),
@@ -107,9 +115,7 @@ impl Outbound {
 
     fn initiate(&self, rate_per_minute: u64) -> calls_initiate::CallsInitiate {
         calls_initiate::CallsInitiate {
-            api_keys: self.api_keys(),
-            rate_limiter: self.rate_limiter(),
-            rate_per_minute,
+            access: self.access(rate_per_minute),
             directory: Arc::new(self.stack.directory()),
             calls: Arc::new(self.stack.outbound_calls()),
             providers: self.providers(),
@@ -138,9 +144,7 @@ impl Outbound {
 
     fn outbound_calls(&self) -> outbound_calls::OutboundCalls {
         outbound_calls::OutboundCalls {
-            api_keys: self.api_keys(),
-            rate_limiter: self.rate_limiter(),
-            rate_per_minute: 30,
+            access: self.access(30),
             calls: Arc::new(self.stack.outbound_calls()),
             providers: self.providers(),
             default_agent_id: Some("agent_default".into()),
