@@ -2,7 +2,7 @@
 # Both install what they need (scripts/bootstrap.sh, cached under .cache/).
 
 SHELL := /bin/bash
-FUNCTIONS := zapier-webhook exotel-webhook transcribe-worker notify-worker health stats call-get
+FUNCTIONS := $(notdir $(wildcard functions/*))
 VENV_BIN := $(CURDIR)/.cache/venv/bin
 
 .PHONY: bootstrap dev test lint unit integration build bench deploy clean

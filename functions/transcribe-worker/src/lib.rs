@@ -203,7 +203,20 @@ impl TranscribeWorker {
                 info!(%transcript_id, "transcription submitted");
                 self.schedule_recheck(job, transcript_id, 0).await
             }
-            Err(TranscribeError::Temporary(reason)) => Err(reason),
+            Err(TranscribeError::Temporary(reason)) => {
+                // Hand the claim back so the redelivery submits at once
+                // instead of waiting for a takeover.
+                let _ = self
+                    .calls
+                    .transition(
+                        &job.call_id,
+                        &[CallStatus::Transcribing],
+                        CallStatus::Queued,
+                        None,
+                    )
+                    .await;
+                Err(reason)
+            }
             Err(TranscribeError::Permanent(reason)) => self.fail(&job.call_id, &reason).await,
         }
     }

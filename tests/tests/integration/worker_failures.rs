@@ -110,9 +110,18 @@ async fn a_failed_message_mid_batch_is_the_only_one_redelivered() {
         .map(|job| job["call_id"].as_str().unwrap())
         .collect();
     assert_eq!(first_attempts, vec!["BATCH2"]);
+    // The failed submission handed its claim back, so the retry submits at once.
+    let batch2 = stack.calls().get("BATCH2").await.unwrap().unwrap();
+    assert_eq!(batch2.status, CallStatus::Queued);
+    let history: Vec<CallStatus> = batch2.status_history.iter().map(|h| h.status).collect();
     assert_eq!(
-        stack.calls().get("BATCH2").await.unwrap().unwrap().status,
-        CallStatus::Transcribing
+        history,
+        vec![
+            CallStatus::Received,
+            CallStatus::Queued,
+            CallStatus::Transcribing,
+            CallStatus::Queued
+        ]
     );
 }
 
@@ -173,6 +182,30 @@ async fn a_redelivered_first_job_never_submits_twice() {
     assert_eq!(stack.assemblyai.transcript_requests().len(), 1);
     assert_eq!(
         stack.calls().get("ONCE1").await.unwrap().unwrap().status,
+        CallStatus::Transcribed
+    );
+}
+
+#[tokio::test]
+async fn a_transient_assemblyai_failure_is_retried_on_the_next_delivery() {
+    let stack = Stack::start().await;
+    stack.assemblyai.fail_next_uploads(1);
+    let body = seed_payload(&stack, "FLAKY1").to_string();
+    let response = stack
+        .zapier()
+        .handle(zapier_request(
+            body.as_bytes(),
+            Some(&bearer(WEBHOOK_TOKEN)),
+        ))
+        .await;
+    assert_eq!(response.status(), 202);
+    let reports = stack.run_transcriptions().await;
+    // One reported failure, then the very next delivery submits (no takeover wait).
+    assert_eq!(reports.iter().map(|r| r.failed.len()).sum::<usize>(), 1);
+    assert_eq!(stack.assemblyai.upload_sizes().len(), 1);
+    assert_eq!(stack.assemblyai.transcript_requests().len(), 1);
+    assert_eq!(
+        stack.calls().get("FLAKY1").await.unwrap().unwrap().status,
         CallStatus::Transcribed
     );
 }
