@@ -54,6 +54,18 @@ impl DynamoDedupStore {
         }
     }
 
+    /// `IDEMPOTENCY_TABLE`, keeping records `DEDUP_RETENTION_SECONDS` (default 7 days).
+    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self::new(
+            Client::new(sdk),
+            crate::config::required("IDEMPOTENCY_TABLE")?,
+            Duration::from_secs(crate::config::parsed_or(
+                "DEDUP_RETENTION_SECONDS",
+                7 * 24 * 3600,
+            )?),
+        ))
+    }
+
     /// Reads the record that beat us; used only when DynamoDB did not return
     /// it with the failed condition (DynamoDB Local omits it).
     async fn read_existing(

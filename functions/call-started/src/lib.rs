@@ -101,19 +101,12 @@ impl CallStarted {
                 dynamo.clone(),
                 config::required("API_KEYS_TABLE")?,
             )),
-            dedup: Arc::new(DynamoDedupStore::new(
-                dynamo.clone(),
-                config::required("IDEMPOTENCY_TABLE")?,
-                Duration::from_secs(config::parsed_or("DEDUP_RETENTION_SECONDS", 7 * 24 * 3600)?),
-            )),
+            dedup: Arc::new(DynamoDedupStore::from_env(&sdk)?),
             sessions: Arc::new(DynamoSessionStore::new(
                 dynamo,
                 config::required("CALLS_TABLE")?,
             )),
-            notification_queue: Arc::new(SqsJobQueue::new(
-                aws_sdk_sqs::Client::new(&sdk),
-                config::required("NOTIFICATION_QUEUE_URL")?,
-            )),
+            notification_queue: Arc::new(SqsJobQueue::from_env(&sdk, "NOTIFICATION_QUEUE_URL")?),
             lease: Duration::from_secs(config::parsed_or("DEDUP_LEASE_SECONDS", 30)?),
         })
     }

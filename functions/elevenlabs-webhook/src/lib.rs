@@ -57,15 +57,8 @@ impl ElevenLabsWebhook {
         Ok(Self {
             secret: config::required_secret("ELEVENLABS_WEBHOOK_SECRET")?,
             calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
-            dedup: Arc::new(DynamoDedupStore::new(
-                aws_sdk_dynamodb::Client::new(&sdk),
-                config::required("IDEMPOTENCY_TABLE")?,
-                Duration::from_secs(7 * 24 * 3600),
-            )),
-            notification_queue: Arc::new(SqsJobQueue::new(
-                aws_sdk_sqs::Client::new(&sdk),
-                config::required("NOTIFICATION_QUEUE_URL")?,
-            )),
+            dedup: Arc::new(DynamoDedupStore::from_env(&sdk)?),
+            notification_queue: Arc::new(SqsJobQueue::from_env(&sdk, "NOTIFICATION_QUEUE_URL")?),
             lease: Duration::from_secs(30),
         })
     }

@@ -209,25 +209,17 @@ impl LiveKitWebhook {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let sdk = shared::aws::sdk_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
         Ok(Self {
             api_key: config::required("LIVEKIT_API_KEY")?,
             api_secret: config::required_secret("LIVEKIT_API_SECRET")?,
             agent_identity_prefix: config::optional("LIVEKIT_AGENT_IDENTITY_PREFIX")
                 .unwrap_or_else(|| "agent-".into()),
-            dedup: Arc::new(DynamoDedupStore::new(
-                dynamo.clone(),
-                config::required("IDEMPOTENCY_TABLE")?,
-                Duration::from_secs(config::parsed_or("DEDUP_RETENTION_SECONDS", 7 * 24 * 3600)?),
-            )),
+            dedup: Arc::new(DynamoDedupStore::from_env(&sdk)?),
             sessions: Arc::new(DynamoSessionStore::new(
                 dynamo,
                 config::required("CALLS_TABLE")?,
             )),
-            notification_queue: Arc::new(SqsJobQueue::new(
-                sqs,
-                config::required("NOTIFICATION_QUEUE_URL")?,
-            )),
+            notification_queue: Arc::new(SqsJobQueue::from_env(&sdk, "NOTIFICATION_QUEUE_URL")?),
             lease: Duration::from_secs(config::parsed_or("DEDUP_LEASE_SECONDS", 30)?),
         })
     }

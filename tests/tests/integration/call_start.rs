@@ -8,8 +8,6 @@ use devstack::fakes::ScriptedResponse;
 use futures_util::future::join_all;
 use lambda_http::Request;
 use shared::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
-use shared::dedup::DynamoDedupStore;
-use shared::jobs::SqsJobQueue;
 use shared::notify::NotificationRoutes;
 use shared::sessions::SessionStore;
 
@@ -24,16 +22,9 @@ impl Stack {
             api_key: LK_KEY.into(),
             api_secret: shared::config::Secret::new(LK_SECRET),
             agent_identity_prefix: "agent-".into(),
-            dedup: Arc::new(DynamoDedupStore::new(
-                self.dynamo.clone(),
-                self.resources.table("IdempotencyTable"),
-                Duration::from_secs(3600),
-            )),
+            dedup: self.dedup(),
             sessions: Arc::new(self.sessions()),
-            notification_queue: Arc::new(SqsJobQueue::new(
-                self.sqs.clone(),
-                self.resources.queue("NotificationQueue"),
-            )),
+            notification_queue: self.queue("NotificationQueue"),
             lease: Duration::from_secs(30),
         }
     }
@@ -45,16 +36,9 @@ impl Stack {
     fn call_started(&self) -> call_started::CallStarted {
         call_started::CallStarted {
             api_keys: Arc::new(self.api_keys()),
-            dedup: Arc::new(DynamoDedupStore::new(
-                self.dynamo.clone(),
-                self.resources.table("IdempotencyTable"),
-                Duration::from_secs(3600),
-            )),
+            dedup: self.dedup(),
             sessions: Arc::new(self.sessions()),
-            notification_queue: Arc::new(SqsJobQueue::new(
-                self.sqs.clone(),
-                self.resources.queue("NotificationQueue"),
-            )),
+            notification_queue: self.queue("NotificationQueue"),
             lease: Duration::from_secs(30),
         }
     }

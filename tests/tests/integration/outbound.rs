@@ -99,18 +99,22 @@ impl Outbound {
     }
 
     fn queue(&self, logical_id: &str) -> Arc<SqsJobQueue> {
-        Arc::new(SqsJobQueue::new(
-            self.stack.sqs.clone(),
-            self.stack.resources.queue(logical_id),
-        ))
+        self.stack.queue(logical_id)
     }
 
     fn dedup(&self) -> Arc<DynamoDedupStore> {
-        Arc::new(DynamoDedupStore::new(
-            self.stack.dynamo.clone(),
-            self.stack.resources.table("IdempotencyTable"),
-            Duration::from_secs(3600),
-        ))
+        self.stack.dedup()
+    }
+
+    /// Delivers the monitor queue to the monitor worker until it is empty.
+    async fn run_monitor(&self) {
+        let monitor = self.monitor();
+        self.stack
+            .drain("MonitorQueue", |event| {
+                let monitor = Arc::clone(&monitor);
+                async move { monitor.handle(event).await }
+            })
+            .await;
     }
 
     fn initiate(&self, rate_per_minute: u64) -> calls_initiate::CallsInitiate {
@@ -1083,13 +1087,7 @@ async fn seed_004_outbound_calls_add_the_plus_and_monitor_until_done() {
         "fraud-123"
     );
 
-    let monitor = t.monitor();
-    t.stack
-        .drain("MonitorQueue", |event| {
-            let monitor = Arc::clone(&monitor);
-            async move { monitor.handle(event).await }
-        })
-        .await;
+    t.run_monitor().await;
     assert_eq!(t.eleven.polls(&conversation_id), 3);
     let call = t
         .stack
@@ -1165,13 +1163,7 @@ async fn monitoring_gives_up_at_its_deadline() {
         .as_str()
         .unwrap()
         .to_string();
-    let monitor = t.monitor();
-    t.stack
-        .drain("MonitorQueue", |event| {
-            let monitor = Arc::clone(&monitor);
-            async move { monitor.handle(event).await }
-        })
-        .await;
+    t.run_monitor().await;
     assert_eq!(t.eleven.polls(&conversation_id), 1);
     let call = t
         .stack

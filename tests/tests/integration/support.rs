@@ -122,10 +122,19 @@ impl Stack {
         DynamoStatsStore::new(self.dynamo.clone(), self.resources.table("StatsTable"))
     }
 
-    fn queue(&self, logical_id: &str) -> Arc<SqsJobQueue> {
+    pub fn queue(&self, logical_id: &str) -> Arc<SqsJobQueue> {
         Arc::new(SqsJobQueue::new(
             self.sqs.clone(),
             self.resources.queue(logical_id),
+        ))
+    }
+
+    /// The idempotency table as the dedup store every handler uses.
+    pub fn dedup(&self) -> Arc<DynamoDedupStore> {
+        Arc::new(DynamoDedupStore::new(
+            self.dynamo.clone(),
+            self.resources.table("IdempotencyTable"),
+            Duration::from_secs(3600),
         ))
     }
 
