@@ -6,12 +6,14 @@
 //! - [`provision`]: those resources created in the emulators;
 //! - [`poller`]: SQS delivery to a worker the way Lambda does it;
 //! - [`fakes`]: AssemblyAI, Exotel and Slack servers speaking their wire formats;
-//! - [`server`]: API Gateway's HTTP-to-Lambda translation for the dev server.
+//! - [`server`]: API Gateway's HTTP-to-Lambda translation for the dev server;
+//! - [`registry`]: which crate serves each function of the template.
 
 pub mod emulators;
 pub mod fakes;
 pub mod poller;
 pub mod provision;
+pub mod registry;
 pub mod server;
 pub mod template;
 

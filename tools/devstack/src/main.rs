@@ -4,25 +4,18 @@
 //! same fakes the tests use (the console channel prints notifications).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use devstack::emulators::LocalAws;
 use devstack::fakes::{FakeAssemblyAi, FakeExotel};
 use devstack::poller::QueuePoller;
 use devstack::provision::provision;
-use devstack::server::{serve, HttpHandler, Route};
+use devstack::registry::{http_handler, queue_consumer};
+use devstack::server::{serve, Route};
 use devstack::template::Template;
-use lambda_http::{Body, Request, Response};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
-type Consumer = Arc<
-    dyn Fn(SqsEvent) -> std::pin::Pin<Box<dyn Future<Output = SqsBatchResponse> + Send>>
-        + Send
-        + Sync,
->;
 
 const DEV_WEBHOOK_TOKEN: &str = "dev-webhook-token-change-me";
 const DEV_API_TOKEN: &str = "dev-api-token-change-me";
@@ -33,122 +26,6 @@ const DEV_TWILIO_AUTH_TOKEN: &str = "dev-twilio-auth-token";
 const DEV_ELEVENLABS_API_KEY: &str = "dev-elevenlabs-key";
 /// Sample recordings live here so `events/` payloads can name a fixed URL.
 const FAKE_EXOTEL_ADDR: &str = "127.0.0.1:3100";
-
-fn http<F, Fut>(f: F) -> HttpHandler
-where
-    F: Fn(Request) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    Arc::new(move |request| Box::pin(f(request)))
-}
-
-fn consumer<F, Fut>(f: F) -> Consumer
-where
-    F: Fn(SqsEvent) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = SqsBatchResponse> + Send + 'static,
-{
-    Arc::new(move |event| Box::pin(f(event)))
-}
-
-/// An HTTP function whose app is `$ty::from_env()` and `handle(request)`.
-macro_rules! app {
-    ($ty:path) => {{
-        let app = Arc::new(<$ty>::from_env().await?);
-        http(move |request| {
-            let app = Arc::clone(&app);
-            async move { app.handle(request).await }
-        })
-    }};
-}
-
-/// The same for a queue consumer (`handle(event)` on an `Arc`).
-macro_rules! worker {
-    ($ty:path) => {{
-        let worker = Arc::new(<$ty>::from_env().await?);
-        consumer(move |event| {
-            let worker = Arc::clone(&worker);
-            async move { worker.handle(event).await }
-        })
-    }};
-}
-
-/// The one place that knows which crate serves which binary name.
-async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
-    Ok(match binary {
-        "zapier-webhook" => app!(zapier_webhook::ZapierWebhook),
-        "exotel-webhook" => app!(exotel_webhook::ExotelWebhook),
-        "livekit-webhook" => app!(livekit_webhook::LiveKitWebhook),
-        "call-started" => app!(call_started::CallStarted),
-        "call-get" => app!(call_get::CallGet),
-        "calls-initiate" => app!(calls_initiate::CallsInitiate),
-        "twiml" => app!(twiml::Twiml),
-        "twilio-status" => app!(twilio_status::TwilioStatus),
-        "outbound-calls" => app!(outbound_calls::OutboundCalls),
-        "conversation-get" => app!(conversation_get::ConversationGet),
-        "conversation-transcript" => app!(conversation_transcript::ConversationTranscript),
-        "elevenlabs-webhook" => app!(elevenlabs_webhook::ElevenLabsWebhook),
-        "health" => {
-            let app = Arc::new(health::Health::from_env().await?);
-            http(move |_| {
-                let app = Arc::clone(&app);
-                async move { app.handle().await }
-            })
-        }
-        "stats" => {
-            let app = Arc::new(stats::StatsEndpoint::from_env().await?);
-            http(move |_| {
-                let app = Arc::clone(&app);
-                async move { app.handle().await }
-            })
-        }
-        route @ ("assistant-create"
-        | "assistant-get"
-        | "assistant-update"
-        | "assistant-deactivate"
-        | "organisation-create"
-        | "organisation-get"
-        | "organisation-update") => {
-            let config = Arc::new(shared::admin::AdminConfig::from_env().await?);
-            let route = route.to_string();
-            http(move |request| {
-                let config = Arc::clone(&config);
-                let route = route.clone();
-                async move {
-                    let admin = config.admin();
-                    match route.as_str() {
-                        "assistant-create" => admin.create_assistant(request).await,
-                        "assistant-get" => admin.get_assistant(request).await,
-                        "assistant-update" => admin.update_assistant(request).await,
-                        "assistant-deactivate" => admin.deactivate_assistant(request).await,
-                        "organisation-create" => admin.create_organisation(request).await,
-                        "organisation-get" => admin.get_organisation(request).await,
-                        _ => admin.update_organisation(request).await,
-                    }
-                }
-            })
-        }
-        other => {
-            return Err(format!(
-                "template.yaml routes to {other}, which the dev server does not know"
-            )
-            .into())
-        }
-    })
-}
-
-async fn queue_consumer(binary: &str) -> Result<Consumer, Error> {
-    Ok(match binary {
-        "transcribe-worker" => worker!(transcribe_worker::TranscribeWorker),
-        "notify-worker" => worker!(notify_worker::NotifyWorker),
-        "monitor-worker" => worker!(monitor_worker::MonitorWorker),
-        other => {
-            return Err(format!(
-                "template.yaml has a queue consumer {other} the dev server does not know"
-            )
-            .into())
-        }
-    })
-}
 
 /// `KEY=VALUE` lines from `.env`; the real environment wins.
 fn load_dotenv() {

@@ -1,0 +1,38 @@
+//! `make dev` must be able to serve every function template.yaml declares.
+//! Its own test binary: it sets process-wide environment variables.
+
+use devstack::registry::{http_handler, queue_consumer};
+use devstack::template::{EnvValue, Template};
+
+/// Every function in template.yaml must be servable by `make dev`: build
+/// each one from an environment shaped like the template's.
+#[tokio::test]
+async fn every_template_function_is_registered() {
+    let template = Template::load(&devstack::repo_root().join("template.yaml")).unwrap();
+    for function in &template.functions {
+        for (name, value) in &function.env {
+            let value = match value {
+                EnvValue::Literal(v) => v.clone(),
+                // Resource names, parameters and conditions: any well-formed value.
+                _ if name.ends_with("_URL") => "http://127.0.0.1:9".to_string(),
+                _ if name.ends_with("_SECONDS") || name.ends_with("_MINUTE") => "10".to_string(),
+                _ if name.ends_with("_ENABLED") => "false".to_string(),
+                _ if name == "EXOTEL_TIMEZONE_OFFSET" => "+05:30".to_string(),
+                _ if name == "NOTIFICATION_ROUTES" => "[]".to_string(),
+                _ => format!("registry-test-{}", name.to_lowercase()),
+            };
+            std::env::set_var(name, value);
+        }
+    }
+    std::env::set_var("AWS_REGION", "us-east-1");
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    for function in &template.functions {
+        let built = if function.sqs.is_some() {
+            queue_consumer(&function.binary).await.map(drop)
+        } else {
+            http_handler(&function.binary).await.map(drop)
+        };
+        assert!(built.is_ok(), "{}: {:?}", function.binary, built.err());
+    }
+}
