@@ -47,6 +47,24 @@ where
     response
 }
 
+/// [`process`] for a worker shared across the batch's tasks: each message
+/// gets its own handle on the worker.
+pub async fn process_with<W, F, Fut>(
+    worker: &std::sync::Arc<W>,
+    event: SqsEvent,
+    handle: F,
+) -> SqsBatchResponse
+where
+    W: ?Sized,
+    F: Fn(std::sync::Arc<W>, SqsMessage) -> Fut,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    process(event, |message| {
+        handle(std::sync::Arc::clone(worker), message)
+    })
+    .await
+}
+
 /// How many times SQS has delivered this message (1 on the first delivery).
 pub fn receive_count(message: &SqsMessage) -> u32 {
     message

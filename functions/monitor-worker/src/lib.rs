@@ -46,10 +46,8 @@ impl MonitorWorker {
     }
 
     pub async fn handle(self: &Arc<Self>, event: SqsEvent) -> SqsBatchResponse {
-        let worker = Arc::clone(self);
-        sqs_batch::process(event, move |message| {
-            let worker = Arc::clone(&worker);
-            async move { worker.process(message).await }
+        sqs_batch::process_with(self, event, |worker, message| async move {
+            worker.process(message).await
         })
         .await
     }
