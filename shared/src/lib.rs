@@ -1,30 +1,20 @@
-//! Everything two or more callops functions need: the call domain, the stores
-//! and queues behind small traits, the provider clients and the notifiers.
+//! Everything two or more callops functions need. Functions depend on this
+//! crate; it depends on no function. Layers, lowest first (a layer imports
+//! only the ones above it in this list):
 //!
-//! Functions depend on this crate; this crate depends on no function.
+//! - `base`: config, time, masking, telemetry, metrics, phone numbers.
+//! - `store`: durable state in DynamoDB, one small trait per store.
+//! - `queue`: SQS job types, the queue trait, the worker batch runner.
+//! - `api`: the HTTP surface: errors as `{"detail", "code"}`, bodies, API keys.
+//! - `providers`: outside services' wire formats and clients; never a flow.
+//! - `flows`: intake, outbound calls, notifications, admin: where they meet.
+//! - `wiring`: one constructor per store, queue and client, read from the
+//!   environment once per cold start, and the Lambda entry points.
 
-pub mod admin;
 pub mod api;
-pub mod api_keys;
-pub mod assemblyai;
-pub mod aws;
-pub mod calls;
-pub mod config;
-pub mod dedup;
-pub mod elevenlabs;
-pub mod ingest;
-pub mod jobs;
-pub mod mask;
-pub mod metrics;
-pub mod notify;
-pub mod outbound;
-pub mod phone;
-pub mod rate_limit;
-pub mod recording;
-pub mod sessions;
-pub mod sqs_batch;
-pub mod stats;
+pub mod base;
+pub mod flows;
+pub mod providers;
+pub mod queue;
 pub mod store;
-pub mod telemetry;
-pub mod time;
-pub mod twilio;
+pub mod wiring;

@@ -1,11 +1,11 @@
-//! Admin route; the handler is `shared::admin::Admin::deactivate_assistant`.
+//! Admin route; the handler is `shared::flows::admin::Admin::deactivate_assistant`.
 
 use lambda_http::{run, service_fn, Error, Request};
-use shared::admin::AdminConfig;
+use shared::flows::admin::AdminConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
+    shared::base::telemetry::init();
     let config = AdminConfig::from_env().await?;
     let config = &config;
     run(service_fn(move |request: Request| async move {

@@ -7,11 +7,11 @@ use http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use shared::api::{self, ApiError};
-use shared::calls::{
+use shared::base::config::{self, Secret};
+use shared::flows::ingest::validate_call_id;
+use shared::store::calls::{
     AgentInfo, CallStatus, CallStore, Direction, DynamoCallStore, StatusChange, Utterance,
 };
-use shared::config::{self, Secret};
-use shared::ingest::validate_call_id;
 
 pub struct CallGet {
     pub api_token: Secret,
@@ -43,7 +43,7 @@ struct CallDetails {
 
 impl CallGet {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         Ok(Self {
             api_token: config::required_secret("API_TOKEN")?,
             calls: Arc::new(DynamoCallStore::new(

@@ -9,11 +9,11 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use shared::api::{self, ApiError};
-use shared::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
-use shared::config;
-use shared::dedup::{run_once, DedupStore, DynamoDedupStore};
-use shared::jobs::{self, CallStart, JobQueue, NotificationJob, SqsJobQueue};
-use shared::sessions::{DynamoSessionStore, SessionStore};
+use shared::base::config;
+use shared::queue::jobs::{self, CallStart, JobQueue, NotificationJob, SqsJobQueue};
+use shared::store::api_keys::{ApiKeyStore, DynamoApiKeyStore};
+use shared::store::dedup::{run_once, DedupStore, DynamoDedupStore};
+use shared::store::sessions::{DynamoSessionStore, SessionStore};
 use tracing::{info, warn};
 
 pub struct CallStarted {
@@ -94,7 +94,7 @@ fn looks_like_email(email: &str) -> bool {
 
 impl CallStarted {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         Ok(Self {
             api_keys: Arc::new(DynamoApiKeyStore::new(
@@ -116,7 +116,8 @@ impl CallStarted {
     }
 
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
-        let key = api_keys::authenticate(self.api_keys.as_ref(), request.headers()).await?;
+        let key =
+            shared::api::access::authenticate(self.api_keys.as_ref(), request.headers()).await?;
         let body = api::body_bytes(request.body())?;
         let start = serde_json::from_slice::<CallStartedBody>(body)
             .map_err(|e| {
@@ -142,7 +143,7 @@ impl CallStarted {
                 CallStart {
                     room_name: start.room_name.clone(),
                     user_email: start.user_email.clone(),
-                    started_at: shared::time::now_rfc3339(),
+                    started_at: shared::base::time::now_rfc3339(),
                     metadata: start.metadata.clone(),
                 },
             );

@@ -8,12 +8,13 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use shared::api::{self, ApiError};
-use shared::outbound::{
-    Assistant, DirectoryStore, DynamoDirectoryStore, DynamoOutboundCallStore, OutboundCall,
-    OutboundCallStore, Provider, Providers,
-};
-use shared::rate_limit::KeyedAccess;
-use shared::twilio::{NewCall, ProviderError};
+use shared::store::directory::{Assistant, DirectoryStore, DynamoDirectoryStore, Provider};
+
+use shared::store::outbound_calls::{DynamoOutboundCallStore, OutboundCall, OutboundCallStore};
+
+use shared::api::access::KeyedAccess;
+use shared::flows::outbound::Providers;
+use shared::providers::twilio::{NewCall, ProviderError};
 use tracing::{info, warn};
 
 pub const AGENDA_MAX_CHARS: usize = 2000;
@@ -62,7 +63,7 @@ impl InitiateBody {
     /// Field checks in seed 003's order: number, agenda, welcome message.
     fn validate(self) -> Result<ValidRequest, ApiError> {
         let field = |detail: &str, code: &'static str| ApiError::bad_request(code, detail);
-        let to = shared::phone::e164(self.to_phone_number.as_deref().unwrap_or(""))
+        let to = shared::base::phone::e164(self.to_phone_number.as_deref().unwrap_or(""))
             .map_err(|detail| field(detail, "invalid_phone_number"))?;
         let agenda = self
             .agenda
@@ -131,13 +132,13 @@ fn provider_failure(err: ProviderError) -> ApiError {
 
 impl CallsInitiate {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         Ok(Self {
             access: KeyedAccess::from_env(dynamo)?,
             directory: Arc::new(DynamoDirectoryStore::from_env(&sdk)?),
             calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
-            providers: Providers::from_env(shared::outbound::provider_http()?)?,
+            providers: Providers::from_env(shared::flows::outbound::provider_http()?)?,
         })
     }
 
@@ -186,7 +187,7 @@ impl CallsInitiate {
             .or_else(|| assistant.default_welcome_message.clone());
         info!(
             assistant_id = assistant.assistant_id,
-            to = %shared::mask::phone(&valid.to),
+            to = %shared::base::mask::phone(&valid.to),
             api_key = %key.key_id,
             "placing outbound call"
         );
@@ -222,7 +223,7 @@ impl CallsInitiate {
             failure_reason: None,
             transcript: Vec::new(),
             status_history: Vec::new(),
-            created_at: shared::time::now_rfc3339(),
+            created_at: shared::base::time::now_rfc3339(),
         }
     }
 
@@ -347,7 +348,7 @@ impl CallsInitiate {
         record.call_sid = started.call_sid.clone();
         record.agent_variables = variables;
         record.status = "initiated".into();
-        record.status_rank = shared::outbound::status_rank("initiated");
+        record.status_rank = shared::store::outbound_calls::status_rank("initiated");
         if let Err(err) = self.calls.put(&record).await {
             warn!(error = %err, "placed call not recorded");
         }

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use shared::api::{self, ApiError};
-use shared::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
-use shared::config;
-use shared::elevenlabs::ElevenLabsClient;
-use shared::outbound::{DynamoOutboundCallStore, OutboundCallStore, Providers};
+use shared::base::config;
+use shared::providers::elevenlabs::ElevenLabsClient;
+use shared::store::api_keys::{ApiKeyStore, DynamoApiKeyStore};
+use shared::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
+
+use shared::flows::outbound::Providers;
 
 pub struct ConversationGet {
     pub api_keys: Arc<dyn ApiKeyStore>,
@@ -38,14 +40,14 @@ pub fn conversation_id(request: &Request) -> Result<String, ApiError> {
 
 impl ConversationGet {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         Ok(Self {
             api_keys: Arc::new(DynamoApiKeyStore::new(
                 aws_sdk_dynamodb::Client::new(&sdk),
                 config::required("API_KEYS_TABLE")?,
             )),
             calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
-            elevenlabs: Providers::from_env(shared::outbound::provider_http()?)?.elevenlabs,
+            elevenlabs: Providers::from_env(shared::flows::outbound::provider_http()?)?.elevenlabs,
         })
     }
 
@@ -54,7 +56,7 @@ impl ConversationGet {
     }
 
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
-        api_keys::authenticate(self.api_keys.as_ref(), request.headers()).await?;
+        shared::api::access::authenticate(self.api_keys.as_ref(), request.headers()).await?;
         let id = conversation_id(&request)?;
         let stored = self.calls.get(&id).await.map_err(|err| {
             tracing::error!(error = %err, "store unavailable");

@@ -8,12 +8,14 @@ use http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use shared::api::{self, ApiError};
-use shared::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
-use shared::config;
-use shared::elevenlabs::ElevenLabsClient;
-use shared::outbound::{
-    transcript_text, DynamoOutboundCallStore, OutboundCallStore, Providers, TranscriptLine,
+use shared::base::config;
+use shared::providers::elevenlabs::ElevenLabsClient;
+use shared::store::api_keys::{ApiKeyStore, DynamoApiKeyStore};
+use shared::store::outbound_calls::{
+    transcript_text, DynamoOutboundCallStore, OutboundCallStore, TranscriptLine,
 };
+
+use shared::flows::outbound::Providers;
 
 pub struct ConversationTranscript {
     pub api_keys: Arc<dyn ApiKeyStore>,
@@ -30,14 +32,14 @@ struct TranscriptBody {
 
 impl ConversationTranscript {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         Ok(Self {
             api_keys: Arc::new(DynamoApiKeyStore::new(
                 aws_sdk_dynamodb::Client::new(&sdk),
                 config::required("API_KEYS_TABLE")?,
             )),
             calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
-            elevenlabs: Providers::from_env(shared::outbound::provider_http()?)?.elevenlabs,
+            elevenlabs: Providers::from_env(shared::flows::outbound::provider_http()?)?.elevenlabs,
         })
     }
 
@@ -46,7 +48,7 @@ impl ConversationTranscript {
     }
 
     async fn process(&self, request: Request) -> Result<(StatusCode, TranscriptBody), ApiError> {
-        api_keys::authenticate(self.api_keys.as_ref(), request.headers()).await?;
+        shared::api::access::authenticate(self.api_keys.as_ref(), request.headers()).await?;
         let id = request
             .path_parameters()
             .first("conversation_id")

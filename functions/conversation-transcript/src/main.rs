@@ -3,7 +3,7 @@ use lambda_http::{run, service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
+    shared::base::telemetry::init();
     let app = ConversationTranscript::from_env().await?;
     let app = &app;
     run(service_fn(move |request: Request| async move {

@@ -10,14 +10,17 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use shared::api::{self, ApiError};
-use shared::config::{self, Secret};
-use shared::dedup::{run_once, DedupStore, DynamoDedupStore};
-use shared::elevenlabs::{verify_signature, ConversationMetadata};
-use shared::jobs::{JobQueue, SqsJobQueue};
-use shared::outbound::{
-    finish_call, CallEnding, DynamoOutboundCallStore, OutboundCall, OutboundCallStore, Provider,
-    TranscriptLine,
+use shared::base::config::{self, Secret};
+use shared::flows::outbound::{finish_call, CallEnding};
+use shared::providers::elevenlabs::{verify_signature, ConversationMetadata};
+use shared::queue::jobs::{JobQueue, SqsJobQueue};
+use shared::store::dedup::{run_once, DedupStore, DynamoDedupStore};
+
+use shared::store::outbound_calls::{
+    DynamoOutboundCallStore, OutboundCall, OutboundCallStore, TranscriptLine,
 };
+
+use shared::store::directory::Provider;
 use tracing::{info, warn};
 
 pub struct ElevenLabsWebhook {
@@ -53,7 +56,7 @@ fn unavailable(err: impl std::fmt::Display) -> ApiError {
 
 impl ElevenLabsWebhook {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         Ok(Self {
             secret: config::required_secret("ELEVENLABS_WEBHOOK_SECRET")?,
             calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
@@ -74,7 +77,7 @@ impl ElevenLabsWebhook {
             .get("elevenlabs-signature")
             .and_then(|v| v.to_str().ok());
         if let Err(reason) =
-            verify_signature(header, body, &self.secret, shared::time::epoch_secs())
+            verify_signature(header, body, &self.secret, shared::base::time::epoch_secs())
         {
             warn!(%reason, "ElevenLabs webhook signature rejected");
             return Err(ApiError::Unauthorized);
@@ -178,11 +181,11 @@ fn unknown_call(conversation_id: &str, metadata: Option<&serde_json::Value>) -> 
             .map(str::to_string),
         conversation_id: Some(conversation_id.to_string()),
         status: "initiated".into(),
-        status_rank: shared::outbound::status_rank("initiated"),
+        status_rank: shared::store::outbound_calls::status_rank("initiated"),
         duration_secs: None,
         failure_reason: None,
         transcript: Vec::new(),
         status_history: Vec::new(),
-        created_at: shared::time::now_rfc3339(),
+        created_at: shared::base::time::now_rfc3339(),
     }
 }

@@ -7,12 +7,12 @@ use http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
 use shared::api::{self, ApiError};
-use shared::calls::{AgentInfo, CallSource};
-use shared::config::{self, ConfigError, Secret};
-use shared::ingest::{
+use shared::base::config::{self, ConfigError, Secret};
+use shared::flows::ingest::{
     validate_call_id, validate_phone, Acknowledgement, IncomingCall, Ingestor, WebhookConfig,
 };
-use shared::recording::{self, HostAllowList};
+use shared::providers::recording::{self, HostAllowList};
+use shared::store::calls::{AgentInfo, CallSource};
 
 pub struct ExotelWebhook {
     pub token: Secret,
@@ -85,7 +85,7 @@ impl StatusCallback {
             .transpose()
             .map_err(|detail| ApiError::unprocessable("recording_host_not_allowed", detail))?;
         let timestamp = match non_empty(self.start_time.or(self.date_updated)) {
-            None => shared::time::now(),
+            None => shared::base::time::now(),
             Some(raw) => NaiveDateTime::parse_from_str(&raw, "%Y-%m-%d %H:%M:%S")
                 .ok()
                 .and_then(|naive| timezone.from_local_datetime(&naive).single())
@@ -121,7 +121,7 @@ impl ExotelWebhook {
             name: "EXOTEL_TIMEZONE_OFFSET",
             reason: "expected +HH:MM or -HH:MM".into(),
         })?;
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         Ok(Self {
             token: config.webhook_token.clone(),
             recording_hosts: config.recording_hosts.clone(),

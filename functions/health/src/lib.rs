@@ -6,8 +6,8 @@ use std::sync::Arc;
 use http::StatusCode;
 use lambda_http::{Body, Response};
 use serde::Serialize;
-use shared::config;
-use shared::stats::{DynamoStatsStore, StatsStore};
+use shared::base::config;
+use shared::store::stats::{DynamoStatsStore, StatsStore};
 
 pub struct Health {
     pub stats: Arc<dyn StatsStore>,
@@ -48,7 +48,7 @@ fn enabled(on: bool) -> &'static str {
 
 impl Health {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         // The template passes these flags; a local run derives them from the keys.
         let transcription_default = config::optional("ASSEMBLYAI_API_KEY").is_some();
         let slack_default = config::optional("SLACK_WEBHOOK_URL").is_some()
@@ -71,7 +71,7 @@ impl Health {
             transcription: enabled(self.transcription_enabled),
             slack: enabled(self.slack_enabled),
         };
-        let timestamp = shared::time::now_rfc3339();
+        let timestamp = shared::base::time::now_rfc3339();
         match self.stats.read().await {
             Ok(stats) => shared::api::json(
                 StatusCode::OK,

@@ -18,11 +18,11 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use shared::api::{self, ApiError};
-use shared::config::{self, Secret};
-use shared::dedup::{run_once, DedupStore, DynamoDedupStore};
-use shared::jobs::{self, CallStart, JobQueue, NotificationJob, SqsJobQueue};
-use shared::mask;
-use shared::sessions::{DynamoSessionStore, SessionStore};
+use shared::base::config::{self, Secret};
+use shared::base::mask;
+use shared::queue::jobs::{self, CallStart, JobQueue, NotificationJob, SqsJobQueue};
+use shared::store::dedup::{run_once, DedupStore, DynamoDedupStore};
+use shared::store::sessions::{DynamoSessionStore, SessionStore};
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
@@ -196,8 +196,8 @@ fn user_email(metadata: &serde_json::Map<String, serde_json::Value>) -> Option<S
 fn rfc3339_from_unix(seconds: Option<i64>) -> String {
     seconds
         .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-        .map(shared::time::rfc3339)
-        .unwrap_or_else(shared::time::now_rfc3339)
+        .map(shared::base::time::rfc3339)
+        .unwrap_or_else(shared::base::time::now_rfc3339)
 }
 
 fn unavailable(err: shared::store::StoreError) -> ApiError {
@@ -207,7 +207,7 @@ fn unavailable(err: shared::store::StoreError) -> ApiError {
 
 impl LiveKitWebhook {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         Ok(Self {
             api_key: config::required("LIVEKIT_API_KEY")?,

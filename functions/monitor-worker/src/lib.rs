@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use shared::config;
-use shared::elevenlabs::ElevenLabsClient;
-use shared::jobs::{self, JobQueue, MonitorJob, SqsJobQueue};
-use shared::outbound::{
-    finish_call, CallEnding, DynamoOutboundCallStore, OutboundCallStore, Providers,
-};
-use shared::sqs_batch::{self, Outcome};
+use shared::base::config;
+use shared::flows::outbound::{finish_call, CallEnding, Providers};
+use shared::providers::elevenlabs::ElevenLabsClient;
+use shared::queue::jobs::{self, JobQueue, MonitorJob, SqsJobQueue};
+
+use shared::queue::sqs_batch::{self, Outcome};
+use shared::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
 use tracing::{error, info, warn, Instrument};
 
 pub struct MonitorWorker {
@@ -25,9 +25,9 @@ pub struct MonitorWorker {
 
 impl MonitorWorker {
     pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let elevenlabs = Providers::from_env(shared::outbound::provider_http()?)?
+        let elevenlabs = Providers::from_env(shared::flows::outbound::provider_http()?)?
             .elevenlabs
             .ok_or(config::ConfigError::Missing("ELEVENLABS_API_KEY"))?;
         Ok(Self {
@@ -109,7 +109,7 @@ impl MonitorWorker {
             info!(status = %conversation.status, "conversation finished");
             return Ok(Outcome::Done);
         }
-        if shared::time::epoch_secs() >= job.deadline {
+        if shared::base::time::epoch_secs() >= job.deadline {
             info!(status = %conversation.status, "monitoring window over before the call ended");
             return Ok(Outcome::Done);
         }

@@ -5,20 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use shared::calls::{CallStatus, CallStore, DynamoCallStore};
-use shared::config;
-use shared::dedup::{DedupStore, DynamoDedupStore};
-use shared::jobs::{self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue};
-use shared::metrics::{self, Metric};
-use shared::notify::render::{self, Outcome as Rendered};
-use shared::notify::{
+use shared::base::config;
+use shared::base::metrics::{self, Metric};
+use shared::flows::notify::render::{self, Outcome as Rendered};
+use shared::flows::notify::{
     self, build_channels, Delivery, Message, NotificationChannel, NotificationRoutes,
     NotifierConfig,
 };
-use shared::outbound::{DynamoOutboundCallStore, OutboundCallStore};
-use shared::sessions::{DynamoSessionStore, SessionStore};
-use shared::sqs_batch::{self, Outcome};
-use shared::stats::{self, Counter, DynamoStatsStore, StatsStore};
+use shared::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue};
+use shared::queue::sqs_batch::{self, Outcome};
+use shared::store::calls::{CallStatus, CallStore, DynamoCallStore};
+use shared::store::dedup::{DedupStore, DynamoDedupStore};
+use shared::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
+use shared::store::sessions::{DynamoSessionStore, SessionStore};
+use shared::store::stats::{self, Counter, DynamoStatsStore, StatsStore};
 use tracing::{error, info, warn, Instrument};
 
 pub struct NotifyWorker {
@@ -47,7 +47,7 @@ pub struct NotifyWorker {
 
 impl NotifyWorker {
     pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let notifier = NotifierConfig::from_env()?;

@@ -6,7 +6,7 @@ use notify_worker::NotifyWorker;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
+    shared::base::telemetry::init();
     let worker = Arc::new(NotifyWorker::from_env().await?);
     let worker = &worker;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

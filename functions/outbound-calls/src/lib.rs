@@ -9,13 +9,15 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use shared::api::{self, ApiError};
-use shared::config;
-use shared::jobs::{self, JobQueue, MonitorJob, SqsJobQueue};
-use shared::outbound::{
-    DynamoOutboundCallStore, OutboundCall, OutboundCallStore, Provider, Providers,
-};
-use shared::rate_limit::KeyedAccess;
-use shared::twilio::ProviderError;
+use shared::base::config;
+use shared::queue::jobs::{self, JobQueue, MonitorJob, SqsJobQueue};
+use shared::store::outbound_calls::{DynamoOutboundCallStore, OutboundCall, OutboundCallStore};
+
+use shared::store::directory::Provider;
+
+use shared::api::access::KeyedAccess;
+use shared::flows::outbound::Providers;
+use shared::providers::twilio::ProviderError;
 use tracing::{info, warn};
 
 /// Seed 004's default monitoring window and its ceiling.
@@ -74,12 +76,12 @@ pub fn dashboard_url(conversation_id: &str) -> String {
 
 impl OutboundCalls {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         Ok(Self {
             access: KeyedAccess::from_env(dynamo)?,
             calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
-            providers: Providers::from_env(shared::outbound::provider_http()?)?,
+            providers: Providers::from_env(shared::flows::outbound::provider_http()?)?,
             default_agent_id: config::optional("ELEVEN_LABS_AGENT_ID"),
             default_phone_number_id: config::optional("PHONE_NUMBER_ID"),
             monitor_queue: Arc::new(SqsJobQueue::new(
@@ -111,7 +113,7 @@ impl OutboundCalls {
             })?;
         // Seed 004: a missing `+` is added, then the number must be E.164.
         let raw = body.destination_number.unwrap_or_default();
-        let to = shared::phone::e164(&shared::phone::with_plus(&raw))
+        let to = shared::base::phone::e164(&shared::base::phone::with_plus(&raw))
             .map_err(|detail| ApiError::bad_request("invalid_phone_number", detail))?;
         let variables = match body.agent_variables {
             None | Some(serde_json::Value::Null) => serde_json::Map::new(),
@@ -146,7 +148,7 @@ impl OutboundCalls {
                 detail: "ElevenLabs is not configured for this deployment".into(),
             });
         };
-        info!(to = %shared::mask::phone(&to), api_key = %key.key_id, "placing ElevenLabs call");
+        info!(to = %shared::base::mask::phone(&to), api_key = %key.key_id, "placing ElevenLabs call");
         let started = elevenlabs
             .outbound_call(&agent_id, &phone_number_id, &to, &variables)
             .await
@@ -181,12 +183,12 @@ impl OutboundCalls {
             call_sid: started.call_sid.clone(),
             conversation_id: Some(conversation_id.clone()),
             status: "initiated".into(),
-            status_rank: shared::outbound::status_rank("initiated"),
+            status_rank: shared::store::outbound_calls::status_rank("initiated"),
             duration_secs: None,
             failure_reason: None,
             transcript: Vec::new(),
             status_history: Vec::new(),
-            created_at: shared::time::now_rfc3339(),
+            created_at: shared::base::time::now_rfc3339(),
         };
         if let Err(err) = self.calls.put(&record).await {
             warn!(error = %err, "placed call not recorded");
@@ -201,7 +203,7 @@ impl OutboundCalls {
                 call_ref: conversation_id.clone(),
                 conversation_id: conversation_id.clone(),
                 checks: 0,
-                deadline: shared::time::epoch_secs() + window as i64,
+                deadline: shared::base::time::epoch_secs() + window as i64,
             };
             match jobs::send(self.monitor_queue.as_ref(), &job, self.monitor_interval).await {
                 Ok(()) => monitor_queued = true,

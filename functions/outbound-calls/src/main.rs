@@ -3,7 +3,7 @@ use outbound_calls::OutboundCalls;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
+    shared::base::telemetry::init();
     let app = OutboundCalls::from_env().await?;
     let app = &app;
     run(service_fn(move |request: Request| async move {

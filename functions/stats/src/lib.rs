@@ -6,7 +6,7 @@ use http::StatusCode;
 use lambda_http::{Body, Response};
 use serde::Serialize;
 use shared::api::ApiError;
-use shared::stats::{DynamoStatsStore, Stats, StatsStore};
+use shared::store::stats::{DynamoStatsStore, Stats, StatsStore};
 
 pub struct StatsEndpoint {
     pub stats: Arc<dyn StatsStore>,
@@ -21,11 +21,11 @@ struct StatsBody {
 
 impl StatsEndpoint {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         Ok(Self {
             stats: Arc::new(DynamoStatsStore::new(
                 aws_sdk_dynamodb::Client::new(&sdk),
-                shared::config::required("STATS_TABLE")?,
+                shared::base::config::required("STATS_TABLE")?,
             )),
         })
     }
@@ -40,7 +40,7 @@ impl StatsEndpoint {
                 StatusCode::OK,
                 StatsBody {
                     stats,
-                    timestamp: shared::time::now_rfc3339(),
+                    timestamp: shared::base::time::now_rfc3339(),
                 },
             )
         }))

@@ -6,16 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use shared::assemblyai::{AssemblyAi, TranscribeError, TranscriptState, TranscriptionService};
-use shared::calls::{CallStatus, CallStore, DynamoCallStore};
-use shared::config;
-use shared::jobs::{
+use shared::base::config;
+use shared::base::metrics::{self, Metric};
+use shared::providers::assemblyai::{
+    AssemblyAi, TranscribeError, TranscriptState, TranscriptionService,
+};
+use shared::providers::recording::{ExotelCredentials, HostAllowList};
+use shared::queue::jobs::{
     self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue, TranscriptionJob,
 };
-use shared::metrics::{self, Metric};
-use shared::recording::{ExotelCredentials, HostAllowList};
-use shared::sqs_batch::{self, Outcome};
-use shared::stats::{self, Counter, DynamoStatsStore, StatsStore};
+use shared::queue::sqs_batch::{self, Outcome};
+use shared::store::calls::{CallStatus, CallStore, DynamoCallStore};
+use shared::store::stats::{self, Counter, DynamoStatsStore, StatsStore};
 use tracing::{error, info, warn, Instrument};
 
 #[derive(Debug, Clone)]
@@ -48,7 +50,7 @@ const STATUSES_BEFORE_TRANSCRIPT: [CallStatus; 3] = [
 
 impl TranscribeWorker {
     pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let exotel_base = config::base_url_or("EXOTEL_BASE_URL", "https://api.exotel.com")?;
@@ -78,7 +80,7 @@ impl TranscribeWorker {
             .build()?;
         let recording_hosts = HostAllowList::parse(
             &config::optional("RECORDING_ALLOWED_HOSTS")
-                .unwrap_or_else(|| shared::ingest::DEFAULT_RECORDING_HOSTS.into()),
+                .unwrap_or_else(|| shared::flows::ingest::DEFAULT_RECORDING_HOSTS.into()),
         );
         Ok(Self {
             calls: Arc::new(DynamoCallStore::new(
@@ -250,7 +252,7 @@ impl TranscribeWorker {
                 self.fail(&job.call_id, &format!("AssemblyAI error: {reason}"))
                     .await
             }
-            Ok(TranscriptState::Pending) if shared::time::epoch_secs() >= job.deadline => {
+            Ok(TranscriptState::Pending) if shared::base::time::epoch_secs() >= job.deadline => {
                 self.fail(
                     &job.call_id,
                     "transcription did not finish before its deadline",

@@ -9,11 +9,13 @@ use std::time::Duration;
 use http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use shared::api::{self, ApiError};
-use shared::config::{self, Secret};
-use shared::dedup::{run_once, DedupStore, DynamoDedupStore};
-use shared::jobs::{self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue};
-use shared::outbound::{status_rank, DynamoOutboundCallStore, OutboundCallStore, UsageRecorded};
-use shared::twilio;
+use shared::base::config::{self, Secret};
+use shared::providers::twilio;
+use shared::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue};
+use shared::store::dedup::{run_once, DedupStore, DynamoDedupStore};
+use shared::store::outbound_calls::{
+    status_rank, DynamoOutboundCallStore, OutboundCallStore, UsageRecorded,
+};
 use tracing::{info, warn};
 
 pub struct TwilioStatus {
@@ -34,7 +36,7 @@ fn unavailable(err: shared::store::StoreError) -> ApiError {
 
 impl TwilioStatus {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         Ok(Self {
             auth_token: config::required_secret("TWILIO_AUTH_TOKEN")?,
             public_base_url: config::required("PUBLIC_BASE_URL")?,

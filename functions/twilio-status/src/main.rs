@@ -3,7 +3,7 @@ use twilio_status::TwilioStatus;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
+    shared::base::telemetry::init();
     let app = TwilioStatus::from_env().await?;
     let app = &app;
     run(service_fn(move |request: Request| async move {

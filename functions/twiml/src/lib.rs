@@ -7,11 +7,11 @@ use std::sync::Arc;
 use http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use shared::api::ApiError;
-use shared::config::{self, Secret};
-use shared::outbound::{
-    DirectoryStore, DynamoDirectoryStore, DynamoOutboundCallStore, OutboundCallStore,
-};
-use shared::twilio;
+use shared::base::config::{self, Secret};
+use shared::store::directory::{DirectoryStore, DynamoDirectoryStore};
+
+use shared::providers::twilio;
+use shared::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
 
 pub struct Twiml {
     pub auth_token: Secret,
@@ -30,7 +30,7 @@ fn xml(body: String) -> Response<Body> {
 
 impl Twiml {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         Ok(Self {
             auth_token: config::required_secret("TWILIO_AUTH_TOKEN")?,
             public_base_url: config::required("PUBLIC_BASE_URL")?,

@@ -3,7 +3,7 @@ use twiml::Twiml;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init();
+    shared::base::telemetry::init();
     let app = Twiml::from_env().await?;
     let app = &app;
     run(service_fn(move |request: Request| async move {

@@ -4,12 +4,12 @@ use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use shared::api::{self, ApiError};
-use shared::calls::{AgentInfo, CallSource};
-use shared::config::Secret;
-use shared::ingest::{
+use shared::base::config::Secret;
+use shared::flows::ingest::{
     validate_call_id, validate_phone, Acknowledgement, IncomingCall, Ingestor, WebhookConfig,
 };
-use shared::recording::{self, HostAllowList};
+use shared::providers::recording::{self, HostAllowList};
+use shared::store::calls::{AgentInfo, CallSource};
 
 pub struct ZapierWebhook {
     pub token: Secret,
@@ -69,7 +69,7 @@ impl ZapierPayload {
             .transpose()
             .map_err(|detail| ApiError::unprocessable("recording_host_not_allowed", detail))?;
         let timestamp = match non_empty(self.timestamp) {
-            None => shared::time::now(),
+            None => shared::base::time::now(),
             Some(raw) => chrono::DateTime::parse_from_rfc3339(&raw)
                 .map(|t| t.with_timezone(&chrono::Utc))
                 .map_err(|_| {
@@ -103,7 +103,7 @@ impl ZapierPayload {
 impl ZapierWebhook {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let config = WebhookConfig::from_env()?;
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::base::aws::sdk_config().await;
         Ok(Self {
             token: config.webhook_token.clone(),
             recording_hosts: config.recording_hosts.clone(),

@@ -7,9 +7,9 @@ use std::time::Duration;
 use devstack::fakes::ScriptedResponse;
 use futures_util::future::join_all;
 use lambda_http::Request;
-use shared::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
-use shared::notify::NotificationRoutes;
-use shared::sessions::SessionStore;
+use shared::flows::notify::NotificationRoutes;
+use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
+use shared::store::sessions::SessionStore;
 
 use crate::support::*;
 
@@ -20,7 +20,7 @@ impl Stack {
     fn livekit(&self) -> livekit_webhook::LiveKitWebhook {
         livekit_webhook::LiveKitWebhook {
             api_key: LK_KEY.into(),
-            api_secret: shared::config::Secret::new(LK_SECRET),
+            api_secret: shared::base::config::Secret::new(LK_SECRET),
             agent_identity_prefix: "agent-".into(),
             dedup: self.dedup(),
             sessions: Arc::new(self.sessions()),
@@ -385,8 +385,8 @@ async fn call_start_email_goes_through_ses() {
         .send()
         .await
         .unwrap();
-    let email: Arc<dyn shared::notify::NotificationChannel> =
-        Arc::new(shared::notify::SesEmailChannel {
+    let email: Arc<dyn shared::flows::notify::NotificationChannel> =
+        Arc::new(shared::providers::ses::SesEmailChannel {
             client: ses,
             from: address.clone(),
             to: address.clone(),

@@ -3,9 +3,9 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use devstack::template::Template;
-use shared::config::Secret;
-use shared::jobs::{NotificationJob, TranscriptionJob};
-use shared::recording::HostAllowList;
+use shared::base::config::Secret;
+use shared::providers::recording::HostAllowList;
+use shared::queue::jobs::{NotificationJob, TranscriptionJob};
 
 use crate::support::*;
 
@@ -27,7 +27,7 @@ fn every_function_has_a_matching_sample_event() {
                 }
                 "notify-worker" => drop(serde_json::from_str::<NotificationJob>(body).unwrap()),
                 "monitor-worker" => {
-                    drop(serde_json::from_str::<shared::jobs::MonitorJob>(body).unwrap())
+                    drop(serde_json::from_str::<shared::queue::jobs::MonitorJob>(body).unwrap())
                 }
                 other => panic!("no job type known for {other}"),
             }
@@ -79,13 +79,13 @@ async fn the_livekit_sample_event_is_signed_with_the_dev_secret() {
         api_key: devstack::DEV_LIVEKIT_API_KEY.into(),
         api_secret: Secret::new(devstack::DEV_LIVEKIT_API_SECRET),
         agent_identity_prefix: "agent-".into(),
-        dedup: std::sync::Arc::new(shared::dedup::DynamoDedupStore::new(
+        dedup: std::sync::Arc::new(shared::store::dedup::DynamoDedupStore::new(
             stack.dynamo.clone(),
             stack.resources.table("IdempotencyTable"),
             std::time::Duration::from_secs(60),
         )),
         sessions: std::sync::Arc::new(stack.sessions()),
-        notification_queue: std::sync::Arc::new(shared::jobs::SqsJobQueue::new(
+        notification_queue: std::sync::Arc::new(shared::queue::jobs::SqsJobQueue::new(
             stack.sqs.clone(),
             stack.resources.queue("NotificationQueue"),
         )),

@@ -2,9 +2,9 @@
 //! never posting the same thing twice.
 
 use devstack::fakes::{ScriptedResponse, TranscriptOutcome};
-use shared::calls::{CallStatus, CallStore};
-use shared::jobs::{NotificationJob, NotificationKind};
-use shared::stats::StatsStore;
+use shared::queue::jobs::{NotificationJob, NotificationKind};
+use shared::store::calls::{CallStatus, CallStore};
+use shared::store::stats::StatsStore;
 
 use crate::support::*;
 
@@ -73,8 +73,8 @@ async fn a_redelivered_job_never_posts_twice() {
     // SQS delivers at least once: the same job again must not post again.
     let job = NotificationJob::for_call("REDELIVER1", NotificationKind::CallSummary);
     for _ in 0..2 {
-        shared::jobs::send(
-            &shared::jobs::SqsJobQueue::new(
+        shared::queue::jobs::send(
+            &shared::queue::jobs::SqsJobQueue::new(
                 stack.sqs.clone(),
                 stack.resources.queue("NotificationQueue"),
             ),
@@ -227,8 +227,8 @@ async fn email_notifications_go_through_ses() {
         .send()
         .await
         .unwrap();
-    let email: std::sync::Arc<dyn shared::notify::NotificationChannel> =
-        std::sync::Arc::new(shared::notify::SesEmailChannel {
+    let email: std::sync::Arc<dyn shared::flows::notify::NotificationChannel> =
+        std::sync::Arc::new(shared::providers::ses::SesEmailChannel {
             client: ses,
             from: address.clone(),
             to: address.clone(),

@@ -9,14 +9,18 @@ use devstack::fakes::{
     twilio_signature, ConversationScript, FakeElevenLabs, FakeTwilio,
 };
 use lambda_http::{Body, Request, Response};
-use shared::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
-use shared::config::Secret;
-use shared::dedup::DynamoDedupStore;
-use shared::elevenlabs::ElevenLabsClient;
-use shared::jobs::SqsJobQueue;
-use shared::outbound::{DirectoryStore, OutboundCallStore, Providers};
-use shared::rate_limit::DynamoRateLimiter;
-use shared::twilio::TwilioClient;
+use shared::base::config::Secret;
+use shared::providers::elevenlabs::ElevenLabsClient;
+use shared::queue::jobs::SqsJobQueue;
+use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
+use shared::store::dedup::DynamoDedupStore;
+use shared::store::directory::DirectoryStore;
+
+use shared::store::outbound_calls::OutboundCallStore;
+
+use shared::flows::outbound::Providers;
+use shared::providers::twilio::TwilioClient;
+use shared::store::rate_limits::DynamoRateLimiter;
 
 use crate::support::*;
 
@@ -90,8 +94,8 @@ impl Outbound {
         })
     }
 
-    fn access(&self, per_window: u64) -> shared::rate_limit::KeyedAccess {
-        shared::rate_limit::KeyedAccess {
+    fn access(&self, per_window: u64) -> shared::api::access::KeyedAccess {
+        shared::api::access::KeyedAccess {
             api_keys: self.api_keys(),
             rate_limiter: self.rate_limiter(),
             per_window,
@@ -196,7 +200,7 @@ impl Outbound {
     async fn admin(&self, route: &str, request: Request) -> Response<Body> {
         let directory = self.stack.directory();
         let token = Secret::new(ADMIN_TOKEN);
-        let admin = shared::admin::Admin {
+        let admin = shared::flows::admin::Admin {
             token: &token,
             directory: &directory,
         };

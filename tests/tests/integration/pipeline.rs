@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use futures_util::future::join_all;
-use shared::calls::{CallStatus, CallStore};
+use shared::store::calls::{CallStatus, CallStore};
 
 use crate::support::*;
 
@@ -81,7 +81,7 @@ async fn zapier_call_is_transcribed_stored_and_posted_in_the_seed_format() {
             CallStatus::Notified
         ]
     );
-    let stats = shared::stats::StatsStore::read(&stack.stats())
+    let stats = shared::store::stats::StatsStore::read(&stack.stats())
         .await
         .unwrap();
     assert_eq!(
@@ -147,7 +147,7 @@ async fn fifty_concurrent_identical_deliveries_make_one_job_and_one_post() {
     stack.run_notifications(&notifier).await;
     assert_eq!(stack.assemblyai.transcript_requests().len(), 1);
     assert_eq!(stack.slack.posts().len(), 1);
-    let stats = shared::stats::StatsStore::read(&stack.stats())
+    let stats = shared::store::stats::StatsStore::read(&stack.stats())
         .await
         .unwrap();
     assert_eq!(stats.total_processed, 1);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use shared::config::Secret;
+use shared::base::config::Secret;
 
 use crate::support::*;
 
@@ -94,7 +94,7 @@ async fn read_routes_report_a_processed_call() {
 #[tokio::test]
 async fn health_reports_an_unreachable_database() {
     let stack = Stack::start().await;
-    let broken = shared::stats::DynamoStatsStore::new(stack.dynamo.clone(), "no-such-table");
+    let broken = shared::store::stats::DynamoStatsStore::new(stack.dynamo.clone(), "no-such-table");
     let health = health::Health {
         stats: Arc::new(broken),
         transcription_enabled: false,

@@ -12,15 +12,16 @@ use devstack::poller::{queue_depth, PollReport, QueuePoller};
 use devstack::provision::{provision, Resources};
 use devstack::template::Template;
 use lambda_http::{Body, Request, Response};
-use shared::assemblyai::AssemblyAi;
-use shared::calls::DynamoCallStore;
-use shared::config::Secret;
-use shared::dedup::DynamoDedupStore;
-use shared::ingest::{IngestSettings, Ingestor};
-use shared::jobs::SqsJobQueue;
-use shared::notify::{NotificationChannel, SlackBotChannel, SlackWebhookChannel};
-use shared::recording::{ExotelCredentials, HostAllowList};
-use shared::stats::DynamoStatsStore;
+use shared::base::config::Secret;
+use shared::flows::ingest::{IngestSettings, Ingestor};
+use shared::flows::notify::NotificationChannel;
+use shared::providers::assemblyai::AssemblyAi;
+use shared::providers::recording::{ExotelCredentials, HostAllowList};
+use shared::providers::slack::{SlackBotChannel, SlackWebhookChannel};
+use shared::queue::jobs::SqsJobQueue;
+use shared::store::calls::DynamoCallStore;
+use shared::store::dedup::DynamoDedupStore;
+use shared::store::stats::DynamoStatsStore;
 
 pub const WEBHOOK_TOKEN: &str = "test-webhook-token-0123456789";
 pub const API_TOKEN: &str = "test-api-token-0123456789";
@@ -94,23 +95,23 @@ impl Stack {
         DynamoCallStore::new(self.dynamo.clone(), self.resources.table("CallsTable"))
     }
 
-    pub fn sessions(&self) -> shared::sessions::DynamoSessionStore {
-        shared::sessions::DynamoSessionStore::new(
+    pub fn sessions(&self) -> shared::store::sessions::DynamoSessionStore {
+        shared::store::sessions::DynamoSessionStore::new(
             self.dynamo.clone(),
             self.resources.table("CallsTable"),
         )
     }
 
-    pub fn outbound_calls(&self) -> shared::outbound::DynamoOutboundCallStore {
-        shared::outbound::DynamoOutboundCallStore {
+    pub fn outbound_calls(&self) -> shared::store::outbound_calls::DynamoOutboundCallStore {
+        shared::store::outbound_calls::DynamoOutboundCallStore {
             client: self.dynamo.clone(),
             calls_table: self.resources.table("CallsTable"),
             organisations_table: self.resources.table("OrganisationsTable"),
         }
     }
 
-    pub fn directory(&self) -> shared::outbound::DynamoDirectoryStore {
-        shared::outbound::DynamoDirectoryStore {
+    pub fn directory(&self) -> shared::store::directory::DynamoDirectoryStore {
+        shared::store::directory::DynamoDirectoryStore {
             client: self.dynamo.clone(),
             assistants_table: self.resources.table("AssistantsTable"),
             organisations_table: self.resources.table("OrganisationsTable"),
@@ -224,7 +225,7 @@ impl Stack {
             outbound: Arc::new(self.outbound_calls()),
             sessions: Arc::new(self.sessions()),
             call_start_title: "New Trial Call".into(),
-            routes: shared::notify::NotificationRoutes::default(),
+            routes: shared::flows::notify::NotificationRoutes::default(),
             stats: Arc::new(self.stats()),
             deliveries: Arc::new(DynamoDedupStore::new(
                 self.dynamo.clone(),

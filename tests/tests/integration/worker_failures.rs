@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devstack::fakes::TranscriptOutcome;
-use shared::calls::{CallStatus, CallStore};
-use shared::stats::StatsStore;
+use shared::store::calls::{CallStatus, CallStore};
+use shared::store::stats::StatsStore;
 
 use crate::support::*;
 

@@ -8,7 +8,7 @@
 //! The table comes from `API_KEYS_TABLE` (the stack's `ApiKeysTableName`
 //! output); AWS credentials and endpoints from the usual AWS variables.
 
-use shared::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
+use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
 
 const USAGE: &str = "usage: callops-admin api-keys (create <name> | list | revoke <key_id>)";
 
@@ -22,8 +22,8 @@ async fn main() {
 
 async fn run(args: Vec<String>) -> Result<(), String> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let table = shared::config::required("API_KEYS_TABLE").map_err(|e| e.to_string())?;
-    let sdk = shared::aws::sdk_config().await;
+    let table = shared::base::config::required("API_KEYS_TABLE").map_err(|e| e.to_string())?;
+    let sdk = shared::base::aws::sdk_config().await;
     let store = DynamoApiKeyStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
     match args.as_slice() {
         ["api-keys", "create", name] => {

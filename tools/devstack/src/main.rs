@@ -63,7 +63,7 @@ fn shown_token(key: &str, dev_default: &str) -> String {
 
 fn main() -> Result<(), Error> {
     load_dotenv();
-    shared::telemetry::init();
+    shared::base::telemetry::init();
     let port: u16 = std::env::var("PORT")
         .ok()
         .and_then(|p| p.parse().ok())
@@ -119,7 +119,7 @@ fn main() -> Result<(), Error> {
         default_env("EXOTEL_API_KEY", "dev-exotel-key");
         default_env("EXOTEL_API_TOKEN", "dev-exotel-token");
         let allowed = std::env::var("RECORDING_ALLOWED_HOSTS")
-            .unwrap_or_else(|_| shared::ingest::DEFAULT_RECORDING_HOSTS.into());
+            .unwrap_or_else(|_| shared::flows::ingest::DEFAULT_RECORDING_HOSTS.into());
         std::env::set_var(
             "RECORDING_ALLOWED_HOSTS",
             format!("{allowed},{FAKE_EXOTEL_ADDR}"),
@@ -155,9 +155,9 @@ fn main() -> Result<(), Error> {
 
         // A ready-to-use API key for /calls/started (dev only: printed below).
         let dev_api_key = {
-            let store = shared::api_keys::DynamoApiKeyStore::new(local.dynamodb().await, resources.table("ApiKeysTable"));
-            let (key, record) = shared::api_keys::generate("dev");
-            shared::api_keys::ApiKeyStore::insert(&store, &record).await?;
+            let store = shared::store::api_keys::DynamoApiKeyStore::new(local.dynamodb().await, resources.table("ApiKeysTable"));
+            let (key, record) = shared::store::api_keys::generate("dev");
+            shared::store::api_keys::ApiKeyStore::insert(&store, &record).await?;
             key
         };
 

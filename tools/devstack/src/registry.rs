@@ -91,7 +91,7 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
         | "organisation-create"
         | "organisation-get"
         | "organisation-update") => {
-            let config = Arc::new(shared::admin::AdminConfig::from_env().await?);
+            let config = Arc::new(shared::flows::admin::AdminConfig::from_env().await?);
             let route = route.to_string();
             http(move |request| {
                 let config = Arc::clone(&config);

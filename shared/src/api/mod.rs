@@ -1,13 +1,15 @@
 //! The HTTP surface: one error type with one status mapping, JSON responses,
 //! and credential checks that run before a body is parsed.
 
+pub mod access;
+
 use http::{HeaderMap, StatusCode};
 use lambda_http::{Body, Response};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::base::config::Secret;
 
 /// Webhook bodies are small forms or JSON objects; anything larger is refused
 /// before parsing so a caller cannot make us buffer and parse megabytes.
@@ -190,10 +192,10 @@ pub fn body_bytes(body: &Body) -> Result<&[u8], ApiError> {
 /// that did the work, 200 with `duplicate: true` for a replay (so the sender
 /// stops retrying), 409 while another delivery holds the claim.
 pub fn once_response(
-    result: Result<crate::dedup::Once, crate::dedup::OnceError<ApiError>>,
+    result: Result<crate::store::dedup::Once, crate::store::dedup::OnceError<ApiError>>,
     first: StatusCode,
 ) -> Result<(StatusCode, serde_json::Value), ApiError> {
-    use crate::dedup::{Once, OnceError};
+    use crate::store::dedup::{Once, OnceError};
     match result {
         Ok(Once::Done(response)) => Ok((first, response)),
         Ok(Once::Duplicate(mut saved)) => {
@@ -213,7 +215,7 @@ pub fn once_response(
 pub fn remaining_time(request: &lambda_http::Request) -> Option<std::time::Duration> {
     use lambda_http::RequestExt;
     let deadline = request.lambda_context_ref()?.deadline;
-    let now = u64::try_from(crate::time::epoch_millis()).ok()?;
+    let now = u64::try_from(crate::base::time::epoch_millis()).ok()?;
     (deadline > now).then(|| std::time::Duration::from_millis(deadline - now))
 }
 

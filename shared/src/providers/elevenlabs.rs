@@ -6,9 +6,9 @@ use serde::Deserialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
-use crate::outbound::TranscriptLine;
-pub use crate::twilio::ProviderError;
+use crate::base::config::Secret;
+pub use crate::providers::twilio::ProviderError;
+use crate::store::outbound_calls::TranscriptLine;
 
 /// The official SDK's tolerance for a post-call webhook's timestamp.
 pub const SIGNATURE_TOLERANCE_SECS: i64 = 30 * 60;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use super::{ChannelKind, Message, NotificationChannel, SendError, SlackThread};
-use crate::dedup::{Claim, DedupStore};
+use crate::store::dedup::{Claim, DedupStore};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +61,7 @@ pub async fn deliver(
                 Claim::Acquired => match channel.send(part).await {
                     Ok(sent) => {
                         let record = serde_json::json!({
-                            "sent_at": crate::time::now_rfc3339(),
+                            "sent_at": crate::base::time::now_rfc3339(),
                             "thread": sent.slack_thread,
                         });
                         dedup.complete(&key, &record).await?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::calls::CallSource;
+use crate::store::calls::CallSource;
 
 /// SQS refuses delays above 15 minutes.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
@@ -167,10 +167,10 @@ impl SqsJobQueue {
     pub fn from_env(
         sdk: &aws_config::SdkConfig,
         url_variable: &'static str,
-    ) -> Result<Self, crate::config::ConfigError> {
+    ) -> Result<Self, crate::base::config::ConfigError> {
         Ok(Self::new(
             aws_sdk_sqs::Client::new(sdk),
-            crate::config::required(url_variable)?,
+            crate::base::config::required(url_variable)?,
         ))
     }
 }

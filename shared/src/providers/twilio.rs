@@ -7,7 +7,7 @@ use serde::Deserialize;
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::base::config::Secret;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProviderError {

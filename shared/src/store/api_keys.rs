@@ -6,12 +6,10 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api::ApiError;
 use crate::store::StoreError;
 
 const PREFIX: &str = "cok_";
@@ -45,7 +43,7 @@ pub fn generate(name: &str) -> (String, ApiKeyRecord) {
         key_id,
         key_hash: hash(&key),
         name: name.to_string(),
-        created_at: crate::time::now_rfc3339(),
+        created_at: crate::base::time::now_rfc3339(),
         revoked_at: None,
     };
     (key, record)
@@ -68,43 +66,12 @@ pub trait ApiKeyStore: Send + Sync {
     async fn list(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
 }
 
-/// The key from `X-API-Key` or `Authorization: Bearer`.
-pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-        })
-        .map(str::trim)
-}
-
-/// Checks the request's key: known, not revoked, and matching in constant time.
-pub async fn authenticate(
-    store: &dyn ApiKeyStore,
-    headers: &HeaderMap,
-) -> Result<ApiKeyRecord, ApiError> {
-    let presented = presented_key(headers).ok_or(ApiError::Unauthorized)?;
-    let id = key_id(presented).ok_or(ApiError::Unauthorized)?;
-    let record = store
-        .find(id)
-        .await
-        .map_err(|err| {
-            tracing::error!(error = %err, "API key store unavailable");
-            ApiError::Unavailable
-        })?
-        .ok_or(ApiError::Unauthorized)?;
-    let matches: bool = hash(presented)
+/// Whether `presented` is this record's key, compared in constant time.
+pub fn key_matches(record: &ApiKeyRecord, presented: &str) -> bool {
+    hash(presented)
         .as_bytes()
         .ct_eq(record.key_hash.as_bytes())
-        .into();
-    if !matches || record.revoked_at.is_some() {
-        return Err(ApiError::Unauthorized);
-    }
-    Ok(record)
+        .into()
 }
 
 pub struct DynamoApiKeyStore {
@@ -157,7 +124,10 @@ impl ApiKeyStore for DynamoApiKeyStore {
             .key("key_id", AttributeValue::S(key_id.to_string()))
             .update_expression("SET revoked_at = :now")
             .condition_expression("attribute_exists(key_id)")
-            .expression_attribute_values(":now", AttributeValue::S(crate::time::now_rfc3339()))
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::S(crate::base::time::now_rfc3339()),
+            )
             .send()
             .await;
         match result {
@@ -209,15 +179,5 @@ mod tests {
         assert_eq!(key_id("cok_"), None);
         assert_eq!(key_id("cok_abc"), None);
         assert_eq!(key_id("cok_a-b_secret"), None);
-    }
-
-    #[test]
-    fn keys_come_from_either_header() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(presented_key(&headers), None);
-        headers.insert("authorization", "Bearer cok_a_b".parse().unwrap());
-        assert_eq!(presented_key(&headers), Some("cok_a_b"));
-        headers.insert("x-api-key", "cok_c_d".parse().unwrap());
-        assert_eq!(presented_key(&headers), Some("cok_c_d"));
     }
 }

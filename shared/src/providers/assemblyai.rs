@@ -7,9 +7,9 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use url::Url;
 
-use crate::calls::{Tone, Transcript, Utterance};
-use crate::config::Secret;
-use crate::recording::ExotelCredentials;
+use crate::base::config::Secret;
+use crate::providers::recording::ExotelCredentials;
+use crate::store::calls::{Tone, Transcript, Utterance};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TranscribeError {

@@ -2,7 +2,7 @@
 //! section texts of at most 3000 characters, a bounded number of blocks per
 //! message, and code fences closed and reopened where a split falls inside one.
 
-use super::{Message, Part};
+use super::channel::{Message, Part};
 
 /// Slack's limit for a section block's text.
 pub const SECTION_CHARS: usize = 3000;

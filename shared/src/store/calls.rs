@@ -59,7 +59,9 @@ impl Direction {
     /// Seed rule: outgoing when `from_number` contains the support number.
     pub fn of(from_number: &str, support_number: Option<&str>) -> Self {
         match support_number {
-            Some(support) if crate::phone::contains_number(from_number, support) => Self::Outgoing,
+            Some(support) if crate::base::phone::contains_number(from_number, support) => {
+                Self::Outgoing
+            }
             _ => Self::Incoming,
         }
     }
@@ -235,7 +237,7 @@ impl DynamoCallStore {
     fn history_entry(to: CallStatus, reason: Option<&str>) -> Result<AttributeValue, StoreError> {
         let entry = StatusChange {
             status: to,
-            at: crate::time::now_rfc3339(),
+            at: crate::base::time::now_rfc3339(),
             reason: reason.map(str::to_string),
         };
         Ok(AttributeValue::L(vec![serde_dynamo::to_attribute_value(
@@ -350,8 +352,10 @@ impl CallStore for DynamoCallStore {
             CallStatus::Failed | CallStatus::Skipped | CallStatus::Transcribed
         ) {
             expression.push_str(", processed_at = :now");
-            update = update
-                .expression_attribute_values(":now", AttributeValue::S(crate::time::now_rfc3339()));
+            update = update.expression_attribute_values(
+                ":now",
+                AttributeValue::S(crate::base::time::now_rfc3339()),
+            );
         }
         match update.update_expression(expression).send().await {
             Ok(_) => Ok(true),
@@ -481,7 +485,10 @@ impl CallStore for DynamoCallStore {
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#history", "status_history")
             .expression_attribute_values(":posted", AttributeValue::Bool(slack_posted))
-            .expression_attribute_values(":now", AttributeValue::S(crate::time::now_rfc3339()))
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::S(crate::base::time::now_rfc3339()),
+            )
             .expression_attribute_values(":after", AttributeValue::S(status_after.as_str().into()))
             .expression_attribute_values(":empty", AttributeValue::L(vec![]))
             .expression_attribute_values(

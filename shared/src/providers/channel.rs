@@ -1,23 +1,11 @@
-//! Notifications: rendering the seed's messages, the channels that carry them
-//! (Slack incoming webhook, Slack bot, SES, console), and delivery that never
-//! sends the same part twice.
-
-mod channels;
-mod deliver;
-pub mod render;
-mod routing;
-pub mod slack_format;
-
-pub use channels::{
-    build_channels, ConsoleChannel, NotifierConfig, SesEmailChannel, SlackBotChannel,
-    SlackWebhookChannel,
-};
-pub use deliver::{deliver, Delivery};
-pub use routing::NotificationRoutes;
+//! What every notification channel (Slack, SES, the console) implements, and
+//! the message it is given.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+pub use crate::store::sessions::SlackThread;
 
 /// A message before a channel shapes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,13 +38,6 @@ pub struct SlackContent {
     pub text: String,
     /// `section` block texts (mrkdwn).
     pub blocks: Vec<String>,
-}
-
-/// Where a Slack message landed, so later messages can reply to it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SlackThread {
-    pub channel: String,
-    pub ts: String,
 }
 
 /// One send on one channel: Slack splits long messages into several.

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 
+use crate::base::time::{epoch_millis, epoch_secs};
 use crate::store::StoreError;
-use crate::time::{epoch_millis, epoch_secs};
 
 const STATUS_IN_PROGRESS: &str = "INPROGRESS";
 const STATUS_COMPLETED: &str = "COMPLETED";
@@ -55,11 +55,11 @@ impl DynamoDedupStore {
     }
 
     /// `IDEMPOTENCY_TABLE`, keeping records `DEDUP_RETENTION_SECONDS` (default 7 days).
-    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, crate::config::ConfigError> {
+    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, crate::base::config::ConfigError> {
         Ok(Self::new(
             Client::new(sdk),
-            crate::config::required("IDEMPOTENCY_TABLE")?,
-            Duration::from_secs(crate::config::parsed_or(
+            crate::base::config::required("IDEMPOTENCY_TABLE")?,
+            Duration::from_secs(crate::base::config::parsed_or(
                 "DEDUP_RETENTION_SECONDS",
                 7 * 24 * 3600,
             )?),

@@ -3,7 +3,7 @@
 
 use chrono::DateTime;
 
-use crate::calls::{CallRecord, Direction, Transcript};
+use crate::store::calls::{CallRecord, Direction, Transcript};
 
 /// How many opening words of the transcript make the "Concern" line.
 const CONCERN_WORDS: usize = 10;
@@ -141,7 +141,7 @@ pub fn call_started(
         subject: format!("New Call: {user}"),
         text: format!(
             "Call started in room {room} at {}",
-            crate::time::rfc3339(at)
+            crate::base::time::rfc3339(at)
         ),
         slack: Some(super::SlackContent {
             text: format!("📞 New call started by {user}"),
@@ -156,7 +156,7 @@ pub fn call_started(
 
 /// An outbound call's summary: who was called about what, how it ended,
 /// and the conversation.
-pub fn outbound_summary(call: &crate::outbound::OutboundCall) -> super::Message {
+pub fn outbound_summary(call: &crate::store::outbound_calls::OutboundCall) -> super::Message {
     let or_na = |v: Option<String>| {
         v.filter(|s| !s.is_empty())
             .unwrap_or_else(|| NOT_PROVIDED.to_string())
@@ -167,7 +167,7 @@ pub fn outbound_summary(call: &crate::outbound::OutboundCall) -> super::Message 
             None => "No transcript".to_string(),
         }
     } else {
-        crate::outbound::transcript_text(&call.transcript)
+        crate::store::outbound_calls::transcript_text(&call.transcript)
     };
     let status = match &call.failure_reason {
         Some(reason) => format!("{} ({reason})", call.status),
@@ -213,7 +213,7 @@ pub fn call_summary_subject(record: &CallRecord, failed: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calls::{AgentInfo, CallSource, CallStatus, Tone, Utterance};
+    use crate::store::calls::{AgentInfo, CallSource, CallStatus, Tone, Utterance};
 
     fn record() -> CallRecord {
         CallRecord {

@@ -10,15 +10,15 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::api::ApiError;
-use crate::calls::{
+use crate::base::mask;
+use crate::base::metrics::{self, Metric};
+use crate::base::time;
+use crate::queue::jobs::{self, JobQueue, TranscriptionJob};
+use crate::store::calls::{
     AgentInfo, CallRecord, CallSource, CallStatus, CallStore, Created, Direction, StatusChange,
 };
-use crate::dedup::{Claim, DedupStore};
-use crate::jobs::{self, JobQueue, TranscriptionJob};
-use crate::mask;
-use crate::metrics::{self, Metric};
-use crate::stats::{self, Counter, StatsStore};
-use crate::time;
+use crate::store::dedup::{Claim, DedupStore};
+use crate::store::stats::{self, Counter, StatsStore};
 
 /// A call as a webhook reported it, already validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -297,7 +297,7 @@ pub fn validate_phone(raw: Option<&str>, field: &str, required: bool) -> Result<
             format!("{field} is required"),
         )),
         None => Ok(String::new()),
-        Some(number) if crate::phone::is_plausible(number) => Ok(number.to_string()),
+        Some(number) if crate::base::phone::is_plausible(number) => Ok(number.to_string()),
         Some(_) => Err(ApiError::unprocessable(
             "invalid_phone_number",
             format!("{field} is not a valid phone number"),
@@ -309,8 +309,8 @@ pub fn validate_phone(raw: Option<&str>, field: &str, required: bool) -> Result<
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     /// `WEBHOOK_TOKEN`: Zapier sends it as a bearer token, Exotel in `?token=`.
-    pub webhook_token: crate::config::Secret,
-    pub recording_hosts: crate::recording::HostAllowList,
+    pub webhook_token: crate::base::config::Secret,
+    pub recording_hosts: crate::providers::recording::HostAllowList,
     pub calls_table: String,
     pub idempotency_table: String,
     pub stats_table: String,
@@ -325,11 +325,11 @@ pub const DEFAULT_RECORDING_HOSTS: &str =
     "api.exotel.com,api.in.exotel.com,*.exotel.com,*.exotel.in";
 
 impl WebhookConfig {
-    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
-        use crate::config::{optional, parsed_or, required, required_secret};
+    pub fn from_env() -> Result<Self, crate::base::config::ConfigError> {
+        use crate::base::config::{optional, parsed_or, required, required_secret};
         Ok(Self {
             webhook_token: required_secret("WEBHOOK_TOKEN")?,
-            recording_hosts: crate::recording::HostAllowList::parse(
+            recording_hosts: crate::providers::recording::HostAllowList::parse(
                 &optional("RECORDING_ALLOWED_HOSTS")
                     .unwrap_or_else(|| DEFAULT_RECORDING_HOSTS.into()),
             ),
@@ -359,20 +359,20 @@ impl Ingestor {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         let sqs = aws_sdk_sqs::Client::new(sdk);
         Self {
-            dedup: Arc::new(crate::dedup::DynamoDedupStore::new(
+            dedup: Arc::new(crate::store::dedup::DynamoDedupStore::new(
                 dynamo.clone(),
                 &config.idempotency_table,
                 config.dedup_retention,
             )),
-            calls: Arc::new(crate::calls::DynamoCallStore::new(
+            calls: Arc::new(crate::store::calls::DynamoCallStore::new(
                 dynamo.clone(),
                 &config.calls_table,
             )),
-            stats: Arc::new(crate::stats::DynamoStatsStore::new(
+            stats: Arc::new(crate::store::stats::DynamoStatsStore::new(
                 dynamo,
                 &config.stats_table,
             )),
-            transcription_queue: Arc::new(crate::jobs::SqsJobQueue::new(
+            transcription_queue: Arc::new(crate::queue::jobs::SqsJobQueue::new(
                 sqs,
                 &config.transcription_queue_url,
             )),

@@ -9,8 +9,14 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
-use crate::notify::SlackThread;
 use crate::store::StoreError;
+
+/// Where a Slack message landed, so later messages can reply to it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SlackThread {
+    pub channel: String,
+    pub ts: String,
+}
 
 const SESSION_ITEM: &str = "session";
 

@@ -7,8 +7,8 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
 
 use crate::api::{self, ApiError};
-use crate::config::Secret;
-use crate::outbound::{
+use crate::base::config::Secret;
+use crate::store::directory::{
     Assistant, AssistantPatch, DirectoryStore, Organisation, OrganisationPatch, Provider,
 };
 use crate::store::StoreError;
@@ -75,7 +75,7 @@ fn check_assistant(a: &Assistant) -> Result<(), ApiError> {
         }
     }
     if let Some(number) = &a.caller_number {
-        crate::phone::e164(number).map_err(|_| {
+        crate::base::phone::e164(number).map_err(|_| {
             ApiError::unprocessable(
                 "invalid_phone_number",
                 "caller_number must be an E.164 number",
@@ -154,7 +154,7 @@ impl Admin<'_> {
                         format!("Organisation {} not found", new.org_id),
                     )
                 })?;
-            let now = crate::time::now_rfc3339();
+            let now = crate::base::time::now_rfc3339();
             let assistant = Assistant {
                 assistant_id: 0,
                 org_id: new.org_id,
@@ -271,7 +271,7 @@ impl Admin<'_> {
                     "org_id must be 1-64 letters, digits, '-' or '_'",
                 ));
             }
-            let now = crate::time::now_rfc3339();
+            let now = crate::base::time::now_rfc3339();
             let org = Organisation {
                 org_id: new.org_id,
                 name: new.name,
@@ -330,15 +330,15 @@ impl Admin<'_> {
 /// Wiring shared by the admin functions.
 pub struct AdminConfig {
     pub token: Secret,
-    pub directory: crate::outbound::DynamoDirectoryStore,
+    pub directory: crate::store::directory::DynamoDirectoryStore,
 }
 
 impl AdminConfig {
-    pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
-        let sdk = crate::aws::sdk_config().await;
+    pub async fn from_env() -> Result<Self, crate::base::config::ConfigError> {
+        let sdk = crate::base::aws::sdk_config().await;
         Ok(Self {
-            token: crate::config::required_secret("ADMIN_API_TOKEN")?,
-            directory: crate::outbound::DynamoDirectoryStore::from_env(&sdk)?,
+            token: crate::base::config::required_secret("ADMIN_API_TOKEN")?,
+            directory: crate::store::directory::DynamoDirectoryStore::from_env(&sdk)?,
         })
     }
 

@@ -59,7 +59,7 @@ pub fn count(metric: Metric) {
             1,
             &namespace,
             &function,
-            crate::time::epoch_millis()
+            crate::base::time::epoch_millis()
         )
     );
 }

@@ -5,7 +5,7 @@
 
 use url::Url;
 
-use crate::config::Secret;
+use crate::base::config::Secret;
 
 /// Hosts the worker may download recordings from. Entries are `host`,
 /// `host:port` or `*.suffix`. Plain `http` is accepted only for loopback

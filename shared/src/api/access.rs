@@ -1,0 +1,117 @@
+//! Who may call a route: API keys (presented in `X-API-Key` or as a bearer
+//! token, checked in constant time) and a per-key request limit.
+
+use http::HeaderMap;
+
+use crate::api::ApiError;
+use crate::store::api_keys::{key_id, key_matches, ApiKeyRecord, ApiKeyStore};
+use crate::store::rate_limits::{DynamoRateLimiter, RateLimiter};
+
+/// The key from `X-API-Key` or `Authorization: Bearer`.
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .map(str::trim)
+}
+
+/// Checks the request's key: known, not revoked, and matching in constant time.
+pub async fn authenticate(
+    store: &dyn ApiKeyStore,
+    headers: &HeaderMap,
+) -> Result<ApiKeyRecord, ApiError> {
+    let presented = presented_key(headers).ok_or(ApiError::Unauthorized)?;
+    let id = key_id(presented).ok_or(ApiError::Unauthorized)?;
+    let record = store
+        .find(id)
+        .await
+        .map_err(|err| {
+            tracing::error!(error = %err, "API key store unavailable");
+            ApiError::Unavailable
+        })?
+        .ok_or(ApiError::Unauthorized)?;
+    if !key_matches(&record, presented) || record.revoked_at.is_some() {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(record)
+}
+
+/// Refuses the request once `key` has made more than `per_minute` this minute.
+pub async fn enforce(
+    limiter: &dyn RateLimiter,
+    key: &str,
+    per_minute: u64,
+) -> Result<(), ApiError> {
+    let hits = limiter.hit(key).await.map_err(|err| {
+        tracing::error!(error = %err, "rate limiter unavailable");
+        ApiError::Unavailable
+    })?;
+    if hits > per_minute {
+        return Err(ApiError::TooManyRequests {
+            code: "rate_limited",
+            detail: format!(
+                "Rate limit exceeded: at most {per_minute} requests per minute for this API key"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// API-key access with a per-key request limit, as the outbound-call routes use it.
+pub struct KeyedAccess {
+    pub api_keys: std::sync::Arc<dyn crate::store::api_keys::ApiKeyStore>,
+    pub rate_limiter: std::sync::Arc<dyn RateLimiter>,
+    /// Requests per window per key (`CALLS_RATE_LIMIT_PER_MINUTE`).
+    pub per_window: u64,
+}
+
+impl KeyedAccess {
+    pub fn from_env(
+        client: aws_sdk_dynamodb::Client,
+    ) -> Result<Self, crate::base::config::ConfigError> {
+        use crate::base::config::{parsed_or, required};
+        Ok(Self {
+            api_keys: std::sync::Arc::new(crate::store::api_keys::DynamoApiKeyStore::new(
+                client.clone(),
+                required("API_KEYS_TABLE")?,
+            )),
+            rate_limiter: std::sync::Arc::new(DynamoRateLimiter {
+                client,
+                table: required("IDEMPOTENCY_TABLE")?,
+                window_secs: 60,
+            }),
+            per_window: parsed_or("CALLS_RATE_LIMIT_PER_MINUTE", 30)?,
+        })
+    }
+
+    /// The caller's key, once it is valid and within its limit.
+    pub async fn admit(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<crate::store::api_keys::ApiKeyRecord, ApiError> {
+        let key = crate::api::access::authenticate(self.api_keys.as_ref(), headers).await?;
+        enforce(self.rate_limiter.as_ref(), &key.key_id, self.per_window).await?;
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_from_either_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(presented_key(&headers), None);
+        headers.insert("authorization", "Bearer cok_a_b".parse().unwrap());
+        assert_eq!(presented_key(&headers), Some("cok_a_b"));
+        headers.insert("x-api-key", "cok_c_d".parse().unwrap());
+        assert_eq!(presented_key(&headers), Some("cok_c_d"));
+    }
+}

@@ -1,0 +1,10 @@
+//! What every other layer uses and that imports nothing of ours:
+//! configuration, time, masking for logs, telemetry, metrics, phone numbers.
+
+pub mod aws;
+pub mod config;
+pub mod mask;
+pub mod metrics;
+pub mod phone;
+pub mod telemetry;
+pub mod time;

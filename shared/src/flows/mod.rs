@@ -1,0 +1,7 @@
+//! The flows that tie state, queues and providers together: intake of
+//! recordings, outbound calls, notifications, and the admin routes.
+
+pub mod admin;
+pub mod ingest;
+pub mod notify;
+pub mod outbound;

@@ -1,0 +1,16 @@
+//! Notifications: rendering the seeds' messages, choosing the channels that
+//! carry them, and delivery that never sends the same part twice. The
+//! channels themselves are providers (`crate::providers::{slack, ses}`).
+
+mod channels;
+mod deliver;
+pub mod render;
+mod routing;
+
+pub use channels::{build_channels, ConsoleChannel, NotifierConfig};
+pub use deliver::{deliver, Delivery};
+pub use routing::NotificationRoutes;
+
+pub use crate::providers::channel::{
+    ChannelKind, Message, NotificationChannel, Part, SendError, Sent, SlackContent, SlackThread,
+};

@@ -1,0 +1,79 @@
+//! Durable state: every DynamoDB read and write lives here, behind one small
+//! trait per store. Stores import only `base`.
+//!
+//! `StoreError` is the error every store trait returns. Store failures are
+//! always worth a retry from the caller's point of view; the detail is for
+//! logs only.
+
+pub mod api_keys;
+pub mod calls;
+pub mod dedup;
+pub mod directory;
+pub mod outbound_calls;
+pub mod rate_limits;
+pub mod sessions;
+pub mod stats;
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("dynamodb: {0}")]
+    Dynamo(String),
+    #[error("stored item is malformed: {0}")]
+    Malformed(String),
+}
+
+impl<E, R> From<SdkError<E, R>> for StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    fn from(err: SdkError<E, R>) -> Self {
+        // DisplayErrorContext walks the source chain; plain Display says only "service error".
+        Self::Dynamo(aws_sdk_dynamodb::error::DisplayErrorContext(err).to_string())
+    }
+}
+
+impl From<serde_dynamo::Error> for StoreError {
+    fn from(err: serde_dynamo::Error) -> Self {
+        Self::Malformed(err.to_string())
+    }
+}
+
+pub(crate) fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(err: &E) -> bool {
+    err.code() == Some("ConditionalCheckFailedException")
+}
+
+/// `SET #name = :value` for each present field, plus `updated_at`.
+pub(crate) fn patch_update(
+    fields: Vec<(&'static str, AttributeValue)>,
+) -> (
+    String,
+    HashMap<String, String>,
+    HashMap<String, AttributeValue>,
+) {
+    let mut names = HashMap::new();
+    let mut values = HashMap::new();
+    let mut sets = Vec::new();
+    for (index, (name, value)) in fields
+        .into_iter()
+        .chain([(
+            "updated_at",
+            AttributeValue::S(crate::base::time::now_rfc3339()),
+        )])
+        .enumerate()
+    {
+        names.insert(format!("#f{index}"), name.to_string());
+        values.insert(format!(":v{index}"), value);
+        sets.push(format!("#f{index} = :v{index}"));
+    }
+    (format!("SET {}", sets.join(", ")), names, values)
+}
+
+pub(crate) fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_string())
+}

@@ -1,0 +1,173 @@
+//! Assembly once per cold start: the AWS clients, and one constructor per
+//! store, queue and provider client, each reading its own variables. A
+//! function's `from_env` asks for what it uses and adds only what is
+//! particular to its route; its `main.rs` hands the handler to `serve_http`
+//! or `serve_sqs`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::LambdaEvent;
+
+use crate::api::access::KeyedAccess;
+use crate::base::config::{self, ConfigError};
+use crate::flows::outbound::{provider_http, Providers};
+use crate::providers::elevenlabs::ElevenLabsClient;
+use crate::queue::jobs::{JobQueue, SqsJobQueue};
+use crate::store::api_keys::{ApiKeyStore, DynamoApiKeyStore};
+use crate::store::calls::{CallStore, DynamoCallStore};
+use crate::store::dedup::{DedupStore, DynamoDedupStore};
+use crate::store::directory::{DirectoryStore, DynamoDirectoryStore};
+use crate::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
+use crate::store::sessions::{DynamoSessionStore, SessionStore};
+use crate::store::stats::{DynamoStatsStore, StatsStore};
+
+/// How long a dedup claim holds when the invocation's deadline is unknown.
+const DEFAULT_DEDUP_LEASE_SECS: u64 = 30;
+
+/// The AWS clients of one cold start, and the stores and queues built on them.
+pub struct Wiring {
+    sdk: aws_config::SdkConfig,
+    dynamo: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+}
+
+impl Wiring {
+    /// Loads the SDK configuration (endpoints from `AWS_ENDPOINT_URL[_<SERVICE>]`).
+    pub async fn load() -> Self {
+        let sdk = crate::base::aws::sdk_config().await;
+        Self {
+            dynamo: aws_sdk_dynamodb::Client::new(&sdk),
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            sdk,
+        }
+    }
+
+    pub fn sdk(&self) -> &aws_config::SdkConfig {
+        &self.sdk
+    }
+
+    pub fn dynamo(&self) -> &aws_sdk_dynamodb::Client {
+        &self.dynamo
+    }
+
+    /// `IDEMPOTENCY_TABLE`.
+    pub fn dedup(&self) -> Result<Arc<dyn DedupStore>, ConfigError> {
+        Ok(Arc::new(DynamoDedupStore::from_env(&self.sdk)?))
+    }
+
+    /// `CALLS_TABLE`: recording-pipeline call records.
+    pub fn calls(&self) -> Result<Arc<dyn CallStore>, ConfigError> {
+        Ok(Arc::new(DynamoCallStore::new(
+            self.dynamo.clone(),
+            config::required("CALLS_TABLE")?,
+        )))
+    }
+
+    /// `CALLS_TABLE` (+ `ORGANISATIONS_TABLE` for usage): outbound call records.
+    pub fn outbound_calls(&self) -> Result<Arc<dyn OutboundCallStore>, ConfigError> {
+        Ok(Arc::new(DynamoOutboundCallStore::from_env(&self.sdk)?))
+    }
+
+    /// `CALLS_TABLE`: voice-agent sessions.
+    pub fn sessions(&self) -> Result<Arc<dyn SessionStore>, ConfigError> {
+        Ok(Arc::new(DynamoSessionStore::new(
+            self.dynamo.clone(),
+            config::required("CALLS_TABLE")?,
+        )))
+    }
+
+    /// `STATS_TABLE`.
+    pub fn stats(&self) -> Result<Arc<dyn StatsStore>, ConfigError> {
+        Ok(Arc::new(DynamoStatsStore::new(
+            self.dynamo.clone(),
+            config::required("STATS_TABLE")?,
+        )))
+    }
+
+    /// `ASSISTANTS_TABLE`, `ORGANISATIONS_TABLE`, `STATS_TABLE`.
+    pub fn directory(&self) -> Result<Arc<dyn DirectoryStore>, ConfigError> {
+        Ok(Arc::new(DynamoDirectoryStore::from_env(&self.sdk)?))
+    }
+
+    /// `API_KEYS_TABLE`.
+    pub fn api_keys(&self) -> Result<Arc<dyn ApiKeyStore>, ConfigError> {
+        Ok(Arc::new(DynamoApiKeyStore::new(
+            self.dynamo.clone(),
+            config::required("API_KEYS_TABLE")?,
+        )))
+    }
+
+    /// API keys plus the per-key request limit (`CALLS_RATE_LIMIT_PER_MINUTE`).
+    pub fn keyed_access(&self) -> Result<KeyedAccess, ConfigError> {
+        KeyedAccess::from_env(self.dynamo.clone())
+    }
+
+    /// The queue whose URL is in `url_variable`.
+    pub fn queue(&self, url_variable: &'static str) -> Result<Arc<dyn JobQueue>, ConfigError> {
+        Ok(Arc::new(SqsJobQueue::new(
+            self.sqs.clone(),
+            config::required(url_variable)?,
+        )))
+    }
+
+    /// `NOTIFICATION_QUEUE_URL`.
+    pub fn notification_queue(&self) -> Result<Arc<dyn JobQueue>, ConfigError> {
+        self.queue("NOTIFICATION_QUEUE_URL")
+    }
+}
+
+/// `DEDUP_LEASE_SECONDS`: how long a dedup claim holds when the invocation's
+/// deadline is unknown.
+pub fn dedup_lease() -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(config::parsed_or(
+        "DEDUP_LEASE_SECONDS",
+        DEFAULT_DEDUP_LEASE_SECS,
+    )?))
+}
+
+/// The telephony providers this deployment has credentials for.
+pub fn providers() -> Result<Providers, ConfigError> {
+    let http = provider_http().map_err(|err| ConfigError::Invalid {
+        name: "provider HTTP client",
+        reason: err.to_string(),
+    })?;
+    Providers::from_env(http)
+}
+
+/// The ElevenLabs client, when `ELEVENLABS_API_KEY` is set.
+pub fn elevenlabs() -> Result<Option<ElevenLabsClient>, ConfigError> {
+    Ok(providers()?.elevenlabs)
+}
+
+/// Runs an HTTP function: every API Gateway request goes to `handler`.
+pub async fn serve_http<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(lambda_http::Request) -> Fut,
+    Fut: Future<Output = lambda_http::Response<lambda_http::Body>> + Send,
+{
+    lambda_http::run(lambda_http::service_fn(move |request| {
+        let response = handler(request);
+        async move { Ok::<_, lambda_http::Error>(response.await) }
+    }))
+    .await
+}
+
+/// Runs an SQS-triggered worker: each batch goes to `handler`, whose answer
+/// (the partial batch failures) goes back to Lambda.
+pub async fn serve_sqs<F, Fut, R>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(SqsEvent) -> Fut,
+    Fut: Future<Output = R> + Send,
+    R: serde::Serialize,
+{
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<SqsEvent>| {
+            let response = handler(event.payload);
+            async move { Ok::<_, lambda_runtime::Error>(response.await) }
+        },
+    ))
+    .await
+}
