@@ -12,7 +12,9 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::LambdaEvent;
 
 use crate::api::access::KeyedAccess;
+use crate::api::Route;
 use crate::base::config::{self, ConfigError};
+use crate::flows::call_start::CallStartIntake;
 use crate::flows::outbound::{provider_http, Providers};
 use crate::providers::elevenlabs::ElevenLabsClient;
 use crate::queue::jobs::{JobQueue, SqsJobQueue};
@@ -113,6 +115,16 @@ impl Wiring {
         )))
     }
 
+    /// What a call-start report needs: dedup, sessions, the notification queue.
+    pub fn call_start_intake(&self) -> Result<CallStartIntake, ConfigError> {
+        Ok(CallStartIntake {
+            dedup: self.dedup()?,
+            sessions: self.sessions()?,
+            notification_queue: self.notification_queue()?,
+            lease: dedup_lease()?,
+        })
+    }
+
     /// `NOTIFICATION_QUEUE_URL`.
     pub fn notification_queue(&self) -> Result<Arc<dyn JobQueue>, ConfigError> {
         self.queue("NOTIFICATION_QUEUE_URL")
@@ -140,6 +152,11 @@ pub fn providers() -> Result<Providers, ConfigError> {
 /// The ElevenLabs client, when `ELEVENLABS_API_KEY` is set.
 pub fn elevenlabs() -> Result<Option<ElevenLabsClient>, ConfigError> {
     Ok(providers()?.elevenlabs)
+}
+
+/// Runs a `Route` as an HTTP function.
+pub async fn serve_route<R: Route>(route: &R) -> Result<(), lambda_http::Error> {
+    serve_http(|request| route.handle(request)).await
 }
 
 /// Runs an HTTP function: every API Gateway request goes to `handler`.

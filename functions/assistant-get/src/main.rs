@@ -1,15 +1,11 @@
 //! Admin route; the handler is `shared::flows::admin::Admin::get_assistant`.
 
-use lambda_http::{run, service_fn, Error, Request};
 use shared::flows::admin::AdminConfig;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_http::Error> {
     shared::base::telemetry::init();
-    let config = AdminConfig::from_env().await?;
-    let config = &config;
-    run(service_fn(move |request: Request| async move {
-        Ok::<_, Error>(config.admin().get_assistant(request).await)
-    }))
-    .await
+    let config = &AdminConfig::from_env().await?;
+    shared::wiring::serve_http(|request| async move { config.admin().get_assistant(request).await })
+        .await
 }

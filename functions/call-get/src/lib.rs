@@ -4,14 +4,13 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Request, RequestExt};
 use serde::Serialize;
-use shared::api::{self, ApiError};
+use shared::api::{self, ApiError, Route};
 use shared::base::config::{self, Secret};
 use shared::flows::ingest::validate_call_id;
-use shared::store::calls::{
-    AgentInfo, CallStatus, CallStore, Direction, DynamoCallStore, StatusChange, Utterance,
-};
+use shared::store::calls::{AgentInfo, CallStatus, CallStore, Direction, StatusChange, Utterance};
+use shared::wiring::Wiring;
 
 pub struct CallGet {
     pub api_token: Secret,
@@ -20,7 +19,7 @@ pub struct CallGet {
 
 /// Seed 001's `processed_calls` columns plus what the pipeline learned.
 #[derive(Serialize)]
-struct CallDetails {
+pub struct CallDetails {
     call_id: String,
     from_number: String,
     to_number: String,
@@ -43,19 +42,16 @@ struct CallDetails {
 
 impl CallGet {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
+        let aws = Wiring::load().await;
         Ok(Self {
             api_token: config::required_secret("API_TOKEN")?,
-            calls: Arc::new(DynamoCallStore::new(
-                aws_sdk_dynamodb::Client::new(&sdk),
-                config::required("CALLS_TABLE")?,
-            )),
+            calls: aws.calls()?,
         })
     }
+}
 
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        api::respond(self.process(request).await)
-    }
+impl Route for CallGet {
+    type Body = CallDetails;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, CallDetails), ApiError> {
         api::require_bearer(request.headers(), &self.api_token)?;

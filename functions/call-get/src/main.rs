@@ -1,13 +1,8 @@
 use call_get::CallGet;
-use lambda_http::{run, service_fn, Error, Request};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_http::Error> {
     shared::base::telemetry::init();
     let app = CallGet::from_env().await?;
-    let app = &app;
-    run(service_fn(move |request: Request| async move {
-        Ok::<_, Error>(app.handle(request).await)
-    }))
-    .await
+    shared::wiring::serve_route(&app).await
 }

@@ -3,25 +3,21 @@
 //! the LiveKit webhook; one notification per room however often it reports.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::StatusCode;
-use lambda_http::{Body, Request, Response};
+use lambda_http::Request;
 use serde::Deserialize;
+use shared::api::Route;
 use shared::api::{self, ApiError};
-use shared::base::config;
-use shared::queue::jobs::{self, CallStart, JobQueue, NotificationJob, SqsJobQueue};
-use shared::store::api_keys::{ApiKeyStore, DynamoApiKeyStore};
-use shared::store::dedup::{run_once, DedupStore, DynamoDedupStore};
-use shared::store::sessions::{DynamoSessionStore, SessionStore};
-use tracing::{info, warn};
+use shared::flows::call_start::{CallStartIntake, CallStartReport};
+use shared::queue::jobs::CallStart;
+use shared::store::api_keys::ApiKeyStore;
+use shared::wiring::Wiring;
+use tracing::info;
 
 pub struct CallStarted {
     pub api_keys: Arc<dyn ApiKeyStore>,
-    pub dedup: Arc<dyn DedupStore>,
-    pub sessions: Arc<dyn SessionStore>,
-    pub notification_queue: Arc<dyn JobQueue>,
-    pub lease: Duration,
+    pub intake: CallStartIntake,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,26 +90,16 @@ fn looks_like_email(email: &str) -> bool {
 
 impl CallStarted {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
-        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let aws = Wiring::load().await;
         Ok(Self {
-            api_keys: Arc::new(DynamoApiKeyStore::new(
-                dynamo.clone(),
-                config::required("API_KEYS_TABLE")?,
-            )),
-            dedup: Arc::new(DynamoDedupStore::from_env(&sdk)?),
-            sessions: Arc::new(DynamoSessionStore::new(
-                dynamo,
-                config::required("CALLS_TABLE")?,
-            )),
-            notification_queue: Arc::new(SqsJobQueue::from_env(&sdk, "NOTIFICATION_QUEUE_URL")?),
-            lease: Duration::from_secs(config::parsed_or("DEDUP_LEASE_SECONDS", 30)?),
+            api_keys: aws.api_keys()?,
+            intake: aws.call_start_intake()?,
         })
     }
+}
 
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        api::respond(self.process(request).await)
-    }
+impl Route for CallStarted {
+    type Body = serde_json::Value;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let key =
@@ -129,40 +115,25 @@ impl CallStarted {
             .validate()?;
         info!(room = %start.room_name, api_key = %key.key_id, "call start reported");
         let dedup_key = format!("call-started#{}", start.room_name);
-        let lease = api::remaining_time(&request).unwrap_or(self.lease);
-        let work = || async {
-            self.sessions
-                .participant_joined(&start.room_name, start.user_email.as_deref(), None)
-                .await
-                .map_err(|err| {
-                    warn!(error = %err, "session not recorded");
-                    ApiError::Unavailable
-                })?;
-            let job = NotificationJob::call_started(
-                &dedup_key,
-                CallStart {
-                    room_name: start.room_name.clone(),
-                    user_email: start.user_email.clone(),
-                    started_at: shared::base::time::now_rfc3339(),
-                    metadata: start.metadata.clone(),
-                },
-            );
-            jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
-                .await
-                .map_err(|err| {
-                    warn!(error = %err, "call-start notification not queued");
-                    ApiError::Unavailable
-                })?;
-            Ok::<_, ApiError>(serde_json::json!({
-                "success": true,
-                "message": "Call start notification queued",
-                "room_name": start.room_name,
-            }))
+        let response = serde_json::json!({
+            "success": true,
+            "message": "Call start notification queued",
+            "room_name": start.room_name,
+        });
+        let report = CallStartReport {
+            dedup_key: &dedup_key,
+            start: CallStart {
+                room_name: start.room_name,
+                user_email: start.user_email,
+                started_at: shared::base::time::now_rfc3339(),
+                metadata: start.metadata,
+            },
+            participant_identity: None,
+            response,
         };
-        api::once_response(
-            run_once(self.dedup.as_ref(), &dedup_key, lease, work).await,
-            StatusCode::ACCEPTED,
-        )
+        self.intake
+            .record(&request, report, StatusCode::ACCEPTED)
+            .await
     }
 }
 

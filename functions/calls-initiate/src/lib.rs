@@ -5,16 +5,17 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use lambda_http::{Body, Request, Response};
+use lambda_http::Request;
 use serde::{Deserialize, Serialize};
-use shared::api::{self, ApiError};
-use shared::store::directory::{Assistant, DirectoryStore, DynamoDirectoryStore, Provider};
+use shared::api::{self, ApiError, Route};
+use shared::store::directory::{Assistant, DirectoryStore, Provider};
 
-use shared::store::outbound_calls::{DynamoOutboundCallStore, OutboundCall, OutboundCallStore};
+use shared::store::outbound_calls::{OutboundCall, OutboundCallStore};
 
 use shared::api::access::KeyedAccess;
 use shared::flows::outbound::Providers;
 use shared::providers::twilio::{NewCall, ProviderError};
+use shared::wiring::{self, Wiring};
 use tracing::{info, warn};
 
 pub const AGENDA_MAX_CHARS: usize = 2000;
@@ -132,19 +133,18 @@ fn provider_failure(err: ProviderError) -> ApiError {
 
 impl CallsInitiate {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
-        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let aws = Wiring::load().await;
         Ok(Self {
-            access: KeyedAccess::from_env(dynamo)?,
-            directory: Arc::new(DynamoDirectoryStore::from_env(&sdk)?),
-            calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
-            providers: Providers::from_env(shared::flows::outbound::provider_http()?)?,
+            access: aws.keyed_access()?,
+            directory: aws.directory()?,
+            calls: aws.outbound_calls()?,
+            providers: wiring::providers()?,
         })
     }
+}
 
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        api::respond(self.process(request).await)
-    }
+impl Route for CallsInitiate {
+    type Body = Initiated;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, Initiated), ApiError> {
         let key = self.access.admit(request.headers()).await?;
@@ -196,7 +196,9 @@ impl CallsInitiate {
             Provider::Elevenlabs => self.via_elevenlabs(&assistant, &valid, welcome).await,
         }
     }
+}
 
+impl CallsInitiate {
     fn record(
         &self,
         call_ref: String,

@@ -5,14 +5,13 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use lambda_http::{Body, Request, RequestExt, Response};
-use shared::api::{self, ApiError};
-use shared::base::config;
+use lambda_http::{Request, RequestExt};
+use shared::api::{ApiError, Route};
 use shared::providers::elevenlabs::ElevenLabsClient;
-use shared::store::api_keys::{ApiKeyStore, DynamoApiKeyStore};
-use shared::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
+use shared::store::api_keys::ApiKeyStore;
+use shared::store::outbound_calls::OutboundCallStore;
 
-use shared::flows::outbound::Providers;
+use shared::wiring::{self, Wiring};
 
 pub struct ConversationGet {
     pub api_keys: Arc<dyn ApiKeyStore>,
@@ -40,20 +39,17 @@ pub fn conversation_id(request: &Request) -> Result<String, ApiError> {
 
 impl ConversationGet {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
+        let aws = Wiring::load().await;
         Ok(Self {
-            api_keys: Arc::new(DynamoApiKeyStore::new(
-                aws_sdk_dynamodb::Client::new(&sdk),
-                config::required("API_KEYS_TABLE")?,
-            )),
-            calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
-            elevenlabs: Providers::from_env(shared::flows::outbound::provider_http()?)?.elevenlabs,
+            api_keys: aws.api_keys()?,
+            calls: aws.outbound_calls()?,
+            elevenlabs: wiring::elevenlabs()?,
         })
     }
+}
 
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        api::respond(self.process(request).await)
-    }
+impl Route for ConversationGet {
+    type Body = serde_json::Value;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
         shared::api::access::authenticate(self.api_keys.as_ref(), request.headers()).await?;

@@ -5,17 +5,14 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Request, RequestExt};
 use serde::Serialize;
-use shared::api::{self, ApiError};
-use shared::base::config;
+use shared::api::{ApiError, Route};
 use shared::providers::elevenlabs::ElevenLabsClient;
-use shared::store::api_keys::{ApiKeyStore, DynamoApiKeyStore};
-use shared::store::outbound_calls::{
-    transcript_text, DynamoOutboundCallStore, OutboundCallStore, TranscriptLine,
-};
+use shared::store::api_keys::ApiKeyStore;
+use shared::store::outbound_calls::{transcript_text, OutboundCallStore, TranscriptLine};
 
-use shared::flows::outbound::Providers;
+use shared::wiring::{self, Wiring};
 
 pub struct ConversationTranscript {
     pub api_keys: Arc<dyn ApiKeyStore>,
@@ -24,7 +21,7 @@ pub struct ConversationTranscript {
 }
 
 #[derive(Serialize)]
-struct TranscriptBody {
+pub struct TranscriptBody {
     conversation_id: String,
     transcript: String,
     lines: Vec<TranscriptLine>,
@@ -32,20 +29,17 @@ struct TranscriptBody {
 
 impl ConversationTranscript {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
+        let aws = Wiring::load().await;
         Ok(Self {
-            api_keys: Arc::new(DynamoApiKeyStore::new(
-                aws_sdk_dynamodb::Client::new(&sdk),
-                config::required("API_KEYS_TABLE")?,
-            )),
-            calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
-            elevenlabs: Providers::from_env(shared::flows::outbound::provider_http()?)?.elevenlabs,
+            api_keys: aws.api_keys()?,
+            calls: aws.outbound_calls()?,
+            elevenlabs: wiring::elevenlabs()?,
         })
     }
+}
 
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        api::respond(self.process(request).await)
-    }
+impl Route for ConversationTranscript {
+    type Body = TranscriptBody;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, TranscriptBody), ApiError> {
         shared::api::access::authenticate(self.api_keys.as_ref(), request.headers()).await?;

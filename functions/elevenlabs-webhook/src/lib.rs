@@ -7,20 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use lambda_http::{Body, Request, Response};
+use lambda_http::Request;
 use serde::Deserialize;
-use shared::api::{self, ApiError};
+use shared::api::{self, ApiError, Route};
 use shared::base::config::{self, Secret};
 use shared::flows::outbound::{finish_call, CallEnding};
 use shared::providers::elevenlabs::{verify_signature, ConversationMetadata};
-use shared::queue::jobs::{JobQueue, SqsJobQueue};
-use shared::store::dedup::{run_once, DedupStore, DynamoDedupStore};
+use shared::queue::jobs::JobQueue;
+use shared::store::dedup::{run_once, DedupStore};
 
-use shared::store::outbound_calls::{
-    DynamoOutboundCallStore, OutboundCall, OutboundCallStore, TranscriptLine,
-};
+use shared::store::outbound_calls::{OutboundCall, OutboundCallStore, TranscriptLine};
 
 use shared::store::directory::Provider;
+use shared::wiring::{self, Wiring};
 use tracing::{info, warn};
 
 pub struct ElevenLabsWebhook {
@@ -56,19 +55,19 @@ fn unavailable(err: impl std::fmt::Display) -> ApiError {
 
 impl ElevenLabsWebhook {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
+        let aws = Wiring::load().await;
         Ok(Self {
             secret: config::required_secret("ELEVENLABS_WEBHOOK_SECRET")?,
-            calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
-            dedup: Arc::new(DynamoDedupStore::from_env(&sdk)?),
-            notification_queue: Arc::new(SqsJobQueue::from_env(&sdk, "NOTIFICATION_QUEUE_URL")?),
-            lease: Duration::from_secs(30),
+            calls: aws.outbound_calls()?,
+            dedup: aws.dedup()?,
+            notification_queue: aws.notification_queue()?,
+            lease: wiring::dedup_lease()?,
         })
     }
+}
 
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        api::respond(self.process(request).await)
-    }
+impl Route for ElevenLabsWebhook {
+    type Body = serde_json::Value;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let body = api::body_bytes(request.body())?;
@@ -105,7 +104,9 @@ impl ElevenLabsWebhook {
             StatusCode::OK,
         )
     }
+}
 
+impl ElevenLabsWebhook {
     async fn apply(&self, event: &WebhookEvent) -> Result<serde_json::Value, ApiError> {
         let data = &event.data;
         let call = match self

@@ -4,9 +4,9 @@
 
 use chrono::{FixedOffset, NaiveDateTime, TimeZone};
 use http::StatusCode;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Request, RequestExt};
 use serde::Deserialize;
-use shared::api::{self, ApiError};
+use shared::api::{self, ApiError, Route};
 use shared::base::config::{self, ConfigError, Secret};
 use shared::flows::ingest::{
     validate_call_id, validate_phone, Acknowledgement, IncomingCall, Ingestor, WebhookConfig,
@@ -129,10 +129,10 @@ impl ExotelWebhook {
             ingestor: Ingestor::from_config(&sdk, &config),
         })
     }
+}
 
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        api::respond(self.process(request).await)
-    }
+impl Route for ExotelWebhook {
+    type Body = Acknowledgement;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, Acknowledgement), ApiError> {
         let query = request.query_string_parameters();

@@ -7,7 +7,8 @@ use http::StatusCode;
 use lambda_http::{Body, Response};
 use serde::Serialize;
 use shared::base::config;
-use shared::store::stats::{DynamoStatsStore, StatsStore};
+use shared::store::stats::StatsStore;
+use shared::wiring::Wiring;
 
 pub struct Health {
     pub stats: Arc<dyn StatsStore>,
@@ -48,16 +49,12 @@ fn enabled(on: bool) -> &'static str {
 
 impl Health {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
         // The template passes these flags; a local run derives them from the keys.
         let transcription_default = config::optional("ASSEMBLYAI_API_KEY").is_some();
         let slack_default = config::optional("SLACK_WEBHOOK_URL").is_some()
             || config::optional("SLACK_BOT_TOKEN").is_some();
         Ok(Self {
-            stats: Arc::new(DynamoStatsStore::new(
-                aws_sdk_dynamodb::Client::new(&sdk),
-                config::required("STATS_TABLE")?,
-            )),
+            stats: Wiring::load().await.stats()?,
             transcription_enabled: config::parsed_or::<bool>(
                 "TRANSCRIPTION_ENABLED",
                 transcription_default,

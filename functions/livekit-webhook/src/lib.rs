@@ -8,21 +8,19 @@
 //! rather than the `livekit-api` crate's receiver, which would bring the whole
 //! generated LiveKit protocol (prost) into a 128 MB function for one check.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use base64::Engine;
 use http::StatusCode;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use lambda_http::{Body, Request, Response};
+use lambda_http::Request;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use shared::api::Route;
 use shared::api::{self, ApiError};
 use shared::base::config::{self, Secret};
 use shared::base::mask;
-use shared::queue::jobs::{self, CallStart, JobQueue, NotificationJob, SqsJobQueue};
-use shared::store::dedup::{run_once, DedupStore, DynamoDedupStore};
-use shared::store::sessions::{DynamoSessionStore, SessionStore};
+use shared::flows::call_start::{CallStartIntake, CallStartReport};
+use shared::queue::jobs::CallStart;
+use shared::wiring::Wiring;
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
@@ -34,10 +32,7 @@ pub struct LiveKitWebhook {
     pub api_secret: Secret,
     /// Participants whose identity starts with this are the agent itself.
     pub agent_identity_prefix: String,
-    pub dedup: Arc<dyn DedupStore>,
-    pub sessions: Arc<dyn SessionStore>,
-    pub notification_queue: Arc<dyn JobQueue>,
-    pub lease: Duration,
+    pub intake: CallStartIntake,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -200,33 +195,21 @@ fn rfc3339_from_unix(seconds: Option<i64>) -> String {
         .unwrap_or_else(shared::base::time::now_rfc3339)
 }
 
-fn unavailable(err: shared::store::StoreError) -> ApiError {
-    warn!(error = %err, "store unavailable");
-    ApiError::Unavailable
-}
-
 impl LiveKitWebhook {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
-        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let aws = Wiring::load().await;
         Ok(Self {
             api_key: config::required("LIVEKIT_API_KEY")?,
             api_secret: config::required_secret("LIVEKIT_API_SECRET")?,
             agent_identity_prefix: config::optional("LIVEKIT_AGENT_IDENTITY_PREFIX")
                 .unwrap_or_else(|| "agent-".into()),
-            dedup: Arc::new(DynamoDedupStore::from_env(&sdk)?),
-            sessions: Arc::new(DynamoSessionStore::new(
-                dynamo,
-                config::required("CALLS_TABLE")?,
-            )),
-            notification_queue: Arc::new(SqsJobQueue::from_env(&sdk, "NOTIFICATION_QUEUE_URL")?),
-            lease: Duration::from_secs(config::parsed_or("DEDUP_LEASE_SECONDS", 30)?),
+            intake: aws.call_start_intake()?,
         })
     }
+}
 
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        api::respond(self.process(request).await)
-    }
+impl Route for LiveKitWebhook {
+    type Body = serde_json::Value;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let body = api::body_bytes(request.body())?;
@@ -251,13 +234,8 @@ impl LiveKitWebhook {
             .filter(|n| !n.is_empty());
         match event.event.as_str() {
             "participant_joined" => {
-                self.participant_joined(
-                    &event,
-                    room_name,
-                    body,
-                    request_lease(&request, self.lease),
-                )
-                .await
+                self.participant_joined(&request, &event, room_name, body)
+                    .await
             }
             "room_started" => {
                 let room = room_name.ok_or_else(|| {
@@ -271,10 +249,11 @@ impl LiveKitWebhook {
                         .and_then(|r| r.creation_time)
                         .or(event.created_at),
                 );
-                self.sessions
+                self.intake
+                    .sessions
                     .room_started(&room, sid, &started)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(api::unavailable)?;
                 Ok((
                     StatusCode::OK,
                     serde_json::json!({"success": true, "recorded": "room_started"}),
@@ -289,10 +268,11 @@ impl LiveKitWebhook {
                     .zip(event.created_at)
                     .and_then(|(s, e)| u64::try_from(e - s).ok());
                 let ended = rfc3339_from_unix(event.created_at);
-                self.sessions
+                self.intake
+                    .sessions
                     .room_finished(&room, &ended, duration)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(api::unavailable)?;
                 Ok((
                     StatusCode::OK,
                     serde_json::json!({"success": true, "recorded": "room_finished"}),
@@ -304,13 +284,15 @@ impl LiveKitWebhook {
             )),
         }
     }
+}
 
+impl LiveKitWebhook {
     async fn participant_joined(
         &self,
+        request: &Request,
         event: &WebhookEvent,
         room_name: Option<String>,
         body: &[u8],
-        lease: Duration,
     ) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let participant = event
             .participant
@@ -335,39 +317,19 @@ impl LiveKitWebhook {
             "caller joined"
         );
         let key = format!("livekit#{event_id}");
-        let work = || async {
-            self.sessions
-                .participant_joined(&room, email.as_deref(), participant.identity.as_deref())
-                .await
-                .map_err(unavailable)?;
-            let job = NotificationJob::call_started(
-                &key,
-                CallStart {
-                    room_name: room.clone(),
-                    user_email: email.clone(),
-                    started_at: rfc3339_from_unix(event.created_at),
-                    metadata: metadata.clone(),
-                },
-            );
-            jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
-                .await
-                .map_err(|err| {
-                    warn!(error = %err, "call-start notification not queued");
-                    ApiError::Unavailable
-                })?;
-            Ok::<_, ApiError>(
-                serde_json::json!({"success": true, "queued": true, "event_id": event_id}),
-            )
+        let report = CallStartReport {
+            dedup_key: &key,
+            start: CallStart {
+                room_name: room,
+                user_email: email,
+                started_at: rfc3339_from_unix(event.created_at),
+                metadata,
+            },
+            participant_identity: participant.identity.as_deref(),
+            response: serde_json::json!({"success": true, "queued": true, "event_id": event_id}),
         };
-        api::once_response(
-            run_once(self.dedup.as_ref(), &key, lease, work).await,
-            StatusCode::OK,
-        )
+        self.intake.record(request, report, StatusCode::OK).await
     }
-}
-
-fn request_lease(request: &Request, default: Duration) -> Duration {
-    api::remaining_time(request).unwrap_or(default)
 }
 
 fn hex_sha256(body: &[u8]) -> String {

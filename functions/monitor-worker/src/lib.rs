@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use shared::base::config;
-use shared::flows::outbound::{finish_call, CallEnding, Providers};
+use shared::flows::outbound::{finish_call, CallEnding};
 use shared::providers::elevenlabs::ElevenLabsClient;
-use shared::queue::jobs::{self, JobQueue, MonitorJob, SqsJobQueue};
+use shared::queue::jobs::{self, JobQueue, MonitorJob};
 
 use shared::queue::sqs_batch::{self, Outcome};
-use shared::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
+use shared::store::outbound_calls::OutboundCallStore;
+use shared::wiring::{self, Wiring};
 use tracing::{error, info, warn, Instrument};
 
 pub struct MonitorWorker {
@@ -25,22 +26,13 @@ pub struct MonitorWorker {
 
 impl MonitorWorker {
     pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let elevenlabs = Providers::from_env(shared::flows::outbound::provider_http()?)?
-            .elevenlabs
-            .ok_or(config::ConfigError::Missing("ELEVENLABS_API_KEY"))?;
+        let aws = Wiring::load().await;
         Ok(Self {
-            calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
-            elevenlabs,
-            monitor_queue: Arc::new(SqsJobQueue::new(
-                sqs.clone(),
-                config::required("MONITOR_QUEUE_URL")?,
-            )),
-            notification_queue: Arc::new(SqsJobQueue::new(
-                sqs,
-                config::required("NOTIFICATION_QUEUE_URL")?,
-            )),
+            calls: aws.outbound_calls()?,
+            elevenlabs: wiring::elevenlabs()?
+                .ok_or(config::ConfigError::Missing("ELEVENLABS_API_KEY"))?,
+            monitor_queue: aws.queue("MONITOR_QUEUE_URL")?,
+            notification_queue: aws.notification_queue()?,
             interval: Duration::from_secs(config::parsed_or("MONITOR_INTERVAL_SECONDS", 5)?),
         })
     }

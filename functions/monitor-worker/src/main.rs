@@ -1,16 +1,10 @@
 use std::sync::Arc;
 
-use aws_lambda_events::event::sqs::SqsEvent;
-use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use monitor_worker::MonitorWorker;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     shared::base::telemetry::init();
     let worker = Arc::new(MonitorWorker::from_env().await?);
-    let worker = &worker;
-    run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(worker.handle(event.payload).await)
-    }))
-    .await
+    shared::wiring::serve_sqs(|event| worker.handle(event)).await
 }

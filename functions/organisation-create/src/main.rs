@@ -1,15 +1,13 @@
 //! Admin route; the handler is `shared::flows::admin::Admin::create_organisation`.
 
-use lambda_http::{run, service_fn, Error, Request};
 use shared::flows::admin::AdminConfig;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_http::Error> {
     shared::base::telemetry::init();
-    let config = AdminConfig::from_env().await?;
-    let config = &config;
-    run(service_fn(move |request: Request| async move {
-        Ok::<_, Error>(config.admin().create_organisation(request).await)
-    }))
+    let config = &AdminConfig::from_env().await?;
+    shared::wiring::serve_http(|request| async move {
+        config.admin().create_organisation(request).await
+    })
     .await
 }

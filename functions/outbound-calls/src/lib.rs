@@ -10,14 +10,15 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use shared::api::{self, ApiError};
 use shared::base::config;
-use shared::queue::jobs::{self, JobQueue, MonitorJob, SqsJobQueue};
-use shared::store::outbound_calls::{DynamoOutboundCallStore, OutboundCall, OutboundCallStore};
+use shared::queue::jobs::{self, JobQueue, MonitorJob};
+use shared::store::outbound_calls::{OutboundCall, OutboundCallStore};
 
 use shared::store::directory::Provider;
 
 use shared::api::access::KeyedAccess;
 use shared::flows::outbound::Providers;
 use shared::providers::twilio::ProviderError;
+use shared::wiring::{self, Wiring};
 use tracing::{info, warn};
 
 /// Seed 004's default monitoring window and its ceiling.
@@ -76,18 +77,14 @@ pub fn dashboard_url(conversation_id: &str) -> String {
 
 impl OutboundCalls {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
-        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let aws = Wiring::load().await;
         Ok(Self {
-            access: KeyedAccess::from_env(dynamo)?,
-            calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
-            providers: Providers::from_env(shared::flows::outbound::provider_http()?)?,
+            access: aws.keyed_access()?,
+            calls: aws.outbound_calls()?,
+            providers: wiring::providers()?,
             default_agent_id: config::optional("ELEVEN_LABS_AGENT_ID"),
             default_phone_number_id: config::optional("PHONE_NUMBER_ID"),
-            monitor_queue: Arc::new(SqsJobQueue::new(
-                aws_sdk_sqs::Client::new(&sdk),
-                config::required("MONITOR_QUEUE_URL")?,
-            )),
+            monitor_queue: aws.queue("MONITOR_QUEUE_URL")?,
             monitor_interval: Duration::from_secs(config::parsed_or(
                 "MONITOR_INTERVAL_SECONDS",
                 5,

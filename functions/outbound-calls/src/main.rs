@@ -1,13 +1,8 @@
-use lambda_http::{run, service_fn, Error, Request};
 use outbound_calls::OutboundCalls;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_http::Error> {
     shared::base::telemetry::init();
     let app = OutboundCalls::from_env().await?;
-    let app = &app;
-    run(service_fn(move |request: Request| async move {
-        Ok::<_, Error>(app.handle(request).await)
-    }))
-    .await
+    shared::wiring::serve_http(|request| app.handle(request)).await
 }

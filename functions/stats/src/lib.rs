@@ -6,7 +6,8 @@ use http::StatusCode;
 use lambda_http::{Body, Response};
 use serde::Serialize;
 use shared::api::ApiError;
-use shared::store::stats::{DynamoStatsStore, Stats, StatsStore};
+use shared::store::stats::{Stats, StatsStore};
+use shared::wiring::Wiring;
 
 pub struct StatsEndpoint {
     pub stats: Arc<dyn StatsStore>,
@@ -21,12 +22,8 @@ struct StatsBody {
 
 impl StatsEndpoint {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
         Ok(Self {
-            stats: Arc::new(DynamoStatsStore::new(
-                aws_sdk_dynamodb::Client::new(&sdk),
-                shared::base::config::required("STATS_TABLE")?,
-            )),
+            stats: Wiring::load().await.stats()?,
         })
     }
 

@@ -7,15 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use lambda_http::{Body, Request, RequestExt, Response};
-use shared::api::{self, ApiError};
+use lambda_http::{Request, RequestExt};
+use shared::api::{self, ApiError, Route};
 use shared::base::config::{self, Secret};
 use shared::providers::twilio;
-use shared::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue};
-use shared::store::dedup::{run_once, DedupStore, DynamoDedupStore};
-use shared::store::outbound_calls::{
-    status_rank, DynamoOutboundCallStore, OutboundCallStore, UsageRecorded,
-};
+use shared::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind};
+use shared::store::dedup::{run_once, DedupStore};
+use shared::store::outbound_calls::{status_rank, OutboundCallStore, UsageRecorded};
+use shared::wiring::{self, Wiring};
 use tracing::{info, warn};
 
 pub struct TwilioStatus {
@@ -36,20 +35,20 @@ fn unavailable(err: shared::store::StoreError) -> ApiError {
 
 impl TwilioStatus {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
+        let aws = Wiring::load().await;
         Ok(Self {
             auth_token: config::required_secret("TWILIO_AUTH_TOKEN")?,
             public_base_url: config::required("PUBLIC_BASE_URL")?,
-            calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
-            dedup: Arc::new(DynamoDedupStore::from_env(&sdk)?),
-            notification_queue: Arc::new(SqsJobQueue::from_env(&sdk, "NOTIFICATION_QUEUE_URL")?),
-            lease: Duration::from_secs(30),
+            calls: aws.outbound_calls()?,
+            dedup: aws.dedup()?,
+            notification_queue: aws.notification_queue()?,
+            lease: wiring::dedup_lease()?,
         })
     }
+}
 
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        api::respond(self.process(request).await)
-    }
+impl Route for TwilioStatus {
+    type Body = serde_json::Value;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let params = twilio::verify_request(&request, &self.public_base_url, &self.auth_token)?;

@@ -8,10 +8,11 @@ use http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use shared::api::ApiError;
 use shared::base::config::{self, Secret};
-use shared::store::directory::{DirectoryStore, DynamoDirectoryStore};
+use shared::store::directory::DirectoryStore;
 
 use shared::providers::twilio;
-use shared::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
+use shared::store::outbound_calls::OutboundCallStore;
+use shared::wiring::Wiring;
 
 pub struct Twiml {
     pub auth_token: Secret,
@@ -30,12 +31,12 @@ fn xml(body: String) -> Response<Body> {
 
 impl Twiml {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
+        let aws = Wiring::load().await;
         Ok(Self {
             auth_token: config::required_secret("TWILIO_AUTH_TOKEN")?,
             public_base_url: config::required("PUBLIC_BASE_URL")?,
-            calls: Arc::new(DynamoOutboundCallStore::from_env(&sdk)?),
-            directory: Arc::new(DynamoDirectoryStore::from_env(&sdk)?),
+            calls: aws.outbound_calls()?,
+            directory: aws.directory()?,
         })
     }
 

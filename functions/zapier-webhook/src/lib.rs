@@ -1,9 +1,9 @@
 //! `POST /webhook/zapier`: Zapier relaying an Exotel call (seed 001's JSON).
 
 use http::StatusCode;
-use lambda_http::{Body, Request, Response};
+use lambda_http::Request;
 use serde::Deserialize;
-use shared::api::{self, ApiError};
+use shared::api::{self, ApiError, Route};
 use shared::base::config::Secret;
 use shared::flows::ingest::{
     validate_call_id, validate_phone, Acknowledgement, IncomingCall, Ingestor, WebhookConfig,
@@ -110,10 +110,10 @@ impl ZapierWebhook {
             ingestor: Ingestor::from_config(&sdk, &config),
         })
     }
+}
 
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        api::respond(self.process(request).await)
-    }
+impl Route for ZapierWebhook {
+    type Body = Acknowledgement;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, Acknowledgement), ApiError> {
         // Credentials first: nothing from an unauthenticated caller is parsed.

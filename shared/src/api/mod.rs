@@ -211,6 +211,30 @@ pub fn once_response(
     }
 }
 
+/// A dependency failed: logged here, answered 503 so the sender retries.
+pub fn unavailable(err: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %err, "dependency unavailable");
+    ApiError::Unavailable
+}
+
+/// An HTTP function: what it does with a request, as a status and a JSON
+/// body or an `ApiError`. `handle` turns that into the response Lambda sends.
+pub trait Route: Sync {
+    type Body: Serialize;
+
+    fn process(
+        &self,
+        request: lambda_http::Request,
+    ) -> impl std::future::Future<Output = Result<(StatusCode, Self::Body), ApiError>> + Send;
+
+    fn handle(
+        &self,
+        request: lambda_http::Request,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
+        async move { respond(self.process(request).await) }
+    }
+}
+
 /// Time left in this invocation, from the Lambda context; `None` outside Lambda.
 pub fn remaining_time(request: &lambda_http::Request) -> Option<std::time::Duration> {
     use lambda_http::RequestExt;

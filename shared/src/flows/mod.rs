@@ -2,6 +2,7 @@
 //! recordings, outbound calls, notifications, and the admin routes.
 
 pub mod admin;
+pub mod call_start;
 pub mod ingest;
 pub mod notify;
 pub mod outbound;

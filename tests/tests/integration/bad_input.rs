@@ -1,6 +1,7 @@
 //! Every kind of bad delivery gets a clear 4xx JSON error and changes nothing.
 
 use lambda_http::{Body, Response};
+use shared::api::Route;
 
 use crate::pipeline::urlencode;
 use crate::support::*;

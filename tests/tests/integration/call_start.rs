@@ -1,6 +1,7 @@
 //! Call-start notifications (seed 000): LiveKit's signed webhook and agents
 //! reporting starts with an API key, Slack threads for the later transcript.
 
+use shared::api::Route;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,12 @@ impl Stack {
             api_key: LK_KEY.into(),
             api_secret: shared::base::config::Secret::new(LK_SECRET),
             agent_identity_prefix: "agent-".into(),
+            intake: self.call_start_intake(),
+        }
+    }
+
+    fn call_start_intake(&self) -> shared::flows::call_start::CallStartIntake {
+        shared::flows::call_start::CallStartIntake {
             dedup: self.dedup(),
             sessions: Arc::new(self.sessions()),
             notification_queue: self.queue("NotificationQueue"),
@@ -36,10 +43,7 @@ impl Stack {
     fn call_started(&self) -> call_started::CallStarted {
         call_started::CallStarted {
             api_keys: Arc::new(self.api_keys()),
-            dedup: self.dedup(),
-            sessions: Arc::new(self.sessions()),
-            notification_queue: self.queue("NotificationQueue"),
-            lease: Duration::from_secs(30),
+            intake: self.call_start_intake(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use devstack::template::Template;
+use shared::api::Route;
 use shared::base::config::Secret;
 use shared::providers::recording::HostAllowList;
 use shared::queue::jobs::{NotificationJob, TranscriptionJob};

@@ -2,6 +2,7 @@
 //! never posting the same thing twice.
 
 use devstack::fakes::{ScriptedResponse, TranscriptOutcome};
+use shared::api::Route;
 use shared::queue::jobs::{NotificationJob, NotificationKind};
 use shared::store::calls::{CallStatus, CallStore};
 use shared::store::stats::StatsStore;

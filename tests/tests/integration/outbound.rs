@@ -1,6 +1,7 @@
 //! Outbound calls (seeds 003 and 004) against fake Twilio and ElevenLabs
 //! servers that check auth and the exact fields they receive.
 
+use shared::api::Route;
 use std::sync::Arc;
 use std::time::Duration;
 

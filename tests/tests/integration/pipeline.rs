@@ -1,5 +1,6 @@
 //! The recording pipeline end to end, and exactly-once under duplicates.
 
+use shared::api::Route;
 use std::sync::Arc;
 
 use futures_util::future::join_all;

@@ -1,5 +1,6 @@
 //! `/health`, `/stats` and `/call/{call_id}`.
 
+use shared::api::Route;
 use std::sync::Arc;
 
 use shared::base::config::Secret;

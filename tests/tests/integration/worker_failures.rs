@@ -1,5 +1,6 @@
 //! What happens when transcription goes wrong.
 
+use shared::api::Route;
 use std::sync::Arc;
 use std::time::Duration;
 

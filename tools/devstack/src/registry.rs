@@ -2,6 +2,7 @@
 //! crate that serves it. Each function's own `from_env` builds it, exactly as
 //! its Lambda `main` does.
 
+use shared::api::Route;
 use std::future::Future;
 use std::sync::Arc;
 

@@ -1,0 +1,66 @@
+//! Call-start reports (seed 000) from whichever source sees the caller join:
+//! LiveKit's signed webhook or an agent's `POST /calls/started`. Either way
+//! the session records the caller and one notification job is queued, once
+//! per delivery key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::api::{self, ApiError};
+use crate::queue::jobs::{self, CallStart, JobQueue, NotificationJob};
+use crate::store::dedup::{run_once, DedupStore};
+use crate::store::sessions::SessionStore;
+
+pub struct CallStartIntake {
+    pub dedup: Arc<dyn DedupStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub notification_queue: Arc<dyn JobQueue>,
+    /// How long a claim holds when the invocation's deadline is unknown.
+    pub lease: Duration,
+}
+
+/// One report of a caller joining a room.
+pub struct CallStartReport<'a> {
+    /// Deliveries with the same key are one report.
+    pub dedup_key: &'a str,
+    pub start: CallStart,
+    pub participant_identity: Option<&'a str>,
+    /// The body the first delivery answers (a duplicate replays it).
+    pub response: serde_json::Value,
+}
+
+impl CallStartIntake {
+    /// Records the caller on the session and queues the call-start
+    /// notification, once per `dedup_key`; answers `first` for the delivery
+    /// that did it.
+    pub async fn record(
+        &self,
+        request: &lambda_http::Request,
+        report: CallStartReport<'_>,
+        first: StatusCode,
+    ) -> Result<(StatusCode, serde_json::Value), ApiError> {
+        let lease = api::remaining_time(request).unwrap_or(self.lease);
+        let start = &report.start;
+        let work = || async {
+            self.sessions
+                .participant_joined(
+                    &start.room_name,
+                    start.user_email.as_deref(),
+                    report.participant_identity,
+                )
+                .await
+                .map_err(api::unavailable)?;
+            let job = NotificationJob::call_started(report.dedup_key, start.clone());
+            jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
+                .await
+                .map_err(api::unavailable)?;
+            Ok::<_, ApiError>(report.response.clone())
+        };
+        api::once_response(
+            run_once(self.dedup.as_ref(), report.dedup_key, lease, work).await,
+            first,
+        )
+    }
+}
