@@ -15,6 +15,7 @@ use crate::api::access::KeyedAccess;
 use crate::api::Route;
 use crate::base::config::{self, ConfigError};
 use crate::flows::call_start::CallStartIntake;
+use crate::flows::conversations::ConversationLookup;
 use crate::flows::outbound::{provider_http, Providers};
 use crate::providers::elevenlabs::ElevenLabsClient;
 use crate::queue::jobs::{JobQueue, SqsJobQueue};
@@ -122,6 +123,15 @@ impl Wiring {
             sessions: self.sessions()?,
             notification_queue: self.notification_queue()?,
             lease: dedup_lease()?,
+        })
+    }
+
+    /// What the conversation read routes need: API keys, call records, ElevenLabs.
+    pub fn conversation_lookup(&self) -> Result<ConversationLookup, ConfigError> {
+        Ok(ConversationLookup {
+            api_keys: self.api_keys()?,
+            calls: self.outbound_calls()?,
+            elevenlabs: elevenlabs()?,
         })
     }
 

@@ -61,16 +61,9 @@ impl CallStartedBody {
                 ))
             }
         };
-        let metadata = match self.metadata {
-            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
-            Some(serde_json::Value::Object(map)) => map,
-            Some(_) => {
-                return Err(ApiError::unprocessable(
-                    "invalid_metadata",
-                    "metadata must be a JSON object",
-                ))
-            }
-        };
+        let metadata = api::optional_object(self.metadata, || {
+            ApiError::unprocessable("invalid_metadata", "metadata must be a JSON object")
+        })?;
         Ok(ValidStart {
             room_name,
             user_email,
@@ -105,14 +98,7 @@ impl Route for CallStarted {
         let key =
             shared::api::access::authenticate(self.api_keys.as_ref(), request.headers()).await?;
         let body = api::body_bytes(request.body())?;
-        let start = serde_json::from_slice::<CallStartedBody>(body)
-            .map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_json",
-                    format!("Body is not a valid JSON object: {e}"),
-                )
-            })?
-            .validate()?;
+        let start = api::parse_json::<CallStartedBody>(body, "a valid JSON object")?.validate()?;
         info!(room = %start.room_name, api_key = %key.key_id, "call start reported");
         let dedup_key = format!("call-started#{}", start.room_name);
         let response = serde_json::json!({

@@ -149,12 +149,7 @@ impl Route for CallsInitiate {
     async fn process(&self, request: Request) -> Result<(StatusCode, Initiated), ApiError> {
         let key = self.access.admit(request.headers()).await?;
         let body: InitiateBody =
-            serde_json::from_slice(api::body_bytes(request.body())?).map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_json",
-                    format!("Body is not a valid JSON object: {e}"),
-                )
-            })?;
+            api::parse_json(api::body_bytes(request.body())?, "a valid JSON object")?;
         let valid = body.validate()?;
         let assistant = self
             .directory
@@ -208,24 +203,14 @@ impl CallsInitiate {
         welcome: Option<String>,
     ) -> OutboundCall {
         OutboundCall {
-            call_ref,
-            provider: assistant.provider,
             assistant_id: Some(assistant.assistant_id),
             org_id: Some(assistant.org_id.clone()),
-            to_number: valid.to.clone(),
             from_number: from,
             agenda: Some(valid.agenda.clone()),
             welcome_message: welcome,
-            agent_variables: serde_json::Map::new(),
-            call_sid: None,
-            conversation_id: None,
             status: "initiating".into(),
             status_rank: 0,
-            duration_secs: None,
-            failure_reason: None,
-            transcript: Vec::new(),
-            status_history: Vec::new(),
-            created_at: shared::base::time::now_rfc3339(),
+            ..OutboundCall::initiated(&call_ref, assistant.provider, &valid.to)
         }
     }
 

@@ -81,12 +81,7 @@ impl Route for ElevenLabsWebhook {
             warn!(%reason, "ElevenLabs webhook signature rejected");
             return Err(ApiError::Unauthorized);
         }
-        let event: WebhookEvent = serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_json",
-                format!("Body is not an ElevenLabs webhook event: {e}"),
-            )
-        })?;
+        let event: WebhookEvent = api::parse_json(body, "an ElevenLabs webhook event")?;
         if !matches!(
             event.kind.as_str(),
             "post_call_transcription" | "call_initiation_failure"
@@ -159,34 +154,17 @@ impl ElevenLabsWebhook {
 
 fn unknown_call(conversation_id: &str, metadata: Option<&serde_json::Value>) -> OutboundCall {
     let phone = metadata.and_then(|m| m.get("phone_call"));
+    let text = |field: &str| {
+        phone
+            .and_then(|p| p.get(field))
+            .and_then(|n| n.as_str())
+            .map(str::to_string)
+    };
+    let to = text("external_number").unwrap_or_else(|| "unknown".into());
     OutboundCall {
-        call_ref: conversation_id.to_string(),
-        provider: Provider::Elevenlabs,
-        assistant_id: None,
-        org_id: None,
-        to_number: phone
-            .and_then(|p| p.get("external_number"))
-            .and_then(|n| n.as_str())
-            .unwrap_or("unknown")
-            .to_string(),
-        from_number: phone
-            .and_then(|p| p.get("agent_number"))
-            .and_then(|n| n.as_str())
-            .map(str::to_string),
-        agenda: None,
-        welcome_message: None,
-        agent_variables: serde_json::Map::new(),
-        call_sid: phone
-            .and_then(|p| p.get("call_sid"))
-            .and_then(|n| n.as_str())
-            .map(str::to_string),
+        from_number: text("agent_number"),
+        call_sid: text("call_sid"),
         conversation_id: Some(conversation_id.to_string()),
-        status: "initiated".into(),
-        status_rank: shared::store::outbound_calls::status_rank("initiated"),
-        duration_secs: None,
-        failure_reason: None,
-        transcript: Vec::new(),
-        status_history: Vec::new(),
-        created_at: shared::base::time::now_rfc3339(),
+        ..OutboundCall::initiated(conversation_id, Provider::Elevenlabs, &to)
     }
 }

@@ -221,12 +221,7 @@ impl Route for LiveKitWebhook {
             warn!(%reason, "LiveKit webhook signature rejected");
             return Err(ApiError::Unauthorized);
         }
-        let event: WebhookEvent = serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_json",
-                format!("Body is not a LiveKit webhook event: {e}"),
-            )
-        })?;
+        let event: WebhookEvent = api::parse_json(body, "a LiveKit webhook event")?;
         let room_name = event
             .room
             .as_ref()

@@ -102,26 +102,17 @@ impl OutboundCalls {
     async fn process(&self, request: Request) -> Result<serde_json::Value, ApiError> {
         let key = self.access.admit(request.headers()).await?;
         let body: OutboundBody =
-            serde_json::from_slice(api::body_bytes(request.body())?).map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_json",
-                    format!("Body is not a valid JSON object: {e}"),
-                )
-            })?;
+            api::parse_json(api::body_bytes(request.body())?, "a valid JSON object")?;
         // Seed 004: a missing `+` is added, then the number must be E.164.
         let raw = body.destination_number.unwrap_or_default();
         let to = shared::base::phone::e164(&shared::base::phone::with_plus(&raw))
             .map_err(|detail| ApiError::bad_request("invalid_phone_number", detail))?;
-        let variables = match body.agent_variables {
-            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
-            Some(serde_json::Value::Object(map)) => map,
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "invalid_agent_variables",
-                    "agent_variables must be a JSON object",
-                ))
-            }
-        };
+        let variables = api::optional_object(body.agent_variables, || {
+            ApiError::bad_request(
+                "invalid_agent_variables",
+                "agent_variables must be a JSON object",
+            )
+        })?;
         let agent_id = body
             .agent_id
             .or_else(|| self.default_agent_id.clone())
@@ -161,31 +152,20 @@ impl OutboundCalls {
                 }
             })?;
         let conversation_id = started.conversation_id.clone();
+        let text = |name: &str| {
+            variables
+                .get(name)
+                .and_then(|a| a.as_str())
+                .map(str::to_string)
+        };
         let record = OutboundCall {
-            call_ref: conversation_id.clone(),
-            provider: Provider::Elevenlabs,
-            assistant_id: None,
-            org_id: None,
-            to_number: to.clone(),
             from_number: self.providers.twilio_phone_number.clone(),
-            agenda: variables
-                .get("agenda")
-                .and_then(|a| a.as_str())
-                .map(str::to_string),
-            welcome_message: variables
-                .get("welcome_message")
-                .and_then(|a| a.as_str())
-                .map(str::to_string),
-            agent_variables: variables,
+            agenda: text("agenda"),
+            welcome_message: text("welcome_message"),
             call_sid: started.call_sid.clone(),
             conversation_id: Some(conversation_id.clone()),
-            status: "initiated".into(),
-            status_rank: shared::store::outbound_calls::status_rank("initiated"),
-            duration_secs: None,
-            failure_reason: None,
-            transcript: Vec::new(),
-            status_history: Vec::new(),
-            created_at: shared::base::time::now_rfc3339(),
+            agent_variables: variables.clone(),
+            ..OutboundCall::initiated(&conversation_id, Provider::Elevenlabs, &to)
         };
         if let Err(err) = self.calls.put(&record).await {
             warn!(error = %err, "placed call not recorded");

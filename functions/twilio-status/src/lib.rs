@@ -9,8 +9,7 @@ use std::time::Duration;
 use http::StatusCode;
 use lambda_http::{Request, RequestExt};
 use shared::api::{self, ApiError, Route};
-use shared::base::config::{self, Secret};
-use shared::providers::twilio;
+use shared::providers::twilio::{self, TwilioWebhookAuth};
 use shared::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind};
 use shared::store::dedup::{run_once, DedupStore};
 use shared::store::outbound_calls::{status_rank, OutboundCallStore, UsageRecorded};
@@ -18,8 +17,7 @@ use shared::wiring::{self, Wiring};
 use tracing::{info, warn};
 
 pub struct TwilioStatus {
-    pub auth_token: Secret,
-    pub public_base_url: String,
+    pub twilio_auth: TwilioWebhookAuth,
     pub calls: Arc<dyn OutboundCallStore>,
     pub dedup: Arc<dyn DedupStore>,
     pub notification_queue: Arc<dyn JobQueue>,
@@ -37,8 +35,7 @@ impl TwilioStatus {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let aws = Wiring::load().await;
         Ok(Self {
-            auth_token: config::required_secret("TWILIO_AUTH_TOKEN")?,
-            public_base_url: config::required("PUBLIC_BASE_URL")?,
+            twilio_auth: TwilioWebhookAuth::from_env()?,
             calls: aws.outbound_calls()?,
             dedup: aws.dedup()?,
             notification_queue: aws.notification_queue()?,
@@ -51,7 +48,7 @@ impl Route for TwilioStatus {
     type Body = serde_json::Value;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
-        let params = twilio::verify_request(&request, &self.public_base_url, &self.auth_token)?;
+        let params = self.twilio_auth.verify(&request)?;
         let call_ref = request
             .query_string_parameters()
             .first("call")

@@ -7,16 +7,14 @@ use std::sync::Arc;
 use http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use shared::api::ApiError;
-use shared::base::config::{self, Secret};
 use shared::store::directory::DirectoryStore;
 
-use shared::providers::twilio;
+use shared::providers::twilio::{self, TwilioWebhookAuth};
 use shared::store::outbound_calls::OutboundCallStore;
 use shared::wiring::Wiring;
 
 pub struct Twiml {
-    pub auth_token: Secret,
-    pub public_base_url: String,
+    pub twilio_auth: TwilioWebhookAuth,
     pub calls: Arc<dyn OutboundCallStore>,
     pub directory: Arc<dyn DirectoryStore>,
 }
@@ -33,8 +31,7 @@ impl Twiml {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let aws = Wiring::load().await;
         Ok(Self {
-            auth_token: config::required_secret("TWILIO_AUTH_TOKEN")?,
-            public_base_url: config::required("PUBLIC_BASE_URL")?,
+            twilio_auth: TwilioWebhookAuth::from_env()?,
             calls: aws.outbound_calls()?,
             directory: aws.directory()?,
         })
@@ -48,7 +45,7 @@ impl Twiml {
     }
 
     async fn process(&self, request: Request) -> Result<String, ApiError> {
-        twilio::verify_request(&request, &self.public_base_url, &self.auth_token)?;
+        self.twilio_auth.verify(&request)?;
         let unavailable = |err: shared::store::StoreError| {
             tracing::error!(error = %err, "store unavailable");
             ApiError::Unavailable

@@ -119,12 +119,7 @@ impl Route for ZapierWebhook {
         // Credentials first: nothing from an unauthenticated caller is parsed.
         api::require_bearer(request.headers(), &self.token)?;
         let body = api::body_bytes(request.body())?;
-        let payload: ZapierPayload = serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_json",
-                format!("Body is not a valid JSON object: {e}"),
-            )
-        })?;
+        let payload: ZapierPayload = api::parse_json(body, "a valid JSON object")?;
         let call = payload.validate(&self.recording_hosts)?;
         self.ingestor
             .ingest(call, api::remaining_time(&request))

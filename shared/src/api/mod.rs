@@ -211,6 +211,25 @@ pub fn once_response(
     }
 }
 
+/// The body parsed as JSON; `what` names the expected document in the 400.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("Body is not {what}: {e}")))
+}
+
+/// An optional JSON object field (metadata, agent variables): absent or null
+/// is empty; anything but an object is refused with `refusal`.
+pub fn optional_object(
+    value: Option<serde_json::Value>,
+    refusal: impl FnOnce() -> ApiError,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(serde_json::Map::new()),
+        Some(serde_json::Value::Object(map)) => Ok(map),
+        Some(_) => Err(refusal()),
+    }
+}
+
 /// A dependency failed: logged here, answered 503 so the sender retries.
 pub fn unavailable(err: impl std::fmt::Display) -> ApiError {
     tracing::warn!(error = %err, "dependency unavailable");

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod call_start;
+pub mod conversations;
 pub mod ingest;
 pub mod notify;
 pub mod outbound;

@@ -185,6 +185,31 @@ pub fn signature_matches(
 /// configured public base URL plus the raw path and query. Returns the form
 /// parameters. Missing header -> 400, mismatch -> 403, as Twilio's own
 /// middleware answers.
+/// What checks Twilio's requests to us: the account's auth token and the
+/// public URL Twilio signed (`PUBLIC_BASE_URL`).
+#[derive(Clone)]
+pub struct TwilioWebhookAuth {
+    pub auth_token: Secret,
+    pub public_base_url: String,
+}
+
+impl TwilioWebhookAuth {
+    pub fn from_env() -> Result<Self, crate::base::config::ConfigError> {
+        Ok(Self {
+            auth_token: crate::base::config::required_secret("TWILIO_AUTH_TOKEN")?,
+            public_base_url: crate::base::config::required("PUBLIC_BASE_URL")?,
+        })
+    }
+
+    /// The signed form fields, once `X-Twilio-Signature` matches.
+    pub fn verify(
+        &self,
+        request: &lambda_http::Request,
+    ) -> Result<Vec<(String, String)>, crate::api::ApiError> {
+        verify_request(request, &self.public_base_url, &self.auth_token)
+    }
+}
+
 pub fn verify_request(
     request: &lambda_http::Request,
     public_base_url: &str,

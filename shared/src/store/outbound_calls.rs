@@ -83,6 +83,30 @@ pub struct OutboundCall {
 }
 
 impl OutboundCall {
+    /// A call just placed (status `initiated`), with nothing else known yet.
+    pub fn initiated(call_ref: &str, provider: Provider, to_number: &str) -> Self {
+        Self {
+            call_ref: call_ref.to_string(),
+            provider,
+            assistant_id: None,
+            org_id: None,
+            to_number: to_number.to_string(),
+            from_number: None,
+            agenda: None,
+            welcome_message: None,
+            agent_variables: serde_json::Map::new(),
+            call_sid: None,
+            conversation_id: None,
+            status: "initiated".into(),
+            status_rank: status_rank("initiated"),
+            duration_secs: None,
+            failure_reason: None,
+            transcript: Vec::new(),
+            status_history: Vec::new(),
+            created_at: crate::base::time::now_rfc3339(),
+        }
+    }
+
     /// The voice-agent session this call belongs to, when the caller passed
     /// `room_name` among the agent variables: its Slack thread gets the summary.
     pub fn room_name(&self) -> Option<&str> {

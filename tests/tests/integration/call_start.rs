@@ -3,7 +3,6 @@
 
 use shared::api::Route;
 use std::sync::Arc;
-use std::time::Duration;
 
 use devstack::fakes::ScriptedResponse;
 use futures_util::future::join_all;
@@ -24,15 +23,6 @@ impl Stack {
             api_secret: shared::base::config::Secret::new(LK_SECRET),
             agent_identity_prefix: "agent-".into(),
             intake: self.call_start_intake(),
-        }
-    }
-
-    fn call_start_intake(&self) -> shared::flows::call_start::CallStartIntake {
-        shared::flows::call_start::CallStartIntake {
-            dedup: self.dedup(),
-            sessions: Arc::new(self.sessions()),
-            notification_queue: self.queue("NotificationQueue"),
-            lease: Duration::from_secs(30),
         }
     }
 

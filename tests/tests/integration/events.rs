@@ -80,17 +80,7 @@ async fn the_livekit_sample_event_is_signed_with_the_dev_secret() {
         api_key: devstack::DEV_LIVEKIT_API_KEY.into(),
         api_secret: Secret::new(devstack::DEV_LIVEKIT_API_SECRET),
         agent_identity_prefix: "agent-".into(),
-        dedup: std::sync::Arc::new(shared::store::dedup::DynamoDedupStore::new(
-            stack.dynamo.clone(),
-            stack.resources.table("IdempotencyTable"),
-            std::time::Duration::from_secs(60),
-        )),
-        sessions: std::sync::Arc::new(stack.sessions()),
-        notification_queue: std::sync::Arc::new(shared::queue::jobs::SqsJobQueue::new(
-            stack.sqs.clone(),
-            stack.resources.queue("NotificationQueue"),
-        )),
-        lease: std::time::Duration::from_secs(30),
+        intake: stack.call_start_intake(),
     };
     let request = lambda_http::request::from_str(&read("livekit-webhook.json")).unwrap();
     let response = webhook.handle(request).await;
@@ -102,8 +92,10 @@ async fn the_livekit_sample_event_is_signed_with_the_dev_secret() {
 async fn the_twiml_sample_event_is_signed_with_the_dev_token() {
     let stack = Stack::start().await;
     let twiml = twiml::Twiml {
-        auth_token: Secret::new("dev-twilio-auth-token"),
-        public_base_url: "http://127.0.0.1:3000".into(),
+        twilio_auth: shared::providers::twilio::TwilioWebhookAuth {
+            auth_token: Secret::new("dev-twilio-auth-token"),
+            public_base_url: "http://127.0.0.1:3000".into(),
+        },
         calls: std::sync::Arc::new(stack.outbound_calls()),
         directory: std::sync::Arc::new(stack.directory()),
     };

@@ -133,8 +133,10 @@ impl Outbound {
 
     fn twiml(&self) -> twiml::Twiml {
         twiml::Twiml {
-            auth_token: Secret::new(TWILIO_TOKEN),
-            public_base_url: PUBLIC_BASE.into(),
+            twilio_auth: shared::providers::twilio::TwilioWebhookAuth {
+                auth_token: Secret::new(TWILIO_TOKEN),
+                public_base_url: PUBLIC_BASE.into(),
+            },
             calls: Arc::new(self.stack.outbound_calls()),
             directory: Arc::new(self.stack.directory()),
         }
@@ -142,8 +144,10 @@ impl Outbound {
 
     fn status(&self) -> twilio_status::TwilioStatus {
         twilio_status::TwilioStatus {
-            auth_token: Secret::new(TWILIO_TOKEN),
-            public_base_url: PUBLIC_BASE.into(),
+            twilio_auth: shared::providers::twilio::TwilioWebhookAuth {
+                auth_token: Secret::new(TWILIO_TOKEN),
+                public_base_url: PUBLIC_BASE.into(),
+            },
             calls: Arc::new(self.stack.outbound_calls()),
             dedup: self.dedup(),
             notification_queue: self.queue("NotificationQueue"),
@@ -977,9 +981,11 @@ async fn elevenlabs_assistants_call_with_dynamic_variables_and_the_webhook_compl
     // The transcript routes read it back.
     let headers = vec![("x-api-key".to_string(), t.key.clone())];
     let transcript_route = conversation_transcript::ConversationTranscript {
-        api_keys: t.api_keys(),
-        calls: Arc::new(t.stack.outbound_calls()),
-        elevenlabs: Some(t.eleven_client()),
+        lookup: shared::flows::conversations::ConversationLookup {
+            api_keys: t.api_keys(),
+            calls: Arc::new(t.stack.outbound_calls()),
+            elevenlabs: Some(t.eleven_client()),
+        },
     };
     let path = format!("/conversations/{conversation_id}/transcript");
     let response = transcript_route
@@ -1107,9 +1113,11 @@ async fn seed_004_outbound_calls_add_the_plus_and_monitor_until_done() {
     assert_eq!(t.stack.depth("NotificationQueue").await, 1);
 
     let details = conversation_get::ConversationGet {
-        api_keys: t.api_keys(),
-        calls: Arc::new(t.stack.outbound_calls()),
-        elevenlabs: Some(t.eleven_client()),
+        lookup: shared::flows::conversations::ConversationLookup {
+            api_keys: t.api_keys(),
+            calls: Arc::new(t.stack.outbound_calls()),
+            elevenlabs: Some(t.eleven_client()),
+        },
     };
     let headers = vec![("x-api-key".to_string(), t.key.clone())];
     let path = format!("/conversations/{conversation_id}");

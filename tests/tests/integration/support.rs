@@ -2,7 +2,6 @@
 //! queues and fake providers for every test, so tests run in parallel
 //! without seeing each other's data.
 
-use shared::api::Route;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -49,6 +48,15 @@ pub struct Stack {
 }
 
 impl Stack {
+    pub fn call_start_intake(&self) -> shared::flows::call_start::CallStartIntake {
+        shared::flows::call_start::CallStartIntake {
+            dedup: self.dedup(),
+            sessions: Arc::new(self.sessions()),
+            notification_queue: self.queue("NotificationQueue"),
+            lease: Duration::from_secs(30),
+        }
+    }
+
     pub async fn start() -> Self {
         let local = local();
         let template =

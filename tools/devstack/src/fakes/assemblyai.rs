@@ -1,6 +1,5 @@
 //! Fake AssemblyAI v2 API: upload, create transcript, poll transcript.
 
-use shared::api::Route;
 use std::collections::HashMap;
 use std::future::ready;
 use std::sync::{Arc, Mutex};

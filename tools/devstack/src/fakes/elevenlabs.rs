@@ -1,7 +1,6 @@
 //! Fake ElevenLabs Conversational AI: Twilio outbound call and conversation
 //! polling, plus builders for signed post-call webhooks.
 
-use shared::api::Route;
 use std::collections::HashMap;
 use std::future::ready;
 use std::sync::{Arc, Mutex};

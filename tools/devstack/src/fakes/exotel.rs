@@ -1,6 +1,5 @@
 //! Fake Exotel: recording downloads and the v1 call-details API.
 
-use shared::api::Route;
 use std::future::ready;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

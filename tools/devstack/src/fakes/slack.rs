@@ -1,6 +1,5 @@
 //! Fake Slack: Web API `chat.postMessage` and an incoming webhook.
 
-use shared::api::Route;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,6 @@
 //! Fake Twilio REST API (2010-04-01): Create Call and end call, plus the
 //! `X-Twilio-Signature` algorithm so tests can sign the webhooks they send.
 
-use shared::api::Route;
 use std::collections::HashMap;
 use std::future::ready;
 use std::sync::{Arc, Mutex};
