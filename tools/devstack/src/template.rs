@@ -63,11 +63,42 @@ pub struct FunctionSpec {
     pub sqs: Option<SqsTrigger>,
 }
 
+/// A `Fn::ForEach::<name>` entry of Resources (AWS::LanguageExtensions). The
+/// dev server needs nothing it generates (log groups, alarms), so it is not
+/// expanded; it is kept so tests can check what it covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForEachLoop {
+    /// The part after `Fn::ForEach::`.
+    pub name: String,
+    pub identifier: String,
+    /// The literal collection; empty when it is an intrinsic (`!Ref` to a list).
+    pub collection: Vec<String>,
+    /// Logical ids as written, e.g. `${Name}FunctionLogGroup`.
+    pub output_keys: Vec<String>,
+}
+
+impl ForEachLoop {
+    /// The logical ids the loop generates: every output key for every item.
+    pub fn generated_ids(&self) -> Vec<String> {
+        let dollar = format!("${{{}}}", self.identifier);
+        let ampersand = format!("&{{{}}}", self.identifier);
+        let mut ids = Vec::new();
+        for item in &self.collection {
+            let alnum: String = item.chars().filter(char::is_ascii_alphanumeric).collect();
+            for key in &self.output_keys {
+                ids.push(key.replace(&dollar, item).replace(&ampersand, &alnum));
+            }
+        }
+        ids
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     pub tables: Vec<TableSpec>,
     pub queues: Vec<QueueSpec>,
     pub functions: Vec<FunctionSpec>,
+    pub for_each: Vec<ForEachLoop>,
 }
 
 fn tag_name(value: &Value) -> Option<(String, &Value)> {
@@ -146,6 +177,58 @@ fn key_attribute(props: &Value, key_type: &str) -> Option<KeyAttribute> {
     Some(KeyAttribute { name, kind })
 }
 
+/// Resource types the dev server reads: a loop must not generate them, or
+/// they would silently be missing locally.
+const READ_TYPES: [&str; 3] = [
+    "AWS::DynamoDB::Table",
+    "AWS::SQS::Queue",
+    "AWS::Serverless::Function",
+];
+
+fn for_each_loop(id: &str, name: &str, value: &Value) -> Result<ForEachLoop, String> {
+    let parts = value
+        .as_sequence()
+        .filter(|p| p.len() == 3)
+        .ok_or(format!("{id}: expected [Identifier, Collection, Fragment]"))?;
+    let identifier = parts[0]
+        .as_str()
+        .ok_or(format!("{id}: identifier is not a string"))?
+        .to_string();
+    let collection = parts[1]
+        .as_sequence()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let fragment = parts[2]
+        .as_mapping()
+        .ok_or(format!("{id}: fragment is not a mapping"))?;
+    let mut output_keys = Vec::new();
+    for (key, resource) in fragment {
+        let key = key
+            .as_str()
+            .ok_or(format!("{id}: output key is not a string"))?;
+        let kind = resource.get("Type").and_then(Value::as_str);
+        if key.starts_with("Fn::ForEach::") || kind.is_some_and(|k| READ_TYPES.contains(&k)) {
+            return Err(format!(
+                "{id}: {key} ({}) would be missing from the dev server, which does not \
+                 expand Fn::ForEach; declare it outside the loop",
+                kind.unwrap_or("a nested loop")
+            ));
+        }
+        output_keys.push(key.to_string());
+    }
+    Ok(ForEachLoop {
+        name: name.to_string(),
+        identifier,
+        collection,
+        output_keys,
+    })
+}
+
 impl Template {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text =
@@ -165,12 +248,18 @@ impl Template {
             tables: Vec::new(),
             queues: Vec::new(),
             functions: Vec::new(),
+            for_each: Vec::new(),
         };
         for (id, resource) in resources {
             let id = id
                 .as_str()
                 .ok_or("resource id is not a string")?
                 .to_string();
+            // AWS::LanguageExtensions loops (per-function log groups and alarms).
+            if let Some(name) = id.strip_prefix("Fn::ForEach::") {
+                template.for_each.push(for_each_loop(&id, name, resource)?);
+                continue;
+            }
             let props = resource.get("Properties").cloned().unwrap_or(Value::Null);
             match resource.get("Type").and_then(Value::as_str) {
                 Some("AWS::DynamoDB::Table") => template.tables.push(TableSpec {
@@ -327,5 +416,169 @@ mod tests {
             .iter()
             .filter_map(|f| f.sqs.as_ref())
             .all(|s| s.reports_batch_item_failures));
+    }
+
+    fn repository_template() -> (Template, Value) {
+        let path = crate::repo_root().join("template.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        (
+            Template::parse(&text).unwrap(),
+            serde_yaml_ng::from_str(&text).unwrap(),
+        )
+    }
+
+    /// The `AWS::Serverless::Function` logical ids, read straight from the YAML.
+    fn declared_function_ids(doc: &Value) -> Vec<String> {
+        doc["Resources"]
+            .as_mapping()
+            .unwrap()
+            .iter()
+            .filter(|(_, r)| {
+                r.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function")
+            })
+            .map(|(id, _)| id.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn finds_every_function_and_skips_the_for_each_loop() {
+        let (template, doc) = repository_template();
+        assert!(doc["Transform"]
+            .as_sequence()
+            .is_some_and(|t| t.first().and_then(Value::as_str) == Some("AWS::LanguageExtensions")));
+        let found: Vec<&str> = template
+            .functions
+            .iter()
+            .map(|f| f.logical_id.as_str())
+            .collect();
+        assert_eq!(found, declared_function_ids(&doc));
+        assert!(template.functions.iter().all(|f| !f.binary.is_empty()));
+        let mut ids = template
+            .functions
+            .iter()
+            .map(|f| &f.logical_id)
+            .chain(template.tables.iter().map(|t| &t.logical_id))
+            .chain(template.queues.iter().map(|q| &q.logical_id));
+        assert!(ids.all(|id| !id.starts_with("Fn::")));
+        let logs = template
+            .for_each
+            .iter()
+            .find(|l| l.name == "FunctionLogs")
+            .expect("Fn::ForEach::FunctionLogs in template.yaml");
+        assert_eq!(logs.identifier, "Name");
+        assert_eq!(
+            logs.output_keys,
+            [
+                "${Name}FunctionLogGroup",
+                "${Name}ErrorsAlarm",
+                "${Name}ThrottlesAlarm"
+            ]
+        );
+    }
+
+    /// A function without a log group keeps its logs forever, and one without
+    /// alarms fails silently: every function must be in the loop that makes them.
+    #[test]
+    fn every_function_has_a_log_group_and_alarms() {
+        let (template, doc) = repository_template();
+        let logs = template
+            .for_each
+            .iter()
+            .find(|l| l.name == "FunctionLogs")
+            .unwrap();
+        let generated = logs.generated_ids();
+        for function in &template.functions {
+            let stem = function
+                .logical_id
+                .strip_suffix("Function")
+                .unwrap_or_else(|| {
+                    panic!("{}: logical id must end in Function", function.logical_id)
+                });
+            assert!(
+                logs.collection.iter().any(|n| n == stem),
+                "add {stem} to Fn::ForEach::FunctionLogs in template.yaml"
+            );
+            for suffix in ["FunctionLogGroup", "ErrorsAlarm", "ThrottlesAlarm"] {
+                assert!(generated.contains(&format!("{stem}{suffix}")));
+            }
+        }
+        // No stale names, and no generated id clashing with a declared one.
+        assert_eq!(logs.collection.len(), template.functions.len());
+        let declared = doc["Resources"].as_mapping().unwrap();
+        assert!(generated
+            .iter()
+            .all(|id| !declared.contains_key(id.as_str())));
+    }
+
+    const SYNTHETIC: &str = r#"
+Transform:
+  - AWS::LanguageExtensions
+  - AWS::Serverless-2016-10-31
+Resources:
+  Jobs:
+    Type: AWS::SQS::Queue
+  WorkerFunction:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildProperties:
+        Binary: worker
+    Properties:
+      Events:
+        Jobs:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Jobs.Arn
+  Fn::ForEach::Logs:
+    - Name
+    - [Worker, my-api]
+    - ${Name}Alarm:
+        Type: AWS::CloudWatch::Alarm
+        Properties:
+          Dimensions:
+            - Name: FunctionName
+              Value:
+                Ref: !Sub ${Name}Function
+      Log&{Name}:
+        Type: AWS::Logs::LogGroup
+"#;
+
+    #[test]
+    fn skips_a_for_each_loop_and_records_what_it_generates() {
+        let template = Template::parse(SYNTHETIC).unwrap();
+        assert_eq!(template.functions.len(), 1);
+        assert_eq!(
+            template
+                .function("worker")
+                .unwrap()
+                .sqs
+                .as_ref()
+                .unwrap()
+                .queue,
+            "Jobs"
+        );
+        assert_eq!(template.queues.len(), 1);
+        assert_eq!(
+            template.for_each,
+            vec![ForEachLoop {
+                name: "Logs".into(),
+                identifier: "Name".into(),
+                collection: vec!["Worker".into(), "my-api".into()],
+                output_keys: vec!["${Name}Alarm".into(), "Log&{Name}".into()],
+            }]
+        );
+        assert_eq!(
+            template.for_each[0].generated_ids(),
+            ["WorkerAlarm", "LogWorker", "my-apiAlarm", "Logmyapi"]
+        );
+    }
+
+    #[test]
+    fn rejects_a_loop_that_generates_what_the_dev_server_reads() {
+        let text = SYNTHETIC.replace("AWS::Logs::LogGroup", "AWS::Serverless::Function");
+        let err = Template::parse(&text).unwrap_err();
+        assert!(
+            err.contains("Log&{Name}") && err.contains("AWS::Serverless::Function"),
+            "{err}"
+        );
     }
 }
