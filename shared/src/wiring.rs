@@ -19,6 +19,7 @@ use crate::flows::conversations::ConversationLookup;
 use crate::flows::outbound::{provider_http, Providers};
 use crate::providers::elevenlabs::ElevenLabsClient;
 use crate::queue::jobs::{JobQueue, SqsJobQueue};
+use crate::queue::sqs_batch::Worker;
 use crate::store::api_keys::{ApiKeyStore, DynamoApiKeyStore};
 use crate::store::calls::{CallStore, DynamoCallStore};
 use crate::store::dedup::{DedupStore, DynamoDedupStore};
@@ -180,6 +181,11 @@ where
         async move { Ok::<_, lambda_http::Error>(response.await) }
     }))
     .await
+}
+
+/// Runs a `Worker` as an SQS-triggered function.
+pub async fn serve_worker<W: Worker>(worker: Arc<W>) -> Result<(), lambda_runtime::Error> {
+    serve_sqs(|event| worker.handle(event)).await
 }
 
 /// Runs an SQS-triggered worker: each batch goes to `handler`, whose answer

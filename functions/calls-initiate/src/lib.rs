@@ -118,17 +118,7 @@ fn unavailable(err: shared::store::StoreError) -> ApiError {
 }
 
 fn provider_failure(err: ProviderError) -> ApiError {
-    match err {
-        ProviderError::Refused(detail) => ApiError::Provider { detail },
-        ProviderError::Unavailable(reason) => {
-            warn!(%reason, "provider unavailable");
-            ApiError::Provider {
-                detail:
-                    "The telephony provider is unavailable; the call was not placed. Retry shortly."
-                        .into(),
-            }
-        }
-    }
+    shared::flows::outbound::call_not_placed(err, "The telephony provider")
 }
 
 impl CallsInitiate {

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsMessage;
 use shared::base::config;
 use shared::flows::outbound::{finish_call, CallEnding};
 use shared::providers::elevenlabs::ElevenLabsClient;
 use shared::queue::jobs::{self, JobQueue, MonitorJob};
 
-use shared::queue::sqs_batch::{self, Outcome};
+use shared::queue::sqs_batch::{Outcome, Worker};
 use shared::store::outbound_calls::OutboundCallStore;
 use shared::wiring::{self, Wiring};
 use tracing::{error, info, warn, Instrument};
@@ -36,14 +36,9 @@ impl MonitorWorker {
             interval: Duration::from_secs(config::parsed_or("MONITOR_INTERVAL_SECONDS", 5)?),
         })
     }
+}
 
-    pub async fn handle(self: &Arc<Self>, event: SqsEvent) -> SqsBatchResponse {
-        sqs_batch::process_with(self, event, |worker, message| async move {
-            worker.process(message).await
-        })
-        .await
-    }
-
+impl Worker for MonitorWorker {
     async fn process(&self, message: SqsMessage) -> Outcome {
         let job: MonitorJob = match serde_json::from_str(message.body.as_deref().unwrap_or("")) {
             Ok(job) => job,
@@ -65,7 +60,9 @@ impl MonitorWorker {
         .instrument(span)
         .await
     }
+}
 
+impl MonitorWorker {
     async fn check(&self, job: MonitorJob) -> Result<Outcome, String> {
         let conversation = self
             .elevenlabs

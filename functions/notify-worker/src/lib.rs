@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsMessage;
 use shared::base::config;
 use shared::base::metrics::{self, Metric};
 use shared::flows::notify::render::{self, Outcome as Rendered};
@@ -13,7 +13,7 @@ use shared::flows::notify::{
     NotifierConfig,
 };
 use shared::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue};
-use shared::queue::sqs_batch::{self, Outcome};
+use shared::queue::sqs_batch::{Outcome, Worker};
 use shared::store::calls::{CallStatus, CallStore, DynamoCallStore};
 use shared::store::dedup::{DedupStore, DynamoDedupStore};
 use shared::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
@@ -102,14 +102,9 @@ impl NotifyWorker {
             send_lease: Duration::from_secs(30),
         })
     }
+}
 
-    pub async fn handle(self: &Arc<Self>, event: SqsEvent) -> SqsBatchResponse {
-        sqs_batch::process_with(self, event, |worker, message| async move {
-            worker.process(message).await
-        })
-        .await
-    }
-
+impl Worker for NotifyWorker {
     async fn process(&self, message: SqsMessage) -> Outcome {
         let body = message.body.clone().unwrap_or_default();
         let job: NotificationJob = match serde_json::from_str(&body) {
@@ -132,7 +127,9 @@ impl NotifyWorker {
         .instrument(span)
         .await
     }
+}
 
+impl NotifyWorker {
     async fn deliver(&self, job: &NotificationJob) -> Result<Outcome, String> {
         let prepared = match job.kind {
             NotificationKind::CallStarted => self.call_start_message(job)?,

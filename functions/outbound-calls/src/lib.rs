@@ -17,7 +17,6 @@ use shared::store::directory::Provider;
 
 use shared::api::access::KeyedAccess;
 use shared::flows::outbound::Providers;
-use shared::providers::twilio::ProviderError;
 use shared::wiring::{self, Wiring};
 use tracing::{info, warn};
 
@@ -140,17 +139,7 @@ impl OutboundCalls {
         let started = elevenlabs
             .outbound_call(&agent_id, &phone_number_id, &to, &variables)
             .await
-            .map_err(|err| match err {
-                ProviderError::Refused(detail) => ApiError::Provider { detail },
-                ProviderError::Unavailable(reason) => {
-                    warn!(%reason, "ElevenLabs unavailable");
-                    ApiError::Provider {
-                        detail:
-                            "ElevenLabs is unavailable; the call was not placed. Retry shortly."
-                                .into(),
-                    }
-                }
-            })?;
+            .map_err(|err| shared::flows::outbound::call_not_placed(err, "ElevenLabs"))?;
         let conversation_id = started.conversation_id.clone();
         let text = |name: &str| {
             variables

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsMessage;
 use shared::base::config;
 use shared::base::metrics::{self, Metric};
 use shared::providers::assemblyai::{
@@ -15,7 +15,7 @@ use shared::providers::recording::{ExotelCredentials, HostAllowList};
 use shared::queue::jobs::{
     self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue, TranscriptionJob,
 };
-use shared::queue::sqs_batch::{self, Outcome};
+use shared::queue::sqs_batch::{self, Outcome, Worker};
 use shared::store::calls::{CallStatus, CallStore, DynamoCallStore};
 use shared::store::stats::{self, Counter, DynamoStatsStore, StatsStore};
 use tracing::{error, info, warn, Instrument};
@@ -112,14 +112,9 @@ impl TranscribeWorker {
             },
         })
     }
+}
 
-    pub async fn handle(self: &Arc<Self>, event: SqsEvent) -> SqsBatchResponse {
-        sqs_batch::process_with(self, event, |worker, message| async move {
-            worker.process(message).await
-        })
-        .await
-    }
-
+impl Worker for TranscribeWorker {
     async fn process(&self, message: SqsMessage) -> Outcome {
         let job: TranscriptionJob =
             match serde_json::from_str(message.body.as_deref().unwrap_or("")) {
@@ -146,7 +141,9 @@ impl TranscribeWorker {
             Outcome::Retry
         })
     }
+}
 
+impl TranscribeWorker {
     /// First delivery: submit the recording, then schedule the first re-check.
     /// `deliveries` is how often SQS has handed out this message.
     async fn start(&self, job: TranscriptionJob, deliveries: u32) -> Result<Outcome, String> {

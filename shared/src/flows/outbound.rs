@@ -1,7 +1,9 @@
 //! Placing and ending outbound calls (seeds 003 and 004): the telephony
 //! providers a deployment has, and the one way every source ends a call.
 
-use crate::providers::{elevenlabs::ElevenLabsClient, twilio::TwilioClient};
+use crate::api::ApiError;
+use crate::providers::elevenlabs::ElevenLabsClient;
+use crate::providers::twilio::{ProviderError, TwilioClient};
 use crate::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind};
 use crate::store::outbound_calls::{OutboundCall, OutboundCallStore, TranscriptLine};
 
@@ -55,6 +57,20 @@ pub fn provider_http() -> Result<reqwest::Client, reqwest::Error> {
         .connect_timeout(std::time::Duration::from_secs(3))
         .timeout(std::time::Duration::from_secs(8))
         .build()
+}
+
+/// A provider's answer to placing a call: its own refusal text is passed on;
+/// an outage is logged and answered with `who` and a hint to retry.
+pub fn call_not_placed(err: ProviderError, who: &str) -> ApiError {
+    match err {
+        ProviderError::Refused(detail) => ApiError::Provider { detail },
+        ProviderError::Unavailable(reason) => {
+            tracing::warn!(%reason, provider = who, "provider unavailable");
+            ApiError::Provider {
+                detail: format!("{who} is unavailable; the call was not placed. Retry shortly."),
+            }
+        }
+    }
 }
 
 /// How an outbound call ended, from whichever source learned it first

@@ -65,6 +65,24 @@ where
     .await
 }
 
+/// An SQS-triggered worker: what it does with one message. `handle` runs a
+/// batch, each message in its own task, and reports only the failures.
+pub trait Worker: Send + Sync + 'static {
+    fn process(&self, message: SqsMessage) -> impl Future<Output = Outcome> + Send;
+
+    fn handle(
+        self: &std::sync::Arc<Self>,
+        event: SqsEvent,
+    ) -> impl Future<Output = SqsBatchResponse> + Send
+    where
+        Self: Sized,
+    {
+        process_with(self, event, |worker, message| async move {
+            worker.process(message).await
+        })
+    }
+}
+
 /// How many times SQS has delivered this message (1 on the first delivery).
 pub fn receive_count(message: &SqsMessage) -> u32 {
     message

@@ -2,6 +2,7 @@
 //! servers that check auth and the exact fields they receive.
 
 use shared::api::Route;
+use shared::queue::sqs_batch::Worker;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! queues and fake providers for every test, so tests run in parallel
 //! without seeing each other's data.
 
+use shared::queue::sqs_batch::Worker;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 

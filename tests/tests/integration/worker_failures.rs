@@ -1,6 +1,7 @@
 //! What happens when transcription goes wrong.
 
 use shared::api::Route;
+use shared::queue::sqs_batch::Worker;
 use std::sync::Arc;
 use std::time::Duration;
 

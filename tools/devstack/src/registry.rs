@@ -3,6 +3,7 @@
 //! its Lambda `main` does.
 
 use shared::api::Route;
+use shared::queue::sqs_batch::Worker;
 use std::future::Future;
 use std::sync::Arc;
 
