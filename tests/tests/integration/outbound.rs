@@ -367,10 +367,10 @@ async fn every_validation_error_has_the_seeds_words_and_calls_no_provider() {
             e164,
         ),
         (
-            "impossible number",
+            "unassigned number",
             with("to_phone_number", "+1234567890".into()),
             400,
-            e164,
+            "Phone number +1234567890 is not a valid number in any country; check the country code and number",
         ),
         (
             "letters",
@@ -462,6 +462,43 @@ async fn every_validation_error_has_the_seeds_words_and_calls_no_provider() {
     assert_eq!(no_key.status(), 401);
     assert!(t.twilio.requests().is_empty(), "Twilio was called");
     assert!(t.eleven.requests().is_empty(), "ElevenLabs was called");
+}
+
+/// Seed 003's example number is E.164 in form but assigned by no country: it
+/// gets its own words, never the format message that cites it.
+#[tokio::test]
+async fn malformed_and_unassigned_numbers_get_distinct_errors_and_create_nothing() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let assistant = t.twilio_assistant("acme").await;
+    let initiate = t.initiate(100);
+    for (number, code, detail) in [
+        (
+            "+1234567890",
+            "phone_number_not_valid",
+            "Phone number +1234567890 is not a valid number in any country; check the country code and number",
+        ),
+        (
+            "12345",
+            "invalid_phone_number",
+            "Invalid phone number format. Use E.164 format (e.g., +1234567890)",
+        ),
+    ] {
+        let mut body = seed_call(assistant);
+        body["to_phone_number"] = number.into();
+        let response = initiate.handle(t.initiate_request(&body)).await;
+        assert_eq!(response.status(), 400, "{number}");
+        let body = json_body(&response);
+        assert_eq!(body["code"], code, "{number}");
+        assert_eq!(body["detail"], detail, "{number}");
+    }
+    assert!(t.twilio.created_calls().is_empty(), "Twilio placed a call");
+    assert!(t.twilio.requests().is_empty(), "Twilio was called");
+    assert_eq!(
+        t.stack.item_count("CallsTable").await,
+        0,
+        "a call record was stored"
+    );
 }
 
 #[tokio::test]
