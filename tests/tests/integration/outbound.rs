@@ -1225,3 +1225,102 @@ async fn monitoring_gives_up_at_its_deadline() {
     assert_eq!(call.status, "initiated");
     assert_eq!(t.stack.depth("NotificationQueue").await, 0);
 }
+
+/// Calls of one organisation ending at once: their transactions all add to
+/// the same organisation item, so DynamoDB cancels some with
+/// TransactionConflict. None of those may be read as "already counted".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_call_endings_of_one_organisation_lose_and_double_nothing() {
+    use shared::store::directory::Provider;
+    use shared::store::outbound_calls::{OutboundCall, UsageRecorded};
+
+    let t = Outbound::start().await;
+    t.create_org("acme", 1_000_000, 0).await;
+    let store = Arc::new(t.stack.outbound_calls());
+    let calls: Vec<(String, u64)> = (0..20u64)
+        .map(|i| (format!("oc_concurrent_{i:02}"), 100 + i * 7))
+        .collect();
+    for (call_ref, _) in &calls {
+        let call = OutboundCall {
+            org_id: Some("acme".into()),
+            ..OutboundCall::initiated(call_ref, Provider::Twilio, CUSTOMER)
+        };
+        store.put(&call).await.unwrap();
+    }
+    // Each call is recorded twice at once (a duplicated status callback); an
+    // error is retried like SQS or Twilio would redeliver it.
+    let tasks = calls.iter().flat_map(|(call_ref, seconds)| {
+        [0, 1].map(|_| {
+            let store = Arc::clone(&store);
+            let call_ref = call_ref.clone();
+            let seconds = *seconds;
+            tokio::spawn(async move {
+                let mut errors = 0;
+                loop {
+                    match store
+                        .record_duration(&call_ref, Some("acme"), seconds)
+                        .await
+                    {
+                        Ok(recorded) => return (recorded, errors),
+                        Err(err) => {
+                            errors += 1;
+                            assert!(errors < 50, "{call_ref}: {err}");
+                        }
+                    }
+                }
+            })
+        })
+    });
+    let results: Vec<(UsageRecorded, u32)> = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let counted = results
+        .iter()
+        .filter(|(r, _)| *r == UsageRecorded::Counted)
+        .count();
+    let redelivered: u32 = results.iter().map(|(_, errors)| errors).sum();
+    let expected: u64 = calls.iter().map(|(_, seconds)| seconds).sum();
+    let usage = t
+        .stack
+        .directory()
+        .get_organisation("acme")
+        .await
+        .unwrap()
+        .unwrap()
+        .usage_this_month_seconds;
+    eprintln!(
+        "concurrent record_duration: counted {counted}/20, redelivered {redelivered}, \
+         usage {usage} of {expected} (lost {})",
+        expected as i64 - usage as i64
+    );
+    assert_eq!(usage, expected, "usage lost or doubled");
+    assert_eq!(counted, calls.len(), "each call counted exactly once");
+    for (call_ref, seconds) in &calls {
+        let call = store.get(call_ref).await.unwrap().unwrap();
+        assert_eq!(call.duration_secs, Some(*seconds), "{call_ref}");
+    }
+}
+
+/// A call item that does not exist is an error to retry or investigate,
+/// never "already counted" (which would complete the dedup record).
+#[tokio::test]
+async fn recording_a_missing_calls_duration_is_an_error() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let result = t
+        .stack
+        .outbound_calls()
+        .record_duration("oc_never_created", Some("acme"), 42)
+        .await;
+    assert!(result.is_err(), "{result:?}");
+    let org = t
+        .stack
+        .directory()
+        .get_organisation("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(org.usage_this_month_seconds, 0);
+}
