@@ -65,7 +65,7 @@ impl InitiateBody {
     fn validate(self) -> Result<ValidRequest, ApiError> {
         let field = |detail: &str, code: &'static str| ApiError::bad_request(code, detail);
         let to = shared::base::phone::e164(self.to_phone_number.as_deref().unwrap_or(""))
-            .map_err(|detail| field(detail, "invalid_phone_number"))?;
+            .map_err(|err| ApiError::bad_request(err.code(), err.detail()))?;
         let agenda = self
             .agenda
             .map(|a| a.trim().to_string())
@@ -364,6 +364,10 @@ mod tests {
         assert_eq!(
             body(serde_json::json!({"assistant_id": 1, "to_phone_number": "1234567890", "agenda": ""})).err().unwrap(),
             "Invalid phone number format. Use E.164 format (e.g., +1234567890)"
+        );
+        assert_eq!(
+            body(serde_json::json!({"assistant_id": 1, "to_phone_number": "+1234567890", "agenda": ""})).err().unwrap(),
+            "Phone number +1234567890 is not a valid number in any country; check the country code and number"
         );
         assert_eq!(
             body(serde_json::json!({"assistant_id": 1, "to_phone_number": "+14155552671"}))

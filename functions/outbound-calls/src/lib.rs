@@ -105,7 +105,7 @@ impl OutboundCalls {
         // Seed 004: a missing `+` is added, then the number must be E.164.
         let raw = body.destination_number.unwrap_or_default();
         let to = shared::base::phone::e164(&shared::base::phone::with_plus(&raw))
-            .map_err(|detail| ApiError::bad_request("invalid_phone_number", detail))?;
+            .map_err(|err| ApiError::bad_request(err.code(), err.detail()))?;
         let variables = api::optional_object(body.agent_variables, || {
             ApiError::bad_request(
                 "invalid_agent_variables",

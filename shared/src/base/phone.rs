@@ -30,23 +30,61 @@ pub fn contains_number(haystack: &str, needle: &str) -> bool {
     !needle.is_empty() && digits(haystack).contains(needle)
 }
 
-/// Seed 003's one wording for every malformed destination number.
+/// Seed 003's wording for a destination that is not in E.164 form.
 pub const E164_ERROR: &str = "Invalid phone number format. Use E.164 format (e.g., +1234567890)";
+
+/// Why a number is not dialable. The seed's example `+1234567890` is in
+/// E.164 form but assigned by no country, so the two cases need different
+/// words or the refusal cites the very number the user typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhoneError {
+    /// Not `+` followed by digits only, or not parseable at all.
+    NotE164,
+    /// E.164 in form, but libphonenumber knows no country that assigns it.
+    NotAssigned(String),
+}
+
+impl PhoneError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotE164 => "invalid_phone_number",
+            Self::NotAssigned(_) => "phone_number_not_valid",
+        }
+    }
+
+    pub fn detail(&self) -> String {
+        match self {
+            Self::NotE164 => E164_ERROR.to_string(),
+            Self::NotAssigned(number) => format!(
+                "Phone number {number} is not a valid number in any country; \
+                 check the country code and number"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for PhoneError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail())
+    }
+}
+
+impl std::error::Error for PhoneError {}
 
 /// A dialable E.164 number (`+` then the full international number), checked
 /// against libphonenumber's metadata so impossible numbers are refused
 /// before any provider is paid to try them.
-pub fn e164(number: &str) -> Result<String, &'static str> {
+pub fn e164(number: &str) -> Result<String, PhoneError> {
     let trimmed = number.trim();
     let digits_only = trimmed
         .strip_prefix('+')
-        .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()));
+        .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()));
     if !digits_only {
-        return Err(E164_ERROR);
+        return Err(PhoneError::NotE164);
     }
-    let parsed = phonenumber::parse(None, trimmed).map_err(|_| E164_ERROR)?;
+    let parsed = phonenumber::parse(None, trimmed).map_err(|_| PhoneError::NotE164)?;
     if !phonenumber::is_valid(&parsed) {
-        return Err(E164_ERROR);
+        return Err(PhoneError::NotAssigned(trimmed.to_string()));
     }
     Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
 }
@@ -66,20 +104,50 @@ mod tests {
     #[test]
     fn e164_accepts_real_numbers_only() {
         assert_eq!(e164("+14155552671").unwrap(), "+14155552671");
+        assert_eq!(e164(" +14155550123 ").unwrap(), "+14155550123");
         assert_eq!(e164("+447123456789").unwrap(), "+447123456789");
         assert_eq!(e164("+13473580012").unwrap(), "+13473580012");
+    }
+
+    #[test]
+    fn e164_form_is_checked_before_assignment() {
         for bad in [
+            "12345",
+            "+1 234",
+            "abc",
             "1234567890",
             "(123) 456-7890",
             "+1 415 555 2671",
+            "+",
             "+1",
-            "",
             "+12",
+            // No country has code 999: libphonenumber cannot parse it.
             "+99912345678",
+            "",
             "+1415555267a",
         ] {
-            assert_eq!(e164(bad), Err(E164_ERROR), "{bad}");
+            assert_eq!(e164(bad), Err(PhoneError::NotE164), "{bad}");
         }
+        assert_eq!(PhoneError::NotE164.code(), "invalid_phone_number");
+        assert_eq!(PhoneError::NotE164.detail(), E164_ERROR);
+    }
+
+    #[test]
+    fn e164_numbers_no_country_assigns_have_their_own_error() {
+        for unassigned in ["+1234567890", "+15555555555", "+44123"] {
+            assert_eq!(
+                e164(unassigned),
+                Err(PhoneError::NotAssigned(unassigned.into())),
+                "{unassigned}"
+            );
+        }
+        let err = e164("+1234567890").unwrap_err();
+        assert_eq!(err.code(), "phone_number_not_valid");
+        assert_eq!(
+            err.detail(),
+            "Phone number +1234567890 is not a valid number in any country; \
+             check the country code and number"
+        );
     }
 
     #[test]

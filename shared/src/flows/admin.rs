@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::api::{self, ApiError};
 use crate::base::config::Secret;
+use crate::base::phone::PhoneError;
 use crate::store::directory::{
     Assistant, AssistantPatch, DirectoryStore, Organisation, OrganisationPatch, Provider,
 };
@@ -75,11 +76,14 @@ fn check_assistant(a: &Assistant) -> Result<(), ApiError> {
         }
     }
     if let Some(number) = &a.caller_number {
-        crate::base::phone::e164(number).map_err(|_| {
-            ApiError::unprocessable(
-                "invalid_phone_number",
-                "caller_number must be an E.164 number",
-            )
+        // 422 like every other field check on this surface; the code and
+        // words still tell a malformed number from an unassigned one.
+        crate::base::phone::e164(number).map_err(|err| {
+            let detail = match err {
+                PhoneError::NotE164 => "caller_number must be an E.164 number".to_string(),
+                PhoneError::NotAssigned(_) => format!("caller_number: {}", err.detail()),
+            };
+            ApiError::unprocessable(err.code(), detail)
         })?;
     }
     if a.default_welcome_message
@@ -347,5 +351,44 @@ impl AdminConfig {
             token: &self.token,
             directory: &self.directory,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn twilio_assistant(caller_number: &str) -> Assistant {
+        Assistant {
+            assistant_id: 1,
+            org_id: "acme".into(),
+            name: "Sarah".into(),
+            provider: Provider::Twilio,
+            caller_number: Some(caller_number.into()),
+            elevenlabs_agent_id: None,
+            elevenlabs_phone_number_id: None,
+            agent_stream_url: Some("wss://agent.example.com/media".into()),
+            default_welcome_message: None,
+            is_active: true,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn caller_numbers_tell_malformed_from_unassigned() {
+        assert!(check_assistant(&twilio_assistant("+14155552672")).is_ok());
+        let malformed = check_assistant(&twilio_assistant("4155552672")).unwrap_err();
+        assert_eq!(malformed.status(), 422);
+        assert_eq!(malformed.code(), "invalid_phone_number");
+        assert_eq!(malformed.detail(), "caller_number must be an E.164 number");
+        let unassigned = check_assistant(&twilio_assistant("+1234567890")).unwrap_err();
+        assert_eq!(unassigned.status(), 422);
+        assert_eq!(unassigned.code(), "phone_number_not_valid");
+        assert_eq!(
+            unassigned.detail(),
+            "caller_number: Phone number +1234567890 is not a valid number in any country; \
+             check the country code and number"
+        );
     }
 }

@@ -4,7 +4,12 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
+};
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
@@ -317,6 +322,9 @@ impl OutboundCallStore for DynamoOutboundCallStore {
             )
             .expression_attribute_values(":d", AttributeValue::N(seconds.to_string()))
             .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            // The cancellation reason then carries the old item, so "already
+            // counted" can be told from "no such call".
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(|e| StoreError::Dynamo(e.to_string()))?;
         let mut items = vec![TransactWriteItem::builder().update(mark).build()];
@@ -331,29 +339,200 @@ impl OutboundCallStore for DynamoOutboundCallStore {
                 .map_err(|e| StoreError::Dynamo(e.to_string()))?;
             items.push(TransactWriteItem::builder().update(usage).build());
         }
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(UsageRecorded::Counted),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_transaction_canceled_exception()) =>
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await
             {
-                Ok(UsageRecorded::AlreadyCounted)
+                Ok(_) => return Ok(UsageRecorded::Counted),
+                Err(err) => match err.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                        classify_cancellation(cancelled.cancellation_reasons())
+                    }
+                    Some(other) if other.code().is_some_and(retryable_code) => {
+                        Cancelled::Retry(other.code().unwrap_or_default().to_string())
+                    }
+                    _ => return Err(err.into()),
+                },
+            };
+            match outcome {
+                Cancelled::AlreadyCounted => return Ok(UsageRecorded::AlreadyCounted),
+                Cancelled::Fail(reason) => {
+                    return Err(StoreError::Dynamo(format!(
+                        "usage for call {call_ref} not recorded: {reason}"
+                    )))
+                }
+                Cancelled::Retry(reason) if attempt >= USAGE_ATTEMPTS => {
+                    return Err(StoreError::Dynamo(format!(
+                        "usage for call {call_ref} not recorded after {attempt} attempts: {reason}"
+                    )))
+                }
+                Cancelled::Retry(reason) => {
+                    tracing::info!(%call_ref, attempt, %reason, "usage transaction cancelled; retrying");
+                    tokio::time::sleep(usage_backoff(attempt)).await;
+                }
             }
-            Err(err) => Err(err.into()),
         }
+    }
+}
+
+/// Tries of the usage transaction before the caller's own retry (SQS,
+/// Twilio) takes over; the conditional mark makes every try idempotent.
+const USAGE_ATTEMPTS: u32 = 6;
+
+/// Exponential from 20 ms, capped at 500 ms, with full jitter so calls of
+/// one organisation that collided do not collide again in step.
+fn usage_backoff(attempt: u32) -> std::time::Duration {
+    let ceiling = (20u64 << attempt.saturating_sub(1).min(10)).min(500);
+    let jitter = (uuid::Uuid::new_v4().as_u128() % u128::from(ceiling + 1)) as u64;
+    std::time::Duration::from_millis(jitter.max(1))
+}
+
+/// Error and reason codes that say "busy, try again", not "no".
+fn retryable_code(code: &str) -> bool {
+    matches!(
+        code,
+        "TransactionConflict"
+            | "TransactionConflictException"
+            | "ThrottlingError"
+            | "ThrottlingException"
+            | "ProvisionedThroughputExceeded"
+            | "ProvisionedThroughputExceededException"
+            | "RequestLimitExceeded"
+    )
+}
+
+/// What a cancelled usage transaction's reasons say.
+#[derive(Debug, PartialEq, Eq)]
+enum Cancelled {
+    /// The call's condition failed on an item that already has `usage_counted`.
+    AlreadyCounted,
+    /// Contention or throttling: nothing was written; the same transaction may succeed.
+    Retry(String),
+    /// Anything else, such as a missing call item: an error, never a guess.
+    Fail(String),
+}
+
+/// Reads a `TransactionCanceledException`'s reasons (index 0 is the call
+/// item, index 1 the organisation). The one exception covers conflicts,
+/// throttling and missing items as well as "already counted".
+fn classify_cancellation(reasons: &[CancellationReason]) -> Cancelled {
+    let code = |r: &CancellationReason| r.code().unwrap_or("None").to_string();
+    if let Some(call) = reasons.first() {
+        if call.code() == Some("ConditionalCheckFailed") {
+            return match call.item() {
+                Some(old) if old.contains_key("usage_counted") => Cancelled::AlreadyCounted,
+                Some(_) => Cancelled::Fail("call condition failed without usage_counted".into()),
+                None => Cancelled::Fail("call item missing".into()),
+            };
+        }
+    }
+    let codes: Vec<String> = reasons.iter().map(code).collect();
+    if codes.iter().any(|c| retryable_code(c)) {
+        Cancelled::Retry(codes.join(","))
+    } else {
+        Cancelled::Fail(format!("transaction cancelled: [{}]", codes.join(",")))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reason(code: &str, old: Option<&[&str]>) -> CancellationReason {
+        let item = old.map(|names| {
+            names
+                .iter()
+                .map(|n| (n.to_string(), AttributeValue::Bool(true)))
+                .collect()
+        });
+        CancellationReason::builder()
+            .code(code)
+            .set_item(item)
+            .build()
+    }
+
+    #[test]
+    fn only_a_counted_call_item_means_already_counted() {
+        let counted = Some(&["call_id", "usage_counted"][..]);
+        assert_eq!(
+            classify_cancellation(&[
+                reason("ConditionalCheckFailed", counted),
+                reason("None", None)
+            ]),
+            Cancelled::AlreadyCounted
+        );
+        assert_eq!(
+            classify_cancellation(&[reason("ConditionalCheckFailed", counted)]),
+            Cancelled::AlreadyCounted
+        );
+        // Condition failed and no old item: the call does not exist.
+        assert!(matches!(
+            classify_cancellation(&[reason("ConditionalCheckFailed", None), reason("None", None)]),
+            Cancelled::Fail(r) if r.contains("missing")
+        ));
+        assert!(matches!(
+            classify_cancellation(&[
+                reason("ConditionalCheckFailed", Some(&["call_id"])),
+                reason("None", None)
+            ]),
+            Cancelled::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn conflicts_and_throttling_are_retried() {
+        for busy in [
+            "TransactionConflict",
+            "ThrottlingError",
+            "ProvisionedThroughputExceeded",
+            "RequestLimitExceeded",
+        ] {
+            for reasons in [
+                vec![reason("None", None), reason(busy, None)],
+                vec![reason(busy, None), reason("None", None)],
+            ] {
+                assert!(
+                    matches!(classify_cancellation(&reasons), Cancelled::Retry(_)),
+                    "{busy}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn anything_else_is_an_error() {
+        for reasons in [
+            vec![reason("None", None), reason("ValidationError", None)],
+            vec![
+                reason("ItemCollectionSizeLimitExceeded", None),
+                reason("None", None),
+            ],
+            vec![reason("None", None), reason("ConditionalCheckFailed", None)],
+            vec![],
+        ] {
+            assert!(matches!(
+                classify_cancellation(&reasons),
+                Cancelled::Fail(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn usage_backoff_grows_with_jitter_and_a_cap() {
+        for attempt in 1..=10 {
+            let ceiling = (20u64 << (attempt - 1)).min(500);
+            for _ in 0..50 {
+                let wait = usage_backoff(attempt).as_millis() as u64;
+                assert!((1..=ceiling).contains(&wait), "{attempt}: {wait}");
+            }
+        }
+    }
 
     #[test]
     fn statuses_only_move_forward() {

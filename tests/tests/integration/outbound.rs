@@ -368,10 +368,10 @@ async fn every_validation_error_has_the_seeds_words_and_calls_no_provider() {
             e164,
         ),
         (
-            "impossible number",
+            "unassigned number",
             with("to_phone_number", "+1234567890".into()),
             400,
-            e164,
+            "Phone number +1234567890 is not a valid number in any country; check the country code and number",
         ),
         (
             "letters",
@@ -463,6 +463,43 @@ async fn every_validation_error_has_the_seeds_words_and_calls_no_provider() {
     assert_eq!(no_key.status(), 401);
     assert!(t.twilio.requests().is_empty(), "Twilio was called");
     assert!(t.eleven.requests().is_empty(), "ElevenLabs was called");
+}
+
+/// Seed 003's example number is E.164 in form but assigned by no country: it
+/// gets its own words, never the format message that cites it.
+#[tokio::test]
+async fn malformed_and_unassigned_numbers_get_distinct_errors_and_create_nothing() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let assistant = t.twilio_assistant("acme").await;
+    let initiate = t.initiate(100);
+    for (number, code, detail) in [
+        (
+            "+1234567890",
+            "phone_number_not_valid",
+            "Phone number +1234567890 is not a valid number in any country; check the country code and number",
+        ),
+        (
+            "12345",
+            "invalid_phone_number",
+            "Invalid phone number format. Use E.164 format (e.g., +1234567890)",
+        ),
+    ] {
+        let mut body = seed_call(assistant);
+        body["to_phone_number"] = number.into();
+        let response = initiate.handle(t.initiate_request(&body)).await;
+        assert_eq!(response.status(), 400, "{number}");
+        let body = json_body(&response);
+        assert_eq!(body["code"], code, "{number}");
+        assert_eq!(body["detail"], detail, "{number}");
+    }
+    assert!(t.twilio.created_calls().is_empty(), "Twilio placed a call");
+    assert!(t.twilio.requests().is_empty(), "Twilio was called");
+    assert_eq!(
+        t.stack.item_count("CallsTable").await,
+        0,
+        "a call record was stored"
+    );
 }
 
 #[tokio::test]
@@ -1188,4 +1225,273 @@ async fn monitoring_gives_up_at_its_deadline() {
         .unwrap();
     assert_eq!(call.status, "initiated");
     assert_eq!(t.stack.depth("NotificationQueue").await, 0);
+}
+
+/// DynamoDB Local runs transactions one at a time, so it never cancels one
+/// with TransactionConflict (checked: 40 concurrent transactions on one item
+/// all commit). This connector answers every other TransactWriteItems with
+/// the cancellation real DynamoDB sends under contention or throttling,
+/// without forwarding it, so nothing is written, as in DynamoDB.
+#[derive(Debug)]
+struct CancelTransactions {
+    inner: aws_sdk_dynamodb::config::SharedHttpClient,
+    seen: Arc<std::sync::atomic::AtomicUsize>,
+    /// Cancel one transaction in `every` (1: all of them).
+    every: usize,
+}
+
+impl aws_sdk_dynamodb::config::HttpClient for CancelTransactions {
+    fn http_connector(
+        &self,
+        settings: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
+        components: &aws_sdk_dynamodb::config::RuntimeComponents,
+    ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
+        aws_smithy_runtime_api::client::http::SharedHttpConnector::new(CancellingConnector {
+            inner: self.inner.http_connector(settings, components),
+            seen: Arc::clone(&self.seen),
+            every: self.every,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct CancellingConnector {
+    inner: aws_smithy_runtime_api::client::http::SharedHttpConnector,
+    seen: Arc<std::sync::atomic::AtomicUsize>,
+    every: usize,
+}
+
+impl aws_smithy_runtime_api::client::http::HttpConnector for CancellingConnector {
+    fn call(
+        &self,
+        request: aws_sdk_dynamodb::config::http::HttpRequest,
+    ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+        use aws_smithy_runtime_api::client::http::HttpConnectorFuture;
+        let transaction =
+            request.headers().get("x-amz-target") == Some("DynamoDB_20120810.TransactWriteItems");
+        if !transaction {
+            return self.inner.call(request);
+        }
+        let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if !n.is_multiple_of(self.every) {
+            return self.inner.call(request);
+        }
+        // Index 0 is the call item, index 1 the organisation all calls share.
+        let code = if n.is_multiple_of(2 * self.every) {
+            "TransactionConflict"
+        } else {
+            "ThrottlingError"
+        };
+        let body = serde_json::json!({
+            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+            "message": format!("Transaction cancelled, please refer cancellation reasons for specific reasons [None, {code}]"),
+            "CancellationReasons": [{"Code": "None"}, {"Code": code, "Message": "injected"}],
+        });
+        let mut response = aws_sdk_dynamodb::config::http::HttpResponse::new(
+            400u16.try_into().unwrap(),
+            aws_smithy_types::body::SdkBody::from(body.to_string()),
+        );
+        response
+            .headers_mut()
+            .insert("content-type", "application/x-amz-json-1.0");
+        HttpConnectorFuture::ready(Ok(response))
+    }
+}
+
+/// The stack's outbound call store behind [`CancelTransactions`], and the
+/// count of transactions it has seen.
+fn cancelling_store(
+    t: &Outbound,
+    every: usize,
+) -> (
+    shared::store::outbound_calls::DynamoOutboundCallStore,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let config = t
+        .stack
+        .dynamo
+        .config()
+        .to_builder()
+        .http_client(CancelTransactions {
+            // DynamoDB Local is plain http on loopback.
+            inner: aws_smithy_http_client::Builder::new().build_http(),
+            seen: Arc::clone(&seen),
+            every,
+        })
+        .build();
+    let store = shared::store::outbound_calls::DynamoOutboundCallStore {
+        client: aws_sdk_dynamodb::Client::from_conf(config),
+        ..t.stack.outbound_calls()
+    };
+    (store, seen)
+}
+
+/// Calls of one organisation ending at once: their transactions all add to
+/// the same organisation item, so DynamoDB cancels some with
+/// TransactionConflict (or throttles them). None of those may be read as
+/// "already counted".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_call_endings_of_one_organisation_lose_and_double_nothing() {
+    use shared::store::directory::Provider;
+    use shared::store::outbound_calls::{OutboundCall, UsageRecorded};
+
+    let t = Outbound::start().await;
+    t.create_org("acme", 1_000_000, 0).await;
+    let (store, cancelled) = cancelling_store(&t, 2);
+    let store = Arc::new(store);
+    let calls: Vec<(String, u64)> = (0..20u64)
+        .map(|i| (format!("oc_concurrent_{i:02}"), 100 + i * 7))
+        .collect();
+    for (call_ref, _) in &calls {
+        let call = OutboundCall {
+            org_id: Some("acme".into()),
+            ..OutboundCall::initiated(call_ref, Provider::Twilio, CUSTOMER)
+        };
+        store.put(&call).await.unwrap();
+    }
+    // Each call is recorded twice at once (a duplicated status callback); an
+    // error is redelivered, as SQS or Twilio would.
+    let tasks = calls.iter().flat_map(|(call_ref, seconds)| {
+        [0, 1].map(|_| {
+            let store = Arc::clone(&store);
+            let call_ref = call_ref.clone();
+            let seconds = *seconds;
+            tokio::spawn(async move {
+                let mut errors = 0;
+                loop {
+                    match store
+                        .record_duration(&call_ref, Some("acme"), seconds)
+                        .await
+                    {
+                        Ok(recorded) => return (recorded, errors),
+                        Err(err) => {
+                            errors += 1;
+                            assert!(errors < 20, "{call_ref}: {err}");
+                        }
+                    }
+                }
+            })
+        })
+    });
+    let results: Vec<(UsageRecorded, u32)> = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let counted = results
+        .iter()
+        .filter(|(r, _)| *r == UsageRecorded::Counted)
+        .count();
+    let redelivered: u32 = results.iter().map(|(_, errors)| errors).sum();
+    let expected: u64 = calls.iter().map(|(_, seconds)| seconds).sum();
+    let usage = t
+        .stack
+        .directory()
+        .get_organisation("acme")
+        .await
+        .unwrap()
+        .unwrap()
+        .usage_this_month_seconds;
+    let transactions = cancelled.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!(
+        "concurrent record_duration: {transactions} transactions sent, {} cancelled by the \
+         connector; counted {counted}/20, redelivered {redelivered}; usage {usage} of \
+         {expected} (lost {})",
+        transactions.div_ceil(2),
+        expected as i64 - usage as i64
+    );
+    assert!(transactions >= 40, "the connector saw no transactions");
+    assert_eq!(usage, expected, "usage lost or doubled");
+    assert_eq!(counted, calls.len(), "each call counted exactly once");
+    for (call_ref, seconds) in &calls {
+        let call = store.get(call_ref).await.unwrap().unwrap();
+        assert_eq!(call.duration_secs, Some(*seconds), "{call_ref}");
+    }
+}
+
+/// A call item that does not exist is an error to retry or investigate,
+/// never "already counted" (which would complete the dedup record).
+#[tokio::test]
+async fn recording_a_missing_calls_duration_is_an_error() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let result = t
+        .stack
+        .outbound_calls()
+        .record_duration("oc_never_created", Some("acme"), 42)
+        .await;
+    assert!(result.is_err(), "{result:?}");
+    let org = t
+        .stack
+        .directory()
+        .get_organisation("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(org.usage_this_month_seconds, 0);
+}
+
+/// Usage that cannot be recorded now fails the status callback with a 503
+/// and releases its dedup claim, so Twilio's redelivery counts it.
+#[tokio::test]
+async fn a_status_callback_whose_usage_is_not_recorded_is_retried() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let assistant = t.twilio_assistant("acme").await;
+    let response = t
+        .initiate(100)
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    let sid = json_body(&response)["call_sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let callback = t.twilio.created_calls().remove(0);
+    let callback = &callback
+        .iter()
+        .find(|(k, _)| k == "StatusCallback")
+        .unwrap()
+        .1;
+    let query = callback.split_once('?').unwrap().1.to_string();
+    let completed = || {
+        t.twilio_request(
+            "POST",
+            "/twilio/status",
+            &query,
+            &[
+                ("CallSid", sid.as_str()),
+                ("AccountSid", ACCOUNT_SID),
+                ("CallStatus", "completed"),
+                ("CallDuration", "90"),
+            ],
+            TWILIO_TOKEN,
+        )
+    };
+    let (busy, seen) = cancelling_store(&t, 1);
+    let busy_status = twilio_status::TwilioStatus {
+        calls: Arc::new(busy),
+        ..t.status()
+    };
+    let refused = busy_status.handle(completed()).await;
+    assert_eq!(refused.status(), 503, "{:?}", json_body(&refused));
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        6,
+        "bounded local retries"
+    );
+    let usage = || async {
+        t.stack
+            .directory()
+            .get_organisation("acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .usage_this_month_seconds
+    };
+    assert_eq!(usage().await, 0);
+    let redelivered = t.status().handle(completed()).await;
+    assert_eq!(redelivered.status(), 200, "{:?}", json_body(&redelivered));
+    assert_ne!(json_body(&redelivered)["duplicate"], true);
+    assert_eq!(usage().await, 90);
 }
