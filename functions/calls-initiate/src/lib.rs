@@ -8,7 +8,8 @@ use http::StatusCode;
 use lambda_http::Request;
 use serde::{Deserialize, Serialize};
 use shared::api::{self, ApiError, Route};
-use shared::store::directory::{Assistant, DirectoryStore, Provider};
+use shared::flows::outbound::{self, CALL_REF_VARIABLE};
+use shared::store::directory::{Assistant, DirectoryStore, Organisation, Provider};
 
 use shared::store::outbound_calls::{OutboundCall, OutboundCallStore};
 
@@ -20,8 +21,6 @@ use tracing::{info, warn};
 
 pub const AGENDA_MAX_CHARS: usize = 2000;
 pub const WELCOME_MAX_CHARS: usize = 200;
-const USAGE_EXCEEDED: &str =
-    "Monthly usage limit exceeded. Please upgrade your plan or add top-up credits.";
 
 pub struct CallsInitiate {
     /// API key and per-key rate limit.
@@ -112,15 +111,6 @@ impl InitiateBody {
     }
 }
 
-fn unavailable(err: shared::store::StoreError) -> ApiError {
-    warn!(error = %err, "store unavailable");
-    ApiError::Unavailable
-}
-
-fn provider_failure(err: ProviderError) -> ApiError {
-    shared::flows::outbound::call_not_placed(err, "The telephony provider")
-}
-
 impl CallsInitiate {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let aws = Wiring::load().await;
@@ -137,22 +127,23 @@ impl Route for CallsInitiate {
     type Body = Initiated;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, Initiated), ApiError> {
-        let key = self.access.admit(request.headers()).await?;
+        let tenant = self.access.admit(request.headers()).await?;
         let body: InitiateBody =
             api::parse_json(api::body_bytes(request.body())?, "a valid JSON object")?;
         let valid = body.validate()?;
+        // Another organisation's assistant is answered exactly like a missing one.
         let assistant = self
             .directory
             .get_assistant(valid.assistant_id)
             .await
-            .map_err(unavailable)?
-            .filter(|a| a.is_active)
+            .map_err(api::unavailable)?
+            .filter(|a| a.is_active && a.org_id == tenant.org_id)
             .ok_or_else(|| ApiError::NotFound("Assistant not found".into()))?;
         let org = self
             .directory
             .get_organisation(&assistant.org_id)
             .await
-            .map_err(unavailable)?
+            .map_err(api::unavailable)?
             .ok_or_else(|| {
                 warn!(
                     assistant_id = assistant.assistant_id,
@@ -160,12 +151,6 @@ impl Route for CallsInitiate {
                 );
                 ApiError::NotFound("Assistant not found".into())
             })?;
-        if org.over_limit() {
-            return Err(ApiError::TooManyRequests {
-                code: "usage_limit_exceeded",
-                detail: USAGE_EXCEEDED.into(),
-            });
-        }
         let welcome = valid
             .welcome_message
             .clone()
@@ -173,45 +158,73 @@ impl Route for CallsInitiate {
         info!(
             assistant_id = assistant.assistant_id,
             to = %shared::base::mask::phone(&valid.to),
-            api_key = %key.key_id,
+            api_key = %tenant.key_id,
             "placing outbound call"
         );
+        let call = Call {
+            assistant: &assistant,
+            org: &org,
+            valid: &valid,
+            welcome,
+        };
         match assistant.provider {
-            Provider::Twilio => self.via_twilio(&assistant, &valid, welcome).await,
-            Provider::Elevenlabs => self.via_elevenlabs(&assistant, &valid, welcome).await,
+            Provider::Twilio => self.via_twilio(call).await,
+            Provider::Elevenlabs => self.via_elevenlabs(call).await,
         }
     }
 }
 
+/// What placing one call needs, once every check passed.
+struct Call<'a> {
+    assistant: &'a Assistant,
+    org: &'a Organisation,
+    valid: &'a ValidRequest,
+    welcome: Option<String>,
+}
+
 impl CallsInitiate {
-    fn record(
+    /// Records the call (`initiating`) with its reservation before any
+    /// provider is asked; 429 when the month's budget cannot hold it.
+    async fn record_and_reserve(
         &self,
-        call_ref: String,
-        assistant: &Assistant,
-        valid: &ValidRequest,
+        call: &Call<'_>,
         from: Option<String>,
-        welcome: Option<String>,
-    ) -> OutboundCall {
-        OutboundCall {
-            assistant_id: Some(assistant.assistant_id),
-            org_id: Some(assistant.org_id.clone()),
+    ) -> Result<OutboundCall, ApiError> {
+        let call_ref = shared::store::outbound_calls::new_call_ref();
+        let mut record = OutboundCall {
+            assistant_id: Some(call.assistant.assistant_id),
             from_number: from,
-            agenda: Some(valid.agenda.clone()),
-            welcome_message: welcome,
+            agenda: Some(call.valid.agenda.clone()),
+            welcome_message: call.welcome.clone(),
             status: "initiating".into(),
             status_rank: 0,
-            ..OutboundCall::initiated(&call_ref, assistant.provider, &valid.to)
+            ..OutboundCall::initiated(&call_ref, call.assistant.provider, &call.valid.to)
+        };
+        outbound::reserve(
+            self.calls.as_ref(),
+            self.directory.as_ref(),
+            &mut record,
+            call.org,
+            call.assistant.max_call_seconds,
+        )
+        .await?;
+        Ok(record)
+    }
+
+    /// The provider did not place the call: record why, release the budget.
+    async fn unplaced(&self, record: &OutboundCall, err: ProviderError) -> ApiError {
+        if let Err(store) =
+            outbound::release_unplaced(self.calls.as_ref(), record, &err.to_string()).await
+        {
+            // The sweep releases it after max_call_seconds plus its margin.
+            warn!(error = %store, call_ref = %record.call_ref, "refused call's reservation not released yet");
         }
+        outbound::call_not_placed(err, "The telephony provider")
     }
 
     /// Twilio fetches TwiML from `/twiml?call=<ref>` when the call connects;
     /// the agenda is stored under that ref, never put in the URL.
-    async fn via_twilio(
-        &self,
-        assistant: &Assistant,
-        valid: &ValidRequest,
-        welcome: Option<String>,
-    ) -> Result<(StatusCode, Initiated), ApiError> {
+    async fn via_twilio(&self, call: Call<'_>) -> Result<(StatusCode, Initiated), ApiError> {
         let (Some(twilio), Some(base)) = (&self.providers.twilio, &self.providers.public_base_url)
         else {
             warn!("Twilio credentials or PUBLIC_BASE_URL missing");
@@ -219,7 +232,8 @@ impl CallsInitiate {
                 detail: "Twilio is not configured for this deployment".into(),
             });
         };
-        let from = assistant
+        let from = call
+            .assistant
             .caller_number
             .clone()
             .or_else(|| self.providers.twilio_phone_number.clone())
@@ -229,50 +243,38 @@ impl CallsInitiate {
                     "The assistant has no caller number",
                 )
             })?;
-        let call_ref = format!("oc_{}", uuid::Uuid::new_v4().simple());
-        let record = self.record(
-            call_ref.clone(),
-            assistant,
-            valid,
-            Some(from.clone()),
-            welcome,
-        );
-        self.calls.put(&record).await.map_err(unavailable)?;
+        let record = self.record_and_reserve(&call, Some(from.clone())).await?;
+        let call_ref = &record.call_ref;
         let placed = twilio
             .create_call(&NewCall {
-                to: &valid.to,
+                to: &call.valid.to,
                 from: &from,
                 twiml_url: &format!("{base}/twiml?call={call_ref}"),
                 status_callback: &format!("{base}/twilio/status?call={call_ref}"),
+                time_limit_secs: call.assistant.max_call_seconds,
             })
             .await;
         let sid = match placed {
             Ok(sid) => sid,
-            Err(err) => {
-                let _ = self
-                    .calls
-                    .advance_status(&call_ref, "failed", Some(&err.to_string()))
-                    .await;
-                return Err(provider_failure(err));
-            }
+            Err(err) => return Err(self.unplaced(&record, err).await),
         };
-        // The call is placed: bookkeeping failures are logged, never reported as a failed call.
+        // The call is placed: a bookkeeping failure is logged, never reported
+        // as a failed call (status callbacks and the sweep finish the record).
         if let Err(err) = self
             .calls
-            .set_provider_ids(&call_ref, Some(&sid), None)
+            .attach_provider_ids(call_ref, Some(&sid), None, "queued")
             .await
         {
-            warn!(error = %err, "call sid not stored");
+            warn!(error = %err, %call_ref, "call sid not stored");
         }
-        let _ = self.calls.advance_status(&call_ref, "queued", None).await;
         Ok((
             StatusCode::OK,
             Initiated {
                 success: true,
                 call_sid: sid,
                 message: "Outbound call initiated successfully",
-                assistant_id: assistant.assistant_id,
-                to_phone_number: valid.to.clone(),
+                assistant_id: call.assistant.assistant_id,
+                to_phone_number: call.valid.to.clone(),
                 from_phone_number: Some(from),
                 conversation_id: None,
             },
@@ -280,54 +282,53 @@ impl CallsInitiate {
     }
 
     /// ElevenLabs places the call through its Twilio integration; the
-    /// agenda and welcome message become dynamic variables.
-    async fn via_elevenlabs(
-        &self,
-        assistant: &Assistant,
-        valid: &ValidRequest,
-        welcome: Option<String>,
-    ) -> Result<(StatusCode, Initiated), ApiError> {
+    /// agenda and welcome message become dynamic variables, with the call's
+    /// ref so the post-call webhook finds the record whatever happens.
+    async fn via_elevenlabs(&self, call: Call<'_>) -> Result<(StatusCode, Initiated), ApiError> {
         let Some(elevenlabs) = &self.providers.elevenlabs else {
             return Err(ApiError::Provider {
                 detail: "ElevenLabs is not configured for this deployment".into(),
             });
         };
         let (Some(agent_id), Some(phone_number_id)) = (
-            &assistant.elevenlabs_agent_id,
-            &assistant.elevenlabs_phone_number_id,
+            &call.assistant.elevenlabs_agent_id,
+            &call.assistant.elevenlabs_phone_number_id,
         ) else {
             return Err(ApiError::unprocessable(
                 "assistant_incomplete",
                 "The assistant has no ElevenLabs agent or phone number",
             ));
         };
-        let mut variables = serde_json::Map::new();
-        variables.insert("agenda".into(), valid.agenda.clone().into());
-        if let Some(welcome) = &welcome {
-            variables.insert("welcome_message".into(), welcome.clone().into());
-        }
-        let started = elevenlabs
-            .outbound_call(agent_id, phone_number_id, &valid.to, &variables)
-            .await
-            .map_err(provider_failure)?;
-        let from = assistant
+        let from = call
+            .assistant
             .caller_number
             .clone()
             .or_else(|| self.providers.twilio_phone_number.clone());
-        let mut record = self.record(
-            started.conversation_id.clone(),
-            assistant,
-            valid,
-            from.clone(),
-            welcome,
-        );
-        record.conversation_id = Some(started.conversation_id.clone());
-        record.call_sid = started.call_sid.clone();
-        record.agent_variables = variables;
-        record.status = "initiated".into();
-        record.status_rank = shared::store::outbound_calls::status_rank("initiated");
-        if let Err(err) = self.calls.put(&record).await {
-            warn!(error = %err, "placed call not recorded");
+        let record = self.record_and_reserve(&call, from.clone()).await?;
+        let mut variables = serde_json::Map::new();
+        variables.insert("agenda".into(), call.valid.agenda.clone().into());
+        if let Some(welcome) = &call.welcome {
+            variables.insert("welcome_message".into(), welcome.clone().into());
+        }
+        variables.insert(CALL_REF_VARIABLE.into(), record.call_ref.clone().into());
+        let started = match elevenlabs
+            .outbound_call(agent_id, phone_number_id, &call.valid.to, &variables)
+            .await
+        {
+            Ok(started) => started,
+            Err(err) => return Err(self.unplaced(&record, err).await),
+        };
+        if let Err(err) = self
+            .calls
+            .attach_provider_ids(
+                &record.call_ref,
+                started.call_sid.as_deref(),
+                Some(&started.conversation_id),
+                "initiated",
+            )
+            .await
+        {
+            warn!(error = %err, call_ref = %record.call_ref, "conversation id not stored");
         }
         Ok((
             StatusCode::OK,
@@ -337,8 +338,8 @@ impl CallsInitiate {
                     .call_sid
                     .unwrap_or_else(|| started.conversation_id.clone()),
                 message: "Outbound call initiated successfully",
-                assistant_id: assistant.assistant_id,
-                to_phone_number: valid.to.clone(),
+                assistant_id: call.assistant.assistant_id,
+                to_phone_number: call.valid.to.clone(),
                 from_phone_number: from,
                 conversation_id: Some(started.conversation_id),
             },

@@ -25,15 +25,10 @@ impl Route for ConversationGet {
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let found = self.lookup.find(&request).await?;
         let live = self.lookup.live(&found.conversation_id).await?;
-        if live.is_none() && found.stored.is_none() {
-            return Err(ApiError::NotFound("Conversation not found".into()));
-        }
         let mut details = live
             .map(|c| c.raw)
             .unwrap_or_else(|| serde_json::json!({"conversation_id": found.conversation_id}));
-        if let Some(call) = found.stored {
-            details["callops"] = serde_json::to_value(call).unwrap_or_default();
-        }
+        details["callops"] = serde_json::to_value(found.stored).unwrap_or_default();
         Ok((StatusCode::OK, details))
     }
 }

@@ -33,13 +33,9 @@ impl Route for ConversationTranscript {
 
     async fn process(&self, request: Request) -> Result<(StatusCode, TranscriptBody), ApiError> {
         let found = self.lookup.find(&request).await?;
-        let stored = found
-            .stored
-            .map(|call| call.transcript)
-            .filter(|lines| !lines.is_empty());
-        let lines = match stored {
-            Some(lines) => lines,
-            None => self
+        let lines = match found.stored.transcript {
+            stored if !stored.is_empty() => stored,
+            _ => self
                 .lookup
                 .live(&found.conversation_id)
                 .await?

@@ -18,6 +18,7 @@ use shared::store::dedup::{run_once, DedupStore};
 
 use shared::store::outbound_calls::{OutboundCall, OutboundCallStore, TranscriptLine};
 
+use shared::flows::outbound::CALL_REF_VARIABLE;
 use shared::store::directory::Provider;
 use shared::wiring::{self, Wiring};
 use tracing::{info, warn};
@@ -46,6 +47,19 @@ struct EventData {
     metadata: Option<serde_json::Value>,
     #[serde(default)]
     failure_reason: Option<String>,
+    #[serde(default)]
+    conversation_initiation_client_data: Option<serde_json::Value>,
+}
+
+impl EventData {
+    /// Our call ref, passed to ElevenLabs as a dynamic variable when we placed the call.
+    fn call_ref(&self) -> Option<&str> {
+        self.conversation_initiation_client_data
+            .as_ref()?
+            .get("dynamic_variables")?
+            .get(CALL_REF_VARIABLE)?
+            .as_str()
+    }
 }
 
 fn unavailable(err: impl std::fmt::Display) -> ApiError {
@@ -102,22 +116,39 @@ impl Route for ElevenLabsWebhook {
 }
 
 impl ElevenLabsWebhook {
-    async fn apply(&self, event: &WebhookEvent) -> Result<serde_json::Value, ApiError> {
-        let data = &event.data;
-        let call = match self
+    /// The call this event is about: by conversation id, else by the call
+    /// ref we passed as a dynamic variable (the conversation id may never
+    /// have been stored if the placing function stopped right after the
+    /// call), else a record of a call placed outside callops, created only
+    /// if nobody else created it first.
+    async fn find_or_record(&self, data: &EventData) -> Result<OutboundCall, ApiError> {
+        if let Some(call) = self
             .calls
             .get(&data.conversation_id)
             .await
             .map_err(unavailable)?
         {
-            Some(call) => call,
-            // A call placed outside callops (or before it recorded the call): keep it anyway.
-            None => {
-                let call = unknown_call(&data.conversation_id, data.metadata.as_ref());
-                self.calls.put(&call).await.map_err(unavailable)?;
-                call
+            return Ok(call);
+        }
+        if let Some(call_ref) = data.call_ref() {
+            if let Some(call) = self.calls.get(call_ref).await.map_err(unavailable)? {
+                return Ok(call);
             }
-        };
+        }
+        let call = unknown_call(&data.conversation_id, data.metadata.as_ref());
+        if self.calls.create(&call).await.map_err(unavailable)? {
+            return Ok(call);
+        }
+        self.calls
+            .get(&data.conversation_id)
+            .await
+            .map_err(unavailable)?
+            .ok_or(ApiError::Unavailable)
+    }
+
+    async fn apply(&self, event: &WebhookEvent) -> Result<serde_json::Value, ApiError> {
+        let data = &event.data;
+        let call = self.find_or_record(data).await?;
         let metadata: Option<ConversationMetadata> = data
             .metadata
             .as_ref()

@@ -13,7 +13,8 @@ use shared::base::config;
 use shared::queue::jobs::{self, JobQueue, MonitorJob};
 use shared::store::outbound_calls::{OutboundCall, OutboundCallStore};
 
-use shared::store::directory::Provider;
+use shared::flows::outbound::{self, CALL_REF_VARIABLE};
+use shared::store::directory::{DirectoryStore, Provider};
 
 use shared::api::access::KeyedAccess;
 use shared::flows::outbound::Providers;
@@ -28,8 +29,13 @@ pub struct OutboundCalls {
     /// API key and per-key rate limit.
     pub access: KeyedAccess,
     pub calls: Arc<dyn OutboundCallStore>,
+    pub directory: Arc<dyn DirectoryStore>,
     pub providers: Providers,
-    /// `ELEVEN_LABS_AGENT_ID` and `PHONE_NUMBER_ID` (seed 004's names).
+    /// What each call reserves on the organisation's budget
+    /// (`OUTBOUND_MAX_CALL_SECONDS`; seed 004 has no assistant to say).
+    pub max_call_seconds: u64,
+    /// `ELEVEN_LABS_AGENT_ID` and `PHONE_NUMBER_ID` (seed 004's names), used
+    /// when neither the request nor the organisation names them.
     pub default_agent_id: Option<String>,
     pub default_phone_number_id: Option<String>,
     pub monitor_queue: Arc<dyn JobQueue>,
@@ -80,7 +86,12 @@ impl OutboundCalls {
         Ok(Self {
             access: aws.keyed_access()?,
             calls: aws.outbound_calls()?,
+            directory: aws.directory()?,
             providers: wiring::providers()?,
+            max_call_seconds: config::parsed_or(
+                "OUTBOUND_MAX_CALL_SECONDS",
+                shared::store::directory::DEFAULT_MAX_CALL_SECONDS,
+            )?,
             default_agent_id: config::optional("ELEVEN_LABS_AGENT_ID"),
             default_phone_number_id: config::optional("PHONE_NUMBER_ID"),
             monitor_queue: aws.queue("MONITOR_QUEUE_URL")?,
@@ -99,35 +110,43 @@ impl OutboundCalls {
     }
 
     async fn process(&self, request: Request) -> Result<serde_json::Value, ApiError> {
-        let key = self.access.admit(request.headers()).await?;
+        let tenant = self.access.admit(request.headers()).await?;
         let body: OutboundBody =
             api::parse_json(api::body_bytes(request.body())?, "a valid JSON object")?;
         // Seed 004: a missing `+` is added, then the number must be E.164.
         let raw = body.destination_number.unwrap_or_default();
         let to = shared::base::phone::e164(&shared::base::phone::with_plus(&raw))
             .map_err(|err| ApiError::bad_request(err.code(), err.detail()))?;
-        let variables = api::optional_object(body.agent_variables, || {
+        let mut variables = api::optional_object(body.agent_variables, || {
             ApiError::bad_request(
                 "invalid_agent_variables",
                 "agent_variables must be a JSON object",
             )
         })?;
+        let org = self
+            .directory
+            .get_organisation(&tenant.org_id)
+            .await
+            .map_err(api::unavailable)?
+            .ok_or_else(|| ApiError::NotFound("Organisation not found".into()))?;
         let agent_id = body
             .agent_id
+            .or_else(|| org.elevenlabs_agent_id.clone())
             .or_else(|| self.default_agent_id.clone())
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "missing_field",
-                    "agent_id is required (or set ELEVEN_LABS_AGENT_ID)",
+                    "agent_id is required (or set it on the organisation, or ELEVEN_LABS_AGENT_ID)",
                 )
             })?;
         let phone_number_id = body
             .phone_number_id
+            .or_else(|| org.elevenlabs_phone_number_id.clone())
             .or_else(|| self.default_phone_number_id.clone())
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "missing_field",
-                    "phone_number_id is required (or set PHONE_NUMBER_ID)",
+                    "phone_number_id is required (or set it on the organisation, or PHONE_NUMBER_ID)",
                 )
             })?;
         let Some(elevenlabs) = &self.providers.elevenlabs else {
@@ -135,29 +154,59 @@ impl OutboundCalls {
                 detail: "ElevenLabs is not configured for this deployment".into(),
             });
         };
-        info!(to = %shared::base::mask::phone(&to), api_key = %key.key_id, "placing ElevenLabs call");
-        let started = elevenlabs
-            .outbound_call(&agent_id, &phone_number_id, &to, &variables)
-            .await
-            .map_err(|err| shared::flows::outbound::call_not_placed(err, "ElevenLabs"))?;
-        let conversation_id = started.conversation_id.clone();
         let text = |name: &str| {
             variables
                 .get(name)
                 .and_then(|a| a.as_str())
                 .map(str::to_string)
         };
-        let record = OutboundCall {
+        let call_ref = shared::store::outbound_calls::new_call_ref();
+        let mut record = OutboundCall {
             from_number: self.providers.twilio_phone_number.clone(),
             agenda: text("agenda"),
             welcome_message: text("welcome_message"),
-            call_sid: started.call_sid.clone(),
-            conversation_id: Some(conversation_id.clone()),
             agent_variables: variables.clone(),
-            ..OutboundCall::initiated(&conversation_id, Provider::Elevenlabs, &to)
+            status: "initiating".into(),
+            status_rank: 0,
+            ..OutboundCall::initiated(&call_ref, Provider::Elevenlabs, &to)
         };
-        if let Err(err) = self.calls.put(&record).await {
-            warn!(error = %err, "placed call not recorded");
+        outbound::reserve(
+            self.calls.as_ref(),
+            self.directory.as_ref(),
+            &mut record,
+            &org,
+            self.max_call_seconds,
+        )
+        .await?;
+        variables.insert(CALL_REF_VARIABLE.into(), call_ref.clone().into());
+        info!(to = %shared::base::mask::phone(&to), api_key = %tenant.key_id, %call_ref, "placing ElevenLabs call");
+        let started = match elevenlabs
+            .outbound_call(&agent_id, &phone_number_id, &to, &variables)
+            .await
+        {
+            Ok(started) => started,
+            Err(err) => {
+                if let Err(store) =
+                    outbound::release_unplaced(self.calls.as_ref(), &record, &err.to_string()).await
+                {
+                    // The sweep releases it after the reservation's window.
+                    warn!(error = %store, %call_ref, "refused call's reservation not released yet");
+                }
+                return Err(outbound::call_not_placed(err, "ElevenLabs"));
+            }
+        };
+        let conversation_id = started.conversation_id.clone();
+        if let Err(err) = self
+            .calls
+            .attach_provider_ids(
+                &call_ref,
+                started.call_sid.as_deref(),
+                Some(&conversation_id),
+                "initiated",
+            )
+            .await
+        {
+            warn!(error = %err, %call_ref, "conversation id not stored");
         }
         let mut monitor_queued = false;
         if body.monitor {
@@ -166,7 +215,7 @@ impl OutboundCalls {
                 .unwrap_or(DEFAULT_MONITOR_SECS)
                 .min(MAX_MONITOR_SECS);
             let job = MonitorJob {
-                call_ref: conversation_id.clone(),
+                call_ref: call_ref.clone(),
                 conversation_id: conversation_id.clone(),
                 checks: 0,
                 deadline: shared::base::time::epoch_secs() + window as i64,

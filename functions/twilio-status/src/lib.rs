@@ -79,18 +79,22 @@ impl Route for TwilioStatus {
                 .await
                 .map_err(unavailable)?;
             info!(call_ref = %call_ref, %status, moved, "Twilio status");
-            if status == "completed" {
-                let seconds = duration.unwrap_or(0);
+            if status_rank(&status) == FINAL_RANK {
+                // The call's reservation is settled once, by whichever final
+                // status comes first: busy, no-answer and failed used nothing.
+                let seconds = if status == "completed" {
+                    duration.unwrap_or(0)
+                } else {
+                    0
+                };
                 let recorded = self
                     .calls
-                    .record_duration(&call_ref, call.org_id.as_deref(), seconds)
+                    .record_duration(&call, seconds)
                     .await
                     .map_err(unavailable)?;
                 if recorded == UsageRecorded::Counted {
                     info!(call_ref = %call_ref, seconds, "usage recorded");
                 }
-            }
-            if status_rank(&status) == FINAL_RANK {
                 let job =
                     NotificationJob::for_call(&call_ref, NotificationKind::OutboundCallSummary);
                 jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)

@@ -42,6 +42,43 @@ pub async fn authenticate(
     Ok(record)
 }
 
+/// Who is calling: a valid key and the organisation it belongs to. Routes
+/// that read or spend an organisation's calls take this, never a bare key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub key_id: String,
+    pub org_id: String,
+}
+
+impl Tenant {
+    /// A key made before keys had organisations is refused with how to fix it.
+    pub fn of(record: &ApiKeyRecord) -> Result<Self, ApiError> {
+        let org_id = record
+            .org_id
+            .clone()
+            .ok_or_else(|| ApiError::NotPermitted {
+                code: "api_key_without_organisation",
+                detail: format!(
+                    "API key {} belongs to no organisation; assign one with \
+                 `callops-admin api-keys assign {} --org <org_id>`",
+                    record.key_id, record.key_id
+                ),
+            })?;
+        Ok(Self {
+            key_id: record.key_id.clone(),
+            org_id,
+        })
+    }
+}
+
+/// A valid key that belongs to an organisation.
+pub async fn authenticate_tenant(
+    store: &dyn ApiKeyStore,
+    headers: &HeaderMap,
+) -> Result<Tenant, ApiError> {
+    Tenant::of(&authenticate(store, headers).await?)
+}
+
 /// Refuses the request once `key` has made more than `per_minute` this minute.
 pub async fn enforce(
     limiter: &dyn RateLimiter,
@@ -90,14 +127,11 @@ impl KeyedAccess {
         })
     }
 
-    /// The caller's key, once it is valid and within its limit.
-    pub async fn admit(
-        &self,
-        headers: &http::HeaderMap,
-    ) -> Result<crate::store::api_keys::ApiKeyRecord, ApiError> {
-        let key = crate::api::access::authenticate(self.api_keys.as_ref(), headers).await?;
-        enforce(self.rate_limiter.as_ref(), &key.key_id, self.per_window).await?;
-        Ok(key)
+    /// The caller's organisation, once its key is valid and within its limit.
+    pub async fn admit(&self, headers: &http::HeaderMap) -> Result<Tenant, ApiError> {
+        let tenant = authenticate_tenant(self.api_keys.as_ref(), headers).await?;
+        enforce(self.rate_limiter.as_ref(), &tenant.key_id, self.per_window).await?;
+        Ok(tenant)
     }
 }
 

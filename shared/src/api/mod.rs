@@ -24,6 +24,9 @@ pub enum ApiError {
     /// Credentials were presented and are wrong (Twilio's middleware answers 403).
     #[error("forbidden")]
     Forbidden,
+    /// Valid credentials that may not do this (e.g. a key of no organisation).
+    #[error("not permitted: {detail}")]
+    NotPermitted { code: &'static str, detail: String },
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("bad request: {detail}")]
@@ -71,7 +74,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::NotPermitted { .. } => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -90,6 +93,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::BadRequest { code, .. }
             | Self::Unprocessable { code, .. }
+            | Self::NotPermitted { code, .. }
             | Self::TooManyRequests { code, .. } => code,
             Self::Provider { .. } => "provider_error",
             Self::NotFound(_) => "not_found",
@@ -107,6 +111,7 @@ impl ApiError {
             }
             Self::BadRequest { detail, .. }
             | Self::Unprocessable { detail, .. }
+            | Self::NotPermitted { detail, .. }
             | Self::TooManyRequests { detail, .. }
             | Self::Provider { detail } => detail.clone(),
             Self::NotFound(what) => what.clone(),

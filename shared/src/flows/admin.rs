@@ -51,6 +51,14 @@ fn check_assistant(a: &Assistant) -> Result<(), ApiError> {
             format!("{field} is required for provider {:?}", a.provider),
         )
     };
+    // Twilio's TimeLimit is at most four hours; a zero reservation would let
+    // calls run unbudgeted.
+    if !(1..=14_400).contains(&a.max_call_seconds) {
+        return Err(ApiError::unprocessable(
+            "invalid_max_call_seconds",
+            "max_call_seconds must be between 1 and 14400",
+        ));
+    }
     match a.provider {
         Provider::Twilio => {
             if a.agent_stream_url
@@ -109,6 +117,7 @@ struct NewAssistant {
     elevenlabs_phone_number_id: Option<String>,
     agent_stream_url: Option<String>,
     default_welcome_message: Option<String>,
+    max_call_seconds: Option<u64>,
     #[serde(default = "active")]
     is_active: bool,
 }
@@ -125,6 +134,8 @@ struct NewOrganisation {
     monthly_limit_seconds: u64,
     #[serde(default)]
     topup_seconds: u64,
+    elevenlabs_agent_id: Option<String>,
+    elevenlabs_phone_number_id: Option<String>,
 }
 
 /// The admin routes, each called by its own Lambda.
@@ -169,6 +180,9 @@ impl Admin<'_> {
                 elevenlabs_phone_number_id: new.elevenlabs_phone_number_id,
                 agent_stream_url: new.agent_stream_url,
                 default_welcome_message: new.default_welcome_message,
+                max_call_seconds: new
+                    .max_call_seconds
+                    .unwrap_or(crate::store::directory::DEFAULT_MAX_CALL_SECONDS),
                 is_active: new.is_active,
                 created_at: now.clone(),
                 updated_at: now,
@@ -281,9 +295,13 @@ impl Admin<'_> {
                 name: new.name,
                 monthly_limit_seconds: new.monthly_limit_seconds,
                 topup_seconds: new.topup_seconds,
+                elevenlabs_agent_id: new.elevenlabs_agent_id,
+                elevenlabs_phone_number_id: new.elevenlabs_phone_number_id,
                 created_at: now.clone(),
                 updated_at: now,
                 usage_this_month_seconds: 0,
+                reserved_seconds: 0,
+                remaining_seconds: new.monthly_limit_seconds.saturating_add(new.topup_seconds),
             };
             if !self
                 .directory
@@ -369,6 +387,7 @@ mod tests {
             elevenlabs_phone_number_id: None,
             agent_stream_url: Some("wss://agent.example.com/media".into()),
             default_welcome_message: None,
+            max_call_seconds: 600,
             is_active: true,
             created_at: String::new(),
             updated_at: String::new(),

@@ -20,7 +20,7 @@ pub struct ConversationLookup {
 /// A conversation the caller may read, with what callops stored about it.
 pub struct Found {
     pub conversation_id: String,
-    pub stored: Option<OutboundCall>,
+    pub stored: OutboundCall,
 }
 
 fn not_found() -> ApiError {
@@ -44,15 +44,19 @@ pub fn conversation_id(request: &Request) -> Result<String, ApiError> {
 }
 
 impl ConversationLookup {
-    /// Checks the key, then finds the conversation the path names.
+    /// Checks the key, then finds the conversation the path names. Only a
+    /// conversation placed by the key's organisation is found: another
+    /// organisation's, or one callops never placed, is answered 404 alike.
     pub async fn find(&self, request: &Request) -> Result<Found, ApiError> {
-        access::authenticate(self.api_keys.as_ref(), request.headers()).await?;
+        let tenant = access::authenticate_tenant(self.api_keys.as_ref(), request.headers()).await?;
         let conversation_id = conversation_id(request)?;
         let stored = self
             .calls
             .get(&conversation_id)
             .await
-            .map_err(api::unavailable)?;
+            .map_err(api::unavailable)?
+            .filter(|call| call.org_id.as_deref() == Some(tenant.org_id.as_str()))
+            .ok_or_else(not_found)?;
         Ok(Found {
             conversation_id,
             stored,

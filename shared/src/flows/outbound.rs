@@ -5,7 +5,94 @@ use crate::api::ApiError;
 use crate::providers::elevenlabs::ElevenLabsClient;
 use crate::providers::twilio::{ProviderError, TwilioClient};
 use crate::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind};
-use crate::store::outbound_calls::{OutboundCall, OutboundCallStore, TranscriptLine};
+use crate::store::directory::{usage_month, DirectoryStore, Organisation};
+use crate::store::outbound_calls::{
+    Budget, OutboundCall, OutboundCallStore, Reservation, Reserve, TranscriptLine,
+};
+use crate::store::StoreError;
+
+/// Seed 003's answer when the month's budget cannot hold another call.
+pub const USAGE_EXCEEDED: &str =
+    "Monthly usage limit exceeded. Please upgrade your plan or add top-up credits.";
+
+/// The ElevenLabs dynamic variable that carries our call ref, so the
+/// post-call webhook finds the record even if the conversation id was never
+/// stored (a crash right after the call was placed).
+pub const CALL_REF_VARIABLE: &str = "callops_call_ref";
+
+/// How long after a call's longest possible end the sweep waits for its
+/// status before releasing its reservation (provider callbacks can lag).
+pub const RESERVATION_MARGIN_SECS: i64 = 300;
+
+/// Records `call` (status `initiating`) and reserves `seconds` on `org`'s
+/// budget for this month, in one transaction, before any provider is asked
+/// to place it. 429 with seed 003's text when the month cannot hold it.
+pub async fn reserve(
+    calls: &dyn OutboundCallStore,
+    directory: &dyn DirectoryStore,
+    call: &mut OutboundCall,
+    org: &Organisation,
+    seconds: u64,
+) -> Result<(), ApiError> {
+    let now = crate::base::time::now();
+    call.org_id = Some(org.org_id.clone());
+    call.reservation = Some(Reservation {
+        org_id: org.org_id.clone(),
+        seconds,
+        month: usage_month(now),
+        release_after: now.timestamp()
+            + i64::try_from(seconds).unwrap_or(i64::MAX / 2)
+            + RESERVATION_MARGIN_SECS,
+    });
+    let mut budget = Budget {
+        monthly_limit_seconds: org.monthly_limit_seconds,
+        topup_seconds: org.topup_seconds,
+    };
+    // A limit changed by an admin between our read and our write: read again.
+    for _ in 0..3 {
+        match calls
+            .create_reserved(call, budget)
+            .await
+            .map_err(crate::api::unavailable)?
+        {
+            Reserve::Reserved => return Ok(()),
+            Reserve::OverBudget => {
+                return Err(ApiError::TooManyRequests {
+                    code: "usage_limit_exceeded",
+                    detail: USAGE_EXCEEDED.into(),
+                })
+            }
+            Reserve::NoOrganisation => {
+                return Err(ApiError::NotFound("Organisation not found".into()))
+            }
+            Reserve::BudgetChanged => {
+                let fresh = directory
+                    .get_organisation(&org.org_id)
+                    .await
+                    .map_err(crate::api::unavailable)?
+                    .ok_or_else(|| ApiError::NotFound("Organisation not found".into()))?;
+                budget = Budget {
+                    monthly_limit_seconds: fresh.monthly_limit_seconds,
+                    topup_seconds: fresh.topup_seconds,
+                };
+            }
+        }
+    }
+    Err(ApiError::Unavailable)
+}
+
+/// The provider did not place the call: it is marked failed with the
+/// provider's reason and its reservation released (settled at zero).
+pub async fn release_unplaced(
+    calls: &dyn OutboundCallStore,
+    call: &OutboundCall,
+    reason: &str,
+) -> Result<(), StoreError> {
+    calls
+        .advance_status(&call.call_ref, "failed", Some(reason))
+        .await?;
+    calls.record_duration(call, 0).await.map(|_| ())
+}
 
 /// The telephony providers a deployment has credentials for.
 pub struct Providers {
@@ -100,12 +187,12 @@ pub async fn finish_call(
         .advance_status(&call.call_ref, ending.status, ending.failure_reason)
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(seconds) = ending.duration_secs {
-        calls
-            .record_duration(&call.call_ref, call.org_id.as_deref(), seconds)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    // Every ending settles the reservation: a call that never connected
+    // (or reported no duration) releases it with nothing used.
+    calls
+        .record_duration(call, ending.duration_secs.unwrap_or(0))
+        .await
+        .map_err(|e| e.to_string())?;
     let job = NotificationJob::for_call(&call.call_ref, NotificationKind::OutboundCallSummary);
     jobs::send(notifications, &job, std::time::Duration::ZERO)
         .await

@@ -33,6 +33,8 @@ pub struct NewCall<'a> {
     /// Where Twilio fetches TwiML when the call connects.
     pub twiml_url: &'a str,
     pub status_callback: &'a str,
+    /// Twilio ends the call after this many seconds (`TimeLimit`).
+    pub time_limit_secs: u64,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +77,7 @@ impl TwilioClient {
 
     /// Places the call; returns its `CallSid`.
     pub async fn create_call(&self, call: &NewCall<'_>) -> Result<String, ProviderError> {
+        let time_limit = call.time_limit_secs.to_string();
         let mut form: Vec<(&str, &str)> = vec![
             ("To", call.to),
             ("From", call.from),
@@ -82,6 +85,7 @@ impl TwilioClient {
             ("Method", "POST"),
             ("StatusCallback", call.status_callback),
             ("StatusCallbackMethod", "POST"),
+            ("TimeLimit", &time_limit),
         ];
         for event in ["initiated", "ringing", "answered", "completed"] {
             form.push(("StatusCallbackEvent", event));

@@ -20,6 +20,11 @@ pub struct ApiKeyRecord {
     /// Hex SHA-256 of the full key.
     pub key_hash: String,
     pub name: String,
+    /// The organisation whose calls, usage and conversations this key may
+    /// reach. Keys made before organisations owned keys have none and are
+    /// refused until one is assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
     pub created_at: String,
     /// Absent (not NULL) until revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -30,8 +35,9 @@ fn hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// A new key and the record that stores it. The key is shown once, never stored.
-pub fn generate(name: &str) -> (String, ApiKeyRecord) {
+/// A new key of `org_id` and the record that stores it. The key is shown
+/// once, never stored.
+pub fn generate(name: &str, org_id: &str) -> (String, ApiKeyRecord) {
     let key_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let secret = format!(
         "{}{}",
@@ -43,6 +49,7 @@ pub fn generate(name: &str) -> (String, ApiKeyRecord) {
         key_id,
         key_hash: hash(&key),
         name: name.to_string(),
+        org_id: Some(org_id.to_string()),
         created_at: crate::base::time::now_rfc3339(),
         revoked_at: None,
     };
@@ -63,6 +70,8 @@ pub trait ApiKeyStore: Send + Sync {
     async fn insert(&self, record: &ApiKeyRecord) -> Result<(), StoreError>;
     /// Returns false when no such key exists.
     async fn revoke(&self, key_id: &str) -> Result<bool, StoreError>;
+    /// Gives the key to an organisation; false when no such key exists.
+    async fn assign(&self, key_id: &str, org_id: &str) -> Result<bool, StoreError>;
     async fn list(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
 }
 
@@ -143,6 +152,24 @@ impl ApiKeyStore for DynamoApiKeyStore {
         }
     }
 
+    async fn assign(&self, key_id: &str, org_id: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("key_id", AttributeValue::S(key_id.to_string()))
+            .update_expression("SET org_id = :org")
+            .condition_expression("attribute_exists(key_id)")
+            .expression_attribute_values(":org", AttributeValue::S(org_id.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(super::condition_failed) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     async fn list(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         // An admin listing of a handful of keys; never on a request path.
         let mut records = Vec::new();
@@ -166,7 +193,8 @@ mod tests {
 
     #[test]
     fn generated_keys_parse_and_hash() {
-        let (key, record) = generate("agent");
+        let (key, record) = generate("agent", "acme");
+        assert_eq!(record.org_id.as_deref(), Some("acme"));
         assert!(key.starts_with("cok_"));
         assert_eq!(key_id(&key), Some(record.key_id.as_str()));
         assert_eq!(hash(&key), record.key_hash);

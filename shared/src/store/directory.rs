@@ -43,9 +43,19 @@ pub struct Assistant {
     pub agent_stream_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_welcome_message: Option<String>,
+    /// The longest call this assistant may make: what a call reserves on the
+    /// organisation's budget, and Twilio's `TimeLimit`.
+    #[serde(default = "default_max_call_seconds")]
+    pub max_call_seconds: u64,
     pub is_active: bool,
     pub created_at: String,
     pub updated_at: String,
+}
+
+pub const DEFAULT_MAX_CALL_SECONDS: u64 = 600;
+
+fn default_max_call_seconds() -> u64 {
+    DEFAULT_MAX_CALL_SECONDS
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,21 +67,49 @@ pub struct Organisation {
     /// Extra seconds bought on top of the plan.
     #[serde(default)]
     pub topup_seconds: u64,
+    /// `/outbound-calls` defaults for this organisation's ElevenLabs calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elevenlabs_agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elevenlabs_phone_number_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
-    /// Seconds used in the current month (read-only; filled on read).
+    /// Seconds of calls that ended this month (read-only; filled on read).
     #[serde(default, skip_deserializing)]
     pub usage_this_month_seconds: u64,
+    /// Seconds held for calls placed this month that have not ended yet
+    /// (read-only; filled on read).
+    #[serde(default, skip_deserializing)]
+    pub reserved_seconds: u64,
+    /// What a new call may still reserve this month (read-only; filled on read).
+    #[serde(default, skip_deserializing)]
+    pub remaining_seconds: u64,
 }
 
 impl Organisation {
-    /// Seed 003: calls are refused once usage reaches the plan plus top-ups.
-    pub fn over_limit(&self) -> bool {
-        self.usage_this_month_seconds
-            >= self
-                .monthly_limit_seconds
-                .saturating_add(self.topup_seconds)
+    /// Seconds a month may hold: the plan plus top-ups.
+    pub fn allowance(&self) -> u64 {
+        self.monthly_limit_seconds
+            .saturating_add(self.topup_seconds)
     }
+}
+
+/// The month (UTC) a call placed at `at` is counted in, as `YYYY-MM`.
+pub fn usage_month(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m").to_string()
+}
+
+/// Per-month counters on the organisation item: seconds of ended calls,
+/// seconds reserved by calls still running, and their sum (what a new
+/// reservation is checked against, since a condition cannot add).
+pub fn usage_attribute(month: &str) -> String {
+    format!("usage#{month}")
+}
+pub fn reserved_attribute(month: &str) -> String {
+    format!("reserved#{month}")
+}
+pub fn held_attribute(month: &str) -> String {
+    format!("held#{month}")
 }
 
 /// Fields an admin may change on an assistant; absent means unchanged.
@@ -85,6 +123,7 @@ pub struct AssistantPatch {
     pub elevenlabs_phone_number_id: Option<String>,
     pub agent_stream_url: Option<String>,
     pub default_welcome_message: Option<String>,
+    pub max_call_seconds: Option<u64>,
     pub is_active: Option<bool>,
 }
 
@@ -94,6 +133,8 @@ pub struct OrganisationPatch {
     pub name: Option<String>,
     pub monthly_limit_seconds: Option<u64>,
     pub topup_seconds: Option<u64>,
+    pub elevenlabs_agent_id: Option<String>,
+    pub elevenlabs_phone_number_id: Option<String>,
 }
 
 #[async_trait]
@@ -115,10 +156,6 @@ pub trait DirectoryStore: Send + Sync {
         org_id: &str,
         patch: &OrganisationPatch,
     ) -> Result<Option<Organisation>, StoreError>;
-}
-
-pub fn usage_attribute(at: chrono::DateTime<chrono::Utc>) -> String {
-    format!("usage#{}", at.format("%Y-%m"))
 }
 
 pub struct DynamoDirectoryStore {
@@ -218,6 +255,9 @@ impl DirectoryStore for DynamoDirectoryStore {
         if let Some(provider) = patch.provider {
             fields.push(("provider", serde_dynamo::to_attribute_value(provider)?));
         }
+        if let Some(max) = patch.max_call_seconds {
+            fields.push(("max_call_seconds", AttributeValue::N(max.to_string())));
+        }
         if let Some(active) = patch.is_active {
             fields.push(("is_active", AttributeValue::Bool(active)));
         }
@@ -246,7 +286,13 @@ impl DirectoryStore for DynamoDirectoryStore {
 
     async fn create_organisation(&self, org: &Organisation) -> Result<bool, StoreError> {
         let mut item: HashMap<String, AttributeValue> = serde_dynamo::to_item(org)?;
-        item.remove("usage_this_month_seconds");
+        for derived in [
+            "usage_this_month_seconds",
+            "reserved_seconds",
+            "remaining_seconds",
+        ] {
+            item.remove(derived);
+        }
         let result = self
             .client
             .put_item()
@@ -274,13 +320,22 @@ impl DirectoryStore for DynamoDirectoryStore {
         let Some(item) = out.item else {
             return Ok(None);
         };
-        let usage = item
-            .get(&usage_attribute(crate::base::time::now()))
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
+        let month = usage_month(crate::base::time::now());
+        let counter = |name: String| -> i64 {
+            item.get(&name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let usage = counter(usage_attribute(&month));
+        let reserved = counter(reserved_attribute(&month));
+        let held = counter(held_attribute(&month));
         let mut org: Organisation = serde_dynamo::from_item(item)?;
-        org.usage_this_month_seconds = usage;
+        org.usage_this_month_seconds = u64::try_from(usage).unwrap_or(0);
+        org.reserved_seconds = u64::try_from(reserved).unwrap_or(0);
+        org.remaining_seconds = org
+            .allowance()
+            .saturating_sub(u64::try_from(held).unwrap_or(0));
         Ok(Some(org))
     }
 
@@ -301,6 +356,12 @@ impl DirectoryStore for DynamoDirectoryStore {
         }
         if let Some(topup) = patch.topup_seconds {
             fields.push(("topup_seconds", AttributeValue::N(topup.to_string())));
+        }
+        if let Some(agent) = &patch.elevenlabs_agent_id {
+            fields.push(("elevenlabs_agent_id", s(agent)));
+        }
+        if let Some(number) = &patch.elevenlabs_phone_number_id {
+            fields.push(("elevenlabs_phone_number_id", s(number)));
         }
         let (expression, names, values) = patch_update(fields);
         let result = self
@@ -327,18 +388,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn usage_limit_includes_topups() {
-        let mut org = Organisation {
+    fn allowance_is_plan_plus_topups_and_months_are_utc() {
+        let org = Organisation {
             org_id: "o".into(),
             name: "O".into(),
             monthly_limit_seconds: 100,
             topup_seconds: 50,
+            elevenlabs_agent_id: None,
+            elevenlabs_phone_number_id: None,
             created_at: String::new(),
             updated_at: String::new(),
-            usage_this_month_seconds: 149,
+            usage_this_month_seconds: 0,
+            reserved_seconds: 0,
+            remaining_seconds: 0,
         };
-        assert!(!org.over_limit());
-        org.usage_this_month_seconds = 150;
-        assert!(org.over_limit());
+        assert_eq!(org.allowance(), 150);
+        let last_second = chrono::DateTime::parse_from_rfc3339("2026-01-31T23:59:59Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(usage_month(last_second), "2026-01");
+        assert_eq!(held_attribute("2026-01"), "held#2026-01");
     }
 }

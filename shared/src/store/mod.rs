@@ -13,6 +13,7 @@ pub mod outbound_calls;
 pub mod rate_limits;
 pub mod sessions;
 pub mod stats;
+pub mod transactions;
 
 use std::collections::HashMap;
 

@@ -1,22 +1,75 @@
-//! Outbound call records (seeds 003 and 004), kept beside call records in
-//! the calls table as `(call_id, "outbound")`.
+//! Outbound call records (seeds 003 and 004) and the budget they hold,
+//! kept beside call records in the calls table as `(call_id, "outbound")`.
+//!
+//! A call is recorded before any provider is asked to place it, in one
+//! transaction with its reservation on the organisation's monthly budget
+//! (`held#YYYY-MM + seconds <= plan + top-ups`) and an entry in the open
+//! reservations ledger. When the call ends, one transaction settles the
+//! reservation to the real duration, exactly once (`usage_counted`), and
+//! removes the ledger entry; a sweep releases what never reports an end.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-    Update,
+    AttributeValue, CancellationReason, Delete, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
-use super::directory::{usage_attribute, Provider};
-use super::{condition_failed, patch_update, s, StoreError};
+use super::directory::{held_attribute, reserved_attribute, usage_attribute, Provider};
+use super::transactions::{self, busy, codes, Verdict};
+use super::{condition_failed, s, StoreError};
 
 const OUTBOUND_ITEM: &str = "outbound";
+/// `(conversation_id, "conversation")` -> the call ref, for ElevenLabs calls
+/// whose conversation id is only known once the call is placed.
+const CONVERSATION_ITEM: &str = "conversation";
+/// The partition of the calls table that lists open reservations, sorted by
+/// when the sweep may release them (`<release_after:012>#<call_ref>`).
+const LEDGER_PARTITION: &str = "reservations#open";
+
+/// A hold on an organisation's monthly budget for one call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub org_id: String,
+    /// The assistant's `max_call_seconds` when the call was placed.
+    pub seconds: u64,
+    /// `YYYY-MM` (UTC) of placement: the month the call is counted in, even
+    /// when it ends in the next one.
+    pub month: String,
+    /// Epoch seconds after which the sweep releases it if the call never ended.
+    pub release_after: i64,
+}
+
+/// The organisation's limits a reservation was checked against; the
+/// reservation fails if they changed meanwhile, and is checked again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub monthly_limit_seconds: u64,
+    pub topup_seconds: u64,
+}
+
+impl Budget {
+    pub fn allowance(&self) -> u64 {
+        self.monthly_limit_seconds
+            .saturating_add(self.topup_seconds)
+    }
+}
+
+/// What reserving a call's seconds came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserve {
+    /// Recorded and reserved.
+    Reserved,
+    /// The month's budget cannot hold it: nothing was written.
+    OverBudget,
+    /// The organisation's limits changed since they were read: read again.
+    BudgetChanged,
+    /// No such organisation.
+    NoOrganisation,
+}
 
 /// One line of a call transcript.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +138,18 @@ pub struct OutboundCall {
     #[serde(default)]
     pub status_history: Vec<StatusEntry>,
     pub created_at: String,
+    /// The budget this call holds until it is settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<Reservation>,
+    /// Set once, by the transaction that settled the call's usage.
+    #[serde(default)]
+    pub usage_counted: bool,
+}
+
+/// A fresh call ref (`oc_...`): known before any provider is called, so it
+/// can go into Twilio's callback URLs and ElevenLabs' dynamic variables.
+pub fn new_call_ref() -> String {
+    format!("oc_{}", uuid::Uuid::new_v4().simple())
 }
 
 impl OutboundCall {
@@ -109,6 +174,8 @@ impl OutboundCall {
             transcript: Vec::new(),
             status_history: Vec::new(),
             created_at: crate::base::time::now_rfc3339(),
+            reservation: None,
+            usage_counted: false,
         }
     }
 
@@ -142,8 +209,18 @@ pub enum UsageRecorded {
 
 #[async_trait]
 pub trait OutboundCallStore: Send + Sync {
-    async fn put(&self, call: &OutboundCall) -> Result<(), StoreError>;
-    async fn get(&self, call_ref: &str) -> Result<Option<OutboundCall>, StoreError>;
+    /// Records a call that reserves nothing (placed outside callops); false
+    /// when a record with this ref exists already (it is left as it is).
+    async fn create(&self, call: &OutboundCall) -> Result<bool, StoreError>;
+    /// Records the call and reserves `call.reservation` on its organisation
+    /// in one transaction, checked against `budget`.
+    async fn create_reserved(
+        &self,
+        call: &OutboundCall,
+        budget: Budget,
+    ) -> Result<Reserve, StoreError>;
+    /// By call ref, or by ElevenLabs conversation id.
+    async fn get(&self, id: &str) -> Result<Option<OutboundCall>, StoreError>;
     /// Moves the status forward only (by rank); returns whether it moved.
     async fn advance_status(
         &self,
@@ -151,25 +228,33 @@ pub trait OutboundCallStore: Send + Sync {
         status: &str,
         reason: Option<&str>,
     ) -> Result<bool, StoreError>;
-    async fn set_provider_ids(
+    /// Stores the provider's ids on a call still `initiating` and moves it to
+    /// `status`; a conversation id becomes findable by `get`. False when the
+    /// call had moved on (a later writer got there first).
+    async fn attach_provider_ids(
         &self,
         call_ref: &str,
         call_sid: Option<&str>,
         conversation_id: Option<&str>,
-    ) -> Result<(), StoreError>;
+        status: &str,
+    ) -> Result<bool, StoreError>;
     async fn set_transcript(
         &self,
         call_ref: &str,
         transcript: &[TranscriptLine],
     ) -> Result<(), StoreError>;
-    /// Stores the duration and adds it to the organisation's usage, both in
-    /// one transaction and only the first time for this call.
+    /// Settles the call: stores its duration, turns its reservation into
+    /// usage of the reservation's month (or adds to this month's usage for a
+    /// call that reserved nothing), and closes the ledger entry, in one
+    /// transaction and only the first time.
     async fn record_duration(
         &self,
-        call_ref: &str,
-        org_id: Option<&str>,
+        call: &OutboundCall,
         seconds: u64,
     ) -> Result<UsageRecorded, StoreError>;
+    /// Refs of calls whose reservations are still open and due for release
+    /// at `now` (epoch seconds), oldest first.
+    async fn due_reservations(&self, now: i64, limit: i32) -> Result<Vec<String>, StoreError>;
 }
 
 impl DynamoOutboundCallStore {
@@ -189,30 +274,42 @@ pub struct DynamoOutboundCallStore {
     pub organisations_table: String,
 }
 
-impl DynamoOutboundCallStore {
-    fn key(&self, call_ref: &str) -> HashMap<String, AttributeValue> {
-        HashMap::from([
-            ("call_id".to_string(), s(call_ref)),
-            ("item".to_string(), s(OUTBOUND_ITEM)),
-        ])
-    }
+fn key(id: &str, item: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("call_id".to_string(), s(id)),
+        ("item".to_string(), s(item)),
+    ])
 }
 
-#[async_trait]
-impl OutboundCallStore for DynamoOutboundCallStore {
-    async fn put(&self, call: &OutboundCall) -> Result<(), StoreError> {
-        let mut item: HashMap<String, AttributeValue> = serde_dynamo::to_item(call)?;
-        item.insert("item".into(), s(OUTBOUND_ITEM));
-        self.client
-            .put_item()
-            .table_name(&self.calls_table)
-            .set_item(Some(item))
-            .send()
-            .await?;
-        Ok(())
+fn ledger_entry(call_ref: &str, release_after: i64) -> String {
+    format!("{release_after:012}#{call_ref}")
+}
+
+fn n(value: i128) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError> {
+    result.map_err(|e| StoreError::Dynamo(e.to_string()))
+}
+
+impl DynamoOutboundCallStore {
+    fn key(&self, call_ref: &str) -> HashMap<String, AttributeValue> {
+        key(call_ref, OUTBOUND_ITEM)
     }
 
-    async fn get(&self, call_ref: &str) -> Result<Option<OutboundCall>, StoreError> {
+    fn ledger_key(
+        &self,
+        reservation: &Reservation,
+        call_ref: &str,
+    ) -> HashMap<String, AttributeValue> {
+        key(
+            LEDGER_PARTITION,
+            &ledger_entry(call_ref, reservation.release_after),
+        )
+    }
+
+    async fn get_record(&self, call_ref: &str) -> Result<Option<OutboundCall>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -224,6 +321,171 @@ impl OutboundCallStore for DynamoOutboundCallStore {
         out.item
             .map(|i| serde_dynamo::from_item(i).map_err(Into::into))
             .transpose()
+    }
+
+    fn record_item(
+        &self,
+        call: &OutboundCall,
+    ) -> Result<HashMap<String, AttributeValue>, StoreError> {
+        let mut item: HashMap<String, AttributeValue> = serde_dynamo::to_item(call)?;
+        item.insert("item".into(), s(OUTBOUND_ITEM));
+        // Set only by the settling transaction, whose condition is its absence.
+        item.remove("usage_counted");
+        Ok(item)
+    }
+}
+
+/// Reads a cancelled reservation (index 0 the call record, index 1 the
+/// organisation, index 2 the ledger entry).
+fn read_reserve_cancellation(reasons: &[CancellationReason], budget: Budget) -> Verdict<Reserve> {
+    if busy(reasons) {
+        return Verdict::Retry(codes(reasons));
+    }
+    match reasons.get(1) {
+        Some(org) if org.code() == Some("ConditionalCheckFailed") => {
+            let Some(old) = org.item() else {
+                return Verdict::Done(Reserve::NoOrganisation);
+            };
+            let number = |name: &str| {
+                old.get(name)
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let unchanged = number("monthly_limit_seconds") == budget.monthly_limit_seconds
+                && number("topup_seconds") == budget.topup_seconds;
+            Verdict::Done(if unchanged {
+                Reserve::OverBudget
+            } else {
+                Reserve::BudgetChanged
+            })
+        }
+        _ => Verdict::Fail(format!("reservation cancelled: [{}]", codes(reasons))),
+    }
+}
+
+/// Reads a cancelled settlement (index 0 is the call record): only a failed
+/// condition on a call already counted means "already counted".
+fn read_settle_cancellation(reasons: &[CancellationReason]) -> Verdict<UsageRecorded> {
+    if let Some(call) = reasons.first() {
+        if call.code() == Some("ConditionalCheckFailed") {
+            return match call.item() {
+                Some(old) if old.contains_key("usage_counted") => {
+                    Verdict::Done(UsageRecorded::AlreadyCounted)
+                }
+                Some(_) => Verdict::Fail("call condition failed without usage_counted".into()),
+                None => Verdict::Fail("call item missing".into()),
+            };
+        }
+    }
+    if busy(reasons) {
+        Verdict::Retry(codes(reasons))
+    } else {
+        Verdict::Fail(format!("transaction cancelled: [{}]", codes(reasons)))
+    }
+}
+
+#[async_trait]
+impl OutboundCallStore for DynamoOutboundCallStore {
+    async fn create(&self, call: &OutboundCall) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.calls_table)
+            .set_item(Some(self.record_item(call)?))
+            .condition_expression("attribute_not_exists(call_id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(condition_failed) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn create_reserved(
+        &self,
+        call: &OutboundCall,
+        budget: Budget,
+    ) -> Result<Reserve, StoreError> {
+        let reservation = call
+            .reservation
+            .as_ref()
+            .ok_or_else(|| StoreError::Malformed("create_reserved without a reservation".into()))?;
+        let Some(max_held) = budget.allowance().checked_sub(reservation.seconds) else {
+            return Ok(Reserve::OverBudget);
+        };
+        let record = built(
+            Put::builder()
+                .table_name(&self.calls_table)
+                .set_item(Some(self.record_item(call)?))
+                .condition_expression("attribute_not_exists(call_id)")
+                .build(),
+        )?;
+        let hold = built(
+            Update::builder()
+                .table_name(&self.organisations_table)
+                .key("org_id", s(&reservation.org_id))
+                .update_expression("ADD #held :s, #reserved :s")
+                .condition_expression(
+                    "attribute_exists(org_id) AND monthly_limit_seconds = :limit \
+                     AND topup_seconds = :topup \
+                     AND (attribute_not_exists(#held) OR #held <= :max_held)",
+                )
+                .expression_attribute_names("#held", held_attribute(&reservation.month))
+                .expression_attribute_names("#reserved", reserved_attribute(&reservation.month))
+                .expression_attribute_values(":s", n(reservation.seconds.into()))
+                .expression_attribute_values(":limit", n(budget.monthly_limit_seconds.into()))
+                .expression_attribute_values(":topup", n(budget.topup_seconds.into()))
+                .expression_attribute_values(":max_held", n(max_held.into()))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .build(),
+        )?;
+        let mut ledger = self.ledger_key(reservation, &call.call_ref);
+        ledger.insert("call_ref".into(), s(&call.call_ref));
+        ledger.insert("org_id".into(), s(&reservation.org_id));
+        let ledger = built(
+            Put::builder()
+                .table_name(&self.calls_table)
+                .set_item(Some(ledger))
+                .build(),
+        )?;
+        let items = vec![
+            TransactWriteItem::builder().put(record).build(),
+            TransactWriteItem::builder().update(hold).build(),
+            TransactWriteItem::builder().put(ledger).build(),
+        ];
+        transactions::transact(
+            &self.client,
+            items,
+            "reservation",
+            Reserve::Reserved,
+            |reasons| read_reserve_cancellation(reasons, budget),
+        )
+        .await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<OutboundCall>, StoreError> {
+        if let Some(call) = self.get_record(id).await? {
+            return Ok(Some(call));
+        }
+        let pointer = self
+            .client
+            .get_item()
+            .table_name(&self.calls_table)
+            .set_key(Some(key(id, CONVERSATION_ITEM)))
+            .consistent_read(true)
+            .send()
+            .await?;
+        let call_ref = pointer
+            .item
+            .and_then(|i| i.get("call_ref").and_then(|v| v.as_s().ok()).cloned());
+        match call_ref {
+            Some(call_ref) => self.get_record(&call_ref).await,
+            None => Ok(None),
+        }
     }
 
     async fn advance_status(
@@ -264,30 +526,66 @@ impl OutboundCallStore for DynamoOutboundCallStore {
         }
     }
 
-    async fn set_provider_ids(
+    async fn attach_provider_ids(
         &self,
         call_ref: &str,
         call_sid: Option<&str>,
         conversation_id: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let mut fields = Vec::new();
-        if let Some(sid) = call_sid {
-            fields.push(("call_sid", s(sid)));
-        }
-        if let Some(id) = conversation_id {
-            fields.push(("conversation_id", s(id)));
-        }
-        let (expression, names, values) = patch_update(fields);
-        self.client
-            .update_item()
+        status: &str,
+    ) -> Result<bool, StoreError> {
+        let entry = serde_dynamo::to_attribute_value(StatusEntry {
+            status: status.to_string(),
+            at: crate::base::time::now_rfc3339(),
+        })?;
+        let mut update = Update::builder()
             .table_name(&self.calls_table)
             .set_key(Some(self.key(call_ref)))
-            .update_expression(expression)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await?;
-        Ok(())
+            .condition_expression("#status = :initiating")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":initiating", s("initiating"))
+            .expression_attribute_values(":status", s(status))
+            .expression_attribute_values(":rank", n(status_rank(status).into()))
+            .expression_attribute_values(":entry", AttributeValue::L(vec![entry]));
+        let mut expression = "SET #status = :status, status_rank = :rank, \
+             status_history = list_append(status_history, :entry)"
+            .to_string();
+        if let Some(sid) = call_sid {
+            expression.push_str(", call_sid = :sid");
+            update = update.expression_attribute_values(":sid", s(sid));
+        }
+        if let Some(id) = conversation_id {
+            expression.push_str(", conversation_id = :conversation");
+            update = update.expression_attribute_values(":conversation", s(id));
+        }
+        let mut items = vec![TransactWriteItem::builder()
+            .update(built(update.update_expression(expression).build())?)
+            .build()];
+        if let Some(id) = conversation_id {
+            let mut pointer = key(id, CONVERSATION_ITEM);
+            pointer.insert("call_ref".into(), s(call_ref));
+            items.push(
+                TransactWriteItem::builder()
+                    .put(built(
+                        Put::builder()
+                            .table_name(&self.calls_table)
+                            .set_item(Some(pointer))
+                            .build(),
+                    )?)
+                    .build(),
+            );
+        }
+        transactions::transact(
+            &self.client,
+            items,
+            "provider ids",
+            true,
+            |reasons| match reasons.first() {
+                Some(call) if call.code() == Some("ConditionalCheckFailed") => Verdict::Done(false),
+                _ if busy(reasons) => Verdict::Retry(codes(reasons)),
+                _ => Verdict::Fail(format!("provider ids: [{}]", codes(reasons))),
+            },
+        )
+        .await
     }
 
     async fn set_transcript(
@@ -309,134 +607,104 @@ impl OutboundCallStore for DynamoOutboundCallStore {
 
     async fn record_duration(
         &self,
-        call_ref: &str,
-        org_id: Option<&str>,
+        call: &OutboundCall,
         seconds: u64,
     ) -> Result<UsageRecorded, StoreError> {
-        let mark = Update::builder()
-            .table_name(&self.calls_table)
-            .set_key(Some(self.key(call_ref)))
-            .update_expression("SET duration_secs = :d, usage_counted = :yes")
-            .condition_expression(
-                "attribute_exists(call_id) AND attribute_not_exists(usage_counted)",
-            )
-            .expression_attribute_values(":d", AttributeValue::N(seconds.to_string()))
-            .expression_attribute_values(":yes", AttributeValue::Bool(true))
-            // The cancellation reason then carries the old item, so "already
-            // counted" can be told from "no such call".
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let mark = built(
+            Update::builder()
+                .table_name(&self.calls_table)
+                .set_key(Some(self.key(&call.call_ref)))
+                .update_expression("SET duration_secs = :d, usage_counted = :yes")
+                .condition_expression(
+                    "attribute_exists(call_id) AND attribute_not_exists(usage_counted)",
+                )
+                .expression_attribute_values(":d", n(seconds.into()))
+                .expression_attribute_values(":yes", AttributeValue::Bool(true))
+                // The cancellation reason then carries the old item, so "already
+                // counted" can be told from "no such call".
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .build(),
+        )?;
         let mut items = vec![TransactWriteItem::builder().update(mark).build()];
-        if let Some(org_id) = org_id {
-            let usage = Update::builder()
-                .table_name(&self.organisations_table)
-                .key("org_id", s(org_id))
-                .update_expression("ADD #usage :d")
-                .expression_attribute_names("#usage", usage_attribute(crate::base::time::now()))
-                .expression_attribute_values(":d", AttributeValue::N(seconds.to_string()))
-                .build()
-                .map_err(|e| StoreError::Dynamo(e.to_string()))?;
-            items.push(TransactWriteItem::builder().update(usage).build());
-        }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let outcome = match self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await
-            {
-                Ok(_) => return Ok(UsageRecorded::Counted),
-                Err(err) => match err.as_service_error() {
-                    Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
-                        classify_cancellation(cancelled.cancellation_reasons())
-                    }
-                    Some(other) if other.code().is_some_and(retryable_code) => {
-                        Cancelled::Retry(other.code().unwrap_or_default().to_string())
-                    }
-                    _ => return Err(err.into()),
-                },
-            };
-            match outcome {
-                Cancelled::AlreadyCounted => return Ok(UsageRecorded::AlreadyCounted),
-                Cancelled::Fail(reason) => {
-                    return Err(StoreError::Dynamo(format!(
-                        "usage for call {call_ref} not recorded: {reason}"
-                    )))
-                }
-                Cancelled::Retry(reason) if attempt >= USAGE_ATTEMPTS => {
-                    return Err(StoreError::Dynamo(format!(
-                        "usage for call {call_ref} not recorded after {attempt} attempts: {reason}"
-                    )))
-                }
-                Cancelled::Retry(reason) => {
-                    tracing::info!(%call_ref, attempt, %reason, "usage transaction cancelled; retrying");
-                    tokio::time::sleep(usage_backoff(attempt)).await;
-                }
+        let used = i128::from(seconds);
+        match (&call.reservation, &call.org_id) {
+            (Some(reservation), _) => {
+                // The reservation becomes usage in its own month: held moves by
+                // the difference, reserved drops by what was held.
+                let held = i128::from(reservation.seconds);
+                let settle = Update::builder()
+                    .table_name(&self.organisations_table)
+                    .key("org_id", s(&reservation.org_id))
+                    .update_expression("ADD #usage :used, #reserved :unreserve, #held :delta")
+                    .expression_attribute_names("#usage", usage_attribute(&reservation.month))
+                    .expression_attribute_names("#reserved", reserved_attribute(&reservation.month))
+                    .expression_attribute_names("#held", held_attribute(&reservation.month))
+                    .expression_attribute_values(":used", n(used))
+                    .expression_attribute_values(":unreserve", n(-held))
+                    .expression_attribute_values(":delta", n(used - held));
+                items.push(
+                    TransactWriteItem::builder()
+                        .update(built(settle.build())?)
+                        .build(),
+                );
+                let ledger = Delete::builder()
+                    .table_name(&self.calls_table)
+                    .set_key(Some(self.ledger_key(reservation, &call.call_ref)));
+                items.push(
+                    TransactWriteItem::builder()
+                        .delete(built(ledger.build())?)
+                        .build(),
+                );
             }
+            (None, Some(org_id)) => {
+                let month = super::directory::usage_month(crate::base::time::now());
+                let usage = Update::builder()
+                    .table_name(&self.organisations_table)
+                    .key("org_id", s(org_id))
+                    .update_expression("ADD #usage :used, #held :used")
+                    .expression_attribute_names("#usage", usage_attribute(&month))
+                    .expression_attribute_names("#held", held_attribute(&month))
+                    .expression_attribute_values(":used", n(used));
+                items.push(
+                    TransactWriteItem::builder()
+                        .update(built(usage.build())?)
+                        .build(),
+                );
+            }
+            (None, None) => {}
         }
+        transactions::transact(
+            &self.client,
+            items,
+            &format!("usage for call {}", call.call_ref),
+            UsageRecorded::Counted,
+            read_settle_cancellation,
+        )
+        .await
     }
-}
 
-/// Tries of the usage transaction before the caller's own retry (SQS,
-/// Twilio) takes over; the conditional mark makes every try idempotent.
-const USAGE_ATTEMPTS: u32 = 6;
-
-/// Exponential from 20 ms, capped at 500 ms, with full jitter so calls of
-/// one organisation that collided do not collide again in step.
-fn usage_backoff(attempt: u32) -> std::time::Duration {
-    let ceiling = (20u64 << attempt.saturating_sub(1).min(10)).min(500);
-    let jitter = (uuid::Uuid::new_v4().as_u128() % u128::from(ceiling + 1)) as u64;
-    std::time::Duration::from_millis(jitter.max(1))
-}
-
-/// Error and reason codes that say "busy, try again", not "no".
-fn retryable_code(code: &str) -> bool {
-    matches!(
-        code,
-        "TransactionConflict"
-            | "TransactionConflictException"
-            | "ThrottlingError"
-            | "ThrottlingException"
-            | "ProvisionedThroughputExceeded"
-            | "ProvisionedThroughputExceededException"
-            | "RequestLimitExceeded"
-    )
-}
-
-/// What a cancelled usage transaction's reasons say.
-#[derive(Debug, PartialEq, Eq)]
-enum Cancelled {
-    /// The call's condition failed on an item that already has `usage_counted`.
-    AlreadyCounted,
-    /// Contention or throttling: nothing was written; the same transaction may succeed.
-    Retry(String),
-    /// Anything else, such as a missing call item: an error, never a guess.
-    Fail(String),
-}
-
-/// Reads a `TransactionCanceledException`'s reasons (index 0 is the call
-/// item, index 1 the organisation). The one exception covers conflicts,
-/// throttling and missing items as well as "already counted".
-fn classify_cancellation(reasons: &[CancellationReason]) -> Cancelled {
-    let code = |r: &CancellationReason| r.code().unwrap_or("None").to_string();
-    if let Some(call) = reasons.first() {
-        if call.code() == Some("ConditionalCheckFailed") {
-            return match call.item() {
-                Some(old) if old.contains_key("usage_counted") => Cancelled::AlreadyCounted,
-                Some(_) => Cancelled::Fail("call condition failed without usage_counted".into()),
-                None => Cancelled::Fail("call item missing".into()),
-            };
-        }
-    }
-    let codes: Vec<String> = reasons.iter().map(code).collect();
-    if codes.iter().any(|c| retryable_code(c)) {
-        Cancelled::Retry(codes.join(","))
-    } else {
-        Cancelled::Fail(format!("transaction cancelled: [{}]", codes.join(",")))
+    async fn due_reservations(&self, now: i64, limit: i32) -> Result<Vec<String>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.calls_table)
+            .key_condition_expression("call_id = :ledger AND #entry <= :due")
+            .expression_attribute_names("#entry", "item")
+            .expression_attribute_values(":ledger", s(LEDGER_PARTITION))
+            // Entries sort by their release time; "~" sorts after every "#<ref>".
+            .expression_attribute_values(":due", s(&format!("{now:012}~")))
+            .consistent_read(true)
+            .limit(limit)
+            .send()
+            .await?;
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| i.get("call_ref").and_then(|v| v.as_s().ok()).cloned())
+            .collect())
     }
 }
 
@@ -461,27 +729,27 @@ mod tests {
     fn only_a_counted_call_item_means_already_counted() {
         let counted = Some(&["call_id", "usage_counted"][..]);
         assert_eq!(
-            classify_cancellation(&[
+            read_settle_cancellation(&[
                 reason("ConditionalCheckFailed", counted),
                 reason("None", None)
             ]),
-            Cancelled::AlreadyCounted
+            Verdict::Done(UsageRecorded::AlreadyCounted)
         );
         assert_eq!(
-            classify_cancellation(&[reason("ConditionalCheckFailed", counted)]),
-            Cancelled::AlreadyCounted
+            read_settle_cancellation(&[reason("ConditionalCheckFailed", counted)]),
+            Verdict::Done(UsageRecorded::AlreadyCounted)
         );
         // Condition failed and no old item: the call does not exist.
         assert!(matches!(
-            classify_cancellation(&[reason("ConditionalCheckFailed", None), reason("None", None)]),
-            Cancelled::Fail(r) if r.contains("missing")
+            read_settle_cancellation(&[reason("ConditionalCheckFailed", None), reason("None", None)]),
+            Verdict::Fail(r) if r.contains("missing")
         ));
         assert!(matches!(
-            classify_cancellation(&[
+            read_settle_cancellation(&[
                 reason("ConditionalCheckFailed", Some(&["call_id"])),
                 reason("None", None)
             ]),
-            Cancelled::Fail(_)
+            Verdict::Fail(_)
         ));
     }
 
@@ -498,7 +766,7 @@ mod tests {
                 vec![reason(busy, None), reason("None", None)],
             ] {
                 assert!(
-                    matches!(classify_cancellation(&reasons), Cancelled::Retry(_)),
+                    matches!(read_settle_cancellation(&reasons), Verdict::Retry(_)),
                     "{busy}"
                 );
             }
@@ -517,21 +785,66 @@ mod tests {
             vec![],
         ] {
             assert!(matches!(
-                classify_cancellation(&reasons),
-                Cancelled::Fail(_)
+                read_settle_cancellation(&reasons),
+                Verdict::Fail(_)
             ));
         }
     }
 
     #[test]
-    fn usage_backoff_grows_with_jitter_and_a_cap() {
-        for attempt in 1..=10 {
-            let ceiling = (20u64 << (attempt - 1)).min(500);
-            for _ in 0..50 {
-                let wait = usage_backoff(attempt).as_millis() as u64;
-                assert!((1..=ceiling).contains(&wait), "{attempt}: {wait}");
-            }
-        }
+    fn a_full_budget_is_told_from_a_changed_one() {
+        let budget = Budget {
+            monthly_limit_seconds: 100,
+            topup_seconds: 20,
+        };
+        let org = |limit: &str, topup: &str| {
+            let item = HashMap::from([
+                (
+                    "monthly_limit_seconds".to_string(),
+                    AttributeValue::N(limit.into()),
+                ),
+                ("topup_seconds".to_string(), AttributeValue::N(topup.into())),
+            ]);
+            CancellationReason::builder()
+                .code("ConditionalCheckFailed")
+                .set_item(Some(item))
+                .build()
+        };
+        let none = reason("None", None);
+        assert_eq!(
+            read_reserve_cancellation(&[none.clone(), org("100", "20"), none.clone()], budget),
+            Verdict::Done(Reserve::OverBudget)
+        );
+        assert_eq!(
+            read_reserve_cancellation(&[none.clone(), org("100", "50"), none.clone()], budget),
+            Verdict::Done(Reserve::BudgetChanged)
+        );
+        assert_eq!(
+            read_reserve_cancellation(
+                &[
+                    none.clone(),
+                    reason("ConditionalCheckFailed", None),
+                    none.clone()
+                ],
+                budget
+            ),
+            Verdict::Done(Reserve::NoOrganisation)
+        );
+        assert!(matches!(
+            read_reserve_cancellation(&[none.clone(), reason("TransactionConflict", None)], budget),
+            Verdict::Retry(_)
+        ));
+        assert!(matches!(
+            read_reserve_cancellation(&[reason("ConditionalCheckFailed", None), none], budget),
+            Verdict::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn ledger_entries_sort_by_release_time() {
+        assert!(ledger_entry("oc_b", 99) < ledger_entry("oc_a", 100));
+        assert!(ledger_entry("oc_a", 100) < format!("{:012}~", 100));
+        assert!(ledger_entry("oc_a", 101) > format!("{:012}~", 100));
     }
 
     #[test]

@@ -466,7 +466,7 @@ fn started_request(body: &str, key: Option<&str>) -> Request {
 #[tokio::test]
 async fn agents_report_call_starts_with_an_api_key() {
     let stack = Stack::start().await;
-    let (key, record) = api_keys::generate("agent");
+    let (key, record) = api_keys::generate("agent", "acme");
     stack.api_keys().insert(&record).await.unwrap();
     let endpoint = stack.call_started();
     let body = r#"{"room_name": "agent-room-1", "user_email": "carol@example.com", "metadata": {"tier": "trial"}}"#;
@@ -489,7 +489,7 @@ async fn agents_report_call_starts_with_an_api_key() {
 
     // Bad keys and bad bodies change nothing.
     let depth_before = stack.depth("NotificationQueue").await;
-    let (other_key, _) = api_keys::generate("never stored");
+    let (other_key, _) = api_keys::generate("never stored", "acme");
     let forged = format!("cok_{}_{}", record.key_id, "0".repeat(64));
     for (name, key) in [
         ("no key", None),

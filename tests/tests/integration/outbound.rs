@@ -45,7 +45,7 @@ struct Outbound {
 impl Outbound {
     async fn start() -> Self {
         let stack = Stack::start().await;
-        let (key, record) = api_keys::generate("crm");
+        let (key, record) = api_keys::generate("crm", "acme");
         DynamoApiKeyStore::new(stack.dynamo.clone(), stack.resources.table("ApiKeysTable"))
             .insert(&record)
             .await
@@ -160,7 +160,9 @@ impl Outbound {
         outbound_calls::OutboundCalls {
             access: self.access(30),
             calls: Arc::new(self.stack.outbound_calls()),
+            directory: Arc::new(self.stack.directory()),
             providers: self.providers(),
+            max_call_seconds: 600,
             default_agent_id: Some("agent_default".into()),
             default_phone_number_id: Some("phnum_default".into()),
             monitor_queue: self.queue("MonitorQueue"),
@@ -219,6 +221,13 @@ impl Outbound {
             "organisation-get" => admin.get_organisation(request).await,
             _ => admin.update_organisation(request).await,
         }
+    }
+
+    /// A new API key of `org_id`.
+    async fn key_of(&self, org_id: &str) -> String {
+        let (key, record) = api_keys::generate("crm", org_id);
+        self.api_keys().insert(&record).await.unwrap();
+        key
     }
 
     async fn create_org(&self, org_id: &str, limit: u64, topup: u64) {
@@ -423,10 +432,10 @@ async fn every_validation_error_has_the_seeds_words_and_calls_no_provider() {
             "Assistant not found",
         ),
         (
-            "usage limit reached",
+            "another organisation's assistant",
             with("assistant_id", broke_assistant.into()),
-            429,
-            "Monthly usage limit exceeded. Please upgrade your plan or add top-up credits.",
+            404,
+            "Assistant not found",
         ),
     ];
     for (name, body, status, detail) in cases {
@@ -439,6 +448,17 @@ async fn every_validation_error_has_the_seeds_words_and_calls_no_provider() {
         );
         assert_eq!(json_body(&response)["detail"], detail, "{name}");
     }
+    // The exhausted organisation's own key: its month holds no reservation.
+    let broke_key = t.key_of("broke").await;
+    let body = seed_call(broke_assistant);
+    let response = initiate
+        .handle(outbound_request_with(&broke_key, "/calls/initiate", &body))
+        .await;
+    assert_eq!(response.status(), 429, "{:?}", json_body(&response));
+    assert_eq!(
+        json_body(&response)["detail"],
+        "Monthly usage limit exceeded. Please upgrade your plan or add top-up credits."
+    );
     let malformed = initiate
         .handle(devstack::server::api_request(
             "POST",
@@ -752,7 +772,7 @@ async fn provider_errors_and_rate_limits_are_clear() {
     );
 
     // A fresh key: the limit is per key, and the request above used the other one.
-    let (key, record) = api_keys::generate("limited");
+    let (key, record) = api_keys::generate("limited", "acme");
     t.api_keys().insert(&record).await.unwrap();
     let limited = t.initiate(2);
     let statuses: Vec<u16> = {
@@ -1084,14 +1104,19 @@ async fn elevenlabs_assistants_call_with_dynamic_variables_and_the_webhook_compl
 }
 
 fn outbound_request(key: &str, body: serde_json::Value) -> Request {
+    outbound_request_with(key, "/outbound-calls", &body)
+}
+
+/// A JSON POST to `route` with an API key.
+fn outbound_request_with(key: &str, route: &str, body: &serde_json::Value) -> Request {
     let headers = vec![
         ("content-type".to_string(), "application/json".to_string()),
         ("x-api-key".to_string(), key.to_string()),
     ];
     devstack::server::api_request(
         "POST",
-        "/outbound-calls",
-        "/outbound-calls",
+        route,
+        route,
         "",
         &headers,
         body.to_string().as_bytes(),
@@ -1101,6 +1126,7 @@ fn outbound_request(key: &str, body: serde_json::Value) -> Request {
 #[tokio::test]
 async fn seed_004_outbound_calls_add_the_plus_and_monitor_until_done() {
     let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
     t.eleven
         .set_conversation_script(ConversationScript::Finishes {
             polls_before_done: 2,
@@ -1204,6 +1230,7 @@ async fn seed_004_outbound_calls_add_the_plus_and_monitor_until_done() {
 #[tokio::test]
 async fn monitoring_gives_up_at_its_deadline() {
     let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
     t.eleven
         .set_conversation_script(ConversationScript::NeverFinishes);
     let response = t
@@ -1334,7 +1361,9 @@ fn cancelling_store(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_call_endings_of_one_organisation_lose_and_double_nothing() {
     use shared::store::directory::Provider;
-    use shared::store::outbound_calls::{OutboundCall, UsageRecorded};
+    use shared::store::outbound_calls::{
+        Budget, OutboundCall, Reservation, Reserve, UsageRecorded,
+    };
 
     let t = Outbound::start().await;
     t.create_org("acme", 1_000_000, 0).await;
@@ -1343,27 +1372,41 @@ async fn concurrent_call_endings_of_one_organisation_lose_and_double_nothing() {
     let calls: Vec<(String, u64)> = (0..20u64)
         .map(|i| (format!("oc_concurrent_{i:02}"), 100 + i * 7))
         .collect();
+    let budget = Budget {
+        monthly_limit_seconds: 1_000_000,
+        topup_seconds: 0,
+    };
+    let mut records = std::collections::HashMap::new();
     for (call_ref, _) in &calls {
         let call = OutboundCall {
             org_id: Some("acme".into()),
+            reservation: Some(Reservation {
+                org_id: "acme".into(),
+                seconds: 600,
+                month: shared::store::directory::usage_month(shared::base::time::now()),
+                release_after: shared::base::time::epoch_secs() + 900,
+            }),
             ..OutboundCall::initiated(call_ref, Provider::Twilio, CUSTOMER)
         };
-        store.put(&call).await.unwrap();
+        assert_eq!(
+            store.create_reserved(&call, budget).await.unwrap(),
+            Reserve::Reserved
+        );
+        records.insert(call_ref.clone(), call);
     }
+    let records = Arc::new(records);
     // Each call is recorded twice at once (a duplicated status callback); an
     // error is redelivered, as SQS or Twilio would.
     let tasks = calls.iter().flat_map(|(call_ref, seconds)| {
         [0, 1].map(|_| {
             let store = Arc::clone(&store);
+            let records = Arc::clone(&records);
             let call_ref = call_ref.clone();
             let seconds = *seconds;
             tokio::spawn(async move {
                 let mut errors = 0;
                 loop {
-                    match store
-                        .record_duration(&call_ref, Some("acme"), seconds)
-                        .await
-                    {
+                    match store.record_duration(&records[&call_ref], seconds).await {
                         Ok(recorded) => return (recorded, errors),
                         Err(err) => {
                             errors += 1;
@@ -1403,6 +1446,15 @@ async fn concurrent_call_endings_of_one_organisation_lose_and_double_nothing() {
     );
     assert!(transactions >= 40, "the connector saw no transactions");
     assert_eq!(usage, expected, "usage lost or doubled");
+    let org = t
+        .stack
+        .directory()
+        .get_organisation("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(org.reserved_seconds, 0, "every reservation settled");
+    assert_eq!(org.remaining_seconds, 1_000_000 - expected);
     assert_eq!(counted, calls.len(), "each call counted exactly once");
     for (call_ref, seconds) in &calls {
         let call = store.get(call_ref).await.unwrap().unwrap();
@@ -1419,7 +1471,17 @@ async fn recording_a_missing_calls_duration_is_an_error() {
     let result = t
         .stack
         .outbound_calls()
-        .record_duration("oc_never_created", Some("acme"), 42)
+        .record_duration(
+            &shared::store::outbound_calls::OutboundCall {
+                org_id: Some("acme".into()),
+                ..shared::store::outbound_calls::OutboundCall::initiated(
+                    "oc_never_created",
+                    shared::store::directory::Provider::Twilio,
+                    CUSTOMER,
+                )
+            },
+            42,
+        )
         .await;
     assert!(result.is_err(), "{result:?}");
     let org = t

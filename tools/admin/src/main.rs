@@ -1,7 +1,9 @@
-//! `callops-admin`: API keys for `/calls/started` (and later `/calls/initiate`).
+//! `callops-admin`: API keys. Every key belongs to one organisation, whose
+//! calls, usage and conversations it alone can reach.
 //!
 //! ```text
-//! callops-admin api-keys create <name>    prints the new key once; only its hash is stored
+//! callops-admin api-keys create --org <org_id> <name>   prints the new key once; only its hash is stored
+//! callops-admin api-keys assign <key_id> --org <org_id> gives an older key (made without one) an organisation
 //! callops-admin api-keys list
 //! callops-admin api-keys revoke <key_id>
 //! ```
@@ -10,7 +12,8 @@
 
 use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
 
-const USAGE: &str = "usage: callops-admin api-keys (create <name> | list | revoke <key_id>)";
+const USAGE: &str = "usage: callops-admin api-keys (create --org <org_id> <name> | \
+                     assign <key_id> --org <org_id> | list | revoke <key_id>)";
 
 #[tokio::main]
 async fn main() {
@@ -26,13 +29,28 @@ async fn run(args: Vec<String>) -> Result<(), String> {
     let sdk = shared::base::aws::sdk_config().await;
     let store = DynamoApiKeyStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
     match args.as_slice() {
-        ["api-keys", "create", name] => {
-            let (key, record) = api_keys::generate(name);
+        ["api-keys", "create", "--org", org_id, name]
+        | ["api-keys", "create", name, "--org", org_id] => {
+            let (key, record) = api_keys::generate(name, org_id);
             store.insert(&record).await.map_err(|e| e.to_string())?;
             println!(
-                "key_id: {}\nname:   {}\nkey:    {key}\n(store the key now: it is not shown again)",
+                "key_id: {}\nname:   {}\norg:    {org_id}\nkey:    {key}\n(store the key now: it is not shown again)",
                 record.key_id, record.name
             );
+        }
+        ["api-keys", "create", ..] => {
+            return Err(format!("every key belongs to an organisation: {USAGE}"))
+        }
+        ["api-keys", "assign", key_id, "--org", org_id] => {
+            if store
+                .assign(key_id, org_id)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                println!("key {key_id} now belongs to {org_id}");
+            } else {
+                return Err(format!("no key with id {key_id}"));
+            }
         }
         ["api-keys", "list"] => {
             for record in store.list().await.map_err(|e| e.to_string())? {
@@ -40,8 +58,9 @@ async fn run(args: Vec<String>) -> Result<(), String> {
                     .revoked_at
                     .map(|at| format!("revoked {at}"))
                     .unwrap_or_else(|| "active".into());
+                let org = record.org_id.as_deref().unwrap_or("(no organisation)");
                 println!(
-                    "{}  {:<24}  created {}  {state}",
+                    "{}  {:<24}  {org:<20}  created {}  {state}",
                     record.key_id, record.name, record.created_at
                 );
             }

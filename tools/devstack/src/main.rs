@@ -20,6 +20,10 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 const DEV_WEBHOOK_TOKEN: &str = "dev-webhook-token-change-me";
 const DEV_API_TOKEN: &str = "dev-api-token-change-me";
 const DEV_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
+/// The organisation the dev API key belongs to: the one
+/// `events/payloads/organisation.json` creates, so the README's walk-through
+/// places calls with the printed key.
+const DEV_ORG_ID: &str = "acme";
 const DEV_ELEVENLABS_WEBHOOK_SECRET: &str = "dev-elevenlabs-webhook-secret";
 const DEV_TWILIO_ACCOUNT_SID: &str = "AC00000000000000000000000000000dev";
 const DEV_TWILIO_AUTH_TOKEN: &str = "dev-twilio-auth-token";
@@ -153,10 +157,10 @@ fn main() -> Result<(), Error> {
             }
         }
 
-        // A ready-to-use API key for /calls/started (dev only: printed below).
+        // A ready-to-use API key of organisation `acme` (dev only: printed below).
         let dev_api_key = {
             let store = shared::store::api_keys::DynamoApiKeyStore::new(local.dynamodb().await, resources.table("ApiKeysTable"));
-            let (key, record) = shared::store::api_keys::generate("dev");
+            let (key, record) = shared::store::api_keys::generate("dev", DEV_ORG_ID);
             shared::store::api_keys::ApiKeyStore::insert(&store, &record).await?;
             key
         };
@@ -233,7 +237,7 @@ fn main() -> Result<(), Error> {
             shown_token("ELEVENLABS_WEBHOOK_SECRET", DEV_ELEVENLABS_WEBHOOK_SECRET),
         );
         println!(
-            "  API key for /calls/started, /calls/initiate, /outbound-calls, /conversations (dev only): {dev_api_key}\n  LiveKit dev key/secret: {} / {}  (sign bodies with: cargo run -q -p devstack --bin livekit-sign -- FILE)",
+            "  API key of organisation {DEV_ORG_ID} for /calls/started, /calls/initiate, /outbound-calls, /conversations (dev only): {dev_api_key}\n  LiveKit dev key/secret: {} / {}  (sign bodies with: cargo run -q -p devstack --bin livekit-sign -- FILE)",
             shown_token("LIVEKIT_API_KEY", devstack::DEV_LIVEKIT_API_KEY),
             shown_token("LIVEKIT_API_SECRET", devstack::DEV_LIVEKIT_API_SECRET),
         );

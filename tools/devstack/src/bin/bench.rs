@@ -245,7 +245,7 @@ async fn main() -> Result<(), Error> {
     let payload = std::fs::read_to_string(root.join("events/payloads/zapier-call.json"))?;
     let payload: serde_json::Value = serde_json::from_str(&payload)?;
 
-    let (api_key, api_key_record) = shared::store::api_keys::generate("bench");
+    let (api_key, api_key_record) = shared::store::api_keys::generate("bench", "bench");
     shared::store::api_keys::ApiKeyStore::insert(
         &shared::store::api_keys::DynamoApiKeyStore::new(
             local.dynamodb().await,
