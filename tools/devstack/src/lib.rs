@@ -2,12 +2,12 @@
 //! both run the same emulators, the same resources and the same plumbing:
 //!
 //! - [`emulators`]: DynamoDB Local and moto (SQS, SES) on 127.0.0.1;
-//! - [`template`]: tables, queues, routes and consumers read from template.yaml;
+//! - [`template`]: tables, queues, routes, consumers and schedules read from template.yaml;
 //! - [`provision`]: those resources created in the emulators;
 //! - [`poller`]: SQS delivery to a worker the way Lambda does it;
 //! - [`fakes`]: AssemblyAI, Exotel and Slack servers speaking their wire formats;
 //! - [`server`]: API Gateway's HTTP-to-Lambda translation for the dev server;
-//! - [`registry`]: which crate serves each function of the template.
+//! - [`registry`]: which crate serves (or runs on a schedule) each function of the template.
 
 pub mod emulators;
 pub mod fakes;

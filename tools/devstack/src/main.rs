@@ -1,7 +1,9 @@
 //! `make dev`: the whole system on 127.0.0.1. Emulators, tables and queues
 //! from template.yaml, every HTTP function at its template path, every queue
-//! consumer polling its queue, and, for providers without credentials, the
-//! same fakes the tests use (the console channel prints notifications).
+//! consumer polling its queue, every scheduled function run at its rate
+//! (`DEV_SCHEDULE_SECONDS=n` runs them all every n seconds instead), and, for
+//! providers without credentials, the same fakes the tests use (the console
+//! channel prints notifications).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use devstack::emulators::LocalAws;
 use devstack::fakes::{FakeAssemblyAi, FakeExotel};
 use devstack::poller::QueuePoller;
 use devstack::provision::provision;
-use devstack::registry::{http_handler, queue_consumer};
+use devstack::registry::{http_handler, queue_consumer, scheduled_job, ScheduledJob};
 use devstack::server::{serve, Route};
 use devstack::template::Template;
 
@@ -57,6 +59,32 @@ fn default_env(key: &str, value: &str) {
     }
 }
 
+/// `DEV_SCHEDULE_SECONDS=n`: run every scheduled function every n seconds
+/// instead of at its template rate, so a 5-minute sweep can be watched locally.
+fn schedule_override() -> Result<Option<Duration>, Error> {
+    match std::env::var("DEV_SCHEDULE_SECONDS") {
+        Ok(value) if !value.trim().is_empty() => match value.trim().parse::<u64>() {
+            Ok(seconds) if seconds > 0 => Ok(Some(Duration::from_secs(seconds))),
+            _ => Err(format!(
+                "DEV_SCHEDULE_SECONDS={value}: expected a positive number of seconds"
+            )
+            .into()),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// `5m`, `1h`, `2d`, `90s`.
+fn short_duration(every: Duration) -> String {
+    let seconds = every.as_secs();
+    match seconds {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// Prints the documented dev default, never a token the user configured.
 fn shown_token(key: &str, dev_default: &str) -> String {
     match std::env::var(key) {
@@ -72,6 +100,7 @@ fn main() -> Result<(), Error> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
+    let schedule_every = schedule_override()?;
     let local = LocalAws::start()?;
     let template = Template::load(&devstack::repo_root().join("template.yaml"))?;
 
@@ -223,6 +252,44 @@ fn main() -> Result<(), Error> {
                 });
             }
         }
+        // Scheduled functions: first run one interval after start, like a new
+        // EventBridge rule; runs of one schedule never overlap locally.
+        let mut jobs: HashMap<String, ScheduledJob> = HashMap::new();
+        let mut scheduled = Vec::new();
+        for schedule in &template.schedules {
+            let rate = short_duration(schedule.every);
+            if !schedule.enabled {
+                println!("  every {rate:<4} (disabled in template.yaml, not run)  -> {}", schedule.function);
+                continue;
+            }
+            let job = match jobs.get(&schedule.function) {
+                Some(job) => Arc::clone(job),
+                None => {
+                    let job = scheduled_job(&schedule.function).await?;
+                    jobs.insert(schedule.function.clone(), Arc::clone(&job));
+                    job
+                }
+            };
+            let every = schedule_every.unwrap_or(schedule.every);
+            match schedule_every {
+                Some(every) => println!("  every {:<4} (template: {rate}; DEV_SCHEDULE_SECONDS)  -> {}", short_duration(every), schedule.function),
+                None => println!("  every {rate:<4}  -> {}", schedule.function),
+            }
+            let name = schedule.function.clone();
+            scheduled.push(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    // Its own task, so a panic fails this run only, as it would one invocation.
+                    let run = tokio::spawn(job()).await.unwrap_or_else(|e| Err(format!("panicked: {e}")));
+                    match run {
+                        Ok(result) => tracing::info!(schedule = %name, %result, "scheduled run finished"),
+                        Err(err) => tracing::error!(schedule = %name, error = %err, "scheduled run failed"),
+                    }
+                }
+            }));
+        }
         println!(
             "callops dev server on http://127.0.0.1:{port}\n  DynamoDB Local {}  moto {}  logs in {}\n  WEBHOOK_TOKEN={}  API_TOKEN={}",
             local.dynamodb_endpoint,
@@ -244,6 +311,9 @@ fn main() -> Result<(), Error> {
         tokio::select! {
             served = serve(([127, 0, 0, 1], port).into(), routes) => served?,
             _ = tokio::signal::ctrl_c() => println!("stopping"),
+        }
+        for task in scheduled {
+            task.abort();
         }
         drop(local);
         Ok::<_, Error>(())

@@ -1,6 +1,7 @@
 //! The dev server's map from a template function (its binary name) to the
 //! crate that serves it. Each function's own `from_env` builds it, exactly as
-//! its Lambda `main` does.
+//! its Lambda `main` does. Three kinds: HTTP routes ([`http_handler`]), queue
+//! consumers ([`queue_consumer`]) and scheduled functions ([`scheduled_job`]).
 
 use shared::api::Route;
 use shared::queue::sqs_batch::Worker;
@@ -15,6 +16,14 @@ use crate::server::HttpHandler;
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Consumer = Arc<
     dyn Fn(SqsEvent) -> std::pin::Pin<Box<dyn Future<Output = SqsBatchResponse> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// One run of a scheduled function (an EventBridge `Schedule` event): its
+/// result as JSON, or its error as text.
+pub type ScheduledJob = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send>>
         + Send
         + Sync,
 >;
@@ -35,6 +44,16 @@ where
     Arc::new(move |event| Box::pin(f(event)))
 }
 
+// Used by `scheduled!`; drop the allow with the first `scheduled_job` entry.
+#[cfg_attr(not(test), allow(dead_code))]
+fn job<F, Fut>(f: F) -> ScheduledJob
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<serde_json::Value, String>> + Send + 'static,
+{
+    Arc::new(move || Box::pin(f()))
+}
+
 /// An HTTP function whose app is `$ty::from_env()` and `handle(request)`.
 macro_rules! app {
     ($ty:path) => {{
@@ -53,6 +72,30 @@ macro_rules! worker {
         consumer(move |event| {
             let worker = Arc::clone(&worker);
             async move { worker.handle(event).await }
+        })
+    }};
+}
+
+/// A scheduled function: `"name" => scheduled!(crate_name::Type)` in
+/// [`scheduled_job`], where `Type` has `async fn from_env() -> Result<Self, E>`
+/// (`E` into [`Error`]) and `async fn run(&self) -> Result<R, E2>` with
+/// `R: Serialize` and `E2: Display`. Built once; each run calls `run`.
+// No template function is scheduled yet: the first user is the upcoming
+// `reservation-sweep` entry (the unit test below exercises it meanwhile);
+// drop the allow with it.
+#[cfg_attr(not(test), allow(unused_macros))]
+macro_rules! scheduled {
+    ($ty:path) => {{
+        let scheduled = Arc::new(<$ty>::from_env().await?);
+        job(move || {
+            let scheduled = Arc::clone(&scheduled);
+            async move {
+                match scheduled.run().await {
+                    Ok(output) => serde_json::to_value(output)
+                        .map_err(|e| format!("result does not serialize to JSON: {e}")),
+                    Err(err) => Err(err.to_string()),
+                }
+            }
         })
     }};
 }
@@ -133,4 +176,82 @@ pub async fn queue_consumer(binary: &str) -> Result<Consumer, Error> {
             .into())
         }
     })
+}
+
+/// A function template.yaml runs on a schedule: one line per function,
+/// `"binary" => scheduled!(crate_name::Type)`.
+// Until the first entry the match has only its error arm; drop the allow with it.
+#[allow(clippy::match_single_binding, unreachable_code)]
+pub async fn scheduled_job(binary: &str) -> Result<ScheduledJob, Error> {
+    Ok(match binary {
+        other => {
+            return Err(format!(
+                "template.yaml has a scheduled function {other} the dev server does not know"
+            )
+            .into())
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape `scheduled!` expects: a result that serializes...
+    struct Sweep {
+        released: Vec<&'static str>,
+    }
+
+    impl Sweep {
+        async fn from_env() -> Result<Self, std::env::VarError> {
+            Ok(Sweep {
+                released: vec!["r-1", "r-2"],
+            })
+        }
+
+        async fn run(&self) -> Result<Vec<&'static str>, std::fmt::Error> {
+            Ok(self.released.clone())
+        }
+    }
+
+    /// ...and an error that displays.
+    struct Broken;
+
+    impl Broken {
+        async fn from_env() -> Result<Self, Error> {
+            Ok(Broken)
+        }
+
+        async fn run(&self) -> Result<u32, String> {
+            Err("store unavailable".into())
+        }
+    }
+
+    async fn build(binary: &str) -> Result<ScheduledJob, Error> {
+        Ok(match binary {
+            "sweep" => scheduled!(Sweep),
+            "broken" => scheduled!(Broken),
+            other => return Err(format!("unknown {other}").into()),
+        })
+    }
+
+    #[tokio::test]
+    async fn scheduled_runs_the_job_each_time_and_reports_json_or_the_error() {
+        let sweep = build("sweep").await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(sweep().await, Ok(serde_json::json!(["r-1", "r-2"])));
+        }
+        let broken = build("broken").await.unwrap();
+        assert_eq!(broken().await, Err("store unavailable".to_string()));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_scheduled_function_is_an_error_naming_it() {
+        let err = scheduled_job("reservation-sweep").await.err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("scheduled function reservation-sweep"),
+            "{err}"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
@@ -63,6 +64,65 @@ pub struct FunctionSpec {
     pub sqs: Option<SqsTrigger>,
 }
 
+/// A function event of type `Schedule` or `ScheduleV2` (EventBridge): the
+/// dev server runs the function every `every`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSpec {
+    /// The function's crate and binary name.
+    pub function: String,
+    /// The function's logical id.
+    pub logical_id: String,
+    pub every: Duration,
+    /// `Enabled: false` or `State: DISABLED`: deployed but never fired.
+    pub enabled: bool,
+}
+
+/// `rate(N unit)` as EventBridge accepts it: N a positive integer and the
+/// unit singular exactly when N is 1 (`rate(1 minute)`, `rate(5 minutes)`).
+/// `cron(...)` and `at(...)` are refused: the dev server runs rates only.
+pub fn parse_rate(expression: &str) -> Result<Duration, String> {
+    let expression = expression.trim();
+    if expression.starts_with("cron(") || expression.starts_with("at(") {
+        return Err(format!(
+            "{expression}: the dev server runs only rate(...) schedules, not cron(...) or at(...)"
+        ));
+    }
+    let inner = expression
+        .strip_prefix("rate(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .ok_or(format!(
+            "{expression}: expected rate(N minute|minutes|hour|hours|day|days)"
+        ))?;
+    let (count, unit) = inner
+        .trim()
+        .split_once(char::is_whitespace)
+        .ok_or(format!("{expression}: expected rate(N unit)"))?;
+    let count: u64 = count
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or(format!("{expression}: {count} is not a positive integer"))?;
+    let (seconds, singular) = match unit.trim() {
+        "minute" => (60, true),
+        "minutes" => (60, false),
+        "hour" => (3600, true),
+        "hours" => (3600, false),
+        "day" => (86_400, true),
+        "days" => (86_400, false),
+        other => {
+            return Err(format!(
+                "{expression}: unit {other} is not minute(s), hour(s) or day(s)"
+            ))
+        }
+    };
+    if singular != (count == 1) {
+        return Err(format!(
+            "{expression}: EventBridge wants a singular unit for 1 and a plural one otherwise"
+        ));
+    }
+    Ok(Duration::from_secs(count * seconds))
+}
+
 /// A `Fn::ForEach::<name>` entry of Resources (AWS::LanguageExtensions). The
 /// dev server needs nothing it generates (log groups, alarms), so it is not
 /// expanded; it is kept so tests can check what it covers.
@@ -98,6 +158,8 @@ pub struct Template {
     pub tables: Vec<TableSpec>,
     pub queues: Vec<QueueSpec>,
     pub functions: Vec<FunctionSpec>,
+    /// Every `Schedule`/`ScheduleV2` event of every function, in template order.
+    pub schedules: Vec<ScheduleSpec>,
     pub for_each: Vec<ForEachLoop>,
 }
 
@@ -248,6 +310,7 @@ impl Template {
             tables: Vec::new(),
             queues: Vec::new(),
             functions: Vec::new(),
+            schedules: Vec::new(),
             for_each: Vec::new(),
         };
         for (id, resource) in resources {
@@ -294,7 +357,7 @@ impl Template {
                     env.extend(env_map(Some(&props)));
                     let mut routes = Vec::new();
                     let mut sqs = None;
-                    for (_, event) in props
+                    for (event_id, event) in props
                         .get("Events")
                         .and_then(Value::as_mapping)
                         .into_iter()
@@ -333,6 +396,34 @@ impl Template {
                                                 v.as_str() == Some("ReportBatchItemFailures")
                                             })
                                         }),
+                                });
+                            }
+                            Some(kind @ ("Schedule" | "ScheduleV2")) => {
+                                let event_id = event_id.as_str().unwrap_or("?");
+                                let expression = event_props
+                                    .get("Schedule")
+                                    .or(event_props.get("ScheduleExpression"))
+                                    .ok_or(format!(
+                                        "{id} ({binary}): {kind} event {event_id} without \
+                                         Schedule or ScheduleExpression"
+                                    ))?
+                                    .as_str()
+                                    .ok_or(format!(
+                                        "{id} ({binary}): {kind} event {event_id}: the \
+                                         expression must be a literal string"
+                                    ))?;
+                                let every = parse_rate(expression).map_err(|e| {
+                                    format!("{id} ({binary}): {kind} event {event_id}: {e}")
+                                })?;
+                                let enabled = event_props.get("Enabled").and_then(Value::as_bool)
+                                    != Some(false)
+                                    && event_props.get("State").and_then(Value::as_str)
+                                        != Some("DISABLED");
+                                template.schedules.push(ScheduleSpec {
+                                    function: binary.clone(),
+                                    logical_id: id.clone(),
+                                    every,
+                                    enabled,
                                 });
                             }
                             _ => {}
@@ -570,6 +661,125 @@ Resources:
             template.for_each[0].generated_ids(),
             ["WorkerAlarm", "LogWorker", "my-apiAlarm", "Logmyapi"]
         );
+    }
+
+    const SCHEDULED: &str = r#"
+Resources:
+  SweepFunction:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildProperties:
+        Binary: reservation-sweep
+    Properties:
+      Events:
+        Every5:
+          Type: Schedule
+          Properties:
+            Schedule: rate(5 minutes)
+        Hourly:
+          Type: ScheduleV2
+          Properties:
+            ScheduleExpression: rate(1 hour)
+        Paused:
+          Type: Schedule
+          Properties:
+            Schedule: rate(1 day)
+            Enabled: false
+  ReportFunction:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildProperties:
+        Binary: report
+    Properties:
+      Events:
+        Daily:
+          Type: ScheduleV2
+          Properties:
+            ScheduleExpression: rate(2 days)
+            State: DISABLED
+        Api:
+          Type: HttpApi
+          Properties:
+            Path: /report
+            Method: get
+"#;
+
+    #[test]
+    fn reads_schedule_events() {
+        let template = Template::parse(SCHEDULED).unwrap();
+        let schedule = |every: u64, function: &str, logical_id: &str, enabled: bool| ScheduleSpec {
+            function: function.into(),
+            logical_id: logical_id.into(),
+            every: Duration::from_secs(every),
+            enabled,
+        };
+        assert_eq!(
+            template.schedules,
+            vec![
+                schedule(300, "reservation-sweep", "SweepFunction", true),
+                schedule(3600, "reservation-sweep", "SweepFunction", true),
+                schedule(86_400, "reservation-sweep", "SweepFunction", false),
+                schedule(2 * 86_400, "report", "ReportFunction", false),
+            ]
+        );
+        // Schedules are not routes or queue consumers.
+        let sweep = template.function("reservation-sweep").unwrap();
+        assert!(sweep.routes.is_empty() && sweep.sqs.is_none());
+        assert_eq!(template.function("report").unwrap().routes.len(), 1);
+    }
+
+    #[test]
+    fn parses_rates_with_singular_and_plural_units() {
+        for (expression, seconds) in [
+            ("rate(1 minute)", 60),
+            ("rate(5 minutes)", 300),
+            ("rate(1 hour)", 3600),
+            ("rate(12 hours)", 43_200),
+            ("rate(1 day)", 86_400),
+            ("rate(7 days)", 604_800),
+            (" rate( 10 minutes ) ", 600),
+        ] {
+            assert_eq!(
+                parse_rate(expression),
+                Ok(Duration::from_secs(seconds)),
+                "{expression}"
+            );
+        }
+        for bad in [
+            "rate(5 minute)",
+            "rate(1 minutes)",
+            "rate(0 minutes)",
+            "rate(-1 minutes)",
+            "rate(5 weeks)",
+            "rate(5)",
+            "rate(five minutes)",
+            "every 5 minutes",
+            "cron(0/5 * * * ? *)",
+            "at(2030-01-01T00:00:00)",
+        ] {
+            assert!(parse_rate(bad).is_err(), "{bad} should be refused");
+        }
+        assert!(parse_rate("cron(0 12 * * ? *)")
+            .unwrap_err()
+            .contains("only rate(...)"));
+    }
+
+    #[test]
+    fn a_bad_schedule_names_the_function() {
+        for (from, to) in [
+            ("rate(5 minutes)", "rate(5 fortnights)"),
+            ("rate(5 minutes)", "cron(0/5 * * * ? *)"),
+            ("Schedule: rate(5 minutes)", "Schedule: !Ref Rate"),
+            ("Schedule: rate(5 minutes)", "Enabled: true"),
+        ] {
+            let err = Template::parse(&SCHEDULED.replace(from, to)).unwrap_err();
+            assert!(
+                err.contains("SweepFunction")
+                    && err.contains("reservation-sweep")
+                    && err.contains("Every5"),
+                "{to}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `make dev` must be able to serve every function template.yaml declares.
 //! Its own test binary: it sets process-wide environment variables.
 
-use devstack::registry::{http_handler, queue_consumer};
+use devstack::registry::{http_handler, queue_consumer, scheduled_job};
 use devstack::template::{EnvValue, Template};
 
 /// Every function in template.yaml must be servable by `make dev`: build
@@ -28,11 +28,35 @@ async fn every_template_function_is_registered() {
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
     for function in &template.functions {
-        let built = if function.sqs.is_some() {
-            queue_consumer(&function.binary).await.map(drop)
-        } else {
-            http_handler(&function.binary).await.map(drop)
-        };
-        assert!(built.is_ok(), "{}: {:?}", function.binary, built.err());
+        let scheduled = template
+            .schedules
+            .iter()
+            .any(|s| s.function == function.binary);
+        // A function with no event the dev server serves would never run locally.
+        assert!(
+            !function.routes.is_empty() || function.sqs.is_some() || scheduled,
+            "{}: no HttpApi, SQS or Schedule event",
+            function.binary
+        );
+        // Each kind of event its own registry: a function with two is in both.
+        if !function.routes.is_empty() {
+            let built = http_handler(&function.binary).await.map(drop);
+            assert!(built.is_ok(), "{}: {:?}", function.binary, built.err());
+        }
+        if function.sqs.is_some() {
+            let built = queue_consumer(&function.binary).await.map(drop);
+            assert!(built.is_ok(), "{}: {:?}", function.binary, built.err());
+        }
+    }
+    // Disabled schedules too: enabling one must not be what breaks `make dev`.
+    for schedule in &template.schedules {
+        let built = scheduled_job(&schedule.function).await.map(drop);
+        assert!(
+            built.is_ok(),
+            "{} is scheduled in template.yaml: add it to scheduled_job in \
+             tools/devstack/src/registry.rs ({:?})",
+            schedule.function,
+            built.err()
+        );
     }
 }
