@@ -188,6 +188,27 @@ pub async fn serve_worker<W: Worker>(worker: Arc<W>) -> Result<(), lambda_runtim
     serve_sqs(|event| worker.handle(event)).await
 }
 
+/// Runs a scheduled function (EventBridge): each invocation runs `job`; its
+/// report is the invocation's result, its error fails the invocation.
+pub async fn serve_scheduled<F, Fut, R, E>(job: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<R, E>> + Send,
+    R: serde::Serialize,
+    E: std::fmt::Display,
+{
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |_: LambdaEvent<serde_json::Value>| {
+            let run = job();
+            async move {
+                run.await
+                    .map_err(|err| lambda_runtime::Error::from(err.to_string()))
+            }
+        },
+    ))
+    .await
+}
+
 /// Runs an SQS-triggered worker: each batch goes to `handler`, whose answer
 /// (the partial batch failures) goes back to Lambda.
 pub async fn serve_sqs<F, Fut, R>(handler: F) -> Result<(), lambda_runtime::Error>

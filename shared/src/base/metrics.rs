@@ -11,6 +11,8 @@ pub enum Metric {
     Transcribed,
     Notified,
     Failed,
+    /// Outbound-call reservations the sweep released (calls that never reported an end).
+    ReservationsReleased,
 }
 
 impl Metric {
@@ -22,6 +24,7 @@ impl Metric {
             Self::Transcribed => "Transcribed",
             Self::Notified => "Notified",
             Self::Failed => "Failed",
+            Self::ReservationsReleased => "ReservationsReleased",
         }
     }
 }
@@ -50,13 +53,17 @@ pub fn emf_line(
 }
 
 pub fn count(metric: Metric) {
+    count_n(metric, 1);
+}
+
+pub fn count_n(metric: Metric, count: u64) {
     let namespace = std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "callops".into());
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".into());
     println!(
         "{}",
         emf_line(
             metric,
-            1,
+            count,
             &namespace,
             &function,
             crate::base::time::epoch_millis()

@@ -32,6 +32,14 @@ fn every_function_has_a_matching_sample_event() {
                 }
                 other => panic!("no job type known for {other}"),
             }
+        } else if function.routes.is_empty() {
+            // A scheduled function: EventBridge's Scheduled Event.
+            let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                event["detail-type"], "Scheduled Event",
+                "{}",
+                function.binary
+            );
         } else {
             let request = lambda_http::request::from_str(&text).unwrap();
             let matched = function.routes.iter().any(|route| {

@@ -1557,3 +1557,487 @@ async fn a_status_callback_whose_usage_is_not_recorded_is_retried() {
     assert_ne!(json_body(&redelivered)["duplicate"], true);
     assert_eq!(usage().await, 90);
 }
+
+/// The `call=` ref from a created call's status callback URL.
+fn call_ref_of(created: &[(String, String)]) -> String {
+    let callback = created
+        .iter()
+        .find(|(k, _)| k == "StatusCallback")
+        .unwrap()
+        .1
+        .clone();
+    callback.split_once("?call=").unwrap().1.to_string()
+}
+
+impl Outbound {
+    async fn org(&self, org_id: &str) -> shared::store::directory::Organisation {
+        self.stack
+            .directory()
+            .get_organisation(org_id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// A signed `completed` callback for the call with this ref and sid.
+    fn completed(&self, call_ref: &str, sid: &str, seconds: u64) -> Request {
+        let seconds = seconds.to_string();
+        self.twilio_request(
+            "POST",
+            "/twilio/status",
+            &format!("call={call_ref}"),
+            &[
+                ("CallSid", sid),
+                ("AccountSid", ACCOUNT_SID),
+                ("CallStatus", "completed"),
+                ("CallDuration", &seconds),
+            ],
+            TWILIO_TOKEN,
+        )
+    }
+
+    /// A signed ElevenLabs post-call webhook.
+    fn post_call(&self, conversation_id: &str, seconds: u64) -> Request {
+        let body = post_call_transcription_body(
+            "agent_abc",
+            conversation_id,
+            "CA123",
+            &[("agent", "Hi."), ("user", "Hello!")],
+            seconds,
+        );
+        let signature = elevenlabs_signature(WEBHOOK_SECRET, chrono::Utc::now().timestamp(), &body);
+        let headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("elevenlabs-signature".to_string(), signature),
+        ];
+        devstack::server::api_request(
+            "POST",
+            "/webhook/elevenlabs",
+            "/webhook/elevenlabs",
+            "",
+            &headers,
+            body.as_bytes(),
+        )
+    }
+}
+
+/// Delivers a request until it is answered 200, as a retrying sender
+/// would (409 while another delivery holds the claim, 503 on contention).
+async fn deliver_until_ok<F, Fut>(mut send: F) -> u32
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Response<Body>>,
+{
+    for attempt in 1..=50 {
+        let response = send().await;
+        match response.status().as_u16() {
+            200 => return attempt,
+            409 | 503 => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => panic!("unexpected {other}: {:?}", json_body(&response)),
+        }
+    }
+    panic!("never answered 200");
+}
+
+/// The month holds exactly three reservations: of 30 concurrent requests,
+/// three calls are placed and 27 are refused with seed 003's words, and once
+/// the three end, usage is their real durations and nothing stays reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_concurrent_calls_fit_exactly_three_reservations() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 200, 0).await;
+    let assistant = t
+        .create_assistant(serde_json::json!({
+            "org_id": "acme", "name": "Sarah", "provider": "twilio", "caller_number": CALLER_ID,
+            "agent_stream_url": "wss://agent.example.com/media", "max_call_seconds": 60
+        }))
+        .await;
+    let initiate = Arc::new(t.initiate(1000));
+    let tasks = (0..30).map(|_| {
+        let initiate = Arc::clone(&initiate);
+        let request = t.initiate_request(&seed_call(assistant));
+        tokio::spawn(async move {
+            let response = initiate.handle(request).await;
+            (response.status().as_u16(), json_body(&response))
+        })
+    });
+    let results: Vec<(u16, serde_json::Value)> = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let placed: Vec<&serde_json::Value> = results
+        .iter()
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| body)
+        .collect();
+    let refused = results.iter().filter(|(status, _)| *status == 429).count();
+    assert_eq!(placed.len(), 3, "{results:?}");
+    assert_eq!(refused, 27, "{results:?}");
+    for (status, body) in &results {
+        if *status == 429 {
+            assert_eq!(
+                body["detail"],
+                "Monthly usage limit exceeded. Please upgrade your plan or add top-up credits."
+            );
+        }
+    }
+    let created = t.twilio.created_calls();
+    assert_eq!(created.len(), 3, "Twilio was asked for exactly three calls");
+    for call in &created {
+        assert!(call.contains(&("TimeLimit".to_string(), "60".to_string())));
+    }
+    let org = t.org("acme").await;
+    assert_eq!((org.reserved_seconds, org.remaining_seconds), (180, 20));
+
+    let status = t.status();
+    for (call, seconds) in created.iter().zip([11u64, 22, 33]) {
+        let call_ref = call_ref_of(call);
+        let sid = t
+            .stack
+            .outbound_calls()
+            .get(&call_ref)
+            .await
+            .unwrap()
+            .unwrap()
+            .call_sid
+            .unwrap();
+        let response = status.handle(t.completed(&call_ref, &sid, seconds)).await;
+        assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+    }
+    let org = t.org("acme").await;
+    assert_eq!(org.usage_this_month_seconds, 66);
+    assert_eq!(org.reserved_seconds, 0);
+    assert_eq!(org.remaining_seconds, 200 - 66);
+}
+
+/// Twenty calls of one organisation end at the same moment, Twilio status
+/// callbacks and ElevenLabs webhooks interleaved, each delivered twice:
+/// usage is the sum of their durations, nothing lost, nothing doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_calls_ending_at_once_are_each_counted_once() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 1_000_000, 0).await;
+    let twilio_assistant = t.twilio_assistant("acme").await;
+    let eleven_assistant = t
+        .create_assistant(serde_json::json!({
+            "org_id": "acme", "name": "Donna", "provider": "elevenlabs",
+            "elevenlabs_agent_id": "agent_abc", "elevenlabs_phone_number_id": "phnum_xyz"
+        }))
+        .await;
+    let initiate = t.initiate(1000);
+    let mut endings: Vec<Request> = Vec::new();
+    let mut expected = 0;
+    for i in 0..10u64 {
+        let response = initiate
+            .handle(t.initiate_request(&seed_call(twilio_assistant)))
+            .await;
+        assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+        let sid = json_body(&response)["call_sid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let call_ref = call_ref_of(&t.twilio.created_calls()[i as usize]);
+        let seconds = 30 + i * 3;
+        expected += seconds;
+        endings.push(t.completed(&call_ref, &sid, seconds));
+        endings.push(t.completed(&call_ref, &sid, seconds));
+
+        let response = initiate
+            .handle(t.initiate_request(&seed_call(eleven_assistant)))
+            .await;
+        assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+        let conversation_id = json_body(&response)["conversation_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let seconds = 40 + i * 5;
+        expected += seconds;
+        endings.push(t.post_call(&conversation_id, seconds));
+        endings.push(t.post_call(&conversation_id, seconds));
+    }
+    let status = Arc::new(t.status());
+    let webhook = Arc::new(t.webhook());
+    let tasks = endings.into_iter().map(|request| {
+        let status = Arc::clone(&status);
+        let webhook = Arc::clone(&webhook);
+        tokio::spawn(async move {
+            let (parts, body) = request.into_parts();
+            deliver_until_ok(|| {
+                let request = Request::from_parts(parts.clone(), body.clone());
+                let status = Arc::clone(&status);
+                let webhook = Arc::clone(&webhook);
+                async move {
+                    if request.uri().path() == "/twilio/status" {
+                        status.handle(request).await
+                    } else {
+                        webhook.handle(request).await
+                    }
+                }
+            })
+            .await
+        })
+    });
+    for attempts in futures_util::future::join_all(tasks).await {
+        attempts.unwrap();
+    }
+    let org = t.org("acme").await;
+    assert_eq!(
+        org.usage_this_month_seconds, expected,
+        "usage lost or doubled"
+    );
+    assert_eq!(org.reserved_seconds, 0, "every reservation settled");
+}
+
+/// A key reaches only its own organisation: another's assistant, call,
+/// conversation and transcript are 404 alike; an exhausted organisation's
+/// /outbound-calls is 429; a key of no organisation is refused until assigned.
+#[tokio::test]
+async fn keys_reach_only_their_own_organisation() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    t.create_org("globex", 3600, 0).await;
+    t.create_org("broke", 0, 0).await;
+    let globex_key = t.key_of("globex").await;
+    let globex_assistant = t
+        .create_assistant(serde_json::json!({
+            "org_id": "globex", "name": "Gail", "provider": "elevenlabs",
+            "elevenlabs_agent_id": "agent_abc", "elevenlabs_phone_number_id": "phnum_xyz"
+        }))
+        .await;
+    let initiate = t.initiate(1000);
+    // acme's key (t.key) cannot start globex's assistant.
+    let response = initiate
+        .handle(t.initiate_request(&seed_call(globex_assistant)))
+        .await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(json_body(&response)["detail"], "Assistant not found");
+    assert!(t.eleven.outbound_requests().is_empty());
+    // globex's own key can, and its conversation is globex's alone.
+    let response = initiate
+        .handle(outbound_request_with(
+            &globex_key,
+            "/calls/initiate",
+            &seed_call(globex_assistant),
+        ))
+        .await;
+    assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+    let conversation_id = json_body(&response)["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lookup = || shared::flows::conversations::ConversationLookup {
+        api_keys: t.api_keys(),
+        calls: Arc::new(t.stack.outbound_calls()),
+        elevenlabs: Some(t.eleven_client()),
+    };
+    let get = |key: &str, route: &str, path: String| {
+        devstack::server::api_request(
+            "GET",
+            route,
+            &path,
+            "",
+            &[("x-api-key".to_string(), key.to_string())],
+            b"",
+        )
+    };
+    let details = conversation_get::ConversationGet { lookup: lookup() };
+    let transcript = conversation_transcript::ConversationTranscript { lookup: lookup() };
+    let details_path = format!("/conversations/{conversation_id}");
+    let transcript_path = format!("/conversations/{conversation_id}/transcript");
+    let route = "/conversations/{conversation_id}";
+    let transcript_route = "/conversations/{conversation_id}/transcript";
+    let other = details
+        .handle(get(&t.key, route, details_path.clone()))
+        .await;
+    assert_eq!(other.status(), 404, "{:?}", json_body(&other));
+    assert_eq!(json_body(&other)["detail"], "Conversation not found");
+    let other = transcript
+        .handle(get(&t.key, transcript_route, transcript_path.clone()))
+        .await;
+    assert_eq!(other.status(), 404, "{:?}", json_body(&other));
+    let own = details.handle(get(&globex_key, route, details_path)).await;
+    assert_eq!(own.status(), 200, "{:?}", json_body(&own));
+    assert_eq!(json_body(&own)["callops"]["org_id"], "globex");
+
+    // An exhausted organisation's /outbound-calls is refused before ElevenLabs is called.
+    let broke_key = t.key_of("broke").await;
+    let before = t.eleven.outbound_requests().len();
+    let response = t
+        .outbound_calls()
+        .handle(outbound_request(
+            &broke_key,
+            serde_json::json!({"destination_number": CUSTOMER}),
+        ))
+        .await;
+    assert_eq!(response.status(), 429, "{:?}", json_body(&response));
+    assert_eq!(
+        json_body(&response)["detail"],
+        "Monthly usage limit exceeded. Please upgrade your plan or add top-up credits."
+    );
+    assert_eq!(t.eleven.outbound_requests().len(), before);
+
+    // A key made before keys had organisations: refused with how to fix it, then assigned.
+    let (orphan, mut record) = api_keys::generate("old", "acme");
+    record.org_id = None;
+    t.api_keys().insert(&record).await.unwrap();
+    let response = t
+        .outbound_calls()
+        .handle(outbound_request(
+            &orphan,
+            serde_json::json!({"destination_number": CUSTOMER}),
+        ))
+        .await;
+    assert_eq!(response.status(), 403, "{:?}", json_body(&response));
+    assert_eq!(json_body(&response)["code"], "api_key_without_organisation");
+    assert!(json_body(&response)["detail"]
+        .as_str()
+        .unwrap()
+        .contains("callops-admin api-keys assign"));
+    assert!(t.api_keys().assign(&record.key_id, "acme").await.unwrap());
+    let response = t
+        .outbound_calls()
+        .handle(outbound_request(
+            &orphan,
+            serde_json::json!({"destination_number": CUSTOMER}),
+        ))
+        .await;
+    assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+}
+
+/// A call the provider refuses is marked failed with the provider's error
+/// and holds no budget.
+#[tokio::test]
+async fn a_refused_call_releases_its_reservation() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let assistant = t.twilio_assistant("acme").await;
+    t.twilio
+        .fail_next_calls(1, 400, 21211, "Invalid 'To' Phone Number");
+    let response = t
+        .initiate(100)
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    assert_eq!(response.status(), 502);
+    let org = t.org("acme").await;
+    assert_eq!((org.reserved_seconds, org.usage_this_month_seconds), (0, 0));
+    assert_eq!(org.remaining_seconds, 3600);
+    // The refused Create Call still carried the call's ref in its callback URL.
+    let attempt = t
+        .twilio
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path.ends_with("/Calls.json"))
+        .unwrap();
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&attempt.body)
+        .into_owned()
+        .collect();
+    let call_ref = call_ref_of(&form);
+    let call = t
+        .stack
+        .outbound_calls()
+        .get(&call_ref)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(call.status, "failed");
+    assert!(call.failure_reason.unwrap().contains("21211"));
+    assert!(call.usage_counted);
+}
+
+/// The placing function stops between Twilio's answer and recording the
+/// call sid: the record stays `initiating` with its reservation, and once
+/// its window has passed the sweep marks it failed and releases the budget.
+#[tokio::test]
+async fn a_crash_after_placing_leaves_a_record_the_sweep_finishes() {
+    use shared::store::outbound_calls::{new_call_ref, Budget, OutboundCall, Reservation, Reserve};
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let calls = Arc::new(t.stack.outbound_calls());
+    // What `outbound::reserve` writes, with a window that has already passed.
+    let call_ref = new_call_ref();
+    let call = OutboundCall {
+        org_id: Some("acme".into()),
+        status: "initiating".into(),
+        status_rank: 0,
+        reservation: Some(Reservation {
+            org_id: "acme".into(),
+            seconds: 600,
+            month: shared::store::directory::usage_month(shared::base::time::now()),
+            release_after: shared::base::time::epoch_secs() - 1,
+        }),
+        ..OutboundCall::initiated(
+            &call_ref,
+            shared::store::directory::Provider::Twilio,
+            CUSTOMER,
+        )
+    };
+    let budget = Budget {
+        monthly_limit_seconds: 3600,
+        topup_seconds: 0,
+    };
+    assert_eq!(
+        calls.create_reserved(&call, budget).await.unwrap(),
+        Reserve::Reserved
+    );
+    // A second call still within its window stays reserved.
+    let running = OutboundCall {
+        reservation: Some(Reservation {
+            release_after: shared::base::time::epoch_secs() + 900,
+            ..call.reservation.clone().unwrap()
+        }),
+        ..OutboundCall::initiated(
+            &new_call_ref(),
+            shared::store::directory::Provider::Twilio,
+            CUSTOMER,
+        )
+    };
+    let running = OutboundCall {
+        org_id: Some("acme".into()),
+        status: "initiating".into(),
+        status_rank: 0,
+        ..running
+    };
+    assert_eq!(
+        calls.create_reserved(&running, budget).await.unwrap(),
+        Reserve::Reserved
+    );
+    // The provider placed the call; then the function died (no attach_provider_ids).
+    t.providers()
+        .twilio
+        .unwrap()
+        .create_call(&shared::providers::twilio::NewCall {
+            to: CUSTOMER,
+            from: CALLER_ID,
+            twiml_url: &format!("{PUBLIC_BASE}/twiml?call={call_ref}"),
+            status_callback: &format!("{PUBLIC_BASE}/twilio/status?call={call_ref}"),
+            time_limit_secs: 600,
+        })
+        .await
+        .unwrap();
+    assert_eq!(t.org("acme").await.reserved_seconds, 1200);
+
+    let sweep = reservation_sweep::ReservationSweep {
+        calls: calls.clone(),
+        batch: 100,
+    };
+    let report = sweep.run().await.unwrap();
+    assert_eq!(report.released, vec![call_ref.clone()]);
+    let swept = calls.get(&call_ref).await.unwrap().unwrap();
+    assert_eq!(swept.status, "failed");
+    assert_eq!(
+        swept.failure_reason.as_deref(),
+        Some(reservation_sweep::NO_END_REPORTED)
+    );
+    let org = t.org("acme").await;
+    assert_eq!(
+        (org.reserved_seconds, org.usage_this_month_seconds),
+        (600, 0)
+    );
+    // A second run finds nothing more to do; the running call keeps its hold.
+    assert_eq!(
+        sweep.run().await.unwrap(),
+        reservation_sweep::SweepReport::default()
+    );
+    assert_eq!(t.org("acme").await.reserved_seconds, 600);
+}

@@ -44,8 +44,6 @@ where
     Arc::new(move |event| Box::pin(f(event)))
 }
 
-// Used by `scheduled!`; drop the allow with the first `scheduled_job` entry.
-#[cfg_attr(not(test), allow(dead_code))]
 fn job<F, Fut>(f: F) -> ScheduledJob
 where
     F: Fn() -> Fut + Send + Sync + 'static,
@@ -80,10 +78,6 @@ macro_rules! worker {
 /// [`scheduled_job`], where `Type` has `async fn from_env() -> Result<Self, E>`
 /// (`E` into [`Error`]) and `async fn run(&self) -> Result<R, E2>` with
 /// `R: Serialize` and `E2: Display`. Built once; each run calls `run`.
-// No template function is scheduled yet: the first user is the upcoming
-// `reservation-sweep` entry (the unit test below exercises it meanwhile);
-// drop the allow with it.
-#[cfg_attr(not(test), allow(unused_macros))]
 macro_rules! scheduled {
     ($ty:path) => {{
         let scheduled = Arc::new(<$ty>::from_env().await?);
@@ -180,10 +174,9 @@ pub async fn queue_consumer(binary: &str) -> Result<Consumer, Error> {
 
 /// A function template.yaml runs on a schedule: one line per function,
 /// `"binary" => scheduled!(crate_name::Type)`.
-// Until the first entry the match has only its error arm; drop the allow with it.
-#[allow(clippy::match_single_binding, unreachable_code)]
 pub async fn scheduled_job(binary: &str) -> Result<ScheduledJob, Error> {
     Ok(match binary {
+        "reservation-sweep" => scheduled!(reservation_sweep::ReservationSweep),
         other => {
             return Err(format!(
                 "template.yaml has a scheduled function {other} the dev server does not know"
@@ -247,10 +240,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_scheduled_function_is_an_error_naming_it() {
-        let err = scheduled_job("reservation-sweep").await.err().unwrap();
+        let err = scheduled_job("nightly-report").await.err().unwrap();
         assert!(
             err.to_string()
-                .contains("scheduled function reservation-sweep"),
+                .contains("scheduled function nightly-report"),
             "{err}"
         );
     }
