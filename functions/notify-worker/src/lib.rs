@@ -89,7 +89,7 @@ impl NotifyWorker {
                 config::required("IDEMPOTENCY_TABLE")?,
                 Duration::from_secs(30 * 24 * 3600),
             )),
-            channels: build_channels(&notifier, http, ses),
+            channels: build_channels(&notifier, http, ses)?,
             notification_queue: Arc::new(SqsJobQueue::new(
                 sqs.clone(),
                 config::required("NOTIFICATION_QUEUE_URL")?,
