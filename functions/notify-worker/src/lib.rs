@@ -89,7 +89,7 @@ impl NotifyWorker {
                 config::required("IDEMPOTENCY_TABLE")?,
                 Duration::from_secs(30 * 24 * 3600),
             )),
-            channels: build_channels(&notifier, http, ses),
+            channels: build_channels(&notifier, http, ses)?,
             notification_queue: Arc::new(SqsJobQueue::new(
                 sqs.clone(),
                 config::required("NOTIFICATION_QUEUE_URL")?,
@@ -237,9 +237,9 @@ impl NotifyWorker {
             return Ok(None);
         };
         let failed = job.kind == NotificationKind::TranscriptionFailed;
-        let text = if failed {
+        let mut message = if failed {
             let reason = record.failure_reason.as_deref().unwrap_or("unknown reason");
-            render::call_summary(&record, Rendered::Failed(reason))
+            render::call_summary_message(&record, Rendered::Failed(reason))
         } else {
             let Some(transcript) = self
                 .calls
@@ -249,9 +249,8 @@ impl NotifyWorker {
             else {
                 return Err("transcript not stored yet".into());
             };
-            render::call_summary(&record, Rendered::Transcribed(&transcript))
+            render::call_summary_message(&record, Rendered::Transcribed(&transcript))
         };
-        let mut message = Message::new(render::call_summary_subject(&record, failed), text);
         message.thread = self.thread_of(record.room_name.as_deref()).await?;
         Ok(Some(message))
     }

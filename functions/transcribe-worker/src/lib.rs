@@ -11,7 +11,7 @@ use shared::base::metrics::{self, Metric};
 use shared::providers::assemblyai::{
     AssemblyAi, TranscribeError, TranscriptState, TranscriptionService,
 };
-use shared::providers::recording::{ExotelCredentials, HostAllowList};
+use shared::providers::recording::{ExotelCredentials, HostAllowList, RecordingFetcher};
 use shared::queue::jobs::{
     self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue, TranscriptionJob,
 };
@@ -78,10 +78,12 @@ impl TranscribeWorker {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(45))
             .build()?;
-        let recording_hosts = HostAllowList::parse(
-            &config::optional("RECORDING_ALLOWED_HOSTS")
-                .unwrap_or_else(|| shared::flows::ingest::DEFAULT_RECORDING_HOSTS.into()),
-        );
+        let recording_hosts = HostAllowList::from_env()?;
+        let recordings = RecordingFetcher::new(
+            recording_hosts.clone(),
+            exotel,
+            RecordingFetcher::max_bytes_from_env()?,
+        )?;
         Ok(Self {
             calls: Arc::new(DynamoCallStore::new(
                 dynamo.clone(),
@@ -103,7 +105,7 @@ impl TranscribeWorker {
                 http,
                 config::base_url_or("ASSEMBLYAI_BASE_URL", "https://api.assemblyai.com")?,
                 config::required_secret("ASSEMBLYAI_API_KEY")?,
-                exotel,
+                recordings,
             )),
             recording_hosts,
             recheck: RecheckSettings {

@@ -139,6 +139,43 @@ impl KeyedAccess {
 mod tests {
     use super::*;
 
+    /// Fails the test if the request gets as far as a lookup.
+    struct UntouchableStore;
+
+    #[async_trait::async_trait]
+    impl ApiKeyStore for UntouchableStore {
+        async fn find(&self, _: &str) -> Result<Option<ApiKeyRecord>, crate::store::StoreError> {
+            panic!("an over-long key reached the key store")
+        }
+        async fn insert(&self, _: &ApiKeyRecord) -> Result<(), crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn revoke(&self, _: &str) -> Result<bool, crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn assign(&self, _: &str, _: &str) -> Result<bool, crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn list(&self) -> Result<Vec<ApiKeyRecord>, crate::store::StoreError> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test]
+    async fn over_long_keys_are_refused_before_the_store() {
+        for key in [
+            format!("cok_abcdef123456_{}", "s".repeat(300)),
+            format!("cok_{}_secret", "a".repeat(40)),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-api-key", key.parse().unwrap());
+            assert!(matches!(
+                authenticate(&UntouchableStore, &headers).await,
+                Err(ApiError::Unauthorized)
+            ));
+        }
+    }
+
     #[test]
     fn keys_come_from_either_header() {
         let mut headers = HeaderMap::new();

@@ -162,9 +162,16 @@ pub fn respond<T: Serialize>(result: Result<(StatusCode, T), ApiError>) -> Respo
     }
 }
 
+/// Longest bearer or webhook token considered; configured tokens must be shorter.
+pub const MAX_CREDENTIAL_BYTES: usize = 512;
+
 /// Compares a presented credential with the configured one in constant time.
 /// Both sides are hashed first so neither the content nor the length leaks.
+/// An over-long one is refused unhashed: no token of ours is that long.
 pub fn credential_matches(presented: &str, expected: &Secret) -> bool {
+    if presented.len() > MAX_CREDENTIAL_BYTES {
+        return false;
+    }
     let a = Sha256::digest(presented.as_bytes());
     let b = Sha256::digest(expected.expose().as_bytes());
     bool::from(a.ct_eq(&b))
@@ -285,6 +292,16 @@ mod tests {
         assert!(require_bearer(&headers, &secret).is_ok());
         headers.insert("authorization", "Basic s3cret-token-value".parse().unwrap());
         assert!(require_bearer(&headers, &secret).is_err());
+    }
+
+    #[test]
+    fn over_long_tokens_are_refused() {
+        // Even one equal to the configured value: nothing of ours is that long.
+        let long = "t".repeat(MAX_CREDENTIAL_BYTES + 1);
+        assert!(!credential_matches(&long, &Secret::new(long.clone())));
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {long}").parse().unwrap());
+        assert!(require_bearer(&headers, &Secret::new(long)).is_err());
     }
 
     #[test]

@@ -12,6 +12,18 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("environment variable {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    /// Nothing configured for something production needs; names what to set.
+    #[error("no {what} configured: set {set}")]
+    Unconfigured {
+        what: &'static str,
+        set: &'static str,
+    },
+}
+
+/// Running inside AWS Lambda (the runtime sets `AWS_LAMBDA_FUNCTION_NAME`).
+/// Local conveniences (console output, loopback recordings) are off there.
+pub fn in_lambda() -> bool {
+    optional("AWS_LAMBDA_FUNCTION_NAME").is_some()
 }
 
 /// A configuration value that must never be printed: `Debug` shows a placeholder.

@@ -320,19 +320,15 @@ pub struct WebhookConfig {
     pub settings: IngestSettings,
 }
 
-/// Exotel's own hosts plus the local fakes' hosts are set per deployment.
-pub const DEFAULT_RECORDING_HOSTS: &str =
-    "api.exotel.com,api.in.exotel.com,*.exotel.com,*.exotel.in";
+/// Exotel's own hosts; others (a bucket's own host, the local fakes) are set per deployment.
+pub use crate::providers::recording::DEFAULT_RECORDING_HOSTS;
 
 impl WebhookConfig {
     pub fn from_env() -> Result<Self, crate::base::config::ConfigError> {
         use crate::base::config::{optional, parsed_or, required, required_secret};
         Ok(Self {
             webhook_token: required_secret("WEBHOOK_TOKEN")?,
-            recording_hosts: crate::providers::recording::HostAllowList::parse(
-                &optional("RECORDING_ALLOWED_HOSTS")
-                    .unwrap_or_else(|| DEFAULT_RECORDING_HOSTS.into()),
-            ),
+            recording_hosts: crate::providers::recording::HostAllowList::from_env()?,
             calls_table: required("CALLS_TABLE")?,
             idempotency_table: required("IDEMPOTENCY_TABLE")?,
             stats_table: required("STATS_TABLE")?,

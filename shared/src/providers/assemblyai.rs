@@ -8,7 +8,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::base::config::Secret;
-use crate::providers::recording::ExotelCredentials;
+use crate::providers::recording::{FetchError, RecordingFetcher};
 use crate::store::calls::{Tone, Transcript, Utterance};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,11 +36,21 @@ pub trait TranscriptionService: Send + Sync {
     async fn check(&self, transcript_id: &str) -> Result<TranscriptState, TranscribeError>;
 }
 
+impl From<FetchError> for TranscribeError {
+    fn from(err: FetchError) -> Self {
+        match err {
+            FetchError::Temporary(reason) => Self::Temporary(reason),
+            FetchError::Permanent(reason) => Self::Permanent(reason),
+        }
+    }
+}
+
 pub struct AssemblyAi {
+    /// For AssemblyAI only; recordings come through `recordings`' own client.
     http: reqwest::Client,
     base_url: String,
     api_key: Secret,
-    exotel: Option<ExotelCredentials>,
+    recordings: RecordingFetcher,
 }
 
 impl AssemblyAi {
@@ -48,13 +58,13 @@ impl AssemblyAi {
         http: reqwest::Client,
         base_url: String,
         api_key: Secret,
-        exotel: Option<ExotelCredentials>,
+        recordings: RecordingFetcher,
     ) -> Self {
         Self {
             http,
             base_url,
             api_key,
-            exotel,
+            recordings,
         }
     }
 }
@@ -175,32 +185,20 @@ impl TranscriptResponse {
 #[async_trait]
 impl TranscriptionService for AssemblyAi {
     async fn submit(&self, recording_url: &Url) -> Result<String, TranscribeError> {
-        let mut download = self.http.get(recording_url.clone());
-        if let Some(exotel) = self.exotel.as_ref().filter(|e| e.applies_to(recording_url)) {
-            download =
-                download.basic_auth(exotel.api_key.expose(), Some(exotel.api_token.expose()));
-        }
-        let recording = download
-            .send()
-            .await
-            .map_err(|e| network("recording download", e))?;
-        if !recording.status().is_success() {
-            // A recording that is not there yet (404) may appear: Exotel publishes late.
-            let status = recording.status();
-            return Err(if status == StatusCode::NOT_FOUND {
-                TranscribeError::Temporary("recording not found yet (HTTP 404)".into())
-            } else {
-                classify(status, "recording host")
-            });
-        }
-        let upload: UploadResponse = self
+        let recording = self.recordings.open(recording_url).await?;
+        let uploaded = self
             .http
             .post(format!("{}/v2/upload", self.base_url))
             .header("authorization", self.api_key.expose())
             .header("content-type", "application/octet-stream")
-            .body(reqwest::Body::wrap_stream(recording.bytes_stream()))
+            .body(reqwest::Body::wrap_stream(recording.body))
             .send()
-            .await
+            .await;
+        // The limit aborts the upload mid-stream; say so rather than "network".
+        if let Some(too_large) = recording.limit.exceeded() {
+            return Err(too_large.into());
+        }
+        let upload: UploadResponse = uploaded
             .map_err(|e| network("AssemblyAI upload", e))
             .and_then(|r| ok_or_classify(r, "AssemblyAI upload"))?
             .json()

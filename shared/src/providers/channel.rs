@@ -17,6 +17,10 @@ pub struct Message {
     /// Slack's own form when it differs from `text` (seed 000: a fallback
     /// line plus one section block).
     pub slack: Option<SlackContent>,
+    /// Slack's mrkdwn form of `text`, with only untrusted fields escaped (so
+    /// the template's own markup survives); without it Slack gets `text`
+    /// escaped whole.
+    pub slack_text: Option<String>,
     /// Bot-token channel for this message (routing rules); default otherwise.
     pub slack_channel: Option<String>,
     /// Post as a reply in this thread (bot token only).

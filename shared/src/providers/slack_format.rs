@@ -11,6 +11,21 @@ pub const BLOCKS_PER_MESSAGE: usize = 12;
 
 const FENCE: &str = "```";
 
+/// Escapes text for Slack mrkdwn so `<!channel>` or `<https://x|click>` from a
+/// caller or a transcript is shown, not acted on. Slack asks for exactly these three.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Splits `text` into section-sized chunks on line boundaries. A single
 /// chunk is the text unchanged; a fence open across a boundary is closed at
 /// the end of one chunk and reopened at the start of the next.
@@ -125,7 +140,13 @@ pub fn message_parts(message: &Message) -> Vec<Part> {
             blocks: content.blocks.clone(),
             ..Part::default()
         }],
-        None => slack_parts(&message.subject, &message.text),
+        None => {
+            let text = match &message.slack_text {
+                Some(mrkdwn) => mrkdwn.clone(),
+                None => escape(&message.text),
+            };
+            slack_parts(&message.subject, &text)
+        }
     };
     let channel = message
         .thread
@@ -152,6 +173,24 @@ pub fn blocks_json(part: &Part) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_neutralises_slack_control_sequences() {
+        assert_eq!(
+            escape("<!channel> & <https://evil|click>"),
+            "&lt;!channel&gt; &amp; &lt;https://evil|click&gt;"
+        );
+        assert_eq!(escape("plain *bold* `code`"), "plain *bold* `code`");
+    }
+
+    #[test]
+    fn plain_messages_are_escaped_whole_for_slack() {
+        let message = Message::new("s", "hi <!here>");
+        assert_eq!(message_parts(&message)[0].text, "hi &lt;!here&gt;");
+        let mut formatted = message.clone();
+        formatted.slack_text = Some("*hi* &lt;!here&gt;".into());
+        assert_eq!(message_parts(&formatted)[0].text, "*hi* &lt;!here&gt;");
+    }
 
     #[test]
     fn short_text_is_one_unchanged_section() {

@@ -13,6 +13,11 @@ use subtle::ConstantTimeEq;
 use crate::store::StoreError;
 
 const PREFIX: &str = "cok_";
+/// Length of a generated key id.
+const KEY_ID_CHARS: usize = 12;
+/// Generated keys are 81 characters; anything far longer is not one of ours
+/// and is refused before any lookup.
+pub const MAX_API_KEY_CHARS: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
@@ -38,7 +43,7 @@ fn hash(key: &str) -> String {
 /// A new key of `org_id` and the record that stores it. The key is shown
 /// once, never stored.
 pub fn generate(name: &str, org_id: &str) -> (String, ApiKeyRecord) {
-    let key_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let key_id = uuid::Uuid::new_v4().simple().to_string()[..KEY_ID_CHARS].to_string();
     let secret = format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
@@ -56,12 +61,18 @@ pub fn generate(name: &str, org_id: &str) -> (String, ApiKeyRecord) {
     (key, record)
 }
 
-/// The id part of a presented key, if it has the right shape.
+/// The id part of a presented key, if it has the right shape and size.
 pub fn key_id(presented: &str) -> Option<&str> {
+    if presented.len() > MAX_API_KEY_CHARS {
+        return None;
+    }
     let rest = presented.strip_prefix(PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
-    (!id.is_empty() && !secret.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()))
-        .then_some(id)
+    (!id.is_empty()
+        && id.len() <= KEY_ID_CHARS
+        && !secret.is_empty()
+        && id.chars().all(|c| c.is_ascii_alphanumeric()))
+    .then_some(id)
 }
 
 #[async_trait]
@@ -207,5 +218,8 @@ mod tests {
         assert_eq!(key_id("cok_"), None);
         assert_eq!(key_id("cok_abc"), None);
         assert_eq!(key_id("cok_a-b_secret"), None);
+        // Longer than any generated key or key id: no lookup.
+        assert_eq!(key_id(&format!("cok_abc_{}", "s".repeat(200))), None);
+        assert_eq!(key_id(&format!("cok_{}_secret", "a".repeat(13))), None);
     }
 }

@@ -9,5 +9,6 @@ mod notifications;
 mod outbound;
 mod pipeline;
 mod read_api;
+mod recording_fetch;
 mod support;
 mod worker_failures;

@@ -259,3 +259,66 @@ async fn email_notifications_go_through_ses() {
             .slack_posted
     );
 }
+
+#[tokio::test]
+async fn slack_shows_control_sequences_from_a_transcript_and_email_keeps_them_verbatim() {
+    let stack = Stack::start().await;
+    stack.assemblyai.set_outcome(TranscriptOutcome::Completed {
+        polls_before_done: 0,
+        utterances: vec![(
+            "A".into(),
+            "<!channel> refund me at <https://evil.example|this link> & now".into(),
+        )],
+        sentiment: vec![],
+        audio_duration: 10,
+    });
+    transcribed_call(&stack, "ESCAPE1").await;
+    let ses = local().ses().await;
+    let address = format!(
+        "ops-{}@example.com",
+        stack.resources.table("CallsTable").to_lowercase()
+    );
+    ses.create_email_identity()
+        .email_identity(&address)
+        .send()
+        .await
+        .unwrap();
+    let email: std::sync::Arc<dyn shared::flows::notify::NotificationChannel> =
+        std::sync::Arc::new(shared::providers::ses::SesEmailChannel {
+            client: ses,
+            from: address.clone(),
+            to: address.clone(),
+        });
+    let notifier = stack.notify_worker(vec![stack.slack_webhook(), email]);
+    stack.run_notifications(&notifier).await;
+
+    let escaped = "&lt;!channel&gt; refund me at &lt;https://evil.example|this link&gt; &amp; now";
+    let posts = stack.slack.posts();
+    assert_eq!(posts.len(), 1);
+    let text = posts[0]["text"].as_str().unwrap();
+    let block = posts[0]["blocks"][0]["text"]["text"].as_str().unwrap();
+    for slack in [text, block] {
+        assert!(!slack.contains("<!channel>"), "{slack}");
+        assert!(!slack.contains("<https://evil"), "{slack}");
+        assert!(slack.contains(&format!("Speaker A: {escaped}")), "{slack}");
+        // The seed's own markup is untouched.
+        assert!(
+            slack.contains("👤 CS Agent:\n@prateek.raj <09631084471>"),
+            "{slack}"
+        );
+    }
+
+    let sent: Vec<_> = local()
+        .sent_emails()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(from, _, _)| *from == address)
+        .collect();
+    assert_eq!(sent.len(), 1);
+    let (_, _, body) = &sent[0];
+    assert!(
+        body.contains("Speaker A: <!channel> refund me at <https://evil.example|this link> & now"),
+        "{body}"
+    );
+}

@@ -17,7 +17,9 @@ use shared::base::config::Secret;
 use shared::flows::ingest::{IngestSettings, Ingestor};
 use shared::flows::notify::NotificationChannel;
 use shared::providers::assemblyai::AssemblyAi;
-use shared::providers::recording::{ExotelCredentials, HostAllowList};
+use shared::providers::recording::{
+    ExotelCredentials, HostAllowList, RecordingFetcher, DEFAULT_MAX_RECORDING_BYTES,
+};
 use shared::providers::slack::{SlackBotChannel, SlackWebhookChannel};
 use shared::queue::jobs::SqsJobQueue;
 use shared::store::calls::DynamoCallStore;
@@ -89,12 +91,14 @@ impl Stack {
             .to_string()
     }
 
+    /// The fakes' hosts, with the local (non-Lambda) loopback rule.
     pub fn recording_hosts(&self) -> HostAllowList {
         HostAllowList::parse(&format!(
             "{},{},*.exotel.com",
             self.exotel_host(),
             self.dead_host
         ))
+        .with_loopback(true)
     }
 
     pub fn recording_url(&self, call_id: &str) -> String {
@@ -185,6 +189,15 @@ impl Stack {
     }
 
     pub fn transcribe_worker(&self) -> Arc<transcribe_worker::TranscribeWorker> {
+        self.transcribe_worker_with(self.recording_hosts(), DEFAULT_MAX_RECORDING_BYTES)
+    }
+
+    /// A transcribe worker with its own recording rules (Lambda mode, size limit).
+    pub fn transcribe_worker_with(
+        &self,
+        recording_hosts: HostAllowList,
+        max_recording_bytes: u64,
+    ) -> Arc<transcribe_worker::TranscribeWorker> {
         let exotel = ExotelCredentials {
             api_key: Secret::new(EXOTEL_KEY),
             api_token: Secret::new(EXOTEL_TOKEN),
@@ -199,9 +212,10 @@ impl Stack {
                 reqwest::Client::new(),
                 self.assemblyai.base_url().to_string(),
                 Secret::new(ASSEMBLYAI_KEY),
-                Some(exotel),
+                RecordingFetcher::new(recording_hosts.clone(), Some(exotel), max_recording_bytes)
+                    .unwrap(),
             )),
-            recording_hosts: self.recording_hosts(),
+            recording_hosts,
             // No waiting between re-checks in tests; the backoff is unit-tested.
             recheck: transcribe_worker::RecheckSettings {
                 base: Duration::ZERO,
@@ -288,7 +302,13 @@ impl Stack {
     }
 
     pub async fn run_transcriptions(&self) -> Vec<PollReport> {
-        let worker = self.transcribe_worker();
+        self.run_transcriptions_with(self.transcribe_worker()).await
+    }
+
+    pub async fn run_transcriptions_with(
+        &self,
+        worker: Arc<transcribe_worker::TranscribeWorker>,
+    ) -> Vec<PollReport> {
         self.drain("TranscriptionQueue", |event| {
             let worker = Arc::clone(&worker);
             async move { worker.handle(event).await }

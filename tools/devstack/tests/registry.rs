@@ -15,7 +15,12 @@ async fn every_template_function_is_registered() {
                 EnvValue::Literal(v) => v.clone(),
                 // Resource names, parameters and conditions: any well-formed value.
                 _ if name.ends_with("_URL") => "http://127.0.0.1:9".to_string(),
-                _ if name.ends_with("_SECONDS") || name.ends_with("_MINUTE") => "10".to_string(),
+                _ if name.ends_with("_SECONDS")
+                    || name.ends_with("_MINUTE")
+                    || name.ends_with("_BYTES") =>
+                {
+                    "10".to_string()
+                }
                 _ if name.ends_with("_ENABLED") => "false".to_string(),
                 _ if name == "EXOTEL_TIMEZONE_OFFSET" => "+05:30".to_string(),
                 _ if name == "NOTIFICATION_ROUTES" => "[]".to_string(),

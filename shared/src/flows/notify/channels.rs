@@ -1,5 +1,5 @@
 //! Which channels a notification goes out on, from the seed's variables;
-//! the console when none is configured.
+//! the console when none is configured, but only outside Lambda.
 
 use std::sync::Arc;
 
@@ -19,6 +19,9 @@ pub struct NotifierConfig {
     pub slack_api_base_url: String,
     pub notification_email: Option<String>,
     pub notification_from_email: Option<String>,
+    /// Print to stdout when nothing else is configured. Off in Lambda, where
+    /// stdout is CloudWatch and messages carry phone numbers and transcripts.
+    pub console_fallback: bool,
 }
 
 impl NotifierConfig {
@@ -31,17 +34,19 @@ impl NotifierConfig {
             slack_api_base_url: config::base_url_or("SLACK_API_BASE_URL", "https://slack.com/api")?,
             notification_email: config::optional("NOTIFICATION_EMAIL"),
             notification_from_email: config::optional("NOTIFICATION_FROM_EMAIL"),
+            console_fallback: !config::in_lambda(),
         })
     }
 }
 
 /// Every configured channel; the console when none is, so a local run
-/// always shows the message.
+/// always shows the message. Without any channel and without the console
+/// fallback (Lambda) the cold start fails rather than log messages.
 pub fn build_channels(
     config: &NotifierConfig,
     http: reqwest::Client,
     ses: Option<aws_sdk_sesv2::Client>,
-) -> Vec<Arc<dyn NotificationChannel>> {
+) -> Result<Vec<Arc<dyn NotificationChannel>>, ConfigError> {
     let mut channels: Vec<Arc<dyn NotificationChannel>> = Vec::new();
     if let Some(token) = &config.slack_bot_token {
         channels.push(Arc::new(SlackBotChannel {
@@ -68,9 +73,15 @@ pub fn build_channels(
         }));
     }
     if channels.is_empty() {
+        if !config.console_fallback {
+            return Err(ConfigError::Unconfigured {
+                what: "notification channel",
+                set: "SLACK_WEBHOOK_URL, SLACK_BOT_TOKEN (with SLACK_CHANNEL_ID) or NOTIFICATION_EMAIL",
+            });
+        }
         channels.push(Arc::new(ConsoleChannel));
     }
-    channels
+    Ok(channels)
 }
 
 /// Prints the message: the channel of a local run with nothing configured.
@@ -112,20 +123,44 @@ impl NotificationChannel for ConsoleChannel {
 mod tests {
     use super::*;
 
-    #[test]
-    fn console_is_the_fallback_channel() {
-        let config = NotifierConfig {
+    fn unconfigured(console_fallback: bool) -> NotifierConfig {
+        NotifierConfig {
             slack_webhook_url: None,
             slack_bot_token: None,
             slack_channel_id: "#x".into(),
             slack_api_base_url: "http://127.0.0.1".into(),
             notification_email: None,
             notification_from_email: None,
-        };
-        let channels = build_channels(&config, reqwest::Client::new(), None);
-        assert_eq!(
-            channels.iter().map(|c| c.name()).collect::<Vec<_>>(),
-            vec!["console"]
-        );
+            console_fallback,
+        }
+    }
+
+    fn names(channels: &[Arc<dyn NotificationChannel>]) -> Vec<&'static str> {
+        channels.iter().map(|c| c.name()).collect()
+    }
+
+    #[test]
+    fn console_is_the_local_fallback_channel() {
+        let channels = build_channels(&unconfigured(true), reqwest::Client::new(), None).unwrap();
+        assert_eq!(names(&channels), vec!["console"]);
+    }
+
+    #[test]
+    fn lambda_without_a_channel_refuses_to_start() {
+        let err = build_channels(&unconfigured(false), reqwest::Client::new(), None)
+            .err()
+            .expect("no console in Lambda");
+        let text = err.to_string();
+        for variable in ["SLACK_WEBHOOK_URL", "SLACK_BOT_TOKEN", "NOTIFICATION_EMAIL"] {
+            assert!(text.contains(variable), "{text}");
+        }
+    }
+
+    #[test]
+    fn lambda_with_a_channel_uses_only_it() {
+        let mut config = unconfigured(false);
+        config.slack_webhook_url = Some(Secret::new("https://hooks.slack.com/services/x"));
+        let channels = build_channels(&config, reqwest::Client::new(), None).unwrap();
+        assert_eq!(names(&channels), vec!["slack-webhook"]);
     }
 }

@@ -3,6 +3,7 @@
 
 use chrono::DateTime;
 
+use crate::providers::slack_format::escape;
 use crate::store::calls::{CallRecord, Direction, Transcript};
 
 /// How many opening words of the transcript make the "Concern" line.
@@ -10,6 +11,7 @@ const CONCERN_WORDS: usize = 10;
 const NOT_PROVIDED: &str = "N/A";
 
 /// What the message reports about the transcription.
+#[derive(Clone, Copy)]
 pub enum Outcome<'a> {
     Transcribed(&'a Transcript),
     Failed(&'a str),
@@ -59,7 +61,31 @@ fn seed_timestamp(rfc3339: &str) -> String {
         .unwrap_or_else(|_| rfc3339.to_string())
 }
 
+/// Seed 001's text as plain text (email, console).
 pub fn call_summary(record: &CallRecord, outcome: Outcome<'_>) -> String {
+    summary_text(record, outcome, &|s| s.to_string())
+}
+
+/// Seed 001's text for Slack: the same characters for ordinary text, but
+/// every value from a caller, the transcript or metadata escaped.
+pub fn call_summary_mrkdwn(record: &CallRecord, outcome: Outcome<'_>) -> String {
+    summary_text(record, outcome, &escape)
+}
+
+/// Seed 001's message: plain text for email, escaped mrkdwn for Slack.
+pub fn call_summary_message(record: &CallRecord, outcome: Outcome<'_>) -> super::Message {
+    let failed = matches!(outcome, Outcome::Failed(_));
+    super::Message {
+        slack_text: Some(call_summary_mrkdwn(record, outcome)),
+        ..super::Message::new(
+            call_summary_subject(record, failed),
+            call_summary(record, outcome),
+        )
+    }
+}
+
+/// `esc` is applied to every interpolated value, never to the template.
+fn summary_text(record: &CallRecord, outcome: Outcome<'_>, esc: &dyn Fn(&str) -> String) -> String {
     let (support, customer) = match record.direction {
         Direction::Outgoing => (&record.from_number, &record.to_number),
         Direction::Incoming => (&record.to_number, &record.from_number),
@@ -114,11 +140,19 @@ pub fn call_summary(record: &CallRecord, outcome: Outcome<'_>) -> String {
          • Customer Segment: {segment}\n\n\
          📝 Full Transcription:\n```\n{transcription}\n```\n\n\
          🎧 Recording/Voice Note:\n{recording_line}",
-        department = or_na(agent.department.as_ref()),
-        timestamp = seed_timestamp(&record.timestamp),
-        call_id = record.call_id,
-        agent_name = or_na(agent.agent_name.as_ref()),
-        segment = or_na(agent.customer_segment.as_ref()),
+        support = esc(support),
+        customer = esc(customer),
+        concern_line = esc(&concern_line),
+        cs_agent = esc(cs_agent),
+        department = esc(or_na(agent.department.as_ref())),
+        timestamp = esc(&seed_timestamp(&record.timestamp)),
+        call_id = esc(&record.call_id),
+        duration = esc(&duration),
+        status = esc(&status),
+        agent_name = esc(or_na(agent.agent_name.as_ref())),
+        segment = esc(or_na(agent.customer_segment.as_ref())),
+        transcription = esc(&transcription),
+        recording_line = esc(&recording_line),
     )
 }
 
@@ -143,10 +177,13 @@ pub fn call_started(
             "Call started in room {room} at {}",
             crate::base::time::rfc3339(at)
         ),
+        // `title` is configuration and may use mrkdwn; room and user come from callers.
         slack: Some(super::SlackContent {
-            text: format!("📞 New call started by {user}"),
+            text: format!("📞 New call started by {}", escape(user)),
             blocks: vec![format!(
-                "*{title}*\nRoom: `{room}`\nUser: {user}\nTime: {} UTC",
+                "*{title}*\nRoom: `{}`\nUser: {}\nTime: {} UTC",
+                escape(room),
+                escape(user),
                 at.format("%I:%M %p")
             )],
         }),
@@ -157,6 +194,20 @@ pub fn call_started(
 /// An outbound call's summary: who was called about what, how it ended,
 /// and the conversation.
 pub fn outbound_summary(call: &crate::store::outbound_calls::OutboundCall) -> super::Message {
+    super::Message {
+        slack_text: Some(outbound_text(call, &escape)),
+        ..super::Message::new(
+            format!("Outbound call to {}: {}", call.to_number, call.status),
+            outbound_text(call, &|s| s.to_string()),
+        )
+    }
+}
+
+/// `esc` is applied to every interpolated value, never to the template.
+fn outbound_text(
+    call: &crate::store::outbound_calls::OutboundCall,
+    esc: &dyn Fn(&str) -> String,
+) -> String {
     let or_na = |v: Option<String>| {
         v.filter(|s| !s.is_empty())
             .unwrap_or_else(|| NOT_PROVIDED.to_string())
@@ -173,7 +224,7 @@ pub fn outbound_summary(call: &crate::store::outbound_calls::OutboundCall) -> su
         Some(reason) => format!("{} ({reason})", call.status),
         None => call.status.clone(),
     };
-    let text = format!(
+    format!(
         "📞 Outbound call to {to}\n\n\
          📋 Call Metadata:\n\
          • Call: `{call_ref}`\n\
@@ -183,16 +234,14 @@ pub fn outbound_summary(call: &crate::store::outbound_calls::OutboundCall) -> su
          • Duration: {duration}\n\n\
          🎯 Agenda:\n{agenda}\n\n\
          📝 Full Transcription:\n```\n{transcript}\n```",
-        to = call.to_number,
-        call_ref = call.call_ref,
-        from = or_na(call.from_number.clone()),
-        assistant = or_na(call.assistant_id.map(|a| a.to_string())),
-        duration = or_na(call.duration_secs.map(|d| format!("{d}s"))),
-        agenda = or_na(call.agenda.clone()),
-    );
-    super::Message::new(
-        format!("Outbound call to {}: {}", call.to_number, call.status),
-        text,
+        to = esc(&call.to_number),
+        call_ref = esc(&call.call_ref),
+        from = esc(&or_na(call.from_number.clone())),
+        assistant = esc(&or_na(call.assistant_id.map(|a| a.to_string()))),
+        status = esc(&status),
+        duration = esc(&or_na(call.duration_secs.map(|d| format!("{d}s")))),
+        agenda = esc(&or_na(call.agenda.clone())),
+        transcript = esc(&transcript),
     )
 }
 
@@ -329,6 +378,44 @@ mod tests {
             "📞 New call started by Unknown"
         );
         assert_eq!(unknown.subject, "New Call: Unknown");
+    }
+
+    #[test]
+    fn slack_form_escapes_untrusted_fields_only() {
+        let t = transcript();
+        // Ordinary text: Slack's form is seed 001 character for character.
+        assert_eq!(
+            call_summary_mrkdwn(&record(), Outcome::Transcribed(&t)),
+            call_summary(&record(), Outcome::Transcribed(&t))
+        );
+        let mut r = record();
+        r.agent.agent_slack_handle = Some("<https://evil.example|click>".into());
+        let hostile = Transcript {
+            text: "<!channel> refund me & more".into(),
+            utterances: vec![],
+            tone: Tone::Neutral,
+            audio_duration: None,
+        };
+        let slack = call_summary_mrkdwn(&r, Outcome::Transcribed(&hostile));
+        assert!(!slack.contains("<!channel>"), "{slack}");
+        assert!(slack.contains("Call inquiry: &lt;!channel&gt; refund me &amp; more"));
+        assert!(slack.contains("```\n&lt;!channel&gt; refund me &amp; more\n```"));
+        assert!(slack.contains("&lt;https://evil.example|click&gt; <09631084471>"));
+        let message = call_summary_message(&r, Outcome::Transcribed(&hostile));
+        assert!(message
+            .text
+            .contains("```\n<!channel> refund me & more\n```"));
+        assert_eq!(message.slack_text.as_deref(), Some(slack.as_str()));
+    }
+
+    #[test]
+    fn call_start_escapes_room_and_user_for_slack_only() {
+        let m = call_started("<!here>", Some("a<b>@x.com"), "2025-10-30T14:15:09Z", "T");
+        let slack = m.slack.unwrap();
+        assert_eq!(slack.text, "📞 New call started by a&lt;b&gt;@x.com");
+        assert!(slack.blocks[0].starts_with("*T*\nRoom: `&lt;!here&gt;`\nUser: a&lt;b&gt;@x.com"));
+        assert_eq!(m.subject, "New Call: a<b>@x.com");
+        assert!(m.text.starts_with("Call started in room <!here> at"));
     }
 
     #[test]

@@ -272,6 +272,8 @@ async fn main() -> Result<(), Error> {
         env.push(("WEBHOOK_TOKEN".into(), WEBHOOK_TOKEN.into()));
         env.push(("API_TOKEN".into(), API_TOKEN.into()));
         env.push(("RECORDING_ALLOWED_HOSTS".into(), "127.0.0.1:3100".into()));
+        // The bench sets AWS_LAMBDA_FUNCTION_NAME, which alone would refuse loopback recordings.
+        env.push(("ALLOW_LOOPBACK_RECORDINGS".into(), "true".into()));
         env.push((
             "LIVEKIT_API_KEY".into(),
             devstack::DEV_LIVEKIT_API_KEY.into(),
