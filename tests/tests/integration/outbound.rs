@@ -2041,3 +2041,60 @@ async fn a_crash_after_placing_leaves_a_record_the_sweep_finishes() {
     );
     assert_eq!(t.org("acme").await.reserved_seconds, 600);
 }
+
+/// A call placed on the last day of a month and ending on the first of the
+/// next is counted once, in the month it was placed (its reservation's).
+#[tokio::test]
+async fn a_call_spanning_midnight_on_the_first_counts_in_the_month_it_was_placed() {
+    use shared::store::outbound_calls::{new_call_ref, Budget, OutboundCall, Reservation, Reserve};
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let calls = t.stack.outbound_calls();
+    let call = OutboundCall {
+        org_id: Some("acme".into()),
+        reservation: Some(Reservation {
+            org_id: "acme".into(),
+            seconds: 600,
+            month: "2026-10".into(),
+            release_after: shared::base::time::epoch_secs() + 900,
+        }),
+        ..OutboundCall::initiated(
+            &new_call_ref(),
+            shared::store::directory::Provider::Twilio,
+            CUSTOMER,
+        )
+    };
+    let budget = Budget {
+        monthly_limit_seconds: 3600,
+        topup_seconds: 0,
+    };
+    assert_eq!(
+        calls.create_reserved(&call, budget).await.unwrap(),
+        Reserve::Reserved
+    );
+    for _ in 0..2 {
+        calls.record_duration(&call, 45).await.unwrap();
+    }
+    let item = t
+        .stack
+        .dynamo
+        .get_item()
+        .table_name(t.stack.resources.table("OrganisationsTable"))
+        .key(
+            "org_id",
+            aws_sdk_dynamodb::types::AttributeValue::S("acme".into()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let number = |name: &str| item.get(name).and_then(|v| v.as_n().ok()).cloned();
+    assert_eq!(number("usage#2026-10").as_deref(), Some("45"));
+    assert_eq!(number("reserved#2026-10").as_deref(), Some("0"));
+    assert_eq!(number("held#2026-10").as_deref(), Some("45"));
+    // The month it ended in (now) is untouched.
+    let org = t.org("acme").await;
+    assert_eq!((org.usage_this_month_seconds, org.reserved_seconds), (0, 0));
+}
