@@ -16,7 +16,7 @@ use crate::api::Route;
 use crate::base::config::{self, ConfigError};
 use crate::flows::call_start::CallStartIntake;
 use crate::flows::conversations::ConversationLookup;
-use crate::flows::outbound::{provider_http, Providers};
+use crate::flows::outbound::{provider_http, Placement, Providers};
 use crate::providers::elevenlabs::ElevenLabsClient;
 use crate::queue::jobs::{JobQueue, SqsJobQueue};
 use crate::queue::sqs_batch::Worker;
@@ -124,6 +124,16 @@ impl Wiring {
             sessions: self.sessions()?,
             notification_queue: self.notification_queue()?,
             lease: dedup_lease()?,
+        })
+    }
+
+    /// What placing outbound calls needs: access, directory, call records, providers.
+    pub fn placement(&self) -> Result<Placement, ConfigError> {
+        Ok(Placement {
+            access: self.keyed_access()?,
+            directory: self.directory()?,
+            calls: self.outbound_calls()?,
+            providers: providers()?,
         })
     }
 

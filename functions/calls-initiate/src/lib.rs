@@ -2,32 +2,27 @@
 //! agenda. Validation runs in the seed's order and words, and nothing is
 //! sent to a provider unless every check passed.
 
-use std::sync::Arc;
-
 use http::StatusCode;
 use lambda_http::Request;
 use serde::{Deserialize, Serialize};
 use shared::api::{self, ApiError, Route};
-use shared::flows::outbound::{self, CALL_REF_VARIABLE};
-use shared::store::directory::{Assistant, DirectoryStore, Organisation, Provider};
+use shared::flows::outbound::{Placed, Placement, CALL_REF_VARIABLE};
+use shared::store::directory::{Assistant, Organisation, Provider};
 
-use shared::store::outbound_calls::{OutboundCall, OutboundCallStore};
+use shared::store::outbound_calls::{new_call_ref, OutboundCall};
 
-use shared::api::access::KeyedAccess;
-use shared::flows::outbound::Providers;
-use shared::providers::twilio::{NewCall, ProviderError};
-use shared::wiring::{self, Wiring};
+use shared::providers::twilio::NewCall;
+use shared::wiring::Wiring;
 use tracing::{info, warn};
+
+/// Seed 003's words for any provider's refusal or outage.
+const PROVIDER: &str = "The telephony provider";
 
 pub const AGENDA_MAX_CHARS: usize = 2000;
 pub const WELCOME_MAX_CHARS: usize = 200;
 
 pub struct CallsInitiate {
-    /// API key and per-key rate limit.
-    pub access: KeyedAccess,
-    pub directory: Arc<dyn DirectoryStore>,
-    pub calls: Arc<dyn OutboundCallStore>,
-    pub providers: Providers,
+    pub placement: Placement,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,13 +108,8 @@ impl InitiateBody {
 
 impl CallsInitiate {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let aws = Wiring::load().await;
-        Ok(Self {
-            access: aws.keyed_access()?,
-            directory: aws.directory()?,
-            calls: aws.outbound_calls()?,
-            providers: wiring::providers()?,
-        })
+        let placement = Wiring::load().await.placement()?;
+        Ok(Self { placement })
     }
 }
 
@@ -127,19 +117,20 @@ impl Route for CallsInitiate {
     type Body = Initiated;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, Initiated), ApiError> {
-        let tenant = self.access.admit(request.headers()).await?;
+        let placing = &self.placement;
+        let tenant = placing.access.admit(request.headers()).await?;
         let body: InitiateBody =
             api::parse_json(api::body_bytes(request.body())?, "a valid JSON object")?;
         let valid = body.validate()?;
         // Another organisation's assistant is answered exactly like a missing one.
-        let assistant = self
+        let assistant = placing
             .directory
             .get_assistant(valid.assistant_id)
             .await
             .map_err(api::unavailable)?
             .filter(|a| a.is_active && a.org_id == tenant.org_id)
             .ok_or_else(|| ApiError::NotFound("Assistant not found".into()))?;
-        let org = self
+        let org = placing
             .directory
             .get_organisation(&assistant.org_id)
             .await
@@ -183,50 +174,24 @@ struct Call<'a> {
 }
 
 impl CallsInitiate {
-    /// Records the call (`initiating`) with its reservation before any
-    /// provider is asked; 429 when the month's budget cannot hold it.
-    async fn record_and_reserve(
-        &self,
-        call: &Call<'_>,
-        from: Option<String>,
-    ) -> Result<OutboundCall, ApiError> {
-        let call_ref = shared::store::outbound_calls::new_call_ref();
-        let mut record = OutboundCall {
+    /// The call's record before it is placed (status `initiating`).
+    fn record(call: &Call<'_>, from: Option<String>) -> OutboundCall {
+        OutboundCall {
             assistant_id: Some(call.assistant.assistant_id),
             from_number: from,
             agenda: Some(call.valid.agenda.clone()),
             welcome_message: call.welcome.clone(),
             status: "initiating".into(),
             status_rank: 0,
-            ..OutboundCall::initiated(&call_ref, call.assistant.provider, &call.valid.to)
-        };
-        outbound::reserve(
-            self.calls.as_ref(),
-            self.directory.as_ref(),
-            &mut record,
-            call.org,
-            call.assistant.max_call_seconds,
-        )
-        .await?;
-        Ok(record)
-    }
-
-    /// The provider did not place the call: record why, release the budget.
-    async fn unplaced(&self, record: &OutboundCall, err: ProviderError) -> ApiError {
-        if let Err(store) =
-            outbound::release_unplaced(self.calls.as_ref(), record, &err.to_string()).await
-        {
-            // The sweep releases it after max_call_seconds plus its margin.
-            warn!(error = %store, call_ref = %record.call_ref, "refused call's reservation not released yet");
+            ..OutboundCall::initiated(&new_call_ref(), call.assistant.provider, &call.valid.to)
         }
-        outbound::call_not_placed(err, "The telephony provider")
     }
 
     /// Twilio fetches TwiML from `/twiml?call=<ref>` when the call connects;
     /// the agenda is stored under that ref, never put in the URL.
     async fn via_twilio(&self, call: Call<'_>) -> Result<(StatusCode, Initiated), ApiError> {
-        let (Some(twilio), Some(base)) = (&self.providers.twilio, &self.providers.public_base_url)
-        else {
+        let providers = &self.placement.providers;
+        let (Some(twilio), Some(base)) = (&providers.twilio, &providers.public_base_url) else {
             warn!("Twilio credentials or PUBLIC_BASE_URL missing");
             return Err(ApiError::Provider {
                 detail: "Twilio is not configured for this deployment".into(),
@@ -236,42 +201,45 @@ impl CallsInitiate {
             .assistant
             .caller_number
             .clone()
-            .or_else(|| self.providers.twilio_phone_number.clone())
+            .or_else(|| providers.twilio_phone_number.clone())
             .ok_or_else(|| {
                 ApiError::unprocessable(
                     "missing_caller_number",
                     "The assistant has no caller number",
                 )
             })?;
-        let record = self.record_and_reserve(&call, Some(from.clone())).await?;
-        let call_ref = &record.call_ref;
-        let placed = twilio
-            .create_call(&NewCall {
-                to: &call.valid.to,
-                from: &from,
-                twiml_url: &format!("{base}/twiml?call={call_ref}"),
-                status_callback: &format!("{base}/twilio/status?call={call_ref}"),
-                time_limit_secs: call.assistant.max_call_seconds,
-            })
-            .await;
-        let sid = match placed {
-            Ok(sid) => sid,
-            Err(err) => return Err(self.unplaced(&record, err).await),
-        };
-        // The call is placed: a bookkeeping failure is logged, never reported
-        // as a failed call (status callbacks and the sweep finish the record).
-        if let Err(err) = self
-            .calls
-            .attach_provider_ids(call_ref, Some(&sid), None, "queued")
-            .await
-        {
-            warn!(error = %err, %call_ref, "call sid not stored");
-        }
+        let record = Self::record(&call, Some(from.clone()));
+        let time_limit_secs = call.assistant.max_call_seconds;
+        let caller = from.as_str();
+        let (_, placed) = self
+            .placement
+            .place(
+                record,
+                call.org,
+                time_limit_secs,
+                PROVIDER,
+                |call_ref| async move {
+                    let sid = twilio
+                        .create_call(&NewCall {
+                            to: &call.valid.to,
+                            from: caller,
+                            twiml_url: &format!("{base}/twiml?call={call_ref}"),
+                            status_callback: &format!("{base}/twilio/status?call={call_ref}"),
+                            time_limit_secs,
+                        })
+                        .await?;
+                    Ok(Placed {
+                        call_sid: Some(sid),
+                        conversation_id: None,
+                    })
+                },
+            )
+            .await?;
         Ok((
             StatusCode::OK,
             Initiated {
                 success: true,
-                call_sid: sid,
+                call_sid: placed.call_sid.unwrap_or_default(),
                 message: "Outbound call initiated successfully",
                 assistant_id: call.assistant.assistant_id,
                 to_phone_number: call.valid.to.clone(),
@@ -285,7 +253,8 @@ impl CallsInitiate {
     /// agenda and welcome message become dynamic variables, with the call's
     /// ref so the post-call webhook finds the record whatever happens.
     async fn via_elevenlabs(&self, call: Call<'_>) -> Result<(StatusCode, Initiated), ApiError> {
-        let Some(elevenlabs) = &self.providers.elevenlabs else {
+        let providers = &self.placement.providers;
+        let Some(elevenlabs) = &providers.elevenlabs else {
             return Err(ApiError::Provider {
                 detail: "ElevenLabs is not configured for this deployment".into(),
             });
@@ -303,45 +272,43 @@ impl CallsInitiate {
             .assistant
             .caller_number
             .clone()
-            .or_else(|| self.providers.twilio_phone_number.clone());
-        let record = self.record_and_reserve(&call, from.clone()).await?;
+            .or_else(|| providers.twilio_phone_number.clone());
+        let record = Self::record(&call, from.clone());
         let mut variables = serde_json::Map::new();
         variables.insert("agenda".into(), call.valid.agenda.clone().into());
         if let Some(welcome) = &call.welcome {
             variables.insert("welcome_message".into(), welcome.clone().into());
         }
-        variables.insert(CALL_REF_VARIABLE.into(), record.call_ref.clone().into());
-        let started = match elevenlabs
-            .outbound_call(agent_id, phone_number_id, &call.valid.to, &variables)
-            .await
-        {
-            Ok(started) => started,
-            Err(err) => return Err(self.unplaced(&record, err).await),
-        };
-        if let Err(err) = self
-            .calls
-            .attach_provider_ids(
-                &record.call_ref,
-                started.call_sid.as_deref(),
-                Some(&started.conversation_id),
-                "initiated",
+        let (_, placed) = self
+            .placement
+            .place(
+                record,
+                call.org,
+                call.assistant.max_call_seconds,
+                PROVIDER,
+                |call_ref| async move {
+                    variables.insert(CALL_REF_VARIABLE.into(), call_ref.into());
+                    let started = elevenlabs
+                        .outbound_call(agent_id, phone_number_id, &call.valid.to, &variables)
+                        .await?;
+                    Ok(Placed {
+                        call_sid: started.call_sid,
+                        conversation_id: Some(started.conversation_id),
+                    })
+                },
             )
-            .await
-        {
-            warn!(error = %err, call_ref = %record.call_ref, "conversation id not stored");
-        }
+            .await?;
+        let conversation_id = placed.conversation_id.unwrap_or_default();
         Ok((
             StatusCode::OK,
             Initiated {
                 success: true,
-                call_sid: started
-                    .call_sid
-                    .unwrap_or_else(|| started.conversation_id.clone()),
+                call_sid: placed.call_sid.unwrap_or_else(|| conversation_id.clone()),
                 message: "Outbound call initiated successfully",
                 assistant_id: call.assistant.assistant_id,
                 to_phone_number: call.valid.to.clone(),
                 from_phone_number: from,
-                conversation_id: Some(started.conversation_id),
+                conversation_id: Some(conversation_id),
             },
         ))
     }

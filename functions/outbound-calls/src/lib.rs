@@ -11,14 +11,14 @@ use serde::Deserialize;
 use shared::api::{self, ApiError};
 use shared::base::config;
 use shared::queue::jobs::{self, JobQueue, MonitorJob};
-use shared::store::outbound_calls::{OutboundCall, OutboundCallStore};
+use shared::store::outbound_calls::OutboundCall;
 
-use shared::flows::outbound::{self, CALL_REF_VARIABLE};
-use shared::store::directory::{DirectoryStore, Provider};
+use shared::flows::outbound::{Placed, Placement, CALL_REF_VARIABLE};
+use shared::providers::elevenlabs::OutboundCallStarted;
+use shared::store::directory::Provider;
+use shared::store::outbound_calls::new_call_ref;
 
-use shared::api::access::KeyedAccess;
-use shared::flows::outbound::Providers;
-use shared::wiring::{self, Wiring};
+use shared::wiring::Wiring;
 use tracing::{info, warn};
 
 /// Seed 004's default monitoring window and its ceiling.
@@ -26,11 +26,7 @@ const DEFAULT_MONITOR_SECS: u64 = 30;
 const MAX_MONITOR_SECS: u64 = 3600;
 
 pub struct OutboundCalls {
-    /// API key and per-key rate limit.
-    pub access: KeyedAccess,
-    pub calls: Arc<dyn OutboundCallStore>,
-    pub directory: Arc<dyn DirectoryStore>,
-    pub providers: Providers,
+    pub placement: Placement,
     /// What each call reserves on the organisation's budget
     /// (`OUTBOUND_MAX_CALL_SECONDS`; seed 004 has no assistant to say).
     pub max_call_seconds: u64,
@@ -84,10 +80,7 @@ impl OutboundCalls {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let aws = Wiring::load().await;
         Ok(Self {
-            access: aws.keyed_access()?,
-            calls: aws.outbound_calls()?,
-            directory: aws.directory()?,
-            providers: wiring::providers()?,
+            placement: aws.placement()?,
             max_call_seconds: config::parsed_or(
                 "OUTBOUND_MAX_CALL_SECONDS",
                 shared::store::directory::DEFAULT_MAX_CALL_SECONDS,
@@ -110,7 +103,7 @@ impl OutboundCalls {
     }
 
     async fn process(&self, request: Request) -> Result<serde_json::Value, ApiError> {
-        let tenant = self.access.admit(request.headers()).await?;
+        let tenant = self.placement.access.admit(request.headers()).await?;
         let body: OutboundBody =
             api::parse_json(api::body_bytes(request.body())?, "a valid JSON object")?;
         // Seed 004: a missing `+` is added, then the number must be E.164.
@@ -124,6 +117,7 @@ impl OutboundCalls {
             )
         })?;
         let org = self
+            .placement
             .directory
             .get_organisation(&tenant.org_id)
             .await
@@ -149,7 +143,7 @@ impl OutboundCalls {
                     "phone_number_id is required (or set it on the organisation, or PHONE_NUMBER_ID)",
                 )
             })?;
-        let Some(elevenlabs) = &self.providers.elevenlabs else {
+        let Some(elevenlabs) = &self.placement.providers.elevenlabs else {
             return Err(ApiError::Provider {
                 detail: "ElevenLabs is not configured for this deployment".into(),
             });
@@ -160,54 +154,42 @@ impl OutboundCalls {
                 .and_then(|a| a.as_str())
                 .map(str::to_string)
         };
-        let call_ref = shared::store::outbound_calls::new_call_ref();
-        let mut record = OutboundCall {
-            from_number: self.providers.twilio_phone_number.clone(),
+        let record = OutboundCall {
+            from_number: self.placement.providers.twilio_phone_number.clone(),
             agenda: text("agenda"),
             welcome_message: text("welcome_message"),
             agent_variables: variables.clone(),
             status: "initiating".into(),
             status_rank: 0,
-            ..OutboundCall::initiated(&call_ref, Provider::Elevenlabs, &to)
+            ..OutboundCall::initiated(&new_call_ref(), Provider::Elevenlabs, &to)
         };
-        outbound::reserve(
-            self.calls.as_ref(),
-            self.directory.as_ref(),
-            &mut record,
-            &org,
-            self.max_call_seconds,
-        )
-        .await?;
-        variables.insert(CALL_REF_VARIABLE.into(), call_ref.clone().into());
-        info!(to = %shared::base::mask::phone(&to), api_key = %tenant.key_id, %call_ref, "placing ElevenLabs call");
-        let started = match elevenlabs
-            .outbound_call(&agent_id, &phone_number_id, &to, &variables)
-            .await
-        {
-            Ok(started) => started,
-            Err(err) => {
-                if let Err(store) =
-                    outbound::release_unplaced(self.calls.as_ref(), &record, &err.to_string()).await
-                {
-                    // The sweep releases it after the reservation's window.
-                    warn!(error = %store, %call_ref, "refused call's reservation not released yet");
-                }
-                return Err(outbound::call_not_placed(err, "ElevenLabs"));
-            }
-        };
-        let conversation_id = started.conversation_id.clone();
-        if let Err(err) = self
-            .calls
-            .attach_provider_ids(
-                &call_ref,
-                started.call_sid.as_deref(),
-                Some(&conversation_id),
-                "initiated",
+        info!(to = %shared::base::mask::phone(&to), api_key = %tenant.key_id, call_ref = %record.call_ref, "placing ElevenLabs call");
+        let mut answer: Option<OutboundCallStarted> = None;
+        let answer_slot = &mut answer;
+        let (record, _) = self
+            .placement
+            .place(
+                record,
+                &org,
+                self.max_call_seconds,
+                "ElevenLabs",
+                |call_ref| async move {
+                    variables.insert(CALL_REF_VARIABLE.into(), call_ref.into());
+                    let started = elevenlabs
+                        .outbound_call(&agent_id, &phone_number_id, &to, &variables)
+                        .await?;
+                    let placed = Placed {
+                        call_sid: started.call_sid.clone(),
+                        conversation_id: Some(started.conversation_id.clone()),
+                    };
+                    *answer_slot = Some(started);
+                    Ok(placed)
+                },
             )
-            .await
-        {
-            warn!(error = %err, %call_ref, "conversation id not stored");
-        }
+            .await?;
+        let started = answer.ok_or(ApiError::Unavailable)?;
+        let call_ref = record.call_ref;
+        let conversation_id = started.conversation_id.clone();
         let mut monitor_queued = false;
         if body.monitor {
             let window = body

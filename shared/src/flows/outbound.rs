@@ -1,6 +1,10 @@
 //! Placing and ending outbound calls (seeds 003 and 004): the telephony
 //! providers a deployment has, and the one way every source ends a call.
 
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::api::access::KeyedAccess;
 use crate::api::ApiError;
 use crate::providers::elevenlabs::ElevenLabsClient;
 use crate::providers::twilio::{ProviderError, TwilioClient};
@@ -79,6 +83,83 @@ pub async fn reserve(
         }
     }
     Err(ApiError::Unavailable)
+}
+
+/// What placing an outbound call needs: the caller's access, the directory
+/// (organisations and their budgets), call records and the providers.
+pub struct Placement {
+    /// API key (and its organisation) and per-key rate limit.
+    pub access: KeyedAccess,
+    pub directory: Arc<dyn DirectoryStore>,
+    pub calls: Arc<dyn OutboundCallStore>,
+    pub providers: Providers,
+}
+
+/// The provider's ids for a call it placed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placed {
+    pub call_sid: Option<String>,
+    pub conversation_id: Option<String>,
+}
+
+impl Placement {
+    /// The one way a call is placed: `call` (status `initiating`) is recorded
+    /// with a reservation of `seconds` on `org` before the provider is asked
+    /// (`place`, given the call's ref); a refusal marks it failed and
+    /// releases the budget (answered with `who`'s refusal); once placed, the
+    /// provider's ids are attached. A failure to attach them is logged, never
+    /// reported as a failed call: status callbacks and the sweep finish the
+    /// record.
+    pub async fn place<F, Fut>(
+        &self,
+        mut call: OutboundCall,
+        org: &Organisation,
+        seconds: u64,
+        who: &str,
+        place: F,
+    ) -> Result<(OutboundCall, Placed), ApiError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = Result<Placed, ProviderError>>,
+    {
+        reserve(
+            self.calls.as_ref(),
+            self.directory.as_ref(),
+            &mut call,
+            org,
+            seconds,
+        )
+        .await?;
+        let placed = match place(call.call_ref.clone()).await {
+            Ok(placed) => placed,
+            Err(err) => {
+                let reason = err.to_string();
+                if let Err(store) = release_unplaced(self.calls.as_ref(), &call, &reason).await {
+                    // The sweep releases it once its window has passed.
+                    tracing::warn!(error = %store, call_ref = %call.call_ref, "refused call's reservation not released yet");
+                }
+                return Err(call_not_placed(err, who));
+            }
+        };
+        let status = if placed.conversation_id.is_some() {
+            "initiated"
+        } else {
+            "queued"
+        };
+        if let Err(err) = self
+            .calls
+            .attach_provider_ids(
+                &call.call_ref,
+                placed.call_sid.as_deref(),
+                placed.conversation_id.as_deref(),
+                status,
+            )
+            .await
+        {
+            tracing::warn!(error = %err, call_ref = %call.call_ref, "provider ids not stored");
+        }
+        Ok((call, placed))
+    }
 }
 
 /// The provider did not place the call: it is marked failed with the

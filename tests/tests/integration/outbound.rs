@@ -104,6 +104,15 @@ impl Outbound {
         }
     }
 
+    fn placement(&self, rate_per_minute: u64) -> shared::flows::outbound::Placement {
+        shared::flows::outbound::Placement {
+            access: self.access(rate_per_minute),
+            directory: Arc::new(self.stack.directory()),
+            calls: Arc::new(self.stack.outbound_calls()),
+            providers: self.providers(),
+        }
+    }
+
     fn queue(&self, logical_id: &str) -> Arc<SqsJobQueue> {
         self.stack.queue(logical_id)
     }
@@ -125,10 +134,7 @@ impl Outbound {
 
     fn initiate(&self, rate_per_minute: u64) -> calls_initiate::CallsInitiate {
         calls_initiate::CallsInitiate {
-            access: self.access(rate_per_minute),
-            directory: Arc::new(self.stack.directory()),
-            calls: Arc::new(self.stack.outbound_calls()),
-            providers: self.providers(),
+            placement: self.placement(rate_per_minute),
         }
     }
 
@@ -158,10 +164,7 @@ impl Outbound {
 
     fn outbound_calls(&self) -> outbound_calls::OutboundCalls {
         outbound_calls::OutboundCalls {
-            access: self.access(30),
-            calls: Arc::new(self.stack.outbound_calls()),
-            directory: Arc::new(self.stack.directory()),
-            providers: self.providers(),
+            placement: self.placement(30),
             max_call_seconds: 600,
             default_agent_id: Some("agent_default".into()),
             default_phone_number_id: Some("phnum_default".into()),
