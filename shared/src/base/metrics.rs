@@ -13,6 +13,8 @@ pub enum Metric {
     Failed,
     /// Outbound-call reservations the sweep released (calls that never reported an end).
     ReservationsReleased,
+    /// Recording-pipeline calls the sweep found stuck (re-driven or failed).
+    StuckCalls,
 }
 
 impl Metric {
@@ -25,6 +27,7 @@ impl Metric {
             Self::Notified => "Notified",
             Self::Failed => "Failed",
             Self::ReservationsReleased => "ReservationsReleased",
+            Self::StuckCalls => "StuckCalls",
         }
     }
 }

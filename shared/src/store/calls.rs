@@ -219,11 +219,42 @@ pub trait CallStore: Send + Sync {
         slack_posted: bool,
         status_after: CallStatus,
     ) -> Result<bool, StoreError>;
+    /// Watch entries due at `now` (epoch seconds), oldest first.
+    async fn due_watches(&self, now: i64, limit: i32) -> Result<Vec<Watch>, StoreError>;
+    /// Moves a watch entry to `at` (a re-driven call gets one more chance).
+    async fn reschedule_watch(&self, watch: &Watch, at: i64) -> Result<(), StoreError>;
+    /// Drops a watch entry (the call reached a final state).
+    async fn drop_watch(&self, watch: &Watch) -> Result<(), StoreError>;
+    /// Marks the call re-driven once; false if it already was.
+    async fn mark_redriven(&self, call_id: &str) -> Result<bool, StoreError>;
 }
 
 pub struct DynamoCallStore {
     client: Client,
     table: String,
+    /// How long after it was received a call that has not reached a final
+    /// state counts as stuck (its watch entry becomes due for the sweep).
+    watch_after: std::time::Duration,
+}
+
+/// The transcription deadline (1 h by default) plus re-check backoff and
+/// notification: a call still moving after this is stuck.
+pub const DEFAULT_WATCH_AFTER: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+
+/// The partition of the calls table that lists calls to look at again,
+/// sorted by when (`<epoch:012>#<call_id>`): written with the record, in the
+/// same transaction, so no call escapes the sweep.
+const WATCH_PARTITION: &str = "calls#watch";
+
+/// A call the sweep should look at: its entry in the watch ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    pub entry: String,
+    pub call_id: String,
+}
+
+fn watch_entry(call_id: &str, at: i64) -> String {
+    format!("{at:012}#{call_id}")
 }
 
 impl DynamoCallStore {
@@ -231,7 +262,31 @@ impl DynamoCallStore {
         Self {
             client,
             table: table.into(),
+            watch_after: DEFAULT_WATCH_AFTER,
         }
+    }
+
+    pub fn watching_after(mut self, watch_after: std::time::Duration) -> Self {
+        self.watch_after = watch_after;
+        self
+    }
+
+    fn watch_item(
+        &self,
+        entry: &str,
+        call_id: &str,
+    ) -> std::collections::HashMap<String, AttributeValue> {
+        std::collections::HashMap::from([
+            (
+                "call_id".to_string(),
+                AttributeValue::S(WATCH_PARTITION.into()),
+            ),
+            ("item".to_string(), AttributeValue::S(entry.to_string())),
+            (
+                "watched_call".to_string(),
+                AttributeValue::S(call_id.to_string()),
+            ),
+        ])
     }
 
     fn history_entry(to: CallStatus, reason: Option<&str>) -> Result<AttributeValue, StoreError> {
@@ -269,12 +324,11 @@ pub fn split_parts(text: &str, max_bytes: usize) -> Vec<&str> {
 #[async_trait]
 impl CallStore for DynamoCallStore {
     async fn create(&self, record: &CallRecord) -> Result<Created, StoreError> {
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
         let mut item: std::collections::HashMap<String, AttributeValue> =
             serde_dynamo::to_item(record)?;
         item.insert("item".into(), AttributeValue::S(RECORD_ITEM.into()));
-        let result = self
-            .client
-            .put_item()
+        let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(call_id) OR #status = :received")
@@ -283,19 +337,40 @@ impl CallStore for DynamoCallStore {
                 ":received",
                 AttributeValue::S(CallStatus::Received.as_str().into()),
             )
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Created::Stored),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(Self::is_condition_failure) =>
-            {
-                Ok(Created::AlreadyProcessing)
-            }
-            Err(err) => Err(err.into()),
-        }
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let due = crate::base::time::epoch_secs()
+            + i64::try_from(self.watch_after.as_secs()).unwrap_or(i64::MAX / 2);
+        let watch = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(
+                self.watch_item(&watch_entry(&record.call_id, due), &record.call_id),
+            ))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let items = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder().put(watch).build(),
+        ];
+        super::transactions::transact(
+            &self.client,
+            items,
+            "call record",
+            Created::Stored,
+            |reasons| match reasons.first() {
+                Some(record) if record.code() == Some("ConditionalCheckFailed") => {
+                    super::transactions::Verdict::Done(Created::AlreadyProcessing)
+                }
+                _ if super::transactions::busy(reasons) => {
+                    super::transactions::Verdict::Retry(super::transactions::codes(reasons))
+                }
+                _ => super::transactions::Verdict::Fail(format!(
+                    "call record: [{}]",
+                    super::transactions::codes(reasons)
+                )),
+            },
+        )
+        .await
     }
 
     async fn get(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
@@ -494,6 +569,101 @@ impl CallStore for DynamoCallStore {
             .expression_attribute_values(
                 ":entry",
                 Self::history_entry(status_after, Some("notification sent"))?,
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(Self::is_condition_failure) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn due_watches(&self, now: i64, limit: i32) -> Result<Vec<Watch>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("call_id = :watch AND #entry <= :due")
+            .expression_attribute_names("#entry", "item")
+            .expression_attribute_values(":watch", AttributeValue::S(WATCH_PARTITION.into()))
+            // Entries sort by their time; "~" sorts after every "#<call_id>".
+            .expression_attribute_values(":due", AttributeValue::S(format!("{now:012}~")))
+            .consistent_read(true)
+            .limit(limit)
+            .send()
+            .await?;
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| {
+                Some(Watch {
+                    entry: item.get("item")?.as_s().ok()?.clone(),
+                    call_id: item.get("watched_call")?.as_s().ok()?.clone(),
+                })
+            })
+            .collect())
+    }
+
+    async fn reschedule_watch(&self, watch: &Watch, at: i64) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .key("call_id", AttributeValue::S(WATCH_PARTITION.into()))
+            .key("item", AttributeValue::S(watch.entry.clone()))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(
+                self.watch_item(&watch_entry(&watch.call_id, at), &watch.call_id),
+            ))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            TransactWriteItem::builder().put(put).build(),
+        ];
+        super::transactions::transact(&self.client, items, "watch entry", (), |reasons| {
+            if super::transactions::busy(reasons) {
+                super::transactions::Verdict::Retry(super::transactions::codes(reasons))
+            } else {
+                super::transactions::Verdict::Fail(super::transactions::codes(reasons))
+            }
+        })
+        .await
+    }
+
+    async fn drop_watch(&self, watch: &Watch) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("call_id", AttributeValue::S(WATCH_PARTITION.into()))
+            .key("item", AttributeValue::S(watch.entry.clone()))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_redriven(&self, call_id: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("call_id", AttributeValue::S(call_id.to_string()))
+            .key("item", AttributeValue::S(RECORD_ITEM.into()))
+            .update_expression("SET redriven_at = :now")
+            .condition_expression("attribute_exists(call_id) AND attribute_not_exists(redriven_at)")
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::S(crate::base::time::now_rfc3339()),
             )
             .send()
             .await;

@@ -10,5 +10,6 @@ mod outbound;
 mod pipeline;
 mod read_api;
 mod recording_fetch;
+mod stuck;
 mod support;
 mod worker_failures;

@@ -2020,8 +2020,15 @@ async fn a_crash_after_placing_leaves_a_record_the_sweep_finishes() {
         .unwrap();
     assert_eq!(t.org("acme").await.reserved_seconds, 1200);
 
-    let sweep = reservation_sweep::ReservationSweep {
+    let sweep = stuck_sweep::StuckSweep {
         calls: calls.clone(),
+        pipeline: shared::flows::stuck::StuckCalls {
+            calls: Arc::new(t.stack.calls()),
+            transcription_queue: t.queue("TranscriptionQueue"),
+            notification_queue: t.queue("NotificationQueue"),
+            redrive_grace: Duration::from_secs(1800),
+            transcription_deadline: Duration::from_secs(3600),
+        },
         batch: 100,
     };
     let report = sweep.run().await.unwrap();
@@ -2030,7 +2037,7 @@ async fn a_crash_after_placing_leaves_a_record_the_sweep_finishes() {
     assert_eq!(swept.status, "failed");
     assert_eq!(
         swept.failure_reason.as_deref(),
-        Some(reservation_sweep::NO_END_REPORTED)
+        Some(stuck_sweep::NO_END_REPORTED)
     );
     let org = t.org("acme").await;
     assert_eq!(
@@ -2040,7 +2047,7 @@ async fn a_crash_after_placing_leaves_a_record_the_sweep_finishes() {
     // A second run finds nothing more to do; the running call keeps its hold.
     assert_eq!(
         sweep.run().await.unwrap(),
-        reservation_sweep::SweepReport::default()
+        stuck_sweep::SweepReport::default()
     );
     assert_eq!(t.org("acme").await.reserved_seconds, 600);
 }

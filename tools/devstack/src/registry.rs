@@ -176,7 +176,7 @@ pub async fn queue_consumer(binary: &str) -> Result<Consumer, Error> {
 /// `"binary" => scheduled!(crate_name::Type)`.
 pub async fn scheduled_job(binary: &str) -> Result<ScheduledJob, Error> {
     Ok(match binary {
-        "reservation-sweep" => scheduled!(reservation_sweep::ReservationSweep),
+        "stuck-sweep" => scheduled!(stuck_sweep::StuckSweep),
         other => {
             return Err(format!(
                 "template.yaml has a scheduled function {other} the dev server does not know"

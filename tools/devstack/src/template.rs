@@ -669,7 +669,7 @@ Resources:
     Type: AWS::Serverless::Function
     Metadata:
       BuildProperties:
-        Binary: reservation-sweep
+        Binary: stuck-sweep
     Properties:
       Events:
         Every5:
@@ -716,14 +716,14 @@ Resources:
         assert_eq!(
             template.schedules,
             vec![
-                schedule(300, "reservation-sweep", "SweepFunction", true),
-                schedule(3600, "reservation-sweep", "SweepFunction", true),
-                schedule(86_400, "reservation-sweep", "SweepFunction", false),
+                schedule(300, "stuck-sweep", "SweepFunction", true),
+                schedule(3600, "stuck-sweep", "SweepFunction", true),
+                schedule(86_400, "stuck-sweep", "SweepFunction", false),
                 schedule(2 * 86_400, "report", "ReportFunction", false),
             ]
         );
         // Schedules are not routes or queue consumers.
-        let sweep = template.function("reservation-sweep").unwrap();
+        let sweep = template.function("stuck-sweep").unwrap();
         assert!(sweep.routes.is_empty() && sweep.sqs.is_none());
         assert_eq!(template.function("report").unwrap().routes.len(), 1);
     }
@@ -775,7 +775,7 @@ Resources:
             let err = Template::parse(&SCHEDULED.replace(from, to)).unwrap_err();
             assert!(
                 err.contains("SweepFunction")
-                    && err.contains("reservation-sweep")
+                    && err.contains("stuck-sweep")
                     && err.contains("Every5"),
                 "{to}: {err}"
             );

@@ -1,8 +1,8 @@
-use reservation_sweep::ReservationSweep;
+use stuck_sweep::StuckSweep;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::base::telemetry::init();
-    let sweep = ReservationSweep::from_env().await?;
+    let sweep = StuckSweep::from_env().await?;
     shared::wiring::serve_scheduled(|| sweep.run()).await
 }

@@ -1,0 +1,139 @@
+//! Calls of the recording pipeline that stopped moving: a job lost to a
+//! crash, a transcription that never reported back, a notification never
+//! queued. Every call has an entry in the calls table's watch ledger from
+//! the moment it is recorded; once it is due, a call already final is
+//! dropped from the ledger, a call still `received`, `queued`,
+//! `transcribing` or `transcribed` is re-driven once (its job sent again,
+//! the entry moved on by a grace period), and a call still stuck after that
+//! is ended `failed` with the reason and its failure notification.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind, TranscriptionJob};
+use crate::store::calls::{CallRecord, CallStatus, CallStore, Watch};
+use crate::store::StoreError;
+
+pub struct StuckCalls {
+    pub calls: Arc<dyn CallStore>,
+    pub transcription_queue: Arc<dyn JobQueue>,
+    pub notification_queue: Arc<dyn JobQueue>,
+    /// How long a re-driven call has before it is ended `failed`.
+    pub redrive_grace: Duration,
+    /// A re-driven transcription's own deadline (`TRANSCRIPTION_DEADLINE_SECONDS`).
+    pub transcription_deadline: Duration,
+}
+
+/// What one sweep of the pipeline did.
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StuckReport {
+    /// Calls whose work was sent again.
+    pub redriven: Vec<String>,
+    /// Calls ended `failed` after their second chance.
+    pub failed: Vec<String>,
+    /// Entries of calls that had finished; dropped.
+    pub finished: usize,
+}
+
+const STILL_MOVING: [CallStatus; 4] = [
+    CallStatus::Received,
+    CallStatus::Queued,
+    CallStatus::Transcribing,
+    CallStatus::Transcribed,
+];
+
+fn queue_error(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Dynamo(format!("queue: {err}"))
+}
+
+impl StuckCalls {
+    /// Looks at every call whose watch entry is due at `now` (epoch seconds).
+    pub async fn sweep(&self, now: i64, limit: i32) -> Result<StuckReport, StoreError> {
+        let mut report = StuckReport::default();
+        for watch in self.calls.due_watches(now, limit).await? {
+            let record = match self.calls.get(&watch.call_id).await? {
+                Some(record) if STILL_MOVING.contains(&record.status) => record,
+                _ => {
+                    self.calls.drop_watch(&watch).await?;
+                    report.finished += 1;
+                    continue;
+                }
+            };
+            if self.calls.mark_redriven(&record.call_id).await? {
+                self.redrive(&record, now).await?;
+                let grace = i64::try_from(self.redrive_grace.as_secs()).unwrap_or(i64::MAX / 2);
+                self.calls.reschedule_watch(&watch, now + grace).await?;
+                report.redriven.push(record.call_id);
+            } else {
+                self.fail(&record, &watch).await?;
+                report.failed.push(record.call_id);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sends the call's next job again: its transcription, or its summary.
+    async fn redrive(&self, record: &CallRecord, now: i64) -> Result<(), StoreError> {
+        tracing::warn!(call_id = %record.call_id, status = record.status.as_str(), "stuck call re-driven");
+        if record.status == CallStatus::Transcribed {
+            let job = NotificationJob::for_call(&record.call_id, NotificationKind::CallSummary);
+            return jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
+                .await
+                .map_err(queue_error);
+        }
+        let Some(recording_url) = record.recording_url.clone() else {
+            return Ok(());
+        };
+        // A submission that died mid-upload is claimed again from `queued`.
+        if record.status == CallStatus::Transcribing && record.transcript_id.is_none() {
+            self.calls
+                .transition(
+                    &record.call_id,
+                    &[CallStatus::Transcribing],
+                    CallStatus::Queued,
+                    Some("re-driven: transcription never submitted"),
+                )
+                .await?;
+        }
+        let deadline = i64::try_from(self.transcription_deadline.as_secs()).unwrap_or(3600);
+        let job = TranscriptionJob {
+            call_id: record.call_id.clone(),
+            recording_url,
+            source: record.source,
+            transcript_id: record.transcript_id.clone(),
+            checks: 0,
+            deadline: now + deadline,
+        };
+        jobs::send(self.transcription_queue.as_ref(), &job, Duration::ZERO)
+            .await
+            .map_err(queue_error)
+    }
+
+    /// Ends a call that stayed stuck after its second chance.
+    async fn fail(&self, record: &CallRecord, watch: &Watch) -> Result<(), StoreError> {
+        let reason = format!(
+            "stuck in {} past its deadline, also after being re-driven once",
+            record.status.as_str()
+        );
+        let moved = self
+            .calls
+            .transition(
+                &record.call_id,
+                &STILL_MOVING,
+                CallStatus::Failed,
+                Some(&reason),
+            )
+            .await?;
+        if moved {
+            tracing::error!(call_id = %record.call_id, %reason, "stuck call failed");
+            let job =
+                NotificationJob::for_call(&record.call_id, NotificationKind::TranscriptionFailed);
+            jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
+                .await
+                .map_err(queue_error)?;
+        }
+        self.calls.drop_watch(watch).await
+    }
+}

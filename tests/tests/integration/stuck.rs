@@ -1,0 +1,149 @@
+//! The sweep for work that got stuck: a recording-pipeline call whose job
+//! was lost is re-driven once, then failed with a notice; a finished call's
+//! watch entry is dropped.
+
+use shared::api::Route;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::flows::stuck::StuckCalls;
+use shared::store::calls::{CallStatus, CallStore, DEFAULT_WATCH_AFTER};
+use stuck_sweep::StuckSweep;
+
+use crate::support::*;
+
+impl Stack {
+    fn stuck_sweep(&self) -> StuckSweep {
+        StuckSweep {
+            calls: Arc::new(self.outbound_calls()),
+            pipeline: StuckCalls {
+                calls: Arc::new(self.calls()),
+                transcription_queue: self.queue("TranscriptionQueue"),
+                notification_queue: self.queue("NotificationQueue"),
+                redrive_grace: Duration::from_secs(1800),
+                transcription_deadline: Duration::from_secs(3600),
+            },
+            batch: 100,
+        }
+    }
+
+    /// A crash that loses a queued job: the queue forgets it.
+    async fn lose_queued_jobs(&self, logical_id: &str) {
+        let url = self.resources.queue(logical_id);
+        loop {
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            let messages = received.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return;
+            }
+            for message in messages {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(message.receipt_handle.unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn deliver(&self, call_id: &str) {
+        let body = seed_payload(self, call_id).to_string();
+        let response = self
+            .zapier()
+            .handle(zapier_request(
+                body.as_bytes(),
+                Some(&bearer(WEBHOOK_TOKEN)),
+            ))
+            .await;
+        assert_eq!(response.status(), 202, "{:?}", json_body(&response));
+    }
+}
+
+/// Seconds since the epoch once a call received now has become due.
+fn when_due() -> i64 {
+    shared::base::time::epoch_secs() + DEFAULT_WATCH_AFTER.as_secs() as i64 + 1
+}
+
+#[tokio::test]
+async fn a_call_whose_job_was_lost_is_redriven_once_then_failed_with_a_notice() {
+    let stack = Stack::start().await;
+    stack.deliver("LOST1").await;
+    stack.lose_queued_jobs("TranscriptionQueue").await;
+    let sweep = stack.stuck_sweep();
+
+    // Not yet due: nothing happens.
+    let early = sweep.run().await.unwrap();
+    assert!(early.pipeline.redriven.is_empty() && early.pipeline.failed.is_empty());
+
+    let due = when_due();
+    let first = sweep.run_at(due).await.unwrap();
+    assert_eq!(first.pipeline.redriven, vec!["LOST1".to_string()]);
+    assert_eq!(
+        stack.depth("TranscriptionQueue").await,
+        1,
+        "its job was sent again"
+    );
+    // The same run again changes nothing: the entry moved on by the grace.
+    let again = sweep.run_at(due).await.unwrap();
+    assert!(again.pipeline.redriven.is_empty() && again.pipeline.failed.is_empty());
+
+    // Lost again: after the grace the call is ended, with a notice.
+    stack.lose_queued_jobs("TranscriptionQueue").await;
+    let second = sweep.run_at(due + 1801).await.unwrap();
+    assert_eq!(second.pipeline.failed, vec!["LOST1".to_string()]);
+    let record = stack.calls().get("LOST1").await.unwrap().unwrap();
+    assert_eq!(record.status, CallStatus::Failed);
+    assert!(
+        record
+            .failure_reason
+            .as_deref()
+            .unwrap()
+            .contains("stuck in queued past its deadline"),
+        "{:?}",
+        record.failure_reason
+    );
+    assert_eq!(stack.depth("NotificationQueue").await, 1);
+    let notifier = stack.notify_worker(vec![stack.slack_webhook()]);
+    stack.run_notifications(&notifier).await;
+    assert_eq!(stack.slack.posts().len(), 1, "one failure notice");
+    // Nothing is left to sweep.
+    let last = sweep.run_at(due + 100_000).await.unwrap();
+    assert_eq!(last, stuck_sweep::SweepReport::default());
+}
+
+#[tokio::test]
+async fn a_redriven_call_finishes_normally_and_a_finished_call_is_dropped() {
+    let stack = Stack::start().await;
+    stack.deliver("REDRIVE1").await;
+    stack.lose_queued_jobs("TranscriptionQueue").await;
+    stack.deliver("FINE1").await;
+    stack.run_transcriptions().await;
+    let notifier = stack.notify_worker(vec![stack.slack_webhook()]);
+    stack.run_notifications(&notifier).await;
+    assert_eq!(
+        stack.calls().get("FINE1").await.unwrap().unwrap().status,
+        CallStatus::Notified
+    );
+
+    let sweep = stack.stuck_sweep();
+    let report = sweep.run_at(when_due()).await.unwrap();
+    assert_eq!(report.pipeline.redriven, vec!["REDRIVE1".to_string()]);
+    assert_eq!(report.pipeline.finished, 1, "FINE1's entry dropped");
+    stack.run_transcriptions().await;
+    stack.run_notifications(&notifier).await;
+    let record = stack.calls().get("REDRIVE1").await.unwrap().unwrap();
+    assert_eq!(record.status, CallStatus::Notified);
+    assert_eq!(stack.slack.posts().len(), 2, "one summary per call");
+    let later = sweep.run_at(when_due() + 1801).await.unwrap();
+    assert_eq!(later.pipeline.finished, 1, "REDRIVE1's entry dropped");
+    assert!(later.pipeline.failed.is_empty());
+}
