@@ -10,6 +10,7 @@ mod outbound;
 mod pipeline;
 mod read_api;
 mod recording_fetch;
+mod soak;
 mod stuck;
 mod support;
 mod worker_failures;

@@ -41,8 +41,18 @@ pub fn local() -> &'static LocalAws {
 
 pub struct Stack {
     pub resources: Resources,
+    /// The clients the functions under test use (through fault proxies in a
+    /// faulty stack).
     pub dynamo: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
+    /// The test harness's own clients (the event source, assertions): never faulty.
+    pub harness_dynamo: aws_sdk_dynamodb::Client,
+    pub harness_sqs: aws_sdk_sqs::Client,
+    /// Where the functions reach Slack and AssemblyAI (a fault proxy in a faulty stack).
+    pub slack_base: String,
+    pub assemblyai_base: String,
+    /// Fault proxies kept alive with the stack (empty unless faulty).
+    pub faults: Vec<devstack::faults::FaultProxy>,
     pub exotel: FakeExotel,
     pub assemblyai: FakeAssemblyAi,
     pub slack: FakeSlack,
@@ -73,15 +83,40 @@ impl Stack {
             .local_addr()
             .unwrap()
             .port();
+        let assemblyai = FakeAssemblyAi::start(ASSEMBLYAI_KEY);
+        let slack = FakeSlack::start();
         Self {
             resources,
             dynamo: local.dynamodb().await,
             sqs: local.sqs().await,
+            harness_dynamo: local.dynamodb().await,
+            harness_sqs: local.sqs().await,
+            slack_base: slack.base_url().to_string(),
+            assemblyai_base: assemblyai.base_url().to_string(),
+            faults: Vec::new(),
             exotel: FakeExotel::start(EXOTEL_KEY, EXOTEL_TOKEN),
-            assemblyai: FakeAssemblyAi::start(ASSEMBLYAI_KEY),
-            slack: FakeSlack::start(),
+            assemblyai,
+            slack,
             dead_host: format!("127.0.0.1:{dead_port}"),
         }
+    }
+
+    /// A stack whose functions reach DynamoDB, SQS, Slack and AssemblyAI
+    /// through fault proxies running `plan` (the harness's own clients do not).
+    pub async fn start_faulty(plan: devstack::faults::FaultPlan) -> Self {
+        use devstack::faults::{Dialect, FaultProxy};
+        let mut stack = Self::start().await;
+        let local = local();
+        let dynamo = FaultProxy::start(local.dynamodb_endpoint(), Dialect::AwsJson, plan.clone());
+        let moto = FaultProxy::start(local.moto_endpoint(), Dialect::AwsJson, plan.clone());
+        let slack = FaultProxy::start(stack.slack.base_url(), Dialect::Http, plan.clone());
+        let assemblyai = FaultProxy::start(stack.assemblyai.base_url(), Dialect::Http, plan);
+        stack.dynamo = local.dynamodb_at(dynamo.base_url()).await;
+        stack.sqs = local.sqs_at(moto.base_url()).await;
+        stack.slack_base = slack.base_url().to_string();
+        stack.assemblyai_base = assemblyai.base_url().to_string();
+        stack.faults = vec![dynamo, moto, slack, assemblyai];
+        stack
     }
 
     fn exotel_host(&self) -> String {
@@ -210,7 +245,7 @@ impl Stack {
             notification_queue: self.queue("NotificationQueue"),
             transcriber: Arc::new(AssemblyAi::new(
                 reqwest::Client::new(),
-                self.assemblyai.base_url().to_string(),
+                self.assemblyai_base.clone(),
                 Secret::new(ASSEMBLYAI_KEY),
                 RecordingFetcher::new(recording_hosts.clone(), Some(exotel), max_recording_bytes)
                     .unwrap(),
@@ -227,14 +262,18 @@ impl Stack {
     pub fn slack_webhook(&self) -> Arc<dyn NotificationChannel> {
         Arc::new(SlackWebhookChannel {
             http: reqwest::Client::new(),
-            url: Secret::new(self.slack.webhook_url()),
+            url: Secret::new(
+                self.slack
+                    .webhook_url()
+                    .replace(self.slack.base_url(), &self.slack_base),
+            ),
         })
     }
 
     pub fn slack_bot(&self) -> Arc<dyn NotificationChannel> {
         Arc::new(SlackBotChannel {
             http: reqwest::Client::new(),
-            api_base_url: format!("{}/api", self.slack.base_url()),
+            api_base_url: format!("{}/api", self.slack_base),
             token: Secret::new("xoxb-test-token"),
             channel: "#voice-agent-calls".into(),
         })
@@ -266,7 +305,7 @@ impl Stack {
 
     pub fn poller(&self, logical_id: &str) -> QueuePoller {
         QueuePoller {
-            sqs: self.sqs.clone(),
+            sqs: self.harness_sqs.clone(),
             queue_url: self.resources.queue(logical_id),
             batch_size: 10,
             // Long-poll so delayed messages (Retry-After) are picked up when due.
@@ -276,7 +315,7 @@ impl Stack {
     }
 
     pub async fn depth(&self, logical_id: &str) -> usize {
-        queue_depth(&self.sqs, &self.resources.queue(logical_id))
+        queue_depth(&self.harness_sqs, &self.resources.queue(logical_id))
             .await
             .unwrap()
     }
@@ -329,7 +368,7 @@ impl Stack {
 
     /// Items in a table, counted with a scan (fine for a test's own table).
     pub async fn item_count(&self, logical_id: &str) -> usize {
-        self.dynamo
+        self.harness_dynamo
             .scan()
             .table_name(self.resources.table(logical_id))
             .send()

@@ -152,6 +152,31 @@ impl LocalAws {
         aws_sdk_sqs::Client::new(&self.sdk_config().await)
     }
 
+    pub fn dynamodb_endpoint(&self) -> &str {
+        &self.dynamodb_endpoint
+    }
+
+    /// moto's endpoint (SQS, SES, and every service but DynamoDB).
+    pub fn moto_endpoint(&self) -> &str {
+        &self.moto_endpoint
+    }
+
+    /// A DynamoDB client for another endpoint (a fault proxy in front of DynamoDB Local).
+    pub async fn dynamodb_at(&self, endpoint: &str) -> aws_sdk_dynamodb::Client {
+        let config = aws_sdk_dynamodb::config::Builder::from(&self.sdk_config().await)
+            .endpoint_url(endpoint)
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
+    /// An SQS client for another endpoint (a fault proxy in front of moto).
+    pub async fn sqs_at(&self, endpoint: &str) -> aws_sdk_sqs::Client {
+        let config = aws_sdk_sqs::config::Builder::from(&self.sdk_config().await)
+            .endpoint_url(endpoint)
+            .build();
+        aws_sdk_sqs::Client::from_conf(config)
+    }
+
     /// SES v2 on moto; identities must be verified with `create_email_identity` first.
     pub async fn ses(&self) -> aws_sdk_sesv2::Client {
         aws_sdk_sesv2::Client::new(&self.sdk_config().await)

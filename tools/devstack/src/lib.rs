@@ -11,6 +11,7 @@
 
 pub mod emulators;
 pub mod fakes;
+pub mod faults;
 pub mod poller;
 pub mod provision;
 pub mod registry;
