@@ -100,14 +100,12 @@ impl Route for CallStarted {
         let body = api::body_bytes(request.body())?;
         let start = api::parse_json::<CallStartedBody>(body, "a valid JSON object")?.validate()?;
         info!(room = %start.room_name, api_key = %key.key_id, "call start reported");
-        let dedup_key = format!("call-started#{}", start.room_name);
         let response = serde_json::json!({
             "success": true,
             "message": "Call start notification queued",
             "room_name": start.room_name,
         });
         let report = CallStartReport {
-            dedup_key: &dedup_key,
             start: CallStart {
                 room_name: start.room_name,
                 user_email: start.user_email,

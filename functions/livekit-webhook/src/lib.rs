@@ -311,9 +311,10 @@ impl LiveKitWebhook {
             user = %email.as_deref().map(mask::email).unwrap_or_else(|| "Unknown".into()),
             "caller joined"
         );
-        let key = format!("livekit#{event_id}");
         let report = CallStartReport {
-            dedup_key: &key,
+            response: serde_json::json!({
+                "success": true, "queued": true, "event_id": event_id, "room_name": room,
+            }),
             start: CallStart {
                 room_name: room,
                 user_email: email,
@@ -321,7 +322,6 @@ impl LiveKitWebhook {
                 metadata,
             },
             participant_identity: participant.identity.as_deref(),
-            response: serde_json::json!({"success": true, "queued": true, "event_id": event_id}),
         };
         self.intake.record(request, report, StatusCode::OK).await
     }

@@ -35,13 +35,16 @@ pub struct NotifyWorker {
     /// Delivery records: one per notification, channel and part.
     pub deliveries: Arc<dyn DedupStore>,
     pub channels: Vec<Arc<dyn NotificationChannel>>,
-    /// Rate-limited jobs come back here with the channel's `Retry-After` as delay.
+    /// Rate-limited and temporarily failed jobs come back here, delayed.
     pub notification_queue: Arc<dyn JobQueue>,
     /// Permanently refused jobs go straight here, where the alarm sees them.
     pub dead_letter_queue: Arc<dyn JobQueue>,
-    /// Rate-limit re-sends before a job counts as failed.
-    pub max_rate_limited_attempts: u32,
-    /// How long one worker may hold a part's delivery record.
+    /// Re-sends (429s and temporary failures) before a job counts as failed.
+    pub max_resends: u32,
+    /// First re-send delay; it doubles per attempt, jittered (`notify::resend_delay`).
+    pub resend_base: Duration,
+    /// How long one worker may hold a part's delivery record; must outlive
+    /// the queue's visibility timeout (`notify::DEFAULT_PART_LEASE`).
     pub send_lease: Duration,
 }
 
@@ -98,8 +101,12 @@ impl NotifyWorker {
                 sqs,
                 config::required("NOTIFICATION_DLQ_URL")?,
             )),
-            max_rate_limited_attempts: 8,
-            send_lease: Duration::from_secs(30),
+            max_resends: 8,
+            resend_base: notify::DEFAULT_RESEND_BASE,
+            send_lease: Duration::from_secs(config::parsed_or(
+                "NOTIFY_PART_LEASE_SECONDS",
+                notify::DEFAULT_PART_LEASE.as_secs(),
+            )?),
         })
     }
 }
@@ -158,18 +165,26 @@ impl NotifyWorker {
                 info!("notification delivered");
                 Ok(Outcome::Done)
             }
-            Delivery::RetryAfter(after) if job.attempt + 1 < self.max_rate_limited_attempts => {
+            // A re-send with a delay, not an SQS retry: the visibility timeout
+            // is one fixed wait, and five quick receives would empty a burst
+            // into the DLQ while Slack is still returning 5xx.
+            Delivery::Later { at_least, reason } if job.attempt + 1 < self.max_resends => {
+                let delay = notify::resend_delay(self.resend_base, job.attempt).max(at_least);
+                warn!(%reason, attempt = job.attempt + 1, delay_secs = delay.as_secs(), "notification re-sent with a delay");
                 let next = NotificationJob {
                     attempt: job.attempt + 1,
                     ..job.clone()
                 };
-                jobs::send(self.notification_queue.as_ref(), &next, after)
+                jobs::send(self.notification_queue.as_ref(), &next, delay)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(Outcome::Done)
             }
-            Delivery::RetryAfter(_) => Ok(self
-                .dead_letter(&to_json(job), "still rate limited after every retry")
+            Delivery::Later { reason, .. } => Ok(self
+                .dead_letter(
+                    &to_json(job),
+                    &format!("still failing after every retry: {reason}"),
+                )
                 .await),
             Delivery::Retry(reason) => Err(reason),
             Delivery::Permanent { channel, reason } => {

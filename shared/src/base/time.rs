@@ -21,3 +21,13 @@ pub fn epoch_secs() -> i64 {
 pub fn epoch_millis() -> i64 {
     now().timestamp_millis()
 }
+
+/// A random duration in `[ceiling / 2, ceiling]` (millisecond steps): spreads
+/// retries of callers that failed together without letting a later attempt
+/// wait less than half of its own step.
+pub fn jitter(ceiling: std::time::Duration) -> std::time::Duration {
+    let ceiling = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    let half = ceiling / 2;
+    let spread = u128::from(ceiling - half) + 1;
+    std::time::Duration::from_millis(half + (uuid::Uuid::new_v4().as_u128() % spread) as u64)
+}

@@ -1,7 +1,8 @@
 //! Call-start reports (seed 000) from whichever source sees the caller join:
 //! LiveKit's signed webhook or an agent's `POST /calls/started`. Either way
 //! the session records the caller and one notification job is queued, once
-//! per delivery key.
+//! per room: LiveKit's retries carry new event ids, and an agent may report
+//! the same start through `/calls/started` as well.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +22,15 @@ pub struct CallStartIntake {
     pub lease: Duration,
 }
 
+/// Every report of a start in one room shares this key, whichever source
+/// sent it. The room name, not LiveKit's room sid: `/calls/started` knows
+/// only the name, and sessions and threads are keyed by it too.
+pub fn dedup_key(room_name: &str) -> String {
+    format!("call-start#{room_name}")
+}
+
 /// One report of a caller joining a room.
 pub struct CallStartReport<'a> {
-    /// Deliveries with the same key are one report.
-    pub dedup_key: &'a str,
     pub start: CallStart,
     pub participant_identity: Option<&'a str>,
     /// The body the first delivery answers (a duplicate replays it).
@@ -33,8 +39,8 @@ pub struct CallStartReport<'a> {
 
 impl CallStartIntake {
     /// Records the caller on the session and queues the call-start
-    /// notification, once per `dedup_key`; answers `first` for the delivery
-    /// that did it.
+    /// notification, once per room; answers `first` for the delivery that
+    /// did it and the first answer (200, `duplicate`) for every other.
     pub async fn record(
         &self,
         request: &lambda_http::Request,
@@ -43,6 +49,7 @@ impl CallStartIntake {
     ) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let lease = api::remaining_time(request).unwrap_or(self.lease);
         let start = &report.start;
+        let key = dedup_key(&start.room_name);
         let work = || async {
             self.sessions
                 .participant_joined(
@@ -52,14 +59,14 @@ impl CallStartIntake {
                 )
                 .await
                 .map_err(api::unavailable)?;
-            let job = NotificationJob::call_started(report.dedup_key, start.clone());
+            let job = NotificationJob::call_started(&key, start.clone());
             jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
                 .await
                 .map_err(api::unavailable)?;
             Ok::<_, ApiError>(report.response.clone())
         };
         api::once_response(
-            run_once(self.dedup.as_ref(), report.dedup_key, lease, work).await,
+            run_once(self.dedup.as_ref(), &key, lease, work).await,
             first,
         )
     }

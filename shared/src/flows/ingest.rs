@@ -17,7 +17,7 @@ use crate::queue::jobs::{self, JobQueue, TranscriptionJob};
 use crate::store::calls::{
     AgentInfo, CallRecord, CallSource, CallStatus, CallStore, Created, Direction, StatusChange,
 };
-use crate::store::dedup::{Claim, DedupStore};
+use crate::store::dedup::{self, Claim, DedupStore, Settled};
 use crate::store::stats::{self, Counter, StatsStore};
 
 /// A call as a webhook reported it, already validated.
@@ -73,6 +73,9 @@ pub struct IngestSettings {
     pub support_number: Option<String>,
     /// How long transcription may take before the call counts as failed.
     pub transcription_deadline: Duration,
+    /// How long a delivery that finds the call in progress waits for the
+    /// first one's answer (`DEDUP_WAIT_SECONDS`), within its own deadline.
+    pub duplicate_wait: Duration,
 }
 
 pub struct Ingestor {
@@ -104,30 +107,22 @@ impl Ingestor {
             "call delivery received"
         );
         metrics::count(Metric::Received);
-        match self
-            .dedup
-            .claim(&key, lease.unwrap_or(self.settings.default_lease))
+        let lease = lease.unwrap_or(self.settings.default_lease);
+        let budget = dedup::wait_budget(self.settings.duplicate_wait, lease);
+        let owner = match dedup::claim_or_wait(self.dedup.as_ref(), &key, lease, budget)
             .await
             .map_err(unavailable)?
         {
-            Claim::Acquired => {}
+            Claim::Acquired(owner) => owner,
             Claim::Completed(saved) => return Ok(self.duplicate(&call.call_id, saved).await),
             Claim::InProgress => {
-                info!(call_id = %call.call_id, "concurrent delivery still in progress");
+                info!(call_id = %call.call_id, "concurrent delivery still in progress after waiting");
                 return Err(ApiError::InProgress);
             }
-        }
+        };
         match self.store_and_queue(&call).await {
             Ok(Some(ack)) => {
-                if let Err(err) = self
-                    .dedup
-                    .complete(&key, &serde_json::to_value(&ack).unwrap_or_default())
-                    .await
-                {
-                    // The job is queued and the worker is idempotent, so the
-                    // delivery still counts as accepted.
-                    warn!(call_id = %call.call_id, error = %err, "dedup record not completed");
-                }
+                self.complete(&key, &owner, &ack).await;
                 stats::count(self.stats.as_ref(), Counter::TotalProcessed).await;
                 Ok((StatusCode::ACCEPTED, ack))
             }
@@ -135,20 +130,34 @@ impl Ingestor {
                 // The call record is past `received`: an earlier delivery whose
                 // dedup record has expired already handled it.
                 let ack = self.acknowledgement(&call.call_id, "Call already processed");
-                let _ = self
-                    .dedup
-                    .complete(&key, &serde_json::to_value(&ack).unwrap_or_default())
-                    .await;
+                self.complete(&key, &owner, &ack).await;
                 Ok(self
                     .duplicate(&call.call_id, serde_json::to_value(ack).unwrap_or_default())
                     .await)
             }
             Err(err) => {
-                if let Err(release_err) = self.dedup.release(&key).await {
-                    warn!(call_id = %call.call_id, error = %release_err, "dedup claim not released; it expires with its lease");
+                match self.dedup.release(&key, &owner).await {
+                    Ok(Settled::Done) => {}
+                    Ok(Settled::Lost) => {
+                        warn!(call_id = %call.call_id, "dedup claim was taken over before release")
+                    }
+                    Err(release_err) => {
+                        warn!(call_id = %call.call_id, error = %release_err, "dedup claim not released; it expires with its lease")
+                    }
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// Saves the answer duplicates get. The job is queued and the worker is
+    /// idempotent, so a failure here does not un-accept the delivery.
+    async fn complete(&self, key: &str, owner: &dedup::Owner, ack: &Acknowledgement) {
+        let response = serde_json::to_value(ack).unwrap_or_default();
+        match dedup::complete_retrying(self.dedup.as_ref(), key, owner, &response).await {
+            Ok(Settled::Done) => {}
+            Ok(Settled::Lost) => warn!(%key, "dedup claim was taken over before completion"),
+            Err(err) => warn!(%key, error = %err, "dedup record not completed"),
         }
     }
 
@@ -343,6 +352,10 @@ impl WebhookConfig {
                 transcription_deadline: Duration::from_secs(parsed_or(
                     "TRANSCRIPTION_DEADLINE_SECONDS",
                     3600,
+                )?),
+                duplicate_wait: Duration::from_secs(parsed_or(
+                    "DEDUP_WAIT_SECONDS",
+                    crate::store::dedup::DEFAULT_WAIT.as_secs(),
                 )?),
             },
         })

@@ -47,15 +47,65 @@ impl NotificationChannel for SesEmailChannel {
         match result {
             Ok(_) => Ok(Sent::default()),
             Err(err) => {
-                let code = err.code().unwrap_or("").to_string();
                 let reason = format!("SES {}", aws_sdk_sesv2::error::DisplayErrorContext(&err));
-                match code.as_str() {
-                    "TooManyRequestsException" | "LimitExceededException" | "Throttling" | "" => {
-                        Err(SendError::Temporary(reason))
-                    }
-                    _ => Err(SendError::Permanent(reason)),
-                }
+                Err(classify(err.code().unwrap_or(""), reason))
             }
+        }
+    }
+}
+
+/// SES error codes that clear up by themselves: its own faults and
+/// throttling. No code at all is a transport failure (timeout, connection).
+/// Everything else (bad address, unverified sender, paused account) needs a
+/// person, so it goes to the DLQ at once.
+fn classify(code: &str, reason: String) -> SendError {
+    match code {
+        ""
+        | "InternalFailure"
+        | "InternalServerError"
+        | "ServiceUnavailable"
+        | "ServiceUnavailableException"
+        | "RequestTimeout"
+        | "RequestTimeoutException"
+        | "TooManyRequestsException"
+        | "Throttling"
+        | "ThrottlingException"
+        | "LimitExceededException" => SendError::Temporary(reason),
+        _ => SendError::Permanent(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ses_faults_and_throttling_are_temporary_the_rest_permanent() {
+        for code in [
+            "",
+            "InternalFailure",
+            "ServiceUnavailable",
+            "TooManyRequestsException",
+            "Throttling",
+            "LimitExceededException",
+        ] {
+            assert!(
+                matches!(classify(code, code.into()), SendError::Temporary(_)),
+                "{code} should be temporary"
+            );
+        }
+        for code in [
+            "MessageRejected",
+            "MailFromDomainNotVerifiedException",
+            "AccountSuspendedException",
+            "SendingPausedException",
+            "BadRequestException",
+            "NotFoundException",
+        ] {
+            assert!(
+                matches!(classify(code, code.into()), SendError::Permanent(_)),
+                "{code} should be permanent"
+            );
         }
     }
 }

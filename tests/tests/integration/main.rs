@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod call_start;
+mod delivery;
 mod events;
 mod notifications;
 mod outbound;

@@ -202,6 +202,8 @@ impl Stack {
                 default_lease: Duration::from_secs(30),
                 support_number: Some(SUPPORT_NUMBER.into()),
                 transcription_deadline: Duration::from_secs(3600),
+                // Generous, so a loaded machine never turns a wait into a 409.
+                duplicate_wait: Duration::from_secs(30),
             },
         }
     }
@@ -283,7 +285,15 @@ impl Stack {
         &self,
         channels: Vec<Arc<dyn NotificationChannel>>,
     ) -> Arc<notify_worker::NotifyWorker> {
-        Arc::new(notify_worker::NotifyWorker {
+        Arc::new(self.notify_worker_owned(channels))
+    }
+
+    /// A notify worker to adjust before sharing it.
+    pub fn notify_worker_owned(
+        &self,
+        channels: Vec<Arc<dyn NotificationChannel>>,
+    ) -> notify_worker::NotifyWorker {
+        notify_worker::NotifyWorker {
             calls: Arc::new(self.calls()),
             outbound: Arc::new(self.outbound_calls()),
             sessions: Arc::new(self.sessions()),
@@ -298,9 +308,11 @@ impl Stack {
             channels,
             notification_queue: self.queue("NotificationQueue"),
             dead_letter_queue: self.queue("NotificationDLQ"),
-            max_rate_limited_attempts: 8,
-            send_lease: Duration::from_secs(30),
-        })
+            max_resends: 8,
+            // No waiting between re-sends in tests; the backoff is unit-tested.
+            resend_base: Duration::ZERO,
+            send_lease: shared::flows::notify::DEFAULT_PART_LEASE,
+        }
     }
 
     pub fn poller(&self, logical_id: &str) -> QueuePoller {

@@ -8,7 +8,7 @@ pub mod render;
 mod routing;
 
 pub use channels::{build_channels, ConsoleChannel, NotifierConfig};
-pub use deliver::{deliver, Delivery};
+pub use deliver::{deliver, resend_delay, Delivery, DEFAULT_PART_LEASE, DEFAULT_RESEND_BASE};
 pub use routing::NotificationRoutes;
 
 pub use crate::providers::channel::{
