@@ -183,9 +183,20 @@ where
     .await
 }
 
-/// Runs a `Worker` as an SQS-triggered function.
+/// Runs a `Worker` as an SQS-triggered function; each batch is answered
+/// before the invocation's deadline.
 pub async fn serve_worker<W: Worker>(worker: Arc<W>) -> Result<(), lambda_runtime::Error> {
-    serve_sqs(|event| worker.handle(event)).await
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<SqsEvent>| {
+            let deadline =
+                crate::queue::sqs_batch::deadline_from_epoch_millis(event.context.deadline);
+            let worker = Arc::clone(&worker);
+            async move {
+                Ok::<_, lambda_runtime::Error>(worker.handle_until(event.payload, deadline).await)
+            }
+        },
+    ))
+    .await
 }
 
 /// Runs a scheduled function (EventBridge): each invocation runs `job`; its
