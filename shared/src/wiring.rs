@@ -17,6 +17,7 @@ use crate::base::config::{self, ConfigError};
 use crate::flows::call_start::CallStartIntake;
 use crate::flows::conversations::ConversationLookup;
 use crate::flows::outbound::{provider_http, Providers};
+use crate::flows::provider_events::ProviderEventIntake;
 use crate::providers::elevenlabs::ElevenLabsClient;
 use crate::queue::jobs::{JobQueue, SqsJobQueue};
 use crate::queue::sqs_batch::Worker;
@@ -24,6 +25,7 @@ use crate::store::api_keys::{ApiKeyStore, DynamoApiKeyStore};
 use crate::store::calls::{CallStore, DynamoCallStore};
 use crate::store::dedup::{DedupStore, DynamoDedupStore};
 use crate::store::directory::{DirectoryStore, DynamoDirectoryStore};
+use crate::store::event_bodies::{DynamoEventBodyStore, EventBodyStore};
 use crate::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
 use crate::store::sessions::{DynamoSessionStore, SessionStore};
 use crate::store::stats::{DynamoStatsStore, StatsStore};
@@ -133,6 +135,23 @@ impl Wiring {
             api_keys: self.api_keys()?,
             calls: self.outbound_calls()?,
             elevenlabs: elevenlabs()?,
+        })
+    }
+
+    /// `CALLS_TABLE`: webhook bodies too large for a queue message.
+    pub fn event_bodies(&self) -> Result<Arc<dyn EventBodyStore>, ConfigError> {
+        Ok(Arc::new(DynamoEventBodyStore::new(
+            self.dynamo.clone(),
+            config::required("CALLS_TABLE")?,
+        )))
+    }
+
+    /// What a never-retrying provider's webhook needs to make its event
+    /// durable: the body store and `PROVIDER_EVENTS_QUEUE_URL`.
+    pub fn provider_event_intake(&self) -> Result<ProviderEventIntake, ConfigError> {
+        Ok(ProviderEventIntake {
+            bodies: self.event_bodies()?,
+            queue: self.queue("PROVIDER_EVENTS_QUEUE_URL")?,
         })
     }
 

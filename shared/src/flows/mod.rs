@@ -7,3 +7,4 @@ pub mod conversations;
 pub mod ingest;
 pub mod notify;
 pub mod outbound;
+pub mod provider_events;
