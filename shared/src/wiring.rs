@@ -17,6 +17,7 @@ use crate::base::config::{self, ConfigError};
 use crate::flows::call_start::CallStartIntake;
 use crate::flows::conversations::ConversationLookup;
 use crate::flows::outbound::{provider_http, Placement, Providers};
+use crate::flows::provider_events::ProviderEventIntake;
 use crate::providers::elevenlabs::ElevenLabsClient;
 use crate::queue::jobs::{JobQueue, SqsJobQueue};
 use crate::queue::sqs_batch::Worker;
@@ -24,6 +25,7 @@ use crate::store::api_keys::{ApiKeyStore, DynamoApiKeyStore};
 use crate::store::calls::{CallStore, DynamoCallStore};
 use crate::store::dedup::{DedupStore, DynamoDedupStore};
 use crate::store::directory::{DirectoryStore, DynamoDirectoryStore};
+use crate::store::event_bodies::{DynamoEventBodyStore, EventBodyStore};
 use crate::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
 use crate::store::sessions::{DynamoSessionStore, SessionStore};
 use crate::store::stats::{DynamoStatsStore, StatsStore};
@@ -146,6 +148,23 @@ impl Wiring {
         })
     }
 
+    /// `CALLS_TABLE`: webhook bodies too large for a queue message.
+    pub fn event_bodies(&self) -> Result<Arc<dyn EventBodyStore>, ConfigError> {
+        Ok(Arc::new(DynamoEventBodyStore::new(
+            self.dynamo.clone(),
+            config::required("CALLS_TABLE")?,
+        )))
+    }
+
+    /// What a never-retrying provider's webhook needs to make its event
+    /// durable: the body store and `PROVIDER_EVENTS_QUEUE_URL`.
+    pub fn provider_event_intake(&self) -> Result<ProviderEventIntake, ConfigError> {
+        Ok(ProviderEventIntake {
+            bodies: self.event_bodies()?,
+            queue: self.queue("PROVIDER_EVENTS_QUEUE_URL")?,
+        })
+    }
+
     /// `NOTIFICATION_QUEUE_URL`.
     pub fn notification_queue(&self) -> Result<Arc<dyn JobQueue>, ConfigError> {
         self.queue("NOTIFICATION_QUEUE_URL")
@@ -193,9 +212,20 @@ where
     .await
 }
 
-/// Runs a `Worker` as an SQS-triggered function.
+/// Runs a `Worker` as an SQS-triggered function; each batch is answered
+/// before the invocation's deadline.
 pub async fn serve_worker<W: Worker>(worker: Arc<W>) -> Result<(), lambda_runtime::Error> {
-    serve_sqs(|event| worker.handle(event)).await
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<SqsEvent>| {
+            let deadline =
+                crate::queue::sqs_batch::deadline_from_epoch_millis(event.context.deadline);
+            let worker = Arc::clone(&worker);
+            async move {
+                Ok::<_, lambda_runtime::Error>(worker.handle_until(event.payload, deadline).await)
+            }
+        },
+    ))
+    .await
 }
 
 /// Runs a scheduled function (EventBridge): each invocation runs `job`; its

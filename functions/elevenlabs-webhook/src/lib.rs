@@ -1,70 +1,33 @@
 //! `POST /webhook/elevenlabs`: ElevenLabs' post-call webhook, signed with
 //! `ElevenLabs-Signature` (HMAC-SHA256 over `t.body`, 30-minute tolerance).
-//! A transcription stores the transcript and duration, counts usage and
-//! notifies; an initiation failure marks the call failed and notifies.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! ElevenLabs does not retry by default and disables a failing webhook, so
+//! the route only verifies, checks the body parses, makes it durable (queued,
+//! or stored in parts when several MB) and answers 200; the provider-events
+//! worker applies it (`shared::flows::provider_events`). Kinds we do not use,
+//! `post_call_audio` among them, are acknowledged and ignored.
 
 use http::StatusCode;
 use lambda_http::Request;
-use serde::Deserialize;
 use shared::api::{self, ApiError, Route};
 use shared::base::config::{self, Secret};
-use shared::flows::outbound::{finish_call, CallEnding};
-use shared::providers::elevenlabs::{verify_signature, ConversationMetadata};
-use shared::queue::jobs::JobQueue;
-use shared::store::dedup::{run_once, DedupStore};
-
-use shared::store::outbound_calls::{OutboundCall, OutboundCallStore, TranscriptLine};
-
-use shared::flows::outbound::CALL_REF_VARIABLE;
-use shared::store::directory::Provider;
-use shared::wiring::{self, Wiring};
+use shared::flows::provider_events::{
+    ElevenLabsEvent, ProviderEventIntake, APPLIED_ELEVENLABS_KINDS,
+};
+use shared::providers::elevenlabs::verify_signature;
+use shared::queue::jobs::{EventBody, ProviderEvent};
+use shared::wiring::Wiring;
 use tracing::{info, warn};
 
 pub struct ElevenLabsWebhook {
     pub secret: Secret,
-    pub calls: Arc<dyn OutboundCallStore>,
-    pub dedup: Arc<dyn DedupStore>,
-    pub notification_queue: Arc<dyn JobQueue>,
-    pub lease: Duration,
+    pub intake: ProviderEventIntake,
 }
 
-#[derive(Deserialize)]
-struct WebhookEvent {
+/// Only the kind: unused kinds are acknowledged without reading their data.
+#[derive(serde::Deserialize)]
+struct Kind {
     #[serde(rename = "type")]
     kind: String,
-    data: EventData,
-}
-
-#[derive(Deserialize)]
-struct EventData {
-    conversation_id: String,
-    #[serde(default)]
-    transcript: Vec<TranscriptLine>,
-    #[serde(default)]
-    metadata: Option<serde_json::Value>,
-    #[serde(default)]
-    failure_reason: Option<String>,
-    #[serde(default)]
-    conversation_initiation_client_data: Option<serde_json::Value>,
-}
-
-impl EventData {
-    /// Our call ref, passed to ElevenLabs as a dynamic variable when we placed the call.
-    fn call_ref(&self) -> Option<&str> {
-        self.conversation_initiation_client_data
-            .as_ref()?
-            .get("dynamic_variables")?
-            .get(CALL_REF_VARIABLE)?
-            .as_str()
-    }
-}
-
-fn unavailable(err: impl std::fmt::Display) -> ApiError {
-    warn!(error = %err, "dependency unavailable");
-    ApiError::Unavailable
 }
 
 impl ElevenLabsWebhook {
@@ -72,10 +35,7 @@ impl ElevenLabsWebhook {
         let aws = Wiring::load().await;
         Ok(Self {
             secret: config::required_secret("ELEVENLABS_WEBHOOK_SECRET")?,
-            calls: aws.outbound_calls()?,
-            dedup: aws.dedup()?,
-            notification_queue: aws.notification_queue()?,
-            lease: wiring::dedup_lease()?,
+            intake: aws.provider_event_intake()?,
         })
     }
 }
@@ -84,7 +44,7 @@ impl Route for ElevenLabsWebhook {
     type Body = serde_json::Value;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
-        let body = api::body_bytes(request.body())?;
+        let body = api::body_bytes_within(request.body(), api::ELEVENLABS_MAX_BODY_BYTES)?;
         let header = request
             .headers()
             .get("elevenlabs-signature")
@@ -95,107 +55,26 @@ impl Route for ElevenLabsWebhook {
             warn!(%reason, "ElevenLabs webhook signature rejected");
             return Err(ApiError::Unauthorized);
         }
-        let event: WebhookEvent = api::parse_json(body, "an ElevenLabs webhook event")?;
-        if !matches!(
-            event.kind.as_str(),
-            "post_call_transcription" | "call_initiation_failure"
-        ) {
+        let Kind { kind } = api::parse_json(body, "an ElevenLabs webhook event")?;
+        if !APPLIED_ELEVENLABS_KINDS.contains(&kind.as_str()) {
             return Ok((
                 StatusCode::OK,
-                serde_json::json!({"success": true, "ignored": event.kind}),
+                serde_json::json!({"success": true, "ignored": kind}),
             ));
         }
-        let key = format!("elevenlabs#{}#{}", event.data.conversation_id, event.kind);
-        let lease = api::remaining_time(&request).unwrap_or(self.lease);
-        let work = || self.apply(&event);
-        api::once_response(
-            run_once(self.dedup.as_ref(), &key, lease, work).await,
+        // Parsed in full now so a malformed event is the sender's 400, not a poison message.
+        let event: ElevenLabsEvent = api::parse_json(body, "an ElevenLabs webhook event")?;
+        let text = String::from_utf8(body.to_vec())
+            .map_err(|_| ApiError::bad_request("invalid_json", "Body is not UTF-8 JSON"))?;
+        self.intake
+            .accept(ProviderEvent::Elevenlabs {
+                body: EventBody::Inline(text),
+            })
+            .await?;
+        info!(conversation_id = %event.data.conversation_id, %kind, bytes = body.len(), "post-call webhook queued");
+        Ok((
             StatusCode::OK,
-        )
-    }
-}
-
-impl ElevenLabsWebhook {
-    /// The call this event is about: by conversation id, else by the call
-    /// ref we passed as a dynamic variable (the conversation id may never
-    /// have been stored if the placing function stopped right after the
-    /// call), else a record of a call placed outside callops, created only
-    /// if nobody else created it first.
-    async fn find_or_record(&self, data: &EventData) -> Result<OutboundCall, ApiError> {
-        if let Some(call) = self
-            .calls
-            .get(&data.conversation_id)
-            .await
-            .map_err(unavailable)?
-        {
-            return Ok(call);
-        }
-        if let Some(call_ref) = data.call_ref() {
-            if let Some(call) = self.calls.get(call_ref).await.map_err(unavailable)? {
-                return Ok(call);
-            }
-        }
-        let call = unknown_call(&data.conversation_id, data.metadata.as_ref());
-        if self.calls.create(&call).await.map_err(unavailable)? {
-            return Ok(call);
-        }
-        self.calls
-            .get(&data.conversation_id)
-            .await
-            .map_err(unavailable)?
-            .ok_or(ApiError::Unavailable)
-    }
-
-    async fn apply(&self, event: &WebhookEvent) -> Result<serde_json::Value, ApiError> {
-        let data = &event.data;
-        let call = self.find_or_record(data).await?;
-        let metadata: Option<ConversationMetadata> = data
-            .metadata
-            .as_ref()
-            .and_then(|m| serde_json::from_value(m.clone()).ok());
-        let failed = event.kind == "call_initiation_failure";
-        let reason = failed.then(|| {
-            data.failure_reason
-                .clone()
-                .unwrap_or_else(|| "call initiation failed".into())
-        });
-        info!(conversation_id = %data.conversation_id, kind = %event.kind, "post-call webhook");
-        finish_call(
-            self.calls.as_ref(),
-            self.notification_queue.as_ref(),
-            &call,
-            CallEnding {
-                status: if failed { "failed" } else { "done" },
-                failure_reason: reason.as_deref(),
-                transcript: &data.transcript,
-                duration_secs: if failed {
-                    None
-                } else {
-                    metadata.and_then(|m| m.call_duration_secs)
-                },
-            },
-        )
-        .await
-        .map_err(unavailable)?;
-        Ok(
-            serde_json::json!({"success": true, "conversation_id": data.conversation_id, "recorded": event.kind}),
-        )
-    }
-}
-
-fn unknown_call(conversation_id: &str, metadata: Option<&serde_json::Value>) -> OutboundCall {
-    let phone = metadata.and_then(|m| m.get("phone_call"));
-    let text = |field: &str| {
-        phone
-            .and_then(|p| p.get(field))
-            .and_then(|n| n.as_str())
-            .map(str::to_string)
-    };
-    let to = text("external_number").unwrap_or_else(|| "unknown".into());
-    OutboundCall {
-        from_number: text("agent_number"),
-        call_sid: text("call_sid"),
-        conversation_id: Some(conversation_id.to_string()),
-        ..OutboundCall::initiated(conversation_id, Provider::Elevenlabs, &to)
+            serde_json::json!({"success": true, "conversation_id": event.data.conversation_id, "queued": kind}),
+        ))
     }
 }

@@ -1,34 +1,21 @@
 //! `POST /twilio/status?call=<ref>`: Twilio's status callbacks for outbound
-//! calls. They arrive duplicated and out of order: each (call, status) is
-//! handled once, statuses only move forward, and a completed call's duration
-//! is added to its organisation's usage exactly once.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! calls. Twilio never retries one, so the route only verifies the
+//! signature, queues the event and answers 200; the provider-events worker
+//! applies it (`shared::flows::provider_events`) with SQS's retries, once
+//! per (call, status).
 
 use http::StatusCode;
 use lambda_http::{Request, RequestExt};
-use shared::api::{self, ApiError, Route};
+use shared::api::{ApiError, Route};
+use shared::flows::provider_events::ProviderEventIntake;
 use shared::providers::twilio::{self, TwilioWebhookAuth};
-use shared::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind};
-use shared::store::dedup::{run_once, DedupStore};
-use shared::store::outbound_calls::{status_rank, OutboundCallStore, UsageRecorded};
-use shared::wiring::{self, Wiring};
-use tracing::{info, warn};
+use shared::queue::jobs::ProviderEvent;
+use shared::wiring::Wiring;
+use tracing::info;
 
 pub struct TwilioStatus {
     pub twilio_auth: TwilioWebhookAuth,
-    pub calls: Arc<dyn OutboundCallStore>,
-    pub dedup: Arc<dyn DedupStore>,
-    pub notification_queue: Arc<dyn JobQueue>,
-    pub lease: Duration,
-}
-
-const FINAL_RANK: u32 = 5;
-
-fn unavailable(err: shared::store::StoreError) -> ApiError {
-    warn!(error = %err, "store unavailable");
-    ApiError::Unavailable
+    pub intake: ProviderEventIntake,
 }
 
 impl TwilioStatus {
@@ -36,10 +23,7 @@ impl TwilioStatus {
         let aws = Wiring::load().await;
         Ok(Self {
             twilio_auth: TwilioWebhookAuth::from_env()?,
-            calls: aws.outbound_calls()?,
-            dedup: aws.dedup()?,
-            notification_queue: aws.notification_queue()?,
-            lease: wiring::dedup_lease()?,
+            intake: aws.provider_event_intake()?,
         })
     }
 }
@@ -56,61 +40,28 @@ impl Route for TwilioStatus {
             .ok_or_else(|| {
                 ApiError::unprocessable("missing_field", "call query parameter is required")
             })?;
-        let call_sid = twilio::field(&params, "CallSid")
-            .ok_or_else(|| ApiError::unprocessable("missing_field", "CallSid is required"))?
-            .to_string();
-        let status = twilio::field(&params, "CallStatus")
-            .ok_or_else(|| ApiError::unprocessable("missing_field", "CallStatus is required"))?
-            .to_string();
-        let duration: Option<u64> =
-            twilio::field(&params, "CallDuration").and_then(|d| d.parse().ok());
-        let key = format!("twilio-status#{call_sid}#{status}");
-        let lease = api::remaining_time(&request).unwrap_or(self.lease);
-        let work = || async {
-            let call = self
-                .calls
-                .get(&call_ref)
-                .await
-                .map_err(unavailable)?
-                .ok_or_else(|| ApiError::NotFound(format!("Call {call_ref} not found")))?;
-            let moved = self
-                .calls
-                .advance_status(&call_ref, &status, None)
-                .await
-                .map_err(unavailable)?;
-            info!(call_ref = %call_ref, %status, moved, "Twilio status");
-            if status_rank(&status) == FINAL_RANK {
-                // The call's reservation is settled once, by whichever final
-                // status comes first: busy, no-answer and failed used nothing.
-                let seconds = if status == "completed" {
-                    duration.unwrap_or(0)
-                } else {
-                    0
-                };
-                let recorded = self
-                    .calls
-                    .record_duration(&call, seconds)
-                    .await
-                    .map_err(unavailable)?;
-                if recorded == UsageRecorded::Counted {
-                    info!(call_ref = %call_ref, seconds, "usage recorded");
-                }
-                let job =
-                    NotificationJob::for_call(&call_ref, NotificationKind::OutboundCallSummary);
-                jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
-                    .await
-                    .map_err(|err| {
-                        warn!(error = %err, "call summary not queued");
-                        ApiError::Unavailable
-                    })?;
-            }
-            Ok::<_, ApiError>(
-                serde_json::json!({"success": true, "status": status, "applied": moved}),
-            )
+        let field = |name: &'static str| {
+            twilio::field(&params, name)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    ApiError::unprocessable("missing_field", format!("{name} is required"))
+                })
         };
-        api::once_response(
-            run_once(self.dedup.as_ref(), &key, lease, work).await,
+        let call_sid = field("CallSid")?;
+        let status = field("CallStatus")?;
+        let duration_secs = twilio::field(&params, "CallDuration").and_then(|d| d.parse().ok());
+        self.intake
+            .accept(ProviderEvent::TwilioStatus {
+                call_ref: call_ref.clone(),
+                call_sid,
+                status: status.clone(),
+                duration_secs,
+            })
+            .await?;
+        info!(%call_ref, %status, "Twilio status queued");
+        Ok((
             StatusCode::OK,
-        )
+            serde_json::json!({"success": true, "status": status, "queued": true}),
+        ))
     }
 }

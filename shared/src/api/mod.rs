@@ -15,6 +15,11 @@ use crate::base::config::Secret;
 /// before parsing so a caller cannot make us buffer and parse megabytes.
 pub const MAX_WEBHOOK_BODY_BYTES: usize = 64 * 1024;
 
+/// ElevenLabs post-call bodies carry the whole transcript and analysis and
+/// reach several MB. 6 MB is Lambda's synchronous payload limit (API
+/// Gateway's is 10 MB), so nothing larger reaches the function anyway.
+pub const ELEVENLABS_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+
 /// Every client-visible failure. `detail` is written for a person and never
 /// carries internal error text; internals are logged where they happen.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +33,7 @@ pub enum ApiError {
     #[error("not permitted: {detail}")]
     NotPermitted { code: &'static str, detail: String },
     #[error("payload too large")]
-    PayloadTooLarge,
+    PayloadTooLarge { limit: usize },
     #[error("bad request: {detail}")]
     BadRequest { code: &'static str, detail: String },
     #[error("unprocessable: {detail}")]
@@ -75,7 +80,7 @@ impl ApiError {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden | Self::NotPermitted { .. } => StatusCode::FORBIDDEN,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -90,7 +95,7 @@ impl ApiError {
         match self {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "invalid_signature",
-            Self::PayloadTooLarge => "payload_too_large",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::BadRequest { code, .. }
             | Self::Unprocessable { code, .. }
             | Self::NotPermitted { code, .. }
@@ -106,8 +111,8 @@ impl ApiError {
         match self {
             Self::Unauthorized => "Missing or invalid credentials".to_string(),
             Self::Forbidden => "Request signature does not match".to_string(),
-            Self::PayloadTooLarge => {
-                format!("Request body is larger than {MAX_WEBHOOK_BODY_BYTES} bytes")
+            Self::PayloadTooLarge { limit } => {
+                format!("Request body is larger than {limit} bytes")
             }
             Self::BadRequest { detail, .. }
             | Self::Unprocessable { detail, .. }
@@ -193,9 +198,14 @@ pub fn require_bearer(headers: &HeaderMap, expected: &Secret) -> Result<(), ApiE
 
 /// The raw body bytes, refusing oversized ones before anything parses them.
 pub fn body_bytes(body: &Body) -> Result<&[u8], ApiError> {
+    body_bytes_within(body, MAX_WEBHOOK_BODY_BYTES)
+}
+
+/// [`body_bytes`] for a route with its own limit.
+pub fn body_bytes_within(body: &Body, limit: usize) -> Result<&[u8], ApiError> {
     let bytes: &[u8] = body.as_ref();
-    if bytes.len() > MAX_WEBHOOK_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge);
+    if bytes.len() > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
     }
     Ok(bytes)
 }
@@ -317,7 +327,10 @@ mod tests {
     #[test]
     fn oversized_bodies_are_refused() {
         let body = Body::Binary(vec![b'a'; MAX_WEBHOOK_BODY_BYTES + 1]);
-        assert!(matches!(body_bytes(&body), Err(ApiError::PayloadTooLarge)));
+        assert!(matches!(
+            body_bytes(&body),
+            Err(ApiError::PayloadTooLarge { .. })
+        ));
         let body = Body::Text("{}".into());
         assert_eq!(body_bytes(&body).unwrap(), b"{}");
     }

@@ -7,4 +7,5 @@ pub mod conversations;
 pub mod ingest;
 pub mod notify;
 pub mod outbound;
+pub mod provider_events;
 pub mod stuck;

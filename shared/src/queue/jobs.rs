@@ -108,6 +108,31 @@ pub struct MonitorJob {
     pub deadline: i64,
 }
 
+/// A verified provider webhook, acknowledged to its sender and waiting for
+/// the provider-events worker to apply it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "snake_case")]
+pub enum ProviderEvent {
+    /// A Twilio status callback for the outbound call `call_ref`.
+    TwilioStatus {
+        call_ref: String,
+        call_sid: String,
+        status: String,
+        #[serde(default)]
+        duration_secs: Option<u64>,
+    },
+    /// An ElevenLabs post-call webhook, exactly as signed.
+    Elevenlabs { body: EventBody },
+}
+
+/// A webhook body: in the message when it fits, else stored in parts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventBody {
+    Inline(String),
+    Stored(crate::store::event_bodies::StoredBody),
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("queue send failed: {0}")]
 pub struct QueueError(pub String);

@@ -9,6 +9,7 @@ pub mod api_keys;
 pub mod calls;
 pub mod dedup;
 pub mod directory;
+pub mod event_bodies;
 pub mod outbound_calls;
 pub mod rate_limits;
 pub mod sessions;

@@ -30,6 +30,9 @@ fn every_function_has_a_matching_sample_event() {
                 "monitor-worker" => {
                     drop(serde_json::from_str::<shared::queue::jobs::MonitorJob>(body).unwrap())
                 }
+                "provider-events-worker" => {
+                    drop(serde_json::from_str::<shared::queue::jobs::ProviderEvent>(body).unwrap())
+                }
                 other => panic!("no job type known for {other}"),
             }
         } else if function.routes.is_empty() {

@@ -15,7 +15,6 @@ use shared::base::config::Secret;
 use shared::providers::elevenlabs::ElevenLabsClient;
 use shared::queue::jobs::SqsJobQueue;
 use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
-use shared::store::dedup::DynamoDedupStore;
 use shared::store::directory::DirectoryStore;
 
 use shared::store::outbound_calls::OutboundCallStore;
@@ -117,10 +116,6 @@ impl Outbound {
         self.stack.queue(logical_id)
     }
 
-    fn dedup(&self) -> Arc<DynamoDedupStore> {
-        self.stack.dedup()
-    }
-
     /// Delivers the monitor queue to the monitor worker until it is empty.
     async fn run_monitor(&self) {
         let monitor = self.monitor();
@@ -155,10 +150,7 @@ impl Outbound {
                 auth_token: Secret::new(TWILIO_TOKEN),
                 public_base_url: PUBLIC_BASE.into(),
             },
-            calls: Arc::new(self.stack.outbound_calls()),
-            dedup: self.dedup(),
-            notification_queue: self.queue("NotificationQueue"),
-            lease: Duration::from_secs(30),
+            intake: self.stack.provider_event_intake(),
         }
     }
 
@@ -186,10 +178,7 @@ impl Outbound {
     fn webhook(&self) -> elevenlabs_webhook::ElevenLabsWebhook {
         elevenlabs_webhook::ElevenLabsWebhook {
             secret: Secret::new(WEBHOOK_SECRET),
-            calls: Arc::new(self.stack.outbound_calls()),
-            dedup: self.dedup(),
-            notification_queue: self.queue("NotificationQueue"),
-            lease: Duration::from_secs(30),
+            intake: self.stack.provider_event_intake(),
         }
     }
 
@@ -658,6 +647,8 @@ async fn status_callbacks_out_of_order_and_duplicated_count_usage_once() {
             json_body(&response)
         );
     }
+    // Acknowledged first, applied by the worker (in whatever order it gets them).
+    t.stack.run_provider_events().await;
     let call = t
         .stack
         .outbound_calls()
@@ -689,6 +680,7 @@ async fn status_callbacks_out_of_order_and_duplicated_count_usage_once() {
         "wrong",
     );
     assert_eq!(status.handle(forged).await.status(), 403);
+    assert_eq!(t.stack.depth("ProviderEventsQueue").await, 0);
     assert_eq!(
         t.stack
             .directory()
@@ -1013,10 +1005,17 @@ async fn elevenlabs_assistants_call_with_dynamic_variables_and_the_webhook_compl
     );
 
     let signed = elevenlabs_signature(WEBHOOK_SECRET, now, &body);
+    assert_eq!(
+        t.stack.depth("ProviderEventsQueue").await,
+        0,
+        "rejected, not queued"
+    );
     let ok = webhook.handle(request(&body, Some(signed.clone()))).await;
     assert_eq!(ok.status(), 200, "{:?}", json_body(&ok));
+    // A duplicate is acknowledged too and applied once, by the worker.
     let dup = webhook.handle(request(&body, Some(signed))).await;
-    assert_eq!(json_body(&dup)["duplicate"], true);
+    assert_eq!(dup.status(), 200, "{:?}", json_body(&dup));
+    t.stack.run_provider_events().await;
     let call = t
         .stack
         .outbound_calls()
@@ -1082,6 +1081,7 @@ async fn elevenlabs_assistants_call_with_dynamic_variables_and_the_webhook_compl
         ))
         .await;
     assert_eq!(response.status(), 200);
+    t.stack.run_provider_events().await;
     let failed = t
         .stack
         .outbound_calls()
@@ -1497,8 +1497,9 @@ async fn recording_a_missing_calls_duration_is_an_error() {
     assert_eq!(org.usage_this_month_seconds, 0);
 }
 
-/// Usage that cannot be recorded now fails the status callback with a 503
-/// and releases its dedup claim, so Twilio's redelivery counts it.
+/// Twilio never retries a status callback, so one whose usage cannot be
+/// recorded now (every transaction cancelled) is still answered 200: the
+/// event waits on the queue and is applied once the store works again.
 #[tokio::test]
 async fn a_status_callback_whose_usage_is_not_recorded_is_retried() {
     let t = Outbound::start().await;
@@ -1512,53 +1513,207 @@ async fn a_status_callback_whose_usage_is_not_recorded_is_retried() {
         .as_str()
         .unwrap()
         .to_string();
-    let callback = t.twilio.created_calls().remove(0);
-    let callback = &callback
-        .iter()
-        .find(|(k, _)| k == "StatusCallback")
-        .unwrap()
-        .1;
-    let query = callback.split_once('?').unwrap().1.to_string();
-    let completed = || {
-        t.twilio_request(
-            "POST",
-            "/twilio/status",
-            &query,
-            &[
-                ("CallSid", sid.as_str()),
-                ("AccountSid", ACCOUNT_SID),
-                ("CallStatus", "completed"),
-                ("CallDuration", "90"),
-            ],
-            TWILIO_TOKEN,
-        )
-    };
+    let call_ref = call_ref_of(&t.twilio.created_calls().remove(0));
+    let acked = t.status().handle(t.completed(&call_ref, &sid, 90)).await;
+    assert_eq!(acked.status(), 200, "{:?}", json_body(&acked));
+    let usage = || async { t.org("acme").await.usage_this_month_seconds };
+
+    // The worker's store fails: the message is reported failed and stays.
     let (busy, seen) = cancelling_store(&t, 1);
-    let busy_status = twilio_status::TwilioStatus {
-        calls: Arc::new(busy),
-        ..t.status()
-    };
-    let refused = busy_status.handle(completed()).await;
-    assert_eq!(refused.status(), 503, "{:?}", json_body(&refused));
+    let busy_worker = t.stack.provider_events_worker_with(Arc::new(busy));
+    let report = t
+        .stack
+        .poller("ProviderEventsQueue")
+        .poll_once(|event| {
+            let worker = Arc::clone(&busy_worker);
+            async move { worker.handle(event).await }
+        })
+        .await
+        .unwrap();
+    assert_eq!((report.received, report.failed.len()), (1, 1), "{report:?}");
     assert_eq!(
         seen.load(std::sync::atomic::Ordering::SeqCst),
         6,
         "bounded local retries"
     );
-    let usage = || async {
-        t.stack
-            .directory()
-            .get_organisation("acme")
-            .await
-            .unwrap()
-            .unwrap()
-            .usage_this_month_seconds
-    };
     assert_eq!(usage().await, 0);
-    let redelivered = t.status().handle(completed()).await;
-    assert_eq!(redelivered.status(), 200, "{:?}", json_body(&redelivered));
-    assert_ne!(json_body(&redelivered)["duplicate"], true);
+    assert_eq!(
+        t.stack.depth("ProviderEventsQueue").await,
+        1,
+        "nothing lost"
+    );
+
+    // Redelivered to a working store: counted once, and a duplicate callback changes nothing.
+    let again = t.status().handle(t.completed(&call_ref, &sid, 90)).await;
+    assert_eq!(again.status(), 200);
+    t.stack.run_provider_events().await;
     assert_eq!(usage().await, 90);
+    assert_eq!(t.org("acme").await.reserved_seconds, 0);
+    assert_eq!(t.stack.depth("NotificationQueue").await, 1);
+}
+
+/// The calls table is gone when the callback arrives: Twilio still gets
+/// 200, and the event is applied once the table is back.
+#[tokio::test]
+async fn a_status_callback_survives_a_missing_calls_table() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let assistant = t.twilio_assistant("acme").await;
+    let response = t
+        .initiate(100)
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    let sid = json_body(&response)["call_sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let call_ref = call_ref_of(&t.twilio.created_calls().remove(0));
+    let missing = shared::store::outbound_calls::DynamoOutboundCallStore {
+        calls_table: format!("{}-missing", t.stack.resources.table("CallsTable")),
+        ..t.stack.outbound_calls()
+    };
+    let acked = t.status().handle(t.completed(&call_ref, &sid, 75)).await;
+    assert_eq!(acked.status(), 200, "{:?}", json_body(&acked));
+    let broken = t.stack.provider_events_worker_with(Arc::new(missing));
+    let report = t
+        .stack
+        .poller("ProviderEventsQueue")
+        .poll_once(|event| {
+            let worker = Arc::clone(&broken);
+            async move { worker.handle(event).await }
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(t.org("acme").await.usage_this_month_seconds, 0);
+    t.stack.run_provider_events().await;
+    assert_eq!(t.org("acme").await.usage_this_month_seconds, 75);
+}
+
+/// A signed ElevenLabs request with an arbitrary body.
+fn elevenlabs_request(body: &str) -> Request {
+    let signature = elevenlabs_signature(WEBHOOK_SECRET, chrono::Utc::now().timestamp(), body);
+    let headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("elevenlabs-signature".to_string(), signature),
+    ];
+    devstack::server::api_request(
+        "POST",
+        "/webhook/elevenlabs",
+        "/webhook/elevenlabs",
+        "",
+        &headers,
+        body.as_bytes(),
+    )
+}
+
+/// A post-call body of several MB (per-turn tool results and metrics, a
+/// long analysis) is accepted, stored in parts, and applied from them.
+#[tokio::test]
+async fn a_three_megabyte_post_call_body_is_stored_in_parts_and_applied() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let assistant = t
+        .create_assistant(serde_json::json!({
+            "org_id": "acme", "name": "Donna", "provider": "elevenlabs",
+            "elevenlabs_agent_id": "agent_abc", "elevenlabs_phone_number_id": "phnum_xyz"
+        }))
+        .await;
+    let response = t
+        .initiate(100)
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    let conversation_id = json_body(&response)["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let turns: Vec<(&str, &str)> = (0..40)
+        .map(|i| {
+            if i % 2 == 0 {
+                ("agent", "Anything else?")
+            } else {
+                ("user", "Yes.")
+            }
+        })
+        .collect();
+    let mut body: serde_json::Value = serde_json::from_str(&post_call_transcription_body(
+        "agent_abc",
+        &conversation_id,
+        "CA123",
+        &turns,
+        321,
+    ))
+    .unwrap();
+    for line in body["data"]["transcript"].as_array_mut().unwrap() {
+        line["tool_results"] = serde_json::json!([{"result_value": "r".repeat(70_000)}]);
+    }
+    body["data"]["analysis"]["transcript_summary"] = "s".repeat(300_000).into();
+    let body = body.to_string();
+    assert!(body.len() > 3_000_000, "{}", body.len());
+
+    let response = t.webhook().handle(elevenlabs_request(&body)).await;
+    assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+    let queued = t.stack.peek("ProviderEventsQueue").await;
+    assert_eq!(queued.len(), 1);
+    assert!(
+        queued[0].len() < 1024,
+        "the message refers to the body: {}",
+        queued[0]
+    );
+    let event: shared::queue::jobs::ProviderEvent = serde_json::from_str(&queued[0]).unwrap();
+    let shared::queue::jobs::ProviderEvent::Elevenlabs {
+        body: shared::queue::jobs::EventBody::Stored(stored),
+    } = event
+    else {
+        panic!("not stored: {event:?}");
+    };
+    assert_eq!(stored.bytes, body.len());
+    assert_eq!(stored.parts as usize, body.len().div_ceil(350 * 1024));
+
+    t.stack.run_provider_events().await;
+    let call = t
+        .stack
+        .outbound_calls()
+        .get(&conversation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(call.status, "done");
+    assert_eq!(call.duration_secs, Some(321));
+    assert_eq!(call.transcript.len(), 40);
+    assert_eq!(t.org("acme").await.usage_this_month_seconds, 321);
+}
+
+/// `post_call_audio` (base64 audio, large) is acknowledged and ignored;
+/// a body that is not JSON after a valid signature is still 400; neither
+/// stores or queues anything.
+#[tokio::test]
+async fn audio_webhooks_are_ignored_and_malformed_ones_refused() {
+    let t = Outbound::start().await;
+    let audio = serde_json::json!({
+        "type": "post_call_audio",
+        "event_timestamp": chrono::Utc::now().timestamp(),
+        "data": {"agent_id": "agent_abc", "conversation_id": "conv_audio", "full_audio": "QUJD".repeat(300_000)},
+    })
+    .to_string();
+    let response = t.webhook().handle(elevenlabs_request(&audio)).await;
+    assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+    assert_eq!(json_body(&response)["ignored"], "post_call_audio");
+
+    for malformed in [
+        "{\"type\": \"post_call_transcription\", \"data\": ",
+        "{\"type\": \"post_call_transcription\", \"data\": {}}",
+    ] {
+        let response = t.webhook().handle(elevenlabs_request(malformed)).await;
+        assert_eq!(
+            response.status(),
+            400,
+            "{malformed}: {:?}",
+            json_body(&response)
+        );
+    }
+    assert_eq!(t.stack.depth("ProviderEventsQueue").await, 0);
+    assert_eq!(t.stack.item_count("CallsTable").await, 0);
 }
 
 /// The `call=` ref from a created call's status callback URL.
@@ -1708,6 +1863,7 @@ async fn thirty_concurrent_calls_fit_exactly_three_reservations() {
         let response = status.handle(t.completed(&call_ref, &sid, seconds)).await;
         assert_eq!(response.status(), 200, "{:?}", json_body(&response));
     }
+    t.stack.run_provider_events().await;
     let org = t.org("acme").await;
     assert_eq!(org.usage_this_month_seconds, 66);
     assert_eq!(org.reserved_seconds, 0);
@@ -1782,8 +1938,9 @@ async fn twenty_calls_ending_at_once_are_each_counted_once() {
         })
     });
     for attempts in futures_util::future::join_all(tasks).await {
-        attempts.unwrap();
+        assert_eq!(attempts.unwrap(), 1, "every delivery acknowledged at once");
     }
+    t.stack.run_provider_events().await;
     let org = t.org("acme").await;
     assert_eq!(
         org.usage_this_month_seconds, expected,

@@ -315,6 +315,48 @@ impl Stack {
         }
     }
 
+    /// Large webhook bodies, in parts in the calls table.
+    pub fn event_bodies(&self) -> Arc<shared::store::event_bodies::DynamoEventBodyStore> {
+        Arc::new(shared::store::event_bodies::DynamoEventBodyStore::new(
+            self.dynamo.clone(),
+            self.resources.table("CallsTable"),
+        ))
+    }
+
+    /// What the Twilio status and ElevenLabs routes write to before their 200.
+    pub fn provider_event_intake(&self) -> shared::flows::provider_events::ProviderEventIntake {
+        shared::flows::provider_events::ProviderEventIntake {
+            bodies: self.event_bodies(),
+            queue: self.queue("ProviderEventsQueue"),
+        }
+    }
+
+    /// The provider-events worker over `calls` (the stack's own, or a double).
+    pub fn provider_events_worker_with(
+        &self,
+        calls: Arc<dyn shared::store::outbound_calls::OutboundCallStore>,
+    ) -> Arc<provider_events_worker::ProviderEventsWorker> {
+        Arc::new(provider_events_worker::ProviderEventsWorker {
+            processor: shared::flows::provider_events::ProviderEventProcessor {
+                calls,
+                dedup: self.dedup(),
+                bodies: self.event_bodies(),
+                notification_queue: self.queue("NotificationQueue"),
+                lease: Duration::from_secs(30),
+            },
+        })
+    }
+
+    /// Applies every queued provider event (Twilio statuses, ElevenLabs webhooks).
+    pub async fn run_provider_events(&self) -> Vec<PollReport> {
+        let worker = self.provider_events_worker_with(Arc::new(self.outbound_calls()));
+        self.drain("ProviderEventsQueue", |event| {
+            let worker = Arc::clone(&worker);
+            async move { worker.handle(event).await }
+        })
+        .await
+    }
+
     pub fn poller(&self, logical_id: &str) -> QueuePoller {
         QueuePoller {
             sqs: self.harness_sqs.clone(),

@@ -163,6 +163,7 @@ pub async fn queue_consumer(binary: &str) -> Result<Consumer, Error> {
         "transcribe-worker" => worker!(transcribe_worker::TranscribeWorker),
         "notify-worker" => worker!(notify_worker::NotifyWorker),
         "monitor-worker" => worker!(monitor_worker::MonitorWorker),
+        "provider-events-worker" => worker!(provider_events_worker::ProviderEventsWorker),
         other => {
             return Err(format!(
                 "template.yaml has a queue consumer {other} the dev server does not know"
