@@ -53,6 +53,8 @@ pub struct Stack {
     pub assemblyai_base: String,
     /// Fault proxies kept alive with the stack (empty unless faulty).
     pub faults: Vec<devstack::faults::FaultProxy>,
+    /// Shared by the DynamoDB and SQS proxies of a crashable stack.
+    pub crash: Arc<devstack::faults::CrashSwitch>,
     pub exotel: FakeExotel,
     pub assemblyai: FakeAssemblyAi,
     pub slack: FakeSlack,
@@ -94,11 +96,37 @@ impl Stack {
             slack_base: slack.base_url().to_string(),
             assemblyai_base: assemblyai.base_url().to_string(),
             faults: Vec::new(),
+            crash: Arc::default(),
             exotel: FakeExotel::start(EXOTEL_KEY, EXOTEL_TOKEN),
             assemblyai,
             slack,
             dead_host: format!("127.0.0.1:{dead_port}"),
         }
+    }
+
+    /// A stack whose functions reach DynamoDB and SQS through proxies sharing
+    /// `self.crash`, which can kill a handler right after any one of its writes.
+    pub async fn start_crashable() -> Self {
+        use devstack::faults::{Dialect, FaultPlan, FaultProxy};
+        let mut stack = Self::start().await;
+        let local = local();
+        let crash = Arc::clone(&stack.crash);
+        let dynamo = FaultProxy::start_with_switch(
+            local.dynamodb_endpoint(),
+            Dialect::AwsJson,
+            FaultPlan::none(),
+            Arc::clone(&crash),
+        );
+        let moto = FaultProxy::start_with_switch(
+            local.moto_endpoint(),
+            Dialect::AwsJson,
+            FaultPlan::none(),
+            crash,
+        );
+        stack.dynamo = local.dynamodb_at(dynamo.base_url()).await;
+        stack.sqs = local.sqs_at(moto.base_url()).await;
+        stack.faults = vec![dynamo, moto];
+        stack
     }
 
     /// A stack whose functions reach DynamoDB, SQS, Slack and AssemblyAI

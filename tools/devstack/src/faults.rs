@@ -132,6 +132,56 @@ impl FaultCounts {
     }
 }
 
+/// Kills the caller right after its `k`-th request through any proxy that
+/// shares the switch has been applied: that request is forwarded, and its
+/// answer never comes (the test then aborts the handler, as a crash would
+/// between two writes). Off unless armed.
+#[derive(Debug)]
+pub struct CrashSwitch {
+    armed_at: AtomicU64,
+    seen: AtomicU64,
+    reached: tokio::sync::Notify,
+}
+
+impl Default for CrashSwitch {
+    fn default() -> Self {
+        Self {
+            armed_at: AtomicU64::new(u64::MAX),
+            seen: AtomicU64::new(0),
+            reached: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl CrashSwitch {
+    /// Crash after the `k`-th request from now (1-based).
+    pub fn arm(&self, k: u64) {
+        self.seen.store(0, Ordering::SeqCst);
+        self.armed_at.store(k, Ordering::SeqCst);
+    }
+
+    /// Counts requests from now without crashing.
+    pub fn count(&self) {
+        self.arm(u64::MAX);
+    }
+
+    /// Requests seen since the last `arm` or `count`.
+    pub fn seen(&self) -> u64 {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the armed request has been applied.
+    pub async fn reached(&self) {
+        self.reached.notified().await;
+    }
+
+    /// True when this applied request is the one to crash after.
+    fn after_applied(&self) -> bool {
+        let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
+        n == self.armed_at.load(Ordering::SeqCst)
+    }
+}
+
 /// A running proxy; stops when dropped.
 pub struct FaultProxy {
     base_url: String,
@@ -143,6 +193,16 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Proxies every request to `upstream` (a base URL), injecting `plan`'s faults.
     pub fn start(upstream: &str, dialect: Dialect, plan: FaultPlan) -> Self {
+        Self::start_with_switch(upstream, dialect, plan, Arc::new(CrashSwitch::default()))
+    }
+
+    /// Like [`FaultProxy::start`], sharing `crash` with other proxies.
+    pub fn start_with_switch(
+        upstream: &str,
+        dialect: Dialect,
+        plan: FaultPlan,
+        crash: Arc<CrashSwitch>,
+    ) -> Self {
         let plan = Arc::new(Mutex::new(plan));
         let counts = Arc::new(FaultCounts::default());
         let http = reqwest::Client::builder()
@@ -162,6 +222,7 @@ impl FaultProxy {
                 let counts = Arc::clone(&counts);
                 let http = http.clone();
                 let upstream = upstream.clone();
+                let crash = Arc::clone(&crash);
                 async move {
                     match fault {
                         Some(Fault::Throttle) => {
@@ -183,6 +244,10 @@ impl FaultProxy {
                         Some(Fault::DropAfter) | None => {}
                     }
                     let response = forward(&http, &upstream, request).await;
+                    if crash.after_applied() {
+                        crash.reached.notify_one();
+                        std::future::pending::<()>().await;
+                    }
                     if fault == Some(Fault::DropAfter) {
                         counts.dropped_after.fetch_add(1, Ordering::SeqCst);
                         drop_connection();

@@ -1,0 +1,266 @@
+//! Crashes between two writes: a handler or worker killed right after any
+//! one of its DynamoDB or SQS requests was applied (the proxies of
+//! `Stack::start_crashable` hold the answer back and the test aborts the
+//! task, as a Lambda dying mid-invocation would). The retry — the sender's,
+//! or SQS's redelivery — completes the work, and nothing is done twice.
+
+use shared::api::Route;
+use shared::queue::sqs_batch::Worker;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+
+use crate::support::*;
+
+/// Runs `work` in its own task; if the crash switch fires first the task is
+/// aborted (`None`), otherwise its output is returned.
+async fn run_or_crash<T: Send + 'static>(
+    stack: &Stack,
+    work: impl Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let mut task = tokio::spawn(work);
+    tokio::select! {
+        out = &mut task => Some(out.expect("handler task")),
+        _ = stack.crash.reached() => {
+            task.abort();
+            None
+        }
+    }
+}
+
+/// Retries a delivery as Zapier would until it is answered 2xx.
+async fn retry_until_accepted(zapier: &zapier_webhook::ZapierWebhook, body: &[u8]) {
+    for _ in 0..100 {
+        let response = zapier
+            .handle(zapier_request(body, Some(&bearer(WEBHOOK_TOKEN))))
+            .await;
+        match response.status().as_u16() {
+            200 | 202 => return,
+            409 | 503 => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("unexpected {other}: {:?}", json_body(&response)),
+        }
+    }
+    panic!("never accepted");
+}
+
+fn posts_per_call(stack: &Stack) -> HashMap<String, usize> {
+    let mut posts = HashMap::new();
+    for post in stack.slack.posts() {
+        let text = post["text"].as_str().unwrap_or_default();
+        if let Some(start) = text.find("• Call ID: `") {
+            let id: String = text[start + "• Call ID: `".len()..]
+                .chars()
+                .take_while(|c| *c != '`')
+                .collect();
+            *posts.entry(id).or_default() += 1;
+        }
+    }
+    posts
+}
+
+/// A crash-test stack with short leases, so a killed delivery's claim
+/// frees quickly for the retry.
+fn zapier(stack: &Stack) -> Arc<zapier_webhook::ZapierWebhook> {
+    let mut zapier = stack.zapier();
+    zapier.ingestor.settings.default_lease = Duration::from_secs(1);
+    zapier.ingestor.settings.duplicate_wait = Duration::from_millis(300);
+    Arc::new(zapier)
+}
+
+#[tokio::test]
+async fn an_intake_killed_after_any_write_is_completed_by_the_retry_once() {
+    let stack = Stack::start_crashable().await;
+    let zapier = zapier(&stack);
+    // A clean delivery first, counting its writes.
+    stack.crash.count();
+    let clean = seed_payload(&stack, "CRASH00").to_string().into_bytes();
+    retry_until_accepted(&zapier, &clean).await;
+    let writes = stack.crash.seen();
+    assert!(
+        writes >= 3,
+        "an intake makes at least claim, record and job: {writes}"
+    );
+
+    for k in 1..=writes {
+        let call_id = format!("CRASH{k:02}");
+        let body = seed_payload(&stack, &call_id).to_string().into_bytes();
+        stack.crash.arm(k);
+        let handler = Arc::clone(&zapier);
+        let killed_body = body.clone();
+        let outcome = run_or_crash(&stack, async move {
+            handler
+                .handle(zapier_request(&killed_body, Some(&bearer(WEBHOOK_TOKEN))))
+                .await
+                .status()
+        })
+        .await;
+        assert!(
+            outcome.is_none(),
+            "the delivery was not killed after write {k}"
+        );
+        stack.crash.count();
+        retry_until_accepted(&zapier, &body).await;
+    }
+
+    stack.run_transcriptions().await;
+    let notifier = stack.notify_worker(vec![stack.slack_webhook()]);
+    stack.run_notifications(&notifier).await;
+    let posts = posts_per_call(&stack);
+    for k in 0..=writes {
+        assert_eq!(
+            posts.get(&format!("CRASH{k:02}")),
+            Some(&1),
+            "CRASH{k:02}: {posts:?}"
+        );
+    }
+    assert_eq!(posts.len() as u64, writes + 1);
+}
+
+/// One SQS message as Lambda hands it to a worker; redelivery hands the
+/// same message again.
+fn event_of(body: String, receive_count: u32) -> SqsEvent {
+    let mut message = SqsMessage::default();
+    message.message_id = Some(format!("m-{}", body.len()));
+    message.body = Some(body);
+    message
+        .attributes
+        .insert("ApproximateReceiveCount".into(), receive_count.to_string());
+    let mut event = SqsEvent::default();
+    event.records = vec![message];
+    event
+}
+
+#[tokio::test]
+async fn workers_killed_after_any_write_finish_on_redelivery_and_post_once() {
+    let stack = Stack::start_crashable().await;
+    let zapier = zapier(&stack);
+    let transcriber = stack.transcribe_worker();
+    // A short part lease, so a killed worker's claim frees within the test
+    // (in Lambda it outlives the queue's visibility timeout).
+    let mut notifier = Arc::try_unwrap(stack.notify_worker(vec![stack.slack_webhook()]))
+        .ok()
+        .expect("a fresh worker");
+    notifier.send_lease = Duration::from_secs(1);
+    let notifier = Arc::new(notifier);
+
+    // Count a clean run of each worker on its own call.
+    let clean = seed_payload(&stack, "WORK00").to_string().into_bytes();
+    retry_until_accepted(&zapier, &clean).await;
+    let job = stack.peek("TranscriptionQueue").await.remove(0);
+    stack.crash.count();
+    stack.run_transcriptions().await;
+    let transcribe_writes = stack.crash.seen();
+    stack.crash.count();
+    stack.run_notifications(&notifier).await;
+    let notify_writes = stack.crash.seen();
+    assert!(transcribe_writes >= 2 && notify_writes >= 2);
+    println!("crash: transcribe-worker makes {transcribe_writes} requests, notify-worker {notify_writes}");
+    drop(job);
+
+    // Each crash point gets its own call: killed once, then redelivered.
+    for (worker, writes) in [("transcribe", transcribe_writes), ("notify", notify_writes)] {
+        for k in 1..=writes {
+            let call_id = format!("W{}{k:02}", &worker[..1].to_uppercase());
+            let body = seed_payload(&stack, &call_id).to_string().into_bytes();
+            retry_until_accepted(&zapier, &body).await;
+            if worker == "notify" {
+                stack.run_transcriptions().await;
+            }
+            let queue = if worker == "notify" {
+                "NotificationQueue"
+            } else {
+                "TranscriptionQueue"
+            };
+            let message = stack.peek(queue).await.remove(0);
+            drain_silently(&stack, queue).await;
+            stack.crash.arm(k);
+            let killed = {
+                let event = event_of(message.clone(), 1);
+                let transcriber = Arc::clone(&transcriber);
+                let notifier = Arc::clone(&notifier);
+                run_or_crash(&stack, async move {
+                    if worker == "notify" {
+                        notifier.handle(event).await
+                    } else {
+                        transcriber.handle(event).await
+                    }
+                })
+                .await
+            };
+            stack.crash.count();
+            // Killed, or (past the last write of this path) finished: either
+            // way SQS hands the same message over again after the lease.
+            let _ = killed;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut settled = false;
+            for receive in 2..40 {
+                let event = event_of(message.clone(), receive);
+                let response = if worker == "notify" {
+                    notifier.handle(event).await
+                } else {
+                    transcriber.handle(event).await
+                };
+                if response.batch_item_failures.is_empty() {
+                    settled = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            assert!(settled, "{worker} {call_id}: redelivery never succeeded");
+            // Whatever the worker queued next runs to the end.
+            stack.run_transcriptions().await;
+            stack.run_notifications(&notifier).await;
+        }
+    }
+    let posts = posts_per_call(&stack);
+    assert!(
+        posts.values().all(|n| *n == 1),
+        "a call posted twice: {posts:?}"
+    );
+    for k in 1..=transcribe_writes {
+        assert_eq!(
+            posts.get(&format!("WT{k:02}")),
+            Some(&1),
+            "WT{k:02}: {posts:?}"
+        );
+    }
+    for k in 1..=notify_writes {
+        assert_eq!(
+            posts.get(&format!("WN{k:02}")),
+            Some(&1),
+            "WN{k:02}: {posts:?}"
+        );
+    }
+}
+
+/// Empties a queue without running anything (the test hands the message over itself).
+async fn drain_silently(stack: &Stack, logical_id: &str) {
+    let url = stack.resources.queue(logical_id);
+    loop {
+        let received = stack
+            .harness_sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return;
+        }
+        for message in messages {
+            stack
+                .harness_sqs
+                .delete_message()
+                .queue_url(&url)
+                .receipt_handle(message.receipt_handle.unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+}
