@@ -223,6 +223,15 @@ impl DedupStore for DynamoDedupStore {
                 None => self.read_existing(key).await?,
             };
             if let Some(item) = existing {
+                // Our own put was applied but its answer lost; the SDK's
+                // retry of the same request then fails its condition on it.
+                let ours = item.get("owner").and_then(|v| v.as_s().ok())
+                    == Some(&owner.token().to_string())
+                    && item.get("status").and_then(|v| v.as_s().ok())
+                        == Some(&STATUS_IN_PROGRESS.to_string());
+                if ours {
+                    return Ok(Claim::Acquired(owner));
+                }
                 return classify_existing(&item);
             }
         }

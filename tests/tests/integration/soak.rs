@@ -144,6 +144,31 @@ async fn a_thousand_deliveries_through_injected_faults_notify_every_call_once() 
         posts_per_call.len(),
         faults.join("\n  ")
     );
+    let mut unanswered: HashMap<u16, usize> = HashMap::new();
+    for d in results.iter().filter(|d| !matches!(d.status, 200 | 202)) {
+        *unanswered.entry(d.status).or_default() += 1;
+    }
+    if !unanswered.is_empty() {
+        println!("soak: deliveries not answered 2xx, by last status: {unanswered:?}");
+    }
+    for queue in ["TranscriptionDLQ", "NotificationDLQ"] {
+        for body in stack.peek(queue).await {
+            println!("soak: left in {queue}: {body}");
+        }
+    }
+    for call in 0..CALLS {
+        let id = format!("SOAK{call:03}");
+        if posts_per_call.get(&id) != Some(&1) {
+            use shared::store::calls::CallStore;
+            let record = stack.calls().get(&id).await.ok().flatten();
+            println!(
+                "soak: {id} not notified once: status {:?}, reason {:?}, history {:?}",
+                record.as_ref().map(|r| r.status),
+                record.as_ref().and_then(|r| r.failure_reason.clone()),
+                record.map(|r| r.status_history)
+            );
+        }
+    }
     println!(
         "soak: {} passed, {} failed",
         checks.len() - failed.len(),
