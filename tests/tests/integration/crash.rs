@@ -17,7 +17,7 @@ use crate::support::*;
 
 /// Runs `work` in its own task; if the crash switch fires first the task is
 /// aborted (`None`), otherwise its output is returned.
-async fn run_or_crash<T: Send + 'static>(
+pub(crate) async fn run_or_crash<T: Send + 'static>(
     stack: &Stack,
     work: impl Future<Output = T> + Send + 'static,
 ) -> Option<T> {
@@ -121,7 +121,7 @@ async fn an_intake_killed_after_any_write_is_completed_by_the_retry_once() {
 
 /// One SQS message as Lambda hands it to a worker; redelivery hands the
 /// same message again.
-fn event_of(body: String, receive_count: u32) -> SqsEvent {
+pub(crate) fn event_of(body: String, receive_count: u32) -> SqsEvent {
     let mut message = SqsMessage::default();
     message.message_id = Some(format!("m-{}", body.len()));
     message.body = Some(body);
@@ -237,7 +237,7 @@ async fn workers_killed_after_any_write_finish_on_redelivery_and_post_once() {
 }
 
 /// Empties a queue without running anything (the test hands the message over itself).
-async fn drain_silently(stack: &Stack, logical_id: &str) {
+pub(crate) async fn drain_silently(stack: &Stack, logical_id: &str) {
     let url = stack.resources.queue(logical_id);
     loop {
         let received = stack

@@ -2265,3 +2265,115 @@ async fn a_call_spanning_midnight_on_the_first_counts_in_the_month_it_was_placed
     let org = t.org("acme").await;
     assert_eq!((org.usage_this_month_seconds, org.reserved_seconds), (0, 0));
 }
+
+/// The provider-events worker killed right after each of its writes (the
+/// Twilio status event's dedup claim, status, usage, notification): SQS's
+/// redelivery finishes it, usage is counted once and one summary is queued.
+#[tokio::test]
+async fn the_provider_events_worker_killed_after_any_write_finishes_once() {
+    use crate::crash::{drain_silently, event_of, run_or_crash};
+    let stack = Stack::start_crashable().await;
+    let (key, record) = api_keys::generate("crm", "acme");
+    DynamoApiKeyStore::new(stack.dynamo.clone(), stack.resources.table("ApiKeysTable"))
+        .insert(&record)
+        .await
+        .unwrap();
+    let t = Outbound {
+        stack,
+        twilio: FakeTwilio::start(ACCOUNT_SID, TWILIO_TOKEN),
+        eleven: FakeElevenLabs::start(ELEVEN_KEY),
+        key,
+    };
+    t.create_org("acme", 1_000_000, 0).await;
+    let assistant = t.twilio_assistant("acme").await;
+    let initiate = t.initiate(1000);
+    let status = t.status();
+    let mut worker = Arc::try_unwrap(
+        t.stack
+            .provider_events_worker_with(Arc::new(t.stack.outbound_calls())),
+    )
+    .ok()
+    .expect("a fresh worker");
+    // Short, so a killed worker's claim frees within the test.
+    worker.processor.lease = Duration::from_secs(1);
+    let worker = Arc::new(worker);
+
+    // Places a call and has Twilio report it completed; returns the queued event.
+    let mut placed = 0;
+    let mut next_event = |seconds: u64| {
+        placed += 1;
+        let n = placed - 1;
+        let initiate = &initiate;
+        let status = &status;
+        let t = &t;
+        async move {
+            let response = initiate
+                .handle(t.initiate_request(&seed_call(assistant)))
+                .await;
+            assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+            let sid = json_body(&response)["call_sid"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let call_ref = call_ref_of(&t.twilio.created_calls()[n]);
+            let answer = status.handle(t.completed(&call_ref, &sid, seconds)).await;
+            assert_eq!(answer.status(), 200);
+            let message = t.stack.peek("ProviderEventsQueue").await.remove(0);
+            drain_silently(&t.stack, "ProviderEventsQueue").await;
+            message
+        }
+    };
+
+    let clean = next_event(10).await;
+    t.stack.crash.count();
+    assert!(worker
+        .handle(event_of(clean, 1))
+        .await
+        .batch_item_failures
+        .is_empty());
+    let writes = t.stack.crash.seen();
+    assert!(writes >= 3, "{writes}");
+    let mut expected = 10;
+    for k in 1..=writes {
+        let seconds = 20 + k;
+        expected += seconds;
+        let message = next_event(seconds).await;
+        t.stack.crash.arm(k);
+        let handler = Arc::clone(&worker);
+        let event = event_of(message.clone(), 1);
+        let _ = run_or_crash(&t.stack, async move { handler.handle(event).await }).await;
+        t.stack.crash.count();
+        let mut settled = false;
+        for receive in 2..40 {
+            if worker
+                .handle(event_of(message.clone(), receive))
+                .await
+                .batch_item_failures
+                .is_empty()
+            {
+                settled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(settled, "crash after write {k}: redelivery never succeeded");
+    }
+    let org = t.org("acme").await;
+    assert_eq!(
+        org.usage_this_month_seconds, expected,
+        "usage lost or doubled"
+    );
+    assert_eq!(org.reserved_seconds, 0);
+    // A job re-sent by a redelivery is the same notification (same id), which
+    // the notify worker posts once.
+    let mut summaries: Vec<String> = Vec::new();
+    for _ in 0..5 {
+        for body in t.stack.peek("NotificationQueue").await {
+            let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+            summaries.push(job["notification_id"].as_str().unwrap().to_string());
+        }
+    }
+    summaries.sort();
+    summaries.dedup();
+    assert_eq!(summaries.len() as u64, writes + 1, "one summary per call: {summaries:?}");
+}
