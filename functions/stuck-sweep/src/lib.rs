@@ -3,6 +3,7 @@
 //! - Recording-pipeline calls still `received`, `queued`, `transcribing` or
 //!   `transcribed` past their deadline are re-driven once, then ended
 //!   `failed` with a notification (`shared::flows::stuck`).
+//! - Sessions (LiveKit rooms) never reported finished are ended with a reason.
 //! - Outbound calls that never reported an end have their budget released.
 //!   A call's reservation is settled by its final status callback, the
 //!   post-call webhook or the monitor; one still open after the assistant's
@@ -18,7 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use shared::base::config;
 use shared::base::metrics::{self, Metric};
-use shared::flows::stuck::{StuckCalls, StuckReport};
+use shared::flows::stuck::{StuckCalls, StuckReport, StuckSessions, StuckSessionsReport};
 use shared::queue::jobs::{self, NotificationJob, NotificationKind};
 use shared::store::outbound_calls::{OutboundCallStore, UsageRecorded};
 use shared::store::StoreError;
@@ -32,6 +33,7 @@ pub const NO_END_REPORTED: &str =
 pub struct StuckSweep {
     pub calls: Arc<dyn OutboundCallStore>,
     pub pipeline: StuckCalls,
+    pub sessions: StuckSessions,
     /// Most reservations released per run (`SWEEP_BATCH`); the rest wait
     /// for the next run.
     pub batch: i32,
@@ -42,6 +44,8 @@ pub struct StuckSweep {
 pub struct SweepReport {
     /// Recording-pipeline calls re-driven or failed.
     pub pipeline: StuckReport,
+    /// Sessions ended because their room never reported finishing.
+    pub sessions: StuckSessionsReport,
     /// Calls whose reservation this run released.
     pub released: Vec<String>,
     /// Calls settled by someone else between the ledger read and ours.
@@ -66,6 +70,9 @@ impl StuckSweep {
                     3600,
                 )?),
             },
+            sessions: StuckSessions {
+                sessions: aws.sessions()?,
+            },
             batch: config::parsed_or("SWEEP_BATCH", 100)?,
         })
     }
@@ -80,8 +87,12 @@ impl StuckSweep {
     pub async fn run_at(&self, now: i64) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport {
             pipeline: self.pipeline.sweep(now, self.batch).await?,
+            sessions: self.sessions.sweep(now, self.batch).await?,
             ..SweepReport::default()
         };
+        if !report.sessions.ended.is_empty() {
+            metrics::count_n(Metric::StuckSessions, report.sessions.ended.len() as u64);
+        }
         let stuck = report.pipeline.redriven.len() + report.pipeline.failed.len();
         if stuck > 0 {
             metrics::count_n(Metric::StuckCalls, stuck as u64);

@@ -15,6 +15,8 @@ pub enum Metric {
     ReservationsReleased,
     /// Recording-pipeline calls the sweep found stuck (re-driven or failed).
     StuckCalls,
+    /// Sessions the sweep ended because their room never reported finishing.
+    StuckSessions,
 }
 
 impl Metric {
@@ -28,6 +30,7 @@ impl Metric {
             Self::Failed => "Failed",
             Self::ReservationsReleased => "ReservationsReleased",
             Self::StuckCalls => "StuckCalls",
+            Self::StuckSessions => "StuckSessions",
         }
     }
 }

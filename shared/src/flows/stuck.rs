@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind, TranscriptionJob};
 use crate::store::calls::{CallRecord, CallStatus, CallStore, Watch};
+use crate::store::sessions::SessionStore;
 use crate::store::StoreError;
 
 pub struct StuckCalls {
@@ -135,5 +136,54 @@ impl StuckCalls {
                 .map_err(queue_error)?;
         }
         self.calls.drop_watch(watch).await
+    }
+}
+
+/// Voice-agent sessions (LiveKit rooms) whose `room_finished` never came:
+/// once due (`DEFAULT_SESSION_MAX` after the session was seen), a session
+/// still open is ended with a reason, so it stops counting as active.
+pub struct StuckSessions {
+    pub sessions: Arc<dyn SessionStore>,
+}
+
+/// What one sweep of the sessions did.
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StuckSessionsReport {
+    /// Sessions ended by this sweep.
+    pub ended: Vec<String>,
+    /// Entries of sessions that had ended on their own; dropped.
+    pub finished: usize,
+}
+
+/// The reason a session ended by the sweep carries.
+pub const SESSION_NEVER_FINISHED: &str =
+    "no room_finished within the session's deadline; ended by the sweep";
+
+impl StuckSessions {
+    pub async fn sweep(&self, now: i64, limit: i32) -> Result<StuckSessionsReport, StoreError> {
+        let mut report = StuckSessionsReport::default();
+        let ended_at = chrono::DateTime::from_timestamp(now, 0)
+            .map(crate::base::time::rfc3339)
+            .unwrap_or_else(crate::base::time::now_rfc3339);
+        for watch in self.sessions.due_watches(now, limit).await? {
+            let open = self
+                .sessions
+                .get(&watch.room)
+                .await?
+                .is_some_and(|session| session.ended_at.is_none());
+            if open
+                && self
+                    .sessions
+                    .end_stale(&watch.room, &ended_at, SESSION_NEVER_FINISHED)
+                    .await?
+            {
+                tracing::warn!(room = %watch.room, "stuck session ended by the sweep");
+                report.ended.push(watch.room.clone());
+            } else {
+                report.finished += 1;
+            }
+            self.sessions.drop_watch(&watch).await?;
+        }
+        Ok(report)
     }
 }

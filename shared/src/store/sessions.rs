@@ -30,6 +30,9 @@ pub struct SessionRecord {
     pub started_at: Option<String>,
     #[serde(default)]
     pub ended_at: Option<String>,
+    /// Why the session was ended by the sweep rather than by `room_finished`.
+    #[serde(default)]
+    pub end_reason: Option<String>,
     #[serde(default)]
     pub duration_secs: Option<u64>,
     #[serde(default)]
@@ -74,11 +77,34 @@ pub trait SessionStore: Send + Sync {
     /// Keeps the first thread: a later call-start message never replaces it.
     async fn set_thread(&self, room: &str, thread: &SlackThread) -> Result<(), StoreError>;
     async fn get(&self, room: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Watch entries of sessions due at `now` (epoch seconds), oldest first.
+    async fn due_watches(&self, now: i64, limit: i32) -> Result<Vec<SessionWatch>, StoreError>;
+    async fn drop_watch(&self, watch: &SessionWatch) -> Result<(), StoreError>;
+    /// Ends a session that never reported its end; false if it had ended.
+    async fn end_stale(&self, room: &str, ended_at: &str, reason: &str)
+        -> Result<bool, StoreError>;
 }
+
+/// A session the sweep should look at: its entry in the watch ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionWatch {
+    pub entry: String,
+    pub room: String,
+}
+
+/// The partition of the calls table listing sessions to look at again,
+/// sorted by when (`<epoch:012>#<room>`); each event that opens a session
+/// adds one, so a session whose `room_finished` never comes is found.
+const WATCH_PARTITION: &str = "sessions#watch";
+
+/// How long a session may stay open before the sweep ends it.
+pub const DEFAULT_SESSION_MAX: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 pub struct DynamoSessionStore {
     client: Client,
     table: String,
+    /// When a newly seen session is due for the sweep.
+    max_open: std::time::Duration,
 }
 
 impl DynamoSessionStore {
@@ -86,7 +112,24 @@ impl DynamoSessionStore {
         Self {
             client,
             table: table.into(),
+            max_open: DEFAULT_SESSION_MAX,
         }
+    }
+
+    /// Puts the session in the watch ledger (idempotent enough: a session
+    /// with several entries is looked at once per entry, cheaply).
+    async fn watch(&self, room: &str) -> Result<(), StoreError> {
+        let due = crate::base::time::epoch_secs()
+            + i64::try_from(self.max_open.as_secs()).unwrap_or(i64::MAX / 2);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("call_id", s(WATCH_PARTITION))
+            .item("item", s(&format!("{due:012}#{room}")))
+            .item("watched_room", s(room))
+            .send()
+            .await?;
+        Ok(())
     }
 
     /// `SET` each present value; every session write is an idempotent upsert.
@@ -146,7 +189,8 @@ impl SessionStore for DynamoSessionStore {
         if let Some(sid) = room_sid {
             values.push(("room_sid", s(sid)));
         }
-        self.set(room, &values, None).await.map(drop)
+        self.set(room, &values, None).await?;
+        self.watch(room).await
     }
 
     async fn room_finished(
@@ -176,9 +220,10 @@ impl SessionStore for DynamoSessionStore {
             values.push(("participant_identity", s(identity)));
         }
         if values.is_empty() {
-            return Ok(());
+            return self.watch(room).await;
         }
-        self.set(room, &values, None).await.map(drop)
+        self.set(room, &values, None).await?;
+        self.watch(room).await
     }
 
     async fn set_thread(&self, room: &str, thread: &SlackThread) -> Result<(), StoreError> {
@@ -207,5 +252,57 @@ impl SessionStore for DynamoSessionStore {
         out.item
             .map(|item| serde_dynamo::from_item(item).map_err(Into::into))
             .transpose()
+    }
+
+    async fn due_watches(&self, now: i64, limit: i32) -> Result<Vec<SessionWatch>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("call_id = :watch AND #entry <= :due")
+            .expression_attribute_names("#entry", "item")
+            .expression_attribute_values(":watch", s(WATCH_PARTITION))
+            // Entries sort by their time; "~" sorts after every "#<room>".
+            .expression_attribute_values(":due", s(&format!("{now:012}~")))
+            .consistent_read(true)
+            .limit(limit)
+            .send()
+            .await?;
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| {
+                Some(SessionWatch {
+                    entry: item.get("item")?.as_s().ok()?.clone(),
+                    room: item.get("watched_room")?.as_s().ok()?.clone(),
+                })
+            })
+            .collect())
+    }
+
+    async fn drop_watch(&self, watch: &SessionWatch) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("call_id", s(WATCH_PARTITION))
+            .key("item", s(&watch.entry))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn end_stale(
+        &self,
+        room: &str,
+        ended_at: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.set(
+            room,
+            &[("ended_at", s(ended_at)), ("end_reason", s(reason))],
+            Some("attribute_exists(call_id) AND attribute_not_exists(ended_at)"),
+        )
+        .await
     }
 }

@@ -2186,6 +2186,9 @@ async fn a_crash_after_placing_leaves_a_record_the_sweep_finishes() {
             redrive_grace: Duration::from_secs(1800),
             transcription_deadline: Duration::from_secs(3600),
         },
+        sessions: shared::flows::stuck::StuckSessions {
+            sessions: Arc::new(t.stack.sessions()),
+        },
         batch: 100,
     };
     let report = sweep.run().await.unwrap();
@@ -2375,5 +2378,9 @@ async fn the_provider_events_worker_killed_after_any_write_finishes_once() {
     }
     summaries.sort();
     summaries.dedup();
-    assert_eq!(summaries.len() as u64, writes + 1, "one summary per call: {summaries:?}");
+    assert_eq!(
+        summaries.len() as u64,
+        writes + 1,
+        "one summary per call: {summaries:?}"
+    );
 }

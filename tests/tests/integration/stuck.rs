@@ -23,6 +23,9 @@ impl Stack {
                 redrive_grace: Duration::from_secs(1800),
                 transcription_deadline: Duration::from_secs(3600),
             },
+            sessions: shared::flows::stuck::StuckSessions {
+                sessions: Arc::new(self.sessions()),
+            },
             batch: 100,
         }
     }
@@ -146,4 +149,50 @@ async fn a_redriven_call_finishes_normally_and_a_finished_call_is_dropped() {
     let later = sweep.run_at(when_due() + 1801).await.unwrap();
     assert_eq!(later.pipeline.finished, 1, "REDRIVE1's entry dropped");
     assert!(later.pipeline.failed.is_empty());
+}
+
+#[tokio::test]
+async fn a_session_whose_room_never_finished_is_ended_and_a_finished_one_dropped() {
+    use shared::flows::stuck::SESSION_NEVER_FINISHED;
+    use shared::store::sessions::{SessionStore, DEFAULT_SESSION_MAX};
+    let stack = Stack::start().await;
+    let sessions = stack.sessions();
+    sessions
+        .room_started("room-open", Some("RM_open"), "2026-11-21T10:00:00Z")
+        .await
+        .unwrap();
+    sessions
+        .participant_joined("room-open", Some("a@example.com"), Some("caller"))
+        .await
+        .unwrap();
+    sessions
+        .room_started("room-done", Some("RM_done"), "2026-11-21T10:00:00Z")
+        .await
+        .unwrap();
+    sessions
+        .room_finished("room-done", "2026-11-21T10:05:00Z", Some(300))
+        .await
+        .unwrap();
+    let sweep = stack.stuck_sweep();
+    assert!(
+        sweep.run().await.unwrap().sessions.ended.is_empty(),
+        "not due yet"
+    );
+
+    let due = shared::base::time::epoch_secs() + DEFAULT_SESSION_MAX.as_secs() as i64 + 1;
+    let report = sweep.run_at(due).await.unwrap();
+    assert_eq!(report.sessions.ended, vec!["room-open".to_string()]);
+    // room-done's entry is dropped (room-open's two events in the same
+    // second share one entry).
+    assert_eq!(report.sessions.finished, 1);
+    let open = sessions.get("room-open").await.unwrap().unwrap();
+    assert!(open.ended_at.is_some());
+    assert_eq!(open.end_reason.as_deref(), Some(SESSION_NEVER_FINISHED));
+    let done = sessions.get("room-done").await.unwrap().unwrap();
+    assert_eq!(done.ended_at.as_deref(), Some("2026-11-21T10:05:00Z"));
+    assert_eq!(done.end_reason, None);
+    assert_eq!(
+        sweep.run_at(due + 10).await.unwrap().sessions,
+        shared::flows::stuck::StuckSessionsReport::default()
+    );
 }
