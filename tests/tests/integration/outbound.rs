@@ -2384,3 +2384,85 @@ async fn the_provider_events_worker_killed_after_any_write_finishes_once() {
         "one summary per call: {summaries:?}"
     );
 }
+
+/// The monitor worker killed right after each of its writes while it ends a
+/// finished conversation (transcript, status, usage, summary): SQS's
+/// redelivery finishes it and usage is counted once.
+#[tokio::test]
+async fn the_monitor_worker_killed_after_any_write_finishes_once() {
+    use crate::crash::{drain_silently, event_of, run_or_crash};
+    let stack = Stack::start_crashable().await;
+    let (key, record) = api_keys::generate("crm", "acme");
+    DynamoApiKeyStore::new(stack.dynamo.clone(), stack.resources.table("ApiKeysTable"))
+        .insert(&record)
+        .await
+        .unwrap();
+    let t = Outbound {
+        stack,
+        twilio: FakeTwilio::start(ACCOUNT_SID, TWILIO_TOKEN),
+        eleven: FakeElevenLabs::start(ELEVEN_KEY),
+        key,
+    };
+    t.create_org("acme", 1_000_000, 0).await;
+    t.eleven
+        .set_conversation_script(ConversationScript::Finishes {
+            polls_before_done: 0,
+            transcript: vec![("agent".into(), "Hello.".into())],
+            duration_secs: 33,
+        });
+    let route = t.outbound_calls();
+    let monitor = t.monitor();
+    let next_job = || async {
+        let response = route
+            .handle(outbound_request(
+                &t.key,
+                serde_json::json!({"destination_number": CUSTOMER, "monitor": true, "monitor_duration": 600}),
+            ))
+            .await;
+        assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+        let job = t.stack.peek("MonitorQueue").await.remove(0);
+        drain_silently(&t.stack, "MonitorQueue").await;
+        job
+    };
+
+    let clean = next_job().await;
+    t.stack.crash.count();
+    assert!(monitor
+        .handle(event_of(clean, 1))
+        .await
+        .batch_item_failures
+        .is_empty());
+    let writes = t.stack.crash.seen();
+    assert!(writes >= 3, "{writes}");
+    for k in 1..=writes {
+        let job = next_job().await;
+        t.stack.crash.arm(k);
+        let handler = Arc::clone(&monitor);
+        let event = event_of(job.clone(), 1);
+        let _ = run_or_crash(&t.stack, async move { handler.handle(event).await }).await;
+        t.stack.crash.count();
+        let mut settled = false;
+        for receive in 2..40 {
+            if monitor
+                .handle(event_of(job.clone(), receive))
+                .await
+                .batch_item_failures
+                .is_empty()
+            {
+                settled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(settled, "crash after write {k}: redelivery never succeeded");
+        // A redelivered job may have queued its own re-check; finish those too.
+        t.run_monitor().await;
+    }
+    let org = t.org("acme").await;
+    assert_eq!(
+        org.usage_this_month_seconds,
+        33 * (writes + 1),
+        "usage lost or doubled"
+    );
+    assert_eq!(org.reserved_seconds, 0);
+}
