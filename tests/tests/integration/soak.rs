@@ -53,7 +53,6 @@ async fn deliver(zapier: &zapier_webhook::ZapierWebhook, body: &[u8]) -> Deliver
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "not yet reliable: a claim whose release is lost to a fault blocks its duplicates for the lease (issue 9); run with --ignored"]
 async fn a_thousand_deliveries_through_injected_faults_notify_every_call_once() {
     let stack = Stack::start_faulty(FaultPlan::all(50, 2026)).await;
     let zapier = Arc::new(stack.zapier());
