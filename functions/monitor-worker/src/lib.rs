@@ -11,10 +11,10 @@ use shared::flows::outbound::{finish_call, CallEnding};
 use shared::providers::elevenlabs::ElevenLabsClient;
 use shared::queue::jobs::{self, JobQueue, MonitorJob};
 
-use shared::queue::sqs_batch::{Outcome, Worker};
+use shared::queue::sqs_batch::{self, Outcome, Worker};
 use shared::store::outbound_calls::OutboundCallStore;
 use shared::wiring::{self, Wiring};
-use tracing::{error, info, warn, Instrument};
+use tracing::{error, info};
 
 pub struct MonitorWorker {
     pub calls: Arc<dyn OutboundCallStore>,
@@ -48,17 +48,7 @@ impl Worker for MonitorWorker {
             }
         };
         let span = tracing::info_span!("monitor", conversation_id = %job.conversation_id, checks = job.checks);
-        async {
-            match self.check(job).await {
-                Ok(outcome) => outcome,
-                Err(reason) => {
-                    warn!(%reason, "monitor step failed; message will be retried");
-                    Outcome::Retry
-                }
-            }
-        }
-        .instrument(span)
-        .await
+        sqs_batch::retry_on_error(span, "monitor", self.check(job)).await
     }
 }
 

@@ -12,14 +12,15 @@ use shared::flows::notify::{
     self, build_channels, Delivery, Message, NotificationChannel, NotificationRoutes,
     NotifierConfig,
 };
-use shared::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue};
-use shared::queue::sqs_batch::{Outcome, Worker};
-use shared::store::calls::{CallStatus, CallStore, DynamoCallStore};
+use shared::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind};
+use shared::queue::sqs_batch::{self, Outcome, Worker};
+use shared::store::calls::{CallStatus, CallStore};
 use shared::store::dedup::{DedupStore, DynamoDedupStore};
-use shared::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
-use shared::store::sessions::{DynamoSessionStore, SessionStore};
-use shared::store::stats::{self, Counter, DynamoStatsStore, StatsStore};
-use tracing::{error, info, warn, Instrument};
+use shared::store::outbound_calls::OutboundCallStore;
+use shared::store::sessions::SessionStore;
+use shared::store::stats::{self, Counter, StatsStore};
+use shared::wiring::Wiring;
+use tracing::{error, info, warn};
 
 pub struct NotifyWorker {
     pub calls: Arc<dyn CallStore>,
@@ -50,9 +51,7 @@ pub struct NotifyWorker {
 
 impl NotifyWorker {
     pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
-        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let aws = Wiring::load().await;
         let notifier = NotifierConfig::from_env()?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
@@ -61,8 +60,7 @@ impl NotifyWorker {
         let ses = notifier
             .notification_email
             .is_some()
-            .then(|| aws_sdk_sesv2::Client::new(&sdk));
-        let calls_table = config::required("CALLS_TABLE")?;
+            .then(|| aws_sdk_sesv2::Client::new(aws.sdk()));
         let routes = match config::optional("NOTIFICATION_ROUTES") {
             Some(json) => {
                 NotificationRoutes::parse(&json).map_err(|reason| config::ConfigError::Invalid {
@@ -73,34 +71,22 @@ impl NotifyWorker {
             None => NotificationRoutes::default(),
         };
         Ok(Self {
-            calls: Arc::new(DynamoCallStore::new(dynamo.clone(), &calls_table)),
-            outbound: Arc::new(DynamoOutboundCallStore {
-                client: dynamo.clone(),
-                calls_table: calls_table.clone(),
-                organisations_table: config::optional("ORGANISATIONS_TABLE").unwrap_or_default(),
-            }),
-            sessions: Arc::new(DynamoSessionStore::new(dynamo.clone(), calls_table)),
+            calls: aws.calls()?,
+            outbound: aws.outbound_calls()?,
+            sessions: aws.sessions()?,
             call_start_title: config::optional("CALL_START_TITLE")
                 .unwrap_or_else(|| "New Voice Agent Call".into()),
             routes,
-            stats: Arc::new(DynamoStatsStore::new(
-                dynamo.clone(),
-                config::required("STATS_TABLE")?,
-            )),
+            stats: aws.stats()?,
+            // Delivery records outlive any redelivery of their job.
             deliveries: Arc::new(DynamoDedupStore::new(
-                dynamo,
+                aws.dynamo().clone(),
                 config::required("IDEMPOTENCY_TABLE")?,
                 Duration::from_secs(30 * 24 * 3600),
             )),
             channels: build_channels(&notifier, http, ses)?,
-            notification_queue: Arc::new(SqsJobQueue::new(
-                sqs.clone(),
-                config::required("NOTIFICATION_QUEUE_URL")?,
-            )),
-            dead_letter_queue: Arc::new(SqsJobQueue::new(
-                sqs,
-                config::required("NOTIFICATION_DLQ_URL")?,
-            )),
+            notification_queue: aws.notification_queue()?,
+            dead_letter_queue: aws.queue("NOTIFICATION_DLQ_URL")?,
             max_resends: 8,
             resend_base: notify::DEFAULT_RESEND_BASE,
             send_lease: Duration::from_secs(config::parsed_or(
@@ -122,17 +108,7 @@ impl Worker for NotifyWorker {
             }
         };
         let span = tracing::info_span!("notification", call_id = %job.call_id, notification_id = %job.notification_id);
-        async {
-            match self.deliver(&job).await {
-                Ok(outcome) => outcome,
-                Err(reason) => {
-                    warn!(%reason, "notification step failed; message will be retried");
-                    Outcome::Retry
-                }
-            }
-        }
-        .instrument(span)
-        .await
+        sqs_batch::retry_on_error(span, "notification", self.deliver(&job)).await
     }
 }
 

@@ -12,12 +12,11 @@ use shared::providers::assemblyai::{
     AssemblyAi, TranscribeError, TranscriptState, TranscriptionService,
 };
 use shared::providers::recording::{ExotelCredentials, HostAllowList, RecordingFetcher};
-use shared::queue::jobs::{
-    self, JobQueue, NotificationJob, NotificationKind, SqsJobQueue, TranscriptionJob,
-};
+use shared::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind, TranscriptionJob};
 use shared::queue::sqs_batch::{self, Outcome, Worker};
-use shared::store::calls::{CallStatus, CallStore, DynamoCallStore};
-use shared::store::stats::{self, Counter, DynamoStatsStore, StatsStore};
+use shared::store::calls::{CallStatus, CallStore};
+use shared::store::stats::{self, Counter, StatsStore};
+use shared::wiring::Wiring;
 use tracing::{error, info, warn, Instrument};
 
 #[derive(Debug, Clone)]
@@ -50,9 +49,7 @@ const STATUSES_BEFORE_TRANSCRIPT: [CallStatus; 3] = [
 
 impl TranscribeWorker {
     pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
-        let sdk = shared::base::aws::sdk_config().await;
-        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let aws = Wiring::load().await;
         let exotel_base = config::base_url_or("EXOTEL_BASE_URL", "https://api.exotel.com")?;
         let exotel_host = url::Url::parse(&exotel_base)
             .ok()
@@ -85,22 +82,10 @@ impl TranscribeWorker {
             RecordingFetcher::max_bytes_from_env()?,
         )?;
         Ok(Self {
-            calls: Arc::new(DynamoCallStore::new(
-                dynamo.clone(),
-                config::required("CALLS_TABLE")?,
-            )),
-            stats: Arc::new(DynamoStatsStore::new(
-                dynamo,
-                config::required("STATS_TABLE")?,
-            )),
-            transcription_queue: Arc::new(SqsJobQueue::new(
-                sqs.clone(),
-                config::required("TRANSCRIPTION_QUEUE_URL")?,
-            )),
-            notification_queue: Arc::new(SqsJobQueue::new(
-                sqs,
-                config::required("NOTIFICATION_QUEUE_URL")?,
-            )),
+            calls: aws.calls()?,
+            stats: aws.stats()?,
+            transcription_queue: aws.queue("TRANSCRIPTION_QUEUE_URL")?,
+            notification_queue: aws.notification_queue()?,
             transcriber: Arc::new(AssemblyAi::new(
                 http,
                 config::base_url_or("ASSEMBLYAI_BASE_URL", "https://api.assemblyai.com")?,

@@ -144,6 +144,26 @@ pub trait Worker: Send + Sync + 'static {
     }
 }
 
+/// Runs one message's step inside its span; an error is logged and the
+/// message left for SQS to deliver again.
+pub async fn retry_on_error<F>(span: tracing::Span, what: &str, step: F) -> Outcome
+where
+    F: Future<Output = Result<Outcome, String>>,
+{
+    use tracing::Instrument;
+    async {
+        match step.await {
+            Ok(outcome) => outcome,
+            Err(reason) => {
+                tracing::warn!(%reason, "{what} step failed; message will be retried");
+                Outcome::Retry
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
 /// How many times SQS has delivered this message (1 on the first delivery).
 pub fn receive_count(message: &SqsMessage) -> u32 {
     message
