@@ -6,6 +6,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
+use super::ledger::Ledger;
 use crate::store::StoreError;
 
 /// Sort key of the call record itself; transcript parts sit beside it.
@@ -241,20 +242,18 @@ pub struct DynamoCallStore {
 /// notification: a call still moving after this is stuck.
 pub const DEFAULT_WATCH_AFTER: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
 
-/// The partition of the calls table that lists calls to look at again,
-/// sorted by when (`<epoch:012>#<call_id>`): written with the record, in the
-/// same transaction, so no call escapes the sweep.
-const WATCH_PARTITION: &str = "calls#watch";
+/// The calls to look at again (`store::ledger`): written with the record,
+/// in the same transaction, so no call escapes the sweep.
+const WATCH: Ledger = Ledger {
+    partition: "calls#watch",
+    id_attribute: "watched_call",
+};
 
 /// A call the sweep should look at: its entry in the watch ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watch {
     pub entry: String,
     pub call_id: String,
-}
-
-fn watch_entry(call_id: &str, at: i64) -> String {
-    format!("{at:012}#{call_id}")
 }
 
 impl DynamoCallStore {
@@ -269,24 +268,6 @@ impl DynamoCallStore {
     pub fn watching_after(mut self, watch_after: std::time::Duration) -> Self {
         self.watch_after = watch_after;
         self
-    }
-
-    fn watch_item(
-        &self,
-        entry: &str,
-        call_id: &str,
-    ) -> std::collections::HashMap<String, AttributeValue> {
-        std::collections::HashMap::from([
-            (
-                "call_id".to_string(),
-                AttributeValue::S(WATCH_PARTITION.into()),
-            ),
-            ("item".to_string(), AttributeValue::S(entry.to_string())),
-            (
-                "watched_call".to_string(),
-                AttributeValue::S(call_id.to_string()),
-            ),
-        ])
     }
 
     fn history_entry(to: CallStatus, reason: Option<&str>) -> Result<AttributeValue, StoreError> {
@@ -343,9 +324,7 @@ impl CallStore for DynamoCallStore {
             + i64::try_from(self.watch_after.as_secs()).unwrap_or(i64::MAX / 2);
         let watch = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(
-                self.watch_item(&watch_entry(&record.call_id, due), &record.call_id),
-            ))
+            .set_item(Some(WATCH.item(&record.call_id, due)))
             .build()
             .map_err(|e| StoreError::Dynamo(e.to_string()))?;
         let items = vec![
@@ -586,28 +565,13 @@ impl CallStore for DynamoCallStore {
     }
 
     async fn due_watches(&self, now: i64, limit: i32) -> Result<Vec<Watch>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("call_id = :watch AND #entry <= :due")
-            .expression_attribute_names("#entry", "item")
-            .expression_attribute_values(":watch", AttributeValue::S(WATCH_PARTITION.into()))
-            // Entries sort by their time; "~" sorts after every "#<call_id>".
-            .expression_attribute_values(":due", AttributeValue::S(format!("{now:012}~")))
-            .consistent_read(true)
-            .limit(limit)
-            .send()
-            .await?;
-        Ok(out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|item| {
-                Some(Watch {
-                    entry: item.get("item")?.as_s().ok()?.clone(),
-                    call_id: item.get("watched_call")?.as_s().ok()?.clone(),
-                })
+        Ok(WATCH
+            .due(&self.client, &self.table, now, limit)
+            .await?
+            .into_iter()
+            .map(|due| Watch {
+                entry: due.entry,
+                call_id: due.id,
             })
             .collect())
     }
@@ -616,15 +580,12 @@ impl CallStore for DynamoCallStore {
         use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
         let delete = Delete::builder()
             .table_name(&self.table)
-            .key("call_id", AttributeValue::S(WATCH_PARTITION.into()))
-            .key("item", AttributeValue::S(watch.entry.clone()))
+            .set_key(Some(WATCH.key(&watch.entry)))
             .build()
             .map_err(|e| StoreError::Dynamo(e.to_string()))?;
         let put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(
-                self.watch_item(&watch_entry(&watch.call_id, at), &watch.call_id),
-            ))
+            .set_item(Some(WATCH.item(&watch.call_id, at)))
             .build()
             .map_err(|e| StoreError::Dynamo(e.to_string()))?;
         let items = vec![
@@ -642,14 +603,7 @@ impl CallStore for DynamoCallStore {
     }
 
     async fn drop_watch(&self, watch: &Watch) -> Result<(), StoreError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .key("call_id", AttributeValue::S(WATCH_PARTITION.into()))
-            .key("item", AttributeValue::S(watch.entry.clone()))
-            .send()
-            .await?;
-        Ok(())
+        WATCH.remove(&self.client, &self.table, &watch.entry).await
     }
 
     async fn mark_redriven(&self, call_id: &str) -> Result<bool, StoreError> {

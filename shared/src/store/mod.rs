@@ -10,6 +10,7 @@ pub mod calls;
 pub mod dedup;
 pub mod directory;
 pub mod event_bodies;
+pub(crate) mod ledger;
 pub mod outbound_calls;
 pub mod rate_limits;
 pub mod sessions;

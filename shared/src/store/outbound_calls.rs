@@ -19,6 +19,7 @@ use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
 use super::directory::{held_attribute, reserved_attribute, usage_attribute, Provider};
+use super::ledger::{self, Ledger};
 use super::transactions::{self, busy, codes, Verdict};
 use super::{condition_failed, s, StoreError};
 
@@ -26,9 +27,11 @@ const OUTBOUND_ITEM: &str = "outbound";
 /// `(conversation_id, "conversation")` -> the call ref, for ElevenLabs calls
 /// whose conversation id is only known once the call is placed.
 const CONVERSATION_ITEM: &str = "conversation";
-/// The partition of the calls table that lists open reservations, sorted by
-/// when the sweep may release them (`<release_after:012>#<call_ref>`).
-const LEDGER_PARTITION: &str = "reservations#open";
+/// Open reservations (`store::ledger`), due when the sweep may release them.
+const OPEN_RESERVATIONS: Ledger = Ledger {
+    partition: "reservations#open",
+    id_attribute: "call_ref",
+};
 
 /// A hold on an organisation's monthly budget for one call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,10 +284,6 @@ fn key(id: &str, item: &str) -> HashMap<String, AttributeValue> {
     ])
 }
 
-fn ledger_entry(call_ref: &str, release_after: i64) -> String {
-    format!("{release_after:012}#{call_ref}")
-}
-
 fn n(value: i128) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
@@ -296,17 +295,6 @@ fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError>
 impl DynamoOutboundCallStore {
     fn key(&self, call_ref: &str) -> HashMap<String, AttributeValue> {
         key(call_ref, OUTBOUND_ITEM)
-    }
-
-    fn ledger_key(
-        &self,
-        reservation: &Reservation,
-        call_ref: &str,
-    ) -> HashMap<String, AttributeValue> {
-        key(
-            LEDGER_PARTITION,
-            &ledger_entry(call_ref, reservation.release_after),
-        )
     }
 
     async fn get_record(&self, call_ref: &str) -> Result<Option<OutboundCall>, StoreError> {
@@ -443,8 +431,7 @@ impl OutboundCallStore for DynamoOutboundCallStore {
                 )
                 .build(),
         )?;
-        let mut ledger = self.ledger_key(reservation, &call.call_ref);
-        ledger.insert("call_ref".into(), s(&call.call_ref));
+        let mut ledger = OPEN_RESERVATIONS.item(&call.call_ref, reservation.release_after);
         ledger.insert("org_id".into(), s(&reservation.org_id));
         let ledger = built(
             Put::builder()
@@ -651,7 +638,10 @@ impl OutboundCallStore for DynamoOutboundCallStore {
                 );
                 let ledger = Delete::builder()
                     .table_name(&self.calls_table)
-                    .set_key(Some(self.ledger_key(reservation, &call.call_ref)));
+                    .set_key(Some(
+                        OPEN_RESERVATIONS
+                            .key(&ledger::entry(&call.call_ref, reservation.release_after)),
+                    ));
                 items.push(
                     TransactWriteItem::builder()
                         .delete(built(ledger.build())?)
@@ -686,24 +676,11 @@ impl OutboundCallStore for DynamoOutboundCallStore {
     }
 
     async fn due_reservations(&self, now: i64, limit: i32) -> Result<Vec<String>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.calls_table)
-            .key_condition_expression("call_id = :ledger AND #entry <= :due")
-            .expression_attribute_names("#entry", "item")
-            .expression_attribute_values(":ledger", s(LEDGER_PARTITION))
-            // Entries sort by their release time; "~" sorts after every "#<ref>".
-            .expression_attribute_values(":due", s(&format!("{now:012}~")))
-            .consistent_read(true)
-            .limit(limit)
-            .send()
-            .await?;
-        Ok(out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|i| i.get("call_ref").and_then(|v| v.as_s().ok()).cloned())
+        Ok(OPEN_RESERVATIONS
+            .due(&self.client, &self.calls_table, now, limit)
+            .await?
+            .into_iter()
+            .map(|due| due.id)
             .collect())
     }
 }
@@ -838,13 +815,6 @@ mod tests {
             read_reserve_cancellation(&[reason("ConditionalCheckFailed", None), none], budget),
             Verdict::Fail(_)
         ));
-    }
-
-    #[test]
-    fn ledger_entries_sort_by_release_time() {
-        assert!(ledger_entry("oc_b", 99) < ledger_entry("oc_a", 100));
-        assert!(ledger_entry("oc_a", 100) < format!("{:012}~", 100));
-        assert!(ledger_entry("oc_a", 101) > format!("{:012}~", 100));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
+use super::ledger::Ledger;
 use crate::store::StoreError;
 
 /// Where a Slack message landed, so later messages can reply to it.
@@ -95,7 +96,10 @@ pub struct SessionWatch {
 /// The partition of the calls table listing sessions to look at again,
 /// sorted by when (`<epoch:012>#<room>`); each event that opens a session
 /// adds one, so a session whose `room_finished` never comes is found.
-const WATCH_PARTITION: &str = "sessions#watch";
+const WATCH: Ledger = Ledger {
+    partition: "sessions#watch",
+    id_attribute: "watched_room",
+};
 
 /// How long a session may stay open before the sweep ends it.
 pub const DEFAULT_SESSION_MAX: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
@@ -121,15 +125,7 @@ impl DynamoSessionStore {
     async fn watch(&self, room: &str) -> Result<(), StoreError> {
         let due = crate::base::time::epoch_secs()
             + i64::try_from(self.max_open.as_secs()).unwrap_or(i64::MAX / 2);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("call_id", s(WATCH_PARTITION))
-            .item("item", s(&format!("{due:012}#{room}")))
-            .item("watched_room", s(room))
-            .send()
-            .await?;
-        Ok(())
+        WATCH.put(&self.client, &self.table, room, due).await
     }
 
     /// `SET` each present value; every session write is an idempotent upsert.
@@ -255,41 +251,19 @@ impl SessionStore for DynamoSessionStore {
     }
 
     async fn due_watches(&self, now: i64, limit: i32) -> Result<Vec<SessionWatch>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("call_id = :watch AND #entry <= :due")
-            .expression_attribute_names("#entry", "item")
-            .expression_attribute_values(":watch", s(WATCH_PARTITION))
-            // Entries sort by their time; "~" sorts after every "#<room>".
-            .expression_attribute_values(":due", s(&format!("{now:012}~")))
-            .consistent_read(true)
-            .limit(limit)
-            .send()
-            .await?;
-        Ok(out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|item| {
-                Some(SessionWatch {
-                    entry: item.get("item")?.as_s().ok()?.clone(),
-                    room: item.get("watched_room")?.as_s().ok()?.clone(),
-                })
+        Ok(WATCH
+            .due(&self.client, &self.table, now, limit)
+            .await?
+            .into_iter()
+            .map(|due| SessionWatch {
+                entry: due.entry,
+                room: due.id,
             })
             .collect())
     }
 
     async fn drop_watch(&self, watch: &SessionWatch) -> Result<(), StoreError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .key("call_id", s(WATCH_PARTITION))
-            .key("item", s(&watch.entry))
-            .send()
-            .await?;
-        Ok(())
+        WATCH.remove(&self.client, &self.table, &watch.entry).await
     }
 
     async fn end_stale(

@@ -6,7 +6,6 @@
 
 use shared::api::Route;
 use shared::queue::sqs_batch::Worker;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,21 +43,6 @@ async fn retry_until_accepted(zapier: &zapier_webhook::ZapierWebhook, body: &[u8
         }
     }
     panic!("never accepted");
-}
-
-fn posts_per_call(stack: &Stack) -> HashMap<String, usize> {
-    let mut posts = HashMap::new();
-    for post in stack.slack.posts() {
-        let text = post["text"].as_str().unwrap_or_default();
-        if let Some(start) = text.find("• Call ID: `") {
-            let id: String = text[start + "• Call ID: `".len()..]
-                .chars()
-                .take_while(|c| *c != '`')
-                .collect();
-            *posts.entry(id).or_default() += 1;
-        }
-    }
-    posts
 }
 
 /// A crash-test stack with short leases, so a killed delivery's claim
@@ -108,7 +92,7 @@ async fn an_intake_killed_after_any_write_is_completed_by_the_retry_once() {
     stack.run_transcriptions().await;
     let notifier = stack.notify_worker(vec![stack.slack_webhook()]);
     stack.run_notifications(&notifier).await;
-    let posts = posts_per_call(&stack);
+    let posts = stack.posts_per_call();
     for k in 0..=writes {
         assert_eq!(
             posts.get(&format!("CRASH{k:02}")),
@@ -121,6 +105,24 @@ async fn an_intake_killed_after_any_write_is_completed_by_the_retry_once() {
 
 /// One SQS message as Lambda hands it to a worker; redelivery hands the
 /// same message again.
+/// Hands `message` to `worker` again and again, as SQS redelivers a
+/// message whose receive failed, until it succeeds (a killed worker's claim
+/// must lapse first). Panics if it never does.
+pub(crate) async fn redeliver_until_settled<W: Worker>(worker: &Arc<W>, message: &str, what: &str) {
+    for receive in 2..40 {
+        if worker
+            .handle(event_of(message.to_string(), receive))
+            .await
+            .batch_item_failures
+            .is_empty()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{what}: redelivery never succeeded");
+}
+
 pub(crate) fn event_of(body: String, receive_count: u32) -> SqsEvent {
     let mut message = SqsMessage::default();
     message.message_id = Some(format!("m-{}", body.len()));
@@ -175,7 +177,7 @@ async fn workers_killed_after_any_write_finish_on_redelivery_and_post_once() {
                 "TranscriptionQueue"
             };
             let message = stack.peek(queue).await.remove(0);
-            drain_silently(&stack, queue).await;
+            stack.discard_queued(queue).await;
             stack.crash.arm(k);
             let killed = {
                 let event = event_of(message.clone(), 1);
@@ -194,28 +196,18 @@ async fn workers_killed_after_any_write_finish_on_redelivery_and_post_once() {
             // Killed, or (past the last write of this path) finished: either
             // way SQS hands the same message over again after the lease.
             let _ = killed;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let mut settled = false;
-            for receive in 2..40 {
-                let event = event_of(message.clone(), receive);
-                let response = if worker == "notify" {
-                    notifier.handle(event).await
-                } else {
-                    transcriber.handle(event).await
-                };
-                if response.batch_item_failures.is_empty() {
-                    settled = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+            let what = format!("{worker} {call_id}");
+            if worker == "notify" {
+                redeliver_until_settled(&notifier, &message, &what).await;
+            } else {
+                redeliver_until_settled(&transcriber, &message, &what).await;
             }
-            assert!(settled, "{worker} {call_id}: redelivery never succeeded");
             // Whatever the worker queued next runs to the end.
             stack.run_transcriptions().await;
             stack.run_notifications(&notifier).await;
         }
     }
-    let posts = posts_per_call(&stack);
+    let posts = stack.posts_per_call();
     assert!(
         posts.values().all(|n| *n == 1),
         "a call posted twice: {posts:?}"
@@ -233,34 +225,5 @@ async fn workers_killed_after_any_write_finish_on_redelivery_and_post_once() {
             Some(&1),
             "WN{k:02}: {posts:?}"
         );
-    }
-}
-
-/// Empties a queue without running anything (the test hands the message over itself).
-pub(crate) async fn drain_silently(stack: &Stack, logical_id: &str) {
-    let url = stack.resources.queue(logical_id);
-    loop {
-        let received = stack
-            .harness_sqs
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .unwrap();
-        let messages = received.messages.unwrap_or_default();
-        if messages.is_empty() {
-            return;
-        }
-        for message in messages {
-            stack
-                .harness_sqs
-                .delete_message()
-                .queue_url(&url)
-                .receipt_handle(message.receipt_handle.unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
     }
 }

@@ -43,7 +43,15 @@ struct Outbound {
 
 impl Outbound {
     async fn start() -> Self {
-        let stack = Stack::start().await;
+        Self::on(Stack::start().await).await
+    }
+
+    /// On a stack whose DynamoDB and SQS requests can be crashed after (`crash.rs`).
+    async fn start_crashable() -> Self {
+        Self::on(Stack::start_crashable().await).await
+    }
+
+    async fn on(stack: Stack) -> Self {
         let (key, record) = api_keys::generate("crm", "acme");
         DynamoApiKeyStore::new(stack.dynamo.clone(), stack.resources.table("ApiKeysTable"))
             .insert(&record)
@@ -2274,19 +2282,8 @@ async fn a_call_spanning_midnight_on_the_first_counts_in_the_month_it_was_placed
 /// redelivery finishes it, usage is counted once and one summary is queued.
 #[tokio::test]
 async fn the_provider_events_worker_killed_after_any_write_finishes_once() {
-    use crate::crash::{drain_silently, event_of, run_or_crash};
-    let stack = Stack::start_crashable().await;
-    let (key, record) = api_keys::generate("crm", "acme");
-    DynamoApiKeyStore::new(stack.dynamo.clone(), stack.resources.table("ApiKeysTable"))
-        .insert(&record)
-        .await
-        .unwrap();
-    let t = Outbound {
-        stack,
-        twilio: FakeTwilio::start(ACCOUNT_SID, TWILIO_TOKEN),
-        eleven: FakeElevenLabs::start(ELEVEN_KEY),
-        key,
-    };
+    use crate::crash::{event_of, redeliver_until_settled, run_or_crash};
+    let t = Outbound::start_crashable().await;
     t.create_org("acme", 1_000_000, 0).await;
     let assistant = t.twilio_assistant("acme").await;
     let initiate = t.initiate(1000);
@@ -2322,7 +2319,7 @@ async fn the_provider_events_worker_killed_after_any_write_finishes_once() {
             let answer = status.handle(t.completed(&call_ref, &sid, seconds)).await;
             assert_eq!(answer.status(), 200);
             let message = t.stack.peek("ProviderEventsQueue").await.remove(0);
-            drain_silently(&t.stack, "ProviderEventsQueue").await;
+            t.stack.discard_queued("ProviderEventsQueue").await;
             message
         }
     };
@@ -2346,20 +2343,7 @@ async fn the_provider_events_worker_killed_after_any_write_finishes_once() {
         let event = event_of(message.clone(), 1);
         let _ = run_or_crash(&t.stack, async move { handler.handle(event).await }).await;
         t.stack.crash.count();
-        let mut settled = false;
-        for receive in 2..40 {
-            if worker
-                .handle(event_of(message.clone(), receive))
-                .await
-                .batch_item_failures
-                .is_empty()
-            {
-                settled = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        assert!(settled, "crash after write {k}: redelivery never succeeded");
+        redeliver_until_settled(&worker, &message, &format!("crash after write {k}")).await;
     }
     let org = t.org("acme").await;
     assert_eq!(
@@ -2390,19 +2374,8 @@ async fn the_provider_events_worker_killed_after_any_write_finishes_once() {
 /// redelivery finishes it and usage is counted once.
 #[tokio::test]
 async fn the_monitor_worker_killed_after_any_write_finishes_once() {
-    use crate::crash::{drain_silently, event_of, run_or_crash};
-    let stack = Stack::start_crashable().await;
-    let (key, record) = api_keys::generate("crm", "acme");
-    DynamoApiKeyStore::new(stack.dynamo.clone(), stack.resources.table("ApiKeysTable"))
-        .insert(&record)
-        .await
-        .unwrap();
-    let t = Outbound {
-        stack,
-        twilio: FakeTwilio::start(ACCOUNT_SID, TWILIO_TOKEN),
-        eleven: FakeElevenLabs::start(ELEVEN_KEY),
-        key,
-    };
+    use crate::crash::{event_of, redeliver_until_settled, run_or_crash};
+    let t = Outbound::start_crashable().await;
     t.create_org("acme", 1_000_000, 0).await;
     t.eleven
         .set_conversation_script(ConversationScript::Finishes {
@@ -2421,7 +2394,7 @@ async fn the_monitor_worker_killed_after_any_write_finishes_once() {
             .await;
         assert_eq!(response.status(), 200, "{:?}", json_body(&response));
         let job = t.stack.peek("MonitorQueue").await.remove(0);
-        drain_silently(&t.stack, "MonitorQueue").await;
+        t.stack.discard_queued("MonitorQueue").await;
         job
     };
 
@@ -2441,20 +2414,7 @@ async fn the_monitor_worker_killed_after_any_write_finishes_once() {
         let event = event_of(job.clone(), 1);
         let _ = run_or_crash(&t.stack, async move { handler.handle(event).await }).await;
         t.stack.crash.count();
-        let mut settled = false;
-        for receive in 2..40 {
-            if monitor
-                .handle(event_of(job.clone(), receive))
-                .await
-                .batch_item_failures
-                .is_empty()
-            {
-                settled = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        assert!(settled, "crash after write {k}: redelivery never succeeded");
+        redeliver_until_settled(&monitor, &job, &format!("crash after write {k}")).await;
         // A redelivered job may have queued its own re-check; finish those too.
         t.run_monitor().await;
     }

@@ -104,17 +104,7 @@ async fn a_thousand_deliveries_through_injected_faults_notify_every_call_once() 
         .count();
     let retries: u32 = results.iter().map(|d| d.attempts - 1).sum();
     let duplicates = results.iter().filter(|d| d.duplicate).count();
-    let mut posts_per_call: HashMap<String, usize> = HashMap::new();
-    for post in stack.slack.posts() {
-        let text = post["text"].as_str().unwrap_or_default();
-        if let Some(start) = text.find("• Call ID: `") {
-            let id: String = text[start + "• Call ID: `".len()..]
-                .chars()
-                .take_while(|c| *c != '`')
-                .collect();
-            *posts_per_call.entry(id).or_default() += 1;
-        }
-    }
+    let posts_per_call = stack.posts_per_call();
     let notified_once = (0..CALLS)
         .filter(|call| posts_per_call.get(&format!("SOAK{call:03}")) == Some(&1))
         .count();

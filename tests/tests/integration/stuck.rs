@@ -30,34 +30,6 @@ impl Stack {
         }
     }
 
-    /// A crash that loses a queued job: the queue forgets it.
-    async fn lose_queued_jobs(&self, logical_id: &str) {
-        let url = self.resources.queue(logical_id);
-        loop {
-            let received = self
-                .sqs
-                .receive_message()
-                .queue_url(&url)
-                .max_number_of_messages(10)
-                .send()
-                .await
-                .unwrap();
-            let messages = received.messages.unwrap_or_default();
-            if messages.is_empty() {
-                return;
-            }
-            for message in messages {
-                self.sqs
-                    .delete_message()
-                    .queue_url(&url)
-                    .receipt_handle(message.receipt_handle.unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
-    }
-
     async fn deliver(&self, call_id: &str) {
         let body = seed_payload(self, call_id).to_string();
         let response = self
@@ -80,7 +52,7 @@ fn when_due() -> i64 {
 async fn a_call_whose_job_was_lost_is_redriven_once_then_failed_with_a_notice() {
     let stack = Stack::start().await;
     stack.deliver("LOST1").await;
-    stack.lose_queued_jobs("TranscriptionQueue").await;
+    stack.discard_queued("TranscriptionQueue").await;
     let sweep = stack.stuck_sweep();
 
     // Not yet due: nothing happens.
@@ -100,7 +72,7 @@ async fn a_call_whose_job_was_lost_is_redriven_once_then_failed_with_a_notice() 
     assert!(again.pipeline.redriven.is_empty() && again.pipeline.failed.is_empty());
 
     // Lost again: after the grace the call is ended, with a notice.
-    stack.lose_queued_jobs("TranscriptionQueue").await;
+    stack.discard_queued("TranscriptionQueue").await;
     let second = sweep.run_at(due + 1801).await.unwrap();
     assert_eq!(second.pipeline.failed, vec!["LOST1".to_string()]);
     let record = stack.calls().get("LOST1").await.unwrap().unwrap();
@@ -127,7 +99,7 @@ async fn a_call_whose_job_was_lost_is_redriven_once_then_failed_with_a_notice() 
 async fn a_redriven_call_finishes_normally_and_a_finished_call_is_dropped() {
     let stack = Stack::start().await;
     stack.deliver("REDRIVE1").await;
-    stack.lose_queued_jobs("TranscriptionQueue").await;
+    stack.discard_queued("TranscriptionQueue").await;
     stack.deliver("FINE1").await;
     stack.run_transcriptions().await;
     let notifier = stack.notify_worker(vec![stack.slack_webhook()]);

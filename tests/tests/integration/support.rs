@@ -448,6 +448,51 @@ impl Stack {
         .await
     }
 
+    /// Empties a queue without running anything: a lost job, or a message the
+    /// test hands to a worker itself.
+    pub async fn discard_queued(&self, logical_id: &str) {
+        let url = self.resources.queue(logical_id);
+        loop {
+            let received = self
+                .harness_sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            let messages = received.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return;
+            }
+            for message in messages {
+                self.harness_sqs
+                    .delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(message.receipt_handle.unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Slack posts by the call id their summary names.
+    pub fn posts_per_call(&self) -> std::collections::HashMap<String, usize> {
+        let mut posts = std::collections::HashMap::new();
+        for post in self.slack.posts() {
+            let text = post["text"].as_str().unwrap_or_default();
+            if let Some(start) = text.find("• Call ID: `") {
+                let id: String = text[start + "• Call ID: `".len()..]
+                    .chars()
+                    .take_while(|c| *c != '`')
+                    .collect();
+                *posts.entry(id).or_default() += 1;
+            }
+        }
+        posts
+    }
+
     /// Items in a table, counted with a scan (fine for a test's own table).
     pub async fn item_count(&self, logical_id: &str) -> usize {
         self.harness_dynamo
