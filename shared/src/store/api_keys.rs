@@ -150,17 +150,7 @@ impl ApiKeyStore for DynamoApiKeyStore {
             )
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(err.into()),
-        }
+        super::applied(result)
     }
 
     async fn assign(&self, key_id: &str, org_id: &str) -> Result<bool, StoreError> {
@@ -174,11 +164,7 @@ impl ApiKeyStore for DynamoApiKeyStore {
             .expression_attribute_values(":org", AttributeValue::S(org_id.to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(super::condition_failed) => Ok(false),
-            Err(err) => Err(err.into()),
-        }
+        super::applied(result)
     }
 
     async fn list(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {

@@ -280,10 +280,6 @@ impl DynamoCallStore {
             entry,
         )?]))
     }
-
-    fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(err: &E) -> bool {
-        err.code() == Some("ConditionalCheckFailedException")
-    }
 }
 
 /// Splits serialized text into parts on character boundaries.
@@ -411,17 +407,7 @@ impl CallStore for DynamoCallStore {
                 AttributeValue::S(crate::base::time::now_rfc3339()),
             );
         }
-        match update.update_expression(expression).send().await {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(Self::is_condition_failure) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(err.into()),
-        }
+        super::applied(update.update_expression(expression).send().await)
     }
 
     async fn set_transcript_id(
@@ -551,17 +537,7 @@ impl CallStore for DynamoCallStore {
             )
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(Self::is_condition_failure) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(err.into()),
-        }
+        super::applied(result)
     }
 
     async fn due_watches(&self, now: i64, limit: i32) -> Result<Vec<Watch>, StoreError> {
@@ -621,17 +597,7 @@ impl CallStore for DynamoCallStore {
             )
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(Self::is_condition_failure) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(err.into()),
-        }
+        super::applied(result)
     }
 }
 

@@ -301,11 +301,7 @@ impl DirectoryStore for DynamoDirectoryStore {
             .condition_expression("attribute_not_exists(org_id)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(condition_failed) => Ok(false),
-            Err(err) => Err(err.into()),
-        }
+        super::applied(result)
     }
 
     async fn get_organisation(&self, org_id: &str) -> Result<Option<Organisation>, StoreError> {

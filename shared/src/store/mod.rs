@@ -77,6 +77,20 @@ pub(crate) fn patch_update(
     (format!("SET {}", sets.join(", ")), names, values)
 }
 
+/// A conditional write's outcome: applied (`true`), its condition failed
+/// (`false`), or an error.
+pub(crate) fn applied<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if err.as_service_error().is_some_and(condition_failed) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
+
 pub(crate) fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_string())
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::directory::{held_attribute, reserved_attribute, usage_attribute, Provider};
 use super::ledger::{self, Ledger};
 use super::transactions::{self, busy, codes, Verdict};
-use super::{condition_failed, s, StoreError};
+use super::{s, StoreError};
 
 const OUTBOUND_ITEM: &str = "outbound";
 /// `(conversation_id, "conversation")` -> the call ref, for ElevenLabs calls
@@ -384,11 +384,7 @@ impl OutboundCallStore for DynamoOutboundCallStore {
             .condition_expression("attribute_not_exists(call_id)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(condition_failed) => Ok(false),
-            Err(err) => Err(err.into()),
-        }
+        super::applied(result)
     }
 
     async fn create_reserved(
@@ -506,11 +502,7 @@ impl OutboundCallStore for DynamoOutboundCallStore {
             expression.push_str(", failure_reason = :reason");
             update = update.expression_attribute_values(":reason", s(reason));
         }
-        match update.update_expression(expression).send().await {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(condition_failed) => Ok(false),
-            Err(err) => Err(err.into()),
-        }
+        super::applied(update.update_expression(expression).send().await)
     }
 
     async fn attach_provider_ids(

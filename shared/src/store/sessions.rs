@@ -151,21 +151,12 @@ impl DynamoSessionStore {
         if let Some(condition) = condition {
             update = update.condition_expression(condition);
         }
-        match update
-            .update_expression(format!("SET {}", assignments.join(", ")))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(err.into()),
-        }
+        super::applied(
+            update
+                .update_expression(format!("SET {}", assignments.join(", ")))
+                .send()
+                .await,
+        )
     }
 }
 
