@@ -176,8 +176,10 @@ impl SessionStore for DynamoSessionStore {
         if let Some(sid) = room_sid {
             values.push(("room_sid", s(sid)));
         }
-        self.set(room, &values, None).await?;
-        self.watch(room).await
+        // Independent writes: side by side, so watching costs no round trip.
+        let (recorded, watched) = tokio::join!(self.set(room, &values, None), self.watch(room));
+        recorded?;
+        watched
     }
 
     async fn room_finished(
@@ -209,8 +211,10 @@ impl SessionStore for DynamoSessionStore {
         if values.is_empty() {
             return self.watch(room).await;
         }
-        self.set(room, &values, None).await?;
-        self.watch(room).await
+        // Independent writes: side by side, so watching costs no round trip.
+        let (recorded, watched) = tokio::join!(self.set(room, &values, None), self.watch(room));
+        recorded?;
+        watched
     }
 
     async fn set_thread(&self, room: &str, thread: &SlackThread) -> Result<(), StoreError> {
