@@ -1513,15 +1513,7 @@ async fn a_status_callback_whose_usage_is_not_recorded_is_retried() {
     let t = Outbound::start().await;
     t.create_org("acme", 3600, 0).await;
     let assistant = t.twilio_assistant("acme").await;
-    let response = t
-        .initiate(100)
-        .handle(t.initiate_request(&seed_call(assistant)))
-        .await;
-    let sid = json_body(&response)["call_sid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let call_ref = call_ref_of(&t.twilio.created_calls().remove(0));
+    let (call_ref, sid) = t.place_twilio_call(assistant).await;
     let acked = t.status().handle(t.completed(&call_ref, &sid, 90)).await;
     assert_eq!(acked.status(), 200, "{:?}", json_body(&acked));
     let usage = || async { t.org("acme").await.usage_this_month_seconds };
@@ -1567,15 +1559,7 @@ async fn a_status_callback_survives_a_missing_calls_table() {
     let t = Outbound::start().await;
     t.create_org("acme", 3600, 0).await;
     let assistant = t.twilio_assistant("acme").await;
-    let response = t
-        .initiate(100)
-        .handle(t.initiate_request(&seed_call(assistant)))
-        .await;
-    let sid = json_body(&response)["call_sid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let call_ref = call_ref_of(&t.twilio.created_calls().remove(0));
+    let (call_ref, sid) = t.place_twilio_call(assistant).await;
     let missing = shared::store::outbound_calls::DynamoOutboundCallStore {
         calls_table: format!("{}-missing", t.stack.resources.table("CallsTable")),
         ..t.stack.outbound_calls()
@@ -1736,6 +1720,21 @@ fn call_ref_of(created: &[(String, String)]) -> String {
 }
 
 impl Outbound {
+    /// Places one Twilio call for `assistant` (the first this test places)
+    /// and returns its ref and Twilio's sid.
+    async fn place_twilio_call(&self, assistant: u64) -> (String, String) {
+        let response = self
+            .initiate(100)
+            .handle(self.initiate_request(&seed_call(assistant)))
+            .await;
+        assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+        let sid = json_body(&response)["call_sid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (call_ref_of(&self.twilio.created_calls().remove(0)), sid)
+    }
+
     async fn org(&self, org_id: &str) -> shared::store::directory::Organisation {
         self.stack
             .directory()
