@@ -5,6 +5,7 @@
 pub mod assemblyai;
 pub mod channel;
 pub mod elevenlabs;
+pub mod livekit;
 pub mod recording;
 pub mod ses;
 pub mod slack;
