@@ -4,6 +4,8 @@
 //!
 //! Stored beside call records in the calls table: key `(room_name, "session")`.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
@@ -20,6 +22,65 @@ pub struct SlackThread {
 }
 
 const SESSION_ITEM: &str = "session";
+pub const STATUS_ACTIVE: &str = "active";
+pub const STATUS_ENDED: &str = "ended";
+
+/// How long an ended session stays listed under `?status=ended`.
+const ENDED_RETENTION_SECS: i64 = 30 * 24 * 3600;
+
+/// A typed session as it opens (seed 002): who owns it and what it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewSession {
+    pub session_id: String,
+    pub session_type: String,
+    pub room: String,
+    pub org_id: String,
+    pub started_at: String,
+    pub agent_active: bool,
+    pub dispatch_id: Option<String>,
+    pub call_sid: Option<String>,
+    pub direction: Option<String>,
+    pub from_number: Option<String>,
+    pub to_number: Option<String>,
+    pub host_identity: Option<String>,
+}
+
+/// What opening a session found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// Recorded (or it was already open for the same organisation).
+    Active,
+    /// The session ended before: a room is not reopened.
+    AlreadyEnded,
+    /// The room belongs to another organisation's session.
+    OwnedElsewhere,
+}
+
+/// How a session ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub ended_at: String,
+    pub duration_secs: Option<u64>,
+    /// Why, when it is not LiveKit's `room_finished`: `completed`,
+    /// `no-answer`, `ended by API`, `stale`...
+    pub reason: Option<String>,
+}
+
+/// One change to an open session; refused (false) once it has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionChange {
+    CallStatus(String),
+    Agent {
+        active: bool,
+        dispatch_id: Option<String>,
+    },
+    Recording {
+        active: bool,
+        egress_id: String,
+        location: Option<String>,
+    },
+    Participant(String),
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -44,9 +105,54 @@ pub struct SessionRecord {
     pub thread_channel: Option<String>,
     #[serde(default)]
     pub thread_ts: Option<String>,
+    // Seed 002's typed sessions; a LiveKit-only (seed 000) session has none.
+    /// `phone-{CallSid}`, `web-{roomName}`, ...
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// `phone`, `whatsapp`, `web`, ...
+    #[serde(default)]
+    pub session_type: Option<String>,
+    /// The organisation that owns it: only its API keys see or change it.
+    #[serde(default)]
+    pub org_id: Option<String>,
+    /// `active` until ended, then `ended`.
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub agent_active: Option<bool>,
+    #[serde(default)]
+    pub dispatch_id: Option<String>,
+    #[serde(default)]
+    pub call_sid: Option<String>,
+    /// The provider's last call status (`ringing`, `in-progress`, ...).
+    #[serde(default)]
+    pub call_status: Option<String>,
+    #[serde(default)]
+    pub direction: Option<String>,
+    #[serde(default)]
+    pub from_number: Option<String>,
+    #[serde(default)]
+    pub to_number: Option<String>,
+    #[serde(default)]
+    pub host_identity: Option<String>,
+    /// Identities that joined (a string set: adding one twice is harmless).
+    #[serde(default)]
+    pub participants: Vec<String>,
+    #[serde(default)]
+    pub recording: Option<bool>,
+    #[serde(default)]
+    pub egress_id: Option<String>,
+    /// `s3://bucket/key` of the room's recording.
+    #[serde(default)]
+    pub recording_location: Option<String>,
 }
 
 impl SessionRecord {
+    /// Ended, whether by status, `ended_at` or both.
+    pub fn ended(&self) -> bool {
+        self.ended_at.is_some() || self.status.as_deref() == Some(STATUS_ENDED)
+    }
+
     pub fn thread(&self) -> Option<SlackThread> {
         Some(SlackThread {
             channel: self.thread_channel.clone()?,
@@ -84,6 +190,29 @@ pub trait SessionStore: Send + Sync {
     /// Ends a session that never reported its end; false if it had ended.
     async fn end_stale(&self, room: &str, ended_at: &str, reason: &str)
         -> Result<bool, StoreError>;
+    /// Opens a typed session: the record, its entry among its organisation's
+    /// active sessions and its watch entry, in one transaction.
+    async fn open(&self, session: &NewSession) -> Result<Opened, StoreError>;
+    /// Ends a session exactly once; the record as it was when this call
+    /// ended it, `None` if it had ended already or never existed.
+    async fn end(&self, room: &str, ending: &Ending) -> Result<Option<SessionRecord>, StoreError>;
+    /// Applies `change` to an open session; false if it is missing or ended.
+    async fn update(&self, room: &str, change: &SessionChange) -> Result<bool, StoreError>;
+    /// The organisation's active sessions (one query on its index partition, then one batch read).
+    async fn list_active(&self, org_id: &str) -> Result<Vec<SessionRecord>, StoreError>;
+    /// The organisation's most recently ended sessions, newest first.
+    async fn list_ended(&self, org_id: &str, limit: i32) -> Result<Vec<SessionRecord>, StoreError>;
+}
+
+/// The partition listing an organisation's active sessions (sort key: session id).
+fn active_partition(org_id: &str) -> String {
+    format!("sessions#active#{org_id}")
+}
+
+/// The partition listing an organisation's ended sessions (sort key:
+/// `<ended_at>#<session id>`, so the newest come first in reverse).
+fn ended_partition(org_id: &str) -> String {
+    format!("sessions#ended#{org_id}")
 }
 
 /// A session the sweep should look at: its entry in the watch ledger.
@@ -164,6 +293,99 @@ fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_string())
 }
 
+fn key(partition: &str, item: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("call_id".to_string(), s(partition)),
+        ("item".to_string(), s(item)),
+    ])
+}
+
+impl DynamoSessionStore {
+    /// The session if it is a typed (seed 002) one, owned by an organisation.
+    async fn typed(&self, room: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.get(room).await?.filter(|r| r.org_id.is_some()))
+    }
+
+    async fn read_many(&self, rooms: Vec<String>) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut records = Vec::with_capacity(rooms.len());
+        // BatchGetItem takes at most 100 keys.
+        for chunk in rooms.chunks(100) {
+            let mut keys: Vec<HashMap<String, AttributeValue>> =
+                chunk.iter().map(|room| key(room, SESSION_ITEM)).collect();
+            let mut rounds = 0;
+            while !keys.is_empty() {
+                rounds += 1;
+                let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    records.push(serde_dynamo::from_item(item)?);
+                }
+                keys = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    if rounds >= 6 {
+                        return Err(StoreError::Dynamo(
+                            "session batch read still throttled after 6 rounds".into(),
+                        ));
+                    }
+                    tokio::time::sleep(super::transactions::backoff(rounds)).await;
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Sort keys (and their rooms) of one index partition.
+    async fn index(
+        &self,
+        partition: &str,
+        newest_first: bool,
+        limit: Option<i32>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut rooms = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("call_id = :p")
+                .expression_attribute_values(":p", s(partition))
+                .scan_index_forward(!newest_first)
+                .set_limit(limit)
+                .set_exclusive_start_key(start)
+                .consistent_read(true)
+                .send()
+                .await?;
+            rooms.extend(out.items().iter().filter_map(|item| match item.get("room_name") {
+                Some(AttributeValue::S(room)) => Some(room.clone()),
+                _ => None,
+            }));
+            start = out.last_evaluated_key;
+            let full = limit.is_some_and(|l| rooms.len() >= usize::try_from(l).unwrap_or(0));
+            if start.is_none() || full {
+                return Ok(rooms);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl SessionStore for DynamoSessionStore {
     async fn room_started(
@@ -188,6 +410,14 @@ impl SessionStore for DynamoSessionStore {
         ended_at: &str,
         duration_secs: Option<u64>,
     ) -> Result<(), StoreError> {
+        let ending = Ending {
+            ended_at: ended_at.to_string(),
+            duration_secs,
+            reason: None,
+        };
+        if self.typed(room).await?.is_some() {
+            return self.end(room, &ending).await.map(drop);
+        }
         let mut values = vec![("ended_at", s(ended_at))];
         if let Some(duration) = duration_secs {
             values.push(("duration_secs", AttributeValue::N(duration.to_string())));
@@ -267,11 +497,258 @@ impl SessionStore for DynamoSessionStore {
         ended_at: &str,
         reason: &str,
     ) -> Result<bool, StoreError> {
+        if self.typed(room).await?.is_some() {
+            let ending = Ending {
+                ended_at: ended_at.to_string(),
+                duration_secs: None,
+                reason: Some(reason.to_string()),
+            };
+            return Ok(self.end(room, &ending).await?.is_some());
+        }
         self.set(
             room,
             &[("ended_at", s(ended_at)), ("end_reason", s(reason))],
             Some("attribute_exists(call_id) AND attribute_not_exists(ended_at)"),
         )
         .await
+    }
+
+    async fn open(&self, session: &NewSession) -> Result<Opened, StoreError> {
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+        let mut values: Vec<(&str, AttributeValue)> = vec![
+            ("session_id", s(&session.session_id)),
+            ("session_type", s(&session.session_type)),
+            ("status", s(STATUS_ACTIVE)),
+            ("agent_active", AttributeValue::Bool(session.agent_active)),
+        ];
+        let optional = [
+            ("dispatch_id", &session.dispatch_id),
+            ("call_sid", &session.call_sid),
+            ("direction", &session.direction),
+            ("from_number", &session.from_number),
+            ("to_number", &session.to_number),
+            ("host_identity", &session.host_identity),
+        ];
+        values.extend(
+            optional
+                .into_iter()
+                .filter_map(|(name, value)| value.as_deref().map(|v| (name, s(v)))),
+        );
+        let mut names = HashMap::new();
+        let mut attribute_values = HashMap::new();
+        let mut sets = Vec::new();
+        for (index, (name, value)) in values.into_iter().enumerate() {
+            names.insert(format!("#f{index}"), name.to_string());
+            attribute_values.insert(format!(":v{index}"), value);
+            sets.push(format!("#f{index} = :v{index}"));
+        }
+        // The first opener's start time and owner stay.
+        sets.push("started_at = if_not_exists(started_at, :started)".into());
+        sets.push("org_id = if_not_exists(org_id, :org)".into());
+        attribute_values.insert(":started".into(), s(&session.started_at));
+        attribute_values.insert(":org".into(), s(&session.org_id));
+        let record = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&session.room, SESSION_ITEM)))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression(
+                "attribute_not_exists(ended_at) AND (attribute_not_exists(org_id) OR org_id = :org)",
+            )
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(attribute_values))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let mut listed = key(&active_partition(&session.org_id), &session.session_id);
+        listed.insert("room_name".into(), s(&session.room));
+        listed.insert("session_type".into(), s(&session.session_type));
+        let listed = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(listed))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let due = crate::base::time::epoch_secs()
+            + i64::try_from(self.max_open.as_secs()).unwrap_or(i64::MAX / 2);
+        let watched = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(WATCH.item(&session.room, due)))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let items = vec![
+            TransactWriteItem::builder().update(record).build(),
+            TransactWriteItem::builder().put(listed).build(),
+            TransactWriteItem::builder().put(watched).build(),
+        ];
+        let refused = super::transactions::transact(
+            &self.client,
+            items,
+            "open session",
+            false,
+            |reasons| {
+                if reasons.first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
+                    super::transactions::Verdict::Done(true)
+                } else if super::transactions::busy(reasons) {
+                    super::transactions::Verdict::Retry(super::transactions::codes(reasons))
+                } else {
+                    super::transactions::Verdict::Fail(super::transactions::codes(reasons))
+                }
+            },
+        )
+        .await?;
+        if !refused {
+            return Ok(Opened::Active);
+        }
+        Ok(match self.get(&session.room).await? {
+            Some(existing) if existing.ended() => Opened::AlreadyEnded,
+            _ => Opened::OwnedElsewhere,
+        })
+    }
+
+    async fn end(&self, room: &str, ending: &Ending) -> Result<Option<SessionRecord>, StoreError> {
+        use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
+        let Some(record) = self.get(room).await? else {
+            return Ok(None);
+        };
+        if record.ended() {
+            return Ok(None);
+        }
+        let (Some(org_id), Some(session_id)) = (&record.org_id, &record.session_id) else {
+            // A seed-000 session: no index entries to move.
+            let applied = self
+                .set(
+                    room,
+                    &[("ended_at", s(&ending.ended_at))],
+                    Some("attribute_exists(call_id) AND attribute_not_exists(ended_at)"),
+                )
+                .await?;
+            return Ok(applied.then_some(record));
+        };
+        let mut values = HashMap::from([
+            (":ended".to_string(), s(STATUS_ENDED)),
+            (":at".to_string(), s(&ending.ended_at)),
+        ]);
+        let mut sets = vec!["#status = :ended", "ended_at = :at"];
+        if let Some(duration) = ending.duration_secs {
+            values.insert(":d".into(), AttributeValue::N(duration.to_string()));
+            sets.push("duration_secs = :d");
+        }
+        if let Some(reason) = &ending.reason {
+            values.insert(":r".into(), s(reason));
+            sets.push("end_reason = :r");
+        }
+        let ended = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(room, SESSION_ITEM)))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression("attribute_not_exists(ended_at)")
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let unlisted = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&active_partition(org_id), session_id)))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let mut history = key(
+            &ended_partition(org_id),
+            &format!("{}#{session_id}", ending.ended_at),
+        );
+        history.insert("room_name".into(), s(room));
+        history.insert(
+            "expires_at".into(),
+            AttributeValue::N((crate::base::time::epoch_secs() + ENDED_RETENTION_SECS).to_string()),
+        );
+        let history = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(history))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let items = vec![
+            TransactWriteItem::builder().update(ended).build(),
+            TransactWriteItem::builder().delete(unlisted).build(),
+            TransactWriteItem::builder().put(history).build(),
+        ];
+        let ended_here = super::transactions::transact(
+            &self.client,
+            items,
+            "end session",
+            true,
+            |reasons| {
+                if reasons.first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
+                    // Another ender won: it moved the index entries.
+                    super::transactions::Verdict::Done(false)
+                } else if super::transactions::busy(reasons) {
+                    super::transactions::Verdict::Retry(super::transactions::codes(reasons))
+                } else {
+                    super::transactions::Verdict::Fail(super::transactions::codes(reasons))
+                }
+            },
+        )
+        .await?;
+        Ok(ended_here.then_some(record))
+    }
+
+    async fn update(&self, room: &str, change: &SessionChange) -> Result<bool, StoreError> {
+        let open = Some("attribute_exists(call_id) AND attribute_not_exists(ended_at)");
+        match change {
+            SessionChange::CallStatus(status) => {
+                self.set(room, &[("call_status", s(status))], open).await
+            }
+            SessionChange::Agent {
+                active,
+                dispatch_id,
+            } => {
+                let mut values = vec![("agent_active", AttributeValue::Bool(*active))];
+                if let Some(id) = dispatch_id {
+                    values.push(("dispatch_id", s(id)));
+                }
+                self.set(room, &values, open).await
+            }
+            SessionChange::Recording {
+                active,
+                egress_id,
+                location,
+            } => {
+                let mut values = vec![
+                    ("recording", AttributeValue::Bool(*active)),
+                    ("egress_id", s(egress_id)),
+                ];
+                if let Some(location) = location {
+                    values.push(("recording_location", s(location)));
+                }
+                self.set(room, &values, open).await
+            }
+            SessionChange::Participant(identity) => super::applied(
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(room, SESSION_ITEM)))
+                    .update_expression("ADD participants :p")
+                    .condition_expression(open.unwrap_or_default())
+                    .expression_attribute_values(":p", AttributeValue::Ss(vec![identity.clone()]))
+                    .send()
+                    .await,
+            ),
+        }
+    }
+
+    async fn list_active(&self, org_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let rooms = self.index(&active_partition(org_id), false, None).await?;
+        let mut records = self.read_many(rooms).await?;
+        // An entry and its record change in one transaction; this only
+        // guards against reading between two of them.
+        records.retain(|r| !r.ended() && r.org_id.as_deref() == Some(org_id));
+        records.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        Ok(records)
+    }
+
+    async fn list_ended(&self, org_id: &str, limit: i32) -> Result<Vec<SessionRecord>, StoreError> {
+        let rooms = self
+            .index(&ended_partition(org_id), true, Some(limit))
+            .await?;
+        let mut records = self.read_many(rooms).await?;
+        records.retain(|r| r.org_id.as_deref() == Some(org_id));
+        records.sort_by(|a, b| b.ended_at.cmp(&a.ended_at));
+        Ok(records)
     }
 }
