@@ -18,6 +18,9 @@ use crate::flows::call_start::CallStartIntake;
 use crate::flows::conversations::ConversationLookup;
 use crate::flows::outbound::{provider_http, Placement, Providers};
 use crate::flows::provider_events::ProviderEventIntake;
+use crate::flows::sessions::{JoinTokens, SessionLifecycle};
+use crate::providers::livekit::{AccessTokens, LiveKitClient};
+use crate::providers::twilio::TwilioClient;
 use crate::providers::elevenlabs::ElevenLabsClient;
 use crate::queue::jobs::{JobQueue, SqsJobQueue};
 use crate::queue::sqs_batch::Worker;
@@ -165,10 +168,55 @@ impl Wiring {
         })
     }
 
+    /// Seed 002's sessions and their LiveKit rooms (`CALLS_TABLE`,
+    /// `LIVEKIT_*`, `LIVEKIT_AGENT_NAME`); with `announce`, opening one also
+    /// queues its call-start notification (`IDEMPOTENCY_TABLE`,
+    /// `NOTIFICATION_QUEUE_URL`).
+    pub fn session_lifecycle(&self, announce: bool) -> Result<SessionLifecycle, ConfigError> {
+        Ok(SessionLifecycle {
+            sessions: self.sessions()?,
+            livekit: livekit()?,
+            agent_name: config::optional("LIVEKIT_AGENT_NAME")
+                .unwrap_or_else(|| "callops-agent".into()),
+            agent_identity_prefix: config::optional("LIVEKIT_AGENT_IDENTITY_PREFIX")
+                .unwrap_or_else(|| "agent-".into()),
+            announcer: if announce {
+                Some(Arc::new(self.call_start_intake()?))
+            } else {
+                None
+            },
+        })
+    }
+
     /// `NOTIFICATION_QUEUE_URL`.
     pub fn notification_queue(&self) -> Result<Arc<dyn JobQueue>, ConfigError> {
         self.queue("NOTIFICATION_QUEUE_URL")
     }
+}
+
+/// `LIVEKIT_URL`, `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`: LiveKit's server API.
+pub fn livekit() -> Result<Arc<LiveKitClient>, ConfigError> {
+    let http = provider_http().map_err(|err| ConfigError::Invalid {
+        name: "LiveKit HTTP client",
+        reason: err.to_string(),
+    })?;
+    Ok(Arc::new(LiveKitClient::from_env(http)?))
+}
+
+/// Participant tokens for one room, `ROOM_TOKEN_TTL_SECONDS` long (default 10 minutes).
+pub fn join_tokens() -> Result<JoinTokens, ConfigError> {
+    Ok(JoinTokens {
+        tokens: AccessTokens::from_env()?,
+        ttl: Duration::from_secs(config::parsed_or("ROOM_TOKEN_TTL_SECONDS", 600)?),
+    })
+}
+
+/// `TWILIO_ACCOUNT_SID` + `TWILIO_AUTH_TOKEN` (+ `TWILIO_API_BASE_URL`): required here.
+pub fn twilio() -> Result<TwilioClient, ConfigError> {
+    providers()?.twilio.ok_or(ConfigError::Unconfigured {
+        what: "Twilio account",
+        set: "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+    })
 }
 
 /// `DEDUP_LEASE_SECONDS`: how long a dedup claim holds when the invocation's

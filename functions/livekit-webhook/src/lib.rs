@@ -20,6 +20,7 @@ use shared::base::config::{self, Secret};
 use shared::base::mask;
 use shared::flows::call_start::{CallStartIntake, CallStartReport};
 use shared::queue::jobs::CallStart;
+use shared::store::sessions::SessionChange;
 use shared::wiring::Wiring;
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
@@ -311,6 +312,13 @@ impl LiveKitWebhook {
             user = %email.as_deref().map(mask::email).unwrap_or_else(|| "Unknown".into()),
             "caller joined"
         );
+        if let Some(identity) = &participant.identity {
+            // Typed (seed 002) sessions list who joined; others have no such list.
+            let change = SessionChange::Participant(identity.clone());
+            if let Err(err) = self.intake.sessions.update(&room, &change).await {
+                warn!(%room, error = %err, "participant not added to the session");
+            }
+        }
         let report = CallStartReport {
             response: serde_json::json!({
                 "success": true, "queued": true, "event_id": event_id, "room_name": room,

@@ -25,6 +25,7 @@ impl ProviderEventsWorker {
                 bodies: aws.event_bodies()?,
                 notification_queue: aws.notification_queue()?,
                 lease: wiring::dedup_lease()?,
+                sessions: Some(std::sync::Arc::new(aws.session_lifecycle(false)?)),
             },
         })
     }

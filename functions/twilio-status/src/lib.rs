@@ -1,5 +1,5 @@
-//! `POST /twilio/status?call=<ref>`: Twilio's status callbacks for outbound
-//! calls. Twilio never retries one, so the route only verifies the
+//! `POST /twilio/status[?call=<ref>]`: Twilio's status callbacks, for
+//! agenda calls (`?call=`) and for sessions' calls (seed 002). Twilio never retries one, so the route only verifies the
 //! signature, queues the event and answers 200; the provider-events worker
 //! applies it (`shared::flows::provider_events`) with SQS's retries, once
 //! per (call, status).
@@ -8,6 +8,7 @@ use http::StatusCode;
 use lambda_http::{Request, RequestExt};
 use shared::api::{ApiError, Route};
 use shared::flows::provider_events::ProviderEventIntake;
+use shared::flows::sessions::validate_call_sid;
 use shared::providers::twilio::{self, TwilioWebhookAuth};
 use shared::queue::jobs::ProviderEvent;
 use shared::wiring::Wiring;
@@ -33,13 +34,6 @@ impl Route for TwilioStatus {
 
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let params = self.twilio_auth.verify(&request)?;
-        let call_ref = request
-            .query_string_parameters()
-            .first("call")
-            .map(str::to_string)
-            .ok_or_else(|| {
-                ApiError::unprocessable("missing_field", "call query parameter is required")
-            })?;
         let field = |name: &'static str| {
             twilio::field(&params, name)
                 .map(str::to_string)
@@ -50,15 +44,26 @@ impl Route for TwilioStatus {
         let call_sid = field("CallSid")?;
         let status = field("CallStatus")?;
         let duration_secs = twilio::field(&params, "CallDuration").and_then(|d| d.parse().ok());
-        self.intake
-            .accept(ProviderEvent::TwilioStatus {
-                call_ref: call_ref.clone(),
+        // `?call=<ref>`: an agenda call of /calls/initiate; without it, a
+        // session's call (/twilio/voice, /phone/call), named by its sid.
+        let event = match request.query_string_parameters().first("call") {
+            Some(call_ref) => ProviderEvent::TwilioStatus {
+                call_ref: call_ref.to_string(),
                 call_sid,
                 status: status.clone(),
                 duration_secs,
-            })
-            .await?;
-        info!(%call_ref, %status, "Twilio status queued");
+            },
+            None => {
+                validate_call_sid(&call_sid)?;
+                ProviderEvent::TwilioSessionStatus {
+                    call_sid,
+                    status: status.clone(),
+                    duration_secs,
+                }
+            }
+        };
+        self.intake.accept(event).await?;
+        info!(%status, "Twilio status queued");
         Ok((
             StatusCode::OK,
             serde_json::json!({"success": true, "status": status, "queued": true}),

@@ -2,6 +2,7 @@
 //! and credential checks that run before a body is parsed.
 
 pub mod access;
+pub mod invites;
 
 use http::{HeaderMap, StatusCode};
 use lambda_http::{Body, Response};
@@ -53,6 +54,12 @@ pub enum ApiError {
     /// client-facing message, never our internals.
     #[error("provider error: {detail}")]
     Provider { detail: String },
+    /// The request conflicts with what exists (a room name taken, a session ended).
+    #[error("conflict: {detail}")]
+    Conflict { code: &'static str, detail: String },
+    /// A dependency we call on the client's behalf (LiveKit) failed or refused.
+    #[error("bad gateway: {detail}")]
+    BadGateway { code: &'static str, detail: String },
 }
 
 #[derive(Serialize)]
@@ -87,7 +94,8 @@ impl ApiError {
             Self::InProgress => StatusCode::CONFLICT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Provider { .. } => StatusCode::BAD_GATEWAY,
+            Self::Provider { .. } | Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
         }
     }
 
@@ -99,7 +107,9 @@ impl ApiError {
             Self::BadRequest { code, .. }
             | Self::Unprocessable { code, .. }
             | Self::NotPermitted { code, .. }
-            | Self::TooManyRequests { code, .. } => code,
+            | Self::TooManyRequests { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::BadGateway { code, .. } => code,
             Self::Provider { .. } => "provider_error",
             Self::NotFound(_) => "not_found",
             Self::InProgress => "in_progress",
@@ -118,6 +128,8 @@ impl ApiError {
             | Self::Unprocessable { detail, .. }
             | Self::NotPermitted { detail, .. }
             | Self::TooManyRequests { detail, .. }
+            | Self::Conflict { detail, .. }
+            | Self::BadGateway { detail, .. }
             | Self::Provider { detail } => detail.clone(),
             Self::NotFound(what) => what.clone(),
             Self::InProgress => {

@@ -17,6 +17,11 @@ pub enum Metric {
     StuckCalls,
     /// Sessions the sweep ended because their room never reported finishing.
     StuckSessions,
+    /// LiveKit calls that failed (room, dispatch, egress); the route answered
+    /// a try-again TwiML or a 502.
+    LiveKitFailed,
+    /// Sessions opened (seed 002: phone, web rooms).
+    SessionsOpened,
 }
 
 impl Metric {
@@ -31,6 +36,8 @@ impl Metric {
             Self::ReservationsReleased => "ReservationsReleased",
             Self::StuckCalls => "StuckCalls",
             Self::StuckSessions => "StuckSessions",
+            Self::LiveKitFailed => "LiveKitFailed",
+            Self::SessionsOpened => "SessionsOpened",
         }
     }
 }

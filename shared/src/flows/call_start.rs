@@ -11,7 +11,7 @@ use http::StatusCode;
 
 use crate::api::{self, ApiError};
 use crate::queue::jobs::{self, CallStart, JobQueue, NotificationJob};
-use crate::store::dedup::{run_once, DedupStore};
+use crate::store::dedup::{run_once, DedupStore, OnceError};
 use crate::store::sessions::SessionStore;
 
 pub struct CallStartIntake {
@@ -69,5 +69,27 @@ impl CallStartIntake {
             run_once(self.dedup.as_ref(), &key, lease, work).await,
             first,
         )
+    }
+
+    /// Queues the call-start notification of a session one of our routes
+    /// opened (phone, web room); a later LiveKit or agent report of the same
+    /// room finds it done, so a session is announced once.
+    pub async fn announce(&self, start: CallStart, lease: Duration) -> Result<(), ApiError> {
+        let key = dedup_key(&start.room_name);
+        let work = || async {
+            let job = NotificationJob::call_started(&key, start.clone());
+            jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
+                .await
+                .map_err(api::unavailable)?;
+            Ok::<_, ApiError>(serde_json::json!({
+                "success": true, "queued": true, "room_name": start.room_name,
+            }))
+        };
+        match run_once(self.dedup.as_ref(), &key, lease, work).await {
+            // Another report of this room holds the claim: it queues the job.
+            Ok(_) => Ok(()),
+            Err(OnceError::Store(err)) => Err(api::unavailable(err)),
+            Err(OnceError::Work(err)) => Err(err),
+        }
     }
 }

@@ -7,5 +7,7 @@ pub mod conversations;
 pub mod ingest;
 pub mod notify;
 pub mod outbound;
+pub mod phone;
 pub mod provider_events;
+pub mod sessions;
 pub mod stuck;

@@ -17,7 +17,9 @@ use crate::providers::elevenlabs::ConversationMetadata;
 use crate::queue::jobs::{
     self, EventBody, JobQueue, NotificationJob, NotificationKind, ProviderEvent,
 };
+use crate::flows::sessions::{SessionKind, SessionLifecycle};
 use crate::store::dedup::{run_once, DedupStore, Once, OnceError};
+use crate::store::sessions::{Ending, SessionChange};
 use crate::store::directory::Provider;
 use crate::store::event_bodies::EventBodyStore;
 use crate::store::outbound_calls::{
@@ -111,6 +113,8 @@ pub struct ProviderEventProcessor {
     pub notification_queue: Arc<dyn JobQueue>,
     /// How long one delivery holds an event's dedup claim: the worker's timeout.
     pub lease: Duration,
+    /// Ends seed 002 sessions (and their rooms) on a finished call.
+    pub sessions: Option<Arc<SessionLifecycle>>,
 }
 
 /// What applying an event did, for logs and tests.
@@ -135,6 +139,15 @@ impl ProviderEventProcessor {
                     self.twilio_status(call_ref, status, *duration_secs)
                 })
                 .await
+            }
+            ProviderEvent::TwilioSessionStatus {
+                call_sid,
+                status,
+                duration_secs,
+            } => {
+                let key = format!("twilio-session-status#{call_sid}#{status}");
+                self.once(&key, || self.session_status(call_sid, status, *duration_secs))
+                    .await
             }
             ProviderEvent::Elevenlabs { body } => {
                 let bytes = match body {
@@ -219,6 +232,42 @@ impl ProviderEventProcessor {
     /// have been stored if the placing function stopped right after the
     /// call), else a record of a call placed outside callops, created only
     /// if nobody else created it first.
+    /// A session's call moved on: its status is kept while the call lives;
+    /// a finished call (completed, busy, no-answer, failed, canceled) ends
+    /// the session and deletes its room.
+    async fn session_status(
+        &self,
+        call_sid: &str,
+        status: &str,
+        duration: Option<u64>,
+    ) -> Result<serde_json::Value, String> {
+        let lifecycle = self
+            .sessions
+            .as_ref()
+            .ok_or("session statuses need LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET")?;
+        let room = SessionKind::Phone.room(call_sid);
+        let finished = status_rank(status) == FINAL_RANK;
+        let applied = if finished {
+            let ending = Ending {
+                ended_at: crate::base::time::now_rfc3339(),
+                duration_secs: duration.filter(|_| status == "completed"),
+                reason: Some(status.to_string()),
+            };
+            lifecycle
+                .end(&room, &ending)
+                .await
+                .map_err(|e| e.to_string())?
+        } else {
+            lifecycle
+                .sessions
+                .update(&room, &SessionChange::CallStatus(status.to_string()))
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        info!(%call_sid, %status, applied, "session call status");
+        Ok(serde_json::json!({"status": status, "applied": applied}))
+    }
+
     async fn find_or_record(&self, data: &EventData) -> Result<OutboundCall, String> {
         let err = |e: crate::store::StoreError| e.to_string();
         if let Some(call) = self.calls.get(&data.conversation_id).await.map_err(err)? {

@@ -121,6 +121,14 @@ pub enum ProviderEvent {
         #[serde(default)]
         duration_secs: Option<u64>,
     },
+    /// A status callback for a session's call (`/twilio/voice` or
+    /// `/phone/call`): no outbound-call ref, the call sid names the session.
+    TwilioSessionStatus {
+        call_sid: String,
+        status: String,
+        #[serde(default)]
+        duration_secs: Option<u64>,
+    },
     /// An ElevenLabs post-call webhook, exactly as signed.
     Elevenlabs { body: EventBody },
 }

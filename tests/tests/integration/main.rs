@@ -12,6 +12,7 @@ mod outbound;
 mod pipeline;
 mod read_api;
 mod recording_fetch;
+mod sessions;
 mod soak;
 mod stuck;
 mod support;

@@ -371,6 +371,7 @@ impl Stack {
                 bodies: self.event_bodies(),
                 notification_queue: self.queue("NotificationQueue"),
                 lease: Duration::from_secs(30),
+                sessions: None,
             },
         })
     }

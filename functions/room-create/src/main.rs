@@ -1,0 +1,8 @@
+use room_create::RoomCreate;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::base::telemetry::init();
+    let app = RoomCreate::from_env().await?;
+    shared::wiring::serve_route(&app).await
+}

@@ -1,0 +1,8 @@
+use room_join::RoomJoin;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::base::telemetry::init();
+    let app = RoomJoin::from_env().await?;
+    shared::wiring::serve_route(&app).await
+}

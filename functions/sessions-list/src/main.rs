@@ -1,0 +1,8 @@
+use sessions_list::SessionsList;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::base::telemetry::init();
+    let app = SessionsList::from_env().await?;
+    shared::wiring::serve_route(&app).await
+}

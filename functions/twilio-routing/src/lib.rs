@@ -1,0 +1,55 @@
+//! `POST /twilio/routing`: the digit a caller pressed at the `CALL_MENU`
+//! prompt of `/twilio/voice`. Dials a number, plays a message or hands the
+//! call to the agent (no digit or an unknown one: the agent), as seed 002's
+//! "Custom Call Flow" does.
+
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use shared::api::ApiError;
+use shared::flows::phone::{CallContext, CallFlow};
+use shared::flows::sessions::{validate_call_sid, SessionKind};
+use shared::providers::twilio::{self, TwilioWebhookAuth};
+use tracing::info;
+
+pub struct TwilioRouting {
+    pub twilio_auth: TwilioWebhookAuth,
+    pub flow: CallFlow,
+}
+
+impl TwilioRouting {
+    pub async fn from_env() -> Result<Self, lambda_http::Error> {
+        Ok(Self {
+            twilio_auth: TwilioWebhookAuth::from_env()?,
+            flow: CallFlow::from_env()?,
+        })
+    }
+
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        match self.process(&request) {
+            Ok(twiml) => Response::builder()
+                .status(StatusCode::OK)
+                .header(http::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+                .body(Body::Text(twiml))
+                .expect("static response parts are valid"),
+            Err(err) => err.into_response(),
+        }
+    }
+
+    fn process(&self, request: &Request) -> Result<String, ApiError> {
+        let params = self.twilio_auth.verify(request)?;
+        let call_sid = twilio::field(&params, "CallSid")
+            .ok_or_else(|| ApiError::unprocessable("missing_field", "CallSid is required"))?;
+        validate_call_sid(call_sid)?;
+        let digits = twilio::field(&params, "Digits");
+        info!(%call_sid, digits = digits.unwrap_or(""), "menu choice");
+        let kind = SessionKind::Phone;
+        Ok(self.flow.route(
+            digits,
+            &CallContext {
+                call_sid,
+                room: &kind.room(call_sid),
+                session_id: &kind.session_id(call_sid),
+            },
+        ))
+    }
+}

@@ -1,0 +1,1045 @@
+//! Seed 002: phone calls and web rooms as sessions on LiveKit, against the
+//! fake LiveKit (which checks each call's JWT grants) and fake Twilio.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use devstack::fakes::{twilio_signature, FakeLiveKit, FakeTwilio};
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use shared::api::access::KeyedAccess;
+use shared::api::invites::RoomInvites;
+use shared::api::Route;
+use shared::base::config::Secret;
+use shared::flows::phone::{CallFlow, ConnectMode};
+use shared::flows::sessions::{JoinTokens, RecordingStorage, SessionLifecycle};
+use shared::providers::livekit::{AccessTokens, LiveKitClient};
+use shared::providers::twilio::{TwilioClient, TwilioWebhookAuth};
+use shared::queue::sqs_batch::Worker;
+use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
+use shared::store::rate_limits::DynamoRateLimiter;
+use shared::store::sessions::SessionStore;
+
+use crate::support::*;
+
+const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+const TWILIO_TOKEN: &str = "twilio-test-token";
+const LIVEKIT_KEY: &str = "lk-test-key";
+const LIVEKIT_SECRET: &str = "lk-test-secret-0123456789abcdef0123456789";
+const INVITE_SECRET: &str = "invite-test-secret";
+const PUBLIC_BASE: &str = "https://callops.example.com";
+const AGENT: &str = "callops-agent";
+const STREAM_URL: &str = "wss://agent.example.com/twilio";
+const ORG: &str = "acme";
+const OTHER_ORG: &str = "globex";
+
+struct Rooms {
+    stack: Stack,
+    twilio: FakeTwilio,
+    livekit: FakeLiveKit,
+    key: String,
+    other_key: String,
+}
+
+impl Rooms {
+    async fn start() -> Self {
+        let stack = Stack::start().await;
+        let keys = DynamoApiKeyStore::new(
+            stack.dynamo.clone(),
+            stack.resources.table("ApiKeysTable"),
+        );
+        let (key, record) = api_keys::generate("web", ORG);
+        keys.insert(&record).await.unwrap();
+        let (other_key, record) = api_keys::generate("web", OTHER_ORG);
+        keys.insert(&record).await.unwrap();
+        Self {
+            stack,
+            twilio: FakeTwilio::start(ACCOUNT_SID, TWILIO_TOKEN),
+            livekit: FakeLiveKit::start(LIVEKIT_KEY, LIVEKIT_SECRET),
+            key,
+            other_key,
+        }
+    }
+
+    fn tokens() -> AccessTokens {
+        AccessTokens {
+            api_key: LIVEKIT_KEY.into(),
+            api_secret: Secret::new(LIVEKIT_SECRET),
+        }
+    }
+
+    fn livekit_client(&self) -> Arc<LiveKitClient> {
+        Arc::new(LiveKitClient {
+            http: reqwest::Client::new(),
+            api_url: self.livekit.url().to_string(),
+            tokens: Self::tokens(),
+            empty_timeout_secs: 300,
+        })
+    }
+
+    fn lifecycle(&self) -> SessionLifecycle {
+        SessionLifecycle {
+            sessions: Arc::new(self.stack.sessions()),
+            livekit: self.livekit_client(),
+            agent_name: AGENT.into(),
+            agent_identity_prefix: "agent-".into(),
+            announcer: Some(Arc::new(self.stack.call_start_intake())),
+        }
+    }
+
+    fn access(&self) -> KeyedAccess {
+        KeyedAccess {
+            api_keys: Arc::new(DynamoApiKeyStore::new(
+                self.stack.dynamo.clone(),
+                self.stack.resources.table("ApiKeysTable"),
+            )),
+            rate_limiter: Arc::new(DynamoRateLimiter {
+                client: self.stack.dynamo.clone(),
+                table: self.stack.resources.table("IdempotencyTable"),
+                window_secs: 86_400,
+            }),
+            per_window: 10_000,
+        }
+    }
+
+    fn twilio_client(&self) -> TwilioClient {
+        TwilioClient {
+            http: reqwest::Client::new(),
+            base_url: self.twilio.base_url().to_string(),
+            account_sid: ACCOUNT_SID.into(),
+            auth_token: Secret::new(TWILIO_TOKEN),
+        }
+    }
+
+    fn flow(mode: ConnectMode, menu: Option<&str>) -> CallFlow {
+        CallFlow {
+            mode,
+            greeting: Some("Please wait while we connect you to our AI assistant.".into()),
+            voice: Some("Polly.Joanna".into()),
+            menu: menu.map(|m| serde_json::from_str(m).unwrap()),
+            routing_url: format!("{PUBLIC_BASE}/twilio/routing"),
+        }
+    }
+
+    fn stream() -> ConnectMode {
+        ConnectMode::Stream {
+            url: STREAM_URL.into(),
+        }
+    }
+
+    fn twilio_auth() -> TwilioWebhookAuth {
+        TwilioWebhookAuth {
+            auth_token: Secret::new(TWILIO_TOKEN),
+            public_base_url: PUBLIC_BASE.into(),
+        }
+    }
+
+    fn voice_with(&self, flow: CallFlow) -> twilio_voice::TwilioVoice {
+        twilio_voice::TwilioVoice {
+            twilio_auth: Self::twilio_auth(),
+            flow,
+            lifecycle: self.lifecycle(),
+            dedup: self.stack.dedup(),
+            inbound_org: Some(ORG.into()),
+            lease: Duration::from_secs(30),
+        }
+    }
+
+    fn voice(&self) -> twilio_voice::TwilioVoice {
+        self.voice_with(Self::flow(Self::stream(), None))
+    }
+
+    fn session_get(&self) -> session_get::SessionGet {
+        session_get::SessionGet {
+            access: self.access(),
+            sessions: Arc::new(self.stack.sessions()),
+        }
+    }
+
+    fn sessions_list(&self) -> sessions_list::SessionsList {
+        sessions_list::SessionsList {
+            access: self.access(),
+            sessions: Arc::new(self.stack.sessions()),
+        }
+    }
+
+    fn phone_end(&self) -> phone_end::PhoneEnd {
+        phone_end::PhoneEnd {
+            access: self.access(),
+            twilio: self.twilio_client(),
+            lifecycle: self.lifecycle(),
+        }
+    }
+
+    fn phone_call(&self) -> phone_call::PhoneCall {
+        phone_call::PhoneCall {
+            access: self.access(),
+            twilio: self.twilio_client(),
+            lifecycle: self.lifecycle(),
+            default_from: Some("+14155552672".into()),
+            public_base_url: PUBLIC_BASE.into(),
+            time_limit_secs: 3600,
+            lease: Duration::from_secs(30),
+        }
+    }
+
+    fn invites() -> RoomInvites {
+        RoomInvites::new(Secret::new(INVITE_SECRET), Duration::from_secs(3600))
+    }
+
+    fn join_tokens() -> JoinTokens {
+        JoinTokens {
+            tokens: Self::tokens(),
+            ttl: Duration::from_secs(600),
+        }
+    }
+
+    fn room_create(&self) -> room_create::RoomCreate {
+        room_create::RoomCreate {
+            access: self.access(),
+            lifecycle: self.lifecycle(),
+            tokens: Self::join_tokens(),
+            invites: Self::invites(),
+            client_url: self.livekit_client().client_url(),
+            room_url_template: room_create::DEFAULT_ROOM_URL_TEMPLATE.into(),
+            lease: Duration::from_secs(30),
+        }
+    }
+
+    fn room_join(&self) -> room_join::RoomJoin {
+        room_join::RoomJoin {
+            access: self.access(),
+            lifecycle: self.lifecycle(),
+            tokens: Self::join_tokens(),
+            invites: Self::invites(),
+            client_url: self.livekit_client().client_url(),
+        }
+    }
+
+    fn room_agent(&self) -> room_agent::RoomAgent {
+        room_agent::RoomAgent {
+            access: self.access(),
+            lifecycle: self.lifecycle(),
+        }
+    }
+
+    fn room_recording(&self) -> room_recording::RoomRecording {
+        room_recording::RoomRecording {
+            access: self.access(),
+            lifecycle: self.lifecycle(),
+            storage: RecordingStorage {
+                bucket: "callops-recordings-test".into(),
+                region: "us-east-1".into(),
+                role_arn: Some("arn:aws:iam::123456789012:role/livekit-egress".into()),
+                external_id: Some("ext-123".into()),
+            },
+        }
+    }
+
+    fn provider_events_worker(&self) -> Arc<provider_events_worker::ProviderEventsWorker> {
+        Arc::new(provider_events_worker::ProviderEventsWorker {
+            processor: shared::flows::provider_events::ProviderEventProcessor {
+                calls: Arc::new(self.stack.outbound_calls()),
+                dedup: self.stack.dedup(),
+                bodies: self.stack.event_bodies(),
+                notification_queue: self.stack.queue("NotificationQueue"),
+                lease: Duration::from_secs(30),
+                sessions: Some(Arc::new(self.lifecycle())),
+            },
+        })
+    }
+
+    async fn run_provider_events(&self) {
+        let worker = self.provider_events_worker();
+        self.stack
+            .drain("ProviderEventsQueue", |event| {
+                let worker = Arc::clone(&worker);
+                async move { worker.handle(event).await }
+            })
+            .await;
+    }
+}
+
+/// A Twilio-signed form POST to our public URL.
+fn twilio_post(route: &str, query: &str, params: &[(&str, &str)]) -> Request {
+    let url = if query.is_empty() {
+        format!("{PUBLIC_BASE}{route}")
+    } else {
+        format!("{PUBLIC_BASE}{route}?{query}")
+    };
+    let signature = twilio_signature(TWILIO_TOKEN, &url, params);
+    twilio_post_signed(route, query, params, Some(&signature))
+}
+
+fn twilio_post_signed(
+    route: &str,
+    query: &str,
+    params: &[(&str, &str)],
+    signature: Option<&str>,
+) -> Request {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let mut headers = vec![(
+        "content-type".to_string(),
+        "application/x-www-form-urlencoded".to_string(),
+    )];
+    if let Some(signature) = signature {
+        headers.push(("x-twilio-signature".to_string(), signature.to_string()));
+    }
+    devstack::server::api_request("POST", route, route, query, &headers, body.as_bytes())
+}
+
+fn inbound(call_sid: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("CallSid", call_sid),
+        ("From", "+14155550100"),
+        ("To", "+14155550199"),
+        ("Direction", "inbound"),
+        ("AccountSid", ACCOUNT_SID),
+        ("CallStatus", "ringing"),
+    ]
+}
+
+/// A JSON API request; `key` goes in `X-Api-Key`.
+fn api(
+    method: &str,
+    route: &str,
+    path: &str,
+    query: &str,
+    key: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> Request {
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    if let Some(key) = key {
+        headers.push(("x-api-key".to_string(), key.to_string()));
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    devstack::server::api_request(method, route, path, query, &headers, body.as_bytes())
+}
+
+fn text(response: &Response<Body>) -> String {
+    match response.body() {
+        Body::Text(text) => text.clone(),
+        Body::Binary(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Body::Empty => String::new(),
+        _ => String::new(),
+    }
+}
+
+impl Rooms {
+    async fn get_session(&self, id: &str, key: &str) -> Response<Body> {
+        self.session_get()
+            .handle(api(
+                "GET",
+                "/sessions/{id}",
+                &format!("/sessions/{id}"),
+                "",
+                Some(key),
+                None,
+            ))
+            .await
+    }
+
+    async fn create_room(&self, room: &str) -> Response<Body> {
+        self.room_create()
+            .handle(api(
+                "POST",
+                "/room/create",
+                "/room/create",
+                "",
+                Some(&self.key),
+                Some(serde_json::json!({
+                    "roomName": room, "hostIdentity": "host-1", "hostName": "Ada",
+                })),
+            ))
+            .await
+    }
+
+    async fn join(&self, body: serde_json::Value, key: Option<&str>) -> Response<Body> {
+        self.room_join()
+            .handle(api("POST", "/room/join", "/room/join", "", key, Some(body)))
+            .await
+    }
+
+    async fn toggle(&self, what: &str, room: &str, enable: bool, key: &str) -> Response<Body> {
+        let route = format!("/room/{{roomName}}/{what}");
+        let path = format!("/room/{room}/{what}");
+        let request = api(
+            "POST",
+            &route,
+            &path,
+            "",
+            Some(key),
+            Some(serde_json::json!({ "enable": enable })),
+        );
+        match what {
+            "agent" => self.room_agent().handle(request).await,
+            _ => self.room_recording().handle(request).await,
+        }
+    }
+}
+
+/// Seed 002's own integration test: voice webhook -> session active ->
+/// /phone/end -> the session is gone (404), and its room with it.
+#[tokio::test]
+async fn seed_end_to_end_phone_call() {
+    let t = Rooms::start().await;
+    let response = t
+        .voice()
+        .handle(twilio_post("/twilio/voice", "", &inbound("CAtest123")))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/xml; charset=utf-8"
+    );
+    let twiml = text(&response);
+    assert!(twiml.contains("<Connect><Stream url=\"wss://agent.example.com/twilio\">"), "{twiml}");
+    assert!(twiml.contains("<Parameter name=\"roomName\" value=\"twilio-CAtest123\"/>"));
+    assert!(twiml.contains("<Say voice=\"Polly.Joanna\">"));
+    assert!(t.livekit.room_exists("twilio-CAtest123"));
+    assert_eq!(t.livekit.dispatches("twilio-CAtest123").len(), 1);
+
+    let session = t.get_session("phone-CAtest123", &t.key).await;
+    assert_eq!(session.status(), StatusCode::OK);
+    let session = json_body(&session);
+    assert_eq!(session["status"], "active");
+    assert_eq!(session["type"], "phone");
+    assert_eq!(session["room_name"], "twilio-CAtest123");
+    assert_eq!(session["agent_active"], true);
+    assert_eq!(session["call_sid"], "CAtest123");
+
+    let ended = t
+        .phone_end()
+        .handle(api(
+            "POST",
+            "/phone/end/{callSid}",
+            "/phone/end/CAtest123",
+            "",
+            Some(&t.key),
+            None,
+        ))
+        .await;
+    assert_eq!(ended.status(), StatusCode::OK, "{}", text(&ended));
+    assert_eq!(json_body(&ended)["sessionId"], "phone-CAtest123");
+    assert_eq!(
+        t.get_session("phone-CAtest123", &t.key).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert!(!t.livekit.room_exists("twilio-CAtest123"));
+    // Ended sessions stay queryable on request.
+    let kept = t
+        .session_get()
+        .handle(api(
+            "GET",
+            "/sessions/{id}",
+            "/sessions/phone-CAtest123",
+            "status=ended",
+            Some(&t.key),
+            None,
+        ))
+        .await;
+    assert_eq!(kept.status(), StatusCode::OK);
+    let kept = json_body(&kept);
+    assert_eq!(kept["status"], "ended");
+    assert_eq!(kept["end_reason"], "ended by API");
+    // Ending again: the call is unknown now.
+    let again = t
+        .phone_end()
+        .handle(api(
+            "POST",
+            "/phone/end/{callSid}",
+            "/phone/end/CAtest123",
+            "",
+            Some(&t.key),
+            None,
+        ))
+        .await;
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    // One call-start notification for the session.
+    assert_eq!(t.stack.depth("NotificationQueue").await, 1);
+}
+
+#[tokio::test]
+async fn duplicate_voice_deliveries_open_one_room() {
+    let t = Rooms::start().await;
+    let voice = Arc::new(t.voice());
+    let mut deliveries = Vec::new();
+    for _ in 0..10 {
+        let voice = Arc::clone(&voice);
+        deliveries.push(tokio::spawn(async move {
+            voice
+                .handle(twilio_post("/twilio/voice", "", &inbound("CAdup1")))
+                .await
+        }));
+    }
+    let mut answers = Vec::new();
+    for delivery in deliveries {
+        let response = delivery.await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        answers.push(text(&response));
+    }
+    assert!(answers.iter().all(|a| a == &answers[0]));
+    assert!(answers[0].contains("<Connect>"));
+    let created = |method: &str| {
+        t.livekit
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with(method))
+            .count()
+    };
+    assert_eq!(created("/CreateRoom"), 1);
+    assert_eq!(created("/CreateDispatch"), 1);
+    assert_eq!(t.livekit.dispatches("twilio-CAdup1").len(), 1);
+    assert_eq!(t.stack.depth("NotificationQueue").await, 1);
+}
+
+#[tokio::test]
+async fn unsigned_or_forged_voice_webhooks_create_nothing() {
+    let t = Rooms::start().await;
+    let voice = t.voice();
+    let unsigned = voice
+        .handle(twilio_post_signed("/twilio/voice", "", &inbound("CAx1"), None))
+        .await;
+    assert_eq!(unsigned.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_body(&unsigned)["code"], "missing_signature");
+    let forged = voice
+        .handle(twilio_post_signed(
+            "/twilio/voice",
+            "",
+            &inbound("CAx1"),
+            Some("bm90IGEgc2lnbmF0dXJl"),
+        ))
+        .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // Signed for another org than the URL says: the signature covers the query.
+    let url = format!("{PUBLIC_BASE}/twilio/voice?org={ORG}");
+    let signature = twilio_signature(TWILIO_TOKEN, &url, &inbound("CAx1"));
+    let moved = voice
+        .handle(twilio_post_signed(
+            "/twilio/voice",
+            &format!("org={OTHER_ORG}"),
+            &inbound("CAx1"),
+            Some(&signature),
+        ))
+        .await;
+    assert_eq!(moved.status(), StatusCode::FORBIDDEN);
+    let bad_sid = voice
+        .handle(twilio_post("/twilio/voice", "", &inbound("CA../x")))
+        .await;
+    assert_eq!(bad_sid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(t.livekit.requests().is_empty());
+    assert!(t.stack.sessions().get("twilio-CAx1").await.unwrap().is_none());
+    assert_eq!(t.stack.depth("NotificationQueue").await, 0);
+}
+
+#[tokio::test]
+async fn livekit_down_means_spoken_try_again_for_twilio_and_502_for_the_api() {
+    let t = Rooms::start().await;
+    t.livekit.fail_next(100, StatusCode::SERVICE_UNAVAILABLE);
+    let response = t
+        .voice()
+        .handle(twilio_post("/twilio/voice", "", &inbound("CAdown1")))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let twiml = text(&response);
+    assert!(twiml.contains("try again"), "{twiml}");
+    assert!(twiml.ends_with("<Hangup/></Response>"));
+    assert!(t.stack.sessions().get("twilio-CAdown1").await.unwrap().is_none());
+
+    let created = t.create_room("down-room").await;
+    assert_eq!(created.status(), StatusCode::BAD_GATEWAY);
+    let body = json_body(&created);
+    assert_eq!(body["code"], "livekit_unavailable");
+    assert!(body["detail"].as_str().unwrap().contains("LiveKit"));
+
+    // LiveKit back: the next delivery of the same call connects it.
+    t.livekit.fail_next(0, StatusCode::SERVICE_UNAVAILABLE);
+    let retried = t
+        .voice()
+        .handle(twilio_post("/twilio/voice", "", &inbound("CAdown1")))
+        .await;
+    assert!(text(&retried).contains("<Connect>"));
+    assert!(t.livekit.room_exists("twilio-CAdown1"));
+}
+
+#[tokio::test]
+async fn livekit_unreachable_is_the_same_as_refusing() {
+    let t = Rooms::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let mut voice = t.voice();
+    voice.lifecycle.livekit = Arc::new(LiveKitClient {
+        http: reqwest::Client::new(),
+        api_url: dead_url,
+        tokens: Rooms::tokens(),
+        empty_timeout_secs: 300,
+    });
+    let response = voice
+        .handle(twilio_post("/twilio/voice", "", &inbound("CAdead1")))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(text(&response).contains("try again"));
+}
+
+#[tokio::test]
+async fn sip_mode_and_the_dtmf_menu() {
+    let t = Rooms::start().await;
+    let menu = r#"{"prompt":"Press 1 for sales, 2 for support, or stay on the line.",
+        "options":{"1":{"action":"dial","number":"+14155550123"},
+                   "2":{"action":"say","message":"Support is open 9 to 5."}}}"#;
+    let sip = ConnectMode::Sip {
+        endpoint: "abc123.sip.livekit.cloud".into(),
+        username: Some("twilio-trunk".into()),
+        password: Some(Secret::new("trunk-pass")),
+    };
+    let voice = t.voice_with(Rooms::flow(sip.clone(), Some(menu)));
+    let twiml = text(
+        &voice
+            .handle(twilio_post("/twilio/voice", "", &inbound("CAsip1")))
+            .await,
+    );
+    assert!(twiml.contains(&format!(
+        "<Gather input=\"dtmf\" numDigits=\"1\" timeout=\"5\" action=\"{PUBLIC_BASE}/twilio/routing\" method=\"POST\">"
+    )));
+    assert!(twiml.contains(
+        "<Dial><Sip username=\"twilio-trunk\" password=\"trunk-pass\">sip:CAsip1@abc123.sip.livekit.cloud;transport=tcp</Sip></Dial>"
+    ));
+    assert!(t.livekit.room_exists("twilio-CAsip1"));
+
+    let routing = twilio_routing::TwilioRouting {
+        twilio_auth: Rooms::twilio_auth(),
+        flow: Rooms::flow(sip, Some(menu)),
+    };
+    let pressed = |digit: &'static str| {
+        twilio_post(
+            "/twilio/routing",
+            "",
+            &[("CallSid", "CAsip1"), ("Digits", digit), ("AccountSid", ACCOUNT_SID)],
+        )
+    };
+    assert!(text(&routing.handle(pressed("1")).await).contains("<Dial>+14155550123</Dial>"));
+    assert!(text(&routing.handle(pressed("2")).await).contains("Support is open 9 to 5.</Say><Hangup/>"));
+    assert!(text(&routing.handle(pressed("9")).await).contains("<Sip"));
+    let unsigned = routing
+        .handle(twilio_post_signed(
+            "/twilio/routing",
+            "",
+            &[("CallSid", "CAsip1"), ("Digits", "1")],
+            Some("AAAA"),
+        ))
+        .await;
+    assert_eq!(unsigned.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn web_room_create_join_agent_and_recording() {
+    let t = Rooms::start().await;
+    let created = t.create_room("demo-room").await;
+    assert_eq!(created.status(), StatusCode::CREATED, "{}", text(&created));
+    let created = json_body(&created);
+    assert_eq!(created["roomName"], "demo-room");
+    assert_eq!(created["sessionId"], "web-demo-room");
+    let url = created["url"].as_str().unwrap();
+    assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
+    let room_url = created["roomUrl"].as_str().unwrap();
+    assert!(room_url.starts_with("https://meet.livekit.io/custom?liveKitUrl=ws%3A%2F%2F127.0.0.1"));
+    let host = t
+        .livekit
+        .verify_join_token(created["token"].as_str().unwrap())
+        .expect("host token verifies");
+    assert_eq!(host["sub"], "host-1");
+    assert_eq!(host["video"]["room"], "demo-room");
+    assert_eq!(host["video"]["roomJoin"], true);
+    assert!(host["exp"].as_i64().unwrap() - host["nbf"].as_i64().unwrap() <= 600);
+    let invite = created["invite"].as_str().unwrap().to_string();
+
+    // A browser with only the invite may join that room.
+    let joined = t
+        .join(
+            serde_json::json!({
+                "roomName": "demo-room", "participantIdentity": "user-1",
+                "participantName": "Grace", "invite": invite,
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(joined.status(), StatusCode::OK, "{}", text(&joined));
+    let joined = json_body(&joined);
+    assert_eq!(joined["agentPresent"], true);
+    let claims = t
+        .livekit
+        .verify_join_token(joined["token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(claims["sub"], "user-1");
+    assert_eq!(claims["name"], "Grace");
+    // Without an invite or key: 401. An invite opens no other room.
+    let bare = t
+        .join(
+            serde_json::json!({"roomName": "demo-room", "participantIdentity": "user-2"}),
+            None,
+        )
+        .await;
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(t.create_room("other-room").await.status(), StatusCode::CREATED);
+    let elsewhere = t
+        .join(
+            serde_json::json!({"roomName": "other-room", "participantIdentity": "u", "invite": invite}),
+            None,
+        )
+        .await;
+    assert_eq!(elsewhere.status(), StatusCode::UNAUTHORIZED);
+    // Another organisation's key: as if the room did not exist.
+    let foreign = t
+        .join(
+            serde_json::json!({"roomName": "demo-room", "participantIdentity": "u"}),
+            Some(&t.other_key),
+        )
+        .await;
+    assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+    let with_key = t
+        .join(
+            serde_json::json!({"roomName": "demo-room", "participantIdentity": "u3"}),
+            Some(&t.key),
+        )
+        .await;
+    assert_eq!(with_key.status(), StatusCode::OK);
+
+    // Agent off: its dispatch and its participant go.
+    let off = t.toggle("agent", "demo-room", false, &t.key).await;
+    assert_eq!(off.status(), StatusCode::OK, "{}", text(&off));
+    assert_eq!(json_body(&off)["agentActive"], false);
+    assert!(t.livekit.dispatches("demo-room").is_empty());
+    let rejoin = json_body(
+        &t.join(
+            serde_json::json!({"roomName": "demo-room", "participantIdentity": "u4"}),
+            Some(&t.key),
+        )
+        .await,
+    );
+    assert_eq!(rejoin["agentPresent"], false);
+    let on = t.toggle("agent", "demo-room", true, &t.key).await;
+    assert_eq!(json_body(&on)["agentActive"], true);
+    assert_eq!(t.livekit.dispatches("demo-room").len(), 1);
+    assert_eq!(
+        t.toggle("agent", "demo-room", true, &t.other_key).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Recording: started once, its location kept, stopped once.
+    let started = t.toggle("recording", "demo-room", true, &t.key).await;
+    assert_eq!(started.status(), StatusCode::OK, "{}", text(&started));
+    let started = json_body(&started);
+    assert_eq!(started["recording"], true);
+    let egress_id = started["egressId"].as_str().unwrap().to_string();
+    assert!(!egress_id.is_empty());
+    let again = json_body(&t.toggle("recording", "demo-room", true, &t.key).await);
+    assert_eq!(again["egressId"], egress_id.as_str());
+    assert_eq!(t.livekit.egresses().len(), 1);
+    let session = json_body(&t.get_session("web-demo-room", &t.key).await);
+    assert_eq!(session["recording"], true);
+    let location = session["recording_location"].as_str().unwrap();
+    assert!(location.starts_with("s3://callops-recordings-test/recordings/web-demo-room/"));
+    assert!(location.ends_with(".mp4"));
+    let stopped = json_body(&t.toggle("recording", "demo-room", false, &t.key).await);
+    assert_eq!(stopped["recording"], false);
+    assert_eq!(stopped["egressId"], egress_id.as_str());
+    assert_eq!(
+        t.toggle("recording", "demo-room", false, &t.key).await.status(),
+        StatusCode::CONFLICT
+    );
+    let egress_request = t
+        .livekit
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/StartRoomCompositeEgress"))
+        .unwrap()
+        .json();
+    assert_eq!(egress_request["room_name"], "demo-room");
+    let s3 = &egress_request["file_outputs"][0]["s3"];
+    assert_eq!(s3["bucket"], "callops-recordings-test");
+    assert_eq!(s3["assume_role_arn"], "arn:aws:iam::123456789012:role/livekit-egress");
+}
+
+#[tokio::test]
+async fn sessions_are_counted_by_type_under_twenty_concurrent_calls() {
+    let t = Arc::new(Rooms::start().await);
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let t = Arc::clone(&t);
+        tasks.push(tokio::spawn(async move {
+            let sid = format!("CAconc{i}");
+            let response = t
+                .voice()
+                .handle(twilio_post("/twilio/voice", "", &inbound(&sid)))
+                .await;
+            assert!(text(&response).contains("<Connect>"));
+        }));
+        let t = Arc::clone(&t);
+        tasks.push(tokio::spawn(async move {
+            let response = t.create_room(&format!("meeting-{i}")).await;
+            assert_eq!(response.status(), StatusCode::CREATED);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let list = |key: String, query: &'static str| {
+        let t = Arc::clone(&t);
+        async move {
+            json_body(
+                &t.sessions_list()
+                    .handle(api("GET", "/sessions", "/sessions", query, Some(&key), None))
+                    .await,
+            )
+        }
+    };
+    let listing = list(t.key.clone(), "").await;
+    assert_eq!(listing["total"], 20);
+    assert_eq!(listing["byType"]["phone"], 10);
+    assert_eq!(listing["byType"]["web"], 10);
+    assert_eq!(listing["byType"]["whatsapp"], 0);
+    assert_eq!(listing["sessions"].as_array().unwrap().len(), 20);
+    let other = list(t.other_key.clone(), "").await;
+    assert_eq!(other["total"], 0);
+
+    // A finished call leaves the active list for the ended one.
+    let status = twilio_post(
+        "/twilio/status",
+        "",
+        &[
+            ("CallSid", "CAconc3"),
+            ("CallStatus", "completed"),
+            ("CallDuration", "42"),
+            ("AccountSid", ACCOUNT_SID),
+        ],
+    );
+    let intake = twilio_status::TwilioStatus {
+        twilio_auth: Rooms::twilio_auth(),
+        intake: t.stack.provider_event_intake(),
+    };
+    assert_eq!(intake.handle(status).await.status(), StatusCode::OK);
+    t.run_provider_events().await;
+    let listing = list(t.key.clone(), "").await;
+    assert_eq!(listing["byType"]["phone"], 9);
+    let ended = list(t.key.clone(), "status=ended").await;
+    assert_eq!(ended["total"], 1);
+    assert_eq!(ended["sessions"][0]["session_id"], "phone-CAconc3");
+    assert_eq!(ended["sessions"][0]["duration"], 42);
+    assert_eq!(ended["sessions"][0]["end_reason"], "completed");
+    assert!(!t.livekit.room_exists("twilio-CAconc3"));
+}
+
+#[tokio::test]
+async fn an_outbound_phone_call_is_connected_like_an_inbound_one() {
+    let t = Rooms::start().await;
+    let placed = t
+        .phone_call()
+        .handle(api(
+            "POST",
+            "/phone/call",
+            "/phone/call",
+            "",
+            Some(&t.key),
+            Some(serde_json::json!({"to": "+14155550100"})),
+        ))
+        .await;
+    assert_eq!(placed.status(), StatusCode::OK, "{}", text(&placed));
+    let placed = json_body(&placed);
+    let call_sid = placed["callSid"].as_str().unwrap().to_string();
+    assert_eq!(placed["sessionId"], format!("phone-{call_sid}"));
+    assert_eq!(placed["status"], "queued");
+    let form = &t.twilio.created_calls()[0];
+    let get = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(get("Url"), format!("{PUBLIC_BASE}/twilio/voice?org={ORG}"));
+    assert_eq!(get("StatusCallback"), format!("{PUBLIC_BASE}/twilio/status"));
+    assert_eq!(get("From"), "+14155552672");
+    assert!(t.livekit.room_exists(&format!("twilio-{call_sid}")));
+
+    // Twilio fetches the voice URL when answered: same session, same room.
+    let answered = t
+        .voice()
+        .handle(twilio_post(
+            "/twilio/voice",
+            &format!("org={ORG}"),
+            &[
+                ("CallSid", call_sid.as_str()),
+                ("From", "+14155552672"),
+                ("To", "+14155550100"),
+                ("Direction", "outbound-api"),
+            ],
+        ))
+        .await;
+    assert!(text(&answered).contains("<Connect>"));
+    assert_eq!(t.livekit.dispatches(&format!("twilio-{call_sid}")).len(), 1);
+    let session = json_body(&t.get_session(&format!("phone-{call_sid}"), &t.key).await);
+    assert_eq!(session["direction"], "outbound-api");
+    // The other organisation cannot see or end it.
+    assert_eq!(
+        t.get_session(&format!("phone-{call_sid}"), &t.other_key)
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let foreign_end = t
+        .phone_end()
+        .handle(api(
+            "POST",
+            "/phone/end/{callSid}",
+            &format!("/phone/end/{call_sid}"),
+            "",
+            Some(&t.other_key),
+            None,
+        ))
+        .await;
+    assert_eq!(foreign_end.status(), StatusCode::NOT_FOUND);
+    assert!(t.twilio.ended_calls().is_empty());
+    // Ringing then no-answer: the status is kept, then the session ends.
+    let intake = twilio_status::TwilioStatus {
+        twilio_auth: Rooms::twilio_auth(),
+        intake: t.stack.provider_event_intake(),
+    };
+    for status in ["ringing", "no-answer"] {
+        let callback = twilio_post(
+            "/twilio/status",
+            "",
+            &[
+                ("CallSid", call_sid.as_str()),
+                ("CallStatus", status),
+                ("AccountSid", ACCOUNT_SID),
+            ],
+        );
+        assert_eq!(intake.handle(callback).await.status(), StatusCode::OK);
+        t.run_provider_events().await;
+    }
+    let session = t
+        .stack
+        .sessions()
+        .get(&format!("twilio-{call_sid}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.call_status.as_deref(), Some("ringing"));
+    assert_eq!(session.end_reason.as_deref(), Some("no-answer"));
+    assert!(session.ended());
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_json_and_changes_nothing() {
+    let t = Rooms::start().await;
+    let create = |body: &str, key: Option<&str>| {
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        if let Some(key) = key {
+            headers.push(("x-api-key".to_string(), key.to_string()));
+        }
+        devstack::server::api_request(
+            "POST",
+            "/room/create",
+            "/room/create",
+            "",
+            &headers,
+            body.as_bytes(),
+        )
+    };
+    let key = Some(t.key.as_str());
+    for (body, key, status, code) in [
+        (r#"{"roomName":"a"}"#, None, StatusCode::UNAUTHORIZED, "unauthorized"),
+        ("{not json", key, StatusCode::BAD_REQUEST, "invalid_json"),
+        (r#"{"hostName":"x"}"#, key, StatusCode::UNPROCESSABLE_ENTITY, "missing_field"),
+        (r#"{"roomName":"has space"}"#, key, StatusCode::UNPROCESSABLE_ENTITY, "invalid_room_name"),
+        (r#"{"roomName":"twilio-CA1"}"#, key, StatusCode::UNPROCESSABLE_ENTITY, "reserved_room_name"),
+        (r#"{"roomName":"ok","hostIdentity":""}"#, key, StatusCode::UNPROCESSABLE_ENTITY, "invalid_identity"),
+    ] {
+        let response = t.room_create().handle(create(body, key)).await;
+        assert_eq!(response.status(), status, "{body}");
+        assert_eq!(json_body(&response)["code"], code, "{body}");
+    }
+    for (body, code) in [
+        (serde_json::json!({}), "missing_field"),
+        (serde_json::json!({"to": "12345"}), "invalid_phone_number"),
+        (serde_json::json!({"to": "+1234567890"}), "phone_number_not_valid"),
+        (serde_json::json!({"to": "+14155550100", "from": "nope"}), "invalid_phone_number"),
+    ] {
+        let response = t
+            .phone_call()
+            .handle(api("POST", "/phone/call", "/phone/call", "", key, Some(body.clone())))
+            .await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(json_body(&response)["code"], code, "{body}");
+    }
+    assert!(t.twilio.created_calls().is_empty());
+    let missing_enable = t
+        .room_agent()
+        .handle(api(
+            "POST",
+            "/room/{roomName}/agent",
+            "/room/nowhere/agent",
+            "",
+            key,
+            Some(serde_json::json!({})),
+        ))
+        .await;
+    assert_eq!(missing_enable.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        t.toggle("agent", "nowhere", true, &t.key).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        t.toggle("recording", "nowhere", true, &t.key).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    for id in ["phone-", "fax-1", "nothing", "phone-CAnope"] {
+        assert_eq!(
+            t.get_session(id, &t.key).await.status(),
+            StatusCode::NOT_FOUND,
+            "{id}"
+        );
+    }
+    let bad_status = t
+        .sessions_list()
+        .handle(api("GET", "/sessions", "/sessions", "status=paused", key, None))
+        .await;
+    assert_eq!(bad_status.status(), StatusCode::BAD_REQUEST);
+    let no_key = t
+        .sessions_list()
+        .handle(api("GET", "/sessions", "/sessions", "", None, None))
+        .await;
+    assert_eq!(no_key.status(), StatusCode::UNAUTHORIZED);
+    assert!(t.livekit.requests().is_empty());
+}
+
+#[tokio::test]
+async fn room_finished_ends_a_web_session_once() {
+    let t = Rooms::start().await;
+    assert_eq!(t.create_room("finish-me").await.status(), StatusCode::CREATED);
+    let sessions = t.stack.sessions();
+    sessions
+        .room_finished("finish-me", "2030-01-01T00:00:00Z", Some(61))
+        .await
+        .unwrap();
+    let record = sessions.get("finish-me").await.unwrap().unwrap();
+    assert!(record.ended());
+    assert_eq!(record.duration_secs, Some(61));
+    // A second ender (say, the sweep) finds nothing to do.
+    assert!(!sessions
+        .end_stale("finish-me", "2030-01-01T01:00:00Z", "stale")
+        .await
+        .unwrap());
+    let listing = json_body(
+        &t.sessions_list()
+            .handle(api("GET", "/sessions", "/sessions", "", Some(&t.key), None))
+            .await,
+    );
+    assert_eq!(listing["total"], 0);
+    // An ended room is not reopened under the same name.
+    let reopened = t.create_room("finish-me").await;
+    assert_eq!(reopened.status(), StatusCode::CONFLICT);
+    assert_eq!(json_body(&reopened)["code"], "session_ended");
+}
