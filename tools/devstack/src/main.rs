@@ -14,7 +14,7 @@ use devstack::fakes::{FakeAssemblyAi, FakeExotel};
 use devstack::poller::QueuePoller;
 use devstack::provision::provision;
 use devstack::registry::{http_handler, queue_consumer, scheduled_job, ScheduledJob};
-use devstack::server::{serve, Route};
+use devstack::server::{serve, Cors, Route};
 use devstack::template::Template;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -32,6 +32,9 @@ const DEV_TWILIO_AUTH_TOKEN: &str = "dev-twilio-auth-token";
 const DEV_ELEVENLABS_API_KEY: &str = "dev-elevenlabs-key";
 /// Sample recordings live here so `events/` payloads can name a fixed URL.
 const FAKE_EXOTEL_ADDR: &str = "127.0.0.1:3100";
+/// Where a web front end's dev server (Vite's default port) runs, so a
+/// browser app can call `make dev` without configuring anything.
+const DEV_ALLOWED_ORIGINS: &str = "http://localhost:5173,http://127.0.0.1:5173";
 
 /// `KEY=VALUE` lines from `.env`; the real environment wins.
 fn load_dotenv() {
@@ -130,6 +133,8 @@ fn main() -> Result<(), Error> {
     default_env("ELEVENLABS_WEBHOOK_SECRET", DEV_ELEVENLABS_WEBHOOK_SECRET);
     default_env("PUBLIC_BASE_URL", &format!("http://127.0.0.1:{port}"));
     default_env("MONITOR_INTERVAL_SECONDS", "2");
+    default_env("ALLOWED_ORIGINS", DEV_ALLOWED_ORIGINS);
+    let cors = Cors::from_env();
     let fake_telephony = std::env::var("TWILIO_ACCOUNT_SID")
         .map(|v| v.is_empty())
         .unwrap_or(true)
@@ -308,8 +313,9 @@ fn main() -> Result<(), Error> {
             shown_token("LIVEKIT_API_KEY", devstack::DEV_LIVEKIT_API_KEY),
             shown_token("LIVEKIT_API_SECRET", devstack::DEV_LIVEKIT_API_SECRET),
         );
+        println!("  CORS origins (ALLOWED_ORIGINS): {}", cors.origins().join(", "));
         tokio::select! {
-            served = serve(([127, 0, 0, 1], port).into(), routes) => served?,
+            served = serve(([127, 0, 0, 1], port).into(), routes, cors) => served?,
             _ = tokio::signal::ctrl_c() => println!("stopping"),
         }
         for task in scheduled {
