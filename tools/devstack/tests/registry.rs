@@ -24,6 +24,8 @@ async fn every_template_function_is_registered() {
                 _ if name.ends_with("_ENABLED") => "false".to_string(),
                 _ if name == "EXOTEL_TIMEZONE_OFFSET" => "+05:30".to_string(),
                 _ if name == "NOTIFICATION_ROUTES" => "[]".to_string(),
+                _ if name == "TWILIO_CONNECT_MODE" => "stream".to_string(),
+                _ if name == "CALL_MENU" => r#"{"prompt":"p","options":{}}"#.to_string(),
                 _ => format!("registry-test-{}", name.to_lowercase()),
             };
             std::env::set_var(name, value);
