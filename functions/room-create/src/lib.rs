@@ -21,7 +21,8 @@ use shared::flows::sessions::{
 use shared::wiring::{self, Wiring};
 
 /// LiveKit Meet joins any server with a URL and a token.
-pub const DEFAULT_ROOM_URL_TEMPLATE: &str = "https://meet.livekit.io/custom?liveKitUrl={url}&token={token}";
+pub const DEFAULT_ROOM_URL_TEMPLATE: &str =
+    "https://meet.livekit.io/custom?liveKitUrl={url}&token={token}";
 
 pub struct RoomCreate {
     pub access: KeyedAccess,
@@ -108,7 +109,10 @@ impl Route for RoomCreate {
             .room_name
             .ok_or_else(|| ApiError::unprocessable("missing_field", "roomName is required"))?;
         validate_room_name(&room)?;
-        if let Some(prefix) = RESERVED_ROOM_PREFIXES.iter().find(|p| room.starts_with(**p)) {
+        if let Some(prefix) = RESERVED_ROOM_PREFIXES
+            .iter()
+            .find(|p| room.starts_with(**p))
+        {
             return Err(ApiError::unprocessable(
                 "reserved_room_name",
                 format!("roomName may not start with `{prefix}`: those rooms belong to calls"),
@@ -130,7 +134,9 @@ impl Route for RoomCreate {
         };
         let lease = api::remaining_time(&request).unwrap_or(self.lease);
         let opened = self.lifecycle.open(&opening, lease).await?;
-        let token = self.tokens.issue(&opened.room, &host_identity, &host_name)?;
+        let token = self
+            .tokens
+            .issue(&opened.room, &host_identity, &host_name)?;
         let invite = self.invites.issue(&opened.room, &tenant.org_id);
         Ok((
             StatusCode::CREATED,
@@ -169,7 +175,13 @@ mod tests {
             url,
             "https://meet.livekit.io/custom?liveKitUrl=wss%3A%2F%2Flk.example.com&token=a.b%2Bc"
         );
-        let own = room_url("https://app.example.com/call/{room}?invite={invite}", "u", "t", "my room", "v1.a=");
+        let own = room_url(
+            "https://app.example.com/call/{room}?invite={invite}",
+            "u",
+            "t",
+            "my room",
+            "v1.a=",
+        );
         assert_eq!(own, "https://app.example.com/call/my%20room?invite=v1.a%3D");
     }
 }

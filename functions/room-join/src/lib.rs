@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use shared::api::access::{presented_key, KeyedAccess};
 use shared::api::invites::RoomInvites;
 use shared::api::{self, ApiError, Route};
-use shared::flows::sessions::{validate_identity, validate_room_name, JoinTokens, SessionLifecycle};
+use shared::flows::sessions::{
+    validate_identity, validate_room_name, JoinTokens, SessionLifecycle,
+};
 use shared::wiring::{self, Wiring};
 
 pub struct RoomJoin {

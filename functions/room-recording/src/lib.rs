@@ -52,7 +52,8 @@ impl Route for RoomRecording {
             .unwrap_or_default()
             .to_string();
         validate_room_name(&room).map_err(|_| ApiError::NotFound("Room not found".into()))?;
-        let toggle: Toggle = api::parse_json(api::body_bytes(request.body())?, "{\"enable\": bool}")?;
+        let toggle: Toggle =
+            api::parse_json(api::body_bytes(request.body())?, "{\"enable\": bool}")?;
         let enable = toggle
             .enable
             .ok_or_else(|| ApiError::unprocessable("missing_field", "enable is required"))?;

@@ -42,10 +42,11 @@ impl SessionsList {
 
 /// Counts per type; every kind appears, with 0 when it has none.
 pub fn by_type(sessions: &[SessionView]) -> BTreeMap<String, usize> {
-    let mut counts: BTreeMap<String, usize> = [SessionKind::Phone, SessionKind::Whatsapp, SessionKind::Web]
-        .iter()
-        .map(|k| (k.name().to_string(), 0))
-        .collect();
+    let mut counts: BTreeMap<String, usize> =
+        [SessionKind::Phone, SessionKind::Whatsapp, SessionKind::Web]
+            .iter()
+            .map(|k| (k.name().to_string(), 0))
+            .collect();
     for session in sessions {
         *counts.entry(session.session_type.clone()).or_default() += 1;
     }

@@ -64,7 +64,9 @@ impl RoomInvites {
             tracing::warn!(reason = why, "room invite refused");
             ApiError::Unauthorized
         };
-        let (payload, mac) = invite.rsplit_once('.').ok_or_else(|| refused("malformed"))?;
+        let (payload, mac) = invite
+            .rsplit_once('.')
+            .ok_or_else(|| refused("malformed"))?;
         let presented = URL_SAFE_NO_PAD
             .decode(mac)
             .map_err(|_| refused("malformed"))?;

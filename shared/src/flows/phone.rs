@@ -23,7 +23,9 @@ pub const TRY_AGAIN: &str =
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectMode {
-    Stream { url: String },
+    Stream {
+        url: String,
+    },
     Sip {
         endpoint: String,
         username: Option<String>,
@@ -96,10 +98,12 @@ impl CallFlow {
         };
         let menu = match config::optional("CALL_MENU") {
             None => None,
-            Some(json) => Some(serde_json::from_str(&json).map_err(|e| ConfigError::Invalid {
-                name: "CALL_MENU",
-                reason: format!("not a menu: {e}"),
-            })?),
+            Some(json) => Some(
+                serde_json::from_str(&json).map_err(|e| ConfigError::Invalid {
+                    name: "CALL_MENU",
+                    reason: format!("not a menu: {e}"),
+                })?,
+            ),
         };
         let base = config::required("PUBLIC_BASE_URL")?;
         Ok(Self {
@@ -273,7 +277,9 @@ mod tests {
         let gather = xml.find("<Gather").unwrap();
         assert!(xml[gather..].contains("action=\"https://api.example.com/twilio/routing\""));
         assert!(xml.find("<Connect>").unwrap() > gather);
-        assert!(flow.route(Some("1"), &CALL).contains("<Dial>+14155550123</Dial>"));
+        assert!(flow
+            .route(Some("1"), &CALL)
+            .contains("<Dial>+14155550123</Dial>"));
         let support = flow.route(Some("2"), &CALL);
         assert!(support.contains("9 to 5 &amp; weekends.</Say><Hangup/>"));
         assert!(flow.route(Some("0"), &CALL).contains("<Connect>"));
@@ -283,7 +289,12 @@ mod tests {
 
     #[test]
     fn try_again_is_valid_twiml_that_hangs_up() {
-        let flow = flow(ConnectMode::Stream { url: "wss://a".into() }, None);
+        let flow = flow(
+            ConnectMode::Stream {
+                url: "wss://a".into(),
+            },
+            None,
+        );
         let xml = flow.try_again();
         assert!(xml.starts_with("<?xml"));
         assert!(xml.ends_with("<Hangup/></Response>"));

@@ -13,18 +13,18 @@ use tracing::{info, warn};
 
 use crate::api::ApiError;
 use crate::flows::outbound::{finish_call, CallEnding, CALL_REF_VARIABLE};
+use crate::flows::sessions::{SessionKind, SessionLifecycle};
 use crate::providers::elevenlabs::ConversationMetadata;
 use crate::queue::jobs::{
     self, EventBody, JobQueue, NotificationJob, NotificationKind, ProviderEvent,
 };
-use crate::flows::sessions::{SessionKind, SessionLifecycle};
 use crate::store::dedup::{run_once, DedupStore, Once, OnceError};
-use crate::store::sessions::{Ending, SessionChange};
 use crate::store::directory::Provider;
 use crate::store::event_bodies::EventBodyStore;
 use crate::store::outbound_calls::{
     status_rank, OutboundCall, OutboundCallStore, TranscriptLine, UsageRecorded,
 };
+use crate::store::sessions::{Ending, SessionChange};
 
 /// SQS takes 256 KiB per message; a body whose message would be larger is stored.
 pub const MAX_INLINE_MESSAGE_BYTES: usize = 240 * 1024;
@@ -146,8 +146,10 @@ impl ProviderEventProcessor {
                 duration_secs,
             } => {
                 let key = format!("twilio-session-status#{call_sid}#{status}");
-                self.once(&key, || self.session_status(call_sid, status, *duration_secs))
-                    .await
+                self.once(&key, || {
+                    self.session_status(call_sid, status, *duration_secs)
+                })
+                .await
             }
             ProviderEvent::Elevenlabs { body } => {
                 let bytes = match body {

@@ -92,7 +92,10 @@ pub fn validate_room_name(name: &str) -> Result<(), ApiError> {
 
 /// A Twilio call sid as it reaches a room name: letters and digits only.
 pub fn validate_call_sid(call_sid: &str) -> Result<(), ApiError> {
-    if call_sid.len() < 2 || call_sid.len() > 64 || !call_sid.chars().all(|c| c.is_ascii_alphanumeric()) {
+    if call_sid.len() < 2
+        || call_sid.len() > 64
+        || !call_sid.chars().all(|c| c.is_ascii_alphanumeric())
+    {
         return Err(ApiError::unprocessable(
             "invalid_call_sid",
             "CallSid must be 2-64 letters and digits",
@@ -248,7 +251,11 @@ impl SessionLifecycle {
     /// Creates the room, dispatches the agent (once), records the session and
     /// announces it once. Safe to repeat: a retry finds the room and the
     /// dispatch in place and the session already open.
-    pub async fn open(&self, opening: &Opening, lease: Duration) -> Result<OpenedSession, ApiError> {
+    pub async fn open(
+        &self,
+        opening: &Opening,
+        lease: Duration,
+    ) -> Result<OpenedSession, ApiError> {
         let session_id = opening.kind.session_id(&opening.key);
         let room = opening.kind.room(&opening.key);
         let metadata = serde_json::json!({
@@ -259,11 +266,20 @@ impl SessionLifecycle {
         .to_string();
         // Refuse early what the store would refuse, so an ended or foreign
         // room is not recreated in LiveKit first (the store still decides).
-        if let Some(existing) = self.sessions.get(&room).await.map_err(crate::api::unavailable)? {
+        if let Some(existing) = self
+            .sessions
+            .get(&room)
+            .await
+            .map_err(crate::api::unavailable)?
+        {
             if existing.ended() {
                 return Err(session_ended(&session_id));
             }
-            if existing.org_id.as_deref().is_some_and(|org| org != opening.org_id) {
+            if existing
+                .org_id
+                .as_deref()
+                .is_some_and(|org| org != opening.org_id)
+            {
                 return Err(room_taken());
             }
         }
@@ -327,7 +343,10 @@ impl SessionLifecycle {
             .list_dispatches(room)
             .await
             .map_err(|e| livekit_failed("list the room's agents", &e))?;
-        if let Some(dispatch) = existing.into_iter().find(|d| d.agent_name == self.agent_name) {
+        if let Some(dispatch) = existing
+            .into_iter()
+            .find(|d| d.agent_name == self.agent_name)
+        {
             return Ok(dispatch.id);
         }
         let dispatch = self
@@ -374,11 +393,7 @@ impl SessionLifecycle {
     }
 
     /// Dispatches the agent to, or removes it from, the tenant's room.
-    pub async fn set_agent(
-        &self,
-        record: &SessionRecord,
-        enable: bool,
-    ) -> Result<bool, ApiError> {
+    pub async fn set_agent(&self, record: &SessionRecord, enable: bool) -> Result<bool, ApiError> {
         let room = &record.room_name;
         let dispatch_id = if enable {
             let metadata = serde_json::json!({
@@ -394,7 +409,10 @@ impl SessionLifecycle {
                 .list_dispatches(room)
                 .await
                 .map_err(|e| livekit_failed("list the room's agents", &e))?;
-            for dispatch in dispatches.iter().filter(|d| d.agent_name == self.agent_name) {
+            for dispatch in dispatches
+                .iter()
+                .filter(|d| d.agent_name == self.agent_name)
+            {
                 self.livekit
                     .delete_dispatch(room, &dispatch.id)
                     .await
@@ -506,7 +524,10 @@ impl SessionLifecycle {
                 location: Some(format!("s3://{}/{}", target.bucket, target.key)),
             }
         } else {
-            let Some(egress_id) = record.egress_id.clone().filter(|_| record.recording == Some(true))
+            let Some(egress_id) = record
+                .egress_id
+                .clone()
+                .filter(|_| record.recording == Some(true))
             else {
                 return Err(ApiError::Conflict {
                     code: "not_recording",
@@ -574,7 +595,10 @@ mod tests {
         ] {
             assert_eq!(room_of(&kind.session_id(key)), Some(kind.room(key)));
         }
-        assert_eq!(room_of("phone-CAtest123").as_deref(), Some("twilio-CAtest123"));
+        assert_eq!(
+            room_of("phone-CAtest123").as_deref(),
+            Some("twilio-CAtest123")
+        );
         assert_eq!(room_of("web-my-meeting").as_deref(), Some("my-meeting"));
         assert_eq!(room_of("fax-1"), None);
         assert_eq!(room_of("phone-"), None);

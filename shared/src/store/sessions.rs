@@ -373,10 +373,14 @@ impl DynamoSessionStore {
                 .consistent_read(true)
                 .send()
                 .await?;
-            rooms.extend(out.items().iter().filter_map(|item| match item.get("room_name") {
-                Some(AttributeValue::S(room)) => Some(room.clone()),
-                _ => None,
-            }));
+            rooms.extend(
+                out.items()
+                    .iter()
+                    .filter_map(|item| match item.get("room_name") {
+                        Some(AttributeValue::S(room)) => Some(room.clone()),
+                        _ => None,
+                    }),
+            );
             start = out.last_evaluated_key;
             let full = limit.is_some_and(|l| rooms.len() >= usize::try_from(l).unwrap_or(0));
             if start.is_none() || full {
@@ -578,12 +582,8 @@ impl SessionStore for DynamoSessionStore {
             TransactWriteItem::builder().put(listed).build(),
             TransactWriteItem::builder().put(watched).build(),
         ];
-        let refused = super::transactions::transact(
-            &self.client,
-            items,
-            "open session",
-            false,
-            |reasons| {
+        let refused =
+            super::transactions::transact(&self.client, items, "open session", false, |reasons| {
                 if reasons.first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
                     super::transactions::Verdict::Done(true)
                 } else if super::transactions::busy(reasons) {
@@ -591,9 +591,8 @@ impl SessionStore for DynamoSessionStore {
                 } else {
                     super::transactions::Verdict::Fail(super::transactions::codes(reasons))
                 }
-            },
-        )
-        .await?;
+            })
+            .await?;
         if !refused {
             return Ok(Opened::Active);
         }
@@ -668,12 +667,8 @@ impl SessionStore for DynamoSessionStore {
             TransactWriteItem::builder().delete(unlisted).build(),
             TransactWriteItem::builder().put(history).build(),
         ];
-        let ended_here = super::transactions::transact(
-            &self.client,
-            items,
-            "end session",
-            true,
-            |reasons| {
+        let ended_here =
+            super::transactions::transact(&self.client, items, "end session", true, |reasons| {
                 if reasons.first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
                     // Another ender won: it moved the index entries.
                     super::transactions::Verdict::Done(false)
@@ -682,14 +677,14 @@ impl SessionStore for DynamoSessionStore {
                 } else {
                     super::transactions::Verdict::Fail(super::transactions::codes(reasons))
                 }
-            },
-        )
-        .await?;
+            })
+            .await?;
         Ok(ended_here.then_some(record))
     }
 
     async fn update(&self, room: &str, change: &SessionChange) -> Result<bool, StoreError> {
-        let open = Some("attribute_exists(call_id) AND attribute_not_exists(ended_at)");
+        const OPEN: &str = "attribute_exists(call_id) AND attribute_not_exists(ended_at)";
+        let open = Some(OPEN);
         match change {
             SessionChange::CallStatus(status) => {
                 self.set(room, &[("call_status", s(status))], open).await
@@ -724,7 +719,7 @@ impl SessionStore for DynamoSessionStore {
                     .table_name(&self.table)
                     .set_key(Some(key(room, SESSION_ITEM)))
                     .update_expression("ADD participants :p")
-                    .condition_expression(open.unwrap_or_default())
+                    .condition_expression(OPEN)
                     .expression_attribute_values(":p", AttributeValue::Ss(vec![identity.clone()]))
                     .send()
                     .await,

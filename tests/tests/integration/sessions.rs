@@ -44,10 +44,8 @@ struct Rooms {
 impl Rooms {
     async fn start() -> Self {
         let stack = Stack::start().await;
-        let keys = DynamoApiKeyStore::new(
-            stack.dynamo.clone(),
-            stack.resources.table("ApiKeysTable"),
-        );
+        let keys =
+            DynamoApiKeyStore::new(stack.dynamo.clone(), stack.resources.table("ApiKeysTable"));
         let (key, record) = api_keys::generate("web", ORG);
         keys.insert(&record).await.unwrap();
         let (other_key, record) = api_keys::generate("web", OTHER_ORG);
@@ -395,7 +393,10 @@ async fn seed_end_to_end_phone_call() {
         "text/xml; charset=utf-8"
     );
     let twiml = text(&response);
-    assert!(twiml.contains("<Connect><Stream url=\"wss://agent.example.com/twilio\">"), "{twiml}");
+    assert!(
+        twiml.contains("<Connect><Stream url=\"wss://agent.example.com/twilio\">"),
+        "{twiml}"
+    );
     assert!(twiml.contains("<Parameter name=\"roomName\" value=\"twilio-CAtest123\"/>"));
     assert!(twiml.contains("<Say voice=\"Polly.Joanna\">"));
     assert!(t.livekit.room_exists("twilio-CAtest123"));
@@ -500,7 +501,12 @@ async fn unsigned_or_forged_voice_webhooks_create_nothing() {
     let t = Rooms::start().await;
     let voice = t.voice();
     let unsigned = voice
-        .handle(twilio_post_signed("/twilio/voice", "", &inbound("CAx1"), None))
+        .handle(twilio_post_signed(
+            "/twilio/voice",
+            "",
+            &inbound("CAx1"),
+            None,
+        ))
         .await;
     assert_eq!(unsigned.status(), StatusCode::BAD_REQUEST);
     assert_eq!(json_body(&unsigned)["code"], "missing_signature");
@@ -530,7 +536,13 @@ async fn unsigned_or_forged_voice_webhooks_create_nothing() {
         .await;
     assert_eq!(bad_sid.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(t.livekit.requests().is_empty());
-    assert!(t.stack.sessions().get("twilio-CAx1").await.unwrap().is_none());
+    assert!(t
+        .stack
+        .sessions()
+        .get("twilio-CAx1")
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(t.stack.depth("NotificationQueue").await, 0);
 }
 
@@ -546,7 +558,13 @@ async fn livekit_down_means_spoken_try_again_for_twilio_and_502_for_the_api() {
     let twiml = text(&response);
     assert!(twiml.contains("try again"), "{twiml}");
     assert!(twiml.ends_with("<Hangup/></Response>"));
-    assert!(t.stack.sessions().get("twilio-CAdown1").await.unwrap().is_none());
+    assert!(t
+        .stack
+        .sessions()
+        .get("twilio-CAdown1")
+        .await
+        .unwrap()
+        .is_none());
 
     let created = t.create_room("down-room").await;
     assert_eq!(created.status(), StatusCode::BAD_GATEWAY);
@@ -617,11 +635,16 @@ async fn sip_mode_and_the_dtmf_menu() {
         twilio_post(
             "/twilio/routing",
             "",
-            &[("CallSid", "CAsip1"), ("Digits", digit), ("AccountSid", ACCOUNT_SID)],
+            &[
+                ("CallSid", "CAsip1"),
+                ("Digits", digit),
+                ("AccountSid", ACCOUNT_SID),
+            ],
         )
     };
     assert!(text(&routing.handle(pressed("1")).await).contains("<Dial>+14155550123</Dial>"));
-    assert!(text(&routing.handle(pressed("2")).await).contains("Support is open 9 to 5.</Say><Hangup/>"));
+    assert!(text(&routing.handle(pressed("2")).await)
+        .contains("Support is open 9 to 5.</Say><Hangup/>"));
     assert!(text(&routing.handle(pressed("9")).await).contains("<Sip"));
     let unsigned = routing
         .handle(twilio_post_signed(
@@ -683,7 +706,10 @@ async fn web_room_create_join_agent_and_recording() {
         )
         .await;
     assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(t.create_room("other-room").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        t.create_room("other-room").await.status(),
+        StatusCode::CREATED
+    );
     let elsewhere = t
         .join(
             serde_json::json!({"roomName": "other-room", "participantIdentity": "u", "invite": invite}),
@@ -724,7 +750,9 @@ async fn web_room_create_join_agent_and_recording() {
     assert_eq!(json_body(&on)["agentActive"], true);
     assert_eq!(t.livekit.dispatches("demo-room").len(), 1);
     assert_eq!(
-        t.toggle("agent", "demo-room", true, &t.other_key).await.status(),
+        t.toggle("agent", "demo-room", true, &t.other_key)
+            .await
+            .status(),
         StatusCode::NOT_FOUND
     );
 
@@ -747,7 +775,9 @@ async fn web_room_create_join_agent_and_recording() {
     assert_eq!(stopped["recording"], false);
     assert_eq!(stopped["egressId"], egress_id.as_str());
     assert_eq!(
-        t.toggle("recording", "demo-room", false, &t.key).await.status(),
+        t.toggle("recording", "demo-room", false, &t.key)
+            .await
+            .status(),
         StatusCode::CONFLICT
     );
     let egress_request = t
@@ -760,7 +790,10 @@ async fn web_room_create_join_agent_and_recording() {
     assert_eq!(egress_request["room_name"], "demo-room");
     let s3 = &egress_request["file_outputs"][0]["s3"];
     assert_eq!(s3["bucket"], "callops-recordings-test");
-    assert_eq!(s3["assume_role_arn"], "arn:aws:iam::123456789012:role/livekit-egress");
+    assert_eq!(
+        s3["assume_role_arn"],
+        "arn:aws:iam::123456789012:role/livekit-egress"
+    );
 }
 
 #[tokio::test]
@@ -791,7 +824,14 @@ async fn sessions_are_counted_by_type_under_twenty_concurrent_calls() {
         async move {
             json_body(
                 &t.sessions_list()
-                    .handle(api("GET", "/sessions", "/sessions", query, Some(&key), None))
+                    .handle(api(
+                        "GET",
+                        "/sessions",
+                        "/sessions",
+                        query,
+                        Some(&key),
+                        None,
+                    ))
                     .await,
             )
         }
@@ -859,7 +899,10 @@ async fn an_outbound_phone_call_is_connected_like_an_inbound_one() {
             .unwrap()
     };
     assert_eq!(get("Url"), format!("{PUBLIC_BASE}/twilio/voice?org={ORG}"));
-    assert_eq!(get("StatusCallback"), format!("{PUBLIC_BASE}/twilio/status"));
+    assert_eq!(
+        get("StatusCallback"),
+        format!("{PUBLIC_BASE}/twilio/status")
+    );
     assert_eq!(get("From"), "+14155552672");
     assert!(t.livekit.room_exists(&format!("twilio-{call_sid}")));
 
@@ -950,12 +993,37 @@ async fn bad_input_is_refused_with_json_and_changes_nothing() {
     };
     let key = Some(t.key.as_str());
     for (body, key, status, code) in [
-        (r#"{"roomName":"a"}"#, None, StatusCode::UNAUTHORIZED, "unauthorized"),
+        (
+            r#"{"roomName":"a"}"#,
+            None,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
         ("{not json", key, StatusCode::BAD_REQUEST, "invalid_json"),
-        (r#"{"hostName":"x"}"#, key, StatusCode::UNPROCESSABLE_ENTITY, "missing_field"),
-        (r#"{"roomName":"has space"}"#, key, StatusCode::UNPROCESSABLE_ENTITY, "invalid_room_name"),
-        (r#"{"roomName":"twilio-CA1"}"#, key, StatusCode::UNPROCESSABLE_ENTITY, "reserved_room_name"),
-        (r#"{"roomName":"ok","hostIdentity":""}"#, key, StatusCode::UNPROCESSABLE_ENTITY, "invalid_identity"),
+        (
+            r#"{"hostName":"x"}"#,
+            key,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_field",
+        ),
+        (
+            r#"{"roomName":"has space"}"#,
+            key,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_room_name",
+        ),
+        (
+            r#"{"roomName":"twilio-CA1"}"#,
+            key,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reserved_room_name",
+        ),
+        (
+            r#"{"roomName":"ok","hostIdentity":""}"#,
+            key,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_identity",
+        ),
     ] {
         let response = t.room_create().handle(create(body, key)).await;
         assert_eq!(response.status(), status, "{body}");
@@ -964,14 +1032,31 @@ async fn bad_input_is_refused_with_json_and_changes_nothing() {
     for (body, code) in [
         (serde_json::json!({}), "missing_field"),
         (serde_json::json!({"to": "12345"}), "invalid_phone_number"),
-        (serde_json::json!({"to": "+1234567890"}), "phone_number_not_valid"),
-        (serde_json::json!({"to": "+14155550100", "from": "nope"}), "invalid_phone_number"),
+        (
+            serde_json::json!({"to": "+1234567890"}),
+            "phone_number_not_valid",
+        ),
+        (
+            serde_json::json!({"to": "+14155550100", "from": "nope"}),
+            "invalid_phone_number",
+        ),
     ] {
         let response = t
             .phone_call()
-            .handle(api("POST", "/phone/call", "/phone/call", "", key, Some(body.clone())))
+            .handle(api(
+                "POST",
+                "/phone/call",
+                "/phone/call",
+                "",
+                key,
+                Some(body.clone()),
+            ))
             .await;
-        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
         assert_eq!(json_body(&response)["code"], code, "{body}");
     }
     assert!(t.twilio.created_calls().is_empty());
@@ -992,7 +1077,9 @@ async fn bad_input_is_refused_with_json_and_changes_nothing() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        t.toggle("recording", "nowhere", true, &t.key).await.status(),
+        t.toggle("recording", "nowhere", true, &t.key)
+            .await
+            .status(),
         StatusCode::NOT_FOUND
     );
     for id in ["phone-", "fax-1", "nothing", "phone-CAnope"] {
@@ -1004,7 +1091,14 @@ async fn bad_input_is_refused_with_json_and_changes_nothing() {
     }
     let bad_status = t
         .sessions_list()
-        .handle(api("GET", "/sessions", "/sessions", "status=paused", key, None))
+        .handle(api(
+            "GET",
+            "/sessions",
+            "/sessions",
+            "status=paused",
+            key,
+            None,
+        ))
         .await;
     assert_eq!(bad_status.status(), StatusCode::BAD_REQUEST);
     let no_key = t
@@ -1018,7 +1112,10 @@ async fn bad_input_is_refused_with_json_and_changes_nothing() {
 #[tokio::test]
 async fn room_finished_ends_a_web_session_once() {
     let t = Rooms::start().await;
-    assert_eq!(t.create_room("finish-me").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        t.create_room("finish-me").await.status(),
+        StatusCode::CREATED
+    );
     let sessions = t.stack.sessions();
     sessions
         .room_finished("finish-me", "2030-01-01T00:00:00Z", Some(61))
