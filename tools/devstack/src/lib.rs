@@ -5,7 +5,7 @@
 //! - [`template`]: tables, queues, routes, consumers and schedules read from template.yaml;
 //! - [`provision`]: those resources created in the emulators;
 //! - [`poller`]: SQS delivery to a worker the way Lambda does it;
-//! - [`fakes`]: AssemblyAI, Exotel and Slack servers speaking their wire formats;
+//! - [`fakes`]: AssemblyAI, Exotel, Slack, Twilio, ElevenLabs and LiveKit servers speaking their wire formats;
 //! - [`server`]: API Gateway's HTTP-to-Lambda translation for the dev server;
 //! - [`registry`]: which crate serves (or runs on a schedule) each function of the template.
 

@@ -212,6 +212,20 @@ fn main() -> Result<(), Error> {
         } else {
             None
         };
+        // Fake LiveKit unless a real one is configured, with the key and
+        // secret the functions sign with (the dev pair unless set), kept
+        // alive with the server.
+        let _livekit = if std::env::var("LIVEKIT_URL").map(|v| v.is_empty()).unwrap_or(true) {
+            let key = std::env::var("LIVEKIT_API_KEY").unwrap_or_else(|_| devstack::DEV_LIVEKIT_API_KEY.into());
+            let secret = std::env::var("LIVEKIT_API_SECRET").unwrap_or_else(|_| devstack::DEV_LIVEKIT_API_SECRET.into());
+            let livekit = devstack::fakes::FakeLiveKit::start(&key, &secret);
+            std::env::set_var("LIVEKIT_URL", livekit.url());
+            println!("fake LiveKit at {}", livekit.url());
+            Some(livekit)
+        } else {
+            None
+        };
+        default_env("LIVEKIT_AGENT_NAME", "callops-agent");
 
         let sqs = local.sqs().await;
         for function in template.functions.iter() {

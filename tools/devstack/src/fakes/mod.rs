@@ -6,9 +6,12 @@
 mod assemblyai;
 mod elevenlabs;
 mod exotel;
+mod livekit;
 mod slack;
 mod twilio;
 
+#[cfg(test)]
+mod livekit_selftest;
 #[cfg(test)]
 mod selftest;
 
@@ -18,6 +21,7 @@ pub use elevenlabs::{
     ConversationScript, FakeElevenLabs,
 };
 pub use exotel::{fake_mp3, FakeExotel};
+pub use livekit::{FakeDispatch, FakeEgress, FakeLiveKit, FakeParticipant};
 pub use slack::{FakeSlack, ScriptedResponse};
 pub use twilio::{twilio_signature, FakeTwilio};
 
