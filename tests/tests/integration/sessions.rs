@@ -801,8 +801,9 @@ async fn sessions_are_counted_by_type_under_twenty_concurrent_calls() {
     let t = Arc::new(Rooms::start().await);
     let mut tasks = Vec::new();
     for i in 0..10 {
-        let t = Arc::clone(&t);
+        let phone = Arc::clone(&t);
         tasks.push(tokio::spawn(async move {
+            let t = phone;
             let sid = format!("CAconc{i}");
             let response = t
                 .voice()
@@ -810,8 +811,9 @@ async fn sessions_are_counted_by_type_under_twenty_concurrent_calls() {
                 .await;
             assert!(text(&response).contains("<Connect>"));
         }));
-        let t = Arc::clone(&t);
+        let web = Arc::clone(&t);
         tasks.push(tokio::spawn(async move {
+            let t = web;
             let response = t.create_room(&format!("meeting-{i}")).await;
             assert_eq!(response.status(), StatusCode::CREATED);
         }));
