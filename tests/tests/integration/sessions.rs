@@ -1142,3 +1142,77 @@ async fn room_finished_ends_a_web_session_once() {
     assert_eq!(reopened.status(), StatusCode::CONFLICT);
     assert_eq!(json_body(&reopened)["code"], "session_ended");
 }
+
+/// LiveKit's own webhooks about a session's room: a caller joining is listed
+/// on the session without a second call-start notification; `room_finished`
+/// ends the session and moves it to the ended list.
+#[tokio::test]
+async fn livekit_webhooks_fill_in_and_end_a_web_session() {
+    let t = Rooms::start().await;
+    assert_eq!(t.create_room("lk-room").await.status(), StatusCode::CREATED);
+    assert_eq!(t.stack.depth("NotificationQueue").await, 1);
+    let webhook = livekit_webhook::LiveKitWebhook {
+        api_key: LIVEKIT_KEY.into(),
+        api_secret: Secret::new(LIVEKIT_SECRET),
+        agent_identity_prefix: "agent-".into(),
+        intake: t.stack.call_start_intake(),
+    };
+    let deliver = |body: serde_json::Value| {
+        let body = body.to_string();
+        let token =
+            devstack::livekit_webhook_token(body.as_bytes(), LIVEKIT_KEY, LIVEKIT_SECRET, 300);
+        devstack::server::api_request(
+            "POST",
+            "/webhook/livekit",
+            "/webhook/livekit",
+            "",
+            &[
+                (
+                    "content-type".to_string(),
+                    "application/webhook+json".to_string(),
+                ),
+                ("authorization".to_string(), token),
+            ],
+            body.as_bytes(),
+        )
+    };
+    let joined = webhook
+        .handle(deliver(serde_json::json!({
+            "event": "participant_joined", "id": "EV_join_1",
+            "room": {"name": "lk-room", "sid": "RM_1"},
+            "participant": {"identity": "guest-7", "kind": "STANDARD"},
+            "createdAt": "1795269800",
+        })))
+        .await;
+    assert_eq!(joined.status(), StatusCode::OK);
+    let session = json_body(&t.get_session("web-lk-room", &t.key).await);
+    assert_eq!(session["participants"], serde_json::json!(["guest-7"]));
+    // The room was announced when it opened: still one notification.
+    assert_eq!(t.stack.depth("NotificationQueue").await, 1);
+    let finished = webhook
+        .handle(deliver(serde_json::json!({
+            "event": "room_finished", "id": "EV_fin_1",
+            "room": {"name": "lk-room", "sid": "RM_1", "creationTime": "1795269700"},
+            "createdAt": "1795269800",
+        })))
+        .await;
+    assert_eq!(finished.status(), StatusCode::OK);
+    assert_eq!(
+        t.get_session("web-lk-room", &t.key).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let ended = json_body(
+        &t.sessions_list()
+            .handle(api(
+                "GET",
+                "/sessions",
+                "/sessions",
+                "status=ended",
+                Some(&t.key),
+                None,
+            ))
+            .await,
+    );
+    assert_eq!(ended["total"], 1);
+    assert_eq!(ended["sessions"][0]["duration"], 100);
+}

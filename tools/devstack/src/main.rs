@@ -26,6 +26,7 @@ const DEV_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
 /// `events/payloads/organisation.json` creates, so the README's walk-through
 /// places calls with the printed key.
 const DEV_ORG_ID: &str = "acme";
+const DEV_ROOM_INVITE_SECRET: &str = "dev-room-invite-secret-change-me";
 const DEV_ELEVENLABS_WEBHOOK_SECRET: &str = "dev-elevenlabs-webhook-secret";
 const DEV_TWILIO_ACCOUNT_SID: &str = "AC00000000000000000000000000000dev";
 const DEV_TWILIO_AUTH_TOKEN: &str = "dev-twilio-auth-token";
@@ -134,6 +135,13 @@ fn main() -> Result<(), Error> {
     default_env("PUBLIC_BASE_URL", &format!("http://127.0.0.1:{port}"));
     default_env("MONITOR_INTERVAL_SECONDS", "2");
     default_env("ALLOWED_ORIGINS", DEV_ALLOWED_ORIGINS);
+    // Seed 002: calls to the dev number belong to the dev organisation; the
+    // agent's media stream is a placeholder (no agent runs locally); the
+    // invite secret is public like the other dev tokens.
+    default_env("INBOUND_ORG_ID", DEV_ORG_ID);
+    default_env("AGENT_STREAM_URL", "wss://agent.invalid/twilio");
+    default_env("ROOM_INVITE_SECRET", DEV_ROOM_INVITE_SECRET);
+    default_env("RECORDINGS_BUCKET", "callops-dev-recordings");
     let cors = Cors::from_env();
     let fake_telephony = std::env::var("TWILIO_ACCOUNT_SID")
         .map(|v| v.is_empty())

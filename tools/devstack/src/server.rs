@@ -127,7 +127,7 @@ pub fn body_of(response: &Response<Body>) -> Vec<u8> {
 
 /// What a preflight may ask for: the template's `CorsConfiguration`.
 pub const CORS_ALLOW_METHODS: &str = "GET, POST, OPTIONS";
-pub const CORS_ALLOW_HEADERS: &str = "content-type, authorization, x-api-key";
+pub const CORS_ALLOW_HEADERS: &str = "content-type, authorization, x-api-key, x-room-invite";
 pub const CORS_MAX_AGE_SECONDS: u32 = 600;
 
 /// The browser origins allowed to call the dev server (`ALLOWED_ORIGINS`,
@@ -412,7 +412,7 @@ mod tests {
         );
         assert_eq!(
             header(&response, "access-control-allow-headers"),
-            Some("content-type, authorization, x-api-key")
+            Some("content-type, authorization, x-api-key, x-room-invite")
         );
         assert_eq!(header(&response, "access-control-max-age"), Some("600"));
         assert_eq!(header(&response, "vary"), Some("Origin"));
