@@ -154,9 +154,13 @@ async fn a_session_whose_room_never_finished_is_ended_and_a_finished_one_dropped
     let due = shared::base::time::epoch_secs() + DEFAULT_SESSION_MAX.as_secs() as i64 + 1;
     let report = sweep.run_at(due).await.unwrap();
     assert_eq!(report.sessions.ended, vec!["room-open".to_string()]);
-    // room-done's entry is dropped (room-open's two events in the same
-    // second share one entry).
-    assert_eq!(report.sessions.finished, 1);
+    // room-done's entry is dropped, and so is room-open's second entry when
+    // its two events fell in different seconds (one entry per second).
+    assert!(
+        (1..=2).contains(&report.sessions.finished),
+        "{:?}",
+        report.sessions
+    );
     let open = sessions.get("room-open").await.unwrap().unwrap();
     assert!(open.ended_at.is_some());
     assert_eq!(open.end_reason.as_deref(), Some(SESSION_NEVER_FINISHED));

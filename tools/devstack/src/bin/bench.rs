@@ -25,6 +25,8 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 const WARM_INVOCATIONS: usize = 200;
 const WEBHOOK_TOKEN: &str = "bench-webhook-token-0123456789";
 const API_TOKEN: &str = "bench-api-token-0123456789";
+const TWILIO_TOKEN: &str = "bench-twilio-token";
+const PUBLIC_BASE: &str = "https://bench.callops.example.com";
 
 struct Invocation {
     id: String,
@@ -254,6 +256,11 @@ async fn main() -> Result<(), Error> {
         &api_key_record,
     )
     .await?;
+    // Seed 002's routes talk to LiveKit: the fake, on loopback like the emulators.
+    let livekit = devstack::fakes::FakeLiveKit::start(
+        devstack::DEV_LIVEKIT_API_KEY,
+        devstack::DEV_LIVEKIT_API_SECRET,
+    );
     let mut results = Vec::new();
     for function in [
         "health",
@@ -263,6 +270,11 @@ async fn main() -> Result<(), Error> {
         "call-get",
         "livekit-webhook",
         "call-started",
+        "twilio-voice",
+        "room-create",
+        "room-join",
+        "session-get",
+        "sessions-list",
     ] {
         let spec = template
             .function(function)
@@ -282,6 +294,20 @@ async fn main() -> Result<(), Error> {
             "LIVEKIT_API_SECRET".into(),
             devstack::DEV_LIVEKIT_API_SECRET.into(),
         ));
+        for (name, value) in [
+            ("LIVEKIT_URL", livekit.url().to_string()),
+            ("TWILIO_AUTH_TOKEN", TWILIO_TOKEN.into()),
+            ("PUBLIC_BASE_URL", PUBLIC_BASE.into()),
+            ("AGENT_STREAM_URL", "wss://agent.invalid/twilio".into()),
+            ("TWILIO_CONNECT_MODE", "stream".into()),
+            ("INBOUND_ORG_ID", "bench".into()),
+            ("ROOM_INVITE_SECRET", "bench-invite-secret".into()),
+            // The per-key limit would otherwise answer 429 after 30 requests.
+            ("CALLS_RATE_LIMIT_PER_MINUTE", "1000000".into()),
+        ] {
+            env.retain(|(k, _)| k != name);
+            env.push((name.into(), value));
+        }
         let auth = format!("Bearer {WEBHOOK_TOKEN}");
         let api_auth = format!("Bearer {API_TOKEN}");
         let events: Vec<String> = (0..=WARM_INVOCATIONS)
@@ -326,6 +352,32 @@ async fn main() -> Result<(), Error> {
                     &[("x-api-key", &api_key), ("content-type", "application/json")],
                     &format!("{{\"room_name\":\"bench-started-{i}\",\"user_email\":\"a@b.com\"}}"),
                 ),
+                // A new call each time: verify, dedup claim, room, dispatch, session, notification.
+                "twilio-voice" => {
+                    let sid = format!("CAbench{i}");
+                    let params = [("CallSid", sid.as_str()), ("From", "+14155550100"), ("To", "+14155550199"), ("Direction", "inbound")];
+                    let signature = devstack::fakes::twilio_signature(TWILIO_TOKEN, &format!("{PUBLIC_BASE}/twilio/voice"), &params);
+                    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+                    http_event("POST", "/twilio/voice", "/twilio/voice", "", &[("x-twilio-signature", &signature), ("content-type", "application/x-www-form-urlencoded")], &body)
+                }
+                "room-create" => http_event(
+                    "POST",
+                    "/room/create",
+                    "/room/create",
+                    "",
+                    &[("x-api-key", &api_key), ("content-type", "application/json")],
+                    &format!("{{\"roomName\":\"bench-web-{i}\",\"hostIdentity\":\"host\",\"hostName\":\"Ada\"}}"),
+                ),
+                "room-join" => http_event(
+                    "POST",
+                    "/room/join",
+                    "/room/join",
+                    "",
+                    &[("x-api-key", &api_key), ("content-type", "application/json")],
+                    &format!("{{\"roomName\":\"bench-web-{}\",\"participantIdentity\":\"user-{i}\",\"participantName\":\"Grace\"}}", i % 50),
+                ),
+                "session-get" => http_event("GET", "/sessions/{id}", &format!("/sessions/web-bench-web-{}", i % 50), "", &[("x-api-key", &api_key)], ""),
+                "sessions-list" => http_event("GET", "/sessions", "/sessions", "", &[("x-api-key", &api_key)], ""),
                 "call-get" => http_event("GET", "/call/{call_id}", &format!("/call/BENCHZ{}", i % 50), "", &[("authorization", &api_auth)], ""),
                 other => http_event("GET", &format!("/{other}"), &format!("/{other}"), "", &[], ""),
             })
@@ -360,7 +412,7 @@ async fn main() -> Result<(), Error> {
         ));
     }
     report.push_str(&format!(
-        "\n{WARM_INVOCATIONS} warm invocations per function after one cold one; AWS calls go to DynamoDB Local and moto on 127.0.0.1.\n"
+        "\n{WARM_INVOCATIONS} warm invocations per function after one cold one; AWS calls go to DynamoDB Local and moto on 127.0.0.1, LiveKit calls to the fake LiveKit on 127.0.0.1. sessions-list lists the bench organisation's ~400 active sessions (every room and call opened above).\n"
     ));
     println!("{report}");
     let out = root.join("target/bench");
