@@ -18,7 +18,7 @@ use crate::flows::call_start::CallStartIntake;
 use crate::flows::conversations::ConversationLookup;
 use crate::flows::outbound::{provider_http, Placement, Providers};
 use crate::flows::provider_events::ProviderEventIntake;
-use crate::flows::sessions::{JoinTokens, SessionLifecycle};
+use crate::flows::sessions::{JoinTokens, RoomAccess, SessionLifecycle, DEFAULT_ROOM_URL_TEMPLATE};
 use crate::providers::elevenlabs::ElevenLabsClient;
 use crate::providers::livekit::{AccessTokens, LiveKitClient};
 use crate::providers::twilio::TwilioClient;
@@ -208,6 +208,19 @@ pub fn join_tokens() -> Result<JoinTokens, ConfigError> {
     Ok(JoinTokens {
         tokens: AccessTokens::from_env()?,
         ttl: Duration::from_secs(config::parsed_or("ROOM_TOKEN_TTL_SECONDS", 600)?),
+    })
+}
+
+/// Tokens, invites and join pages of web rooms: `LIVEKIT_*`,
+/// `ROOM_TOKEN_TTL_SECONDS`, `ROOM_INVITE_SECRET`, `ROOM_INVITE_TTL_SECONDS`,
+/// `ROOM_URL_TEMPLATE` (default LiveKit Meet's custom-server page).
+pub fn room_access() -> Result<RoomAccess, ConfigError> {
+    Ok(RoomAccess {
+        tokens: join_tokens()?,
+        invites: crate::api::invites::RoomInvites::from_env()?,
+        client_url: livekit()?.client_url(),
+        room_url_template: config::optional("ROOM_URL_TEMPLATE")
+            .unwrap_or_else(|| DEFAULT_ROOM_URL_TEMPLATE.into()),
     })
 }
 

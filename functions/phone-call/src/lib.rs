@@ -119,6 +119,7 @@ impl Route for PhoneCall {
             to_number: Some(to.clone()),
             host_identity: None,
             caller: Some(to),
+            reopen: false,
         };
         let lease = api::remaining_time(&request).unwrap_or(self.lease);
         let opened = match self.lifecycle.open(&opening, lease).await {

@@ -11,28 +11,17 @@ use http::StatusCode;
 use lambda_http::Request;
 use serde::{Deserialize, Serialize};
 use shared::api::access::KeyedAccess;
-use shared::api::invites::RoomInvites;
 use shared::api::{self, ApiError, Route};
-use shared::base::config;
 use shared::flows::sessions::{
-    validate_identity, validate_room_name, JoinTokens, Opening, SessionKind, SessionLifecycle,
+    validate_identity, validate_room_name, Opening, RoomAccess, SessionKind, SessionLifecycle,
     RESERVED_ROOM_PREFIXES,
 };
 use shared::wiring::{self, Wiring};
 
-/// LiveKit Meet joins any server with a URL and a token.
-pub const DEFAULT_ROOM_URL_TEMPLATE: &str =
-    "https://meet.livekit.io/custom?liveKitUrl={url}&token={token}";
-
 pub struct RoomCreate {
     pub access: KeyedAccess,
     pub lifecycle: SessionLifecycle,
-    pub tokens: JoinTokens,
-    pub invites: RoomInvites,
-    /// Browsers connect here (`LIVEKIT_URL` as ws(s)).
-    pub client_url: String,
-    /// `ROOM_URL_TEMPLATE`: `{url}`, `{token}`, `{room}`, `{invite}` are replaced (URL-encoded).
-    pub room_url_template: String,
+    pub access_links: RoomAccess,
     pub lease: Duration,
 }
 
@@ -64,36 +53,10 @@ impl RoomCreate {
         Ok(Self {
             access: aws.keyed_access()?,
             lifecycle: aws.session_lifecycle(true)?,
-            tokens: wiring::join_tokens()?,
-            invites: RoomInvites::from_env()?,
-            client_url: wiring::livekit()?.client_url(),
-            room_url_template: config::optional("ROOM_URL_TEMPLATE")
-                .unwrap_or_else(|| DEFAULT_ROOM_URL_TEMPLATE.into()),
+            access_links: wiring::room_access()?,
             lease: wiring::dedup_lease()?,
         })
     }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-pub fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The join page's URL from the template.
-pub fn room_url(template: &str, url: &str, token: &str, room: &str, invite: &str) -> String {
-    template
-        .replace("{url}", &encode(url))
-        .replace("{token}", &encode(token))
-        .replace("{room}", &encode(room))
-        .replace("{invite}", &encode(invite))
 }
 
 impl Route for RoomCreate {
@@ -131,57 +94,23 @@ impl Route for RoomCreate {
             to_number: None,
             host_identity: Some(host_identity.clone()),
             caller: Some(host_name.clone()),
+            reopen: false,
         };
         let lease = api::remaining_time(&request).unwrap_or(self.lease);
         let opened = self.lifecycle.open(&opening, lease).await?;
-        let token = self
-            .tokens
-            .issue(&opened.room, &host_identity, &host_name)?;
-        let invite = self.invites.issue(&opened.room, &tenant.org_id);
+        let links =
+            self.access_links
+                .links(&opened.room, &tenant.org_id, &host_identity, &host_name)?;
         Ok((
             StatusCode::CREATED,
             Created {
-                room_url: room_url(
-                    &self.room_url_template,
-                    &self.client_url,
-                    &token,
-                    &opened.room,
-                    &invite,
-                ),
                 room_name: opened.room,
-                token,
-                url: self.client_url.clone(),
+                room_url: links.room_url,
+                token: links.token,
+                url: links.url,
                 session_id: opened.session_id,
-                invite,
+                invite: links.invite,
             },
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_room_url_is_livekit_meet_with_encoded_values() {
-        let url = room_url(
-            DEFAULT_ROOM_URL_TEMPLATE,
-            "wss://lk.example.com",
-            "a.b+c",
-            "demo",
-            "v1.x",
-        );
-        assert_eq!(
-            url,
-            "https://meet.livekit.io/custom?liveKitUrl=wss%3A%2F%2Flk.example.com&token=a.b%2Bc"
-        );
-        let own = room_url(
-            "https://app.example.com/call/{room}?invite={invite}",
-            "u",
-            "t",
-            "my room",
-            "v1.a=",
-        );
-        assert_eq!(own, "https://app.example.com/call/my%20room?invite=v1.a%3D");
     }
 }

@@ -11,7 +11,7 @@ use lambda_http::{Request, RequestExt};
 use serde::Serialize;
 use shared::api::access::KeyedAccess;
 use shared::api::{self, ApiError, Route};
-use shared::flows::sessions::{SessionKind, SessionView};
+use shared::flows::sessions::{SessionView, SESSION_KINDS};
 use shared::store::sessions::SessionStore;
 use shared::wiring::Wiring;
 
@@ -42,11 +42,10 @@ impl SessionsList {
 
 /// Counts per type; every kind appears, with 0 when it has none.
 pub fn by_type(sessions: &[SessionView]) -> BTreeMap<String, usize> {
-    let mut counts: BTreeMap<String, usize> =
-        [SessionKind::Phone, SessionKind::Whatsapp, SessionKind::Web]
-            .iter()
-            .map(|k| (k.name().to_string(), 0))
-            .collect();
+    let mut counts: BTreeMap<String, usize> = SESSION_KINDS
+        .iter()
+        .map(|k| (k.name().to_string(), 0))
+        .collect();
     for session in sessions {
         *counts.entry(session.session_type.clone()).or_default() += 1;
     }

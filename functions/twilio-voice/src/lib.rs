@@ -105,6 +105,7 @@ impl TwilioVoice {
             to_number: twilio::field(&params, "To").map(str::to_string),
             host_identity: None,
             caller: from,
+            reopen: false,
         };
         let lease = api::remaining_time(request).unwrap_or(self.lease);
         let work = || async {

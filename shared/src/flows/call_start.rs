@@ -72,12 +72,17 @@ impl CallStartIntake {
     }
 
     /// Queues the call-start notification of a session one of our routes
-    /// opened (phone, web room); a later LiveKit or agent report of the same
-    /// room finds it done, so a session is announced once.
-    pub async fn announce(&self, start: CallStart, lease: Duration) -> Result<(), ApiError> {
-        let key = dedup_key(&start.room_name);
+    /// opened (phone, web room), once per `key`: with the room's
+    /// [`dedup_key`], a later LiveKit or agent report of the same room finds
+    /// it done, so a session is announced once.
+    pub async fn announce(
+        &self,
+        key: &str,
+        start: CallStart,
+        lease: Duration,
+    ) -> Result<(), ApiError> {
         let work = || async {
-            let job = NotificationJob::call_started(&key, start.clone());
+            let job = NotificationJob::call_started(key, start.clone());
             jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
                 .await
                 .map_err(api::unavailable)?;
@@ -85,7 +90,7 @@ impl CallStartIntake {
                 "success": true, "queued": true, "room_name": start.room_name,
             }))
         };
-        match run_once(self.dedup.as_ref(), &key, lease, work).await {
+        match run_once(self.dedup.as_ref(), key, lease, work).await {
             // Another report of this room holds the claim: it queues the job.
             Ok(_) => Ok(()),
             Err(OnceError::Store(err)) => Err(api::unavailable(err)),

@@ -31,7 +31,21 @@ pub enum SessionKind {
     Phone,
     Whatsapp,
     Web,
+    /// A web room started from a chat launcher (seed 002's "Custom Integrations").
+    Slack,
+    Discord,
+    Teams,
 }
+
+/// Every kind, in the order `/sessions` counts them.
+pub const SESSION_KINDS: [SessionKind; 6] = [
+    SessionKind::Phone,
+    SessionKind::Whatsapp,
+    SessionKind::Web,
+    SessionKind::Slack,
+    SessionKind::Discord,
+    SessionKind::Teams,
+];
 
 impl SessionKind {
     pub fn name(self) -> &'static str {
@@ -39,21 +53,30 @@ impl SessionKind {
             Self::Phone => "phone",
             Self::Whatsapp => "whatsapp",
             Self::Web => "web",
+            Self::Slack => "slack",
+            Self::Discord => "discord",
+            Self::Teams => "teams",
         }
     }
 
-    /// The session id of the conversation `key` (a call sid or room name).
+    /// The session id of the conversation `key` (a call sid, a room name,
+    /// or the launcher's user/channel/conversation id).
     pub fn session_id(self, key: &str) -> String {
         format!("{}-{key}", self.name())
     }
 
-    /// The LiveKit room of the conversation `key`.
+    /// The LiveKit room of the conversation `key`: for every kind but phone
+    /// and web, the same as its session id.
     pub fn room(self, key: &str) -> String {
         match self {
             Self::Phone => format!("twilio-{key}"),
-            Self::Whatsapp => format!("whatsapp-{key}"),
             Self::Web => key.to_string(),
+            other => other.session_id(key),
         }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        SESSION_KINDS.into_iter().find(|k| k.name() == name)
     }
 }
 
@@ -68,13 +91,7 @@ pub fn room_of(session_id: &str) -> Option<String> {
     if key.is_empty() {
         return None;
     }
-    let kind = match kind {
-        "phone" => SessionKind::Phone,
-        "whatsapp" => SessionKind::Whatsapp,
-        "web" => SessionKind::Web,
-        _ => return None,
-    };
-    Some(kind.room(key))
+    Some(SessionKind::parse(kind)?.room(key))
 }
 
 /// LiveKit's room names: we allow what every client and URL carries
@@ -225,6 +242,9 @@ pub struct Opening {
     pub host_identity: Option<String>,
     /// Who the call-start notification names (masked in logs).
     pub caller: Option<String>,
+    /// Start a new conversation in the room if its last one ended (chat
+    /// launchers: one room per user or channel); otherwise 409.
+    pub reopen: bool,
 }
 
 /// What opening did.
@@ -272,7 +292,7 @@ impl SessionLifecycle {
             .await
             .map_err(crate::api::unavailable)?
         {
-            if existing.ended() {
+            if existing.ended() && !opening.reopen {
                 return Err(session_ended(&session_id));
             }
             if existing
@@ -303,14 +323,22 @@ impl SessionLifecycle {
                 from_number: opening.from_number.clone(),
                 to_number: opening.to_number.clone(),
                 host_identity: opening.host_identity.clone(),
+                reopen: opening.reopen,
             })
             .await
             .map_err(crate::api::unavailable)?;
-        match opened {
-            Opened::Active => {}
+        // A reopened room's last conversation used the room's key: this one
+        // is announced under its own.
+        let announce_key = match opened {
+            Opened::Active => crate::flows::call_start::dedup_key(&room),
+            Opened::Reopened => format!(
+                "{}@{}",
+                crate::flows::call_start::dedup_key(&room),
+                crate::base::time::epoch_secs()
+            ),
             Opened::AlreadyEnded => return Err(session_ended(&session_id)),
             Opened::OwnedElsewhere => return Err(room_taken()),
-        }
+        };
         if let Some(announcer) = &self.announcer {
             let start = CallStart {
                 room_name: room.clone(),
@@ -325,7 +353,7 @@ impl SessionLifecycle {
                     ),
                 ]),
             };
-            announcer.announce(start, lease).await?;
+            announcer.announce(&announce_key, start, lease).await?;
         }
         metrics::count(metrics::Metric::SessionsOpened);
         info!(%session_id, %room, "session open");
@@ -560,6 +588,80 @@ impl SessionLifecycle {
     }
 }
 
+/// LiveKit Meet joins any server with a URL and a token: a join page that
+/// needs no frontend of ours.
+pub const DEFAULT_ROOM_URL_TEMPLATE: &str =
+    "https://meet.livekit.io/custom?liveKitUrl={url}&token={token}";
+
+/// How a person gets into a room they opened (`/room/create`, a chat
+/// launcher): their token, the server URL, an invite for guests and a page.
+pub struct RoomAccess {
+    pub tokens: JoinTokens,
+    pub invites: crate::api::invites::RoomInvites,
+    /// Browsers connect here (`LIVEKIT_URL` as ws(s)).
+    pub client_url: String,
+    /// `ROOM_URL_TEMPLATE`: `{url}`, `{token}`, `{room}`, `{invite}` are
+    /// replaced, URL-encoded.
+    pub room_url_template: String,
+}
+
+/// What [`RoomAccess::links`] hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomLinks {
+    pub token: String,
+    pub url: String,
+    pub invite: String,
+    pub room_url: String,
+}
+
+impl RoomAccess {
+    /// The host's token and the room's invite and join page.
+    pub fn links(
+        &self,
+        room: &str,
+        org_id: &str,
+        identity: &str,
+        name: &str,
+    ) -> Result<RoomLinks, ApiError> {
+        let token = self.tokens.issue(room, identity, name)?;
+        let invite = self.invites.issue(room, org_id);
+        Ok(RoomLinks {
+            room_url: room_url(
+                &self.room_url_template,
+                &self.client_url,
+                &token,
+                room,
+                &invite,
+            ),
+            url: self.client_url.clone(),
+            token,
+            invite,
+        })
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn url_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The join page's URL from the template.
+pub fn room_url(template: &str, url: &str, token: &str, room: &str, invite: &str) -> String {
+    template
+        .replace("{url}", &url_encode(url))
+        .replace("{token}", &url_encode(token))
+        .replace("{room}", &url_encode(room))
+        .replace("{invite}", &url_encode(invite))
+}
+
 /// Short-lived participant tokens for one room.
 pub struct JoinTokens {
     pub tokens: AccessTokens,
@@ -592,6 +694,9 @@ mod tests {
             (SessionKind::Phone, "CA123"),
             (SessionKind::Whatsapp, "CA9"),
             (SessionKind::Web, "demo-room"),
+            (SessionKind::Slack, "U024BE7LH"),
+            (SessionKind::Discord, "123456789012345678"),
+            (SessionKind::Teams, "19-abc"),
         ] {
             assert_eq!(room_of(&kind.session_id(key)), Some(kind.room(key)));
         }
@@ -600,9 +705,33 @@ mod tests {
             Some("twilio-CAtest123")
         );
         assert_eq!(room_of("web-my-meeting").as_deref(), Some("my-meeting"));
+        assert_eq!(room_of("slack-U1").as_deref(), Some("slack-U1"));
         assert_eq!(room_of("fax-1"), None);
         assert_eq!(room_of("phone-"), None);
         assert_eq!(room_of("phone"), None);
+    }
+
+    #[test]
+    fn default_room_url_is_livekit_meet_with_encoded_values() {
+        let url = room_url(
+            DEFAULT_ROOM_URL_TEMPLATE,
+            "wss://lk.example.com",
+            "a.b+c",
+            "demo",
+            "v1.x",
+        );
+        assert_eq!(
+            url,
+            "https://meet.livekit.io/custom?liveKitUrl=wss%3A%2F%2Flk.example.com&token=a.b%2Bc"
+        );
+        let own = room_url(
+            "https://app.example.com/call/{room}?invite={invite}",
+            "u",
+            "t",
+            "my room",
+            "v1.a=",
+        );
+        assert_eq!(own, "https://app.example.com/call/my%20room?invite=v1.a%3D");
     }
 
     #[test]

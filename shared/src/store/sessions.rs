@@ -43,6 +43,9 @@ pub struct NewSession {
     pub from_number: Option<String>,
     pub to_number: Option<String>,
     pub host_identity: Option<String>,
+    /// An ended session of the same organisation in this room may start
+    /// again (chat launchers reuse one room per user or channel).
+    pub reopen: bool,
 }
 
 /// What opening a session found.
@@ -50,7 +53,9 @@ pub struct NewSession {
 pub enum Opened {
     /// Recorded (or it was already open for the same organisation).
     Active,
-    /// The session ended before: a room is not reopened.
+    /// The session had ended and a new one started in its room (`reopen`).
+    Reopened,
+    /// The session ended before and may not be reopened.
     AlreadyEnded,
     /// The room belongs to another organisation's session.
     OwnedElsewhere,
@@ -306,7 +311,11 @@ impl DynamoSessionStore {
         Ok(self.get(room).await?.filter(|r| r.org_id.is_some()))
     }
 
-    async fn read_many(&self, rooms: Vec<String>) -> Result<Vec<SessionRecord>, StoreError> {
+    async fn read_many(&self, mut rooms: Vec<String>) -> Result<Vec<SessionRecord>, StoreError> {
+        // BatchGetItem refuses a request naming one key twice (a room
+        // reopened and ended again has two ended entries).
+        let mut seen = std::collections::HashSet::new();
+        rooms.retain(|room| seen.insert(room.clone()));
         let mut records = Vec::with_capacity(rooms.len());
         // BatchGetItem takes at most 100 keys.
         for chunk in rooms.chunks(100) {
@@ -349,6 +358,101 @@ impl DynamoSessionStore {
             }
         }
         Ok(records)
+    }
+
+    /// One attempt to open (or, `reopening`, to reopen an ended session of
+    /// the same organisation): record, active entry and watch entry in one
+    /// transaction. True if the record's condition refused it.
+    async fn open_once(&self, session: &NewSession, reopening: bool) -> Result<bool, StoreError> {
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+        let mut values: Vec<(&str, AttributeValue)> = vec![
+            ("session_id", s(&session.session_id)),
+            ("session_type", s(&session.session_type)),
+            ("status", s(STATUS_ACTIVE)),
+            ("agent_active", AttributeValue::Bool(session.agent_active)),
+        ];
+        let optional = [
+            ("dispatch_id", &session.dispatch_id),
+            ("call_sid", &session.call_sid),
+            ("direction", &session.direction),
+            ("from_number", &session.from_number),
+            ("to_number", &session.to_number),
+            ("host_identity", &session.host_identity),
+        ];
+        values.extend(
+            optional
+                .into_iter()
+                .filter_map(|(name, value)| value.as_deref().map(|v| (name, s(v)))),
+        );
+        let mut names = HashMap::new();
+        let mut attribute_values = HashMap::new();
+        let mut sets = Vec::new();
+        for (index, (name, value)) in values.into_iter().enumerate() {
+            names.insert(format!("#f{index}"), name.to_string());
+            attribute_values.insert(format!(":v{index}"), value);
+            sets.push(format!("#f{index} = :v{index}"));
+        }
+        attribute_values.insert(":started".into(), s(&session.started_at));
+        attribute_values.insert(":org".into(), s(&session.org_id));
+        let (expression, condition) = if reopening {
+            // A new conversation in the same room: nothing of the last one stays.
+            sets.push("started_at = :started".into());
+            (
+                format!(
+                    "SET {} REMOVE ended_at, end_reason, duration_secs, recording, egress_id, \
+                     recording_location, participants, call_status",
+                    sets.join(", ")
+                ),
+                "attribute_exists(ended_at) AND org_id = :org",
+            )
+        } else {
+            // The first opener's start time and owner stay.
+            sets.push("started_at = if_not_exists(started_at, :started)".into());
+            sets.push("org_id = if_not_exists(org_id, :org)".into());
+            (
+                format!("SET {}", sets.join(", ")),
+                "attribute_not_exists(ended_at) AND (attribute_not_exists(org_id) OR org_id = :org)",
+            )
+        };
+        let record = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&session.room, SESSION_ITEM)))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(attribute_values))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let mut listed = key(&active_partition(&session.org_id), &session.session_id);
+        listed.insert("room_name".into(), s(&session.room));
+        listed.insert("session_type".into(), s(&session.session_type));
+        let listed = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(listed))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let due = crate::base::time::epoch_secs()
+            + i64::try_from(self.max_open.as_secs()).unwrap_or(i64::MAX / 2);
+        let watched = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(WATCH.item(&session.room, due)))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let items = vec![
+            TransactWriteItem::builder().update(record).build(),
+            TransactWriteItem::builder().put(listed).build(),
+            TransactWriteItem::builder().put(watched).build(),
+        ];
+        super::transactions::transact(&self.client, items, "open session", false, |reasons| {
+            if reasons.first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
+                super::transactions::Verdict::Done(true)
+            } else if super::transactions::busy(reasons) {
+                super::transactions::Verdict::Retry(super::transactions::codes(reasons))
+            } else {
+                super::transactions::Verdict::Fail(super::transactions::codes(reasons))
+            }
+        })
+        .await
     }
 
     /// Sort keys (and their rooms) of one index partition.
@@ -518,86 +622,18 @@ impl SessionStore for DynamoSessionStore {
     }
 
     async fn open(&self, session: &NewSession) -> Result<Opened, StoreError> {
-        use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
-        let mut values: Vec<(&str, AttributeValue)> = vec![
-            ("session_id", s(&session.session_id)),
-            ("session_type", s(&session.session_type)),
-            ("status", s(STATUS_ACTIVE)),
-            ("agent_active", AttributeValue::Bool(session.agent_active)),
-        ];
-        let optional = [
-            ("dispatch_id", &session.dispatch_id),
-            ("call_sid", &session.call_sid),
-            ("direction", &session.direction),
-            ("from_number", &session.from_number),
-            ("to_number", &session.to_number),
-            ("host_identity", &session.host_identity),
-        ];
-        values.extend(
-            optional
-                .into_iter()
-                .filter_map(|(name, value)| value.as_deref().map(|v| (name, s(v)))),
-        );
-        let mut names = HashMap::new();
-        let mut attribute_values = HashMap::new();
-        let mut sets = Vec::new();
-        for (index, (name, value)) in values.into_iter().enumerate() {
-            names.insert(format!("#f{index}"), name.to_string());
-            attribute_values.insert(format!(":v{index}"), value);
-            sets.push(format!("#f{index} = :v{index}"));
-        }
-        // The first opener's start time and owner stay.
-        sets.push("started_at = if_not_exists(started_at, :started)".into());
-        sets.push("org_id = if_not_exists(org_id, :org)".into());
-        attribute_values.insert(":started".into(), s(&session.started_at));
-        attribute_values.insert(":org".into(), s(&session.org_id));
-        let record = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(&session.room, SESSION_ITEM)))
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression(
-                "attribute_not_exists(ended_at) AND (attribute_not_exists(org_id) OR org_id = :org)",
-            )
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(attribute_values))
-            .build()
-            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
-        let mut listed = key(&active_partition(&session.org_id), &session.session_id);
-        listed.insert("room_name".into(), s(&session.room));
-        listed.insert("session_type".into(), s(&session.session_type));
-        let listed = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(listed))
-            .build()
-            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
-        let due = crate::base::time::epoch_secs()
-            + i64::try_from(self.max_open.as_secs()).unwrap_or(i64::MAX / 2);
-        let watched = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(WATCH.item(&session.room, due)))
-            .build()
-            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
-        let items = vec![
-            TransactWriteItem::builder().update(record).build(),
-            TransactWriteItem::builder().put(listed).build(),
-            TransactWriteItem::builder().put(watched).build(),
-        ];
-        let refused =
-            super::transactions::transact(&self.client, items, "open session", false, |reasons| {
-                if reasons.first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
-                    super::transactions::Verdict::Done(true)
-                } else if super::transactions::busy(reasons) {
-                    super::transactions::Verdict::Retry(super::transactions::codes(reasons))
-                } else {
-                    super::transactions::Verdict::Fail(super::transactions::codes(reasons))
-                }
-            })
-            .await?;
-        if !refused {
+        if !self.open_once(session, false).await? {
             return Ok(Opened::Active);
         }
         Ok(match self.get(&session.room).await? {
-            Some(existing) if existing.ended() => Opened::AlreadyEnded,
+            Some(existing) if existing.ended() => {
+                let ours = existing.org_id.as_deref() == Some(session.org_id.as_str());
+                if session.reopen && ours && !self.open_once(session, true).await? {
+                    Opened::Reopened
+                } else {
+                    Opened::AlreadyEnded
+                }
+            }
             _ => Opened::OwnedElsewhere,
         })
     }
@@ -742,7 +778,8 @@ impl SessionStore for DynamoSessionStore {
             .index(&ended_partition(org_id), true, Some(limit))
             .await?;
         let mut records = self.read_many(rooms).await?;
-        records.retain(|r| r.org_id.as_deref() == Some(org_id));
+        // A reopened room's record is its new, active conversation.
+        records.retain(|r| r.ended() && r.org_id.as_deref() == Some(org_id));
         records.sort_by(|a, b| b.ended_at.cmp(&a.ended_at));
         Ok(records)
     }

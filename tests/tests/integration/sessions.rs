@@ -196,10 +196,12 @@ impl Rooms {
         room_create::RoomCreate {
             access: self.access(),
             lifecycle: self.lifecycle(),
-            tokens: Self::join_tokens(),
-            invites: Self::invites(),
-            client_url: self.livekit_client().client_url(),
-            room_url_template: room_create::DEFAULT_ROOM_URL_TEMPLATE.into(),
+            access_links: shared::flows::sessions::RoomAccess {
+                tokens: Self::join_tokens(),
+                invites: Self::invites(),
+                client_url: self.livekit_client().client_url(),
+                room_url_template: shared::flows::sessions::DEFAULT_ROOM_URL_TEMPLATE.into(),
+            },
             lease: Duration::from_secs(30),
         }
     }
@@ -1215,4 +1217,63 @@ async fn livekit_webhooks_fill_in_and_end_a_web_session() {
     );
     assert_eq!(ended["total"], 1);
     assert_eq!(ended["sessions"][0]["duration"], 100);
+}
+
+/// Chat launchers keep one room per user: a new `/call` after the last one
+/// ended starts a new session there, announced on its own; a room that may
+/// not be reopened stays refused.
+#[tokio::test]
+async fn a_launcher_room_is_reopened_for_a_new_conversation() {
+    use shared::flows::sessions::{Opening, SessionKind};
+    let t = Rooms::start().await;
+    let lifecycle = t.lifecycle();
+    let opening = |reopen| Opening {
+        kind: SessionKind::Slack,
+        key: "U024BE7LH".into(),
+        org_id: ORG.into(),
+        call_sid: None,
+        direction: None,
+        from_number: None,
+        to_number: None,
+        host_identity: Some("U024BE7LH".into()),
+        caller: Some("Ada".into()),
+        reopen,
+    };
+    let first = lifecycle
+        .open(&opening(true), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(first.room, "slack-U024BE7LH");
+    assert_eq!(first.session_id, "slack-U024BE7LH");
+    let ending = shared::store::sessions::Ending {
+        ended_at: shared::base::time::now_rfc3339(),
+        duration_secs: Some(30),
+        reason: Some("room finished".into()),
+    };
+    assert!(lifecycle.end(&first.room, &ending).await.unwrap());
+    assert!(lifecycle
+        .open(&opening(false), Duration::from_secs(30))
+        .await
+        .is_err());
+    let again = lifecycle
+        .open(&opening(true), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(again.room, first.room);
+    let session = json_body(&t.get_session("slack-U024BE7LH", &t.key).await);
+    assert_eq!(session["status"], "active");
+    assert_eq!(session["type"], "slack");
+    assert!(session.get("duration").is_none() && session.get("end_reason").is_none());
+    let listing = json_body(
+        &t.sessions_list()
+            .handle(api("GET", "/sessions", "/sessions", "", Some(&t.key), None))
+            .await,
+    );
+    assert_eq!(listing["byType"]["slack"], 1);
+    assert_eq!(
+        t.stack.depth("NotificationQueue").await,
+        2,
+        "one per conversation"
+    );
+    assert!(t.livekit.room_exists("slack-U024BE7LH"));
 }
