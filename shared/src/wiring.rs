@@ -17,8 +17,12 @@ use crate::base::config::{self, ConfigError};
 use crate::flows::call_start::CallStartIntake;
 use crate::flows::conversations::ConversationLookup;
 use crate::flows::outbound::{provider_http, Placement, Providers};
+use crate::flows::phone::CallFlow;
 use crate::flows::provider_events::ProviderEventIntake;
-use crate::flows::sessions::{JoinTokens, RoomAccess, SessionLifecycle, DEFAULT_ROOM_URL_TEMPLATE};
+use crate::flows::sessions::{
+    JoinTokens, RoomAccess, SessionKind, SessionLifecycle, DEFAULT_ROOM_URL_TEMPLATE,
+};
+use crate::flows::voice::{CallPlacer, VoiceWebhook};
 use crate::providers::elevenlabs::ElevenLabsClient;
 use crate::providers::livekit::{AccessTokens, LiveKitClient};
 use crate::providers::twilio::TwilioClient;
@@ -185,6 +189,43 @@ impl Wiring {
             } else {
                 None
             },
+        })
+    }
+
+    /// The voice webhook of `kind`: `TWILIO_AUTH_TOKEN`, `PUBLIC_BASE_URL`,
+    /// the call flow (`TWILIO_CONNECT_MODE`, ...), sessions with
+    /// announcements, `INBOUND_ORG_ID`.
+    pub fn voice_webhook(&self, kind: SessionKind) -> Result<VoiceWebhook, ConfigError> {
+        Ok(VoiceWebhook {
+            kind,
+            twilio_auth: crate::providers::twilio::TwilioWebhookAuth::from_env()?,
+            flow: CallFlow::from_env()?,
+            lifecycle: self.session_lifecycle(true)?,
+            dedup: self.dedup()?,
+            inbound_org: config::optional("INBOUND_ORG_ID"),
+            lease: dedup_lease()?,
+        })
+    }
+
+    /// Placing calls of `kind`: API keys, Twilio, sessions, `PUBLIC_BASE_URL`,
+    /// the caller id (`TWILIO_PHONE_NUMBER`, or `TWILIO_WHATSAPP_NUMBER`),
+    /// `PHONE_CALL_TIME_LIMIT_SECONDS` (default an hour).
+    pub fn call_placer(&self, kind: SessionKind) -> Result<CallPlacer, ConfigError> {
+        let caller_id = match kind {
+            SessionKind::Whatsapp => "TWILIO_WHATSAPP_NUMBER",
+            _ => "TWILIO_PHONE_NUMBER",
+        };
+        Ok(CallPlacer {
+            kind,
+            access: self.keyed_access()?,
+            twilio: twilio()?,
+            lifecycle: self.session_lifecycle(true)?,
+            default_from: config::optional(caller_id),
+            public_base_url: config::required("PUBLIC_BASE_URL")?
+                .trim_end_matches('/')
+                .to_string(),
+            time_limit_secs: config::parsed_or("PHONE_CALL_TIME_LIMIT_SECONDS", 3600)?,
+            lease: dedup_lease()?,
         })
     }
 

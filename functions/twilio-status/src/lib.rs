@@ -55,10 +55,22 @@ impl Route for TwilioStatus {
             },
             None => {
                 validate_call_sid(&call_sid)?;
+                let query = request.query_string_parameters();
+                let session_kind = match query.first("session") {
+                    None | Some("phone") => None,
+                    Some("whatsapp") => Some("whatsapp".to_string()),
+                    Some(_) => {
+                        return Err(ApiError::unprocessable(
+                            "invalid_session",
+                            "session must be `phone` or `whatsapp`",
+                        ))
+                    }
+                };
                 ProviderEvent::TwilioSessionStatus {
                     call_sid,
                     status: status.clone(),
                     duration_secs,
+                    session_kind,
                 }
             }
         };

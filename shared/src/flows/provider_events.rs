@@ -144,10 +144,15 @@ impl ProviderEventProcessor {
                 call_sid,
                 status,
                 duration_secs,
+                session_kind,
             } => {
+                let kind = match session_kind.as_deref() {
+                    Some("whatsapp") => SessionKind::Whatsapp,
+                    _ => SessionKind::Phone,
+                };
                 let key = format!("twilio-session-status#{call_sid}#{status}");
                 self.once(&key, || {
-                    self.session_status(call_sid, status, *duration_secs)
+                    self.session_status(kind, call_sid, status, *duration_secs)
                 })
                 .await
             }
@@ -239,6 +244,7 @@ impl ProviderEventProcessor {
     /// the session and deletes its room.
     async fn session_status(
         &self,
+        kind: SessionKind,
         call_sid: &str,
         status: &str,
         duration: Option<u64>,
@@ -247,7 +253,7 @@ impl ProviderEventProcessor {
             .sessions
             .as_ref()
             .ok_or("session statuses need LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET")?;
-        let room = SessionKind::Phone.room(call_sid);
+        let room = kind.room(call_sid);
         let finished = status_rank(status) == FINAL_RANK;
         let applied = if finished {
             let ending = Ending {

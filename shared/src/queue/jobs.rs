@@ -128,6 +128,9 @@ pub enum ProviderEvent {
         status: String,
         #[serde(default)]
         duration_secs: Option<u64>,
+        /// `whatsapp` for WhatsApp calls (`?session=whatsapp`); absent: phone.
+        #[serde(default)]
+        session_kind: Option<String>,
     },
     /// An ElevenLabs post-call webhook, exactly as signed.
     Elevenlabs { body: EventBody },

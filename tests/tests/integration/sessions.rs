@@ -12,7 +12,8 @@ use shared::api::invites::RoomInvites;
 use shared::api::Route;
 use shared::base::config::Secret;
 use shared::flows::phone::{CallFlow, ConnectMode};
-use shared::flows::sessions::{JoinTokens, RecordingStorage, SessionLifecycle};
+use shared::flows::sessions::{JoinTokens, RecordingStorage, SessionKind, SessionLifecycle};
+use shared::flows::voice::{CallPlacer, VoiceWebhook};
 use shared::providers::livekit::{AccessTokens, LiveKitClient};
 use shared::providers::twilio::{TwilioClient, TwilioWebhookAuth};
 use shared::queue::sqs_batch::Worker;
@@ -134,6 +135,13 @@ impl Rooms {
 
     fn voice_with(&self, flow: CallFlow) -> twilio_voice::TwilioVoice {
         twilio_voice::TwilioVoice {
+            webhook: self.voice_webhook(SessionKind::Phone, flow),
+        }
+    }
+
+    fn voice_webhook(&self, kind: SessionKind, flow: CallFlow) -> VoiceWebhook {
+        VoiceWebhook {
+            kind,
             twilio_auth: Self::twilio_auth(),
             flow,
             lifecycle: self.lifecycle(),
@@ -171,6 +179,13 @@ impl Rooms {
 
     fn phone_call(&self) -> phone_call::PhoneCall {
         phone_call::PhoneCall {
+            placer: self.placer(SessionKind::Phone),
+        }
+    }
+
+    fn placer(&self, kind: SessionKind) -> CallPlacer {
+        CallPlacer {
+            kind,
             access: self.access(),
             twilio: self.twilio_client(),
             lifecycle: self.lifecycle(),
@@ -591,7 +606,7 @@ async fn livekit_unreachable_is_the_same_as_refusing() {
     let dead_url = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
     let mut voice = t.voice();
-    voice.lifecycle.livekit = Arc::new(LiveKitClient {
+    voice.webhook.lifecycle.livekit = Arc::new(LiveKitClient {
         http: reqwest::Client::new(),
         api_url: dead_url,
         tokens: Rooms::tokens(),
@@ -1224,7 +1239,7 @@ async fn livekit_webhooks_fill_in_and_end_a_web_session() {
 /// not be reopened stays refused.
 #[tokio::test]
 async fn a_launcher_room_is_reopened_for_a_new_conversation() {
-    use shared::flows::sessions::{Opening, SessionKind};
+    use shared::flows::sessions::Opening;
     let t = Rooms::start().await;
     let lifecycle = t.lifecycle();
     let opening = |reopen| Opening {
@@ -1276,4 +1291,96 @@ async fn a_launcher_room_is_reopened_for_a_new_conversation() {
         "one per conversation"
     );
     assert!(t.livekit.room_exists("slack-U024BE7LH"));
+}
+
+/// WhatsApp calls are phone calls with `whatsapp:` addresses and their own
+/// room and session names; placing one is refused until it is enabled.
+#[tokio::test]
+async fn whatsapp_calls_open_whatsapp_sessions() {
+    let t = Rooms::start().await;
+    let voice = whatsapp_voice::WhatsAppVoice {
+        webhook: t.voice_webhook(SessionKind::Whatsapp, Rooms::flow(Rooms::stream(), None)),
+    };
+    let answered = voice
+        .handle(twilio_post(
+            "/whatsapp/voice",
+            "",
+            &[
+                ("CallSid", "CAwa1"),
+                ("From", "whatsapp:+14155550100"),
+                ("To", "whatsapp:+14155550199"),
+                ("Direction", "inbound"),
+            ],
+        ))
+        .await;
+    let twiml = text(&answered);
+    assert!(
+        twiml.contains("<Parameter name=\"roomName\" value=\"whatsapp-CAwa1\"/>"),
+        "{twiml}"
+    );
+    assert!(t.livekit.room_exists("whatsapp-CAwa1"));
+    let session = json_body(&t.get_session("whatsapp-CAwa1", &t.key).await);
+    assert_eq!(session["type"], "whatsapp");
+    assert_eq!(session["from"], "whatsapp:+14155550100");
+
+    let call = |placer| whatsapp_call::WhatsAppCall { placer };
+    let request = || {
+        api(
+            "POST",
+            "/whatsapp/call",
+            "/whatsapp/call",
+            "",
+            Some(&t.key),
+            Some(serde_json::json!({"to": "whatsapp:+14155550123"})),
+        )
+    };
+    let disabled = call(None).handle(request()).await;
+    assert_eq!(disabled.status(), StatusCode::FORBIDDEN);
+    assert_eq!(json_body(&disabled)["code"], "whatsapp_calling_disabled");
+    assert!(t.twilio.created_calls().is_empty());
+    let placed = call(Some(t.placer(SessionKind::Whatsapp)))
+        .handle(request())
+        .await;
+    assert_eq!(placed.status(), StatusCode::OK, "{}", text(&placed));
+    let call_sid = json_body(&placed)["callSid"].as_str().unwrap().to_string();
+    assert_eq!(
+        json_body(&placed)["sessionId"],
+        format!("whatsapp-{call_sid}")
+    );
+    let form = &t.twilio.created_calls()[0];
+    let get = |name: &str| form.iter().find(|(k, _)| k == name).unwrap().1.clone();
+    assert_eq!(get("To"), "whatsapp:+14155550123");
+    assert_eq!(get("From"), "whatsapp:+14155552672");
+    assert_eq!(
+        get("Url"),
+        format!("{PUBLIC_BASE}/whatsapp/voice?org={ORG}")
+    );
+    assert_eq!(
+        get("StatusCallback"),
+        format!("{PUBLIC_BASE}/twilio/status?session=whatsapp")
+    );
+
+    // Its status callback carries ?session=whatsapp and ends that session.
+    let intake = twilio_status::TwilioStatus {
+        twilio_auth: Rooms::twilio_auth(),
+        intake: t.stack.provider_event_intake(),
+    };
+    let completed = twilio_post(
+        "/twilio/status",
+        "session=whatsapp",
+        &[
+            ("CallSid", call_sid.as_str()),
+            ("CallStatus", "completed"),
+            ("CallDuration", "7"),
+        ],
+    );
+    assert_eq!(intake.handle(completed).await.status(), StatusCode::OK);
+    t.run_provider_events().await;
+    assert_eq!(
+        t.get_session(&format!("whatsapp-{call_sid}"), &t.key)
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert!(!t.livekit.room_exists(&format!("whatsapp-{call_sid}")));
 }

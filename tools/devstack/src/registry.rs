@@ -115,6 +115,8 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
         "room-join" => app!(room_join::RoomJoin),
         "room-agent" => app!(room_agent::RoomAgent),
         "room-recording" => app!(room_recording::RoomRecording),
+        "whatsapp-voice" => app!(whatsapp_voice::WhatsAppVoice),
+        "whatsapp-call" => app!(whatsapp_call::WhatsAppCall),
         "outbound-calls" => app!(outbound_calls::OutboundCalls),
         "conversation-get" => app!(conversation_get::ConversationGet),
         "conversation-transcript" => app!(conversation_transcript::ConversationTranscript),
