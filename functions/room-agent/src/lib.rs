@@ -2,22 +2,16 @@
 //! agent to the room or removes it (its dispatch and its participant).
 
 use http::StatusCode;
-use lambda_http::{Request, RequestExt};
-use serde::{Deserialize, Serialize};
+use lambda_http::Request;
+use serde::Serialize;
 use shared::api::access::KeyedAccess;
-use shared::api::{self, ApiError, Route};
-use shared::flows::sessions::{validate_room_name, SessionLifecycle};
+use shared::api::{ApiError, Route};
+use shared::flows::sessions::{room_toggle, SessionLifecycle};
 use shared::wiring::Wiring;
 
 pub struct RoomAgent {
     pub access: KeyedAccess,
     pub lifecycle: SessionLifecycle,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Toggle {
-    enable: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -42,17 +36,7 @@ impl Route for RoomAgent {
 
     async fn process(&self, request: Request) -> Result<(StatusCode, AgentState), ApiError> {
         let tenant = self.access.admit(request.headers()).await?;
-        let room = request
-            .path_parameters()
-            .first("roomName")
-            .unwrap_or_default()
-            .to_string();
-        validate_room_name(&room).map_err(|_| ApiError::NotFound("Room not found".into()))?;
-        let toggle: Toggle =
-            api::parse_json(api::body_bytes(request.body())?, "{\"enable\": bool}")?;
-        let enable = toggle
-            .enable
-            .ok_or_else(|| ApiError::unprocessable("missing_field", "enable is required"))?;
+        let (room, enable) = room_toggle(&request)?;
         let session = self.lifecycle.owned(&room, &tenant.org_id).await?;
         let agent_active = self.lifecycle.set_agent(&session, enable).await?;
         tracing::info!(%room, agent_active, "agent toggled");

@@ -3,23 +3,17 @@
 //! bucket; the egress id and `s3://` location are kept on the session.
 
 use http::StatusCode;
-use lambda_http::{Request, RequestExt};
-use serde::{Deserialize, Serialize};
+use lambda_http::Request;
+use serde::Serialize;
 use shared::api::access::KeyedAccess;
-use shared::api::{self, ApiError, Route};
-use shared::flows::sessions::{validate_room_name, RecordingStorage, SessionLifecycle};
+use shared::api::{ApiError, Route};
+use shared::flows::sessions::{room_toggle, RecordingStorage, SessionLifecycle};
 use shared::wiring::Wiring;
 
 pub struct RoomRecording {
     pub access: KeyedAccess,
     pub lifecycle: SessionLifecycle,
     pub storage: RecordingStorage,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Toggle {
-    enable: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -46,17 +40,7 @@ impl Route for RoomRecording {
 
     async fn process(&self, request: Request) -> Result<(StatusCode, RecordingState), ApiError> {
         let tenant = self.access.admit(request.headers()).await?;
-        let room = request
-            .path_parameters()
-            .first("roomName")
-            .unwrap_or_default()
-            .to_string();
-        validate_room_name(&room).map_err(|_| ApiError::NotFound("Room not found".into()))?;
-        let toggle: Toggle =
-            api::parse_json(api::body_bytes(request.body())?, "{\"enable\": bool}")?;
-        let enable = toggle
-            .enable
-            .ok_or_else(|| ApiError::unprocessable("missing_field", "enable is required"))?;
+        let (room, enable) = room_toggle(&request)?;
         let session = self.lifecycle.owned(&room, &tenant.org_id).await?;
         let (recording, egress_id) = self
             .lifecycle

@@ -3,7 +3,6 @@
 //! call to the agent (no digit or an unknown one: the agent), as seed 002's
 //! "Custom Call Flow" does.
 
-use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use shared::api::ApiError;
 use shared::flows::phone::{CallContext, CallFlow};
@@ -25,14 +24,7 @@ impl TwilioRouting {
     }
 
     pub async fn handle(&self, request: Request) -> Response<Body> {
-        match self.process(&request) {
-            Ok(twiml) => Response::builder()
-                .status(StatusCode::OK)
-                .header(http::header::CONTENT_TYPE, "text/xml; charset=utf-8")
-                .body(Body::Text(twiml))
-                .expect("static response parts are valid"),
-            Err(err) => err.into_response(),
-        }
+        twilio::twiml_response(self.process(&request))
     }
 
     fn process(&self, request: &Request) -> Result<String, ApiError> {

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use shared::api::ApiError;
 use shared::store::directory::DirectoryStore;
@@ -19,14 +18,6 @@ pub struct Twiml {
     pub directory: Arc<dyn DirectoryStore>,
 }
 
-fn xml(body: String) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, "text/xml; charset=utf-8")
-        .body(Body::Text(body))
-        .expect("static response parts are valid")
-}
-
 impl Twiml {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let aws = Wiring::load().await;
@@ -38,10 +29,7 @@ impl Twiml {
     }
 
     pub async fn handle(&self, request: Request) -> Response<Body> {
-        match self.process(request).await {
-            Ok(body) => xml(body),
-            Err(err) => err.into_response(),
-        }
+        twilio::twiml_response(self.process(request).await)
     }
 
     async fn process(&self, request: Request) -> Result<String, ApiError> {

@@ -132,6 +132,32 @@ pub fn validate_identity(value: &str, field: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `POST /room/{roomName}/<toggle>` `{"enable": bool}`: the room (404 if its
+/// name cannot be one) and what to switch it to.
+pub fn room_toggle(request: &lambda_http::Request) -> Result<(String, bool), ApiError> {
+    use lambda_http::RequestExt;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Toggle {
+        enable: Option<bool>,
+    }
+    let room = request
+        .path_parameters()
+        .first("roomName")
+        .unwrap_or_default()
+        .to_string();
+    validate_room_name(&room).map_err(|_| ApiError::NotFound("Room not found".into()))?;
+    let toggle: Toggle = crate::api::parse_json(
+        crate::api::body_bytes(request.body())?,
+        "{\"enable\": bool}",
+    )?;
+    let enable = toggle
+        .enable
+        .ok_or_else(|| ApiError::unprocessable("missing_field", "enable is required"))?;
+    Ok((room, enable))
+}
+
 /// A session as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionView {

@@ -42,14 +42,6 @@ pub struct VoiceWebhook {
     pub lease: Duration,
 }
 
-fn xml(body: String) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, "text/xml; charset=utf-8")
-        .body(Body::Text(body))
-        .expect("static response parts are valid")
-}
-
 /// The dedup key of one call's voice webhook.
 pub fn dedup_key(kind: SessionKind, call_sid: &str) -> String {
     format!("{}-voice#{call_sid}", kind.name())
@@ -57,10 +49,7 @@ pub fn dedup_key(kind: SessionKind, call_sid: &str) -> String {
 
 impl VoiceWebhook {
     pub async fn handle(&self, request: Request) -> Response<Body> {
-        match self.process(&request).await {
-            Ok(twiml) => xml(twiml),
-            Err(err) => err.into_response(),
-        }
+        twilio::twiml_response(self.process(&request).await)
     }
 
     /// Errors only before the call is known to be Twilio's (signature,

@@ -283,6 +283,21 @@ pub fn connect_stream_twiml(stream_url: &str, parameters: &[(&str, &str)]) -> St
     xml
 }
 
+/// A TwiML answer (200, `text/xml`), or the JSON error for what failed
+/// before Twilio's signature was known to be good.
+pub fn twiml_response(
+    result: Result<String, crate::api::ApiError>,
+) -> lambda_http::Response<lambda_http::Body> {
+    match result {
+        Ok(twiml) => lambda_http::Response::builder()
+            .status(http::StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+            .body(lambda_http::Body::Text(twiml))
+            .expect("static response parts are valid"),
+        Err(err) => err.into_response(),
+    }
+}
+
 /// TwiML for a call we cannot connect: say so and hang up.
 pub fn hangup_twiml(message: &str) -> String {
     format!(
