@@ -1384,3 +1384,73 @@ async fn whatsapp_calls_open_whatsapp_sessions() {
     );
     assert!(!t.livekit.room_exists(&format!("whatsapp-{call_sid}")));
 }
+
+/// `/phone/end` on a call we placed: Twilio is asked to complete it, the
+/// session ends with the API as its reason, and the room goes.
+#[tokio::test]
+async fn ending_a_placed_call_completes_it_at_twilio() {
+    let t = Rooms::start().await;
+    let placed = t
+        .phone_call()
+        .handle(api(
+            "POST",
+            "/phone/call",
+            "/phone/call",
+            "",
+            Some(&t.key),
+            Some(serde_json::json!({"to": "+14155550100", "from": "+14155552673"})),
+        ))
+        .await;
+    assert_eq!(placed.status(), StatusCode::OK, "{}", text(&placed));
+    let call_sid = json_body(&placed)["callSid"].as_str().unwrap().to_string();
+    let form = &t.twilio.created_calls()[0];
+    assert!(form.contains(&("From".to_string(), "+14155552673".to_string())));
+    let ended = t
+        .phone_end()
+        .handle(api(
+            "POST",
+            "/phone/end/{callSid}",
+            &format!("/phone/end/{call_sid}"),
+            "",
+            Some(&t.key),
+            None,
+        ))
+        .await;
+    assert_eq!(ended.status(), StatusCode::OK, "{}", text(&ended));
+    assert_eq!(json_body(&ended)["status"], "ended");
+    assert_eq!(t.twilio.ended_calls(), vec![call_sid.clone()]);
+    let record = t
+        .stack
+        .sessions()
+        .get(&format!("twilio-{call_sid}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.end_reason.as_deref(), Some("ended by API"));
+    assert!(!t.livekit.room_exists(&format!("twilio-{call_sid}")));
+    // Twilio's own "completed" callback afterwards changes nothing.
+    let intake = twilio_status::TwilioStatus {
+        twilio_auth: Rooms::twilio_auth(),
+        intake: t.stack.provider_event_intake(),
+    };
+    let completed = twilio_post(
+        "/twilio/status",
+        "",
+        &[
+            ("CallSid", call_sid.as_str()),
+            ("CallStatus", "completed"),
+            ("CallDuration", "5"),
+        ],
+    );
+    assert_eq!(intake.handle(completed).await.status(), StatusCode::OK);
+    t.run_provider_events().await;
+    let after = t
+        .stack
+        .sessions()
+        .get(&format!("twilio-{call_sid}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.end_reason.as_deref(), Some("ended by API"));
+    assert_eq!(after.ended_at, record.ended_at);
+}
