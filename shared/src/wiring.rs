@@ -307,6 +307,7 @@ where
     F: Fn(lambda_http::Request) -> Fut,
     Fut: Future<Output = lambda_http::Response<lambda_http::Body>> + Send,
 {
+    crate::base::metrics::count(crate::base::metrics::Metric::ColdStart);
     lambda_http::run(lambda_http::service_fn(move |request| {
         let response = handler(request);
         async move { Ok::<_, lambda_http::Error>(response.await) }
@@ -317,6 +318,7 @@ where
 /// Runs a `Worker` as an SQS-triggered function; each batch is answered
 /// before the invocation's deadline.
 pub async fn serve_worker<W: Worker>(worker: Arc<W>) -> Result<(), lambda_runtime::Error> {
+    crate::base::metrics::count(crate::base::metrics::Metric::ColdStart);
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<SqsEvent>| {
             let deadline =
@@ -339,6 +341,7 @@ where
     R: serde::Serialize,
     E: std::fmt::Display,
 {
+    crate::base::metrics::count(crate::base::metrics::Metric::ColdStart);
     lambda_runtime::run(lambda_runtime::service_fn(
         move |_: LambdaEvent<serde_json::Value>| {
             let run = job();
@@ -359,6 +362,7 @@ where
     Fut: Future<Output = R> + Send,
     R: serde::Serialize,
 {
+    crate::base::metrics::count(crate::base::metrics::Metric::ColdStart);
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<SqsEvent>| {
             let response = handler(event.payload);

@@ -253,8 +253,9 @@ impl NotifyWorker {
         slack: bool,
         thread: Option<notify::SlackThread>,
     ) -> Result<(), String> {
+        let channel = if slack { "slack" } else { "email" };
         if job.kind == NotificationKind::OutboundCallSummary {
-            metrics::count(Metric::Notified);
+            metrics::count_by(Metric::Notified, "Channel", channel);
             return Ok(());
         }
         if job.kind == NotificationKind::CallStarted {
@@ -264,7 +265,7 @@ impl NotifyWorker {
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            metrics::count(Metric::Notified);
+            metrics::count_by(Metric::Notified, "Channel", channel);
             return Ok(());
         }
         let failed = job.kind == NotificationKind::TranscriptionFailed;
@@ -279,7 +280,7 @@ impl NotifyWorker {
             .await
             .map_err(|e| e.to_string())?;
         if first {
-            metrics::count(Metric::Notified);
+            metrics::count_by(Metric::Notified, "Channel", channel);
             if !failed {
                 stats::count(self.stats.as_ref(), Counter::SuccessfullyPosted).await;
             }

@@ -224,6 +224,10 @@ impl TranscribeWorker {
                     .map_err(|e| e.to_string())?;
                 if moved {
                     metrics::count(Metric::Transcribed);
+                    if let Some(accepted) = job.accepted_at {
+                        let seconds = shared::base::time::epoch_secs().saturating_sub(accepted);
+                        metrics::observe(Metric::TranscriptionSeconds, seconds as f64, None);
+                    }
                 }
                 info!(
                     utterances = transcript.utterances.len(),

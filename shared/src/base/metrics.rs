@@ -22,9 +22,46 @@ pub enum Metric {
     LiveKitFailed,
     /// Sessions opened (seed 002: phone, web rooms).
     SessionsOpened,
+    /// A function's first invocation after a cold start (one per instance).
+    ColdStart,
+    /// Seconds from a call's delivery to its finished transcript.
+    TranscriptionSeconds,
+    /// Outbound calls a provider accepted.
+    CallsPlaced,
+    /// Outbound calls refused by the budget or by the provider.
+    CallsNotPlaced,
+    /// Call seconds counted against an organisation's month.
+    UsageSeconds,
 }
 
 impl Metric {
+    /// Every metric the code emits, for checks of what dashboards name.
+    pub const ALL: [Metric; 16] = [
+        Self::Received,
+        Self::Duplicate,
+        Self::Queued,
+        Self::Transcribed,
+        Self::Notified,
+        Self::Failed,
+        Self::ReservationsReleased,
+        Self::StuckCalls,
+        Self::StuckSessions,
+        Self::LiveKitFailed,
+        Self::SessionsOpened,
+        Self::ColdStart,
+        Self::TranscriptionSeconds,
+        Self::CallsPlaced,
+        Self::CallsNotPlaced,
+        Self::UsageSeconds,
+    ];
+
+    fn unit(self) -> &'static str {
+        match self {
+            Self::TranscriptionSeconds | Self::UsageSeconds => "Seconds",
+            _ => "Count",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Received => "Received",
@@ -38,31 +75,63 @@ impl Metric {
             Self::StuckSessions => "StuckSessions",
             Self::LiveKitFailed => "LiveKitFailed",
             Self::SessionsOpened => "SessionsOpened",
+            Self::ColdStart => "ColdStart",
+            Self::TranscriptionSeconds => "TranscriptionSeconds",
+            Self::CallsPlaced => "CallsPlaced",
+            Self::CallsNotPlaced => "CallsNotPlaced",
+            Self::UsageSeconds => "UsageSeconds",
         }
     }
 }
 
-/// The EMF document for one count; split out so it is testable without stdout.
+/// The EMF document for one value, aggregated by function and, when
+/// `extra` names one, also by function and that dimension (a channel, an
+/// organisation); split out so it is testable without stdout.
 pub fn emf_line(
     metric: Metric,
-    count: u64,
+    value: f64,
     namespace: &str,
     function: &str,
+    extra: Option<(&str, &str)>,
     at_millis: i64,
 ) -> String {
-    json!({
+    let mut dimensions = vec![json!(["Function"])];
+    if let Some((name, _)) = extra {
+        dimensions.push(json!(["Function", name]));
+    }
+    let mut line = json!({
         "_aws": {
             "Timestamp": at_millis,
             "CloudWatchMetrics": [{
                 "Namespace": namespace,
-                "Dimensions": [["Function"]],
-                "Metrics": [{"Name": metric.name(), "Unit": "Count"}]
+                "Dimensions": dimensions,
+                "Metrics": [{"Name": metric.name(), "Unit": metric.unit()}]
             }]
         },
         "Function": function,
-        metric.name(): count
-    })
-    .to_string()
+        // Whole numbers as integers: counts read as counts in the logs.
+        metric.name(): if value.fract() == 0.0 && value.abs() < 9.0e15 { json!(value as i64) } else { json!(value) }
+    });
+    if let Some((name, dimension)) = extra {
+        line[name] = json!(dimension);
+    }
+    line.to_string()
+}
+
+fn emit(metric: Metric, value: f64, extra: Option<(&str, &str)>) {
+    let namespace = std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "callops".into());
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".into());
+    println!(
+        "{}",
+        emf_line(
+            metric,
+            value,
+            &namespace,
+            &function,
+            extra,
+            crate::base::time::epoch_millis()
+        )
+    );
 }
 
 pub fn count(metric: Metric) {
@@ -70,18 +139,17 @@ pub fn count(metric: Metric) {
 }
 
 pub fn count_n(metric: Metric, count: u64) {
-    let namespace = std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "callops".into());
-    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".into());
-    println!(
-        "{}",
-        emf_line(
-            metric,
-            count,
-            &namespace,
-            &function,
-            crate::base::time::epoch_millis()
-        )
-    );
+    emit(metric, count as f64, None);
+}
+
+/// A count also broken down by one dimension (`Channel`, `Organisation`).
+pub fn count_by(metric: Metric, dimension: &str, value: &str) {
+    emit(metric, 1.0, Some((dimension, value)));
+}
+
+/// A measured value (seconds) for percentiles, optionally by one dimension.
+pub fn observe(metric: Metric, value: f64, by: Option<(&str, &str)>) {
+    emit(metric, value, by);
 }
 
 #[cfg(test)]
@@ -90,8 +158,15 @@ mod tests {
 
     #[test]
     fn emf_line_names_metric_and_dimension() {
-        let line: serde_json::Value =
-            serde_json::from_str(&emf_line(Metric::Duplicate, 1, "callops", "zapier", 5)).unwrap();
+        let line: serde_json::Value = serde_json::from_str(&emf_line(
+            Metric::Duplicate,
+            1.0,
+            "callops",
+            "zapier",
+            None,
+            5,
+        ))
+        .unwrap();
         assert_eq!(line["Duplicate"], 1);
         assert_eq!(line["Function"], "zapier");
         assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "callops");
@@ -99,5 +174,34 @@ mod tests {
             line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
             "Duplicate"
         );
+    }
+
+    #[test]
+    fn a_breakdown_adds_a_second_dimension_set() {
+        let line: serde_json::Value = serde_json::from_str(&emf_line(
+            Metric::UsageSeconds,
+            42.0,
+            "callops",
+            "provider-events-worker",
+            Some(("Organisation", "acme")),
+            5,
+        ))
+        .unwrap();
+        let spec = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(
+            spec["Dimensions"],
+            serde_json::json!([["Function"], ["Function", "Organisation"]])
+        );
+        assert_eq!(spec["Metrics"][0]["Unit"], "Seconds");
+        assert_eq!(line["Organisation"], "acme");
+        assert_eq!(line["UsageSeconds"], 42);
+    }
+
+    #[test]
+    fn every_metric_is_listed_once() {
+        let mut names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Metric::ALL.len());
     }
 }

@@ -222,6 +222,7 @@ impl Ingestor {
             transcript_id: None,
             checks: 0,
             deadline: time::epoch_secs() + self.settings.transcription_deadline.as_secs() as i64,
+            accepted_at: Some(time::epoch_secs()),
         };
         jobs::send(self.transcription_queue.as_ref(), &job, Duration::ZERO)
             .await

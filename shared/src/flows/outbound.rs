@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use crate::api::access::KeyedAccess;
 use crate::api::ApiError;
+use crate::base::metrics::{self, Metric};
 use crate::providers::elevenlabs::ElevenLabsClient;
 use crate::providers::twilio::{ProviderError, TwilioClient};
 use crate::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind};
 use crate::store::directory::{usage_month, DirectoryStore, Organisation};
 use crate::store::outbound_calls::{
-    Budget, OutboundCall, OutboundCallStore, Reservation, Reserve, TranscriptLine,
+    Budget, OutboundCall, OutboundCallStore, Reservation, Reserve, TranscriptLine, UsageRecorded,
 };
 use crate::store::StoreError;
 
@@ -122,17 +123,25 @@ impl Placement {
         F: FnOnce(String) -> Fut,
         Fut: Future<Output = Result<Placed, ProviderError>>,
     {
-        reserve(
+        if let Err(err) = reserve(
             self.calls.as_ref(),
             self.directory.as_ref(),
             &mut call,
             org,
             seconds,
         )
-        .await?;
+        .await
+        {
+            metrics::count(Metric::CallsNotPlaced);
+            return Err(err);
+        }
         let placed = match place(call.call_ref.clone()).await {
-            Ok(placed) => placed,
+            Ok(placed) => {
+                metrics::count(Metric::CallsPlaced);
+                placed
+            }
             Err(err) => {
+                metrics::count(Metric::CallsNotPlaced);
                 let reason = err.to_string();
                 if let Err(store) = release_unplaced(self.calls.as_ref(), &call, &reason).await {
                     // The sweep releases it once its window has passed.
@@ -227,6 +236,18 @@ pub fn provider_http() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// Emits the seconds an organisation was charged, once (when counted).
+pub fn usage_counted(call: &OutboundCall, seconds: u64, recorded: UsageRecorded) {
+    if recorded == UsageRecorded::Counted {
+        let org = call.org_id.as_deref().unwrap_or("unknown");
+        metrics::observe(
+            Metric::UsageSeconds,
+            seconds as f64,
+            Some(("Organisation", org)),
+        );
+    }
+}
+
 /// A provider's answer to placing a call: its own refusal text is passed on;
 /// an outage is logged and answered with `who` and a hint to retry.
 pub fn call_not_placed(err: ProviderError, who: &str) -> ApiError {
@@ -270,10 +291,12 @@ pub async fn finish_call(
         .map_err(|e| e.to_string())?;
     // Every ending settles the reservation: a call that never connected
     // (or reported no duration) releases it with nothing used.
-    calls
-        .record_duration(call, ending.duration_secs.unwrap_or(0))
+    let seconds = ending.duration_secs.unwrap_or(0);
+    let recorded = calls
+        .record_duration(call, seconds)
         .await
         .map_err(|e| e.to_string())?;
+    usage_counted(call, seconds, recorded);
     let job = NotificationJob::for_call(&call.call_ref, NotificationKind::OutboundCallSummary);
     jobs::send(notifications, &job, std::time::Duration::ZERO)
         .await

@@ -226,6 +226,7 @@ impl ProviderEventProcessor {
             if recorded == UsageRecorded::Counted {
                 info!(%call_ref, seconds, "usage recorded");
             }
+            crate::flows::outbound::usage_counted(&call, seconds, recorded);
             let job = NotificationJob::for_call(call_ref, NotificationKind::OutboundCallSummary);
             jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
                 .await

@@ -106,6 +106,7 @@ impl StuckCalls {
             transcript_id: record.transcript_id.clone(),
             checks: 0,
             deadline: now + deadline,
+            accepted_at: Some(now),
         };
         jobs::send(self.transcription_queue.as_ref(), &job, Duration::ZERO)
             .await

@@ -24,6 +24,9 @@ pub struct TranscriptionJob {
     pub checks: u32,
     /// Epoch seconds after which the transcription counts as failed.
     pub deadline: i64,
+    /// Epoch seconds when the delivery was accepted (for TranscriptionSeconds).
+    #[serde(default)]
+    pub accepted_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
