@@ -6,6 +6,7 @@ mod bad_input;
 mod call_start;
 mod crash;
 mod delivery;
+mod dlq;
 mod events;
 mod notifications;
 mod outbound;

@@ -6,10 +6,17 @@
 //! callops-admin api-keys assign <key_id> --org <org_id> gives an older key (made without one) an organisation
 //! callops-admin api-keys list
 //! callops-admin api-keys revoke <key_id>
+//! callops-admin dlq list    --queue <name>                  dead letters, bodies masked
+//! callops-admin dlq show    --queue <name> <message_id>
+//! callops-admin dlq replay  --queue <name> (<message_id> | --all)   back to the source queue
+//! callops-admin dlq purge   --queue <name> [--yes]          asks for the queue name unless --yes
 //! ```
 //! The table comes from `API_KEYS_TABLE` (the stack's `ApiKeysTableName`
-//! output); AWS credentials and endpoints from the usual AWS variables.
+//! output), queues from `CALLOPS_STACK` (the stack name, default `callops`;
+//! `callops-dev` for `make dev`); AWS credentials and endpoints from the
+//! usual AWS variables.
 
+use admin::dlq;
 use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
 
 const USAGE: &str = "usage: callops-admin api-keys (create --org <org_id> <name> | \
@@ -25,6 +32,9 @@ async fn main() {
 
 async fn run(args: Vec<String>) -> Result<(), String> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if args.first() == Some(&"dlq") {
+        return dead_letters(&args[1..]).await;
+    }
     let table = shared::base::config::required("API_KEYS_TABLE").map_err(|e| e.to_string())?;
     let sdk = shared::base::aws::sdk_config().await;
     let store = DynamoApiKeyStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
@@ -73,6 +83,89 @@ async fn run(args: Vec<String>) -> Result<(), String> {
             }
         }
         _ => return Err(USAGE.into()),
+    }
+    Ok(())
+}
+
+const DLQ_USAGE: &str = "usage: callops-admin dlq (list --queue <name> | show --queue <name> <message_id> | \
+                         replay --queue <name> (<message_id> | --all) | purge --queue <name> [--yes])";
+
+async fn dead_letters(args: &[&str]) -> Result<(), String> {
+    let (command, name, rest) = match args {
+        [command, "--queue", name, rest @ ..] => (*command, *name, rest),
+        _ => return Err(DLQ_USAGE.into()),
+    };
+    let stack = shared::base::config::optional("CALLOPS_STACK").unwrap_or_else(|| "callops".into());
+    let sdk = shared::base::aws::sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue = dlq::find(&sqs, &stack, name).await?;
+    let hold = std::time::Duration::from_secs(60);
+    match (command, rest) {
+        ("list", []) => {
+            let letters = dlq::read_all(&sqs, &queue, std::time::Duration::from_secs(5)).await?;
+            println!("{}: {} message(s)", queue.name, letters.len());
+            for letter in letters {
+                let body: String = letter.body.chars().take(160).collect();
+                println!(
+                    "{}  sent {}  received {}x  {body}",
+                    letter.message_id,
+                    letter.sent_at.as_deref().unwrap_or("?"),
+                    letter.receive_count.as_deref().unwrap_or("?")
+                );
+            }
+        }
+        ("show", [id]) => {
+            let letters = dlq::read_all(&sqs, &queue, std::time::Duration::from_secs(5)).await?;
+            let letter = letters
+                .iter()
+                .find(|l| l.message_id == *id)
+                .ok_or_else(|| format!("no message {id} in {}", queue.name))?;
+            println!(
+                "message {}\nsent     {}\nreceived {}x\nbody     {}",
+                letter.message_id,
+                letter.sent_at.as_deref().unwrap_or("?"),
+                letter.receive_count.as_deref().unwrap_or("?"),
+                letter.body
+            );
+        }
+        ("replay", [which]) => {
+            let letters = dlq::read_all(&sqs, &queue, hold).await?;
+            let chosen: Vec<_> = letters
+                .into_iter()
+                .filter(|l| *which == "--all" || l.message_id == *which)
+                .collect();
+            if chosen.is_empty() {
+                return Err(format!("nothing to replay in {}", queue.name));
+            }
+            let replayed = dlq::replay(&sqs, &queue, &chosen).await?;
+            println!(
+                "replayed {replayed} message(s) from {} to their source queue",
+                queue.name
+            );
+        }
+        ("purge", flags) => {
+            let confirmed = match flags {
+                ["--yes"] => true,
+                [] => {
+                    println!(
+                        "purge every message of {}? type its name to confirm:",
+                        queue.name
+                    );
+                    let mut answer = String::new();
+                    std::io::stdin()
+                        .read_line(&mut answer)
+                        .map_err(|e| e.to_string())?;
+                    answer.trim() == queue.name
+                }
+                _ => return Err(DLQ_USAGE.into()),
+            };
+            if !confirmed {
+                return Err("not confirmed; nothing purged".into());
+            }
+            dlq::purge(&sqs, &queue).await?;
+            println!("purged {}", queue.name);
+        }
+        _ => return Err(DLQ_USAGE.into()),
     }
     Ok(())
 }
