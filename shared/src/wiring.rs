@@ -189,6 +189,7 @@ impl Wiring {
             } else {
                 None
             },
+            dedup: self.dedup()?,
         })
     }
 

@@ -21,6 +21,7 @@ use crate::providers::livekit::{
     AccessTokens, JoinGrant, LiveKitError, LiveKitRooms, RecordingTarget,
 };
 use crate::queue::jobs::CallStart;
+use crate::store::dedup::{run_once, DedupStore, Once, OnceError};
 use crate::store::sessions::{
     Ending, NewSession, Opened, SessionChange, SessionRecord, SessionStore,
 };
@@ -291,6 +292,8 @@ pub struct SessionLifecycle {
     pub agent_identity_prefix: String,
     /// Queues the one call-start notification per session.
     pub announcer: Option<Arc<CallStartIntake>>,
+    /// Runs each conversation's opening once.
+    pub dedup: Arc<dyn DedupStore>,
 }
 
 impl SessionLifecycle {
@@ -312,12 +315,12 @@ impl SessionLifecycle {
         .to_string();
         // Refuse early what the store would refuse, so an ended or foreign
         // room is not recreated in LiveKit first (the store still decides).
-        if let Some(existing) = self
+        let existing = self
             .sessions
             .get(&room)
             .await
-            .map_err(crate::api::unavailable)?
-        {
+            .map_err(crate::api::unavailable)?;
+        if let Some(existing) = &existing {
             if existing.ended() && !opening.reopen {
                 return Err(session_ended(&session_id));
             }
@@ -329,6 +332,45 @@ impl SessionLifecycle {
                 return Err(room_taken());
             }
         }
+        // Opens of one conversation run once: without this, two at once
+        // (a double-clicked /room/create, /phone/call meeting its own
+        // /twilio/voice) would each find no dispatch and each send an agent.
+        // A conversation is named by when its room's last one ended.
+        let generation = existing
+            .as_ref()
+            .and_then(|r| r.ended_at.clone())
+            .unwrap_or_else(|| "first".into());
+        let key = format!("session-open#{room}#{generation}");
+        let opened = OpenedSession {
+            session_id: session_id.clone(),
+            room: room.clone(),
+            agent_active: true,
+        };
+        let work = || async {
+            self.open_once(opening, &metadata, lease).await?;
+            Ok::<_, ApiError>(serde_json::json!({"session_id": session_id}))
+        };
+        match run_once(self.dedup.as_ref(), &key, lease, work).await {
+            Ok(Once::Done(_)) => {}
+            Ok(Once::Duplicate(_)) => info!(%session_id, "session already opened"),
+            // The other open finishes the same work; its caller hears if it fails.
+            Ok(Once::InProgress) => info!(%session_id, "session being opened by another request"),
+            Err(OnceError::Store(err)) => return Err(crate::api::unavailable(err)),
+            Err(OnceError::Work(err)) => return Err(err),
+        }
+        Ok(opened)
+    }
+
+    /// The work of [`open`](Self::open), run once per conversation.
+    async fn open_once(
+        &self,
+        opening: &Opening,
+        metadata: &str,
+        lease: Duration,
+    ) -> Result<(), ApiError> {
+        let session_id = opening.kind.session_id(&opening.key);
+        let room = opening.kind.room(&opening.key);
+        let metadata = metadata.to_string();
         self.livekit
             .create_room(&room, &metadata)
             .await
@@ -383,11 +425,7 @@ impl SessionLifecycle {
         }
         metrics::count(metrics::Metric::SessionsOpened);
         info!(%session_id, %room, "session open");
-        Ok(OpenedSession {
-            session_id,
-            room,
-            agent_active: true,
-        })
+        Ok(())
     }
 
     /// The agent's dispatch in `room`: the existing one, or a new one.
@@ -448,6 +486,39 @@ impl SessionLifecycle {
 
     /// Dispatches the agent to, or removes it from, the tenant's room.
     pub async fn set_agent(&self, record: &SessionRecord, enable: bool) -> Result<bool, ApiError> {
+        let room = &record.room_name;
+        // Claim the switch first: of two concurrent toggles one acts, the
+        // other finds it done (and a failed dispatch gives the claim back).
+        let claimed = self
+            .sessions
+            .update(room, &SessionChange::AgentSwitch { to: enable })
+            .await
+            .map_err(crate::api::unavailable)?;
+        if !claimed {
+            let now = self
+                .sessions
+                .get(room)
+                .await
+                .map_err(crate::api::unavailable)?
+                .filter(|r| !r.ended())
+                .ok_or_else(|| ApiError::NotFound("Room not found".into()))?;
+            if now.agent_active.unwrap_or(false) == enable {
+                return Ok(enable);
+            }
+            return Err(ApiError::NotFound("Room not found".into()));
+        }
+        let switched = self.switch_agent(record, enable).await;
+        if switched.is_err() {
+            let back = SessionChange::AgentSwitch { to: !enable };
+            if let Err(err) = self.sessions.update(room, &back).await {
+                warn!(%room, error = %err, "agent switch not given back after a LiveKit failure");
+            }
+        }
+        switched
+    }
+
+    /// The LiveKit side of [`set_agent`](Self::set_agent), once claimed.
+    async fn switch_agent(&self, record: &SessionRecord, enable: bool) -> Result<bool, ApiError> {
         let room = &record.room_name;
         let dispatch_id = if enable {
             let metadata = serde_json::json!({

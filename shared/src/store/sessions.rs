@@ -85,6 +85,12 @@ pub enum SessionChange {
         location: Option<String>,
     },
     Participant(String),
+    /// Claims the switch of the agent to `to`: applied only if the agent
+    /// is not already so (false otherwise), so of two concurrent toggles
+    /// one acts and the other sees it done.
+    AgentSwitch {
+        to: bool,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -735,6 +741,20 @@ impl SessionStore for DynamoSessionStore {
                 }
                 self.set(room, &values, open).await
             }
+            SessionChange::AgentSwitch { to } => super::applied(
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(room, SESSION_ITEM)))
+                    .update_expression("SET agent_active = :to REMOVE dispatch_id")
+                    .condition_expression(format!(
+                        "{OPEN} AND (attribute_not_exists(agent_active) OR agent_active = :from)"
+                    ))
+                    .expression_attribute_values(":to", AttributeValue::Bool(*to))
+                    .expression_attribute_values(":from", AttributeValue::Bool(!to))
+                    .send()
+                    .await,
+            ),
             SessionChange::Recording {
                 active,
                 egress_id,

@@ -83,6 +83,7 @@ impl Rooms {
             agent_name: AGENT.into(),
             agent_identity_prefix: "agent-".into(),
             announcer: Some(Arc::new(self.stack.call_start_intake())),
+            dedup: self.stack.dedup(),
         }
     }
 
@@ -1453,4 +1454,50 @@ async fn ending_a_placed_call_completes_it_at_twilio() {
         .unwrap();
     assert_eq!(after.end_reason.as_deref(), Some("ended by API"));
     assert_eq!(after.ended_at, record.ended_at);
+}
+
+/// Checks followed by acts would send two agents: a double-clicked
+/// /room/create, or two "agent on" toggles at once, each dispatch once.
+#[tokio::test]
+async fn concurrent_opens_and_toggles_dispatch_one_agent() {
+    let t = Arc::new(Rooms::start().await);
+    let mut creates = Vec::new();
+    for _ in 0..5 {
+        let t = Arc::clone(&t);
+        creates.push(tokio::spawn(async move {
+            t.create_room("double-click").await.status()
+        }));
+    }
+    for create in creates {
+        assert_eq!(create.await.unwrap(), StatusCode::CREATED);
+    }
+    assert_eq!(t.livekit.dispatches("double-click").len(), 1);
+    assert_eq!(t.stack.depth("NotificationQueue").await, 1);
+
+    let off = t.toggle("agent", "double-click", false, &t.key).await;
+    assert_eq!(json_body(&off)["agentActive"], false);
+    let mut toggles = Vec::new();
+    for _ in 0..5 {
+        let t = Arc::clone(&t);
+        toggles.push(tokio::spawn(async move {
+            let response = t.toggle("agent", "double-click", true, &t.key).await;
+            (
+                response.status(),
+                json_body(&response)["agentActive"].clone(),
+            )
+        }));
+    }
+    for toggle in toggles {
+        let (status, active) = toggle.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(active, true);
+    }
+    assert_eq!(t.livekit.dispatches("double-click").len(), 1);
+    let creates = t
+        .livekit
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/CreateDispatch"))
+        .count();
+    assert_eq!(creates, 2, "one at creation, one when switched back on");
 }
