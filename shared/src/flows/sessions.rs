@@ -632,56 +632,101 @@ impl SessionLifecycle {
         storage: &RecordingStorage,
     ) -> Result<(bool, String), ApiError> {
         let room = &record.room_name;
-        let change = if enable {
-            if let (Some(true), Some(egress)) = (record.recording, &record.egress_id) {
-                return Ok((true, egress.clone()));
-            }
-            let session_id = record.session_id.clone().unwrap_or_else(|| room.clone());
-            let target = storage.target(&session_id);
-            let egress = self
-                .livekit
-                .start_recording(room, &target)
-                .await
-                .map_err(|e| livekit_failed("start recording", &e))?;
-            SessionChange::Recording {
-                active: true,
-                egress_id: egress.egress_id,
-                location: Some(format!("s3://{}/{}", target.bucket, target.key)),
-            }
-        } else {
-            let Some(egress_id) = record
-                .egress_id
-                .clone()
-                .filter(|_| record.recording == Some(true))
-            else {
-                return Err(ApiError::Conflict {
-                    code: "not_recording",
-                    detail: "this room is not being recorded".into(),
-                });
-            };
-            self.livekit
-                .stop_recording(&egress_id)
-                .await
-                .map_err(|e| livekit_failed("stop recording", &e))?;
-            SessionChange::Recording {
-                active: false,
-                egress_id,
-                location: None,
-            }
-        };
-        let SessionChange::Recording { egress_id, .. } = &change else {
-            unreachable!("built above")
-        };
-        let egress_id = egress_id.clone();
-        let changed = self
+        // Claim the switch first: two "start"s at once must not start two
+        // egresses (nor two "stop"s stop one twice).
+        let claimed = self
             .sessions
-            .update(room, &change)
+            .update(room, &SessionChange::RecordingSwitch { to: enable })
             .await
             .map_err(crate::api::unavailable)?;
-        if !changed {
-            return Err(ApiError::NotFound("Room not found".into()));
+        if !claimed {
+            let now = self
+                .sessions
+                .get(room)
+                .await
+                .map_err(crate::api::unavailable)?
+                .filter(|r| !r.ended())
+                .ok_or_else(|| ApiError::NotFound("Room not found".into()))?;
+            return match (enable, now.recording.unwrap_or(false), now.egress_id) {
+                (true, true, Some(egress)) => Ok((true, egress)),
+                (false, false, _) => Err(ApiError::Conflict {
+                    code: "not_recording",
+                    detail: "this room is not being recorded".into(),
+                }),
+                // Another request is switching it and has not finished.
+                _ => Err(ApiError::InProgress),
+            };
         }
-        Ok((enable, egress_id))
+        let result = if enable {
+            self.start_recording(record, storage).await
+        } else {
+            self.stop_recording(record).await
+        };
+        if result.is_err() {
+            let back = SessionChange::RecordingSwitch { to: !enable };
+            if let Err(err) = self.sessions.update(room, &back).await {
+                warn!(%room, error = %err, "recording switch not given back after a LiveKit failure");
+            }
+        }
+        result.map(|egress_id| (enable, egress_id))
+    }
+
+    async fn start_recording(
+        &self,
+        record: &SessionRecord,
+        storage: &RecordingStorage,
+    ) -> Result<String, ApiError> {
+        let room = &record.room_name;
+        let session_id = record.session_id.clone().unwrap_or_else(|| room.clone());
+        let target = storage.target(&session_id);
+        let egress = self
+            .livekit
+            .start_recording(room, &target)
+            .await
+            .map_err(|e| livekit_failed("start recording", &e))?;
+        let change = SessionChange::Recording {
+            active: true,
+            egress_id: egress.egress_id.clone(),
+            location: Some(format!("s3://{}/{}", target.bucket, target.key)),
+        };
+        self.record_change(room, &change).await?;
+        Ok(egress.egress_id)
+    }
+
+    async fn stop_recording(&self, record: &SessionRecord) -> Result<String, ApiError> {
+        let room = &record.room_name;
+        // The egress id as it is now, not as the caller read it before the claim.
+        let egress_id = self
+            .sessions
+            .get(room)
+            .await
+            .map_err(crate::api::unavailable)?
+            .and_then(|r| r.egress_id)
+            .ok_or(ApiError::InProgress)?;
+        self.livekit
+            .stop_recording(&egress_id)
+            .await
+            .map_err(|e| livekit_failed("stop recording", &e))?;
+        let change = SessionChange::Recording {
+            active: false,
+            egress_id: egress_id.clone(),
+            location: None,
+        };
+        self.record_change(room, &change).await?;
+        Ok(egress_id)
+    }
+
+    async fn record_change(&self, room: &str, change: &SessionChange) -> Result<(), ApiError> {
+        let changed = self
+            .sessions
+            .update(room, change)
+            .await
+            .map_err(crate::api::unavailable)?;
+        if changed {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound("Room not found".into()))
+        }
     }
 }
 

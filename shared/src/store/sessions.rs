@@ -91,6 +91,11 @@ pub enum SessionChange {
     AgentSwitch {
         to: bool,
     },
+    /// Claims the switch of the recording to `to` the same way; switching
+    /// on forgets the last recording's egress id until the new one is known.
+    RecordingSwitch {
+        to: bool,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -747,9 +752,33 @@ impl SessionStore for DynamoSessionStore {
                     .table_name(&self.table)
                     .set_key(Some(key(room, SESSION_ITEM)))
                     .update_expression("SET agent_active = :to REMOVE dispatch_id")
-                    .condition_expression(format!(
-                        "{OPEN} AND (attribute_not_exists(agent_active) OR agent_active = :from)"
-                    ))
+                    // Off -> on also from "never set"; on -> off only from on.
+                    .condition_expression(if *to {
+                        format!("{OPEN} AND (attribute_not_exists(agent_active) OR agent_active = :from)")
+                    } else {
+                        format!("{OPEN} AND agent_active = :from")
+                    })
+                    .expression_attribute_values(":to", AttributeValue::Bool(*to))
+                    .expression_attribute_values(":from", AttributeValue::Bool(!to))
+                    .send()
+                    .await,
+            ),
+            SessionChange::RecordingSwitch { to } => super::applied(
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(room, SESSION_ITEM)))
+                    .update_expression(if *to {
+                        "SET recording = :to REMOVE egress_id"
+                    } else {
+                        "SET recording = :to"
+                    })
+                    // Off -> on also from "never set"; on -> off only from on.
+                    .condition_expression(if *to {
+                        format!("{OPEN} AND (attribute_not_exists(recording) OR recording = :from)")
+                    } else {
+                        format!("{OPEN} AND recording = :from")
+                    })
                     .expression_attribute_values(":to", AttributeValue::Bool(*to))
                     .expression_attribute_values(":from", AttributeValue::Bool(!to))
                     .send()

@@ -1501,3 +1501,39 @@ async fn concurrent_opens_and_toggles_dispatch_one_agent() {
         .count();
     assert_eq!(creates, 2, "one at creation, one when switched back on");
 }
+
+/// Two "start recording"s at once start one egress; stopping a room that
+/// never recorded is a 409, not a LiveKit call.
+#[tokio::test]
+async fn concurrent_recording_starts_start_one_egress() {
+    let t = Arc::new(Rooms::start().await);
+    assert_eq!(
+        t.create_room("rec-race").await.status(),
+        StatusCode::CREATED
+    );
+    let never = t.toggle("recording", "rec-race", false, &t.key).await;
+    assert_eq!(never.status(), StatusCode::CONFLICT);
+    assert_eq!(json_body(&never)["code"], "not_recording");
+    let mut starts = Vec::new();
+    for _ in 0..5 {
+        let t = Arc::clone(&t);
+        starts.push(tokio::spawn(async move {
+            t.toggle("recording", "rec-race", true, &t.key)
+                .await
+                .status()
+        }));
+    }
+    let mut ok = 0;
+    for start in starts {
+        let status = start.await.unwrap();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::CONFLICT,
+            "{status}"
+        );
+        ok += usize::from(status == StatusCode::OK);
+    }
+    assert!(ok >= 1);
+    assert_eq!(t.livekit.egresses().len(), 1);
+    let stopped = t.toggle("recording", "rec-race", false, &t.key).await;
+    assert_eq!(stopped.status(), StatusCode::OK);
+}
