@@ -11,3 +11,4 @@ pub mod phone;
 pub mod provider_events;
 pub mod sessions;
 pub mod stuck;
+pub mod whatsapp;
