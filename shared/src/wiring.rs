@@ -191,7 +191,9 @@ impl Wiring {
 
     /// `WHATSAPP_TABLE` (`WHATSAPP_RETENTION_DAYS`): WhatsApp conversations.
     pub fn whatsapp(&self) -> Result<Arc<dyn WhatsAppStore>, ConfigError> {
-        Ok(Arc::new(DynamoWhatsAppStore::from_env(self.dynamo.clone())?))
+        Ok(Arc::new(DynamoWhatsAppStore::from_env(
+            self.dynamo.clone(),
+        )?))
     }
 
     /// `WHATSAPP_REPLY_QUEUE_URL`.
@@ -245,9 +247,9 @@ pub fn twilio() -> Result<TwilioClient, ConfigError> {
 
 /// `TWILIO_WHATSAPP_NUMBER` as Twilio's `whatsapp:+E164` sender.
 pub fn whatsapp_sender_address() -> Result<String, ConfigError> {
-    Ok(crate::providers::twilio::whatsapp_address(&config::required(
-        "TWILIO_WHATSAPP_NUMBER",
-    )?))
+    Ok(crate::providers::twilio::whatsapp_address(
+        &config::required("TWILIO_WHATSAPP_NUMBER")?,
+    ))
 }
 
 /// `{PUBLIC_BASE_URL}/whatsapp/status`, when the public URL is known.

@@ -97,7 +97,11 @@ impl Worker for WhatsAppReplyWorker {
 
     /// Like the default, but each job knows the deadline, so the HTTP calls
     /// are sized to it instead of being cut off mid-send.
-    async fn handle_until(self: &Arc<Self>, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+    async fn handle_until(
+        self: &Arc<Self>,
+        event: SqsEvent,
+        deadline: Instant,
+    ) -> SqsBatchResponse {
         let stop = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline);
         process_with(self, event, deadline, move |worker, message| async move {
             worker.process_by(message, stop).await

@@ -188,7 +188,10 @@ mod tests {
             r#"{"to":"+1","contentSid":"HX0123456789abcdef","contentVariables":{"1":"John","2":3}}"#,
         )) {
             Ok(Outgoing::Template { variables, .. }) => {
-                assert_eq!(variables.unwrap(), serde_json::json!({"1": "John", "2": "3"}))
+                assert_eq!(
+                    variables.unwrap(),
+                    serde_json::json!({"1": "John", "2": "3"})
+                )
             }
             _ => panic!("expected a template"),
         }

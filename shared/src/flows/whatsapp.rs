@@ -105,9 +105,7 @@ impl Inbound {
         let message_sid = field("MessageSid")
             .or_else(|| field("SmsMessageSid"))
             .filter(|sid| valid_sid(sid))
-            .ok_or_else(|| {
-                ApiError::unprocessable("missing_field", "MessageSid is required")
-            })?
+            .ok_or_else(|| ApiError::unprocessable("missing_field", "MessageSid is required"))?
             .to_string();
         let from = field("From")
             .filter(|f| f.trim().starts_with("whatsapp:"))
@@ -241,11 +239,20 @@ const RECORD_ATTEMPTS: u32 = 4;
 impl ReplyAgent {
     /// Replies to `job` once, finishing before `stop`. `Err` leaves the job
     /// for SQS to deliver again (claim released, stored text kept).
-    pub async fn reply(&self, job: &WhatsAppReplyJob, stop: Instant) -> Result<ReplyOutcome, String> {
+    pub async fn reply(
+        &self,
+        job: &WhatsAppReplyJob,
+        stop: Instant,
+    ) -> Result<ReplyOutcome, String> {
         let key = reply_key(&job.message_sid);
         let left = stop.saturating_duration_since(Instant::now());
         let lease = self.lease.min(left).max(Duration::from_secs(1));
-        let owner = match self.dedup.claim(&key, lease).await.map_err(|e| e.to_string())? {
+        let owner = match self
+            .dedup
+            .claim(&key, lease)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             Claim::Completed(_) => return Ok(ReplyOutcome::AlreadyDone),
             Claim::InProgress => return Err("another delivery is replying".into()),
             Claim::Acquired(owner) => owner,
@@ -286,8 +293,7 @@ impl ReplyAgent {
             .await
             .map_err(|e| e.to_string())?
             .unwrap_or_default();
-        if record.reply_sid.is_some()
-            || matches!(record.state.as_deref(), Some("none" | "failed"))
+        if record.reply_sid.is_some() || matches!(record.state.as_deref(), Some("none" | "failed"))
         {
             return Ok(ReplyOutcome::AlreadyDone);
         }
@@ -360,9 +366,9 @@ impl ReplyAgent {
                     .map_err(|e| e.to_string())?;
                 Ok(ReplyOutcome::Refused(reason))
             }
-            Err(MessageError::Unavailable(reason)) => {
-                Err(format!("Twilio unavailable, reply kept for the retry: {reason}"))
-            }
+            Err(MessageError::Unavailable(reason)) => Err(format!(
+                "Twilio unavailable, reply kept for the retry: {reason}"
+            )),
         }
     }
 
@@ -394,7 +400,11 @@ impl ReplyAgent {
 
     /// The reply's text: the media reply, the LLM's answer, or the fallback
     /// (`None`: send nothing). `Err` only when the conversation cannot be read.
-    async fn compose(&self, job: &WhatsAppReplyJob, stop: Instant) -> Result<Option<String>, String> {
+    async fn compose(
+        &self,
+        job: &WhatsAppReplyJob,
+        stop: Instant,
+    ) -> Result<Option<String>, String> {
         if job.body.trim().is_empty() {
             return Ok((job.num_media > 0).then(|| self.settings.media_reply.clone()));
         }
@@ -465,7 +475,12 @@ pub enum Outgoing {
 }
 
 impl WhatsAppSender {
-    pub async fn send(&self, org_id: &str, to: &str, outgoing: &Outgoing) -> Result<SentMessage, ApiError> {
+    pub async fn send(
+        &self,
+        org_id: &str,
+        to: &str,
+        outgoing: &Outgoing,
+    ) -> Result<SentMessage, ApiError> {
         let (address, id) = normalise_to(to)?;
         let content = match outgoing {
             Outgoing::Text(text) => MessageContent::Text(text),
@@ -527,17 +542,24 @@ pub fn not_sent(err: MessageError) -> ApiError {
                 .into(),
         },
         // Our own credentials or account: not the client's to fix.
-        MessageError::Refused { status: 401 | 403, code, message } => {
+        MessageError::Refused {
+            status: 401 | 403,
+            code,
+            message,
+        } => {
             warn!(?code, %message, "Twilio refused our credentials");
             ApiError::BadGateway {
                 code: "twilio_unavailable",
-                detail: "Twilio refused this service's credentials; the message was not sent".into(),
+                detail: "Twilio refused this service's credentials; the message was not sent"
+                    .into(),
             }
         }
         MessageError::Refused { code, message, .. } => ApiError::Unprocessable {
             code: "twilio_rejected",
             detail: match code {
-                Some(code) => format!("Twilio refused the message (Twilio error {code}): {message}"),
+                Some(code) => {
+                    format!("Twilio refused the message (Twilio error {code}): {message}")
+                }
                 None => format!("Twilio refused the message: {message}"),
             },
         },
@@ -545,8 +567,9 @@ pub fn not_sent(err: MessageError) -> ApiError {
             warn!(%reason, "Twilio unavailable for a WhatsApp send");
             ApiError::BadGateway {
                 code: "twilio_unavailable",
-                detail: "Twilio did not confirm the message; it may not have been sent. Retry shortly."
-                    .into(),
+                detail:
+                    "Twilio did not confirm the message; it may not have been sent. Retry shortly."
+                        .into(),
             }
         }
     }
@@ -573,7 +596,10 @@ mod tests {
 
     #[test]
     fn wa_ids_are_digits() {
-        assert_eq!(wa_id("whatsapp:+14155550100").as_deref(), Some("14155550100"));
+        assert_eq!(
+            wa_id("whatsapp:+14155550100").as_deref(),
+            Some("14155550100")
+        );
         assert_eq!(wa_id("14155550100").as_deref(), Some("14155550100"));
         assert_eq!(wa_id("+1415a"), None);
         assert_eq!(wa_id("../etc"), None);

@@ -238,7 +238,10 @@ impl TwilioClient {
         let status = response.status();
         if status.is_success() {
             return response.json::<SentMessage>().await.map_err(|e| {
-                MessageError::Unavailable(format!("unreadable Twilio response: {}", e.without_url()))
+                MessageError::Unavailable(format!(
+                    "unreadable Twilio response: {}",
+                    e.without_url()
+                ))
             });
         }
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {

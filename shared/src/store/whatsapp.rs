@@ -174,11 +174,8 @@ pub trait WhatsAppStore: Send + Sync {
     /// After Twilio accepted the reply: its sid and status on the reply
     /// record, and the reply as a message of the conversation, in one
     /// transaction.
-    async fn finish_send(
-        &self,
-        inbound_sid: &str,
-        reply: &StoredMessage,
-    ) -> Result<(), StoreError>;
+    async fn finish_send(&self, inbound_sid: &str, reply: &StoredMessage)
+        -> Result<(), StoreError>;
     /// A reply that will not be sent (`none`: nothing to say; `failed`:
     /// Twilio refused it for good), so redeliveries stop.
     async fn settle_unsent(
@@ -308,17 +305,16 @@ impl DynamoWhatsAppStore {
             .item("item", s(&item_key))
             .item("sid", s(&message.sid))
             .item("direction", s(message.direction.as_str()))
-            .item("body", s(&message.body))
             .item("status", s(&message.status))
-            .item(
-                "status_rank",
-                n(status_rank(&message.status).unwrap_or(0)),
-            )
+            .item("status_rank", n(status_rank(&message.status).unwrap_or(0)))
             .item("num_media", n(message.num_media))
             .item("created_at", s(&message.created_at))
             .item("updated_at", s(&message.updated_at))
             .item("expires_at", expires);
+        // Empty strings are left out (media-only messages, templates).
+        let body = Some(message.body.clone()).filter(|b| !b.is_empty());
         for (name, value) in [
+            ("body", &body),
             ("error_code", &message.error_code),
             ("profile_name", &message.profile_name),
             ("content_sid", &message.content_sid),
@@ -436,10 +432,7 @@ impl WhatsAppStore for DynamoWhatsAppStore {
                 .expression_attribute_names("#error", "error_code")
                 .expression_attribute_values(":error", s(code));
         }
-        let result = update
-            .update_expression(format!("SET {sets}"))
-            .send()
-            .await;
+        let result = update.update_expression(format!("SET {sets}")).send().await;
         Ok(if applied(result)? {
             StatusApplied::Applied
         } else {

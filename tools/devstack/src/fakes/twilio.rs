@@ -265,7 +265,10 @@ impl State {
             return bad_request(21603, "A 'From' phone number is required.");
         };
         if get("Body").is_none() && get("ContentSid").is_none() && get("MediaUrl").is_none() {
-            return bad_request(21619, "A text message body or media urls must be specified.");
+            return bad_request(
+                21619,
+                "A text message body or media urls must be specified.",
+            );
         }
         if let Some(variables) = get("ContentVariables") {
             if serde_json::from_str::<serde_json::Map<String, Value>>(&variables).is_err() {
@@ -454,7 +457,10 @@ impl MessageCallbacks {
                 .send()
                 .await;
             if let Err(err) = sent {
-                eprintln!("fake Twilio: status callback to {} failed: {err}", self.callback);
+                eprintln!(
+                    "fake Twilio: status callback to {} failed: {err}",
+                    self.callback
+                );
             }
         }
     }
