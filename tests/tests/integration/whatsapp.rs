@@ -446,7 +446,7 @@ async fn a_reply_worker_killed_after_any_write_sends_exactly_one_reply() {
         assert_eq!(sent.len(), 1, "after write {k}: {sent:?}");
         let asked = wa.llm.completions().len() - llm_before;
         assert!(
-            asked >= 1 && asked <= 2,
+            (1..=2).contains(&asked),
             "after write {k}: {asked} LLM calls"
         );
         if k >= 2 {
