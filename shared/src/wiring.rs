@@ -36,6 +36,7 @@ use crate::store::event_bodies::{DynamoEventBodyStore, EventBodyStore};
 use crate::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
 use crate::store::sessions::{DynamoSessionStore, SessionStore};
 use crate::store::stats::{DynamoStatsStore, StatsStore};
+use crate::store::whatsapp::{DynamoWhatsAppStore, WhatsAppStore};
 
 /// How long a dedup claim holds when the invocation's deadline is unknown.
 const DEFAULT_DEDUP_LEASE_SECS: u64 = 30;
@@ -230,6 +231,18 @@ impl Wiring {
         })
     }
 
+    /// `WHATSAPP_TABLE` (`WHATSAPP_RETENTION_DAYS`): WhatsApp conversations.
+    pub fn whatsapp(&self) -> Result<Arc<dyn WhatsAppStore>, ConfigError> {
+        Ok(Arc::new(DynamoWhatsAppStore::from_env(
+            self.dynamo.clone(),
+        )?))
+    }
+
+    /// `WHATSAPP_REPLY_QUEUE_URL`.
+    pub fn whatsapp_reply_queue(&self) -> Result<Arc<dyn JobQueue>, ConfigError> {
+        self.queue("WHATSAPP_REPLY_QUEUE_URL")
+    }
+
     /// `NOTIFICATION_QUEUE_URL`.
     pub fn notification_queue(&self) -> Result<Arc<dyn JobQueue>, ConfigError> {
         self.queue("NOTIFICATION_QUEUE_URL")
@@ -272,6 +285,31 @@ pub fn twilio() -> Result<TwilioClient, ConfigError> {
         what: "Twilio account",
         set: "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
     })
+}
+
+/// `TWILIO_WHATSAPP_NUMBER` as Twilio's `whatsapp:+E164` sender.
+pub fn whatsapp_sender_address() -> Result<String, ConfigError> {
+    Ok(crate::providers::twilio::whatsapp_address(
+        &config::required("TWILIO_WHATSAPP_NUMBER")?,
+    ))
+}
+
+/// `{PUBLIC_BASE_URL}/whatsapp/status`, when the public URL is known.
+pub fn whatsapp_status_callback() -> Option<String> {
+    config::optional("PUBLIC_BASE_URL")
+        .map(|base| format!("{}/whatsapp/status", base.trim_end_matches('/')))
+}
+
+/// The agent's LLM: `AGENT_LLM_BASE_URL`, `AGENT_LLM_API_KEY`, `AGENT_LLM_MODEL`.
+pub fn chat_client() -> Result<crate::providers::llm::ChatClient, ConfigError> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|err| ConfigError::Invalid {
+            name: "LLM HTTP client",
+            reason: err.to_string(),
+        })?;
+    crate::providers::llm::ChatClient::from_env(http)
 }
 
 /// `DEDUP_LEASE_SECONDS`: how long a dedup claim holds when the invocation's

@@ -12,3 +12,4 @@ pub mod provider_events;
 pub mod sessions;
 pub mod stuck;
 pub mod voice;
+pub mod whatsapp;

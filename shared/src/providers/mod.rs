@@ -6,6 +6,7 @@ pub mod assemblyai;
 pub mod channel;
 pub mod elevenlabs;
 pub mod livekit;
+pub mod llm;
 pub mod recording;
 pub mod ses;
 pub mod slack;

@@ -135,6 +135,136 @@ impl TwilioClient {
     }
 }
 
+/// What a Create Message needs (WhatsApp through Twilio's Messages API).
+pub struct NewMessage<'a> {
+    /// `whatsapp:+E164` of our sender.
+    pub from: &'a str,
+    /// `whatsapp:+E164` of the recipient.
+    pub to: &'a str,
+    pub content: MessageContent<'a>,
+    /// Where Twilio posts this message's statuses.
+    pub status_callback: Option<&'a str>,
+}
+
+/// A free-form text, or an approved template with its variables.
+pub enum MessageContent<'a> {
+    Text(&'a str),
+    Template {
+        content_sid: &'a str,
+        /// `{"1": "John", ...}`, sent as a JSON string.
+        variables: Option<&'a serde_json::Value>,
+    },
+}
+
+/// The message Twilio accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SentMessage {
+    pub sid: String,
+    #[serde(default = "queued")]
+    pub status: String,
+}
+
+fn queued() -> String {
+    "queued".into()
+}
+
+/// Twilio's answer to a Create Message that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// A 4xx with Twilio's error code and message (e.g. 63016: free-form
+    /// message outside the 24-hour session window).
+    #[error("Twilio refused the message (HTTP {status}, code {code:?}): {message}")]
+    Refused {
+        status: u16,
+        code: Option<u64>,
+        message: String,
+    },
+    /// Network trouble, a timeout, 5xx or 429: the message may or may not
+    /// have been accepted.
+    #[error("Twilio unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Twilio's error for a free-form WhatsApp message outside the 24-hour window.
+pub const OUTSIDE_SESSION_WINDOW: u64 = 63016;
+
+/// `whatsapp:+E164` for a number given with or without the prefix.
+pub fn whatsapp_address(number: &str) -> String {
+    let number = number.trim();
+    let bare = number.strip_prefix("whatsapp:").unwrap_or(number);
+    format!("whatsapp:{}", bare.trim())
+}
+
+impl TwilioClient {
+    /// Sends one message; `timeout` bounds the whole request.
+    pub async fn send_message(
+        &self,
+        message: &NewMessage<'_>,
+        timeout: std::time::Duration,
+    ) -> Result<SentMessage, MessageError> {
+        let variables;
+        let mut form: Vec<(&str, &str)> = vec![("From", message.from), ("To", message.to)];
+        match &message.content {
+            MessageContent::Text(body) => form.push(("Body", body)),
+            MessageContent::Template {
+                content_sid,
+                variables: vars,
+            } => {
+                form.push(("ContentSid", content_sid));
+                if let Some(vars) = vars {
+                    variables = vars.to_string();
+                    form.push(("ContentVariables", &variables));
+                }
+            }
+        }
+        if let Some(callback) = message.status_callback {
+            form.push(("StatusCallback", callback));
+        }
+        let body = serde_urlencoded::to_string(&form)
+            .map_err(|e| MessageError::Unavailable(e.to_string()))?;
+        let response = self
+            .http
+            .post(format!(
+                "{}/2010-04-01/Accounts/{}/Messages.json",
+                self.base_url, self.account_sid
+            ))
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| MessageError::Unavailable(e.without_url().to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            return response.json::<SentMessage>().await.map_err(|e| {
+                MessageError::Unavailable(format!(
+                    "unreadable Twilio response: {}",
+                    e.without_url()
+                ))
+            });
+        }
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(MessageError::Unavailable(format!(
+                "Twilio answered HTTP {}",
+                status.as_u16()
+            )));
+        }
+        let body: Option<TwilioErrorBody> = response.json().await.ok();
+        Err(MessageError::Refused {
+            status: status.as_u16(),
+            code: body.as_ref().and_then(|b| b.code),
+            message: body
+                .and_then(|b| b.message)
+                .unwrap_or_else(|| format!("HTTP {}", status.as_u16())),
+        })
+    }
+}
+
+/// The empty TwiML answer to an incoming message: reply nothing now (the
+/// reply is sent later through the Messages API).
+pub const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>";
+
 /// Twilio's signature: HMAC-SHA1 (auth token) over the full URL followed by
 /// every POST parameter as name+value, sorted by name (then value), base64.
 pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
@@ -370,6 +500,15 @@ mod tests {
             &vector_params(),
             "RSOYDt4T1cUTdK1PDd93/VVr8B8="
         ));
+    }
+
+    #[test]
+    fn whatsapp_addresses_get_one_prefix() {
+        assert_eq!(whatsapp_address("+14155238886"), "whatsapp:+14155238886");
+        assert_eq!(
+            whatsapp_address(" whatsapp:+14155238886"),
+            "whatsapp:+14155238886"
+        );
     }
 
     #[test]

@@ -139,6 +139,22 @@ pub enum ProviderEvent {
     Elevenlabs { body: EventBody },
 }
 
+/// Answer one incoming WhatsApp message (queued by `/whatsapp/message`
+/// after the message was stored). Redeliveries are harmless: the reply
+/// worker sends at most one reply per `message_sid`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhatsAppReplyJob {
+    pub message_sid: String,
+    /// `{org}#{waId}`.
+    pub conversation: String,
+    /// The sender's address, `whatsapp:+E164`: where the reply goes.
+    pub reply_to: String,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default)]
+    pub num_media: u32,
+}
+
 /// A webhook body: in the message when it fits, else stored in parts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -33,6 +33,9 @@ fn every_function_has_a_matching_sample_event() {
                 "provider-events-worker" => {
                     drop(serde_json::from_str::<shared::queue::jobs::ProviderEvent>(body).unwrap())
                 }
+                "whatsapp-reply-worker" => drop(
+                    serde_json::from_str::<shared::queue::jobs::WhatsAppReplyJob>(body).unwrap(),
+                ),
                 other => panic!("no job type known for {other}"),
             }
         } else if function.routes.is_empty() {
@@ -116,4 +119,26 @@ async fn the_twiml_sample_event_is_signed_with_the_dev_token() {
     assert_eq!(response.status(), 200);
     let xml = String::from_utf8(response.body().as_ref().to_vec()).unwrap();
     assert!(xml.contains("<Hangup/>"), "{xml}");
+}
+
+#[test]
+fn the_whatsapp_sample_events_are_signed_with_the_dev_token() {
+    let auth = shared::providers::twilio::TwilioWebhookAuth {
+        auth_token: Secret::new("dev-twilio-auth-token"),
+        public_base_url: "http://127.0.0.1:3000".into(),
+    };
+    for name in ["whatsapp-message.json", "whatsapp-status.json"] {
+        let request = lambda_http::request::from_str(&read(name)).unwrap();
+        let params = auth
+            .verify(&request)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            shared::providers::twilio::field(&params, "MessageSid").is_some(),
+            "{name}"
+        );
+    }
+    let request = lambda_http::request::from_str(&read("whatsapp-message.json")).unwrap();
+    let inbound =
+        shared::flows::whatsapp::Inbound::from_form(&auth.verify(&request).unwrap()).unwrap();
+    assert_eq!(inbound.wa_id, "14155550100");
 }

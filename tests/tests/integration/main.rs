@@ -17,4 +17,5 @@ mod sessions;
 mod soak;
 mod stuck;
 mod support;
+mod whatsapp;
 mod worker_failures;

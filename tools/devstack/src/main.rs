@@ -30,6 +30,7 @@ const DEV_ROOM_INVITE_SECRET: &str = "dev-room-invite-secret-change-me";
 const DEV_ELEVENLABS_WEBHOOK_SECRET: &str = "dev-elevenlabs-webhook-secret";
 const DEV_TWILIO_ACCOUNT_SID: &str = "AC00000000000000000000000000000dev";
 const DEV_TWILIO_AUTH_TOKEN: &str = "dev-twilio-auth-token";
+const DEV_LLM_API_KEY: &str = "dev-llm-key";
 const DEV_ELEVENLABS_API_KEY: &str = "dev-elevenlabs-key";
 /// Sample recordings live here so `events/` payloads can name a fixed URL.
 const FAKE_EXOTEL_ADDR: &str = "127.0.0.1:3100";
@@ -105,6 +106,10 @@ fn main() -> Result<(), Error> {
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
     let schedule_every = schedule_override()?;
+    // A real agent LLM only when one is configured before the template's defaults apply.
+    let real_llm = std::env::var("AGENT_LLM_BASE_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
     let local = LocalAws::start()?;
     let template = Template::load(&devstack::repo_root().join("template.yaml"))?;
 
@@ -142,6 +147,15 @@ fn main() -> Result<(), Error> {
     default_env("AGENT_STREAM_URL", "wss://agent.invalid/twilio");
     default_env("ROOM_INVITE_SECRET", DEV_ROOM_INVITE_SECRET);
     default_env("RECORDINGS_BUCKET", "callops-dev-recordings");
+    // WhatsApp: Twilio's sandbox sender; a fake LLM unless AGENT_LLM_BASE_URL is set.
+    default_env("TWILIO_WHATSAPP_NUMBER", "+14155238886");
+    default_env(
+        "WHATSAPP_FALLBACK_REPLY",
+        "Sorry, I cannot answer right now. Please try again later.",
+    );
+    if let Some(url) = &real_llm {
+        std::env::set_var("AGENT_LLM_BASE_URL", url);
+    }
     let cors = Cors::from_env();
     let fake_telephony = std::env::var("TWILIO_ACCOUNT_SID")
         .map(|v| v.is_empty())
@@ -212,6 +226,8 @@ fn main() -> Result<(), Error> {
             let twilio = devstack::fakes::FakeTwilio::start(DEV_TWILIO_ACCOUNT_SID, DEV_TWILIO_AUTH_TOKEN);
             // Placed calls play out: TwiML fetched, status callbacks, a 42 s call.
             twilio.simulate_calls(42);
+            // Sent WhatsApp messages report their statuses like Twilio's.
+            twilio.simulate_message_statuses(&["sent", "delivered", "read"]);
             let elevenlabs = devstack::fakes::FakeElevenLabs::start(DEV_ELEVENLABS_API_KEY);
             std::env::set_var("TWILIO_API_BASE_URL", twilio.base_url());
             std::env::set_var("ELEVENLABS_BASE_URL", elevenlabs.base_url());
@@ -234,6 +250,16 @@ fn main() -> Result<(), Error> {
             None
         };
         default_env("LIVEKIT_AGENT_NAME", "callops-agent");
+        // Fake OpenAI-compatible LLM for the WhatsApp agent, kept alive with the server.
+        let _llm = if real_llm.is_none() {
+            let llm = devstack::fakes::FakeLlm::start(DEV_LLM_API_KEY);
+            std::env::set_var("AGENT_LLM_BASE_URL", llm.base_url());
+            std::env::set_var("AGENT_LLM_API_KEY", DEV_LLM_API_KEY);
+            println!("fake LLM at {} (set AGENT_LLM_BASE_URL and AGENT_LLM_API_KEY for a real one)", llm.base_url());
+            Some(llm)
+        } else {
+            None
+        };
 
         let sqs = local.sqs().await;
         for function in template.functions.iter() {

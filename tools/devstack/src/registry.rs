@@ -121,6 +121,10 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
         "conversation-get" => app!(conversation_get::ConversationGet),
         "conversation-transcript" => app!(conversation_transcript::ConversationTranscript),
         "elevenlabs-webhook" => app!(elevenlabs_webhook::ElevenLabsWebhook),
+        "whatsapp-message" => app!(whatsapp_message::WhatsAppMessage),
+        "whatsapp-status" => app!(whatsapp_status::WhatsAppStatus),
+        "whatsapp-send" => app!(whatsapp_send::WhatsAppSend),
+        "whatsapp-conversations" => app!(whatsapp_conversations::WhatsAppConversations),
         "health" => {
             let app = Arc::new(health::Health::from_env().await?);
             http(move |_| {
@@ -176,6 +180,7 @@ pub async fn queue_consumer(binary: &str) -> Result<Consumer, Error> {
         "notify-worker" => worker!(notify_worker::NotifyWorker),
         "monitor-worker" => worker!(monitor_worker::MonitorWorker),
         "provider-events-worker" => worker!(provider_events_worker::ProviderEventsWorker),
+        "whatsapp-reply-worker" => worker!(whatsapp_reply_worker::WhatsAppReplyWorker),
         other => {
             return Err(format!(
                 "template.yaml has a queue consumer {other} the dev server does not know"

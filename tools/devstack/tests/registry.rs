@@ -22,6 +22,7 @@ async fn every_template_function_is_registered() {
                     "10".to_string()
                 }
                 _ if name.ends_with("_ENABLED") => "false".to_string(),
+                _ if name.ends_with("_DAYS") => "30".to_string(),
                 _ if name == "EXOTEL_TIMEZONE_OFFSET" => "+05:30".to_string(),
                 _ if name == "NOTIFICATION_ROUTES" => "[]".to_string(),
                 _ if name == "TWILIO_CONNECT_MODE" => "stream".to_string(),

@@ -7,6 +7,7 @@ mod assemblyai;
 mod elevenlabs;
 mod exotel;
 mod livekit;
+mod llm;
 mod slack;
 mod twilio;
 
@@ -22,6 +23,7 @@ pub use elevenlabs::{
 };
 pub use exotel::{fake_mp3, FakeExotel};
 pub use livekit::{FakeDispatch, FakeEgress, FakeLiveKit, FakeParticipant};
+pub use llm::{FakeLlm, LlmScript};
 pub use slack::{FakeSlack, ScriptedResponse};
 pub use twilio::{twilio_signature, FakeTwilio};
 

@@ -1,7 +1,8 @@
-//! Fake Twilio REST API (2010-04-01): Create Call and end call, plus the
-//! `X-Twilio-Signature` algorithm so tests can sign the webhooks they send.
+//! Fake Twilio REST API (2010-04-01): Create Call, end call and Create
+//! Message (WhatsApp), plus the `X-Twilio-Signature` algorithm so tests can
+//! sign the webhooks they send.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::ready;
 use std::sync::{Arc, Mutex};
 
@@ -40,6 +41,12 @@ struct State {
     /// When set, each placed call "happens": TwiML is fetched and status
     /// callbacks are sent, signed, ending with this duration (seconds).
     simulate: Mutex<Option<u64>>,
+    /// Accepted Create Message forms, in order.
+    messages: Mutex<Vec<Form>>,
+    /// Scripted answers to the next Create Message requests, in order.
+    message_failures: Mutex<VecDeque<Failure>>,
+    /// Statuses posted (signed) to each accepted message's `StatusCallback`.
+    message_statuses: Mutex<Vec<String>>,
 }
 
 /// Fake Twilio server; stops when dropped.
@@ -61,6 +68,9 @@ impl FakeTwilio {
             failure: Mutex::default(),
             auth_token: auth_token.to_owned(),
             simulate: Mutex::default(),
+            messages: Mutex::default(),
+            message_failures: Mutex::default(),
+            message_statuses: Mutex::default(),
         });
         let handler_state = Arc::clone(&state);
         let server = Server::start("127.0.0.1:0", move |req| ready(handler_state.handle(&req)));
@@ -90,6 +100,38 @@ impl FakeTwilio {
             code,
             message: message.to_owned(),
         });
+    }
+
+    /// The next Create Message request answers `status` with Twilio's error
+    /// JSON (`{"code", "message", "more_info", "status"}`) and sends nothing;
+    /// calls queue up, one answer per request. 63016 is WhatsApp's "outside
+    /// the 24-hour window"; a 500 stands in for an outage.
+    pub fn fail_next_message(&self, status: u16, code: u32, message: &str) {
+        lock(&self.state.message_failures).push_back(Failure {
+            remaining: 1,
+            status: StatusCode::from_u16(status).expect("valid HTTP status"),
+            code,
+            message: message.to_owned(),
+        });
+    }
+
+    /// Makes every accepted message report these statuses (e.g. `sent`,
+    /// `delivered`, `read`) to its `StatusCallback`, signed, like Twilio.
+    pub fn simulate_message_statuses(&self, statuses: &[&str]) {
+        *lock(&self.state.message_statuses) = statuses.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Form pairs of each accepted (201) Create Message, in order.
+    pub fn sent_messages(&self) -> Vec<Vec<(String, String)>> {
+        lock(&self.state.messages).clone()
+    }
+
+    /// Create Message requests received, accepted or not.
+    pub fn message_requests(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/Messages.json"))
+            .count()
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -125,6 +167,7 @@ impl State {
         match (req.method.as_str(), segments.as_slice()) {
             (_, [account, ..]) if *account != self.account_sid => not_found(),
             ("POST", [_, "Calls.json"]) => self.create_call(form(req)),
+            ("POST", [_, "Messages.json"]) => self.create_message(form(req)),
             ("POST", [_, "Calls", file]) => match file.strip_suffix(".json") {
                 Some(sid) => self.update_call(sid, &form(req), &req.path),
                 None => not_found(),
@@ -204,6 +247,72 @@ impl State {
         }
         lock(&self.created).push(form);
         json_response(StatusCode::CREATED, call)
+    }
+
+    fn create_message(&self, form: Form) -> Response {
+        if let Some(failure) = lock(&self.message_failures).pop_front() {
+            return error(failure.status, failure.code, failure.message);
+        }
+        let get = |key: &str| {
+            form.iter()
+                .find(|(k, v)| k == key && !v.is_empty())
+                .map(|(_, v)| v.clone())
+        };
+        let Some(to) = get("To") else {
+            return bad_request(21604, "A 'To' phone number is required.");
+        };
+        let Some(from) = get("From") else {
+            return bad_request(21603, "A 'From' phone number is required.");
+        };
+        if get("Body").is_none() && get("ContentSid").is_none() && get("MediaUrl").is_none() {
+            return bad_request(
+                21619,
+                "A text message body or media urls must be specified.",
+            );
+        }
+        if let Some(variables) = get("ContentVariables") {
+            if serde_json::from_str::<serde_json::Map<String, Value>>(&variables).is_err() {
+                return bad_request(21656, "The ContentVariables Parameter is invalid.");
+            }
+        }
+        let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
+        let now = twilio_date();
+        let message = json!({
+            "sid": sid,
+            "account_sid": self.account_sid,
+            "to": to,
+            "from": from,
+            "body": get("Body").unwrap_or_default(),
+            "status": "queued",
+            "direction": "outbound-api",
+            "num_media": "0",
+            "num_segments": "1",
+            "price": null,
+            "error_code": null,
+            "error_message": null,
+            "api_version": "2010-04-01",
+            "date_created": now,
+            "date_updated": now,
+            "date_sent": null,
+            "messaging_service_sid": null,
+            "uri": format!("{API_PREFIX}{}/Messages/{sid}.json", self.account_sid),
+            "subresource_uris": {"media": format!("{API_PREFIX}{}/Messages/{sid}/Media.json", self.account_sid)},
+        });
+        let statuses = lock(&self.message_statuses).clone();
+        if let (Some(callback), false) = (get("StatusCallback"), statuses.is_empty()) {
+            let posts = MessageCallbacks {
+                sid: sid.clone(),
+                account_sid: self.account_sid.clone(),
+                auth_token: self.auth_token.clone(),
+                to,
+                from,
+                callback,
+                statuses,
+            };
+            tokio::spawn(posts.play());
+        }
+        lock(&self.messages).push(form);
+        json_response(StatusCode::CREATED, message)
     }
 
     /// Only ending a call (`Status=completed`) is supported; other updates are
@@ -305,6 +414,54 @@ impl PlacedCall {
                 Some(self.duration.to_string()),
             )
             .await;
+        }
+    }
+}
+
+/// An accepted message's status callbacks, sent the way Twilio sends them.
+struct MessageCallbacks {
+    sid: String,
+    account_sid: String,
+    auth_token: String,
+    to: String,
+    from: String,
+    callback: String,
+    statuses: Vec<String>,
+}
+
+impl MessageCallbacks {
+    async fn play(self) {
+        let http = reqwest::Client::new();
+        for status in &self.statuses {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let params: Vec<(&str, &str)> = vec![
+                ("MessageSid", &self.sid),
+                ("SmsSid", &self.sid),
+                ("AccountSid", &self.account_sid),
+                ("From", &self.from),
+                ("To", &self.to),
+                ("MessageStatus", status),
+                ("SmsStatus", status),
+                ("ChannelPrefix", "whatsapp"),
+                ("ApiVersion", "2010-04-01"),
+            ];
+            let signature = twilio_signature(&self.auth_token, &self.callback, &params);
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&params)
+                .finish();
+            let sent = http
+                .post(&self.callback)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-twilio-signature", signature)
+                .body(body)
+                .send()
+                .await;
+            if let Err(err) = sent {
+                eprintln!(
+                    "fake Twilio: status callback to {} failed: {err}",
+                    self.callback
+                );
+            }
         }
     }
 }

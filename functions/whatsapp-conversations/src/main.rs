@@ -1,0 +1,8 @@
+use whatsapp_conversations::WhatsAppConversations;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::base::telemetry::init();
+    let app = WhatsAppConversations::from_env().await?;
+    shared::wiring::serve_route(&app).await
+}

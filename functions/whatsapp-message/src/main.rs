@@ -1,0 +1,8 @@
+use whatsapp_message::WhatsAppMessage;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::base::telemetry::init();
+    let app = WhatsAppMessage::from_env().await?;
+    shared::wiring::serve_http(|request| app.handle(request)).await
+}

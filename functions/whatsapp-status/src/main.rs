@@ -1,0 +1,8 @@
+use whatsapp_status::WhatsAppStatus;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::base::telemetry::init();
+    let app = WhatsAppStatus::from_env().await?;
+    shared::wiring::serve_route(&app).await
+}
