@@ -7,6 +7,7 @@ mod call_start;
 mod crash;
 mod delivery;
 mod events;
+mod launchers;
 mod notifications;
 mod outbound;
 mod pipeline;

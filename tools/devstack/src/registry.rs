@@ -119,6 +119,9 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
         "conversation-get" => app!(conversation_get::ConversationGet),
         "conversation-transcript" => app!(conversation_transcript::ConversationTranscript),
         "elevenlabs-webhook" => app!(elevenlabs_webhook::ElevenLabsWebhook),
+        "slack-commands" => app!(slack_commands::SlackCommands),
+        "discord-interactions" => app!(discord_interactions::DiscordInteractions),
+        "teams-messages" => app!(teams_messages::TeamsMessages),
         "health" => {
             let app = Arc::new(health::Health::from_env().await?);
             http(move |_| {
