@@ -269,7 +269,10 @@ mod tests {
         assert!(refused(&signed(&other, &NOW.to_string(), body), body, NOW));
         // The timestamp is signed too.
         let mut moved = headers.clone();
-        moved.insert("x-signature-timestamp", (NOW + 1).to_string().parse().unwrap());
+        moved.insert(
+            "x-signature-timestamp",
+            (NOW + 1).to_string().parse().unwrap(),
+        );
         assert!(refused(&moved, body, NOW));
         assert!(refused(&HeaderMap::new(), body, NOW));
         let mut garbage = headers.clone();

@@ -188,8 +188,7 @@ mod tests {
     const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
     const TIMESTAMP: &str = "1531420618";
     const BODY: &str = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
-    const SIGNATURE: &str =
-        "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
+    const SIGNATURE: &str = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
 
     fn headers(timestamp: &str, signature: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -205,7 +204,13 @@ mod tests {
     #[test]
     fn slacks_published_example_verifies() {
         let secret = Secret::new(SECRET);
-        assert!(verify(&secret, &headers(TIMESTAMP, SIGNATURE), BODY.as_bytes(), now()).is_ok());
+        assert!(verify(
+            &secret,
+            &headers(TIMESTAMP, SIGNATURE),
+            BODY.as_bytes(),
+            now()
+        )
+        .is_ok());
         // Still fresh four minutes later.
         assert!(verify(
             &secret,
@@ -230,7 +235,10 @@ mod tests {
         assert!(refused(&good, BODY, now() + 301), "stale");
         assert!(refused(&good, BODY, now() - 301), "from the future");
         assert!(refused(&headers("1531420619", SIGNATURE), BODY, now()));
-        assert!(refused(&headers(TIMESTAMP, &SIGNATURE[3..]), BODY, now()), "no v0=");
+        assert!(
+            refused(&headers(TIMESTAMP, &SIGNATURE[3..]), BODY, now()),
+            "no v0="
+        );
         assert!(refused(&headers(TIMESTAMP, "v0=zz"), BODY, now()));
         assert!(refused(&HeaderMap::new(), BODY, now()));
         let wrong_secret = Secret::new("another-secret");

@@ -113,8 +113,7 @@ pub fn verify(key: &HmacKey, headers: &HeaderMap, body: &[u8]) -> Result<(), Api
         .and_then(|v| v.trim().strip_prefix("HMAC "))
         .and_then(|v| STANDARD.decode(v.trim()).ok())
         .ok_or(ApiError::Unauthorized)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key.0)
-        .map_err(|_| ApiError::Unauthorized)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key.0).map_err(|_| ApiError::Unauthorized)?;
     mac.update(body);
     mac.verify_slice(&presented)
         .map_err(|_| ApiError::Unauthorized)
@@ -192,7 +191,11 @@ impl Route for TeamsMessages {
         };
         let reply = match self
             .launcher
-            .start(&launch, api::remaining_time(&request), arrived + OPEN_WITHIN)
+            .start(
+                &launch,
+                api::remaining_time(&request),
+                arrived + OPEN_WITHIN,
+            )
             .await
         {
             Ok(started) => {

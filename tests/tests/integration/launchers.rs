@@ -16,7 +16,9 @@ use shared::api::invites::RoomInvites;
 use shared::api::Route;
 use shared::base::config::Secret;
 use shared::flows::launchers::Launcher;
-use shared::flows::sessions::{JoinTokens, RoomAccess, SessionLifecycle, DEFAULT_ROOM_URL_TEMPLATE};
+use shared::flows::sessions::{
+    JoinTokens, RoomAccess, SessionLifecycle, DEFAULT_ROOM_URL_TEMPLATE,
+};
 use shared::providers::livekit::{AccessTokens, LiveKitClient};
 use shared::providers::slack::SlackBotChannel;
 use shared::store::sessions::{Ending, SessionStore};
@@ -60,7 +62,10 @@ fn post(route: &str, headers: &[(&str, String)], body: &[u8]) -> Request {
 
 fn slack_request(form: &str, timestamp: &str, signature: Option<String>) -> Request {
     let mut headers = vec![
-        ("content-type", "application/x-www-form-urlencoded".to_string()),
+        (
+            "content-type",
+            "application/x-www-form-urlencoded".to_string(),
+        ),
         ("x-slack-request-timestamp", timestamp.to_string()),
     ];
     if let Some(signature) = signature {
@@ -87,7 +92,10 @@ fn slash(user_id: &str, text: &str) -> String {
             ("user_name", "ada"),
             ("command", "/call"),
             ("text", text),
-            ("response_url", "https://hooks.slack.com/commands/T0001/1/abc"),
+            (
+                "response_url",
+                "https://hooks.slack.com/commands/T0001/1/abc",
+            ),
             ("trigger_id", "13345224609.738474920.8088930838d88f008e0"),
         ])
         .finish()
@@ -136,7 +144,10 @@ fn teams_request(body: &str, authorization: Option<String>) -> Request {
 fn teams_signed(body: &str) -> Request {
     teams_request(
         body,
-        Some(teams_authorization(DEV_TEAMS_WEBHOOK_SECRET, body.as_bytes())),
+        Some(teams_authorization(
+            DEV_TEAMS_WEBHOOK_SECRET,
+            body.as_bytes(),
+        )),
     )
 }
 
@@ -273,7 +284,12 @@ impl Launchers {
 }
 
 fn unauthorized(response: &Response<Body>) {
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{}", text(response));
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        text(response)
+    );
     let body = json_body(response);
     assert_eq!(body["code"], "unauthorized");
     assert!(body["detail"].is_string());
@@ -290,7 +306,10 @@ async fn slack_call_opens_the_users_room_and_answers_the_link() {
     let body = json_body(&response);
     assert_eq!(body["response_type"], "ephemeral");
     let reply = body["text"].as_str().unwrap();
-    assert!(reply.contains("<https://meet.livekit.io/custom?liveKitUrl="), "{reply}");
+    assert!(
+        reply.contains("<https://meet.livekit.io/custom?liveKitUrl="),
+        "{reply}"
+    );
     t.assert_link(reply, "slack-U2CERLKJA", "U2CERLKJA");
     t.assert_opened("slack-U2CERLKJA", "slack").await;
     assert_eq!(t.stack.depth("NotificationQueue").await, 1);
@@ -325,7 +344,11 @@ async fn a_hanging_slack_dm_does_not_delay_the_answer_past_the_deadline() {
         .slack(true)
         .handle(slack_signed(&slash("U0SLOW", "")))
         .await;
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(response.status(), StatusCode::OK);
     assert!(json_body(&response)["text"]
         .as_str()
@@ -346,7 +369,13 @@ async fn slack_call_help_explains_and_creates_nothing() {
     assert_eq!(body["response_type"], "ephemeral");
     assert!(body["text"].as_str().unwrap().contains("/call help"));
     t.assert_nothing_created().await;
-    assert!(t.stack.sessions().get("slack-U2CERLKJA").await.unwrap().is_none());
+    assert!(t
+        .stack
+        .sessions()
+        .get("slack-U2CERLKJA")
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(t.stack.slack.attempts(), 0);
 }
 
@@ -361,13 +390,21 @@ async fn unsigned_tampered_or_stale_slack_commands_are_401_and_create_nothing() 
     let tampered = form.replace("U2CERLKJA", "U0MALLORY");
     unauthorized(
         &slack
-            .handle(slack_request(&tampered, &timestamp, Some(signature.clone())))
+            .handle(slack_request(
+                &tampered,
+                &timestamp,
+                Some(signature.clone()),
+            ))
             .await,
     );
     // Stale: signed correctly, six minutes ago.
     let old = (shared::base::time::epoch_secs() - 360).to_string();
     let old_signature = slack_signature(DEV_SLACK_SIGNING_SECRET, &old, form.as_bytes());
-    unauthorized(&slack.handle(slack_request(&form, &old, Some(old_signature))).await);
+    unauthorized(
+        &slack
+            .handle(slack_request(&form, &old, Some(old_signature)))
+            .await,
+    );
     // Missing signature, then missing both headers.
     unauthorized(&slack.handle(slack_request(&form, &timestamp, None)).await);
     unauthorized(
@@ -381,9 +418,19 @@ async fn unsigned_tampered_or_stale_slack_commands_are_401_and_create_nothing() 
     );
     // Signed with another secret.
     let foreign = slack_signature("another-apps-secret", &timestamp, form.as_bytes());
-    unauthorized(&slack.handle(slack_request(&form, &timestamp, Some(foreign))).await);
+    unauthorized(
+        &slack
+            .handle(slack_request(&form, &timestamp, Some(foreign)))
+            .await,
+    );
     t.assert_nothing_created().await;
-    assert!(t.stack.sessions().get("slack-U2CERLKJA").await.unwrap().is_none());
+    assert!(t
+        .stack
+        .sessions()
+        .get("slack-U2CERLKJA")
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(t.stack.slack.attempts(), 0);
 }
 
@@ -400,14 +447,27 @@ async fn a_second_slack_call_after_the_session_ended_reopens_the_room() {
         reason: Some("room finished".into()),
     };
     assert!(lifecycle.end("slack-U0AGAIN", &ending).await.unwrap());
-    assert!(t.stack.sessions().get("slack-U0AGAIN").await.unwrap().unwrap().ended());
+    assert!(t
+        .stack
+        .sessions()
+        .get("slack-U0AGAIN")
+        .await
+        .unwrap()
+        .unwrap()
+        .ended());
 
     let second = slack.handle(slack_signed(&slash("U0AGAIN", ""))).await;
     assert_eq!(second.status(), StatusCode::OK, "{}", text(&second));
     let reply = json_body(&second)["text"].as_str().unwrap().to_string();
     assert!(reply.contains("Join the call"), "{reply}");
     t.assert_link(&reply, "slack-U0AGAIN", "U0AGAIN");
-    let record = t.stack.sessions().get("slack-U0AGAIN").await.unwrap().unwrap();
+    let record = t
+        .stack
+        .sessions()
+        .get("slack-U0AGAIN")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!record.ended(), "the new session is active");
     assert!(t.livekit.room_exists("slack-U0AGAIN"));
     assert_eq!(
@@ -421,22 +481,34 @@ async fn a_second_slack_call_after_the_session_ended_reopens_the_room() {
 async fn livekit_down_is_a_normal_try_again_answer_on_every_platform() {
     let t = Launchers::start().await;
     t.livekit.fail_next(100, StatusCode::SERVICE_UNAVAILABLE);
-    let slack = t.slack(true).handle(slack_signed(&slash("U0DOWN", ""))).await;
+    let slack = t
+        .slack(true)
+        .handle(slack_signed(&slash("U0DOWN", "")))
+        .await;
     assert_eq!(slack.status(), StatusCode::OK);
     let body = json_body(&slack);
     assert_eq!(body["response_type"], "ephemeral");
-    assert!(body["text"].as_str().unwrap().contains("try again"), "{body}");
+    assert!(
+        body["text"].as_str().unwrap().contains("try again"),
+        "{body}"
+    );
     assert_eq!(t.stack.slack.attempts(), 0, "no DM without a link");
 
     let discord = t
         .discord()
-        .handle(discord_signed(&discord_command("1300000000000000099", "call")))
+        .handle(discord_signed(&discord_command(
+            "1300000000000000099",
+            "call",
+        )))
         .await;
     assert_eq!(discord.status(), StatusCode::OK);
     let body = json_body(&discord);
     assert_eq!(body["type"], 4);
     assert_eq!(body["data"]["flags"], 64);
-    assert!(body["data"]["content"].as_str().unwrap().contains("try again"));
+    assert!(body["data"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("try again"));
 
     let teams = t
         .teams()
@@ -447,12 +519,24 @@ async fn livekit_down_is_a_normal_try_again_answer_on_every_platform() {
     assert_eq!(body["type"], "message");
     assert!(body["text"].as_str().unwrap().contains("try again"));
 
-    assert!(t.stack.sessions().get("slack-U0DOWN").await.unwrap().is_none());
+    assert!(t
+        .stack
+        .sessions()
+        .get("slack-U0DOWN")
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(t.stack.depth("NotificationQueue").await, 0);
     // LiveKit back: the same command works.
     t.livekit.fail_next(0, StatusCode::SERVICE_UNAVAILABLE);
-    let again = t.slack(false).handle(slack_signed(&slash("U0DOWN", ""))).await;
-    assert!(json_body(&again)["text"].as_str().unwrap().contains("Join the call"));
+    let again = t
+        .slack(false)
+        .handle(slack_signed(&slash("U0DOWN", "")))
+        .await;
+    assert!(json_body(&again)["text"]
+        .as_str()
+        .unwrap()
+        .contains("Join the call"));
     t.assert_opened("slack-U0DOWN", "slack").await;
 }
 
@@ -470,16 +554,27 @@ async fn discord_call_opens_the_channels_room_and_answers_ephemerally() {
     let t = Launchers::start().await;
     let response = t
         .discord()
-        .handle(discord_signed(&discord_command("1300000000000000020", "call")))
+        .handle(discord_signed(&discord_command(
+            "1300000000000000020",
+            "call",
+        )))
         .await;
     assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
     let body = json_body(&response);
     assert_eq!(body["type"], 4);
     assert_eq!(body["data"]["flags"], 64);
     let content = body["data"]["content"].as_str().unwrap();
-    assert!(content.contains("[Join the call](https://meet.livekit.io/"), "{content}");
-    t.assert_link(content, "discord-1300000000000000020", "1300000000000000030");
-    t.assert_opened("discord-1300000000000000020", "discord").await;
+    assert!(
+        content.contains("[Join the call](https://meet.livekit.io/"),
+        "{content}"
+    );
+    t.assert_link(
+        content,
+        "discord-1300000000000000020",
+        "1300000000000000030",
+    );
+    t.assert_opened("discord-1300000000000000020", "discord")
+        .await;
     assert_eq!(t.stack.depth("NotificationQueue").await, 1);
 }
 
@@ -488,7 +583,10 @@ async fn unknown_discord_commands_are_explained_and_create_nothing() {
     let t = Launchers::start().await;
     let response = t
         .discord()
-        .handle(discord_signed(&discord_command("1300000000000000020", "dance")))
+        .handle(discord_signed(&discord_command(
+            "1300000000000000020",
+            "dance",
+        )))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = json_body(&response);
@@ -508,13 +606,25 @@ async fn unsigned_tampered_or_stale_discord_interactions_are_401_and_create_noth
     let tampered = body.replace("1300000000000000020", "1300000000000000021");
     unauthorized(
         &discord
-            .handle(discord_request(&tampered, &timestamp, Some(signature.clone())))
+            .handle(discord_request(
+                &tampered,
+                &timestamp,
+                Some(signature.clone()),
+            ))
             .await,
     );
     let old = (shared::base::time::epoch_secs() - 360).to_string();
     let old_signature = discord_signature(&DEV_DISCORD_PRIVATE_KEY, &old, body.as_bytes());
-    unauthorized(&discord.handle(discord_request(&body, &old, Some(old_signature))).await);
-    unauthorized(&discord.handle(discord_request(&body, &timestamp, None)).await);
+    unauthorized(
+        &discord
+            .handle(discord_request(&body, &old, Some(old_signature)))
+            .await,
+    );
+    unauthorized(
+        &discord
+            .handle(discord_request(&body, &timestamp, None))
+            .await,
+    );
     unauthorized(
         &discord
             .handle(post(
@@ -526,7 +636,11 @@ async fn unsigned_tampered_or_stale_discord_interactions_are_401_and_create_noth
     );
     // Another application's key, generated here from other bytes.
     let other = discord_signature(&[42u8; 32], &timestamp, body.as_bytes());
-    unauthorized(&discord.handle(discord_request(&body, &timestamp, Some(other))).await);
+    unauthorized(
+        &discord
+            .handle(discord_request(&body, &timestamp, Some(other)))
+            .await,
+    );
     // Even a PING must be signed (Discord checks that we refuse bad ones).
     let ping_timestamp = now();
     unauthorized(
@@ -534,7 +648,11 @@ async fn unsigned_tampered_or_stale_discord_interactions_are_401_and_create_noth
             .handle(discord_request(
                 r#"{"type":1}"#,
                 &ping_timestamp,
-                Some(discord_signature(&[42u8; 32], &ping_timestamp, br#"{"type":1}"#)),
+                Some(discord_signature(
+                    &[42u8; 32],
+                    &ping_timestamp,
+                    br#"{"type":1}"#,
+                )),
             ))
             .await,
     );
@@ -546,15 +664,21 @@ async fn teams_call_opens_the_conversations_room_and_replies_with_the_link() {
     let t = Launchers::start().await;
     let response = t
         .teams()
-        .handle(teams_signed(&teams_message("<at>callops</at> Call&nbsp;\n")))
+        .handle(teams_signed(&teams_message(
+            "<at>callops</at> Call&nbsp;\n",
+        )))
         .await;
     assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
     let body = json_body(&response);
     assert_eq!(body["type"], "message");
     let reply = body["text"].as_str().unwrap();
-    assert!(reply.contains("[Join the call](https://meet.livekit.io/"), "{reply}");
-    let room = shared::flows::sessions::SessionKind::Teams
-        .room(&shared::flows::launchers::conversation_key(TEAMS_CONVERSATION));
+    assert!(
+        reply.contains("[Join the call](https://meet.livekit.io/"),
+        "{reply}"
+    );
+    let room = shared::flows::sessions::SessionKind::Teams.room(
+        &shared::flows::launchers::conversation_key(TEAMS_CONVERSATION),
+    );
     assert!(room.starts_with("teams-19_abc123_thread.tacv2_messageid_1700000000001-"));
     t.assert_link(reply, &room, "29:1AdaLovelace");
     t.assert_opened(&room, "teams").await;
@@ -566,7 +690,9 @@ async fn teams_messages_without_call_get_usage_and_create_nothing() {
     let t = Launchers::start().await;
     let response = t
         .teams()
-        .handle(teams_signed(&teams_message("<at>call</at> what can you do?")))
+        .handle(teams_signed(&teams_message(
+            "<at>call</at> what can you do?",
+        )))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = json_body(&response);

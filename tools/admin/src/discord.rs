@@ -113,10 +113,14 @@ mod tests {
             r#"{"id":"1300000000000000040","application_id":"1300000000000000000","name":"call","description":"Start a voice call with the agent","type":1,"version":"1"}"#,
         )
         .await;
-        let registered =
-            register_command(&reqwest::Client::new(), &base, "1300000000000000000", "bot-token")
-                .await
-                .unwrap();
+        let registered = register_command(
+            &reqwest::Client::new(),
+            &base,
+            "1300000000000000000",
+            "bot-token",
+        )
+        .await
+        .unwrap();
         assert_eq!(registered["name"], "call");
         let request = served.await.unwrap();
         assert!(request.starts_with("POST /api/v10/applications/1300000000000000000/commands "));
@@ -129,8 +133,11 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_say_what_to_check() {
-        let (base, _served) =
-            fake_discord("401 Unauthorized", r#"{"message":"401: Unauthorized","code":0}"#).await;
+        let (base, _served) = fake_discord(
+            "401 Unauthorized",
+            r#"{"message":"401: Unauthorized","code":0}"#,
+        )
+        .await;
         let err = register_command(&reqwest::Client::new(), &base, "1300000000000000000", "bad")
             .await
             .unwrap_err();

@@ -30,12 +30,20 @@ pub fn slack_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
 pub fn discord_signature(private_key: &[u8; 32], timestamp: &str, body: &[u8]) -> String {
     let mut message = timestamp.as_bytes().to_vec();
     message.extend_from_slice(body);
-    hex::encode(SigningKey::from_bytes(private_key).sign(&message).to_bytes())
+    hex::encode(
+        SigningKey::from_bytes(private_key)
+            .sign(&message)
+            .to_bytes(),
+    )
 }
 
 /// The hex public key of `private_key`, as the Developer Portal shows it.
 pub fn discord_public_key(private_key: &[u8; 32]) -> String {
-    hex::encode(SigningKey::from_bytes(private_key).verifying_key().to_bytes())
+    hex::encode(
+        SigningKey::from_bytes(private_key)
+            .verifying_key()
+            .to_bytes(),
+    )
 }
 
 /// `DISCORD_PUBLIC_KEY` of the dev stack.
@@ -62,7 +70,11 @@ mod tests {
     fn slacks_published_example() {
         let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
         assert_eq!(
-            slack_signature("8f742231b10e8888abcd99yyyzzz85a5", "1531420618", body.as_bytes()),
+            slack_signature(
+                "8f742231b10e8888abcd99yyyzzz85a5",
+                "1531420618",
+                body.as_bytes()
+            ),
             "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
         );
     }

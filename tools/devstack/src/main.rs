@@ -144,9 +144,18 @@ fn main() -> Result<(), Error> {
     default_env("RECORDINGS_BUCKET", "callops-dev-recordings");
     // Chat launchers: public dev secrets, so requests signed with
     // `--bin launcher-sign` (the dev Discord key pair included) are accepted.
-    default_env("SLACK_SIGNING_SECRET", devstack::launchers::DEV_SLACK_SIGNING_SECRET);
-    default_env("DISCORD_PUBLIC_KEY", &devstack::launchers::dev_discord_public_key());
-    default_env("TEAMS_WEBHOOK_SECRET", devstack::launchers::DEV_TEAMS_WEBHOOK_SECRET);
+    default_env(
+        "SLACK_SIGNING_SECRET",
+        devstack::launchers::DEV_SLACK_SIGNING_SECRET,
+    );
+    default_env(
+        "DISCORD_PUBLIC_KEY",
+        &devstack::launchers::dev_discord_public_key(),
+    );
+    default_env(
+        "TEAMS_WEBHOOK_SECRET",
+        devstack::launchers::DEV_TEAMS_WEBHOOK_SECRET,
+    );
     let cors = Cors::from_env();
     let fake_telephony = std::env::var("TWILIO_ACCOUNT_SID")
         .map(|v| v.is_empty())

@@ -317,9 +317,18 @@ async fn main() -> Result<(), Error> {
             // The per-key limit would otherwise answer 429 after 30 requests.
             ("CALLS_RATE_LIMIT_PER_MINUTE", "1000000".into()),
             // Chat launchers: the dev secrets their events are signed with.
-            ("SLACK_SIGNING_SECRET", devstack::launchers::DEV_SLACK_SIGNING_SECRET.into()),
-            ("DISCORD_PUBLIC_KEY", devstack::launchers::dev_discord_public_key()),
-            ("TEAMS_WEBHOOK_SECRET", devstack::launchers::DEV_TEAMS_WEBHOOK_SECRET.into()),
+            (
+                "SLACK_SIGNING_SECRET",
+                devstack::launchers::DEV_SLACK_SIGNING_SECRET.into(),
+            ),
+            (
+                "DISCORD_PUBLIC_KEY",
+                devstack::launchers::dev_discord_public_key(),
+            ),
+            (
+                "TEAMS_WEBHOOK_SECRET",
+                devstack::launchers::DEV_TEAMS_WEBHOOK_SECRET.into(),
+            ),
             // No bot token: the Slack direct message would leave the machine.
             ("SLACK_BOT_TOKEN", String::new()),
         ] {

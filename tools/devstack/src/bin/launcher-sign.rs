@@ -62,7 +62,8 @@ fn main() {
         "teams" => {
             let secret = env("TEAMS_WEBHOOK_SECRET")
                 .unwrap_or_else(|| launchers::DEV_TEAMS_WEBHOOK_SECRET.into());
-            if base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &secret).is_err() {
+            if base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &secret).is_err()
+            {
                 fail("TEAMS_WEBHOOK_SECRET must be base64, as Teams shows it");
             }
             vec![
@@ -73,7 +74,9 @@ fn main() {
                 ),
             ]
         }
-        other => fail(&format!("unknown platform {other}: slack, discord or teams")),
+        other => fail(&format!(
+            "unknown platform {other}: slack, discord or teams"
+        )),
     };
     for header in headers {
         println!("header = \"{header}\"");
