@@ -16,6 +16,7 @@ use crate::api::Route;
 use crate::base::config::{self, ConfigError};
 use crate::flows::call_start::CallStartIntake;
 use crate::flows::conversations::ConversationLookup;
+use crate::flows::launchers::Launcher;
 use crate::flows::outbound::{provider_http, Placement, Providers};
 use crate::flows::phone::CallFlow;
 use crate::flows::provider_events::ProviderEventIntake;
@@ -205,6 +206,18 @@ impl Wiring {
             lifecycle: self.session_lifecycle(true)?,
             dedup: self.dedup()?,
             inbound_org: config::optional("INBOUND_ORG_ID"),
+            lease: dedup_lease()?,
+        })
+    }
+
+    /// A chat launcher's sessions and links: [`Wiring::session_lifecycle`]
+    /// with announcements, [`room_access`], and `INBOUND_ORG_ID` (required:
+    /// the organisation that owns sessions started without an API key).
+    pub fn launcher(&self) -> Result<Launcher, ConfigError> {
+        Ok(Launcher {
+            lifecycle: self.session_lifecycle(true)?,
+            access: room_access()?,
+            org_id: config::required("INBOUND_ORG_ID")?,
             lease: dedup_lease()?,
         })
     }

@@ -130,8 +130,11 @@ impl NotificationChannel for SlackBotChannel {
         let mut body = serde_json::json!({
             "channel": part.channel.as_deref().unwrap_or(&self.channel),
             "text": part.text,
-            "blocks": blocks_json(part),
         });
+        // Plain messages (direct messages) have no blocks; Slack shows `text`.
+        if !part.blocks.is_empty() {
+            body["blocks"] = blocks_json(part);
+        }
         if let Some(ts) = &part.thread_ts {
             body["thread_ts"] = ts.clone().into();
         }
@@ -169,6 +172,38 @@ impl NotificationChannel for SlackBotChannel {
         } else {
             Err(bot_error(body.error.as_deref().unwrap_or("unknown_error")))
         }
+    }
+}
+
+impl SlackBotChannel {
+    /// A bot client for direct messages when `SLACK_BOT_TOKEN` is set
+    /// (`SLACK_API_BASE_URL` overrides `https://slack.com/api`).
+    pub fn direct_from_env(
+        http: reqwest::Client,
+    ) -> Result<Option<Self>, crate::base::config::ConfigError> {
+        use crate::base::config;
+        let Some(token) = config::optional_secret("SLACK_BOT_TOKEN") else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            http,
+            api_base_url: config::base_url_or("SLACK_API_BASE_URL", "https://slack.com/api")?,
+            token,
+            channel: String::new(),
+        }))
+    }
+
+    /// Posts plain `text` to the person `user_id` (`chat.postMessage` with
+    /// the user id as channel: the app's DM with them).
+    pub async fn direct_message(&self, user_id: &str, text: &str) -> Result<Sent, SendError> {
+        self.send(&Part {
+            subject: String::new(),
+            text: text.to_string(),
+            blocks: Vec::new(),
+            channel: Some(user_id.to_string()),
+            thread_ts: None,
+        })
+        .await
     }
 }
 

@@ -8,6 +8,7 @@ mod crash;
 mod delivery;
 mod dlq;
 mod events;
+mod launchers;
 mod notifications;
 mod outbound;
 mod pipeline;

@@ -6,6 +6,7 @@
 //! callops-admin api-keys assign <key_id> --org <org_id> gives an older key (made without one) an organisation
 //! callops-admin api-keys list
 //! callops-admin api-keys revoke <key_id>
+//! callops-admin discord register-command                registers the Discord app's global /call command
 //! callops-admin dlq list    --queue <name>                  dead letters, bodies masked
 //! callops-admin dlq show    --queue <name> <message_id>
 //! callops-admin dlq replay  --queue <name> (<message_id> | --all)   back to the source queue
@@ -14,13 +15,18 @@
 //! The table comes from `API_KEYS_TABLE` (the stack's `ApiKeysTableName`
 //! output), queues from `CALLOPS_STACK` (the stack name, default `callops`;
 //! `callops-dev` for `make dev`); AWS credentials and endpoints from the
-//! usual AWS variables.
+//! usual AWS variables. `discord register-command` reads
+//! `DISCORD_APPLICATION_ID` and `DISCORD_BOT_TOKEN` (`DISCORD_API_BASE_URL`
+//! overrides Discord's API).
+
+mod discord;
 
 use admin::dlq;
 use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
 
 const USAGE: &str = "usage: callops-admin api-keys (create --org <org_id> <name> | \
-                     assign <key_id> --org <org_id> | list | revoke <key_id>)";
+                     assign <key_id> --org <org_id> | list | revoke <key_id>) | \
+                     callops-admin discord register-command";
 
 #[tokio::main]
 async fn main() {
@@ -34,6 +40,12 @@ async fn run(args: Vec<String>) -> Result<(), String> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     if args.first() == Some(&"dlq") {
         return dead_letters(&args[1..]).await;
+    }
+    if let ["discord", rest @ ..] = args.as_slice() {
+        return match rest {
+            ["register-command"] => register_discord_command().await,
+            _ => Err(USAGE.into()),
+        };
     }
     let table = shared::base::config::required("API_KEYS_TABLE").map_err(|e| e.to_string())?;
     let sdk = shared::base::aws::sdk_config().await;
@@ -167,5 +179,26 @@ async fn dead_letters(args: &[&str]) -> Result<(), String> {
         }
         _ => return Err(DLQ_USAGE.into()),
     }
+    Ok(())
+}
+
+async fn register_discord_command() -> Result<(), String> {
+    use shared::base::config;
+    let application_id = config::required("DISCORD_APPLICATION_ID").map_err(|e| e.to_string())?;
+    let bot_token = config::required_secret("DISCORD_BOT_TOKEN").map_err(|e| e.to_string())?;
+    let base_url = config::base_url_or("DISCORD_API_BASE_URL", discord::DEFAULT_API_BASE_URL)
+        .map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(15))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
+    let command =
+        discord::register_command(&http, &base_url, &application_id, bot_token.expose()).await?;
+    println!(
+        "registered global command /{} (id {}) for application {application_id}\n{}",
+        command["name"].as_str().unwrap_or("call"),
+        command["id"].as_str().unwrap_or("?"),
+        serde_json::to_string_pretty(&command).unwrap_or_default()
+    );
     Ok(())
 }

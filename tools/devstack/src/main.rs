@@ -156,6 +156,20 @@ fn main() -> Result<(), Error> {
     if let Some(url) = &real_llm {
         std::env::set_var("AGENT_LLM_BASE_URL", url);
     }
+    // Chat launchers: public dev secrets, so requests signed with
+    // `--bin launcher-sign` (the dev Discord key pair included) are accepted.
+    default_env(
+        "SLACK_SIGNING_SECRET",
+        devstack::launchers::DEV_SLACK_SIGNING_SECRET,
+    );
+    default_env(
+        "DISCORD_PUBLIC_KEY",
+        &devstack::launchers::dev_discord_public_key(),
+    );
+    default_env(
+        "TEAMS_WEBHOOK_SECRET",
+        devstack::launchers::DEV_TEAMS_WEBHOOK_SECRET,
+    );
     let cors = Cors::from_env();
     let fake_telephony = std::env::var("TWILIO_ACCOUNT_SID")
         .map(|v| v.is_empty())
@@ -360,6 +374,12 @@ fn main() -> Result<(), Error> {
             "  API key of organisation {DEV_ORG_ID} for /calls/started, /calls/initiate, /outbound-calls, /conversations (dev only): {dev_api_key}\n  LiveKit dev key/secret: {} / {}  (sign bodies with: cargo run -q -p devstack --bin livekit-sign -- FILE)",
             shown_token("LIVEKIT_API_KEY", devstack::DEV_LIVEKIT_API_KEY),
             shown_token("LIVEKIT_API_SECRET", devstack::DEV_LIVEKIT_API_SECRET),
+        );
+        println!(
+            "  Chat launchers: SLACK_SIGNING_SECRET={}  TEAMS_WEBHOOK_SECRET={}  DISCORD_PUBLIC_KEY={}\n  (sign bodies with: cargo run -q -p devstack --bin launcher-sign -- slack|discord|teams FILE | curl -K - ...; the dev Discord key pair's private half is DEV_DISCORD_PRIVATE_KEY in tools/devstack/src/launchers.rs)",
+            shown_token("SLACK_SIGNING_SECRET", devstack::launchers::DEV_SLACK_SIGNING_SECRET),
+            shown_token("TEAMS_WEBHOOK_SECRET", devstack::launchers::DEV_TEAMS_WEBHOOK_SECRET),
+            std::env::var("DISCORD_PUBLIC_KEY").unwrap_or_default(),
         );
         println!("  CORS origins (ALLOWED_ORIGINS): {}", cors.origins().join(", "));
         tokio::select! {

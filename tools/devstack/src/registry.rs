@@ -125,6 +125,9 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
         "whatsapp-status" => app!(whatsapp_status::WhatsAppStatus),
         "whatsapp-send" => app!(whatsapp_send::WhatsAppSend),
         "whatsapp-conversations" => app!(whatsapp_conversations::WhatsAppConversations),
+        "slack-commands" => app!(slack_commands::SlackCommands),
+        "discord-interactions" => app!(discord_interactions::DiscordInteractions),
+        "teams-messages" => app!(teams_messages::TeamsMessages),
         "health" => {
             let app = Arc::new(health::Health::from_env().await?);
             http(move |_| {

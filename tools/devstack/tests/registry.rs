@@ -27,6 +27,11 @@ async fn every_template_function_is_registered() {
                 _ if name == "NOTIFICATION_ROUTES" => "[]".to_string(),
                 _ if name == "TWILIO_CONNECT_MODE" => "stream".to_string(),
                 _ if name == "CALL_MENU" => r#"{"prompt":"p","options":{}}"#.to_string(),
+                // Checked at cold start: an Ed25519 public key, a base64 token.
+                _ if name == "DISCORD_PUBLIC_KEY" => devstack::launchers::dev_discord_public_key(),
+                _ if name == "TEAMS_WEBHOOK_SECRET" => {
+                    devstack::launchers::DEV_TEAMS_WEBHOOK_SECRET.to_string()
+                }
                 _ => format!("registry-test-{}", name.to_lowercase()),
             };
             std::env::set_var(name, value);

@@ -229,6 +229,15 @@ fn http_event(
     .to_string()
 }
 
+/// Now, as the launchers' timestamp headers carry it.
+fn epoch_secs() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -275,6 +284,9 @@ async fn main() -> Result<(), Error> {
         "room-join",
         "session-get",
         "sessions-list",
+        "slack-commands",
+        "discord-interactions",
+        "teams-messages",
     ] {
         let spec = template
             .function(function)
@@ -304,6 +316,21 @@ async fn main() -> Result<(), Error> {
             ("ROOM_INVITE_SECRET", "bench-invite-secret".into()),
             // The per-key limit would otherwise answer 429 after 30 requests.
             ("CALLS_RATE_LIMIT_PER_MINUTE", "1000000".into()),
+            // Chat launchers: the dev secrets their events are signed with.
+            (
+                "SLACK_SIGNING_SECRET",
+                devstack::launchers::DEV_SLACK_SIGNING_SECRET.into(),
+            ),
+            (
+                "DISCORD_PUBLIC_KEY",
+                devstack::launchers::dev_discord_public_key(),
+            ),
+            (
+                "TEAMS_WEBHOOK_SECRET",
+                devstack::launchers::DEV_TEAMS_WEBHOOK_SECRET.into(),
+            ),
+            // No bot token: the Slack direct message would leave the machine.
+            ("SLACK_BOT_TOKEN", String::new()),
         ] {
             env.retain(|(k, _)| k != name);
             env.push((name.into(), value));
@@ -378,6 +405,37 @@ async fn main() -> Result<(), Error> {
                 ),
                 "session-get" => http_event("GET", "/sessions/{id}", &format!("/sessions/web-bench-web-{}", i % 50), "", &[("x-api-key", &api_key)], ""),
                 "sessions-list" => http_event("GET", "/sessions", "/sessions", "", &[("x-api-key", &api_key)], ""),
+                // Launchers: a new user, channel or conversation each time, so
+                // every event verifies, opens a room, dispatches and announces.
+                // Signed when built; the bench runs well inside their 5 minutes.
+                "slack-commands" => {
+                    let body = format!("team_id=T0BENCH&channel_id=C0BENCH&user_id=U0BENCH{i}&user_name=bench&command=%2Fcall&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2Fbench&trigger_id=bench");
+                    let timestamp = epoch_secs();
+                    let signature = devstack::launchers::slack_signature(devstack::launchers::DEV_SLACK_SIGNING_SECRET, &timestamp, body.as_bytes());
+                    http_event("POST", "/slack/commands", "/slack/commands", "", &[("x-slack-request-timestamp", &timestamp), ("x-slack-signature", &signature), ("content-type", "application/x-www-form-urlencoded")], &body)
+                }
+                "discord-interactions" => {
+                    let body = serde_json::json!({
+                        "type": 2, "id": format!("{i}"), "application_id": "1300000000000000000", "token": "bench", "version": 1,
+                        "channel_id": format!("13000000000{i:07}"),
+                        "member": {"user": {"id": "1300000000000000030", "username": "bench"}},
+                        "data": {"id": "1300000000000000040", "name": "call", "type": 1},
+                    })
+                    .to_string();
+                    let timestamp = epoch_secs();
+                    let signature = devstack::launchers::discord_signature(&devstack::launchers::DEV_DISCORD_PRIVATE_KEY, &timestamp, body.as_bytes());
+                    http_event("POST", "/discord/interactions", "/discord/interactions", "", &[("x-signature-timestamp", &timestamp), ("x-signature-ed25519", &signature), ("content-type", "application/json")], &body)
+                }
+                "teams-messages" => {
+                    let body = serde_json::json!({
+                        "type": "message", "text": "<at>callops</at> call",
+                        "from": {"id": "29:1bench", "name": "Bench"},
+                        "conversation": {"id": format!("19:bench{i}@thread.tacv2")},
+                    })
+                    .to_string();
+                    let authorization = devstack::launchers::teams_authorization(devstack::launchers::DEV_TEAMS_WEBHOOK_SECRET, body.as_bytes());
+                    http_event("POST", "/teams/messages", "/teams/messages", "", &[("authorization", &authorization), ("content-type", "application/json")], &body)
+                }
                 "call-get" => http_event("GET", "/call/{call_id}", &format!("/call/BENCHZ{}", i % 50), "", &[("authorization", &api_auth)], ""),
                 other => http_event("GET", &format!("/{other}"), &format!("/{other}"), "", &[], ""),
             })
@@ -412,7 +470,7 @@ async fn main() -> Result<(), Error> {
         ));
     }
     report.push_str(&format!(
-        "\n{WARM_INVOCATIONS} warm invocations per function after one cold one; AWS calls go to DynamoDB Local and moto on 127.0.0.1, LiveKit calls to the fake LiveKit on 127.0.0.1. sessions-list lists the bench organisation's ~400 active sessions (every room and call opened above).\n"
+        "\n{WARM_INVOCATIONS} warm invocations per function after one cold one; AWS calls go to DynamoDB Local and moto on 127.0.0.1, LiveKit calls to the fake LiveKit on 127.0.0.1. sessions-list lists the bench organisation's ~400 active sessions (every room and call opened above). The chat launchers open a new room per event (their sessions belong to INBOUND_ORG_ID) and answer with a join link; no Slack direct message is sent.\n"
     ));
     println!("{report}");
     let out = root.join("target/bench");

@@ -1,0 +1,8 @@
+use discord_interactions::DiscordInteractions;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::base::telemetry::init();
+    let app = DiscordInteractions::from_env().await?;
+    shared::wiring::serve_route(&app).await
+}

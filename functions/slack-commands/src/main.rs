@@ -1,0 +1,8 @@
+use slack_commands::SlackCommands;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::base::telemetry::init();
+    let app = SlackCommands::from_env().await?;
+    shared::wiring::serve_route(&app).await
+}
