@@ -484,24 +484,40 @@ impl SessionLifecycle {
         Ok(true)
     }
 
+    /// Claims a switch (`AgentSwitch`, `RecordingSwitch`): `None` when this
+    /// request holds it, else the open session as the other request left it
+    /// (404 once it has ended).
+    async fn claim_switch(
+        &self,
+        room: &str,
+        switch: &SessionChange,
+    ) -> Result<Option<SessionRecord>, ApiError> {
+        let claimed = self
+            .sessions
+            .update(room, switch)
+            .await
+            .map_err(crate::api::unavailable)?;
+        if claimed {
+            return Ok(None);
+        }
+        self.sessions
+            .get(room)
+            .await
+            .map_err(crate::api::unavailable)?
+            .filter(|r| !r.ended())
+            .map(Some)
+            .ok_or_else(|| ApiError::NotFound("Room not found".into()))
+    }
+
     /// Dispatches the agent to, or removes it from, the tenant's room.
     pub async fn set_agent(&self, record: &SessionRecord, enable: bool) -> Result<bool, ApiError> {
         let room = &record.room_name;
         // Claim the switch first: of two concurrent toggles one acts, the
         // other finds it done (and a failed dispatch gives the claim back).
-        let claimed = self
-            .sessions
-            .update(room, &SessionChange::AgentSwitch { to: enable })
-            .await
-            .map_err(crate::api::unavailable)?;
-        if !claimed {
-            let now = self
-                .sessions
-                .get(room)
-                .await
-                .map_err(crate::api::unavailable)?
-                .filter(|r| !r.ended())
-                .ok_or_else(|| ApiError::NotFound("Room not found".into()))?;
+        if let Some(now) = self
+            .claim_switch(room, &SessionChange::AgentSwitch { to: enable })
+            .await?
+        {
             if now.agent_active.unwrap_or(false) == enable {
                 return Ok(enable);
             }
@@ -634,19 +650,10 @@ impl SessionLifecycle {
         let room = &record.room_name;
         // Claim the switch first: two "start"s at once must not start two
         // egresses (nor two "stop"s stop one twice).
-        let claimed = self
-            .sessions
-            .update(room, &SessionChange::RecordingSwitch { to: enable })
-            .await
-            .map_err(crate::api::unavailable)?;
-        if !claimed {
-            let now = self
-                .sessions
-                .get(room)
-                .await
-                .map_err(crate::api::unavailable)?
-                .filter(|r| !r.ended())
-                .ok_or_else(|| ApiError::NotFound("Room not found".into()))?;
+        if let Some(now) = self
+            .claim_switch(room, &SessionChange::RecordingSwitch { to: enable })
+            .await?
+        {
             return match (enable, now.recording.unwrap_or(false), now.egress_id) {
                 (true, true, Some(egress)) => Ok((true, egress)),
                 (false, false, _) => Err(ApiError::Conflict {
