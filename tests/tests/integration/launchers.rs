@@ -182,23 +182,11 @@ impl Launchers {
     }
 
     fn livekit_client(&self) -> Arc<LiveKitClient> {
-        Arc::new(LiveKitClient {
-            http: reqwest::Client::new(),
-            api_url: self.livekit.url().to_string(),
-            tokens: Self::tokens(),
-            empty_timeout_secs: 300,
-        })
+        livekit_client(self.livekit.url(), LIVEKIT_KEY, LIVEKIT_SECRET)
     }
 
     fn lifecycle(&self) -> SessionLifecycle {
-        SessionLifecycle {
-            sessions: Arc::new(self.stack.sessions()),
-            livekit: self.livekit_client(),
-            agent_name: "callops-agent".into(),
-            agent_identity_prefix: "agent-".into(),
-            announcer: Some(Arc::new(self.stack.call_start_intake())),
-            dedup: self.stack.dedup(),
-        }
+        self.stack.session_lifecycle(self.livekit_client())
     }
 
     fn launcher(&self) -> Launcher {

@@ -18,7 +18,6 @@ use shared::providers::livekit::{AccessTokens, LiveKitClient};
 use shared::providers::twilio::{TwilioClient, TwilioWebhookAuth};
 use shared::queue::sqs_batch::Worker;
 use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
-use shared::store::rate_limits::DynamoRateLimiter;
 use shared::store::sessions::SessionStore;
 
 use crate::support::*;
@@ -29,7 +28,6 @@ const LIVEKIT_KEY: &str = "lk-test-key";
 const LIVEKIT_SECRET: &str = "lk-test-secret-0123456789abcdef0123456789";
 const INVITE_SECRET: &str = "invite-test-secret";
 const PUBLIC_BASE: &str = "https://callops.example.com";
-const AGENT: &str = "callops-agent";
 const STREAM_URL: &str = "wss://agent.example.com/twilio";
 const ORG: &str = "acme";
 const OTHER_ORG: &str = "globex";
@@ -68,38 +66,15 @@ impl Rooms {
     }
 
     fn livekit_client(&self) -> Arc<LiveKitClient> {
-        Arc::new(LiveKitClient {
-            http: reqwest::Client::new(),
-            api_url: self.livekit.url().to_string(),
-            tokens: Self::tokens(),
-            empty_timeout_secs: 300,
-        })
+        livekit_client(self.livekit.url(), LIVEKIT_KEY, LIVEKIT_SECRET)
     }
 
     fn lifecycle(&self) -> SessionLifecycle {
-        SessionLifecycle {
-            sessions: Arc::new(self.stack.sessions()),
-            livekit: self.livekit_client(),
-            agent_name: AGENT.into(),
-            agent_identity_prefix: "agent-".into(),
-            announcer: Some(Arc::new(self.stack.call_start_intake())),
-            dedup: self.stack.dedup(),
-        }
+        self.stack.session_lifecycle(self.livekit_client())
     }
 
     fn access(&self) -> KeyedAccess {
-        KeyedAccess {
-            api_keys: Arc::new(DynamoApiKeyStore::new(
-                self.stack.dynamo.clone(),
-                self.stack.resources.table("ApiKeysTable"),
-            )),
-            rate_limiter: Arc::new(DynamoRateLimiter {
-                client: self.stack.dynamo.clone(),
-                table: self.stack.resources.table("IdempotencyTable"),
-                window_secs: 86_400,
-            }),
-            per_window: 10_000,
-        }
+        self.stack.keyed_access()
     }
 
     fn twilio_client(&self) -> TwilioClient {

@@ -72,6 +72,39 @@ impl Stack {
         }
     }
 
+    /// API-key access with a day-long rate window (the count cannot reset
+    /// in the middle of a test) and a limit no test reaches.
+    pub fn keyed_access(&self) -> shared::api::access::KeyedAccess {
+        shared::api::access::KeyedAccess {
+            api_keys: Arc::new(shared::store::api_keys::DynamoApiKeyStore::new(
+                self.dynamo.clone(),
+                self.resources.table("ApiKeysTable"),
+            )),
+            rate_limiter: Arc::new(shared::store::rate_limits::DynamoRateLimiter {
+                client: self.dynamo.clone(),
+                table: self.resources.table("IdempotencyTable"),
+                window_secs: 86_400,
+            }),
+            per_window: 10_000,
+        }
+    }
+
+    /// Sessions on this stack with `livekit`, dispatching `callops-agent`
+    /// and announcing each session once.
+    pub fn session_lifecycle(
+        &self,
+        livekit: Arc<shared::providers::livekit::LiveKitClient>,
+    ) -> shared::flows::sessions::SessionLifecycle {
+        shared::flows::sessions::SessionLifecycle {
+            sessions: Arc::new(self.sessions()),
+            livekit,
+            agent_name: "callops-agent".into(),
+            agent_identity_prefix: "agent-".into(),
+            announcer: Some(Arc::new(self.call_start_intake())),
+            dedup: self.dedup(),
+        }
+    }
+
     pub async fn start() -> Self {
         let local = local();
         let template =
@@ -590,4 +623,21 @@ pub fn seed_payload(stack: &Stack, call_id: &str) -> serde_json::Value {
     payload["call_id"] = call_id.into();
     payload["recording_url"] = stack.recording_url(call_id).into();
     payload
+}
+
+/// LiveKit's server API at `url` (a fake) with this key and secret.
+pub fn livekit_client(
+    url: &str,
+    api_key: &str,
+    api_secret: &str,
+) -> Arc<shared::providers::livekit::LiveKitClient> {
+    Arc::new(shared::providers::livekit::LiveKitClient {
+        http: reqwest::Client::new(),
+        api_url: url.to_string(),
+        tokens: shared::providers::livekit::AccessTokens {
+            api_key: api_key.into(),
+            api_secret: Secret::new(api_secret),
+        },
+        empty_timeout_secs: 300,
+    })
 }

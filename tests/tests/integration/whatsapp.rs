@@ -15,7 +15,6 @@ use shared::providers::llm::ChatClient;
 use shared::providers::twilio::{TwilioClient, TwilioWebhookAuth};
 use shared::queue::sqs_batch::Worker;
 use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
-use shared::store::rate_limits::DynamoRateLimiter;
 use shared::store::whatsapp::DynamoWhatsAppStore;
 
 use crate::crash::run_or_crash;
@@ -87,18 +86,7 @@ impl WhatsApp {
     }
 
     fn access(&self) -> KeyedAccess {
-        KeyedAccess {
-            api_keys: Arc::new(DynamoApiKeyStore::new(
-                self.stack.dynamo.clone(),
-                self.stack.resources.table("ApiKeysTable"),
-            )),
-            rate_limiter: Arc::new(DynamoRateLimiter {
-                client: self.stack.dynamo.clone(),
-                table: self.stack.resources.table("IdempotencyTable"),
-                window_secs: 86_400,
-            }),
-            per_window: 10_000,
-        }
+        self.stack.keyed_access()
     }
 
     fn message_route(&self) -> whatsapp_message::WhatsAppMessage {
