@@ -55,31 +55,36 @@ pub fn logical_id(name: &str) -> String {
     format!("{camel}DLQ")
 }
 
-async fn queue_with_prefix(sqs: &Client, prefix: &str) -> Result<Option<String>, String> {
-    let out = sqs
-        .list_queues()
-        .queue_name_prefix(prefix)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "listing queues: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(e)
-            )
-        })?;
-    let urls = out.queue_urls.unwrap_or_default();
-    Ok(urls.into_iter().find(|url| {
-        url.rsplit('/')
-            .next()
-            .is_some_and(|name| name == prefix || name.starts_with(&format!("{prefix}-")))
-    }))
+/// An SQS failure as the operator reads it: what we were doing, and why.
+fn failed<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    doing: impl std::fmt::Display,
+) -> impl FnOnce(aws_sdk_sqs::error::SdkError<E, R>) -> String {
+    move |e| format!("{doing}: {}", aws_sdk_sqs::error::DisplayErrorContext(e))
 }
 
-/// Finds the DLQ `<stack>-<LogicalId>` and its source queue.
+/// The queue's name is `prefix` or `prefix-<suffix>` (SAM's naming).
+fn named(url: &str, prefix: &str) -> bool {
+    url.rsplit('/')
+        .next()
+        .is_some_and(|name| name == prefix || name.starts_with(&format!("{prefix}-")))
+}
+
+/// Finds the DLQ `<stack>-<LogicalId>` and its source queue, from one
+/// listing of the stack's queues.
 pub async fn find(sqs: &Client, stack: &str, name: &str) -> Result<DeadLetterQueue, String> {
     let id = logical_id(name);
-    let url = queue_with_prefix(sqs, &format!("{stack}-{id}"))
-        .await?
+    let stack_queues = sqs
+        .list_queues()
+        .queue_name_prefix(stack)
+        .send()
+        .await
+        .map_err(failed("listing queues"))?
+        .queue_urls
+        .unwrap_or_default();
+    let url = stack_queues
+        .iter()
+        .find(|url| named(url, &format!("{stack}-{id}")))
+        .cloned()
         .ok_or_else(|| format!("no queue {stack}-{id}* (is CALLOPS_STACK right?)"))?;
     let arn = sqs
         .get_queue_attributes()
@@ -87,29 +92,11 @@ pub async fn find(sqs: &Client, stack: &str, name: &str) -> Result<DeadLetterQue
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "reading {id}: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(e)
-            )
-        })?
+        .map_err(failed(format!("reading {id}")))?
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
         .ok_or_else(|| format!("{id} has no ARN"))?;
     let mut source_url = None;
-    let stack_queues = sqs
-        .list_queues()
-        .queue_name_prefix(stack)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "listing queues: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(e)
-            )
-        })?
-        .queue_urls
-        .unwrap_or_default();
     for candidate in stack_queues {
         let policy = sqs
             .get_queue_attributes()
@@ -154,13 +141,7 @@ pub async fn read_all(
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "reading {}: {}",
-                    dlq.name,
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(failed(format!("reading {}", dlq.name)))?;
         let messages = out.messages.unwrap_or_default();
         if messages.is_empty() {
             empty_reads += 1;
@@ -212,26 +193,16 @@ pub async fn replay(
             .message_body(&letter.raw_body)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "replaying {}: {}",
-                    letter.message_id,
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(failed(format!("replaying {}", letter.message_id)))?;
         sqs.delete_message()
             .queue_url(&dlq.url)
             .receipt_handle(&letter.receipt)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "{} replayed but not deleted from {} (it will be replayed again; harmless): {}",
-                    letter.message_id,
-                    dlq.name,
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(failed(format!(
+                "{} replayed but not deleted from {} (it will be replayed again; harmless)",
+                letter.message_id, dlq.name
+            )))?;
         replayed += 1;
     }
     Ok(replayed)
@@ -243,13 +214,7 @@ pub async fn purge(sqs: &Client, dlq: &DeadLetterQueue) -> Result<(), String> {
         .send()
         .await
         .map(drop)
-        .map_err(|e| {
-            format!(
-                "purging {}: {}",
-                dlq.name,
-                aws_sdk_sqs::error::DisplayErrorContext(e)
-            )
-        })
+        .map_err(failed(format!("purging {}", dlq.name)))
 }
 
 const SENSITIVE_KEYS: [&str; 8] = [
