@@ -204,7 +204,6 @@ impl Wiring {
             twilio_auth: crate::providers::twilio::TwilioWebhookAuth::from_env()?,
             flow: CallFlow::from_env()?,
             lifecycle: self.session_lifecycle(true)?,
-            dedup: self.dedup()?,
             inbound_org: config::optional("INBOUND_ORG_ID"),
             lease: dedup_lease()?,
         })

@@ -8,9 +8,8 @@
 //! answer, so once the signature is good every outcome of the webhook is
 //! TwiML: LiveKit or the store failing gives a spoken "try again" and a
 //! hang-up, logged and counted. Duplicate deliveries open nothing twice
-//! (dedup on the call sid).
+//! (the session's open runs once per conversation).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -27,7 +26,6 @@ use crate::flows::sessions::{
     url_encode, validate_call_sid, Opening, SessionKind, SessionLifecycle,
 };
 use crate::providers::twilio::{self, NewCall, TwilioClient, TwilioWebhookAuth};
-use crate::store::dedup::{run_once, DedupStore, Once, OnceError};
 
 /// A voice webhook of one kind (phone or WhatsApp).
 pub struct VoiceWebhook {
@@ -35,16 +33,10 @@ pub struct VoiceWebhook {
     pub twilio_auth: TwilioWebhookAuth,
     pub flow: CallFlow,
     pub lifecycle: SessionLifecycle,
-    pub dedup: Arc<dyn DedupStore>,
     /// Owner of calls to our number (`INBOUND_ORG_ID`); calls we placed
     /// carry their organisation in the signed URL instead.
     pub inbound_org: Option<String>,
     pub lease: Duration,
-}
-
-/// The dedup key of one call's voice webhook.
-pub fn dedup_key(kind: SessionKind, call_sid: &str) -> String {
-    format!("{}-voice#{call_sid}", kind.name())
 }
 
 impl VoiceWebhook {
@@ -94,25 +86,12 @@ impl VoiceWebhook {
             reopen: false,
         };
         let lease = api::remaining_time(request).unwrap_or(self.lease);
-        let work = || async {
-            let opened = self.lifecycle.open(&opening, lease).await?;
-            Ok::<_, ApiError>(serde_json::json!({"session_id": opened.session_id}))
-        };
-        match run_once(self.dedup.as_ref(), &dedup_key(kind, call_sid), lease, work).await {
-            Ok(Once::Done(_)) => {}
-            Ok(Once::Duplicate(_)) => info!(%call_sid, "duplicate voice webhook; same answer"),
-            // The first delivery is still opening the session; the TwiML is the same.
-            Ok(Once::InProgress) => info!(%call_sid, "voice webhook in progress elsewhere"),
-            Err(OnceError::Work(err)) => {
-                warn!(%call_sid, error = %err, "session not opened; caller told to try again");
-                metrics::count(metrics::Metric::Failed);
-                return Ok(self.flow.try_again());
-            }
-            Err(OnceError::Store(err)) => {
-                warn!(%call_sid, error = %err, "dedup store unavailable; caller told to try again");
-                metrics::count(metrics::Metric::Failed);
-                return Ok(self.flow.try_again());
-            }
+        // Duplicate deliveries are absorbed by the open itself, which runs
+        // once per conversation; every delivery gets the same TwiML.
+        if let Err(err) = self.lifecycle.open(&opening, lease).await {
+            warn!(%call_sid, error = %err, "session not opened; caller told to try again");
+            metrics::count(metrics::Metric::Failed);
+            return Ok(self.flow.try_again());
         }
         Ok(self.flow.answer(&context))
     }

@@ -121,7 +121,6 @@ impl Rooms {
             twilio_auth: Self::twilio_auth(),
             flow,
             lifecycle: self.lifecycle(),
-            dedup: self.stack.dedup(),
             inbound_org: Some(ORG.into()),
             lease: Duration::from_secs(30),
         }
