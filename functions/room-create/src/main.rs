@@ -3,6 +3,7 @@ use room_create::RoomCreate;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::base::telemetry::init();
+    shared::base::secrets::load().await?;
     let app = RoomCreate::from_env().await?;
     shared::wiring::serve_route(&app).await
 }

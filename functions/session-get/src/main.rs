@@ -3,6 +3,7 @@ use session_get::SessionGet;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::base::telemetry::init();
+    shared::base::secrets::load().await?;
     let app = SessionGet::from_env().await?;
     shared::wiring::serve_route(&app).await
 }

@@ -3,6 +3,7 @@ use twilio_routing::TwilioRouting;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::base::telemetry::init();
+    shared::base::secrets::load().await?;
     let app = TwilioRouting::from_env().await?;
     shared::wiring::serve_http(|request| app.handle(request)).await
 }

@@ -53,10 +53,12 @@ pub fn required(name: &'static str) -> Result<String, ConfigError> {
 }
 
 /// A variable that may be absent; an empty value counts as absent, because
-/// SAM passes unset optional parameters as "".
+/// SAM passes unset optional parameters as "". A credential read from
+/// Secrets Manager at cold start (`<NAME>_SECRET_ARN`) answers for `<NAME>`.
 pub fn optional(name: &'static str) -> Option<String> {
-    std::env::var(name)
-        .ok()
+    crate::base::secrets::get(name)
+        .map(str::to_string)
+        .or_else(|| std::env::var(name).ok())
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
 }

@@ -1,10 +1,11 @@
 //! What every other layer uses and that imports nothing of ours:
-//! configuration, time, masking for logs, telemetry, metrics, phone numbers.
+//! configuration (plain or from Secrets Manager), time, masking for logs, telemetry, metrics, phone numbers.
 
 pub mod aws;
 pub mod config;
 pub mod mask;
 pub mod metrics;
 pub mod phone;
+pub mod secrets;
 pub mod telemetry;
 pub mod time;

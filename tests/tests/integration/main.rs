@@ -14,6 +14,7 @@ mod outbound;
 mod pipeline;
 mod read_api;
 mod recording_fetch;
+mod secrets;
 mod sessions;
 mod soak;
 mod stuck;

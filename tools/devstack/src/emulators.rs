@@ -219,6 +219,54 @@ impl LocalAws {
     }
 }
 
+/// A moto of its own that enforces IAM: after its first `unauthenticated`
+/// requests (the setup: secrets, users, policies, keys), every request must
+/// be signed by a user it knows and allowed by that user's policies. Tests of
+/// what a role may not do use it; the shared moto allows everything.
+pub struct IamEnforcingMoto {
+    pub endpoint: String,
+    child: Child,
+}
+
+impl IamEnforcingMoto {
+    pub fn start(unauthenticated: usize) -> Result<Self, String> {
+        let moto = cache_dir().join("venv/bin/moto_server");
+        let port = free_port().map_err(|e| e.to_string())?;
+        let mut command = Command::new(&moto);
+        command
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", unauthenticated.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = spawn_tied_to_process(command).map_err(|e| format!("start moto: {e}"))?;
+        wait_for_port(port, &mut child, "moto (IAM enforced)")?;
+        Ok(Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+        })
+    }
+
+    /// SDK configuration for this moto with the given access key.
+    pub async fn sdk_config(&self, access_key: &str, secret_key: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                access_key, secret_key, None, None, "local",
+            ))
+            .endpoint_url(&self.endpoint)
+            .load()
+            .await
+    }
+}
+
+impl Drop for IamEnforcingMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for LocalAws {
     fn drop(&mut self) {
         for child in &mut self.children {

@@ -7,12 +7,14 @@
 //! - [`poller`]: SQS delivery to a worker the way Lambda does it;
 //! - [`fakes`]: AssemblyAI, Exotel, Slack, Twilio, ElevenLabs and LiveKit servers speaking their wire formats;
 //! - [`launchers`]: Slack, Discord and Teams request signing with the dev secrets;
+//! - [`lambda_runtime`]: Lambda's Runtime API, to run a function's real binary;
 //! - [`server`]: API Gateway's HTTP-to-Lambda translation for the dev server;
 //! - [`registry`]: which crate serves (or runs on a schedule) each function of the template.
 
 pub mod emulators;
 pub mod fakes;
 pub mod faults;
+pub mod lambda_runtime;
 pub mod launchers;
 pub mod poller;
 pub mod provision;
