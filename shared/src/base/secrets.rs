@@ -15,14 +15,13 @@
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 /// The suffix of the variables that point at a secret.
 pub const ARN_SUFFIX: &str = "_SECRET_ARN";
 
 /// Each read's limit; SDK retries of a throttled or failed read fit in Lambda's 10 s init.
 #[cfg(feature = "secrets")]
-const READ_TIMEOUT: Duration = Duration::from_secs(3);
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 static LOADED: OnceLock<HashMap<String, String>> = OnceLock::new();
 
@@ -53,7 +52,9 @@ pub enum SecretsError {
         secret_id: String,
         reason: String,
     },
-    #[error("{name}{ARN_SUFFIX} is set, but this function was built without Secrets Manager support")]
+    #[error(
+        "{name}{ARN_SUFFIX} is set, but this function was built without Secrets Manager support"
+    )]
     Unsupported { name: String },
 }
 
@@ -176,7 +177,8 @@ async fn read_one(
     // emulators only with HTTP 403 and an unparsed body.
     if matches!(err, GetSecretValueError::ResourceNotFoundException(_)) {
         Err(SecretsError::NotFound { name, secret_id })
-    } else if matches!(err.code(), Some("AccessDeniedException" | "AccessDenied")) || status == 403 {
+    } else if matches!(err.code(), Some("AccessDeniedException" | "AccessDenied")) || status == 403
+    {
         Err(SecretsError::Forbidden { name, secret_id })
     } else {
         let code = err.code().unwrap_or("service error").to_string();
@@ -202,7 +204,10 @@ mod tests {
     #[test]
     fn asks_for_each_secret_arn_variable_by_its_credential_name() {
         let wanted = requested(vars(&[
-            ("TWILIO_AUTH_TOKEN_SECRET_ARN", "arn:aws:secretsmanager:x:1:secret:t"),
+            (
+                "TWILIO_AUTH_TOKEN_SECRET_ARN",
+                "arn:aws:secretsmanager:x:1:secret:t",
+            ),
             ("CALLS_TABLE", "calls"),
             ("WEBHOOK_TOKEN_SECRET_ARN", " callops/WebhookToken "),
         ]));

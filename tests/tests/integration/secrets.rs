@@ -83,7 +83,7 @@ async fn cold_start(
     let child = tokio::process::Command::new(routing_binary().await)
         .env_clear()
         .envs(aws.iter().map(|(k, v)| (*k, v.as_str())))
-        .envs(runtime.lambda_env().into_iter())
+        .envs(runtime.lambda_env())
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("PUBLIC_BASE_URL", PUBLIC_BASE)
         .env("RUST_LOG", "info")
@@ -189,7 +189,10 @@ async fn a_missing_secret_is_refused_by_its_variable_name() {
         }
         other => panic!("expected NotFound, got {other:?}"),
     }
-    assert!(err.to_string().contains("WEBHOOK_TOKEN_SECRET_ARN"), "{err}");
+    assert!(
+        err.to_string().contains("WEBHOOK_TOKEN_SECRET_ARN"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -265,7 +268,10 @@ async fn a_missing_secret_fails_the_cold_start_by_name() {
     assert!(output.contains("TWILIO_AUTH_TOKEN"), "{output}");
     assert!(output.contains("does not exist"), "{output}");
     assert!(output.contains(&missing), "{output}");
-    assert!(!output.contains(STALE_ENV_TOKEN), "no value in the logs: {output}");
+    assert!(
+        !output.contains(STALE_ENV_TOKEN),
+        "no value in the logs: {output}"
+    );
     assert!(
         runtime.first_poll().await.is_none(),
         "a function that failed its cold start never asks for work"
@@ -322,7 +328,11 @@ async fn user(endpoint: &str, name: &str, may_read_secrets: bool) -> (String, St
         )
         .await;
     }
-    let key = iam(endpoint, &[("Action", "CreateAccessKey"), ("UserName", name)]).await;
+    let key = iam(
+        endpoint,
+        &[("Action", "CreateAccessKey"), ("UserName", name)],
+    )
+    .await;
     (
         xml_field(&key, "AccessKeyId"),
         xml_field(&key, "SecretAccessKey"),

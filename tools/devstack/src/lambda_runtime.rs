@@ -130,7 +130,11 @@ async fn serve(
 ) -> hyper::Response<Full<Bytes>> {
     let path = request.uri().path().to_string();
     if path.ends_with("/invocation/next") {
-        shared.first_poll.lock().await.get_or_insert_with(Instant::now);
+        shared
+            .first_poll
+            .lock()
+            .await
+            .get_or_insert_with(Instant::now);
         let Some((id, event)) = shared.pending.lock().await.recv().await else {
             return reply(410, Bytes::new());
         };

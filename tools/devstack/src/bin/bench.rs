@@ -20,6 +20,9 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, Mutex};
 
+#[path = "bench/secrets_init.rs"]
+mod secrets_init;
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const WARM_INVOCATIONS: usize = 200;
@@ -271,6 +274,7 @@ async fn main() -> Result<(), Error> {
         devstack::DEV_LIVEKIT_API_SECRET,
     );
     let mut results = Vec::new();
+    let mut secrets_rows = Vec::new();
     for function in [
         "health",
         "stats",
@@ -441,6 +445,20 @@ async fn main() -> Result<(), Error> {
             })
             .collect();
         let binary = release.join(function);
+        if let Some(credentials) = secrets_init::credentials_of(function) {
+            let first = events[0].clone();
+            secrets_rows.push(
+                secrets_init::compare(
+                    function,
+                    &binary,
+                    &env,
+                    credentials,
+                    || first.clone(),
+                    &local,
+                )
+                .await?,
+            );
+        }
         let (init, first, mut warm, rss) = measure(&binary, &env, events).await?;
         warm.sort();
         results.push(Measurement {
@@ -472,6 +490,8 @@ async fn main() -> Result<(), Error> {
     report.push_str(&format!(
         "\n{WARM_INVOCATIONS} warm invocations per function after one cold one; AWS calls go to DynamoDB Local and moto on 127.0.0.1, LiveKit calls to the fake LiveKit on 127.0.0.1. sessions-list lists the bench organisation's ~400 active sessions (every room and call opened above). The chat launchers open a new room per event (their sessions belong to INBOUND_ORG_ID) and answer with a join link; no Slack direct message is sent.\n"
     ));
+    report.push_str("\n### Credentials from Secrets Manager at cold start\n\n");
+    report.push_str(&secrets_init::table(&secrets_rows));
     println!("{report}");
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out)?;
