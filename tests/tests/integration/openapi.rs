@@ -855,3 +855,165 @@ async fn admin_and_call_start_responses_match_the_document() {
         "invalid_email"
     );
 }
+
+const TWILIO_ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+const TWILIO_TOKEN: &str = "twilio-openapi-token";
+const PUBLIC_BASE: &str = "https://callops.example.com";
+
+/// A form POST signed like Twilio signs it (or with `signature` as given).
+fn twilio_form(route: &str, params: &[(&str, &str)], signature: Option<&str>) -> Request {
+    let signed =
+        devstack::fakes::twilio_signature(TWILIO_TOKEN, &format!("{PUBLIC_BASE}{route}"), params);
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let mut headers = vec![(
+        "content-type".to_string(),
+        "application/x-www-form-urlencoded".to_string(),
+    )];
+    if let Some(signature) = signature
+        .map(str::to_string)
+        .or(Some(signed))
+        .filter(|s| !s.is_empty())
+    {
+        headers.push(("x-twilio-signature".to_string(), signature));
+    }
+    devstack::server::api_request("POST", route, route, "", &headers, body.as_bytes())
+}
+
+#[tokio::test]
+async fn twilio_signed_and_phone_responses_match_the_document() {
+    use shared::flows::phone::{CallFlow, ConnectMode};
+    use shared::flows::sessions::SessionKind;
+    use shared::providers::twilio::{TwilioClient, TwilioWebhookAuth};
+
+    let documented = Documented::new();
+    let stack = Stack::start().await;
+    let livekit = FakeLiveKit::start(LIVEKIT_KEY, LIVEKIT_SECRET);
+    let client = livekit_client(livekit.url(), LIVEKIT_KEY, LIVEKIT_SECRET);
+    let twilio = devstack::fakes::FakeTwilio::start(TWILIO_ACCOUNT, TWILIO_TOKEN);
+    let auth = || TwilioWebhookAuth {
+        auth_token: Secret::new(TWILIO_TOKEN),
+        public_base_url: PUBLIC_BASE.into(),
+    };
+    let voice = twilio_voice::TwilioVoice {
+        webhook: shared::flows::voice::VoiceWebhook {
+            kind: SessionKind::Phone,
+            twilio_auth: auth(),
+            flow: CallFlow {
+                mode: ConnectMode::Stream {
+                    url: "wss://agent.example.com/twilio".into(),
+                },
+                greeting: Some("Please wait while we connect you.".into()),
+                voice: Some("Polly.Joanna".into()),
+                menu: None,
+                routing_url: format!("{PUBLIC_BASE}/twilio/routing"),
+            },
+            lifecycle: stack.session_lifecycle(Arc::clone(&client)),
+            inbound_org: Some(ORG.into()),
+            lease: Duration::from_secs(30),
+        },
+    };
+    let call_sid = "CA0123456789abcdef0123456789abcdef";
+    let inbound = [
+        ("CallSid", call_sid),
+        ("From", "+14155550100"),
+        ("To", "+14155550199"),
+        ("Direction", "inbound"),
+        ("AccountSid", TWILIO_ACCOUNT),
+        ("CallStatus", "ringing"),
+    ];
+    let route = "/twilio/voice";
+    let answered = voice.handle(twilio_form(route, &inbound, None)).await;
+    assert_eq!(answered.status(), 200, "{}", text(&answered));
+    let twiml = documented.check("POST", route, &answered);
+    assert!(
+        twiml.as_str().unwrap().contains("<Connect><Stream"),
+        "{twiml}"
+    );
+    let unsigned = voice.handle(twilio_form(route, &inbound, Some(""))).await;
+    assert_eq!(unsigned.status(), 400);
+    assert_eq!(
+        documented.check("POST", route, &unsigned)["code"],
+        "missing_signature"
+    );
+    let forged = voice
+        .handle(twilio_form(route, &inbound, Some("Zm9yZ2Vk")))
+        .await;
+    assert_eq!(forged.status(), 403);
+    assert_eq!(
+        documented.check("POST", route, &forged)["code"],
+        "invalid_signature"
+    );
+
+    // The session that call opened, with its call fields.
+    let keys = DynamoApiKeyStore::new(stack.dynamo.clone(), stack.resources.table("ApiKeysTable"));
+    let (key, record) = api_keys::generate("openapi", ORG);
+    keys.insert(&record).await.unwrap();
+    let keyed = [("x-api-key", key.as_str())];
+    let session_get = session_get::SessionGet {
+        access: stack.keyed_access(),
+        sessions: Arc::new(stack.sessions()),
+    };
+    let session_id = format!("phone-{call_sid}");
+    let found = session_get
+        .handle(request(
+            "GET",
+            "/sessions/{id}",
+            &format!("/sessions/{session_id}"),
+            &keyed,
+            None,
+        ))
+        .await;
+    assert_eq!(found.status(), 200, "{}", text(&found));
+    assert_eq!(
+        documented.check("GET", "/sessions/{id}", &found)["call_sid"],
+        call_sid
+    );
+
+    let status = twilio_status::TwilioStatus {
+        twilio_auth: auth(),
+        intake: stack.provider_event_intake(),
+    };
+    let route = "/twilio/status";
+    let completed = [
+        ("CallSid", call_sid),
+        ("CallStatus", "completed"),
+        ("CallDuration", "42"),
+    ];
+    let queued = status.handle(twilio_form(route, &completed, None)).await;
+    assert_eq!(queued.status(), 200, "{}", text(&queued));
+    assert_eq!(documented.check("POST", route, &queued)["queued"], true);
+    let incomplete = status
+        .handle(twilio_form(route, &[("CallSid", call_sid)], None))
+        .await;
+    assert_eq!(incomplete.status(), 422);
+    assert_eq!(
+        documented.check("POST", route, &incomplete)["code"],
+        "missing_field"
+    );
+
+    let phone_end = phone_end::PhoneEnd {
+        access: stack.keyed_access(),
+        twilio: TwilioClient {
+            http: reqwest::Client::new(),
+            base_url: twilio.base_url().to_string(),
+            account_sid: TWILIO_ACCOUNT.into(),
+            auth_token: Secret::new(TWILIO_TOKEN),
+        },
+        lifecycle: stack.session_lifecycle(client),
+    };
+    let end = || {
+        let path = format!("/phone/end/{call_sid}");
+        phone_end.handle(request("POST", "/phone/end/{callSid}", &path, &keyed, None))
+    };
+    let ended = end().await;
+    assert_eq!(ended.status(), 200, "{}", text(&ended));
+    assert_eq!(
+        documented.check("POST", "/phone/end/{callSid}", &ended)["status"],
+        "ended"
+    );
+    let gone = end().await;
+    assert_eq!(gone.status(), 404);
+    documented.check("POST", "/phone/end/{callSid}", &gone);
+}
