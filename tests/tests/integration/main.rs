@@ -10,6 +10,7 @@ mod dlq;
 mod events;
 mod launchers;
 mod notifications;
+mod openapi;
 mod outbound;
 mod pipeline;
 mod read_api;

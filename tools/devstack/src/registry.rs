@@ -128,6 +128,7 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
         "slack-commands" => app!(slack_commands::SlackCommands),
         "discord-interactions" => app!(discord_interactions::DiscordInteractions),
         "teams-messages" => app!(teams_messages::TeamsMessages),
+        "openapi" => app!(openapi::OpenApiDocument),
         "health" => {
             let app = Arc::new(health::Health::from_env().await?);
             http(move |_| {
