@@ -34,7 +34,7 @@ use super::{CallRecord, CallStatus, DynamoCallStore, RECORD_ITEM, WATCH};
 use crate::base::time::{epoch_millis, epoch_secs};
 use crate::store::dedup::{Owner, Settled};
 use crate::store::transactions::{self, Verdict};
-use crate::store::{condition_failed, StoreError};
+use crate::store::{applied, StoreError};
 
 const OWNER: &str = "intake_owner";
 /// Epoch milliseconds until which the owner holds the call.
@@ -362,9 +362,8 @@ impl IntakeStore for DynamoCallStore {
             .expression_attribute_values(":me", AttributeValue::S(owner.token().to_string()))
             .send()
             .await;
-        match result_applied(queued)? {
-            true => return Ok(Settled::Done),
-            false => {}
+        if applied(queued)? {
+            return Ok(Settled::Done);
         }
         // The worker already moved the call on (or this is a retry of a
         // completion that landed): save the answer, leave the status alone.
@@ -382,7 +381,7 @@ impl IntakeStore for DynamoCallStore {
             .expression_attribute_values(":me", AttributeValue::S(owner.token().to_string()))
             .send()
             .await;
-        Ok(if result_applied(answered)? {
+        Ok(if applied(answered)? {
             Settled::Done
         } else {
             tracing::warn!(%call_id, "intake lease was taken over; answer not saved");
@@ -411,25 +410,11 @@ impl IntakeStore for DynamoCallStore {
             )
             .send()
             .await;
-        Ok(if result_applied(result)? {
+        Ok(if applied(result)? {
             Settled::Done
         } else {
             Settled::Lost
         })
-    }
-}
-
-fn result_applied<T, E, R>(
-    result: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
-) -> Result<bool, StoreError>
-where
-    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
-{
-    match result {
-        Ok(_) => Ok(true),
-        Err(err) if err.as_service_error().is_some_and(condition_failed) => Ok(false),
-        Err(err) => Err(err.into()),
     }
 }
 
