@@ -490,9 +490,35 @@ pub struct Baseline {
     pub usage: Usage,
 }
 
-/// The intake webhooks before the three-call hot path (`make bench` on the
-/// commit named, this machine).
-pub const BEFORE: &[Baseline] = &[];
+/// The intake webhooks before the three-call hot path: `make bench`'s
+/// binaries built from the commit named, benched on this machine
+/// (`BENCH_FUNCTIONS=zapier-webhook,exotel-webhook`).
+pub const BEFORE: &[Baseline] = &[
+    Baseline {
+        function: "zapier-webhook",
+        commit: "0eaef9e",
+        warm_p50_ms: 74.08,
+        usage: Usage {
+            sequential_calls: 6.0,
+            aws_calls: 6.0,
+            read_units: 0.0,
+            write_units: 8.0,
+            sqs_requests: 1.0,
+        },
+    },
+    Baseline {
+        function: "exotel-webhook",
+        commit: "0eaef9e",
+        warm_p50_ms: 55.14,
+        usage: Usage {
+            sequential_calls: 6.0,
+            aws_calls: 6.0,
+            read_units: 0.0,
+            write_units: 8.0,
+            sqs_requests: 1.0,
+        },
+    },
+];
 
 /// The report's cost section: one row per function, plus before/after for
 /// the functions with a [`BEFORE`] figure.
