@@ -497,7 +497,7 @@ pub const BEFORE: &[Baseline] = &[
     Baseline {
         function: "zapier-webhook",
         commit: "0eaef9e",
-        warm_p50_ms: 74.08,
+        warm_p50_ms: 31.86,
         usage: Usage {
             sequential_calls: 6.0,
             aws_calls: 6.0,
@@ -509,7 +509,7 @@ pub const BEFORE: &[Baseline] = &[
     Baseline {
         function: "exotel-webhook",
         commit: "0eaef9e",
-        warm_p50_ms: 55.14,
+        warm_p50_ms: 32.48,
         usage: Usage {
             sequential_calls: 6.0,
             aws_calls: 6.0,
