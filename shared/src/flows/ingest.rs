@@ -1,6 +1,7 @@
 //! The webhook half of the recording pipeline, shared by the Zapier and the
-//! Exotel webhooks: claim the call id, store the call, queue its
-//! transcription, and only then acknowledge.
+//! Exotel webhooks: store the call (its record is the delivery's claim),
+//! queue its transcription, and only then acknowledge; then complete the
+//! record and count, side by side. Three AWS calls one after another.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +16,10 @@ use crate::base::metrics::{self, Metric};
 use crate::base::time;
 use crate::queue::jobs::{self, JobQueue, TranscriptionJob};
 use crate::store::calls::{
-    AgentInfo, CallRecord, CallSource, CallStatus, CallStore, Created, Direction, StatusChange,
+    self, AgentInfo, CallRecord, CallSource, CallStatus, Claimed, Direction, IntakeStore,
+    StatusChange, Take,
 };
-use crate::store::dedup::{self, Claim, DedupStore, Settled};
+use crate::store::dedup::{self, Settled};
 use crate::store::stats::{self, Counter, StatsStore};
 
 /// A call as a webhook reported it, already validated.
@@ -79,26 +81,29 @@ pub struct IngestSettings {
 }
 
 pub struct Ingestor {
-    pub dedup: Arc<dyn DedupStore>,
-    pub calls: Arc<dyn CallStore>,
+    /// The call records, each its own delivery claim (`store::calls::IntakeStore`).
+    pub calls: Arc<dyn IntakeStore>,
     pub stats: Arc<dyn StatsStore>,
     pub transcription_queue: Arc<dyn JobQueue>,
     pub settings: IngestSettings,
 }
 
-/// Webhook deliveries of the same call share one key, whichever route they came by.
-pub fn dedup_key(call_id: &str) -> String {
-    format!("call#{call_id}")
-}
+/// Local tries of the completing update: the job is queued, so losing the
+/// answer would make a duplicate within the lease wait, and one after it
+/// queue the job again.
+const COMPLETE_ATTEMPTS: u32 = 4;
 
 impl Ingestor {
     /// `lease` is how long this delivery may hold the call id: the invocation's remaining time.
+    ///
+    /// At most three AWS calls one after another: the conditional write that
+    /// stores the record and claims the call, the job, and the update that
+    /// completes it (with the counter alongside).
     pub async fn ingest(
         &self,
         call: IncomingCall,
         lease: Option<Duration>,
     ) -> Result<(StatusCode, Acknowledgement), ApiError> {
-        let key = dedup_key(&call.call_id);
         info!(
             call_id = %call.call_id,
             from = %mask::phone(&call.from_number),
@@ -109,66 +114,117 @@ impl Ingestor {
         metrics::count(Metric::Received);
         let lease = lease.unwrap_or(self.settings.default_lease);
         let budget = dedup::wait_budget(self.settings.duplicate_wait, lease);
-        let owner = match dedup::claim_or_wait(self.dedup.as_ref(), &key, lease, budget)
-            .await
-            .map_err(unavailable)?
+        let record = self.record(&call);
+        if let Some(reason) = call.skip_reason() {
+            return self.record_skipped(&call, record, &reason, budget).await;
+        }
+        let owner = match calls::claim_or_wait(
+            self.calls.as_ref(),
+            &record,
+            Take::Lease(lease),
+            budget,
+        )
+        .await
+        .map_err(unavailable)?
         {
-            Claim::Acquired(owner) => owner,
-            Claim::Completed(saved) => return Ok(self.duplicate(&call.call_id, saved).await),
-            Claim::InProgress => {
+            Claimed::Acquired(owner) => owner,
+            Claimed::Handled(saved) => return Ok(self.duplicate(&call.call_id, saved).await),
+            Claimed::InProgress => {
                 info!(call_id = %call.call_id, "concurrent delivery still in progress after waiting");
                 return Err(ApiError::InProgress);
             }
+            Claimed::Stored => {
+                return Err(unavailable(crate::store::StoreError::Dynamo(
+                    "a leased claim answered Stored".into(),
+                )))
+            }
         };
-        match self.store_and_queue(&call).await {
-            Ok(Some(ack)) => {
-                self.complete(&key, &owner, &ack).await;
+        if let Err(err) = self.queue(&call).await {
+            match self.calls.release(&call.call_id, &owner).await {
+                Ok(Settled::Done) => {}
+                Ok(Settled::Lost) => {
+                    warn!(call_id = %call.call_id, "intake lease was taken over before release")
+                }
+                Err(release_err) => {
+                    warn!(call_id = %call.call_id, error = %release_err, "intake lease not released; it expires")
+                }
+            }
+            return Err(err);
+        }
+        // The job is durable: from here nothing un-acknowledges the delivery.
+        let ack = self.acknowledgement(&call.call_id, "Call queued for processing");
+        tokio::join!(
+            self.complete(&call.call_id, &owner, &ack),
+            stats::count(self.stats.as_ref(), Counter::TotalProcessed),
+        );
+        Ok((StatusCode::ACCEPTED, ack))
+    }
+
+    /// A call with nothing to transcribe is stored in its final state with
+    /// its answer, in one conditional write.
+    async fn record_skipped(
+        &self,
+        call: &IncomingCall,
+        mut record: CallRecord,
+        reason: &str,
+        budget: Duration,
+    ) -> Result<(StatusCode, Acknowledgement), ApiError> {
+        let now = time::now_rfc3339();
+        record.status = CallStatus::Skipped;
+        record.processed_at = Some(now.clone());
+        record.status_history.push(StatusChange {
+            status: CallStatus::Skipped,
+            at: now,
+            reason: Some(reason.to_string()),
+        });
+        let ack = self.acknowledgement(&call.call_id, "Call recorded; not transcribed");
+        let answer = serde_json::to_value(&ack).unwrap_or_default();
+        match calls::claim_or_wait(self.calls.as_ref(), &record, Take::Final(&answer), budget)
+            .await
+            .map_err(unavailable)?
+        {
+            Claimed::Stored => {
+                info!(call_id = %call.call_id, %reason, "call stored without transcription");
                 stats::count(self.stats.as_ref(), Counter::TotalProcessed).await;
                 Ok((StatusCode::ACCEPTED, ack))
             }
-            Ok(None) => {
-                // The call record is past `received`: an earlier delivery whose
-                // dedup record has expired already handled it.
-                let ack = self.acknowledgement(&call.call_id, "Call already processed");
-                self.complete(&key, &owner, &ack).await;
-                Ok(self
-                    .duplicate(&call.call_id, serde_json::to_value(ack).unwrap_or_default())
-                    .await)
+            Claimed::Handled(saved) => Ok(self.duplicate(&call.call_id, saved).await),
+            Claimed::InProgress => {
+                info!(call_id = %call.call_id, "concurrent delivery still in progress after waiting");
+                Err(ApiError::InProgress)
             }
-            Err(err) => {
-                match self.dedup.release(&key, &owner).await {
-                    Ok(Settled::Done) => {}
-                    Ok(Settled::Lost) => {
-                        warn!(call_id = %call.call_id, "dedup claim was taken over before release")
-                    }
-                    Err(release_err) => {
-                        warn!(call_id = %call.call_id, error = %release_err, "dedup claim not released; it expires with its lease")
-                    }
+            Claimed::Acquired(_) => Err(unavailable(crate::store::StoreError::Dynamo(
+                "a final record answered Acquired".into(),
+            ))),
+        }
+    }
+
+    /// Saves the answer duplicates get and moves the call to `queued`. The
+    /// job is queued and the worker is idempotent, so a failure here does
+    /// not un-accept the delivery.
+    async fn complete(&self, call_id: &str, owner: &dedup::Owner, ack: &Acknowledgement) {
+        let answer = serde_json::to_value(ack).unwrap_or_default();
+        let mut attempt = 0;
+        loop {
+            match self.calls.complete(call_id, owner, &answer).await {
+                Ok(Settled::Done) => return,
+                Ok(Settled::Lost) => {
+                    return warn!(%call_id, "intake lease was taken over before completion")
                 }
-                Err(err)
+                Err(err) if attempt + 1 < COMPLETE_ATTEMPTS => {
+                    warn!(%call_id, error = %err, attempt, "intake completion failed; retrying");
+                    tokio::time::sleep(time::jitter(Duration::from_millis(50 << attempt))).await;
+                    attempt += 1;
+                }
+                Err(err) => return warn!(%call_id, error = %err, "intake answer not saved"),
             }
         }
     }
 
-    /// Saves the answer duplicates get. The job is queued and the worker is
-    /// idempotent, so a failure here does not un-accept the delivery.
-    async fn complete(&self, key: &str, owner: &dedup::Owner, ack: &Acknowledgement) {
-        let response = serde_json::to_value(ack).unwrap_or_default();
-        match dedup::complete_retrying(self.dedup.as_ref(), key, owner, &response).await {
-            Ok(Settled::Done) => {}
-            Ok(Settled::Lost) => warn!(%key, "dedup claim was taken over before completion"),
-            Err(err) => warn!(%key, error = %err, "dedup record not completed"),
-        }
-    }
-
-    /// Stores the call and queues its transcription. `None` means the call
-    /// was already further along.
-    async fn store_and_queue(
-        &self,
-        call: &IncomingCall,
-    ) -> Result<Option<Acknowledgement>, ApiError> {
+    /// The record as this delivery reports the call, status `received`.
+    fn record(&self, call: &IncomingCall) -> CallRecord {
         let now = time::now_rfc3339();
-        let record = CallRecord {
+        CallRecord {
             call_id: call.call_id.clone(),
             source: call.source,
             from_number: call.from_number.clone(),
@@ -188,29 +244,15 @@ impl Ingestor {
             room_name: call.room_name.clone(),
             status_history: vec![StatusChange {
                 status: CallStatus::Received,
-                at: now,
+                at: now.clone(),
                 reason: None,
             }],
-            received_at: time::now_rfc3339(),
-        };
-        if self.calls.create(&record).await.map_err(unavailable)? == Created::AlreadyProcessing {
-            return Ok(None);
+            received_at: now,
         }
-        if let Some(reason) = call.skip_reason() {
-            self.calls
-                .transition(
-                    &call.call_id,
-                    &[CallStatus::Received],
-                    CallStatus::Skipped,
-                    Some(&reason),
-                )
-                .await
-                .map_err(unavailable)?;
-            info!(call_id = %call.call_id, %reason, "call stored without transcription");
-            return Ok(Some(
-                self.acknowledgement(&call.call_id, "Call recorded; not transcribed"),
-            ));
-        }
+    }
+
+    /// Queues the call's transcription.
+    async fn queue(&self, call: &IncomingCall) -> Result<(), ApiError> {
         let job = TranscriptionJob {
             call_id: call.call_id.clone(),
             recording_url: call
@@ -231,23 +273,7 @@ impl Ingestor {
                 ApiError::Unavailable
             })?;
         metrics::count(Metric::Queued);
-        // The job is durable now; a failed status update must not un-acknowledge it.
-        if let Err(err) = self
-            .calls
-            .transition(
-                &call.call_id,
-                &[CallStatus::Received],
-                CallStatus::Queued,
-                None,
-            )
-            .await
-        {
-            warn!(call_id = %call.call_id, error = %err, "call status not moved to queued");
-        }
-        Ok(Some(self.acknowledgement(
-            &call.call_id,
-            "Call queued for processing",
-        )))
+        Ok(())
     }
 
     fn acknowledgement(&self, call_id: &str, message: &str) -> Acknowledgement {
@@ -260,16 +286,19 @@ impl Ingestor {
         }
     }
 
+    /// The first delivery's answer, marked duplicate; a call handled
+    /// without a saved answer is "already processed".
     async fn duplicate(
         &self,
         call_id: &str,
-        saved: serde_json::Value,
+        saved: Option<serde_json::Value>,
     ) -> (StatusCode, Acknowledgement) {
         info!(call_id = %call_id, "duplicate delivery answered from the first one");
         metrics::count(Metric::Duplicate);
         stats::count(self.stats.as_ref(), Counter::Duplicates).await;
-        let mut ack: Acknowledgement = serde_json::from_value(saved)
-            .unwrap_or_else(|_| self.acknowledgement(call_id, "Call already processed"));
+        let mut ack: Acknowledgement = saved
+            .and_then(|saved| serde_json::from_value(saved).ok())
+            .unwrap_or_else(|| self.acknowledgement(call_id, "Call already processed"));
         ack.duplicate = true;
         (StatusCode::OK, ack)
     }
@@ -322,11 +351,8 @@ pub struct WebhookConfig {
     pub webhook_token: crate::base::config::Secret,
     pub recording_hosts: crate::providers::recording::HostAllowList,
     pub calls_table: String,
-    pub idempotency_table: String,
     pub stats_table: String,
     pub transcription_queue_url: String,
-    /// How long a processed call id answers duplicates (`DEDUP_RETENTION_SECONDS`).
-    pub dedup_retention: Duration,
     pub settings: IngestSettings,
 }
 
@@ -340,13 +366,8 @@ impl WebhookConfig {
             webhook_token: required_secret("WEBHOOK_TOKEN")?,
             recording_hosts: crate::providers::recording::HostAllowList::from_env()?,
             calls_table: required("CALLS_TABLE")?,
-            idempotency_table: required("IDEMPOTENCY_TABLE")?,
             stats_table: required("STATS_TABLE")?,
             transcription_queue_url: required("TRANSCRIPTION_QUEUE_URL")?,
-            dedup_retention: Duration::from_secs(parsed_or(
-                "DEDUP_RETENTION_SECONDS",
-                7 * 24 * 3600,
-            )?),
             settings: IngestSettings {
                 default_lease: Duration::from_secs(parsed_or("DEDUP_LEASE_SECONDS", 30)?),
                 support_number: optional("SUPPORT_NUMBER"),
@@ -369,11 +390,6 @@ impl Ingestor {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         let sqs = aws_sdk_sqs::Client::new(sdk);
         Self {
-            dedup: Arc::new(crate::store::dedup::DynamoDedupStore::new(
-                dynamo.clone(),
-                &config.idempotency_table,
-                config.dedup_retention,
-            )),
             calls: Arc::new(crate::store::calls::DynamoCallStore::new(
                 dynamo.clone(),
                 &config.calls_table,

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::ledger::Ledger;
 use crate::store::StoreError;
 
+mod intake;
+pub use intake::{claim_or_wait, classify, Claimed, Found, IntakeStore, Take};
+
 /// Sort key of the call record itself; transcript parts sit beside it.
 const RECORD_ITEM: &str = "call";
 const TRANSCRIPT_ITEM_PREFIX: &str = "transcript#";

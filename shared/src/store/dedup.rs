@@ -350,7 +350,7 @@ pub fn wait_budget(max_wait: Duration, lease: Duration) -> Duration {
 
 /// 50 ms doubling to 400 ms, jittered into [half, whole] so waiters that
 /// arrived together do not read together.
-fn wait_step(attempt: u32) -> Duration {
+pub(crate) fn wait_step(attempt: u32) -> Duration {
     jitter(Duration::from_millis((50u64 << attempt.min(3)).min(400)))
 }
 

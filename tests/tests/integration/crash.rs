@@ -65,7 +65,7 @@ async fn an_intake_killed_after_any_write_is_completed_by_the_retry_once() {
     let writes = stack.crash.seen();
     assert!(
         writes >= 3,
-        "an intake makes at least claim, record and job: {writes}"
+        "an intake makes at least its record (the claim), its job and its completion: {writes}"
     );
 
     for k in 1..=writes {

@@ -8,6 +8,7 @@ mod crash;
 mod delivery;
 mod dlq;
 mod events;
+mod intake;
 mod launchers;
 mod notifications;
 mod openapi;

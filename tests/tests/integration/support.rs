@@ -251,11 +251,6 @@ impl Stack {
 
     pub fn ingestor(&self) -> Ingestor {
         Ingestor {
-            dedup: Arc::new(DynamoDedupStore::new(
-                self.dynamo.clone(),
-                self.resources.table("IdempotencyTable"),
-                Duration::from_secs(3600),
-            )),
             calls: Arc::new(self.calls()),
             stats: Arc::new(self.stats()),
             transcription_queue: self.queue("TranscriptionQueue"),

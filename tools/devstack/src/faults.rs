@@ -293,7 +293,7 @@ fn drop_connection() -> ! {
     std::panic::resume_unwind(Box::new("fault injected: connection dropped"))
 }
 
-async fn forward(http: &reqwest::Client, upstream: &str, request: Recorded) -> Response {
+pub(crate) async fn forward(http: &reqwest::Client, upstream: &str, request: Recorded) -> Response {
     let url = match &request.query {
         Some(query) => format!("{upstream}{}?{query}", request.path),
         None => format!("{upstream}{}", request.path),

@@ -11,6 +11,7 @@
 //! - [`server`]: API Gateway's HTTP-to-Lambda translation for the dev server;
 //! - [`registry`]: which crate serves (or runs on a schedule) each function of the template.
 
+pub mod bench_cost;
 pub mod emulators;
 pub mod fakes;
 pub mod faults;

@@ -26,6 +26,8 @@ mod secrets_init;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const WARM_INVOCATIONS: usize = 200;
+/// Warm invocations of the second run, through the counting proxy.
+const METERED_INVOCATIONS: usize = 20;
 const WEBHOOK_TOKEN: &str = "bench-webhook-token-0123456789";
 const API_TOKEN: &str = "bench-api-token-0123456789";
 const TWILIO_TOKEN: &str = "bench-twilio-token";
@@ -120,6 +122,7 @@ async fn measure(
     binary: &PathBuf,
     env: &[(String, String)],
     events: Vec<String>,
+    meter: Option<&devstack::bench_cost::Meter>,
 ) -> Result<(Duration, Duration, Vec<Duration>, u64), Error> {
     let (invocations_tx, invocations_rx) = mpsc::channel(1);
     let (results_tx, mut results_rx) = mpsc::channel(1);
@@ -166,6 +169,9 @@ async fn measure(
     let mut queue: VecDeque<String> = events.into();
     let mut n = 0;
     while let Some(event) = queue.pop_front() {
+        if let Some(meter) = meter {
+            meter.begin_invocation();
+        }
         let sent = Instant::now();
         invocations_tx
             .send(Invocation {
@@ -252,7 +258,9 @@ fn ms(d: Duration) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let root = devstack::repo_root();
-    let release = root.join("target/release");
+    let release = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("release");
     let local = LocalAws::start()?;
     let template = Template::load(&root.join("template.yaml"))?;
     let resources = provision(&local, &template, &format!("bench{}", std::process::id())).await?;
@@ -275,6 +283,7 @@ async fn main() -> Result<(), Error> {
     );
     let mut results = Vec::new();
     let mut secrets_rows = Vec::new();
+    let mut costs = Vec::new();
     for function in [
         "health",
         "stats",
@@ -291,7 +300,10 @@ async fn main() -> Result<(), Error> {
         "slack-commands",
         "discord-interactions",
         "teams-messages",
-    ] {
+    ]
+    .into_iter()
+    .filter(|f| devstack::bench_cost::selected(f))
+    {
         let spec = template
             .function(function)
             .ok_or("function missing from template")?;
@@ -341,7 +353,7 @@ async fn main() -> Result<(), Error> {
         }
         let auth = format!("Bearer {WEBHOOK_TOKEN}");
         let api_auth = format!("Bearer {API_TOKEN}");
-        let events: Vec<String> = (0..=WARM_INVOCATIONS)
+        let mut events: Vec<String> = (0..=WARM_INVOCATIONS + METERED_INVOCATIONS)
             .map(|i| match function {
                 // New calls every time: the full claim, store, queue, complete path.
                 "zapier-webhook" => {
@@ -459,8 +471,21 @@ async fn main() -> Result<(), Error> {
                 .await?,
             );
         }
-        let (init, first, mut warm, rss) = measure(&binary, &env, events).await?;
+        let metered_events = events.split_off(WARM_INVOCATIONS + 1);
+        let (init, first, mut warm, rss) = measure(&binary, &env, events, None).await?;
         warm.sort();
+        // A second run, through the counting proxy, for the AWS calls and units.
+        let meter =
+            devstack::bench_cost::Meter::start(local.dynamodb_endpoint(), local.moto_endpoint());
+        measure(&binary, &meter.env(&env), metered_events, Some(&meter)).await?;
+        let (usage, estimated_units) = meter.warm_usage();
+        costs.push(devstack::bench_cost::Row {
+            function: function.to_string(),
+            warm_p50: percentile(&warm, 0.5),
+            usage,
+            estimated_units,
+            operations: meter.warm_operations(),
+        });
         results.push(Measurement {
             function: function.to_string(),
             init,
@@ -490,6 +515,7 @@ async fn main() -> Result<(), Error> {
     report.push_str(&format!(
         "\n{WARM_INVOCATIONS} warm invocations per function after one cold one; AWS calls go to DynamoDB Local and moto on 127.0.0.1, LiveKit calls to the fake LiveKit on 127.0.0.1. sessions-list lists the bench organisation's ~400 active sessions (every room and call opened above). The chat launchers open a new room per event (their sessions belong to INBOUND_ORG_ID) and answer with a join link; no Slack direct message is sent.\n"
     ));
+    report.push_str(&devstack::bench_cost::report(&costs, METERED_INVOCATIONS));
     report.push_str("\n### Credentials from Secrets Manager at cold start\n\n");
     report.push_str(&secrets_init::table(&secrets_rows));
     println!("{report}");
