@@ -1,24 +1,17 @@
 //! `make bench`: cold start, warm latency and peak memory of the release
 //! binaries, each run as Lambda runs it: the process talks to a Runtime API
-//! (served here) while its AWS calls go to the local emulators.
+//! (`devstack::lambda_runtime`) while its AWS calls go to the local emulators.
 //!
 //! Figures are from this machine (x86_64 release builds); Lambda arm64 at
 //! 128 MB is slower per CPU-second, so treat them as relative, not absolute.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use devstack::emulators::LocalAws;
+use devstack::lambda_runtime::{api_gateway_event as http_event, Outcome, RuntimeApi};
 use devstack::provision::provision;
 use devstack::template::Template;
-use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::sync::{mpsc, Mutex};
 
 #[path = "bench/secrets_init.rs"]
 mod secrets_init;
@@ -32,70 +25,6 @@ const WEBHOOK_TOKEN: &str = "bench-webhook-token-0123456789";
 const API_TOKEN: &str = "bench-api-token-0123456789";
 const TWILIO_TOKEN: &str = "bench-twilio-token";
 const PUBLIC_BASE: &str = "https://bench.callops.example.com";
-
-struct Invocation {
-    id: String,
-    event: String,
-}
-
-struct RuntimeApi {
-    pending: Mutex<mpsc::Receiver<Invocation>>,
-    first_next: Mutex<Option<Instant>>,
-    results: mpsc::Sender<(String, bool)>,
-}
-
-async fn runtime_api(
-    api: Arc<RuntimeApi>,
-    request: hyper::Request<hyper::body::Incoming>,
-) -> hyper::Response<Full<Bytes>> {
-    let path = request.uri().path().to_string();
-    let ok = |status: u16, body: Bytes| {
-        hyper::Response::builder()
-            .status(status)
-            .body(Full::new(body))
-            .expect("static response")
-    };
-    if path.ends_with("/invocation/next") {
-        api.first_next.lock().await.get_or_insert_with(Instant::now);
-        let Some(invocation) = api.pending.lock().await.recv().await else {
-            return ok(410, Bytes::new());
-        };
-        let deadline = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            + Duration::from_secs(10);
-        return hyper::Response::builder()
-            .status(200)
-            .header("lambda-runtime-aws-request-id", &invocation.id)
-            .header(
-                "lambda-runtime-deadline-ms",
-                deadline.as_millis().to_string(),
-            )
-            .header(
-                "lambda-runtime-invoked-function-arn",
-                "arn:aws:lambda:us-east-1:000000000000:function:bench",
-            )
-            .header(
-                "lambda-runtime-trace-id",
-                "Root=1-00000000-000000000000000000000000",
-            )
-            .body(Full::new(Bytes::from(invocation.event)))
-            .expect("static response");
-    }
-    let failed = path.ends_with("/error");
-    let id = path.split('/').nth(4).unwrap_or_default().to_string();
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    if failed {
-        eprintln!("invocation {id} failed: {}", String::from_utf8_lossy(&body));
-    }
-    let _ = api.results.send((id, !failed)).await;
-    ok(202, Bytes::new())
-}
 
 struct Measurement {
     function: String,
@@ -124,118 +53,36 @@ async fn measure(
     events: Vec<String>,
     meter: Option<&devstack::bench_cost::Meter>,
 ) -> Result<(Duration, Duration, Vec<Duration>, u64), Error> {
-    let (invocations_tx, invocations_rx) = mpsc::channel(1);
-    let (results_tx, mut results_rx) = mpsc::channel(1);
-    let api = Arc::new(RuntimeApi {
-        pending: Mutex::new(invocations_rx),
-        first_next: Mutex::new(None),
-        results: results_tx,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let server_api = Arc::clone(&api);
-    let server = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let api = Arc::clone(&server_api);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |r| {
-                    let api = Arc::clone(&api);
-                    async move { Ok::<_, Infallible>(runtime_api(api, r).await) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let runtime = RuntimeApi::start().await?;
     let started = Instant::now();
     let mut child = tokio::process::Command::new(binary)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+        .envs(runtime.lambda_env())
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
     let pid = child.id().unwrap_or(0);
     let mut latencies = Vec::new();
-    let mut queue: VecDeque<String> = events.into();
-    let mut n = 0;
-    while let Some(event) = queue.pop_front() {
+    for event in events {
         if let Some(meter) = meter {
             meter.begin_invocation();
         }
         let sent = Instant::now();
-        invocations_tx
-            .send(Invocation {
-                id: format!("req-{n}"),
-                event,
-            })
-            .await?;
-        let (_, ok) = results_rx.recv().await.ok_or("runtime API closed")?;
-        if !ok {
-            return Err("invocation failed".into());
+        if let Outcome::Error(body) = runtime.invoke(event).await? {
+            return Err(format!("invocation failed: {}", String::from_utf8_lossy(&body)).into());
         }
         latencies.push(sent.elapsed());
-        n += 1;
     }
-    let init = api
-        .first_next
-        .lock()
+    let init = runtime
+        .first_poll()
         .await
         .map(|t| t - started)
         .unwrap_or_default();
     let rss = peak_rss_kib(pid);
     child.kill().await?;
-    server.abort();
     let first = latencies.remove(0);
     Ok((init, first, latencies, rss))
-}
-
-fn http_event(
-    method: &str,
-    route: &str,
-    path: &str,
-    query: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> String {
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let request =
-        devstack::server::api_request(method, route, path, query, &headers, body.as_bytes());
-    // Re-serialise through the same JSON shape API Gateway sends.
-    let (parts, body) = request.into_parts();
-    let mut header_map = serde_json::Map::new();
-    for (k, v) in &parts.headers {
-        header_map.insert(k.to_string(), v.to_str().unwrap_or_default().into());
-    }
-    serde_json::json!({
-        "version": "2.0",
-        "routeKey": format!("{method} {route}"),
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": header_map,
-        "queryStringParameters": if query.is_empty() { serde_json::Value::Null } else {
-            serde_json::Value::Object(url::form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned().into())).collect())
-        },
-        "pathParameters": devstack::server::match_path(route, path).filter(|p| !p.is_empty()),
-        "requestContext": {"accountId": "0", "apiId": "bench", "domainName": "bench", "domainPrefix": "bench",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
-            "requestId": "bench", "routeKey": format!("{method} {route}"), "stage": "$default", "time": "", "timeEpoch": 0},
-        "body": String::from_utf8_lossy(body.as_ref()),
-        "isBase64Encoded": false
-    })
-    .to_string()
 }
 
 /// Now, as the launchers' timestamp headers carry it.
