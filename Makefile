@@ -23,10 +23,16 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	bash scripts/lint-template.sh
 
-## Release binaries for Lambda (arm64), as SAM builds them.
+## Release binaries for Lambda (arm64), as SAM builds them: one function per
+## build, so each gets only its own features of `shared` (one build of many
+## would unify them). Dependencies built once are reused by the next.
 build:
 	@bash scripts/bootstrap.sh --with-cargo-lambda
-	PATH="$(VENV_BIN):$$PATH" cargo lambda build --release --arm64 $(addprefix --bin ,$(FUNCTIONS))
+	@set -e; for f in $(FUNCTIONS); do \
+	  echo "== $$f"; \
+	  PATH="$(VENV_BIN):$$PATH" cargo lambda build --release --arm64 -p $$f; \
+	done
+	@ls -l $${CARGO_TARGET_DIR:-target}/lambda/*/bootstrap 2>/dev/null | awk '{printf "%-28s %5.1f MiB\n", $$9, $$5/1048576}' || true
 
 ## Cold start, warm latency, memory and binary size; writes target/bench/report.md.
 bench: bootstrap

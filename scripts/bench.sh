@@ -5,5 +5,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # The same release settings cargo-lambda applies, so sizes and timings match what deploys.
 export CARGO_PROFILE_RELEASE_STRIP=true CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_PANIC=abort
-cargo build --release --bin health --bin stats --bin zapier-webhook --bin exotel-webhook --bin call-get --bin livekit-webhook --bin call-started --bin twilio-voice --bin room-create --bin room-join --bin session-get --bin sessions-list --bin slack-commands --bin discord-interactions --bin teams-messages
+# One build per function, as SAM deploys them: a single build of many would
+# give every binary the union of their `shared` features. Functions with the
+# same features reuse the compiled `shared` and dependencies.
+for f in health stats zapier-webhook exotel-webhook call-get livekit-webhook call-started \
+  twilio-voice room-create room-join session-get sessions-list slack-commands \
+  discord-interactions teams-messages; do
+  cargo build --release -p "$f"
+done
 cargo run --release -p devstack --bin bench

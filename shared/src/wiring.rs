@@ -16,16 +16,9 @@ use crate::api::Route;
 use crate::base::config::{self, ConfigError};
 use crate::flows::call_start::CallStartIntake;
 use crate::flows::conversations::ConversationLookup;
-use crate::flows::launchers::Launcher;
 use crate::flows::outbound::{provider_http, Placement, Providers};
-use crate::flows::phone::CallFlow;
 use crate::flows::provider_events::ProviderEventIntake;
-use crate::flows::sessions::{
-    JoinTokens, RoomAccess, SessionKind, SessionLifecycle, DEFAULT_ROOM_URL_TEMPLATE,
-};
-use crate::flows::voice::{CallPlacer, VoiceWebhook};
 use crate::providers::elevenlabs::ElevenLabsClient;
-use crate::providers::livekit::{AccessTokens, LiveKitClient};
 use crate::providers::twilio::TwilioClient;
 use crate::queue::jobs::{JobQueue, SqsJobQueue};
 use crate::queue::sqs_batch::Worker;
@@ -38,6 +31,12 @@ use crate::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
 use crate::store::sessions::{DynamoSessionStore, SessionStore};
 use crate::store::stats::{DynamoStatsStore, StatsStore};
 use crate::store::whatsapp::{DynamoWhatsAppStore, WhatsAppStore};
+
+// Sessions hold a LiveKit client: only functions built with `livekit`.
+#[cfg(feature = "livekit")]
+mod sessions;
+#[cfg(feature = "livekit")]
+pub use sessions::{join_tokens, livekit, room_access};
 
 /// How long a dedup claim holds when the invocation's deadline is unknown.
 const DEFAULT_DEDUP_LEASE_SECS: u64 = 30;
@@ -174,75 +173,6 @@ impl Wiring {
         })
     }
 
-    /// Seed 002's sessions and their LiveKit rooms (`CALLS_TABLE`,
-    /// `LIVEKIT_*`, `LIVEKIT_AGENT_NAME`); with `announce`, opening one also
-    /// queues its call-start notification (`IDEMPOTENCY_TABLE`,
-    /// `NOTIFICATION_QUEUE_URL`).
-    pub fn session_lifecycle(&self, announce: bool) -> Result<SessionLifecycle, ConfigError> {
-        Ok(SessionLifecycle {
-            sessions: self.sessions()?,
-            livekit: livekit()?,
-            agent_name: config::optional("LIVEKIT_AGENT_NAME")
-                .unwrap_or_else(|| "callops-agent".into()),
-            agent_identity_prefix: config::optional("LIVEKIT_AGENT_IDENTITY_PREFIX")
-                .unwrap_or_else(|| "agent-".into()),
-            announcer: if announce {
-                Some(Arc::new(self.call_start_intake()?))
-            } else {
-                None
-            },
-            dedup: self.dedup()?,
-        })
-    }
-
-    /// The voice webhook of `kind`: `TWILIO_AUTH_TOKEN`, `PUBLIC_BASE_URL`,
-    /// the call flow (`TWILIO_CONNECT_MODE`, ...), sessions with
-    /// announcements, `INBOUND_ORG_ID`.
-    pub fn voice_webhook(&self, kind: SessionKind) -> Result<VoiceWebhook, ConfigError> {
-        Ok(VoiceWebhook {
-            kind,
-            twilio_auth: crate::providers::twilio::TwilioWebhookAuth::from_env()?,
-            flow: CallFlow::from_env()?,
-            lifecycle: self.session_lifecycle(true)?,
-            inbound_org: config::optional("INBOUND_ORG_ID"),
-            lease: dedup_lease()?,
-        })
-    }
-
-    /// A chat launcher's sessions and links: [`Wiring::session_lifecycle`]
-    /// with announcements, [`room_access`], and `INBOUND_ORG_ID` (required:
-    /// the organisation that owns sessions started without an API key).
-    pub fn launcher(&self) -> Result<Launcher, ConfigError> {
-        Ok(Launcher {
-            lifecycle: self.session_lifecycle(true)?,
-            access: room_access()?,
-            org_id: config::required("INBOUND_ORG_ID")?,
-            lease: dedup_lease()?,
-        })
-    }
-
-    /// Placing calls of `kind`: API keys, Twilio, sessions, `PUBLIC_BASE_URL`,
-    /// the caller id (`TWILIO_PHONE_NUMBER`, or `TWILIO_WHATSAPP_NUMBER`),
-    /// `PHONE_CALL_TIME_LIMIT_SECONDS` (default an hour).
-    pub fn call_placer(&self, kind: SessionKind) -> Result<CallPlacer, ConfigError> {
-        let caller_id = match kind {
-            SessionKind::Whatsapp => "TWILIO_WHATSAPP_NUMBER",
-            _ => "TWILIO_PHONE_NUMBER",
-        };
-        Ok(CallPlacer {
-            kind,
-            access: self.keyed_access()?,
-            twilio: twilio()?,
-            lifecycle: self.session_lifecycle(true)?,
-            default_from: config::optional(caller_id),
-            public_base_url: config::required("PUBLIC_BASE_URL")?
-                .trim_end_matches('/')
-                .to_string(),
-            time_limit_secs: config::parsed_or("PHONE_CALL_TIME_LIMIT_SECONDS", 3600)?,
-            lease: dedup_lease()?,
-        })
-    }
-
     /// `WHATSAPP_TABLE` (`WHATSAPP_RETENTION_DAYS`): WhatsApp conversations.
     pub fn whatsapp(&self) -> Result<Arc<dyn WhatsAppStore>, ConfigError> {
         Ok(Arc::new(DynamoWhatsAppStore::from_env(
@@ -259,36 +189,6 @@ impl Wiring {
     pub fn notification_queue(&self) -> Result<Arc<dyn JobQueue>, ConfigError> {
         self.queue("NOTIFICATION_QUEUE_URL")
     }
-}
-
-/// `LIVEKIT_URL`, `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`: LiveKit's server API.
-pub fn livekit() -> Result<Arc<LiveKitClient>, ConfigError> {
-    let http = provider_http().map_err(|err| ConfigError::Invalid {
-        name: "LiveKit HTTP client",
-        reason: err.to_string(),
-    })?;
-    Ok(Arc::new(LiveKitClient::from_env(http)?))
-}
-
-/// Participant tokens for one room, `ROOM_TOKEN_TTL_SECONDS` long (default 10 minutes).
-pub fn join_tokens() -> Result<JoinTokens, ConfigError> {
-    Ok(JoinTokens {
-        tokens: AccessTokens::from_env()?,
-        ttl: Duration::from_secs(config::parsed_or("ROOM_TOKEN_TTL_SECONDS", 600)?),
-    })
-}
-
-/// Tokens, invites and join pages of web rooms: `LIVEKIT_*`,
-/// `ROOM_TOKEN_TTL_SECONDS`, `ROOM_INVITE_SECRET`, `ROOM_INVITE_TTL_SECONDS`,
-/// `ROOM_URL_TEMPLATE` (default LiveKit Meet's custom-server page).
-pub fn room_access() -> Result<RoomAccess, ConfigError> {
-    Ok(RoomAccess {
-        tokens: join_tokens()?,
-        invites: crate::api::invites::RoomInvites::from_env()?,
-        client_url: livekit()?.client_url(),
-        room_url_template: config::optional("ROOM_URL_TEMPLATE")
-            .unwrap_or_else(|| DEFAULT_ROOM_URL_TEMPLATE.into()),
-    })
 }
 
 /// `TWILIO_ACCOUNT_SID` + `TWILIO_AUTH_TOKEN` (+ `TWILIO_API_BASE_URL`): required here.

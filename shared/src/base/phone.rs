@@ -73,7 +73,9 @@ impl std::error::Error for PhoneError {}
 
 /// A dialable E.164 number (`+` then the full international number), checked
 /// against libphonenumber's metadata so impossible numbers are refused
-/// before any provider is paid to try them.
+/// before any provider is paid to try them. Only with the `phone` feature:
+/// libphonenumber's metadata is the largest thing it would add to a binary.
+#[cfg(feature = "phone")]
 pub fn e164(number: &str) -> Result<String, PhoneError> {
     let trimmed = number.trim();
     let digits_only = trimmed
@@ -101,6 +103,7 @@ pub fn with_plus(number: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(feature = "phone")]
     #[test]
     fn e164_accepts_real_numbers_only() {
         assert_eq!(e164("+14155552671").unwrap(), "+14155552671");
@@ -109,6 +112,7 @@ mod tests {
         assert_eq!(e164("+13473580012").unwrap(), "+13473580012");
     }
 
+    #[cfg(feature = "phone")]
     #[test]
     fn e164_form_is_checked_before_assignment() {
         for bad in [
@@ -132,6 +136,7 @@ mod tests {
         assert_eq!(PhoneError::NotE164.detail(), E164_ERROR);
     }
 
+    #[cfg(feature = "phone")]
     #[test]
     fn e164_numbers_no_country_assigns_have_their_own_error() {
         for unassigned in ["+1234567890", "+15555555555", "+44123"] {

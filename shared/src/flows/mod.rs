@@ -2,16 +2,21 @@
 //! recordings, outbound calls, notifications, sessions and their chat
 //! launchers, and the admin routes.
 
+// Features of `shared` (Cargo.toml) gate what needs an optional dependency.
+#[cfg(feature = "phone")]
 pub mod admin;
 pub mod call_start;
 pub mod conversations;
 pub mod ingest;
+#[cfg(feature = "livekit")]
 pub mod launchers;
+#[cfg(feature = "ses")]
 pub mod notify;
 pub mod outbound;
 pub mod phone;
 pub mod provider_events;
 pub mod sessions;
 pub mod stuck;
+#[cfg(feature = "livekit")]
 pub mod voice;
 pub mod whatsapp;

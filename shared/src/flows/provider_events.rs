@@ -9,22 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::api::ApiError;
-use crate::flows::outbound::{finish_call, CallEnding, CALL_REF_VARIABLE};
-use crate::flows::sessions::{SessionKind, SessionLifecycle};
-use crate::providers::elevenlabs::ConversationMetadata;
-use crate::queue::jobs::{
-    self, EventBody, JobQueue, NotificationJob, NotificationKind, ProviderEvent,
-};
-use crate::store::dedup::{run_once, DedupStore, Once, OnceError};
-use crate::store::directory::Provider;
+use crate::queue::jobs::{EventBody, JobQueue, ProviderEvent};
 use crate::store::event_bodies::EventBodyStore;
-use crate::store::outbound_calls::{
-    status_rank, OutboundCall, OutboundCallStore, TranscriptLine, UsageRecorded,
-};
-use crate::store::sessions::{Ending, SessionChange};
+use crate::store::outbound_calls::TranscriptLine;
+
+// The worker's side ends sessions through LiveKit; the routes' side only
+// queues.
+#[cfg(feature = "livekit")]
+mod processor;
+#[cfg(feature = "livekit")]
+pub use processor::{Applied, ProviderEventProcessor};
 
 /// SQS takes 256 KiB per message; a body whose message would be larger is stored.
 pub const MAX_INLINE_MESSAGE_BYTES: usize = 240 * 1024;
@@ -33,8 +30,6 @@ pub const MAX_INLINE_MESSAGE_BYTES: usize = 240 * 1024;
 /// among them) is acknowledged and ignored.
 pub const APPLIED_ELEVENLABS_KINDS: [&str; 2] =
     ["post_call_transcription", "call_initiation_failure"];
-
-const FINAL_RANK: u32 = 5;
 
 /// An ElevenLabs post-call webhook, as much of it as we use.
 #[derive(Debug, Deserialize)]
@@ -55,17 +50,6 @@ pub struct EventData {
     pub failure_reason: Option<String>,
     #[serde(default)]
     pub conversation_initiation_client_data: Option<serde_json::Value>,
-}
-
-impl EventData {
-    /// Our call ref, passed to ElevenLabs as a dynamic variable when we placed the call.
-    fn call_ref(&self) -> Option<&str> {
-        self.conversation_initiation_client_data
-            .as_ref()?
-            .get("dynamic_variables")?
-            .get(CALL_REF_VARIABLE)?
-            .as_str()
-    }
 }
 
 /// The route side: makes a verified event durable before the 200.
@@ -102,250 +86,5 @@ impl ProviderEventIntake {
             .send_raw(message, Duration::ZERO)
             .await
             .map_err(crate::api::unavailable)
-    }
-}
-
-/// The worker side: applies one event. Errors are retried by SQS.
-pub struct ProviderEventProcessor {
-    pub calls: Arc<dyn OutboundCallStore>,
-    pub dedup: Arc<dyn DedupStore>,
-    pub bodies: Arc<dyn EventBodyStore>,
-    pub notification_queue: Arc<dyn JobQueue>,
-    /// How long one delivery holds an event's dedup claim: the worker's timeout.
-    pub lease: Duration,
-    /// Ends seed 002 sessions (and their rooms) on a finished call.
-    pub sessions: Option<Arc<SessionLifecycle>>,
-}
-
-/// What applying an event did, for logs and tests.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Applied {
-    Done(serde_json::Value),
-    Duplicate,
-    Ignored(String),
-}
-
-impl ProviderEventProcessor {
-    pub async fn apply(&self, event: &ProviderEvent) -> Result<Applied, String> {
-        match event {
-            ProviderEvent::TwilioStatus {
-                call_ref,
-                call_sid,
-                status,
-                duration_secs,
-            } => {
-                let key = format!("twilio-status#{call_sid}#{status}");
-                self.once(&key, || {
-                    self.twilio_status(call_ref, status, *duration_secs)
-                })
-                .await
-            }
-            ProviderEvent::TwilioSessionStatus {
-                call_sid,
-                status,
-                duration_secs,
-                session_kind,
-            } => {
-                let kind = match session_kind.as_deref() {
-                    Some("whatsapp") => SessionKind::Whatsapp,
-                    _ => SessionKind::Phone,
-                };
-                let key = format!("twilio-session-status#{call_sid}#{status}");
-                self.once(&key, || {
-                    self.session_status(kind, call_sid, status, *duration_secs)
-                })
-                .await
-            }
-            ProviderEvent::Elevenlabs { body } => {
-                let bytes = match body {
-                    EventBody::Inline(text) => text.clone().into_bytes(),
-                    EventBody::Stored(stored) => {
-                        self.bodies.get(stored).await.map_err(|e| e.to_string())?
-                    }
-                };
-                // The route parsed it before queueing; failing here is a bug, not the sender's.
-                let event: ElevenLabsEvent = serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("queued ElevenLabs body does not parse: {e}"))?;
-                if !APPLIED_ELEVENLABS_KINDS.contains(&event.kind.as_str()) {
-                    return Ok(Applied::Ignored(event.kind));
-                }
-                let key = format!("elevenlabs#{}#{}", event.data.conversation_id, event.kind);
-                self.once(&key, || self.elevenlabs(&event)).await
-            }
-        }
-    }
-
-    async fn once<F, Fut>(&self, key: &str, work: F) -> Result<Applied, String>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<serde_json::Value, String>>,
-    {
-        match run_once(self.dedup.as_ref(), key, self.lease, work).await {
-            Ok(Once::Done(result)) => Ok(Applied::Done(result)),
-            Ok(Once::Duplicate(_)) => Ok(Applied::Duplicate),
-            Ok(Once::InProgress) => Err("another delivery is applying this event".into()),
-            Err(OnceError::Store(err)) => Err(format!("dedup store: {err}")),
-            Err(OnceError::Work(err)) => Err(err),
-        }
-    }
-
-    /// Statuses only advance by rank; the first final status settles the
-    /// call's reservation (busy, no-answer and failed used nothing) and
-    /// queues its summary.
-    async fn twilio_status(
-        &self,
-        call_ref: &str,
-        status: &str,
-        duration: Option<u64>,
-    ) -> Result<serde_json::Value, String> {
-        let call = self
-            .calls
-            .get(call_ref)
-            .await
-            .map_err(|e| e.to_string())?
-            // Retried, then dead-lettered where the alarm sees it: a signed
-            // callback for a call we never recorded needs a person.
-            .ok_or_else(|| format!("no outbound call {call_ref}"))?;
-        let moved = self
-            .calls
-            .advance_status(call_ref, status, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        info!(%call_ref, %status, moved, "Twilio status");
-        if status_rank(status) == FINAL_RANK {
-            let seconds = if status == "completed" {
-                duration.unwrap_or(0)
-            } else {
-                0
-            };
-            let recorded = self
-                .calls
-                .record_duration(&call, seconds)
-                .await
-                .map_err(|e| e.to_string())?;
-            if recorded == UsageRecorded::Counted {
-                info!(%call_ref, seconds, "usage recorded");
-            }
-            crate::flows::outbound::usage_counted(&call, seconds, recorded);
-            let job = NotificationJob::for_call(call_ref, NotificationKind::OutboundCallSummary);
-            jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(serde_json::json!({"status": status, "applied": moved}))
-    }
-
-    /// The call this event is about: by conversation id, else by the call
-    /// ref we passed as a dynamic variable (the conversation id may never
-    /// have been stored if the placing function stopped right after the
-    /// call), else a record of a call placed outside callops, created only
-    /// if nobody else created it first.
-    /// A session's call moved on: its status is kept while the call lives;
-    /// a finished call (completed, busy, no-answer, failed, canceled) ends
-    /// the session and deletes its room.
-    async fn session_status(
-        &self,
-        kind: SessionKind,
-        call_sid: &str,
-        status: &str,
-        duration: Option<u64>,
-    ) -> Result<serde_json::Value, String> {
-        let lifecycle = self
-            .sessions
-            .as_ref()
-            .ok_or("session statuses need LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET")?;
-        let room = kind.room(call_sid);
-        let finished = status_rank(status) == FINAL_RANK;
-        let applied = if finished {
-            let ending = Ending {
-                ended_at: crate::base::time::now_rfc3339(),
-                duration_secs: duration.filter(|_| status == "completed"),
-                reason: Some(status.to_string()),
-            };
-            lifecycle
-                .end(&room, &ending)
-                .await
-                .map_err(|e| e.to_string())?
-        } else {
-            lifecycle
-                .sessions
-                .update(&room, &SessionChange::CallStatus(status.to_string()))
-                .await
-                .map_err(|e| e.to_string())?
-        };
-        info!(%call_sid, %status, applied, "session call status");
-        Ok(serde_json::json!({"status": status, "applied": applied}))
-    }
-
-    async fn find_or_record(&self, data: &EventData) -> Result<OutboundCall, String> {
-        let err = |e: crate::store::StoreError| e.to_string();
-        if let Some(call) = self.calls.get(&data.conversation_id).await.map_err(err)? {
-            return Ok(call);
-        }
-        if let Some(call_ref) = data.call_ref() {
-            if let Some(call) = self.calls.get(call_ref).await.map_err(err)? {
-                return Ok(call);
-            }
-        }
-        let call = unknown_call(&data.conversation_id, data.metadata.as_ref());
-        if self.calls.create(&call).await.map_err(err)? {
-            return Ok(call);
-        }
-        self.calls
-            .get(&data.conversation_id)
-            .await
-            .map_err(err)?
-            .ok_or_else(|| "call record vanished after a conflicting create".to_string())
-    }
-
-    async fn elevenlabs(&self, event: &ElevenLabsEvent) -> Result<serde_json::Value, String> {
-        let data = &event.data;
-        let call = self.find_or_record(data).await?;
-        let metadata: Option<ConversationMetadata> = data
-            .metadata
-            .as_ref()
-            .and_then(|m| serde_json::from_value(m.clone()).ok());
-        let failed = event.kind == "call_initiation_failure";
-        let reason = failed.then(|| {
-            data.failure_reason
-                .clone()
-                .unwrap_or_else(|| "call initiation failed".into())
-        });
-        info!(conversation_id = %data.conversation_id, kind = %event.kind, "post-call webhook");
-        finish_call(
-            self.calls.as_ref(),
-            self.notification_queue.as_ref(),
-            &call,
-            CallEnding {
-                status: if failed { "failed" } else { "done" },
-                failure_reason: reason.as_deref(),
-                transcript: &data.transcript,
-                duration_secs: if failed {
-                    None
-                } else {
-                    metadata.and_then(|m| m.call_duration_secs)
-                },
-            },
-        )
-        .await
-        .inspect_err(|err| warn!(error = %err, "post-call webhook not applied yet"))?;
-        Ok(serde_json::json!({"conversation_id": data.conversation_id, "recorded": event.kind}))
-    }
-}
-
-fn unknown_call(conversation_id: &str, metadata: Option<&serde_json::Value>) -> OutboundCall {
-    let phone = metadata.and_then(|m| m.get("phone_call"));
-    let text = |field: &str| {
-        phone
-            .and_then(|p| p.get(field))
-            .and_then(|n| n.as_str())
-            .map(str::to_string)
-    };
-    let to = text("external_number").unwrap_or_else(|| "unknown".into());
-    OutboundCall {
-        from_number: text("agent_number"),
-        call_sid: text("call_sid"),
-        conversation_id: Some(conversation_id.to_string()),
-        ..OutboundCall::initiated(conversation_id, Provider::Elevenlabs, &to)
     }
 }

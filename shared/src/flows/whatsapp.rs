@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::api::{self, ApiError};
-use crate::base::{mask, phone};
+use crate::base::mask;
 use crate::providers::llm::{ChatClient, ChatMessage};
 use crate::providers::twilio::{
     self, MessageContent, MessageError, NewMessage, SentMessage, TwilioClient,
@@ -40,6 +40,13 @@ use crate::providers::twilio::{
 use crate::queue::jobs::{self, JobQueue, WhatsAppReplyJob};
 use crate::store::dedup::{complete_retrying, run_once, Claim, DedupStore, Settled};
 use crate::store::whatsapp::{conversation_key, Direction, StoredMessage, WhatsAppStore};
+
+// Sending to a tenant's number checks it with libphonenumber; the webhooks
+// and the reply worker answer numbers Twilio gave us.
+#[cfg(feature = "phone")]
+mod sending;
+#[cfg(feature = "phone")]
+pub use sending::{normalise_to, Outgoing, WhatsAppSender};
 
 /// Default text for a message with media and no words (`WHATSAPP_MEDIA_REPLY`).
 pub const DEFAULT_MEDIA_REPLY: &str =
@@ -72,19 +79,6 @@ pub fn wa_id(value: &str) -> Option<String> {
     let digits = value.strip_prefix('+').unwrap_or(value);
     ((6..=20).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()))
         .then(|| digits.to_string())
-}
-
-/// `to` of `/whatsapp/send` (`whatsapp:+E164` or `+E164`) as Twilio's
-/// `whatsapp:+E164` and its WhatsApp id.
-pub fn normalise_to(to: &str) -> Result<(String, String), ApiError> {
-    let trimmed = to.trim();
-    let number = trimmed.strip_prefix("whatsapp:").unwrap_or(trimmed);
-    let e164 = phone::e164(number).map_err(|err| ApiError::Unprocessable {
-        code: err.code(),
-        detail: format!("to: {}", err.detail()),
-    })?;
-    let id = e164.trim_start_matches('+').to_string();
-    Ok((twilio::whatsapp_address(&e164), id))
 }
 
 /// An incoming WhatsApp message as Twilio posts it (unknown fields ignored).
@@ -455,78 +449,6 @@ pub fn turns(history: &[StoredMessage]) -> Vec<ChatMessage> {
         .collect()
 }
 
-/// `/whatsapp/send`: a tenant's message through Twilio, recorded in its conversation.
-pub struct WhatsAppSender {
-    pub store: Arc<dyn WhatsAppStore>,
-    pub twilio: TwilioClient,
-    /// `whatsapp:+E164` of our number.
-    pub from: String,
-    pub status_callback: Option<String>,
-    pub twilio_timeout: Duration,
-}
-
-/// What a tenant sends.
-pub enum Outgoing {
-    Text(String),
-    Template {
-        content_sid: String,
-        variables: Option<serde_json::Value>,
-    },
-}
-
-impl WhatsAppSender {
-    pub async fn send(
-        &self,
-        org_id: &str,
-        to: &str,
-        outgoing: &Outgoing,
-    ) -> Result<SentMessage, ApiError> {
-        let (address, id) = normalise_to(to)?;
-        let content = match outgoing {
-            Outgoing::Text(text) => MessageContent::Text(text),
-            Outgoing::Template {
-                content_sid,
-                variables,
-            } => MessageContent::Template {
-                content_sid,
-                variables: variables.as_ref(),
-            },
-        };
-        let sent = self
-            .twilio
-            .send_message(
-                &NewMessage {
-                    from: &self.from,
-                    to: &address,
-                    content,
-                    status_callback: self.status_callback.as_deref(),
-                },
-                self.twilio_timeout,
-            )
-            .await
-            .map_err(not_sent)?;
-        let (body, content_sid) = match outgoing {
-            Outgoing::Text(text) => (text.clone(), None),
-            Outgoing::Template { content_sid, .. } => (String::new(), Some(content_sid.clone())),
-        };
-        let mut message = StoredMessage::new(
-            conversation_key(org_id, &id),
-            &sent.sid,
-            Direction::Outbound,
-            body,
-            &sent.status,
-        );
-        message.content_sid = content_sid;
-        // The message is on its way: a failure here must not invite a retry
-        // that sends it twice, so it is logged, not answered.
-        if let Err(err) = self.store.record_message(&message).await {
-            tracing::error!(message_sid = %sent.sid, error = %err, "sent WhatsApp message not recorded");
-        }
-        info!(message_sid = %sent.sid, to = %mask::phone(&id), "WhatsApp message sent");
-        Ok(sent)
-    }
-}
-
 /// Twilio's refusal as the client sees it: the 24-hour rule with its remedy,
 /// another refusal with Twilio's code, an outage as 502.
 pub fn not_sent(err: MessageError) -> ApiError {
@@ -578,21 +500,6 @@ pub fn not_sent(err: MessageError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn to_accepts_both_spellings() {
-        assert_eq!(
-            normalise_to("whatsapp:+14155550100").unwrap(),
-            ("whatsapp:+14155550100".into(), "14155550100".into())
-        );
-        assert_eq!(
-            normalise_to(" +14155550100 ").unwrap(),
-            ("whatsapp:+14155550100".into(), "14155550100".into())
-        );
-        assert!(normalise_to("14155550100").is_err());
-        assert!(normalise_to("whatsapp:+1").is_err());
-        assert!(normalise_to("sms:+14155550100").is_err());
-    }
 
     #[test]
     fn wa_ids_are_digits() {

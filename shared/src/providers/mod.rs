@@ -5,9 +5,11 @@
 pub mod assemblyai;
 pub mod channel;
 pub mod elevenlabs;
+#[cfg(feature = "livekit")]
 pub mod livekit;
 pub mod llm;
 pub mod recording;
+#[cfg(feature = "ses")]
 pub mod ses;
 pub mod slack;
 pub mod slack_format;

@@ -1,0 +1,599 @@
+//! The LiveKit half of sessions: opening, changing and ending them with
+//! their rooms, and the links people join with. Built with the `livekit`
+//! feature only; the naming and views above need no LiveKit client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::*;
+use crate::api::ApiError;
+use crate::base::metrics;
+use crate::flows::call_start::CallStartIntake;
+use crate::providers::livekit::{
+    AccessTokens, JoinGrant, LiveKitError, LiveKitRooms, RecordingTarget,
+};
+use crate::queue::jobs::CallStart;
+use crate::store::dedup::{run_once, DedupStore, Once, OnceError};
+use crate::store::sessions::{
+    Ending, NewSession, Opened, SessionChange, SessionRecord, SessionStore,
+};
+
+/// LiveKit failing: `detail` for the caller, the cause in the log.
+pub fn livekit_failed(action: &str, err: &LiveKitError) -> ApiError {
+    warn!(action, error = %err, "LiveKit call failed");
+    metrics::count(metrics::Metric::LiveKitFailed);
+    match err {
+        LiveKitError::NotFound(_) => ApiError::NotFound("Room not found".into()),
+        _ => ApiError::BadGateway {
+            code: "livekit_unavailable",
+            detail: format!("LiveKit could not {action}; try again"),
+        },
+    }
+}
+
+fn session_ended(session_id: &str) -> ApiError {
+    ApiError::Conflict {
+        code: "session_ended",
+        detail: format!("session {session_id} has ended; use a new room name"),
+    }
+}
+
+/// Another organisation's room: say nothing more about it.
+fn room_taken() -> ApiError {
+    ApiError::Conflict {
+        code: "room_taken",
+        detail: "this room name is taken; choose another".into(),
+    }
+}
+
+/// A conversation to open: its kind, its key and what is known about it.
+pub struct Opening {
+    pub kind: SessionKind,
+    /// Call sid for phone and WhatsApp, room name for web.
+    pub key: String,
+    pub org_id: String,
+    pub call_sid: Option<String>,
+    pub direction: Option<String>,
+    pub from_number: Option<String>,
+    pub to_number: Option<String>,
+    pub host_identity: Option<String>,
+    /// Who the call-start notification names (masked in logs).
+    pub caller: Option<String>,
+    /// Start a new conversation in the room if its last one ended (chat
+    /// launchers: one room per user or channel); otherwise 409.
+    pub reopen: bool,
+}
+
+/// What opening did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedSession {
+    pub session_id: String,
+    pub room: String,
+    pub agent_active: bool,
+}
+
+/// Opens, changes and ends sessions: the LiveKit side and the record.
+pub struct SessionLifecycle {
+    pub sessions: Arc<dyn SessionStore>,
+    pub livekit: Arc<dyn LiveKitRooms>,
+    /// Explicit dispatch target (`LIVEKIT_AGENT_NAME`).
+    pub agent_name: String,
+    /// Identities of the agent's participants start with this.
+    pub agent_identity_prefix: String,
+    /// Queues the one call-start notification per session.
+    pub announcer: Option<Arc<CallStartIntake>>,
+    /// Runs each conversation's opening once.
+    pub dedup: Arc<dyn DedupStore>,
+}
+
+impl SessionLifecycle {
+    /// Creates the room, dispatches the agent (once), records the session and
+    /// announces it once. Safe to repeat: a retry finds the room and the
+    /// dispatch in place and the session already open.
+    pub async fn open(
+        &self,
+        opening: &Opening,
+        lease: Duration,
+    ) -> Result<OpenedSession, ApiError> {
+        let session_id = opening.kind.session_id(&opening.key);
+        let room = opening.kind.room(&opening.key);
+        let metadata = serde_json::json!({
+            "session_id": session_id,
+            "type": opening.kind.name(),
+            "org_id": opening.org_id,
+        })
+        .to_string();
+        // Refuse early what the store would refuse, so an ended or foreign
+        // room is not recreated in LiveKit first (the store still decides).
+        let existing = self
+            .sessions
+            .get(&room)
+            .await
+            .map_err(crate::api::unavailable)?;
+        if let Some(existing) = &existing {
+            if existing.ended() && !opening.reopen {
+                return Err(session_ended(&session_id));
+            }
+            if existing
+                .org_id
+                .as_deref()
+                .is_some_and(|org| org != opening.org_id)
+            {
+                return Err(room_taken());
+            }
+        }
+        // Opens of one conversation run once: without this, two at once
+        // (a double-clicked /room/create, /phone/call meeting its own
+        // /twilio/voice) would each find no dispatch and each send an agent.
+        // A conversation is named by when its room's last one ended.
+        let generation = existing
+            .as_ref()
+            .and_then(|r| r.ended_at.clone())
+            .unwrap_or_else(|| "first".into());
+        let key = format!("session-open#{room}#{generation}");
+        let opened = OpenedSession {
+            session_id: session_id.clone(),
+            room: room.clone(),
+            agent_active: true,
+        };
+        let work = || async {
+            self.open_once(opening, &metadata, lease).await?;
+            Ok::<_, ApiError>(serde_json::json!({"session_id": session_id}))
+        };
+        match run_once(self.dedup.as_ref(), &key, lease, work).await {
+            Ok(Once::Done(_)) => {}
+            Ok(Once::Duplicate(_)) => info!(%session_id, "session already opened"),
+            // The other open finishes the same work; its caller hears if it fails.
+            Ok(Once::InProgress) => info!(%session_id, "session being opened by another request"),
+            Err(OnceError::Store(err)) => return Err(crate::api::unavailable(err)),
+            Err(OnceError::Work(err)) => return Err(err),
+        }
+        Ok(opened)
+    }
+
+    /// The work of [`open`](Self::open), run once per conversation.
+    async fn open_once(
+        &self,
+        opening: &Opening,
+        metadata: &str,
+        lease: Duration,
+    ) -> Result<(), ApiError> {
+        let session_id = opening.kind.session_id(&opening.key);
+        let room = opening.kind.room(&opening.key);
+        let metadata = metadata.to_string();
+        self.livekit
+            .create_room(&room, &metadata)
+            .await
+            .map_err(|e| livekit_failed("create the room", &e))?;
+        let dispatch_id = self.ensure_dispatch(&room, &metadata).await?;
+        let opened = self
+            .sessions
+            .open(&NewSession {
+                session_id: session_id.clone(),
+                session_type: opening.kind.name().into(),
+                room: room.clone(),
+                org_id: opening.org_id.clone(),
+                started_at: crate::base::time::now_rfc3339(),
+                agent_active: true,
+                dispatch_id: Some(dispatch_id),
+                call_sid: opening.call_sid.clone(),
+                direction: opening.direction.clone(),
+                from_number: opening.from_number.clone(),
+                to_number: opening.to_number.clone(),
+                host_identity: opening.host_identity.clone(),
+                reopen: opening.reopen,
+            })
+            .await
+            .map_err(crate::api::unavailable)?;
+        // A reopened room's last conversation used the room's key: this one
+        // is announced under its own.
+        let announce_key = match opened {
+            Opened::Active => crate::flows::call_start::dedup_key(&room),
+            Opened::Reopened => format!(
+                "{}@{}",
+                crate::flows::call_start::dedup_key(&room),
+                crate::base::time::epoch_secs()
+            ),
+            Opened::AlreadyEnded => return Err(session_ended(&session_id)),
+            Opened::OwnedElsewhere => return Err(room_taken()),
+        };
+        if let Some(announcer) = &self.announcer {
+            let start = CallStart {
+                room_name: room.clone(),
+                user_email: None,
+                started_at: crate::base::time::now_rfc3339(),
+                metadata: serde_json::Map::from_iter([
+                    ("session_id".to_string(), session_id.clone().into()),
+                    ("type".to_string(), opening.kind.name().into()),
+                    (
+                        "caller".to_string(),
+                        opening.caller.clone().unwrap_or_default().into(),
+                    ),
+                ]),
+            };
+            announcer.announce(&announce_key, start, lease).await?;
+        }
+        metrics::count(metrics::Metric::SessionsOpened);
+        info!(%session_id, %room, "session open");
+        Ok(())
+    }
+
+    /// The agent's dispatch in `room`: the existing one, or a new one.
+    async fn ensure_dispatch(&self, room: &str, metadata: &str) -> Result<String, ApiError> {
+        let existing = self
+            .livekit
+            .list_dispatches(room)
+            .await
+            .map_err(|e| livekit_failed("list the room's agents", &e))?;
+        if let Some(dispatch) = existing
+            .into_iter()
+            .find(|d| d.agent_name == self.agent_name)
+        {
+            return Ok(dispatch.id);
+        }
+        let dispatch = self
+            .livekit
+            .create_dispatch(room, &self.agent_name, metadata)
+            .await
+            .map_err(|e| livekit_failed("dispatch the agent", &e))?;
+        Ok(dispatch.id)
+    }
+
+    /// The tenant's open session in `room`, or 404 (also for another
+    /// tenant's room, which is not theirs to learn about).
+    pub async fn owned(&self, room: &str, org_id: &str) -> Result<SessionRecord, ApiError> {
+        let record = self
+            .sessions
+            .get(room)
+            .await
+            .map_err(crate::api::unavailable)?
+            .filter(|r| r.org_id.as_deref() == Some(org_id))
+            .ok_or_else(|| ApiError::NotFound("Room not found".into()))?;
+        if record.ended() {
+            return Err(ApiError::NotFound("Room not found".into()));
+        }
+        Ok(record)
+    }
+
+    /// Ends the session in `room` once and deletes its LiveKit room; true if
+    /// this call ended it. Deleting the room is best effort: LiveKit closes
+    /// an empty room on its own after its empty timeout.
+    pub async fn end(&self, room: &str, ending: &Ending) -> Result<bool, crate::store::StoreError> {
+        let Some(record) = self.sessions.end(room, ending).await? else {
+            return Ok(false);
+        };
+        info!(
+            session_id = record.session_id.as_deref().unwrap_or(room),
+            reason = ending.reason.as_deref().unwrap_or("room finished"),
+            "session ended"
+        );
+        if let Err(err) = self.livekit.delete_room(room).await {
+            warn!(%room, error = %err, "room not deleted; LiveKit's empty timeout will close it");
+            metrics::count(metrics::Metric::LiveKitFailed);
+        }
+        Ok(true)
+    }
+
+    /// Claims a switch (`AgentSwitch`, `RecordingSwitch`): `None` when this
+    /// request holds it, else the open session as the other request left it
+    /// (404 once it has ended).
+    async fn claim_switch(
+        &self,
+        room: &str,
+        switch: &SessionChange,
+    ) -> Result<Option<SessionRecord>, ApiError> {
+        let claimed = self
+            .sessions
+            .update(room, switch)
+            .await
+            .map_err(crate::api::unavailable)?;
+        if claimed {
+            return Ok(None);
+        }
+        self.sessions
+            .get(room)
+            .await
+            .map_err(crate::api::unavailable)?
+            .filter(|r| !r.ended())
+            .map(Some)
+            .ok_or_else(|| ApiError::NotFound("Room not found".into()))
+    }
+
+    /// Dispatches the agent to, or removes it from, the tenant's room.
+    pub async fn set_agent(&self, record: &SessionRecord, enable: bool) -> Result<bool, ApiError> {
+        let room = &record.room_name;
+        // Claim the switch first: of two concurrent toggles one acts, the
+        // other finds it done (and a failed dispatch gives the claim back).
+        if let Some(now) = self
+            .claim_switch(room, &SessionChange::AgentSwitch { to: enable })
+            .await?
+        {
+            if now.agent_active.unwrap_or(false) == enable {
+                return Ok(enable);
+            }
+            return Err(ApiError::NotFound("Room not found".into()));
+        }
+        let switched = self.switch_agent(record, enable).await;
+        if switched.is_err() {
+            let back = SessionChange::AgentSwitch { to: !enable };
+            if let Err(err) = self.sessions.update(room, &back).await {
+                warn!(%room, error = %err, "agent switch not given back after a LiveKit failure");
+            }
+        }
+        switched
+    }
+
+    /// The LiveKit side of [`set_agent`](Self::set_agent), once claimed.
+    async fn switch_agent(&self, record: &SessionRecord, enable: bool) -> Result<bool, ApiError> {
+        let room = &record.room_name;
+        let dispatch_id = if enable {
+            let metadata = serde_json::json!({
+                "session_id": record.session_id,
+                "type": record.session_type,
+                "org_id": record.org_id,
+            })
+            .to_string();
+            Some(self.ensure_dispatch(room, &metadata).await?)
+        } else {
+            let dispatches = self
+                .livekit
+                .list_dispatches(room)
+                .await
+                .map_err(|e| livekit_failed("list the room's agents", &e))?;
+            for dispatch in dispatches
+                .iter()
+                .filter(|d| d.agent_name == self.agent_name)
+            {
+                self.livekit
+                    .delete_dispatch(room, &dispatch.id)
+                    .await
+                    .map_err(|e| livekit_failed("remove the agent", &e))?;
+            }
+            // A dispatched job may already have joined: remove its participant too.
+            let participants = match self.livekit.list_participants(room).await {
+                Ok(participants) => participants,
+                Err(LiveKitError::NotFound(_)) => Vec::new(),
+                Err(err) => return Err(livekit_failed("list the room's participants", &err)),
+            };
+            for agent in participants
+                .iter()
+                .filter(|p| p.is_agent(&self.agent_identity_prefix))
+            {
+                self.livekit
+                    .remove_participant(room, &agent.identity)
+                    .await
+                    .map_err(|e| livekit_failed("remove the agent", &e))?;
+            }
+            None
+        };
+        let changed = self
+            .sessions
+            .update(
+                room,
+                &SessionChange::Agent {
+                    active: enable,
+                    dispatch_id,
+                },
+            )
+            .await
+            .map_err(crate::api::unavailable)?;
+        if !changed {
+            return Err(ApiError::NotFound("Room not found".into()));
+        }
+        Ok(enable)
+    }
+
+    /// Whether an agent participant is in the room now.
+    pub async fn agent_present(&self, room: &str) -> Result<bool, ApiError> {
+        match self.livekit.list_participants(room).await {
+            Ok(participants) => Ok(participants
+                .iter()
+                .any(|p| p.is_agent(&self.agent_identity_prefix))),
+            Err(LiveKitError::NotFound(_)) => Ok(false),
+            Err(err) => Err(livekit_failed("list the room's participants", &err)),
+        }
+    }
+}
+
+/// Where recordings go and how LiveKit may write there.
+#[derive(Debug, Clone)]
+pub struct RecordingStorage {
+    pub bucket: String,
+    pub region: String,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+}
+
+impl RecordingStorage {
+    pub fn from_env() -> Result<Self, crate::base::config::ConfigError> {
+        use crate::base::config::{optional, required};
+        Ok(Self {
+            bucket: required("RECORDINGS_BUCKET")?,
+            region: optional("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+            role_arn: optional("RECORDINGS_ROLE_ARN"),
+            external_id: optional("RECORDINGS_EXTERNAL_ID"),
+        })
+    }
+
+    /// The object a recording of `session_id` started now goes to.
+    pub fn target(&self, session_id: &str) -> RecordingTarget {
+        let stamp = chrono::Utc::now().format("%Y-%m-%dT%H-%M-%SZ");
+        RecordingTarget {
+            bucket: self.bucket.clone(),
+            region: self.region.clone(),
+            key: format!("recordings/{session_id}/{stamp}.mp4"),
+            assume_role_arn: self.role_arn.clone(),
+            assume_role_external_id: self.external_id.clone(),
+        }
+    }
+}
+
+impl SessionLifecycle {
+    /// Starts or stops the room's composite recording; the egress id and
+    /// `s3://` location are kept on the session.
+    pub async fn set_recording(
+        &self,
+        record: &SessionRecord,
+        enable: bool,
+        storage: &RecordingStorage,
+    ) -> Result<(bool, String), ApiError> {
+        let room = &record.room_name;
+        // Claim the switch first: two "start"s at once must not start two
+        // egresses (nor two "stop"s stop one twice).
+        if let Some(now) = self
+            .claim_switch(room, &SessionChange::RecordingSwitch { to: enable })
+            .await?
+        {
+            return match (enable, now.recording.unwrap_or(false), now.egress_id) {
+                (true, true, Some(egress)) => Ok((true, egress)),
+                (false, false, _) => Err(ApiError::Conflict {
+                    code: "not_recording",
+                    detail: "this room is not being recorded".into(),
+                }),
+                // Another request is switching it and has not finished.
+                _ => Err(ApiError::InProgress),
+            };
+        }
+        let result = if enable {
+            self.start_recording(record, storage).await
+        } else {
+            self.stop_recording(record).await
+        };
+        if result.is_err() {
+            let back = SessionChange::RecordingSwitch { to: !enable };
+            if let Err(err) = self.sessions.update(room, &back).await {
+                warn!(%room, error = %err, "recording switch not given back after a LiveKit failure");
+            }
+        }
+        result.map(|egress_id| (enable, egress_id))
+    }
+
+    async fn start_recording(
+        &self,
+        record: &SessionRecord,
+        storage: &RecordingStorage,
+    ) -> Result<String, ApiError> {
+        let room = &record.room_name;
+        let session_id = record.session_id.clone().unwrap_or_else(|| room.clone());
+        let target = storage.target(&session_id);
+        let egress = self
+            .livekit
+            .start_recording(room, &target)
+            .await
+            .map_err(|e| livekit_failed("start recording", &e))?;
+        let change = SessionChange::Recording {
+            active: true,
+            egress_id: egress.egress_id.clone(),
+            location: Some(format!("s3://{}/{}", target.bucket, target.key)),
+        };
+        self.record_change(room, &change).await?;
+        Ok(egress.egress_id)
+    }
+
+    async fn stop_recording(&self, record: &SessionRecord) -> Result<String, ApiError> {
+        let room = &record.room_name;
+        // The egress id as it is now, not as the caller read it before the claim.
+        let egress_id = self
+            .sessions
+            .get(room)
+            .await
+            .map_err(crate::api::unavailable)?
+            .and_then(|r| r.egress_id)
+            .ok_or(ApiError::InProgress)?;
+        self.livekit
+            .stop_recording(&egress_id)
+            .await
+            .map_err(|e| livekit_failed("stop recording", &e))?;
+        let change = SessionChange::Recording {
+            active: false,
+            egress_id: egress_id.clone(),
+            location: None,
+        };
+        self.record_change(room, &change).await?;
+        Ok(egress_id)
+    }
+
+    async fn record_change(&self, room: &str, change: &SessionChange) -> Result<(), ApiError> {
+        let changed = self
+            .sessions
+            .update(room, change)
+            .await
+            .map_err(crate::api::unavailable)?;
+        if changed {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound("Room not found".into()))
+        }
+    }
+}
+
+/// How a person gets into a room they opened (`/room/create`, a chat
+/// launcher): their token, the server URL, an invite for guests and a page.
+pub struct RoomAccess {
+    pub tokens: JoinTokens,
+    pub invites: crate::api::invites::RoomInvites,
+    /// Browsers connect here (`LIVEKIT_URL` as ws(s)).
+    pub client_url: String,
+    /// `ROOM_URL_TEMPLATE`: `{url}`, `{token}`, `{room}`, `{invite}` are
+    /// replaced, URL-encoded.
+    pub room_url_template: String,
+}
+
+/// What [`RoomAccess::links`] hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomLinks {
+    pub token: String,
+    pub url: String,
+    pub invite: String,
+    pub room_url: String,
+}
+
+impl RoomAccess {
+    /// The host's token and the room's invite and join page.
+    pub fn links(
+        &self,
+        room: &str,
+        org_id: &str,
+        identity: &str,
+        name: &str,
+    ) -> Result<RoomLinks, ApiError> {
+        let token = self.tokens.issue(room, identity, name)?;
+        let invite = self.invites.issue(room, org_id);
+        Ok(RoomLinks {
+            room_url: room_url(
+                &self.room_url_template,
+                &self.client_url,
+                &token,
+                room,
+                &invite,
+            ),
+            url: self.client_url.clone(),
+            token,
+            invite,
+        })
+    }
+}
+
+/// Short-lived participant tokens for one room.
+pub struct JoinTokens {
+    pub tokens: AccessTokens,
+    pub ttl: Duration,
+}
+
+impl JoinTokens {
+    pub fn issue(&self, room: &str, identity: &str, name: &str) -> Result<String, ApiError> {
+        self.tokens
+            .join_token(&JoinGrant {
+                room,
+                identity,
+                name,
+                ttl: self.ttl,
+            })
+            .map_err(|e| {
+                warn!(error = %e, "join token not minted");
+                ApiError::Unavailable
+            })
+    }
+}

@@ -1,0 +1,122 @@
+//! Constructors for seed 002's sessions: everything that holds a LiveKit
+//! client. Built with the `livekit` feature.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+#[cfg(feature = "phone")]
+use super::twilio;
+use super::{dedup_lease, Wiring};
+use crate::base::config::{self, ConfigError};
+use crate::flows::launchers::Launcher;
+use crate::flows::outbound::provider_http;
+use crate::flows::phone::CallFlow;
+use crate::flows::sessions::{
+    JoinTokens, RoomAccess, SessionKind, SessionLifecycle, DEFAULT_ROOM_URL_TEMPLATE,
+};
+#[cfg(feature = "phone")]
+use crate::flows::voice::CallPlacer;
+use crate::flows::voice::VoiceWebhook;
+use crate::providers::livekit::{AccessTokens, LiveKitClient};
+
+impl Wiring {
+    /// Seed 002's sessions and their LiveKit rooms (`CALLS_TABLE`,
+    /// `LIVEKIT_*`, `LIVEKIT_AGENT_NAME`); with `announce`, opening one also
+    /// queues its call-start notification (`IDEMPOTENCY_TABLE`,
+    /// `NOTIFICATION_QUEUE_URL`).
+    pub fn session_lifecycle(&self, announce: bool) -> Result<SessionLifecycle, ConfigError> {
+        Ok(SessionLifecycle {
+            sessions: self.sessions()?,
+            livekit: livekit()?,
+            agent_name: config::optional("LIVEKIT_AGENT_NAME")
+                .unwrap_or_else(|| "callops-agent".into()),
+            agent_identity_prefix: config::optional("LIVEKIT_AGENT_IDENTITY_PREFIX")
+                .unwrap_or_else(|| "agent-".into()),
+            announcer: if announce {
+                Some(Arc::new(self.call_start_intake()?))
+            } else {
+                None
+            },
+            dedup: self.dedup()?,
+        })
+    }
+
+    /// The voice webhook of `kind`: `TWILIO_AUTH_TOKEN`, `PUBLIC_BASE_URL`,
+    /// the call flow (`TWILIO_CONNECT_MODE`, ...), sessions with
+    /// announcements, `INBOUND_ORG_ID`.
+    pub fn voice_webhook(&self, kind: SessionKind) -> Result<VoiceWebhook, ConfigError> {
+        Ok(VoiceWebhook {
+            kind,
+            twilio_auth: crate::providers::twilio::TwilioWebhookAuth::from_env()?,
+            flow: CallFlow::from_env()?,
+            lifecycle: self.session_lifecycle(true)?,
+            inbound_org: config::optional("INBOUND_ORG_ID"),
+            lease: dedup_lease()?,
+        })
+    }
+
+    /// A chat launcher's sessions and links: [`Wiring::session_lifecycle`]
+    /// with announcements, [`room_access`], and `INBOUND_ORG_ID` (required:
+    /// the organisation that owns sessions started without an API key).
+    pub fn launcher(&self) -> Result<Launcher, ConfigError> {
+        Ok(Launcher {
+            lifecycle: self.session_lifecycle(true)?,
+            access: room_access()?,
+            org_id: config::required("INBOUND_ORG_ID")?,
+            lease: dedup_lease()?,
+        })
+    }
+
+    #[cfg(feature = "phone")]
+    /// Placing calls of `kind`: API keys, Twilio, sessions, `PUBLIC_BASE_URL`,
+    /// the caller id (`TWILIO_PHONE_NUMBER`, or `TWILIO_WHATSAPP_NUMBER`),
+    /// `PHONE_CALL_TIME_LIMIT_SECONDS` (default an hour).
+    pub fn call_placer(&self, kind: SessionKind) -> Result<CallPlacer, ConfigError> {
+        let caller_id = match kind {
+            SessionKind::Whatsapp => "TWILIO_WHATSAPP_NUMBER",
+            _ => "TWILIO_PHONE_NUMBER",
+        };
+        Ok(CallPlacer {
+            kind,
+            access: self.keyed_access()?,
+            twilio: twilio()?,
+            lifecycle: self.session_lifecycle(true)?,
+            default_from: config::optional(caller_id),
+            public_base_url: config::required("PUBLIC_BASE_URL")?
+                .trim_end_matches('/')
+                .to_string(),
+            time_limit_secs: config::parsed_or("PHONE_CALL_TIME_LIMIT_SECONDS", 3600)?,
+            lease: dedup_lease()?,
+        })
+    }
+}
+
+/// `LIVEKIT_URL`, `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`: LiveKit's server API.
+pub fn livekit() -> Result<Arc<LiveKitClient>, ConfigError> {
+    let http = provider_http().map_err(|err| ConfigError::Invalid {
+        name: "LiveKit HTTP client",
+        reason: err.to_string(),
+    })?;
+    Ok(Arc::new(LiveKitClient::from_env(http)?))
+}
+
+/// Participant tokens for one room, `ROOM_TOKEN_TTL_SECONDS` long (default 10 minutes).
+pub fn join_tokens() -> Result<JoinTokens, ConfigError> {
+    Ok(JoinTokens {
+        tokens: AccessTokens::from_env()?,
+        ttl: Duration::from_secs(config::parsed_or("ROOM_TOKEN_TTL_SECONDS", 600)?),
+    })
+}
+
+/// Tokens, invites and join pages of web rooms: `LIVEKIT_*`,
+/// `ROOM_TOKEN_TTL_SECONDS`, `ROOM_INVITE_SECRET`, `ROOM_INVITE_TTL_SECONDS`,
+/// `ROOM_URL_TEMPLATE` (default LiveKit Meet's custom-server page).
+pub fn room_access() -> Result<RoomAccess, ConfigError> {
+    Ok(RoomAccess {
+        tokens: join_tokens()?,
+        invites: crate::api::invites::RoomInvites::from_env()?,
+        client_url: livekit()?.client_url(),
+        room_url_template: config::optional("ROOM_URL_TEMPLATE")
+            .unwrap_or_else(|| DEFAULT_ROOM_URL_TEMPLATE.into()),
+    })
+}
