@@ -38,7 +38,6 @@ const SESSION_WEBHOOKS: [&str; 5] = [
     "teams-messages",
 ];
 
-
 /// One function's resolved graph: package name -> versions and the
 /// features enabled on it.
 struct Graph {
