@@ -89,6 +89,22 @@ impl RuntimeApi {
         ]
     }
 
+    /// Starts `binary` against this API with `env`, quietly (warnings only,
+    /// no stdout), as the benchmark runs release binaries; killed when dropped.
+    pub fn spawn_quiet(
+        &self,
+        binary: &std::path::Path,
+        env: &[(String, String)],
+    ) -> std::io::Result<tokio::process::Child> {
+        tokio::process::Command::new(binary)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(self.lambda_env())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+    }
+
     /// When the function first asked for work: the end of its cold start.
     pub async fn first_poll(&self) -> Option<Instant> {
         *self.shared.first_poll.lock().await

@@ -48,20 +48,14 @@ fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 async fn measure(
-    binary: &PathBuf,
+    binary: &std::path::Path,
     env: &[(String, String)],
     events: Vec<String>,
     meter: Option<&devstack::bench_cost::Meter>,
 ) -> Result<(Duration, Duration, Vec<Duration>, u64), Error> {
     let runtime = RuntimeApi::start().await?;
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(binary)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .envs(runtime.lambda_env())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = runtime.spawn_quiet(binary, env)?;
     let pid = child.id().unwrap_or(0);
     let mut latencies = Vec::new();
     for event in events {

@@ -88,13 +88,7 @@ async fn cold_start(
 ) -> Result<Duration, Error> {
     let runtime = RuntimeApi::start().await?;
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(binary)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .envs(runtime.lambda_env())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = runtime.spawn_quiet(binary, env)?;
     let outcome = tokio::time::timeout(Duration::from_secs(30), runtime.invoke(event))
         .await
         .map_err(|_| format!("{} did not answer", binary.display()))??;
@@ -137,7 +131,7 @@ pub fn table(rows: &[SecretsInit]) -> String {
         ));
     }
     out.push_str(&format!(
-        "\nMedian of {ROUNDS} alternating cold starts each; moto's Secrets Manager on 127.0.0.1 (plain HTTP, so no TLS handshake: in AWS add one connection to Secrets Manager).\n"
+        "\nMedian of {ROUNDS} alternating cold starts each; moto's Secrets Manager on 127.0.0.1 (plain HTTP, so no TLS handshake: in AWS add one per concurrent read).\n"
     ));
     out
 }
