@@ -93,8 +93,8 @@ pub async fn load() -> Result<usize, SecretsError> {
         tracing::error!(error = %err, "cold start failed: a credential could not be read");
     })?;
     let count = values.len();
-    // A second call in one process (the dev server loads many functions)
-    // finds the same environment, so the first set of values stands.
+    // A second call in the same process finds the same environment, so the
+    // first set of values stands.
     let _ = LOADED.set(values);
     Ok(count)
 }
