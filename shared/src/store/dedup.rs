@@ -368,27 +368,45 @@ pub async fn claim_or_wait(
     if first != Claim::InProgress || budget.is_zero() {
         return Ok(first);
     }
+    let answer = wait_for_holder(budget, |waited| async move {
+        Ok(match store.peek(key).await? {
+            Found::InProgress => None,
+            Found::Completed(saved) => Some(Claim::Completed(saved)),
+            // The first one failed and let go: this delivery does the work,
+            // with what is left of its own lease.
+            Found::Free => match store.claim(key, lease.saturating_sub(waited)).await? {
+                Claim::InProgress => None,
+                other => Some(other),
+            },
+        })
+    })
+    .await?;
+    Ok(answer.unwrap_or(Claim::InProgress))
+}
+
+/// The waiting half of a claim that found another holder: until `budget`
+/// is spent, sleeps a [`wait_step`] and calls `retry` with the time waited so
+/// far (a consistent read and, if free, a new claim); its first answer wins.
+/// `None` means the other holder still had it after the wait.
+pub async fn wait_for_holder<T, F, Fut>(
+    budget: Duration,
+    mut retry: F,
+) -> Result<Option<T>, StoreError>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, StoreError>>,
+{
     let started = tokio::time::Instant::now();
     let mut attempt = 0;
     loop {
         let left = budget.saturating_sub(started.elapsed());
         if left.is_zero() {
-            return Ok(Claim::InProgress);
+            return Ok(None);
         }
         tokio::time::sleep(wait_step(attempt).min(left)).await;
         attempt += 1;
-        match store.peek(key).await? {
-            Found::InProgress => {}
-            Found::Completed(saved) => return Ok(Claim::Completed(saved)),
-            // The first one failed and let go: this delivery does the work,
-            // with what is left of its own lease.
-            Found::Free => match store
-                .claim(key, lease.saturating_sub(started.elapsed()))
-                .await?
-            {
-                Claim::InProgress => {}
-                other => return Ok(other),
-            },
+        if let Some(answer) = retry(started.elapsed()).await? {
+            return Ok(Some(answer));
         }
     }
 }

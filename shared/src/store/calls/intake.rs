@@ -432,30 +432,24 @@ pub async fn claim_or_wait(
     if first != Claimed::InProgress || budget.is_zero() {
         return Ok(first);
     }
-    let started = tokio::time::Instant::now();
-    let mut attempt = 0;
-    loop {
-        let left = budget.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            return Ok(Claimed::InProgress);
-        }
-        tokio::time::sleep(crate::store::dedup::wait_step(attempt).min(left)).await;
-        attempt += 1;
-        match store.peek(&record.call_id).await? {
-            Found::InProgress => {}
-            Found::Handled(answer) => return Ok(Claimed::Handled(answer)),
+    let answer = crate::store::dedup::wait_for_holder(budget, |waited| async move {
+        Ok(match store.peek(&record.call_id).await? {
+            Found::InProgress => None,
+            Found::Handled(answer) => Some(Claimed::Handled(answer)),
             Found::Free => {
                 let take = match take {
-                    Take::Lease(lease) => Take::Lease(lease.saturating_sub(started.elapsed())),
+                    Take::Lease(lease) => Take::Lease(lease.saturating_sub(waited)),
                     other => other,
                 };
                 match store.claim(record, take).await? {
-                    Claimed::InProgress => {}
-                    other => return Ok(other),
+                    Claimed::InProgress => None,
+                    other => Some(other),
                 }
             }
-        }
-    }
+        })
+    })
+    .await?;
+    Ok(answer.unwrap_or(Claimed::InProgress))
 }
 
 #[cfg(test)]
