@@ -95,11 +95,12 @@ impl Route for CallStarted {
     type Body = serde_json::Value;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
-        let key =
-            shared::api::access::authenticate(self.api_keys.as_ref(), request.headers()).await?;
+        let tenant =
+            shared::api::access::authenticate_tenant(self.api_keys.as_ref(), request.headers())
+                .await?;
         let body = api::body_bytes(request.body())?;
         let start = api::parse_json::<CallStartedBody>(body, "a valid JSON object")?.validate()?;
-        info!(room = %start.room_name, api_key = %key.key_id, "call start reported");
+        info!(room = %start.room_name, api_key = %tenant.key_id, "call start reported");
         let response = serde_json::json!({
             "success": true,
             "message": "Call start notification queued",
@@ -114,6 +115,7 @@ impl Route for CallStarted {
             },
             participant_identity: None,
             response,
+            reported_by: Some(&tenant.org_id),
         };
         self.intake
             .record(&request, report, StatusCode::ACCEPTED)

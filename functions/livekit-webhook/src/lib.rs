@@ -264,9 +264,11 @@ impl Route for LiveKitWebhook {
                     .zip(event.created_at)
                     .and_then(|(s, e)| u64::try_from(e - s).ok());
                 let ended = rfc3339_from_unix(event.created_at);
+                // The sid tells this room from a later one of the same name.
+                let sid = event.room.as_ref().and_then(|r| r.sid.as_deref());
                 self.intake
                     .sessions
-                    .room_finished(&room, &ended, duration)
+                    .room_finished(&room, &ended, duration, sid)
                     .await
                     .map_err(api::unavailable)?;
                 Ok((
@@ -330,6 +332,7 @@ impl LiveKitWebhook {
                 metadata,
             },
             participant_identity: participant.identity.as_deref(),
+            reported_by: None,
         };
         self.intake.record(request, report, StatusCode::OK).await
     }

@@ -71,6 +71,9 @@ impl Route for PhoneEnd {
             ended_at: shared::base::time::now_rfc3339(),
             duration_secs: None,
             reason: Some("ended by API".into()),
+            // Ends the conversation this request found, never a later one.
+            conversation: session.conversation.clone(),
+            room_sid: None,
         };
         self.lifecycle
             .end(&session.room_name, &ending)

@@ -35,6 +35,9 @@ pub struct CallStartReport<'a> {
     pub participant_identity: Option<&'a str>,
     /// The body the first delivery answers (a duplicate replays it).
     pub response: serde_json::Value,
+    /// The organisation whose agent reported it (`/calls/started`); `None`
+    /// for LiveKit's own webhook.
+    pub reported_by: Option<&'a str>,
 }
 
 impl CallStartIntake {
@@ -50,6 +53,21 @@ impl CallStartIntake {
         let lease = api::remaining_time(request).unwrap_or(self.lease);
         let start = &report.start;
         let key = dedup_key(&start.room_name);
+        // A report names a room: only the organisation that holds the name
+        // (or takes it now, when nobody does) may report its start.
+        if let Some(org_id) = report.reported_by {
+            if !self
+                .sessions
+                .claim_room(&start.room_name, org_id)
+                .await
+                .map_err(api::unavailable)?
+            {
+                return Err(ApiError::Conflict {
+                    code: "room_taken",
+                    detail: "this room belongs to another organisation".into(),
+                });
+            }
+        }
         let work = || async {
             self.sessions
                 .participant_joined(
@@ -59,6 +77,13 @@ impl CallStartIntake {
                 )
                 .await
                 .map_err(api::unavailable)?;
+            if let Some(org_id) = report.reported_by {
+                // Nothing will report its end: the sweep ends it quietly.
+                self.sessions
+                    .mark_reported(&start.room_name, org_id)
+                    .await
+                    .map_err(api::unavailable)?;
+            }
             let job = NotificationJob::call_started(&key, start.clone());
             jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
                 .await

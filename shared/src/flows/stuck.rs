@@ -152,13 +152,21 @@ pub struct StuckSessions {
 pub struct StuckSessionsReport {
     /// Sessions ended by this sweep.
     pub ended: Vec<String>,
-    /// Entries of sessions that had ended on their own; dropped.
+    /// Calls an agent reported through `/calls/started` and never reported
+    /// ending (nothing can): ended on schedule, not a lost webhook.
+    pub expired: Vec<String>,
+    /// Entries of sessions that had ended on their own, or were written for
+    /// a conversation of the room that has since ended; dropped.
     pub finished: usize,
 }
 
 /// The reason a session ended by the sweep carries.
 pub const SESSION_NEVER_FINISHED: &str =
     "no room_finished within the session's deadline; ended by the sweep";
+
+/// The reason a reported call ended by the sweep carries.
+pub const REPORTED_NEVER_FINISHED: &str =
+    "reported by /calls/started; no end is ever reported, ended after the session's deadline";
 
 impl StuckSessions {
     pub async fn sweep(&self, now: i64, limit: i32) -> Result<StuckSessionsReport, StoreError> {
@@ -167,19 +175,39 @@ impl StuckSessions {
             .map(crate::base::time::rfc3339)
             .unwrap_or_else(crate::base::time::now_rfc3339);
         for watch in self.sessions.due_watches(now, limit).await? {
-            let open = self
-                .sessions
-                .get(&watch.room)
-                .await?
-                .is_some_and(|session| session.ended_at.is_none());
-            if open
+            let session = self.sessions.get(&watch.room).await?;
+            // An entry written for an earlier conversation of a reopened
+            // room is not about the one open now.
+            let open = session.as_ref().filter(|s| {
+                s.ended_at.is_none()
+                    && watch
+                        .conversation
+                        .as_ref()
+                        .is_none_or(|c| s.conversation.as_ref() == Some(c))
+            });
+            let reported = open.is_some_and(|s| s.reported_by.is_some() && s.session_id.is_none());
+            let reason = if reported {
+                REPORTED_NEVER_FINISHED
+            } else {
+                SESSION_NEVER_FINISHED
+            };
+            if open.is_some()
                 && self
                     .sessions
-                    .end_stale(&watch.room, &ended_at, SESSION_NEVER_FINISHED)
+                    .end_stale(
+                        &watch.room,
+                        &ended_at,
+                        reason,
+                        watch.conversation.as_deref(),
+                    )
                     .await?
             {
-                tracing::warn!(room = %watch.room, "stuck session ended by the sweep");
-                report.ended.push(watch.room.clone());
+                if reported {
+                    report.expired.push(watch.room.clone());
+                } else {
+                    tracing::warn!(room = %watch.room, "stuck session ended by the sweep");
+                    report.ended.push(watch.room.clone());
+                }
             } else {
                 report.finished += 1;
             }

@@ -146,6 +146,9 @@ pub trait LiveKitRooms: Send + Sync {
     ) -> Result<EgressInfo, LiveKitError>;
     /// `Egress/StopEgress`; an egress already finished is `Ok` with its info.
     async fn stop_recording(&self, egress_id: &str) -> Result<EgressInfo, LiveKitError>;
+    /// The room's egresses that are starting or active:
+    /// what is really recording, whatever our record says.
+    async fn list_active_egress(&self, room: &str) -> Result<Vec<EgressInfo>, LiveKitError>;
 }
 
 /// Mints access tokens signed with the project's API key and secret.
@@ -383,6 +386,15 @@ const EGRESS_STATUSES: [&str; 7] = [
     "EGRESS_LIMIT_REACHED",
 ];
 
+/// Statuses of an egress that is stopping or stopped: not "recording".
+const EGRESS_ENDED: [&str; 5] = [
+    "EGRESS_ENDING",
+    "EGRESS_COMPLETE",
+    "EGRESS_FAILED",
+    "EGRESS_ABORTED",
+    "EGRESS_LIMIT_REACHED",
+];
+
 /// `EgressInfo.status` by name; a number is turned into its name.
 fn egress_status<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     Ok(match Option::<EnumValue>::deserialize(deserializer)? {
@@ -451,6 +463,7 @@ enum Rpc {
     DeleteDispatch,
     StartRoomCompositeEgress,
     StopEgress,
+    ListEgress,
 }
 
 impl Rpc {
@@ -462,7 +475,7 @@ impl Rpc {
             Rpc::CreateDispatch | Rpc::ListDispatch | Rpc::DeleteDispatch => {
                 "livekit.AgentDispatchService"
             }
-            Rpc::StartRoomCompositeEgress | Rpc::StopEgress => "livekit.Egress",
+            Rpc::StartRoomCompositeEgress | Rpc::StopEgress | Rpc::ListEgress => "livekit.Egress",
         }
     }
 
@@ -477,6 +490,7 @@ impl Rpc {
             Rpc::DeleteDispatch => "DeleteDispatch",
             Rpc::StartRoomCompositeEgress => "StartRoomCompositeEgress",
             Rpc::StopEgress => "StopEgress",
+            Rpc::ListEgress => "ListEgress",
         }
     }
 
@@ -489,7 +503,9 @@ impl Rpc {
             | Rpc::CreateDispatch
             | Rpc::ListDispatch
             | Rpc::DeleteDispatch => VideoGrant::room_admin(room),
-            Rpc::StartRoomCompositeEgress | Rpc::StopEgress => VideoGrant::room_record(),
+            Rpc::StartRoomCompositeEgress | Rpc::StopEgress | Rpc::ListEgress => {
+                VideoGrant::room_record()
+            }
         }
     }
 }
@@ -803,6 +819,32 @@ impl LiveKitRooms for LiveKitClient {
             Err(e) => Err(e),
         }
     }
+
+    async fn list_active_egress(&self, room: &str) -> Result<Vec<EgressInfo>, LiveKitError> {
+        let request = ListEgressRequest {
+            room_name: room,
+            active: true,
+        };
+        let answer: ListEgressResponse = self.call(Rpc::ListEgress, room, &request).await?;
+        Ok(answer
+            .items
+            .into_iter()
+            .map(with_default_status)
+            .filter(|e| !EGRESS_ENDED.contains(&e.status.as_str()))
+            .collect())
+    }
+}
+
+#[derive(Serialize)]
+struct ListEgressRequest<'a> {
+    room_name: &'a str,
+    active: bool,
+}
+
+#[derive(Deserialize)]
+struct ListEgressResponse {
+    #[serde(default)]
+    items: Vec<EgressInfo>,
 }
 
 fn ended(egress_id: &str) -> EgressInfo {

@@ -22,7 +22,12 @@ pub(crate) struct Ledger {
 pub(crate) struct DueEntry {
     pub entry: String,
     pub id: String,
+    /// What the writer noted beside the id (attribute `detail`), if anything.
+    pub detail: Option<String>,
 }
+
+/// The attribute an entry may carry beside its id.
+pub(crate) const DETAIL_ATTRIBUTE: &str = "detail";
 
 /// The sort key of `id`'s entry due at `due` (epoch seconds).
 pub(crate) fn entry(id: &str, due: i64) -> String {
@@ -89,6 +94,10 @@ impl Ledger {
                 Some(DueEntry {
                     entry: item.get("item")?.as_s().ok()?.clone(),
                     id: item.get(self.id_attribute)?.as_s().ok()?.clone(),
+                    detail: item
+                        .get(DETAIL_ATTRIBUTE)
+                        .and_then(|v| v.as_s().ok())
+                        .cloned(),
                 })
             })
             .collect())

@@ -22,6 +22,8 @@ pub struct SlackThread {
 }
 
 const SESSION_ITEM: &str = "session";
+/// The item holding which organisation a room name belongs to.
+const OWNER_ITEM: &str = "owner";
 pub const STATUS_ACTIVE: &str = "active";
 pub const STATUS_ENDED: &str = "ended";
 
@@ -46,6 +48,11 @@ pub struct NewSession {
     /// An ended session of the same organisation in this room may start
     /// again (chat launchers reuse one room per user or channel).
     pub reopen: bool,
+    /// A fresh id for this conversation: every ender carries the one it
+    /// was for, so it never ends the room's next conversation.
+    pub conversation: String,
+    /// LiveKit's sid of the room this conversation runs in, when known.
+    pub room_sid: Option<String>,
 }
 
 /// What opening a session found.
@@ -62,13 +69,19 @@ pub enum Opened {
 }
 
 /// How a session ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ending {
     pub ended_at: String,
     pub duration_secs: Option<u64>,
     /// Why, when it is not LiveKit's `room_finished`: `completed`,
     /// `no-answer`, `ended by API`, `stale`...
     pub reason: Option<String>,
+    /// The conversation this ender was for; `None` ends whichever is open
+    /// (only for kinds whose room never hosts a second conversation).
+    pub conversation: Option<String>,
+    /// The LiveKit room sid this ender saw end: a room that is gone ends
+    /// only the conversation that ran in it.
+    pub room_sid: Option<String>,
 }
 
 /// One change to an open session; refused (false) once it has ended.
@@ -85,17 +98,45 @@ pub enum SessionChange {
         location: Option<String>,
     },
     Participant(String),
-    /// Claims the switch of the agent to `to`: applied only if the agent
-    /// is not already so (false otherwise), so of two concurrent toggles
-    /// one acts and the other sees it done.
-    AgentSwitch {
-        to: bool,
+}
+
+/// A switch of an open session that one request at a time may change: the
+/// holder of its lease reads LiveKit, acts, and writes the result with the
+/// release ([`SessionStore::finish_switch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    Agent,
+    Recording,
+}
+
+impl Switch {
+    fn lease_attributes(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Agent => ("agent_switch_until", "agent_switch_owner"),
+            Self::Recording => ("recording_switch_until", "recording_switch_owner"),
+        }
+    }
+}
+
+/// What a switch's holder found true at LiveKit, written as it lets go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchResult {
+    Agent {
+        active: bool,
+        dispatch_id: Option<String>,
     },
-    /// Claims the switch of the recording to `to` the same way; switching
-    /// on forgets the last recording's egress id until the new one is known.
-    RecordingSwitch {
-        to: bool,
+    Recording {
+        active: bool,
+        /// The egress running now (on) or the last one stopped (off).
+        egress_id: Option<String>,
+        location: Option<String>,
     },
+}
+
+/// The rank of a call status (Twilio's names): a session's `call_status`
+/// only moves to a higher one, whatever order the callbacks arrive in.
+pub fn call_status_rank(status: &str) -> u32 {
+    crate::store::outbound_calls::status_rank(status)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -161,6 +202,28 @@ pub struct SessionRecord {
     /// `s3://bucket/key` of the room's recording.
     #[serde(default)]
     pub recording_location: Option<String>,
+    /// The id of the conversation now in the room (new on every reopen).
+    #[serde(default)]
+    pub conversation: Option<String>,
+    /// The start came from an agent's `/calls/started`, not from LiveKit:
+    /// its end may never be reported, so the sweep ends it without paging.
+    #[serde(default)]
+    pub reported_by: Option<String>,
+}
+
+impl Ending {
+    /// Whether this ender was for the conversation `record` holds now.
+    pub fn is_for(&self, record: &SessionRecord) -> bool {
+        let same_conversation = self
+            .conversation
+            .as_ref()
+            .is_none_or(|c| record.conversation.as_ref() == Some(c));
+        let same_room = match (&self.room_sid, &record.room_sid) {
+            (Some(seen), Some(now)) => seen == now,
+            _ => true,
+        };
+        same_conversation && same_room
+    }
 }
 
 impl SessionRecord {
@@ -185,11 +248,14 @@ pub trait SessionStore: Send + Sync {
         room_sid: Option<&str>,
         started_at: &str,
     ) -> Result<(), StoreError>;
+    /// LiveKit's `room_finished` of the room with sid `room_sid`: ends only
+    /// the conversation that ran in that room.
     async fn room_finished(
         &self,
         room: &str,
         ended_at: &str,
         duration_secs: Option<u64>,
+        room_sid: Option<&str>,
     ) -> Result<(), StoreError>;
     async fn participant_joined(
         &self,
@@ -203,9 +269,43 @@ pub trait SessionStore: Send + Sync {
     /// Watch entries of sessions due at `now` (epoch seconds), oldest first.
     async fn due_watches(&self, now: i64, limit: i32) -> Result<Vec<SessionWatch>, StoreError>;
     async fn drop_watch(&self, watch: &SessionWatch) -> Result<(), StoreError>;
-    /// Ends a session that never reported its end; false if it had ended.
-    async fn end_stale(&self, room: &str, ended_at: &str, reason: &str)
-        -> Result<bool, StoreError>;
+    /// Ends a session that never reported its end; false if it had ended
+    /// (or, given `conversation`, if the room now holds another one).
+    async fn end_stale(
+        &self,
+        room: &str,
+        ended_at: &str,
+        reason: &str,
+        conversation: Option<&str>,
+    ) -> Result<bool, StoreError>;
+    /// Claims the room name for `org_id` before anything is created for it:
+    /// false if another organisation holds it. A name, once claimed, stays
+    /// its organisation's (LiveKit has one room namespace per project).
+    async fn claim_room(&self, room: &str, org_id: &str) -> Result<bool, StoreError>;
+    /// The organisation that holds the room name, if any.
+    async fn room_owner(&self, room: &str) -> Result<Option<String>, StoreError>;
+    /// Marks a seed-000 session as started by `org_id`'s report.
+    async fn mark_reported(&self, room: &str, org_id: &str) -> Result<(), StoreError>;
+    /// Takes `switch` of the open session in `room` for `owner` until
+    /// `until` (epoch seconds); false while another holds an unexpired lease
+    /// or the session is missing or ended.
+    async fn claim_switch(
+        &self,
+        room: &str,
+        switch: Switch,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError>;
+    /// Writes what the holder found (if anything) and lets the lease go, in
+    /// one write conditioned on `owner` still holding it.
+    async fn finish_switch(
+        &self,
+        room: &str,
+        switch: Switch,
+        owner: &str,
+        result: Option<&SwitchResult>,
+    ) -> Result<bool, StoreError>;
     /// Opens a typed session: the record, its entry among its organisation's
     /// active sessions and its watch entry, in one transaction.
     async fn open(&self, session: &NewSession) -> Result<Opened, StoreError>;
@@ -236,6 +336,9 @@ fn ended_partition(org_id: &str) -> String {
 pub struct SessionWatch {
     pub entry: String,
     pub room: String,
+    /// The conversation the entry was written for (`None` for a seed-000
+    /// room, which has one).
+    pub conversation: Option<String>,
 }
 
 /// The partition of the calls table listing sessions to look at again,
@@ -263,6 +366,12 @@ impl DynamoSessionStore {
             table: table.into(),
             max_open: DEFAULT_SESSION_MAX,
         }
+    }
+
+    /// Sessions it opens are due for the sweep `max_open` later.
+    pub fn with_max_open(mut self, max_open: std::time::Duration) -> Self {
+        self.max_open = max_open;
+        self
     }
 
     /// Puts the session in the watch ledger (idempotent enough: a session
@@ -405,21 +514,42 @@ impl DynamoSessionStore {
         }
         attribute_values.insert(":started".into(), s(&session.started_at));
         attribute_values.insert(":org".into(), s(&session.org_id));
+        attribute_values.insert(":conv".into(), s(&session.conversation));
+        let mut removed = Vec::new();
+        if let Some(sid) = &session.room_sid {
+            attribute_values.insert(":sid".into(), s(sid));
+        }
         let (expression, condition) = if reopening {
             // A new conversation in the same room: nothing of the last one stays.
             sets.push("started_at = :started".into());
+            sets.push("conversation = :conv".into());
+            match &session.room_sid {
+                Some(_) => sets.push("room_sid = :sid".into()),
+                None => removed.push("room_sid"),
+            }
+            removed.extend([
+                "ended_at",
+                "end_reason",
+                "duration_secs",
+                "recording",
+                "egress_id",
+                "recording_location",
+                "participants",
+                "call_status",
+                "call_status_rank",
+            ]);
             (
-                format!(
-                    "SET {} REMOVE ended_at, end_reason, duration_secs, recording, egress_id, \
-                     recording_location, participants, call_status",
-                    sets.join(", ")
-                ),
+                format!("SET {} REMOVE {}", sets.join(", "), removed.join(", ")),
                 "attribute_exists(ended_at) AND org_id = :org",
             )
         } else {
-            // The first opener's start time and owner stay.
+            // The first opener's start time, owner and conversation stay.
             sets.push("started_at = if_not_exists(started_at, :started)".into());
             sets.push("org_id = if_not_exists(org_id, :org)".into());
+            sets.push("conversation = if_not_exists(conversation, :conv)".into());
+            if session.room_sid.is_some() {
+                sets.push("room_sid = if_not_exists(room_sid, :sid)".into());
+            }
             (
                 format!("SET {}", sets.join(", ")),
                 "attribute_not_exists(ended_at) AND (attribute_not_exists(org_id) OR org_id = :org)",
@@ -444,9 +574,14 @@ impl DynamoSessionStore {
             .map_err(|e| StoreError::Dynamo(e.to_string()))?;
         let due = crate::base::time::epoch_secs()
             + i64::try_from(self.max_open.as_secs()).unwrap_or(i64::MAX / 2);
+        let mut watch = WATCH.item(&session.room, due);
+        watch.insert(
+            super::ledger::DETAIL_ATTRIBUTE.into(),
+            s(&session.conversation),
+        );
         let watched = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(WATCH.item(&session.room, due)))
+            .set_item(Some(watch))
             .build()
             .map_err(|e| StoreError::Dynamo(e.to_string()))?;
         let items = vec![
@@ -513,12 +648,29 @@ impl SessionStore for DynamoSessionStore {
         room_sid: Option<&str>,
         started_at: &str,
     ) -> Result<(), StoreError> {
-        let mut values = vec![("started_at", s(started_at))];
+        // The first start and sid stay: a late `room_started` of a room
+        // since closed must not rename the conversation now in it.
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(room, SESSION_ITEM)))
+            .expression_attribute_values(":s", s(started_at));
+        let mut sets = vec!["started_at = if_not_exists(started_at, :s)"];
         if let Some(sid) = room_sid {
-            values.push(("room_sid", s(sid)));
+            update = update.expression_attribute_values(":sid", s(sid));
+            sets.push("room_sid = if_not_exists(room_sid, :sid)");
         }
+        let recording = async {
+            update
+                .update_expression(format!("SET {}", sets.join(", ")))
+                .send()
+                .await
+                .map(drop)
+                .map_err(StoreError::from)
+        };
         // Independent writes: side by side, so watching costs no round trip.
-        let (recorded, watched) = tokio::join!(self.set(room, &values, None), self.watch(room));
+        let (recorded, watched) = tokio::join!(recording, self.watch(room));
         recorded?;
         watched
     }
@@ -528,11 +680,13 @@ impl SessionStore for DynamoSessionStore {
         room: &str,
         ended_at: &str,
         duration_secs: Option<u64>,
+        room_sid: Option<&str>,
     ) -> Result<(), StoreError> {
         let ending = Ending {
             ended_at: ended_at.to_string(),
             duration_secs,
-            reason: None,
+            room_sid: room_sid.map(str::to_string),
+            ..Ending::default()
         };
         if self.typed(room).await?.is_some() {
             return self.end(room, &ending).await.map(drop);
@@ -602,6 +756,7 @@ impl SessionStore for DynamoSessionStore {
             .map(|due| SessionWatch {
                 entry: due.entry,
                 room: due.id,
+                conversation: due.detail,
             })
             .collect())
     }
@@ -615,12 +770,14 @@ impl SessionStore for DynamoSessionStore {
         room: &str,
         ended_at: &str,
         reason: &str,
+        conversation: Option<&str>,
     ) -> Result<bool, StoreError> {
         if self.typed(room).await?.is_some() {
             let ending = Ending {
                 ended_at: ended_at.to_string(),
-                duration_secs: None,
                 reason: Some(reason.to_string()),
+                conversation: conversation.map(str::to_string),
+                ..Ending::default()
             };
             return Ok(self.end(room, &ending).await?.is_some());
         }
@@ -630,6 +787,136 @@ impl SessionStore for DynamoSessionStore {
             Some("attribute_exists(call_id) AND attribute_not_exists(ended_at)"),
         )
         .await
+    }
+
+    async fn claim_room(&self, room: &str, org_id: &str) -> Result<bool, StoreError> {
+        super::applied(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(room, OWNER_ITEM)))
+                .update_expression("SET org_id = :org")
+                .condition_expression("attribute_not_exists(org_id) OR org_id = :org")
+                .expression_attribute_values(":org", s(org_id))
+                .send()
+                .await,
+        )
+    }
+
+    async fn room_owner(&self, room: &str) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(room, OWNER_ITEM)))
+            .consistent_read(true)
+            .send()
+            .await?;
+        Ok(out
+            .item
+            .and_then(|item| item.get("org_id")?.as_s().ok().cloned()))
+    }
+
+    async fn mark_reported(&self, room: &str, org_id: &str) -> Result<(), StoreError> {
+        // A typed session (ours) is ended by its own enders: leave it be.
+        self.set(
+            room,
+            &[("reported_by", s(org_id))],
+            Some("attribute_not_exists(session_id)"),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn claim_switch(
+        &self,
+        room: &str,
+        switch: Switch,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let (until_attribute, owner_attribute) = switch.lease_attributes();
+        super::applied(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(room, SESSION_ITEM)))
+                .update_expression("SET #until = :until, #owner = :owner")
+                .condition_expression(
+                    "attribute_exists(call_id) AND attribute_not_exists(ended_at) \
+                     AND (attribute_not_exists(#until) OR #until < :now)",
+                )
+                .expression_attribute_names("#until", until_attribute)
+                .expression_attribute_names("#owner", owner_attribute)
+                .expression_attribute_values(":until", AttributeValue::N(until.to_string()))
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .expression_attribute_values(":owner", s(owner))
+                .send()
+                .await,
+        )
+    }
+
+    async fn finish_switch(
+        &self,
+        room: &str,
+        switch: Switch,
+        owner: &str,
+        result: Option<&SwitchResult>,
+    ) -> Result<bool, StoreError> {
+        let (until_attribute, owner_attribute) = switch.lease_attributes();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(room, SESSION_ITEM)))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#until", until_attribute)
+            .expression_attribute_names("#owner", owner_attribute)
+            .expression_attribute_values(":owner", s(owner));
+        let mut sets: Vec<&str> = Vec::new();
+        let mut removed = vec!["#until", "#owner"];
+        match result {
+            None => {}
+            Some(SwitchResult::Agent {
+                active,
+                dispatch_id,
+            }) => {
+                update = update.expression_attribute_values(":a", AttributeValue::Bool(*active));
+                sets.push("agent_active = :a");
+                match dispatch_id {
+                    Some(id) => {
+                        update = update.expression_attribute_values(":d", s(id));
+                        sets.push("dispatch_id = :d");
+                    }
+                    None => removed.push("dispatch_id"),
+                }
+            }
+            Some(SwitchResult::Recording {
+                active,
+                egress_id,
+                location,
+            }) => {
+                update = update.expression_attribute_values(":r", AttributeValue::Bool(*active));
+                sets.push("recording = :r");
+                // The last egress id stays until another replaces it: a
+                // stop still knows what to stop, and the record what ran.
+                if let Some(id) = egress_id {
+                    update = update.expression_attribute_values(":e", s(id));
+                    sets.push("egress_id = :e");
+                }
+                if let Some(location) = location {
+                    update = update.expression_attribute_values(":l", s(location));
+                    sets.push("recording_location = :l");
+                }
+            }
+        }
+        let mut expression = String::new();
+        if !sets.is_empty() {
+            expression = format!("SET {} ", sets.join(", "));
+        }
+        expression.push_str(&format!("REMOVE {}", removed.join(", ")));
+        super::applied(update.update_expression(expression).send().await)
     }
 
     async fn open(&self, session: &NewSession) -> Result<Opened, StoreError> {
@@ -654,7 +941,7 @@ impl SessionStore for DynamoSessionStore {
         let Some(record) = self.get(room).await? else {
             return Ok(None);
         };
-        if record.ended() {
+        if record.ended() || !ending.is_for(&record) {
             return Ok(None);
         }
         let (Some(org_id), Some(session_id)) = (&record.org_id, &record.session_id) else {
@@ -681,11 +968,20 @@ impl SessionStore for DynamoSessionStore {
             values.insert(":r".into(), s(reason));
             sets.push("end_reason = :r");
         }
+        let mut condition = String::from("attribute_not_exists(ended_at)");
+        if let Some(conversation) = &ending.conversation {
+            values.insert(":conv".into(), s(conversation));
+            condition.push_str(" AND conversation = :conv");
+        }
+        if let Some(sid) = &ending.room_sid {
+            values.insert(":sid".into(), s(sid));
+            condition.push_str(" AND (attribute_not_exists(room_sid) OR room_sid = :sid)");
+        }
         let ended = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(room, SESSION_ITEM)))
             .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression("attribute_not_exists(ended_at)")
+            .condition_expression(condition)
             .expression_attribute_names("#status", "status")
             .set_expression_attribute_values(Some(values))
             .build()
@@ -734,7 +1030,23 @@ impl SessionStore for DynamoSessionStore {
         let open = Some(OPEN);
         match change {
             SessionChange::CallStatus(status) => {
-                self.set(room, &[("call_status", s(status))], open).await
+                // Callbacks arrive out of order: `ringing` after
+                // `in-progress` must change nothing.
+                let rank = AttributeValue::N(call_status_rank(status).to_string());
+                super::applied(
+                    self.client
+                        .update_item()
+                        .table_name(&self.table)
+                        .set_key(Some(key(room, SESSION_ITEM)))
+                        .update_expression("SET call_status = :s, call_status_rank = :r")
+                        .condition_expression(format!(
+                            "{OPEN} AND (attribute_not_exists(call_status_rank) OR call_status_rank < :r)"
+                        ))
+                        .expression_attribute_values(":s", s(status))
+                        .expression_attribute_values(":r", rank)
+                        .send()
+                        .await,
+                )
             }
             SessionChange::Agent {
                 active,
@@ -746,44 +1058,6 @@ impl SessionStore for DynamoSessionStore {
                 }
                 self.set(room, &values, open).await
             }
-            SessionChange::AgentSwitch { to } => super::applied(
-                self.client
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key(room, SESSION_ITEM)))
-                    .update_expression("SET agent_active = :to REMOVE dispatch_id")
-                    // Off -> on also from "never set"; on -> off only from on.
-                    .condition_expression(if *to {
-                        format!("{OPEN} AND (attribute_not_exists(agent_active) OR agent_active = :from)")
-                    } else {
-                        format!("{OPEN} AND agent_active = :from")
-                    })
-                    .expression_attribute_values(":to", AttributeValue::Bool(*to))
-                    .expression_attribute_values(":from", AttributeValue::Bool(!to))
-                    .send()
-                    .await,
-            ),
-            SessionChange::RecordingSwitch { to } => super::applied(
-                self.client
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key(room, SESSION_ITEM)))
-                    .update_expression(if *to {
-                        "SET recording = :to REMOVE egress_id"
-                    } else {
-                        "SET recording = :to"
-                    })
-                    // Off -> on also from "never set"; on -> off only from on.
-                    .condition_expression(if *to {
-                        format!("{OPEN} AND (attribute_not_exists(recording) OR recording = :from)")
-                    } else {
-                        format!("{OPEN} AND recording = :from")
-                    })
-                    .expression_attribute_values(":to", AttributeValue::Bool(*to))
-                    .expression_attribute_values(":from", AttributeValue::Bool(!to))
-                    .send()
-                    .await,
-            ),
             SessionChange::Recording {
                 active,
                 egress_id,

@@ -434,6 +434,7 @@ async fn a_second_slack_call_after_the_session_ended_reopens_the_room() {
         ended_at: shared::base::time::now_rfc3339(),
         duration_secs: Some(42),
         reason: Some("room finished".into()),
+        ..Ending::default()
     };
     assert!(lifecycle.end("slack-U0AGAIN", &ending).await.unwrap());
     assert!(t

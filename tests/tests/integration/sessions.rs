@@ -1112,7 +1112,7 @@ async fn room_finished_ends_a_web_session_once() {
     );
     let sessions = t.stack.sessions();
     sessions
-        .room_finished("finish-me", "2030-01-01T00:00:00Z", Some(61))
+        .room_finished("finish-me", "2030-01-01T00:00:00Z", Some(61), None)
         .await
         .unwrap();
     let record = sessions.get("finish-me").await.unwrap().unwrap();
@@ -1120,7 +1120,7 @@ async fn room_finished_ends_a_web_session_once() {
     assert_eq!(record.duration_secs, Some(61));
     // A second ender (say, the sweep) finds nothing to do.
     assert!(!sessions
-        .end_stale("finish-me", "2030-01-01T01:00:00Z", "stale")
+        .end_stale("finish-me", "2030-01-01T01:00:00Z", "stale", None)
         .await
         .unwrap());
     let listing = json_body(
@@ -1168,10 +1168,12 @@ async fn livekit_webhooks_fill_in_and_end_a_web_session() {
             body.as_bytes(),
         )
     };
+    // LiveKit names the room it created by its sid.
+    let sid = t.livekit.room_sid("lk-room").unwrap();
     let joined = webhook
         .handle(deliver(serde_json::json!({
             "event": "participant_joined", "id": "EV_join_1",
-            "room": {"name": "lk-room", "sid": "RM_1"},
+            "room": {"name": "lk-room", "sid": sid},
             "participant": {"identity": "guest-7", "kind": "STANDARD"},
             "createdAt": "1795269800",
         })))
@@ -1184,7 +1186,7 @@ async fn livekit_webhooks_fill_in_and_end_a_web_session() {
     let finished = webhook
         .handle(deliver(serde_json::json!({
             "event": "room_finished", "id": "EV_fin_1",
-            "room": {"name": "lk-room", "sid": "RM_1", "creationTime": "1795269700"},
+            "room": {"name": "lk-room", "sid": sid, "creationTime": "1795269700"},
             "createdAt": "1795269800",
         })))
         .await;
@@ -1239,6 +1241,7 @@ async fn a_launcher_room_is_reopened_for_a_new_conversation() {
         ended_at: shared::base::time::now_rfc3339(),
         duration_secs: Some(30),
         reason: Some("room finished".into()),
+        ..Default::default()
     };
     assert!(lifecycle.end(&first.room, &ending).await.unwrap());
     assert!(lifecycle
@@ -1511,3 +1514,6 @@ async fn concurrent_recording_starts_start_one_egress() {
     let stopped = t.toggle("recording", "rec-race", false, &t.key).await;
     assert_eq!(stopped.status(), StatusCode::OK);
 }
+
+#[path = "session_races.rs"]
+mod races;

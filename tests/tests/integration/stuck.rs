@@ -142,7 +142,7 @@ async fn a_session_whose_room_never_finished_is_ended_and_a_finished_one_dropped
         .await
         .unwrap();
     sessions
-        .room_finished("room-done", "2026-11-21T10:05:00Z", Some(300))
+        .room_finished("room-done", "2026-11-21T10:05:00Z", Some(300), None)
         .await
         .unwrap();
     let sweep = stack.stuck_sweep();

@@ -185,6 +185,8 @@ impl ProviderEventProcessor {
                 ended_at: crate::base::time::now_rfc3339(),
                 duration_secs: duration.filter(|_| status == "completed"),
                 reason: Some(status.to_string()),
+                // A call's room hosts that one call: any ender is for it.
+                ..Ending::default()
             };
             lifecycle
                 .end(&room, &ending)

@@ -17,8 +17,16 @@ use crate::providers::livekit::{
 use crate::queue::jobs::CallStart;
 use crate::store::dedup::{run_once, DedupStore, Once, OnceError};
 use crate::store::sessions::{
-    Ending, NewSession, Opened, SessionChange, SessionRecord, SessionStore,
+    Ending, NewSession, Opened, SessionRecord, SessionStore, Switch, SwitchResult,
 };
+
+/// How long a request holds a room's agent or recording switch: longer
+/// than the LiveKit calls it makes, short enough that a crashed holder's
+/// lease lapses before a person gives up retrying.
+pub const SWITCH_LEASE: Duration = Duration::from_secs(30);
+
+/// How long a request waits for another to let a switch go before 409.
+const SWITCH_WAIT: Duration = Duration::from_secs(5);
 
 /// LiveKit failing: `detail` for the caller, the cause in the log.
 pub fn livekit_failed(action: &str, err: &LiveKitError) -> ApiError {
@@ -105,8 +113,19 @@ impl SessionLifecycle {
             "org_id": opening.org_id,
         })
         .to_string();
-        // Refuse early what the store would refuse, so an ended or foreign
-        // room is not recreated in LiveKit first (the store still decides).
+        // The name becomes the organisation's before anything is created for
+        // it: two organisations opening one name at once get one owner, and
+        // the other a 409, never a token for a room it does not hold.
+        if !self
+            .sessions
+            .claim_room(&room, &opening.org_id)
+            .await
+            .map_err(crate::api::unavailable)?
+        {
+            return Err(room_taken());
+        }
+        // Refuse early what the store would refuse, so an ended room is not
+        // recreated in LiveKit first (the store still decides).
         let existing = self
             .sessions
             .get(&room)
@@ -143,12 +162,26 @@ impl SessionLifecycle {
             Ok::<_, ApiError>(serde_json::json!({"session_id": session_id}))
         };
         match run_once(self.dedup.as_ref(), &key, lease, work).await {
-            Ok(Once::Done(_)) => {}
+            Ok(Once::Done(_)) => return Ok(opened),
             Ok(Once::Duplicate(_)) => info!(%session_id, "session already opened"),
             // The other open finishes the same work; its caller hears if it fails.
             Ok(Once::InProgress) => info!(%session_id, "session being opened by another request"),
             Err(OnceError::Store(err)) => return Err(crate::api::unavailable(err)),
             Err(OnceError::Work(err)) => return Err(err),
+        }
+        // Another request did (or is doing) the work: after that wait, the
+        // room must still be this organisation's.
+        let now = self
+            .sessions
+            .get(&room)
+            .await
+            .map_err(crate::api::unavailable)?;
+        if now
+            .as_ref()
+            .and_then(|r| r.org_id.as_deref())
+            .is_some_and(|org| org != opening.org_id)
+        {
+            return Err(room_taken());
         }
         Ok(opened)
     }
@@ -163,7 +196,8 @@ impl SessionLifecycle {
         let session_id = opening.kind.session_id(&opening.key);
         let room = opening.kind.room(&opening.key);
         let metadata = metadata.to_string();
-        self.livekit
+        let created = self
+            .livekit
             .create_room(&room, &metadata)
             .await
             .map_err(|e| livekit_failed("create the room", &e))?;
@@ -184,6 +218,8 @@ impl SessionLifecycle {
                 to_number: opening.to_number.clone(),
                 host_identity: opening.host_identity.clone(),
                 reopen: opening.reopen,
+                conversation: uuid::Uuid::new_v4().simple().to_string(),
+                room_sid: Some(created.sid).filter(|sid| !sid.is_empty()),
             })
             .await
             .map_err(crate::api::unavailable)?;
@@ -276,113 +312,140 @@ impl SessionLifecycle {
         Ok(true)
     }
 
-    /// Claims a switch (`AgentSwitch`, `RecordingSwitch`): `None` when this
-    /// request holds it, else the open session as the other request left it
-    /// (404 once it has ended).
-    async fn claim_switch(
+    /// Takes the room's `switch` for this request (see [`SWITCH_LEASE`]),
+    /// waiting a little for another holder; 409 if it keeps it, 404 once
+    /// the session has ended. Returns the lease's owner token.
+    async fn take_switch(&self, room: &str, switch: Switch) -> Result<String, ApiError> {
+        let owner = uuid::Uuid::new_v4().simple().to_string();
+        let lease = i64::try_from(SWITCH_LEASE.as_secs()).unwrap_or(30);
+        let give_up = tokio::time::Instant::now() + SWITCH_WAIT;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let now = crate::base::time::epoch_secs();
+            if self
+                .sessions
+                .claim_switch(room, switch, &owner, now, now + lease)
+                .await
+                .map_err(crate::api::unavailable)?
+            {
+                return Ok(owner);
+            }
+            // Refused: held by another, or the session is gone.
+            let open = self
+                .sessions
+                .get(room)
+                .await
+                .map_err(crate::api::unavailable)?
+                .is_some_and(|r| !r.ended());
+            if !open {
+                return Err(ApiError::NotFound("Room not found".into()));
+            }
+            if tokio::time::Instant::now() + pause > give_up {
+                return Err(ApiError::InProgress);
+            }
+            tokio::time::sleep(crate::base::time::jitter(pause)).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Lets the switch go, writing what the holder found at LiveKit (on
+    /// success) in the same conditional write; on failure nothing but the
+    /// lease changes, so the record keeps every id a retry needs.
+    async fn finish_switch<T>(
         &self,
         room: &str,
-        switch: &SessionChange,
-    ) -> Result<Option<SessionRecord>, ApiError> {
-        let claimed = self
+        switch: Switch,
+        owner: &str,
+        outcome: Result<(T, SwitchResult), ApiError>,
+    ) -> Result<T, ApiError> {
+        let (value, found) = match outcome {
+            Ok((value, found)) => (value, found),
+            Err(err) => {
+                if let Err(release) = self.sessions.finish_switch(room, switch, owner, None).await {
+                    warn!(%room, error = %release, "switch not released; its lease will lapse");
+                }
+                return Err(err);
+            }
+        };
+        let written = self
             .sessions
-            .update(room, switch)
+            .finish_switch(room, switch, owner, Some(&found))
             .await
             .map_err(crate::api::unavailable)?;
-        if claimed {
-            return Ok(None);
+        if !written {
+            // The lease lapsed and another request took the switch: its
+            // result stands, and this caller should ask again.
+            return Err(ApiError::InProgress);
         }
-        self.sessions
-            .get(room)
-            .await
-            .map_err(crate::api::unavailable)?
-            .filter(|r| !r.ended())
-            .map(Some)
-            .ok_or_else(|| ApiError::NotFound("Room not found".into()))
+        Ok(value)
     }
 
     /// Dispatches the agent to, or removes it from, the tenant's room.
+    /// LiveKit is read before acting, so a retry after any failure (ours,
+    /// LiveKit's or the store's) reaches the state asked for.
     pub async fn set_agent(&self, record: &SessionRecord, enable: bool) -> Result<bool, ApiError> {
         let room = &record.room_name;
-        // Claim the switch first: of two concurrent toggles one acts, the
-        // other finds it done (and a failed dispatch gives the claim back).
-        if let Some(now) = self
-            .claim_switch(room, &SessionChange::AgentSwitch { to: enable })
-            .await?
-        {
-            if now.agent_active.unwrap_or(false) == enable {
-                return Ok(enable);
-            }
-            return Err(ApiError::NotFound("Room not found".into()));
-        }
-        let switched = self.switch_agent(record, enable).await;
-        if switched.is_err() {
-            let back = SessionChange::AgentSwitch { to: !enable };
-            if let Err(err) = self.sessions.update(room, &back).await {
-                warn!(%room, error = %err, "agent switch not given back after a LiveKit failure");
-            }
-        }
-        switched
+        let owner = self.take_switch(room, Switch::Agent).await?;
+        let outcome = self.switch_agent(record, enable).await.map(|dispatch_id| {
+            (
+                enable,
+                SwitchResult::Agent {
+                    active: enable,
+                    dispatch_id,
+                },
+            )
+        });
+        self.finish_switch(room, Switch::Agent, &owner, outcome)
+            .await
     }
 
-    /// The LiveKit side of [`set_agent`](Self::set_agent), once claimed.
-    async fn switch_agent(&self, record: &SessionRecord, enable: bool) -> Result<bool, ApiError> {
+    /// The LiveKit side of [`set_agent`](Self::set_agent), under the lease:
+    /// the dispatch id when on.
+    async fn switch_agent(
+        &self,
+        record: &SessionRecord,
+        enable: bool,
+    ) -> Result<Option<String>, ApiError> {
         let room = &record.room_name;
-        let dispatch_id = if enable {
+        if enable {
             let metadata = serde_json::json!({
                 "session_id": record.session_id,
                 "type": record.session_type,
                 "org_id": record.org_id,
             })
             .to_string();
-            Some(self.ensure_dispatch(room, &metadata).await?)
-        } else {
-            let dispatches = self
-                .livekit
-                .list_dispatches(room)
-                .await
-                .map_err(|e| livekit_failed("list the room's agents", &e))?;
-            for dispatch in dispatches
-                .iter()
-                .filter(|d| d.agent_name == self.agent_name)
-            {
-                self.livekit
-                    .delete_dispatch(room, &dispatch.id)
-                    .await
-                    .map_err(|e| livekit_failed("remove the agent", &e))?;
-            }
-            // A dispatched job may already have joined: remove its participant too.
-            let participants = match self.livekit.list_participants(room).await {
-                Ok(participants) => participants,
-                Err(LiveKitError::NotFound(_)) => Vec::new(),
-                Err(err) => return Err(livekit_failed("list the room's participants", &err)),
-            };
-            for agent in participants
-                .iter()
-                .filter(|p| p.is_agent(&self.agent_identity_prefix))
-            {
-                self.livekit
-                    .remove_participant(room, &agent.identity)
-                    .await
-                    .map_err(|e| livekit_failed("remove the agent", &e))?;
-            }
-            None
-        };
-        let changed = self
-            .sessions
-            .update(
-                room,
-                &SessionChange::Agent {
-                    active: enable,
-                    dispatch_id,
-                },
-            )
-            .await
-            .map_err(crate::api::unavailable)?;
-        if !changed {
-            return Err(ApiError::NotFound("Room not found".into()));
+            return Ok(Some(self.ensure_dispatch(room, &metadata).await?));
         }
-        Ok(enable)
+        let dispatches = self
+            .livekit
+            .list_dispatches(room)
+            .await
+            .map_err(|e| livekit_failed("list the room's agents", &e))?;
+        for dispatch in dispatches
+            .iter()
+            .filter(|d| d.agent_name == self.agent_name)
+        {
+            self.livekit
+                .delete_dispatch(room, &dispatch.id)
+                .await
+                .map_err(|e| livekit_failed("remove the agent", &e))?;
+        }
+        // A dispatched job may already have joined: remove its participant too.
+        let participants = match self.livekit.list_participants(room).await {
+            Ok(participants) => participants,
+            Err(LiveKitError::NotFound(_)) => Vec::new(),
+            Err(err) => return Err(livekit_failed("list the room's participants", &err)),
+        };
+        for agent in participants
+            .iter()
+            .filter(|p| p.is_agent(&self.agent_identity_prefix))
+        {
+            self.livekit
+                .remove_participant(room, &agent.identity)
+                .await
+                .map_err(|e| livekit_failed("remove the agent", &e))?;
+        }
+        Ok(None)
     }
 
     /// Whether an agent participant is in the room now.
@@ -432,7 +495,9 @@ impl RecordingStorage {
 
 impl SessionLifecycle {
     /// Starts or stops the room's composite recording; the egress id and
-    /// `s3://` location are kept on the session.
+    /// `s3://` location are kept on the session. LiveKit's list of the
+    /// room's running egresses decides what to do, so a retry after any
+    /// failure reaches the state asked for and the record agrees with it.
     pub async fn set_recording(
         &self,
         record: &SessionRecord,
@@ -440,42 +505,42 @@ impl SessionLifecycle {
         storage: &RecordingStorage,
     ) -> Result<(bool, String), ApiError> {
         let room = &record.room_name;
-        // Claim the switch first: two "start"s at once must not start two
-        // egresses (nor two "stop"s stop one twice).
-        if let Some(now) = self
-            .claim_switch(room, &SessionChange::RecordingSwitch { to: enable })
-            .await?
-        {
-            return match (enable, now.recording.unwrap_or(false), now.egress_id) {
-                (true, true, Some(egress)) => Ok((true, egress)),
-                (false, false, _) => Err(ApiError::Conflict {
-                    code: "not_recording",
-                    detail: "this room is not being recorded".into(),
-                }),
-                // Another request is switching it and has not finished.
-                _ => Err(ApiError::InProgress),
-            };
-        }
-        let result = if enable {
+        let owner = self.take_switch(room, Switch::Recording).await?;
+        let outcome = if enable {
             self.start_recording(record, storage).await
         } else {
             self.stop_recording(record).await
         };
-        if result.is_err() {
-            let back = SessionChange::RecordingSwitch { to: !enable };
-            if let Err(err) = self.sessions.update(room, &back).await {
-                warn!(%room, error = %err, "recording switch not given back after a LiveKit failure");
-            }
-        }
-        result.map(|egress_id| (enable, egress_id))
+        let egress_id = self
+            .finish_switch(room, Switch::Recording, &owner, outcome)
+            .await?;
+        Ok((enable, egress_id))
     }
 
+    /// Adopts the room's running egress, or starts one.
     async fn start_recording(
         &self,
         record: &SessionRecord,
         storage: &RecordingStorage,
-    ) -> Result<String, ApiError> {
+    ) -> Result<(String, SwitchResult), ApiError> {
         let room = &record.room_name;
+        let running = self
+            .livekit
+            .list_active_egress(room)
+            .await
+            .map_err(|e| livekit_failed("list the room's recordings", &e))?;
+        if let Some(egress) = running.first() {
+            // Started by an earlier attempt whose answer or record was lost.
+            info!(%room, egress_id = %egress.egress_id, "recording already running; adopted");
+            return Ok((
+                egress.egress_id.clone(),
+                SwitchResult::Recording {
+                    active: true,
+                    egress_id: Some(egress.egress_id.clone()),
+                    location: None,
+                },
+            ));
+        }
         let session_id = record.session_id.clone().unwrap_or_else(|| room.clone());
         let target = storage.target(&session_id);
         let egress = self
@@ -483,49 +548,61 @@ impl SessionLifecycle {
             .start_recording(room, &target)
             .await
             .map_err(|e| livekit_failed("start recording", &e))?;
-        let change = SessionChange::Recording {
-            active: true,
-            egress_id: egress.egress_id.clone(),
-            location: Some(format!("s3://{}/{}", target.bucket, target.key)),
-        };
-        self.record_change(room, &change).await?;
-        Ok(egress.egress_id)
+        Ok((
+            egress.egress_id.clone(),
+            SwitchResult::Recording {
+                active: true,
+                egress_id: Some(egress.egress_id),
+                location: Some(format!("s3://{}/{}", target.bucket, target.key)),
+            },
+        ))
     }
 
-    async fn stop_recording(&self, record: &SessionRecord) -> Result<String, ApiError> {
+    /// Stops every egress LiveKit runs for the room (an already ended one
+    /// counts as stopped); 409 when nothing records and nothing did.
+    async fn stop_recording(
+        &self,
+        record: &SessionRecord,
+    ) -> Result<(String, SwitchResult), ApiError> {
         let room = &record.room_name;
-        // The egress id as it is now, not as the caller read it before the claim.
-        let egress_id = self
+        let running = self
+            .livekit
+            .list_active_egress(room)
+            .await
+            .map_err(|e| livekit_failed("list the room's recordings", &e))?;
+        // The record as it is now, not as the caller read it before the lease.
+        let now = self
             .sessions
             .get(room)
             .await
             .map_err(crate::api::unavailable)?
-            .and_then(|r| r.egress_id)
-            .ok_or(ApiError::InProgress)?;
-        self.livekit
-            .stop_recording(&egress_id)
-            .await
-            .map_err(|e| livekit_failed("stop recording", &e))?;
-        let change = SessionChange::Recording {
-            active: false,
-            egress_id: egress_id.clone(),
-            location: None,
-        };
-        self.record_change(room, &change).await?;
-        Ok(egress_id)
-    }
-
-    async fn record_change(&self, room: &str, change: &SessionChange) -> Result<(), ApiError> {
-        let changed = self
-            .sessions
-            .update(room, change)
-            .await
-            .map_err(crate::api::unavailable)?;
-        if changed {
-            Ok(())
-        } else {
-            Err(ApiError::NotFound("Room not found".into()))
+            .unwrap_or_default();
+        let recorded = now.recording.unwrap_or(false);
+        if running.is_empty() && !recorded {
+            return Err(ApiError::Conflict {
+                code: "not_recording",
+                detail: "this room is not being recorded".into(),
+            });
         }
+        for egress in &running {
+            self.livekit
+                .stop_recording(&egress.egress_id)
+                .await
+                .map_err(|e| livekit_failed("stop recording", &e))?;
+        }
+        let last = running
+            .first()
+            .map(|e| e.egress_id.clone())
+            .or(now.egress_id)
+            .unwrap_or_default();
+        Ok((
+            last.clone(),
+            SwitchResult::Recording {
+                active: false,
+                egress_id: Some(last).filter(|id| !id.is_empty()),
+                location: None,
+            },
+        ))
     }
 }
 

@@ -82,6 +82,8 @@ struct State {
     world: Mutex<World>,
     /// Scripted errors: how many are left, and which HTTP status they carry.
     failures: Mutex<(u32, StatusCode)>,
+    /// Scripted one-shot errors of one method: (method, after acting, status).
+    method_failures: Mutex<Vec<(String, bool, StatusCode)>>,
     agent_joins: AtomicBool,
 }
 
@@ -100,6 +102,7 @@ impl FakeLiveKit {
             api_secret: api_secret.to_owned(),
             world: Mutex::default(),
             failures: Mutex::new((0, StatusCode::SERVICE_UNAVAILABLE)),
+            method_failures: Mutex::default(),
             agent_joins: AtomicBool::new(true),
         });
         let handler_state = Arc::clone(&state);
@@ -121,6 +124,13 @@ impl FakeLiveKit {
     /// other 5xx, `permission_denied` for 403, ...), before any other check.
     pub fn fail_next(&self, count: u32, status: StatusCode) {
         *lock(&self.state.failures) = (count, status);
+    }
+
+    /// The next call of `method` (e.g. `StopEgress`) answers `status`
+    /// without acting; with `after_acting`, it acts first and then answers
+    /// `status`, as a call whose answer was lost (a timeout) looks.
+    pub fn fail_method(&self, method: &str, after_acting: bool, status: StatusCode) {
+        lock(&self.state.method_failures).push((method.to_owned(), after_acting, status));
     }
 
     /// Whether a dispatched agent joins its room (on by default): it then
@@ -149,6 +159,14 @@ impl FakeLiveKit {
     /// Names of the open rooms, sorted.
     pub fn rooms(&self) -> Vec<String> {
         lock(&self.state.world).rooms.keys().cloned().collect()
+    }
+
+    /// The sid of the room `name` as it exists now.
+    pub fn room_sid(&self, name: &str) -> Option<String> {
+        lock(&self.state.world)
+            .rooms
+            .get(name)
+            .map(|r| r.sid.clone())
     }
 
     pub fn room_exists(&self, name: &str) -> bool {
@@ -214,6 +232,7 @@ enum Rpc {
     DeleteDispatch,
     StartRoomCompositeEgress,
     StopEgress,
+    ListEgress,
 }
 
 impl Rpc {
@@ -229,6 +248,7 @@ impl Rpc {
             ("livekit.AgentDispatchService", "DeleteDispatch") => Rpc::DeleteDispatch,
             ("livekit.Egress", "StartRoomCompositeEgress") => Rpc::StartRoomCompositeEgress,
             ("livekit.Egress", "StopEgress") => Rpc::StopEgress,
+            ("livekit.Egress", "ListEgress") => Rpc::ListEgress,
             _ => return None,
         })
     }
@@ -282,6 +302,7 @@ impl Rpc {
                 "webhooks",
             ],
             Rpc::StopEgress => &["egress_id"],
+            Rpc::ListEgress => &["room_name", "egress_id", "active"],
         }
     }
 
@@ -289,7 +310,9 @@ impl Rpc {
     fn needs(self, room: &str) -> Grant<'_> {
         match self {
             Rpc::CreateRoom | Rpc::DeleteRoom => Grant::Global("roomCreate"),
-            Rpc::StartRoomCompositeEgress | Rpc::StopEgress => Grant::Global("roomRecord"),
+            Rpc::StartRoomCompositeEgress | Rpc::StopEgress | Rpc::ListEgress => {
+                Grant::Global("roomRecord")
+            }
             Rpc::ListParticipants
             | Rpc::RemoveParticipant
             | Rpc::CreateDispatch
@@ -303,7 +326,7 @@ impl Rpc {
     fn subject_field(self) -> &'static str {
         match self {
             Rpc::CreateRoom => "name",
-            Rpc::StartRoomCompositeEgress => "room_name",
+            Rpc::StartRoomCompositeEgress | Rpc::ListEgress => "room_name",
             Rpc::StopEgress => "egress_id",
             _ => "room",
         }
@@ -449,6 +472,28 @@ impl World {
 
 impl State {
     fn handle(&self, req: &Recorded) -> Response {
+        let method = req.path.rsplit('/').next().unwrap_or_default();
+        let scripted = {
+            let mut failures = lock(&self.method_failures);
+            failures
+                .iter()
+                .position(|(m, _, _)| m == method)
+                .map(|i| failures.remove(i))
+        };
+        let fault = |status: StatusCode| Fault {
+            status,
+            code: code_for(status),
+            msg: format!("scripted failure of {method} ({})", status.as_u16()),
+        };
+        match scripted {
+            Some((_, false, status)) => return fault(status).response(),
+            Some((_, true, status)) => {
+                // Acts, then the answer is lost.
+                let _ = self.answer(req);
+                return fault(status).response();
+            }
+            None => {}
+        }
         match self.answer(req) {
             Ok(body) => json_response(StatusCode::OK, body),
             Err(fault) => fault.response(),
@@ -522,6 +567,7 @@ impl State {
             Rpc::DeleteDispatch => self.delete_dispatch(&subject, &message),
             Rpc::StartRoomCompositeEgress => self.start_egress(&subject, &message),
             Rpc::StopEgress => self.stop_egress(&subject),
+            Rpc::ListEgress => self.list_egress(&subject, &message),
         }
     }
 
@@ -760,6 +806,29 @@ impl State {
         let started = now_ms();
         world.egresses.push((egress.clone(), started, 0));
         Ok(egress_json(&egress, &room_sid, started, 0))
+    }
+
+    /// `ListEgress`: by room (and id), only unfinished ones when `active`.
+    fn list_egress(&self, room: &str, message: &Message<'_>) -> Result<Value, Fault> {
+        let egress_id = message.string("egress_id")?;
+        let active = message.boolean("active")?;
+        let world = lock(&self.world);
+        let items: Vec<Value> = world
+            .egresses
+            .iter()
+            .filter(|(e, _, _)| room.is_empty() || e.room == room)
+            .filter(|(e, _, _)| egress_id.is_empty() || e.id == egress_id)
+            .filter(|(e, _, _)| !active || !EGRESS_ENDED.contains(&e.status.as_str()))
+            .map(|(e, started, ended)| {
+                let room_sid = world
+                    .rooms
+                    .get(&e.room)
+                    .map(|r| r.sid.clone())
+                    .unwrap_or_default();
+                egress_json(e, &room_sid, *started, *ended)
+            })
+            .collect();
+        Ok(json!({ "items": items }))
     }
 
     fn stop_egress(&self, egress_id: &str) -> Result<Value, Fault> {
