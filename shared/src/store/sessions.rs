@@ -282,8 +282,6 @@ pub trait SessionStore: Send + Sync {
     /// false if another organisation holds it. A name, once claimed, stays
     /// its organisation's (LiveKit has one room namespace per project).
     async fn claim_room(&self, room: &str, org_id: &str) -> Result<bool, StoreError>;
-    /// The organisation that holds the room name, if any.
-    async fn room_owner(&self, room: &str) -> Result<Option<String>, StoreError>;
     /// Marks a seed-000 session as started by `org_id`'s report.
     async fn mark_reported(&self, room: &str, org_id: &str) -> Result<(), StoreError>;
     /// Takes `switch` of the open session in `room` for `owner` until
@@ -801,20 +799,6 @@ impl SessionStore for DynamoSessionStore {
                 .send()
                 .await,
         )
-    }
-
-    async fn room_owner(&self, room: &str) -> Result<Option<String>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(room, OWNER_ITEM)))
-            .consistent_read(true)
-            .send()
-            .await?;
-        Ok(out
-            .item
-            .and_then(|item| item.get("org_id")?.as_s().ok().cloned()))
     }
 
     async fn mark_reported(&self, room: &str, org_id: &str) -> Result<(), StoreError> {

@@ -9,7 +9,11 @@ use http::StatusCode;
 use serde_json::json;
 use shared::flows::sessions::Opening;
 use shared::flows::stuck::StuckSessions;
-use shared::store::sessions::{DynamoSessionStore, Ending, SessionStore};
+use shared::store::sessions::{
+    DynamoSessionStore, Ending, NewSession, Opened, SessionChange, SessionRecord, SessionStore,
+    SessionWatch, SlackThread, Switch, SwitchResult,
+};
+use shared::store::StoreError;
 
 use super::*;
 
@@ -426,4 +430,179 @@ async fn a_session_call_status_never_moves_back() {
     let session = json_body(&t.get_session("phone-CAorder1", &t.key).await);
     assert_eq!(session["call_status"], "in-progress");
     assert_eq!(session["status"], "active");
+}
+
+/// The session store with one scripted failure: the write that records a
+/// switch's result fails once, after LiveKit acted (a DynamoDB error).
+struct RecordWriteFails {
+    inner: DynamoSessionStore,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for RecordWriteFails {
+    async fn room_started(
+        &self,
+        room: &str,
+        sid: Option<&str>,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.room_started(room, sid, at).await
+    }
+    async fn room_finished(
+        &self,
+        room: &str,
+        at: &str,
+        duration: Option<u64>,
+        sid: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.inner.room_finished(room, at, duration, sid).await
+    }
+    async fn participant_joined(
+        &self,
+        room: &str,
+        email: Option<&str>,
+        identity: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.inner.participant_joined(room, email, identity).await
+    }
+    async fn set_thread(&self, room: &str, thread: &SlackThread) -> Result<(), StoreError> {
+        self.inner.set_thread(room, thread).await
+    }
+    async fn get(&self, room: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.get(room).await
+    }
+    async fn due_watches(&self, now: i64, limit: i32) -> Result<Vec<SessionWatch>, StoreError> {
+        self.inner.due_watches(now, limit).await
+    }
+    async fn drop_watch(&self, watch: &SessionWatch) -> Result<(), StoreError> {
+        self.inner.drop_watch(watch).await
+    }
+    async fn end_stale(
+        &self,
+        room: &str,
+        at: &str,
+        reason: &str,
+        conversation: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.inner.end_stale(room, at, reason, conversation).await
+    }
+    async fn claim_room(&self, room: &str, org_id: &str) -> Result<bool, StoreError> {
+        self.inner.claim_room(room, org_id).await
+    }
+    async fn mark_reported(&self, room: &str, org_id: &str) -> Result<(), StoreError> {
+        self.inner.mark_reported(room, org_id).await
+    }
+    async fn claim_switch(
+        &self,
+        room: &str,
+        switch: Switch,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .claim_switch(room, switch, owner, now, until)
+            .await
+    }
+    async fn finish_switch(
+        &self,
+        room: &str,
+        switch: Switch,
+        owner: &str,
+        result: Option<&SwitchResult>,
+    ) -> Result<bool, StoreError> {
+        if result.is_some() && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Dynamo(
+                "scripted: the record write failed".into(),
+            ));
+        }
+        self.inner.finish_switch(room, switch, owner, result).await
+    }
+    async fn open(&self, session: &NewSession) -> Result<Opened, StoreError> {
+        self.inner.open(session).await
+    }
+    async fn end(&self, room: &str, ending: &Ending) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.end(room, ending).await
+    }
+    async fn update(&self, room: &str, change: &SessionChange) -> Result<bool, StoreError> {
+        self.inner.update(room, change).await
+    }
+    async fn list_active(&self, org_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        self.inner.list_active(org_id).await
+    }
+    async fn list_ended(&self, org_id: &str, limit: i32) -> Result<Vec<SessionRecord>, StoreError> {
+        self.inner.list_ended(org_id, limit).await
+    }
+}
+
+/// LiveKit started the egress (or dispatched the agent) but the record
+/// write failed: the request answers 503, and its retry adopts what LiveKit
+/// runs instead of orphaning it or starting a second one.
+#[tokio::test]
+async fn a_switch_whose_record_write_failed_is_completed_by_the_retry() {
+    let t = Rooms::start().await;
+    let room = "write-faults";
+    assert_eq!(t.create_room(room).await.status(), StatusCode::CREATED);
+    let store = Arc::new(RecordWriteFails {
+        inner: t.stack.sessions(),
+        armed: std::sync::atomic::AtomicBool::new(true),
+    });
+    let mut lifecycle = t.lifecycle();
+    lifecycle.sessions = store.clone();
+    let recording = room_recording::RoomRecording {
+        lifecycle,
+        ..t.room_recording()
+    };
+    let toggle = |enable: bool| {
+        api(
+            "POST",
+            "/room/{roomName}/recording",
+            &format!("/room/{room}/recording"),
+            "",
+            Some(&t.key),
+            Some(json!({ "enable": enable })),
+        )
+    };
+    let failed = recording.handle(toggle(true)).await;
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(t.running_egresses(room).len(), 1, "LiveKit did start it");
+    let retried = recording.handle(toggle(true)).await;
+    assert_eq!(retried.status(), StatusCode::OK, "{}", json_body(&retried));
+    assert_eq!(t.livekit.egresses().len(), 1, "adopted, not started twice");
+    t.assert_recording_agrees(room).await;
+
+    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let failed = recording.handle(toggle(false)).await;
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(t.running_egresses(room).is_empty(), "LiveKit did stop it");
+    let retried = recording.handle(toggle(false)).await;
+    assert_eq!(retried.status(), StatusCode::OK, "{}", json_body(&retried));
+    t.assert_recording_agrees(room).await;
+
+    // The agent: removed at LiveKit, record write failed, retry settles it.
+    let mut lifecycle = t.lifecycle();
+    lifecycle.sessions = store.clone();
+    let agent = room_agent::RoomAgent {
+        lifecycle,
+        ..t.room_agent()
+    };
+    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let off = || {
+        api(
+            "POST",
+            "/room/{roomName}/agent",
+            &format!("/room/{room}/agent"),
+            "",
+            Some(&t.key),
+            Some(json!({ "enable": false })),
+        )
+    };
+    assert_eq!(
+        agent.handle(off()).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(t.livekit.dispatches(room).is_empty());
+    assert_eq!(agent.handle(off()).await.status(), StatusCode::OK);
+    t.assert_agent_agrees(room).await;
 }

@@ -367,11 +367,21 @@ impl SessionLifecycle {
                 return Err(err);
             }
         };
-        let written = self
+        let written = match self
             .sessions
             .finish_switch(room, switch, owner, Some(&found))
             .await
-            .map_err(crate::api::unavailable)?;
+        {
+            Ok(written) => written,
+            Err(err) => {
+                // LiveKit acted but the record did not follow: let the lease
+                // go so the retry reads LiveKit again and writes it then.
+                if let Err(release) = self.sessions.finish_switch(room, switch, owner, None).await {
+                    warn!(%room, error = %release, "switch not released; its lease will lapse");
+                }
+                return Err(crate::api::unavailable(err));
+            }
+        };
         if !written {
             // The lease lapsed and another request took the switch: its
             // result stands, and this caller should ask again.
