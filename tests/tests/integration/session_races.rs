@@ -108,7 +108,8 @@ async fn two_organisations_creating_one_room_name_at_once_never_share_it() {
             .filter(|(_, status, _)| *status == StatusCode::CREATED)
             .map(|(org, _, _)| *org)
             .collect();
-        assert_eq!(winners.len(), 1, "{room}: {results:?}");
+        let statuses: Vec<(&str, StatusCode)> = results.iter().map(|(o, s, _)| (*o, *s)).collect();
+        assert_eq!(winners.len(), 1, "{room}: {statuses:?}");
         let winner = *winners.iter().next().unwrap();
         for (org, status, body) in &results {
             if *org == winner {
