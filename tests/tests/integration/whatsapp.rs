@@ -643,3 +643,66 @@ async fn templates_carry_content_sid_and_variables() {
         "HXb5b62575e6e4ff6129ad7c8efe1f983e"
     );
 }
+
+/// Twilio's 21211 text as it really reads: it quotes the number.
+const REFUSAL_WITH_NUMBER: &str = "The 'To' number +14155550100 is not a valid phone number.";
+
+impl WhatsApp {
+    /// The reply record of `inbound_sid` as stored, every attribute.
+    async fn reply_item(&self, inbound_sid: &str) -> serde_json::Value {
+        let out = self
+            .stack
+            .harness_dynamo
+            .get_item()
+            .table_name(self.stack.resources.table("WhatsAppTable"))
+            .key(
+                "conversation",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("{ORG}#{USER}")),
+            )
+            .key(
+                "item",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("reply#{inbound_sid}")),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        let item = out.item.unwrap_or_default();
+        item.iter()
+            .map(|(k, v)| {
+                let v = v
+                    .as_s()
+                    .cloned()
+                    .or_else(|_| v.as_n().cloned())
+                    .unwrap_or_default();
+                (k.clone(), serde_json::Value::String(v))
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_quoting_the_number_is_stored_and_answered_masked() {
+    let wa = WhatsApp::start().await;
+    // The reply worker: the refusal is settled with its reason, masked.
+    wa.deliver(&sid(40), "hi").await;
+    wa.llm.script([LlmScript::Answer("Hello!".into())]);
+    wa.twilio.fail_next_message(400, 21211, REFUSAL_WITH_NUMBER);
+    wa.run_replies(&wa.worker()).await;
+    let record = wa.reply_item(&sid(40)).await;
+    assert_eq!(record["state"], "failed", "{record}");
+    let reason = record["reason"].as_str().unwrap();
+    assert!(reason.contains("21211"), "{reason}");
+    assert!(!reason.contains("4155550100"), "number stored: {reason}");
+
+    // A tenant's send: the client's detail keeps the code, not the number.
+    wa.twilio.fail_next_message(400, 21211, REFUSAL_WITH_NUMBER);
+    let refused = wa
+        .send(serde_json::json!({"to": "+14155550100", "message": "hi"}))
+        .await;
+    assert_eq!(refused.status(), 422);
+    let detail = json_body(&refused)["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("21211"), "{detail}");
+    assert!(!detail.contains("4155550100"), "number answered: {detail}");
+}
