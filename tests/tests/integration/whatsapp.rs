@@ -838,3 +838,48 @@ async fn a_long_llm_reply_reaches_the_customer_in_parts_within_the_body_limit() 
         .count();
     assert_eq!(outbound, bodies.len(), "each part is recorded");
 }
+
+#[tokio::test]
+async fn a_message_that_cannot_be_stored_is_503_and_the_retry_stores_it() {
+    let wa = WhatsApp::start().await;
+    let mut route = wa.message_route();
+    // Nothing durable holds the message: 503 (Twilio re-posts it only with
+    // `#rc=` overrides), and the claim is released for that retry.
+    route.intake.store = Arc::new(DynamoWhatsAppStore {
+        client: wa.stack.dynamo.clone(),
+        table: "no-such-table".into(),
+        retention: Duration::from_secs(86_400),
+    });
+    let message_sid = sid(80);
+    let params = incoming(&message_sid, "hello?", 0);
+    let refused = route.handle(signed("/whatsapp/message", &params)).await;
+    assert_eq!(refused.status(), 503, "{}", text(&refused));
+    assert_eq!(json_body(&refused)["code"], "unavailable");
+    assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 0);
+    let retried = wa
+        .message_route()
+        .handle(signed("/whatsapp/message", &params))
+        .await;
+    assert_eq!(retried.status(), 200, "{}", text(&retried));
+    assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 1);
+}
+
+#[tokio::test]
+async fn a_reply_that_never_settles_is_requeued_three_times_then_given_up() {
+    let wa = WhatsApp::start().await;
+    wa.deliver(&sid(90), "anyone?").await;
+    wa.stack.discard_queued("WhatsAppReplyQueue").await;
+    let sweep = wa.stuck_replies();
+    let mut at = shared::base::time::epoch_secs();
+    for round in 1..=3 {
+        at += 301;
+        let report = sweep.sweep(at, 100).await.unwrap();
+        assert_eq!(report.requeued, [sid(90)], "round {round}");
+    }
+    assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 3);
+    let report = sweep.sweep(at + 301, 100).await.unwrap();
+    assert_eq!(report.given_up, [sid(90)]);
+    // Dropped: later sweeps leave it alone.
+    let report = sweep.sweep(at + 602, 100).await.unwrap();
+    assert_eq!(report, Default::default());
+}
