@@ -4,6 +4,8 @@
 //!   `transcribed` past their deadline are re-driven once, then ended
 //!   `failed` with a notification (`shared::flows::stuck`).
 //! - Sessions (LiveKit rooms) never reported finished are ended with a reason.
+//! - Incoming WhatsApp messages still unanswered past their watch entry have
+//!   their reply job queued again (`shared::flows::whatsapp::StuckReplies`).
 //! - Outbound calls that never reported an end have their budget released.
 //!   A call's reservation is settled by its final status callback, the
 //!   post-call webhook or the monitor; one still open after the assistant's
@@ -20,6 +22,7 @@ use serde::Serialize;
 use shared::base::config;
 use shared::base::metrics::{self, Metric};
 use shared::flows::stuck::{StuckCalls, StuckReport, StuckSessions, StuckSessionsReport};
+use shared::flows::whatsapp::{StuckReplies, StuckRepliesReport, REPLY_WATCH_AFTER};
 use shared::queue::jobs::{self, NotificationJob, NotificationKind};
 use shared::store::outbound_calls::{OutboundCallStore, UsageRecorded};
 use shared::store::StoreError;
@@ -34,6 +37,8 @@ pub struct StuckSweep {
     pub calls: Arc<dyn OutboundCallStore>,
     pub pipeline: StuckCalls,
     pub sessions: StuckSessions,
+    /// `None` only where a test sweeps other work alone.
+    pub replies: Option<StuckReplies>,
     /// Most reservations released per run (`SWEEP_BATCH`); the rest wait
     /// for the next run.
     pub batch: i32,
@@ -46,6 +51,8 @@ pub struct SweepReport {
     pub pipeline: StuckReport,
     /// Sessions ended because their room never reported finishing.
     pub sessions: StuckSessionsReport,
+    /// Unanswered WhatsApp messages re-queued or given up.
+    pub replies: StuckRepliesReport,
     /// Calls whose reservation this run released.
     pub released: Vec<String>,
     /// Calls settled by someone else between the ledger read and ours.
@@ -73,6 +80,12 @@ impl StuckSweep {
             sessions: StuckSessions {
                 sessions: aws.sessions()?,
             },
+            replies: Some(StuckReplies {
+                store: aws.whatsapp()?,
+                reply_queue: aws.whatsapp_reply_queue()?,
+                grace: REPLY_WATCH_AFTER,
+                max_redrives: 3,
+            }),
             batch: config::parsed_or("SWEEP_BATCH", 100)?,
         })
     }
@@ -90,6 +103,9 @@ impl StuckSweep {
             sessions: self.sessions.sweep(now, self.batch).await?,
             ..SweepReport::default()
         };
+        if let Some(replies) = &self.replies {
+            report.replies = replies.sweep(now, self.batch).await?;
+        }
         if !report.sessions.ended.is_empty() {
             metrics::count_n(Metric::StuckSessions, report.sessions.ended.len() as u64);
         }

@@ -3,7 +3,9 @@
 //! never retries one, so the durable record is the one conditional write
 //! that moves the message's status forward (`WhatsAppStore::apply_status`:
 //! a late `sent` never overwrites `read`; `failed` and `undelivered` are
-//! final and keep their `ErrorCode`), made before the 200. Unknown sids and
+//! final and keep their `ErrorCode`), made before the 200. A status for a sid
+//! not recorded yet (the callback beat the reply worker's record) is kept
+//! for a day and applied when the message is recorded (`kept`). Unknown
 //! statuses are answered 200 and logged; a store failure is 503.
 
 use std::sync::Arc;
@@ -53,6 +55,7 @@ impl Route for WhatsAppStatus {
             StatusApplied::Applied => "applied",
             StatusApplied::Stale => "stale",
             StatusApplied::Unknown => "unknown_message",
+            StatusApplied::Kept => "kept",
             StatusApplied::Ignored => "unknown_status",
         };
         info!(message_sid = %sid, %status, ?error_code, outcome, "WhatsApp status");

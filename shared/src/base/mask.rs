@@ -35,6 +35,38 @@ pub fn email(address: &str) -> String {
     }
 }
 
+/// Free text (a provider's error message) with every phone-number-looking
+/// run of digits (8 or more, optionally after `+`, not inside a word such as
+/// a sid) passed through [`phone`]. Shorter runs (error codes) stay.
+pub fn phones_in(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let start = i;
+        let plus = chars[i] == '+';
+        let digits_from = if plus { i + 1 } else { i };
+        let mut end = digits_from;
+        while end < chars.len() && chars[end].is_ascii_digit() {
+            end += 1;
+        }
+        let inside_word = start > 0 && chars[start - 1].is_ascii_alphanumeric()
+            || end < chars.len() && chars[end].is_ascii_alphabetic();
+        if end - digits_from >= 8 && !inside_word {
+            let number: String = chars[start..end].iter().collect();
+            out.push_str(&phone(&number));
+            i = end;
+        } else if end > digits_from {
+            out.extend(&chars[start..end]);
+            i = end;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,6 +76,23 @@ mod tests {
         assert_eq!(phone("+919876543210"), "+91******3210");
         assert_eq!(phone("09631084471"), "*******4471");
         assert_eq!(phone("123"), "***");
+    }
+
+    #[test]
+    fn masks_numbers_inside_provider_messages() {
+        assert_eq!(
+            phones_in("The 'To' number +15551234567 is not a valid phone number."),
+            "The 'To' number +15*****4567 is not a valid phone number."
+        );
+        assert_eq!(
+            phones_in("To: whatsapp:+14155550100 (code 21211)"),
+            "To: whatsapp:+14*****0100 (code 21211)"
+        );
+        assert_eq!(phones_in("bare 919876543210."), "bare ********3210.");
+        // Sids and short codes are not numbers.
+        let sid = "SM0123456789abcdef0123456789abcdef";
+        assert_eq!(phones_in(sid), sid);
+        assert_eq!(phones_in("HTTP 400, code 63016"), "HTTP 400, code 63016");
     }
 
     #[test]

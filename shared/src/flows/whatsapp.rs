@@ -39,7 +39,12 @@ use crate::providers::twilio::{
 };
 use crate::queue::jobs::{self, JobQueue, WhatsAppReplyJob};
 use crate::store::dedup::{complete_retrying, run_once, Claim, DedupStore, Settled};
-use crate::store::whatsapp::{conversation_key, Direction, StoredMessage, WhatsAppStore};
+use crate::store::whatsapp::{
+    conversation_key, Direction, PendingReply, StoredMessage, WhatsAppStore,
+};
+
+mod watch;
+pub use watch::{StuckReplies, StuckRepliesReport, REPLY_WATCH_AFTER};
 
 // Sending to a tenant's number checks it with libphonenumber; the webhooks
 // and the reply worker answer numbers Twilio gave us.
@@ -138,8 +143,10 @@ pub struct WhatsAppIntake {
 
 impl WhatsAppIntake {
     /// Stores the message in its conversation and queues its reply, once per
-    /// `MessageSid`. A failure releases the claim and answers 503 so Twilio's
-    /// retry (or the next delivery) does it.
+    /// `MessageSid`. Twilio does not retry a 5xx unless the webhook URL asks
+    /// for it (`#rc=`/`#rp=` overrides), so only a failed store (nothing
+    /// durable) is 503; once stored, the message's watch entry makes the
+    /// stuck sweep queue a reply that did not get queued here, and it is 200.
     pub async fn accept(&self, inbound: &Inbound, lease: Duration) -> Result<bool, ApiError> {
         let conversation = conversation_key(&self.inbound_org, &inbound.wa_id);
         let result = run_once(
@@ -156,27 +163,37 @@ impl WhatsAppIntake {
                 );
                 message.num_media = inbound.num_media;
                 message.profile_name = inbound.profile_name.clone();
-                // `false`: an earlier, failed delivery stored it already.
-                self.store
-                    .record_message(&message)
-                    .await
-                    .map_err(api::unavailable)?;
-                let job = WhatsAppReplyJob {
+                let pending = PendingReply {
                     message_sid: inbound.message_sid.clone(),
                     conversation: conversation.clone(),
                     reply_to: inbound.from.clone(),
                     body: inbound.body.clone(),
                     num_media: inbound.num_media,
                 };
-                jobs::send(self.reply_queue.as_ref(), &job, Duration::ZERO)
+                let due = crate::base::time::epoch_secs() + REPLY_WATCH_AFTER.as_secs() as i64;
+                // `false`: an earlier, failed delivery stored it already.
+                self.store
+                    .record_inbound(&message, &pending, due)
                     .await
                     .map_err(api::unavailable)?;
+                let job = watch::job_of(&pending);
+                // Stored with its watch entry: a lost job is re-queued by the
+                // sweep, so a queue failure no longer costs the message.
+                let queued = match jobs::send(self.reply_queue.as_ref(), &job, Duration::ZERO).await
+                {
+                    Ok(()) => true,
+                    Err(err) => {
+                        warn!(message_sid = %inbound.message_sid, error = %err, "reply job not queued; the stuck sweep queues it");
+                        false
+                    }
+                };
                 info!(
                     message_sid = %inbound.message_sid,
                     from = %mask::phone(&inbound.wa_id),
-                    "WhatsApp message stored; reply queued"
+                    queued,
+                    "WhatsApp message stored"
                 );
-                Ok(serde_json::json!({"queued": true}))
+                Ok(serde_json::json!({"queued": queued}))
             },
         )
         .await;
@@ -318,6 +335,7 @@ impl ReplyAgent {
             return Ok(ReplyOutcome::AlreadyDone);
         }
         let text = record.text.unwrap_or(text);
+        let parts = split_reply(&text, MAX_BODY_CHARS);
         if record.attempts > 1 {
             warn!(
                 message_sid = %sid,
@@ -325,51 +343,67 @@ impl ReplyAgent {
                 "re-sending a reply whose earlier send has no recorded outcome; the user may receive it twice"
             );
         }
-        let timeout = self
-            .settings
-            .twilio_timeout
-            .min(stop.saturating_duration_since(Instant::now()));
-        let sent = self
-            .twilio
-            .send_message(
-                &NewMessage {
-                    from: &self.settings.from,
-                    to: &job.reply_to,
-                    content: MessageContent::Text(&text),
-                    status_callback: self.settings.status_callback.as_deref(),
-                },
-                timeout,
-            )
-            .await;
-        match sent {
-            Ok(sent) => {
-                self.record_sent(job, &text, &sent).await;
-                info!(message_sid = %sid, reply_sid = %sent.sid, "WhatsApp reply sent");
-                Ok(ReplyOutcome::Sent(sent.sid))
+        // Parts accepted before (a redelivery) are not sent again.
+        let mut last = None;
+        let total = parts.len() as u32;
+        for (part, body) in (0..total).zip(&parts).skip(record.sent_parts as usize) {
+            let timeout = self
+                .settings
+                .twilio_timeout
+                .min(stop.saturating_duration_since(Instant::now()));
+            let sent = self
+                .twilio
+                .send_message(
+                    &NewMessage {
+                        from: &self.settings.from,
+                        to: &job.reply_to,
+                        content: MessageContent::Text(body),
+                        status_callback: self.settings.status_callback.as_deref(),
+                    },
+                    timeout,
+                )
+                .await;
+            match sent {
+                Ok(sent) => {
+                    self.record_sent(job, part, total, body, &sent).await;
+                    info!(message_sid = %sid, reply_sid = %sent.sid, part, total, "WhatsApp reply sent");
+                    last = Some(sent.sid);
+                }
+                Err(MessageError::Refused {
+                    status,
+                    code,
+                    message,
+                }) => {
+                    // `message` is masked by the client (Twilio quotes numbers).
+                    let reason = format!("HTTP {status}, code {code:?}: {message}");
+                    warn!(message_sid = %sid, %reason, "Twilio refused the WhatsApp reply");
+                    self.store
+                        .settle_unsent(conversation, sid, "failed", Some(&reason))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    return Ok(ReplyOutcome::Refused(reason));
+                }
+                Err(MessageError::Unavailable(reason)) => {
+                    return Err(format!(
+                        "Twilio unavailable, reply kept for the retry: {reason}"
+                    ))
+                }
             }
-            Err(MessageError::Refused {
-                status,
-                code,
-                message,
-            }) => {
-                let reason = format!("HTTP {status}, code {code:?}: {message}");
-                warn!(message_sid = %sid, %reason, "Twilio refused the WhatsApp reply");
-                self.store
-                    .settle_unsent(conversation, sid, "failed", Some(&reason))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(ReplyOutcome::Refused(reason))
-            }
-            Err(MessageError::Unavailable(reason)) => Err(format!(
-                "Twilio unavailable, reply kept for the retry: {reason}"
-            )),
         }
+        Ok(last.map_or(ReplyOutcome::AlreadyDone, ReplyOutcome::Sent))
     }
 
     /// The accepted reply on its record and in the conversation, retried
     /// locally; if that still fails, the completed claim (which carries the
     /// sid) is what keeps redeliveries from sending it again.
-    async fn record_sent(&self, job: &WhatsAppReplyJob, text: &str, sent: &SentMessage) {
+    async fn record_sent(
+        &self,
+        job: &WhatsAppReplyJob,
+        part: u32,
+        parts: u32,
+        text: &str,
+        sent: &SentMessage,
+    ) {
         let message = StoredMessage::new(
             &job.conversation,
             &sent.sid,
@@ -378,7 +412,11 @@ impl ReplyAgent {
             &sent.status,
         );
         for attempt in 0..RECORD_ATTEMPTS {
-            match self.store.finish_send(&job.message_sid, &message).await {
+            match self
+                .store
+                .finish_send(&job.message_sid, part, parts, &message)
+                .await
+            {
                 Ok(()) => return,
                 Err(err) => {
                     warn!(message_sid = %job.message_sid, reply_sid = %sent.sid, error = %err, attempt, "reply not recorded yet");
@@ -431,6 +469,48 @@ impl ReplyAgent {
             }
         }
     }
+}
+
+/// WhatsApp's body limit on Twilio, in characters (not bytes).
+pub const MAX_BODY_CHARS: usize = 1600;
+
+/// `text` as messages of at most `limit` characters, in order, cut at the
+/// last paragraph, line, sentence or word break that fits (a hard cut only
+/// for a run without one); the whitespace at a cut is dropped.
+pub fn split_reply(text: &str, limit: usize) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut rest = text.trim();
+    while rest.chars().count() > limit {
+        let window_end = rest
+            .char_indices()
+            .nth(limit)
+            .map_or(rest.len(), |(i, _)| i);
+        let window = &rest[..window_end];
+        let cut = break_in(window).unwrap_or(window_end);
+        parts.push(rest[..cut].trim_end().to_string());
+        rest = rest[cut..].trim_start();
+    }
+    if !rest.is_empty() {
+        parts.push(rest.to_string());
+    }
+    parts
+}
+
+/// Where to cut `window` (a byte index after the break), preferring the
+/// coarsest break in its second half, then any word break.
+fn break_in(window: &str) -> Option<usize> {
+    let half = window.len() / 2;
+    let after = |found: Option<usize>, len: usize| found.map(|i| i + len).filter(|&i| i > half);
+    let sentence = window
+        .char_indices()
+        .zip(window.chars().skip(1))
+        .filter(|((_, c), next)| matches!(c, '.' | '!' | '?') && next.is_whitespace())
+        .map(|((i, _), _)| i + 1)
+        .last();
+    after(window.rfind("\n\n"), 2)
+        .or_else(|| after(window.rfind('\n'), 1))
+        .or_else(|| sentence.filter(|&i| i > half))
+        .or_else(|| window.rfind(char::is_whitespace).filter(|&i| i > 0))
 }
 
 /// A conversation as chat turns: the user's messages and ours, oldest first,
@@ -557,6 +637,32 @@ mod tests {
             not_sent(MessageError::Unavailable("x".into())).status(),
             http::StatusCode::BAD_GATEWAY
         );
+    }
+
+    #[test]
+    fn long_replies_split_at_sentences_within_the_limit() {
+        let sentence = "This sentence is part of a long answer about opening hours. ";
+        let text = sentence.repeat(70); // ~4,200 characters
+        let parts = split_reply(&text, MAX_BODY_CHARS);
+        assert!(parts.len() >= 3, "{}", parts.len());
+        for part in &parts {
+            assert!(part.chars().count() <= MAX_BODY_CHARS);
+            assert!(part.ends_with('.'), "cut mid-sentence: {part:?}");
+        }
+        let words: Vec<_> = text.split_whitespace().collect();
+        let joined = parts.join(" ");
+        assert_eq!(joined.split_whitespace().collect::<Vec<_>>(), words);
+        // Characters, not bytes: 1,600 two-byte letters are one message.
+        assert_eq!(split_reply(&"é".repeat(1600), MAX_BODY_CHARS).len(), 1);
+        let run = "é".repeat(3300);
+        let hard = split_reply(&run, MAX_BODY_CHARS);
+        assert_eq!(hard.len(), 3);
+        assert_eq!(hard.concat(), run);
+        assert_eq!(split_reply("short", MAX_BODY_CHARS), ["short"]);
+        assert!(split_reply("  ", MAX_BODY_CHARS).is_empty());
+        // A paragraph break wins over a later sentence end.
+        let para = format!("{}\n\n{}", "a".repeat(1000), "b. ".repeat(300));
+        assert_eq!(split_reply(&para, MAX_BODY_CHARS)[0], "a".repeat(1000));
     }
 
     #[test]

@@ -56,9 +56,11 @@ async fn refused_or_unavailable(response: reqwest::Response) -> ProviderError {
         return ProviderError::Unavailable(format!("Twilio answered HTTP {}", status.as_u16()));
     }
     let body: Option<TwilioErrorBody> = response.json().await.ok();
+    // Twilio's messages name the number ("The 'To' number +1... is not valid").
     let message = body
         .as_ref()
-        .and_then(|b| b.message.clone())
+        .and_then(|b| b.message.as_deref())
+        .map(crate::base::mask::phones_in)
         .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
     let code = body
         .and_then(|b| b.code)
@@ -254,8 +256,11 @@ impl TwilioClient {
         Err(MessageError::Refused {
             status: status.as_u16(),
             code: body.as_ref().and_then(|b| b.code),
+            // Masked here, so no log line, stored reason or client detail
+            // downstream carries the number Twilio quotes.
             message: body
                 .and_then(|b| b.message)
+                .map(|m| crate::base::mask::phones_in(&m))
                 .unwrap_or_else(|| format!("HTTP {}", status.as_u16())),
         })
     }

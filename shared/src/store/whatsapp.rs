@@ -13,6 +13,13 @@
 //! pointer are written in one transaction conditioned on the pointer being
 //! new: the pointer is what makes "record this message" idempotent. Every item
 //! carries `expires_at` (epoch seconds; the table's TTL attribute).
+//!
+//! A status callback can beat the reply worker's record of the sid (Twilio
+//! posts `sent` while our `finish_send` is in flight): it is kept as
+//! `(sid#{MessageSid}, "early")` for a day and applied when the message is
+//! recorded. Incoming messages also get an entry in the `replies#watch`
+//! partition (sort key `<due:012>#<sid>`, the ledger format), written with the
+//! message, so the stuck sweep re-queues a reply whose job never got queued.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -124,7 +131,31 @@ pub struct ReplyRecord {
     pub state: Option<String>,
     /// Send attempts begun (a value above 1 means a send's outcome was unknown).
     pub attempts: u32,
+    /// Parts of a long reply already accepted by Twilio, in order.
+    pub sent_parts: u32,
 }
+
+/// What it takes to queue an incoming message's reply again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingReply {
+    pub message_sid: String,
+    pub conversation: String,
+    /// `whatsapp:+E164` of the sender.
+    pub reply_to: String,
+    pub body: String,
+    pub num_media: u32,
+}
+
+/// A `replies#watch` entry that is due.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueReply {
+    pub entry: String,
+    pub pending: PendingReply,
+    /// Times the sweep re-queued it already.
+    pub redrives: u32,
+}
+
+const WATCH_PARTITION: &str = "replies#watch";
 
 /// What a status callback did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +166,8 @@ pub enum StatusApplied {
     Stale,
     /// No message with that sid is stored (not ours, or expired).
     Unknown,
+    /// No message with that sid is stored yet: kept, and applied when it is.
+    Kept,
     /// A status this code does not rank; nothing changed.
     Ignored,
 }
@@ -143,6 +176,19 @@ pub enum StatusApplied {
 pub trait WhatsAppStore: Send + Sync {
     /// Stores `message` and its pointer, once: `false` if its sid was recorded before.
     async fn record_message(&self, message: &StoredMessage) -> Result<bool, StoreError>;
+    /// An incoming message, its pointer and its reply's watch entry (due at
+    /// `due`, epoch seconds), once: `false` if its sid was recorded before.
+    async fn record_inbound(
+        &self,
+        message: &StoredMessage,
+        pending: &PendingReply,
+        due: i64,
+    ) -> Result<bool, StoreError>;
+    /// Watch entries due at `now`, oldest first.
+    async fn due_replies(&self, now: i64, limit: i32) -> Result<Vec<DueReply>, StoreError>;
+    /// Moves a due entry to `at`, counting one more re-drive.
+    async fn reschedule_reply(&self, due: &DueReply, at: i64) -> Result<(), StoreError>;
+    async fn drop_reply_watch(&self, due: &DueReply) -> Result<(), StoreError>;
     /// The conversation's messages, oldest first (at most `limit`, the newest ones).
     async fn messages(
         &self,
@@ -171,11 +217,17 @@ pub trait WhatsAppStore: Send + Sync {
         inbound_sid: &str,
         text: &str,
     ) -> Result<ReplyRecord, StoreError>;
-    /// After Twilio accepted the reply: its sid and status on the reply
-    /// record, and the reply as a message of the conversation, in one
+    /// After Twilio accepted part `part` (of `parts`) of the reply: the part
+    /// as a message of the conversation and `sent_parts` on the reply
+    /// record, plus, for the last part, its sid and status, in one
     /// transaction.
-    async fn finish_send(&self, inbound_sid: &str, reply: &StoredMessage)
-        -> Result<(), StoreError>;
+    async fn finish_send(
+        &self,
+        inbound_sid: &str,
+        part: u32,
+        parts: u32,
+        reply: &StoredMessage,
+    ) -> Result<(), StoreError>;
     /// A reply that will not be sent (`none`: nothing to say; `failed`:
     /// Twilio refused it for good), so redeliveries stop.
     async fn settle_unsent(
@@ -195,6 +247,9 @@ pub struct DynamoWhatsAppStore {
 }
 
 const MAX_PAGES: usize = 20;
+
+/// How long a status that beat its message's record is kept.
+const EARLY_STATUS_SECS: i64 = 86_400;
 
 fn now_millis() -> String {
     crate::base::time::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -256,7 +311,22 @@ fn reply_of(item: &HashMap<String, AttributeValue>) -> ReplyRecord {
         reply_sid: text(item, "reply_sid"),
         state: text(item, "state"),
         attempts: number(item, "attempts").unwrap_or(0) as u32,
+        sent_parts: number(item, "sent_parts").unwrap_or(0) as u32,
     }
+}
+
+fn due_reply_of(item: &HashMap<String, AttributeValue>) -> Option<DueReply> {
+    Some(DueReply {
+        entry: text(item, "item")?,
+        pending: PendingReply {
+            message_sid: text(item, "sid")?,
+            conversation: text(item, "target_conversation")?,
+            reply_to: text(item, "reply_to")?,
+            body: text(item, "body").unwrap_or_default(),
+            num_media: number(item, "num_media").unwrap_or(0) as u32,
+        },
+        redrives: number(item, "redrives").unwrap_or(0) as u32,
+    })
 }
 
 /// The pointer's condition failed: the message was recorded before.
@@ -282,6 +352,139 @@ impl DynamoWhatsAppStore {
 
     fn expires_at(&self) -> i64 {
         crate::base::time::epoch_secs() + self.retention.as_secs() as i64
+    }
+
+    fn watch_item(&self, due: &DueReply, at: i64) -> HashMap<String, AttributeValue> {
+        let p = &due.pending;
+        let mut item = HashMap::from([
+            ("conversation".to_string(), s(WATCH_PARTITION)),
+            (
+                "item".to_string(),
+                s(&super::ledger::entry(&p.message_sid, at)),
+            ),
+            ("sid".to_string(), s(&p.message_sid)),
+            ("target_conversation".to_string(), s(&p.conversation)),
+            ("reply_to".to_string(), s(&p.reply_to)),
+            ("num_media".to_string(), n(p.num_media)),
+            ("redrives".to_string(), n(due.redrives)),
+            ("expires_at".to_string(), n(self.expires_at())),
+        ]);
+        if !p.body.is_empty() {
+            item.insert("body".to_string(), s(&p.body));
+        }
+        item
+    }
+
+    /// A status kept before its message was recorded, applied now that it is.
+    async fn apply_early(&self, sid: &str) -> Result<(), StoreError> {
+        let early = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("conversation", s(&pointer_key(sid)))
+            .key("item", s("early"))
+            .consistent_read(true)
+            .send()
+            .await?;
+        if let Some(item) = early.item {
+            if let (Some(status), Some(rank)) = (
+                text(&item, "status"),
+                number(&item, "status_rank").map(|r| r as u32),
+            ) {
+                let code = text(&item, "error_code");
+                self.apply_to_pointer(sid, &status, rank, code.as_deref())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps a status whose message is not recorded (yet); a higher rank wins.
+    async fn keep_early(
+        &self,
+        sid: &str,
+        status: &str,
+        rank: u32,
+        error_code: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("conversation", s(&pointer_key(sid)))
+            .item("item", s("early"))
+            .item("status", s(status))
+            .item("status_rank", n(rank))
+            .item(
+                "expires_at",
+                n(crate::base::time::epoch_secs() + EARLY_STATUS_SECS),
+            )
+            .condition_expression("attribute_not_exists(#pk) OR #rank < :rank")
+            .expression_attribute_names("#pk", "conversation")
+            .expression_attribute_names("#rank", "status_rank")
+            .expression_attribute_values(":rank", n(rank));
+        if let Some(code) = error_code.filter(|c| !c.is_empty()) {
+            put = put.item("error_code", s(code));
+        }
+        applied(put.send().await).map(|_| ())
+    }
+
+    /// Moves the message the pointer names; `None` without a pointer.
+    async fn apply_to_pointer(
+        &self,
+        sid: &str,
+        status: &str,
+        rank: u32,
+        error_code: Option<&str>,
+    ) -> Result<Option<StatusApplied>, StoreError> {
+        let pointer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("conversation", s(&pointer_key(sid)))
+            .key("item", s("pointer"))
+            .consistent_read(true)
+            .send()
+            .await?;
+        let Some(pointer) = pointer.item else {
+            return Ok(None);
+        };
+        let (Some(conversation), Some(item)) = (
+            text(&pointer, "target_conversation"),
+            text(&pointer, "target_item"),
+        ) else {
+            return Err(StoreError::Malformed(format!("whatsapp pointer of {sid}")));
+        };
+        // One conditional write: only a higher rank moves the status, so
+        // callbacks arriving out of order cannot move it back, and a final
+        // status (the highest rank) is never left.
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("conversation", s(&conversation))
+            .key("item", s(&item))
+            .condition_expression("attribute_exists(#pk) AND #rank < :rank")
+            .expression_attribute_names("#pk", "conversation")
+            .expression_attribute_names("#rank", "status_rank")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_values(":rank", n(rank))
+            .expression_attribute_values(":status", s(status))
+            .expression_attribute_values(":now", s(&now_millis()));
+        let mut sets = "#status = :status, #rank = :rank, #updated = :now".to_string();
+        if let Some(code) = error_code.filter(|c| !c.is_empty()) {
+            sets.push_str(", #error = :error");
+            update = update
+                .expression_attribute_names("#error", "error_code")
+                .expression_attribute_values(":error", s(code));
+        }
+        let result = update.update_expression(format!("SET {sets}")).send().await;
+        Ok(Some(if applied(result)? {
+            StatusApplied::Applied
+        } else {
+            StatusApplied::Stale
+        }))
     }
 
     /// The pointer (conditioned on being new) and the message, as transaction items.
@@ -335,6 +538,38 @@ impl DynamoWhatsAppStore {
 impl WhatsAppStore for DynamoWhatsAppStore {
     async fn record_message(&self, message: &StoredMessage) -> Result<bool, StoreError> {
         let items = self.message_puts(message)?;
+        let recorded = transact(
+            &self.client,
+            items,
+            "record whatsapp message",
+            true,
+            already_recorded,
+        )
+        .await?;
+        if message.direction == Direction::Outbound {
+            self.apply_early(&message.sid).await?;
+        }
+        Ok(recorded)
+    }
+
+    async fn record_inbound(
+        &self,
+        message: &StoredMessage,
+        pending: &PendingReply,
+        due: i64,
+    ) -> Result<bool, StoreError> {
+        let mut items = self.message_puts(message)?;
+        let watch = DueReply {
+            entry: String::new(),
+            pending: pending.clone(),
+            redrives: 0,
+        };
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(self.watch_item(&watch, due)))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        items.push(TransactWriteItem::builder().put(put).build());
         transact(
             &self.client,
             items,
@@ -343,6 +578,51 @@ impl WhatsAppStore for DynamoWhatsAppStore {
             already_recorded,
         )
         .await
+    }
+
+    async fn due_replies(&self, now: i64, limit: i32) -> Result<Vec<DueReply>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :watch AND #sk <= :due")
+            .expression_attribute_names("#pk", "conversation")
+            .expression_attribute_names("#sk", "item")
+            .expression_attribute_values(":watch", s(WATCH_PARTITION))
+            // Entries sort by their time; "~" sorts after every "#<id>".
+            .expression_attribute_values(":due", s(&format!("{now:012}~")))
+            .consistent_read(true)
+            .limit(limit)
+            .send()
+            .await?;
+        Ok(out.items().iter().filter_map(due_reply_of).collect())
+    }
+
+    async fn reschedule_reply(&self, due: &DueReply, at: i64) -> Result<(), StoreError> {
+        let next = DueReply {
+            redrives: due.redrives + 1,
+            ..due.clone()
+        };
+        // New entry first: a crash in between re-queues twice (harmless: the
+        // worker claims per sid), never not at all.
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.watch_item(&next, at)))
+            .send()
+            .await?;
+        self.drop_reply_watch(due).await
+    }
+
+    async fn drop_reply_watch(&self, due: &DueReply) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("conversation", s(WATCH_PARTITION))
+            .key("item", s(&due.entry))
+            .send()
+            .await?;
+        Ok(())
     }
 
     async fn messages(
@@ -390,54 +670,16 @@ impl WhatsAppStore for DynamoWhatsAppStore {
         let Some(rank) = status_rank(status) else {
             return Ok(StatusApplied::Ignored);
         };
-        let pointer = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("conversation", s(&pointer_key(sid)))
-            .key("item", s("pointer"))
-            .consistent_read(true)
-            .send()
-            .await?;
-        let Some(pointer) = pointer.item else {
-            return Ok(StatusApplied::Unknown);
-        };
-        let (Some(conversation), Some(item)) = (
-            text(&pointer, "target_conversation"),
-            text(&pointer, "target_item"),
-        ) else {
-            return Err(StoreError::Malformed(format!("whatsapp pointer of {sid}")));
-        };
-        // One conditional write: only a higher rank moves the status, so
-        // callbacks arriving out of order cannot move it back, and a final
-        // status (the highest rank) is never left.
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("conversation", s(&conversation))
-            .key("item", s(&item))
-            .condition_expression("attribute_exists(#pk) AND #rank < :rank")
-            .expression_attribute_names("#pk", "conversation")
-            .expression_attribute_names("#rank", "status_rank")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#updated", "updated_at")
-            .expression_attribute_values(":rank", n(rank))
-            .expression_attribute_values(":status", s(status))
-            .expression_attribute_values(":now", s(&now_millis()));
-        let mut sets = "#status = :status, #rank = :rank, #updated = :now".to_string();
-        if let Some(code) = error_code.filter(|c| !c.is_empty()) {
-            sets.push_str(", #error = :error");
-            update = update
-                .expression_attribute_names("#error", "error_code")
-                .expression_attribute_values(":error", s(code));
+        if let Some(applied) = self.apply_to_pointer(sid, status, rank, error_code).await? {
+            return Ok(applied);
         }
-        let result = update.update_expression(format!("SET {sets}")).send().await;
-        Ok(if applied(result)? {
-            StatusApplied::Applied
-        } else {
-            StatusApplied::Stale
-        })
+        // Not recorded yet (or not ours): keep it, then look again, so either
+        // this callback or the recorder sees the other's write.
+        self.keep_early(sid, status, rank, error_code).await?;
+        Ok(self
+            .apply_to_pointer(sid, status, rank, error_code)
+            .await?
+            .unwrap_or(StatusApplied::Kept))
     }
 
     async fn reply(
@@ -494,22 +736,35 @@ impl WhatsAppStore for DynamoWhatsAppStore {
     async fn finish_send(
         &self,
         inbound_sid: &str,
+        part: u32,
+        parts: u32,
         reply: &StoredMessage,
     ) -> Result<(), StoreError> {
         let mut items = self.message_puts(reply)?;
+        let last = part + 1 >= parts;
         let mark = Update::builder()
             .table_name(&self.table)
             .key("conversation", s(&reply.conversation))
             .key("item", s(&reply_key(inbound_sid)))
-            .update_expression("SET #sid = :sid, #state = :state, #updated = :now")
-            .expression_attribute_names("#sid", "reply_sid")
-            .expression_attribute_names("#state", "state")
+            .update_expression(if last {
+                "SET #parts = :parts, #sid = :sid, #state = :state, #updated = :now"
+            } else {
+                "SET #parts = :parts, #updated = :now"
+            })
+            .expression_attribute_names("#parts", "sent_parts")
             .expression_attribute_names("#updated", "updated_at")
-            .expression_attribute_values(":sid", s(&reply.sid))
-            .expression_attribute_values(":state", s(&reply.status))
-            .expression_attribute_values(":now", s(&now_millis()))
-            .build()
-            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+            .expression_attribute_values(":parts", n(part + 1))
+            .expression_attribute_values(":now", s(&now_millis()));
+        let mark = if last {
+            mark.expression_attribute_names("#sid", "reply_sid")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":sid", s(&reply.sid))
+                .expression_attribute_values(":state", s(&reply.status))
+        } else {
+            mark
+        }
+        .build()
+        .map_err(|e| StoreError::Dynamo(e.to_string()))?;
         items.push(TransactWriteItem::builder().update(mark).build());
         // A pointer that exists already means this reply was recorded before.
         transact(
@@ -519,8 +774,8 @@ impl WhatsAppStore for DynamoWhatsAppStore {
             true,
             already_recorded,
         )
-        .await
-        .map(|_| ())
+        .await?;
+        self.apply_early(&reply.sid).await
     }
 
     async fn settle_unsent(

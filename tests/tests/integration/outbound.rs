@@ -2196,6 +2196,7 @@ async fn a_crash_after_placing_leaves_a_record_the_sweep_finishes() {
         sessions: shared::flows::stuck::StuckSessions {
             sessions: Arc::new(t.stack.sessions()),
         },
+        replies: None,
         batch: 100,
     };
     let report = sweep.run().await.unwrap();

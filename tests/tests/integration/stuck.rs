@@ -26,6 +26,7 @@ impl Stack {
             sessions: shared::flows::stuck::StuckSessions {
                 sessions: Arc::new(self.sessions()),
             },
+            replies: None,
             batch: 100,
         }
     }

@@ -551,10 +551,10 @@ async fn statuses_only_move_forward_and_failures_keep_their_code() {
     );
     // Final: a late delivered does not revive it.
     wa.status(&second_sid, "delivered", None).await;
-    // Unknown sids are acknowledged and ignored.
+    // Sids not recorded (yet) are acknowledged and kept for their record.
     let unknown = wa.status(&sid(999), "read", None).await;
     assert_eq!(unknown.status(), 200);
-    assert_eq!(json_body(&unknown)["outcome"], "unknown_message");
+    assert_eq!(json_body(&unknown)["outcome"], "kept");
 
     let body = json_body(&wa.conversation(&wa.key, USER).await);
     let messages = body["messages"].as_array().unwrap();
@@ -642,4 +642,244 @@ async fn templates_carry_content_sid_and_variables() {
         body["messages"][0]["contentSid"],
         "HXb5b62575e6e4ff6129ad7c8efe1f983e"
     );
+}
+
+/// Twilio's 21211 text as it really reads: it quotes the number.
+const REFUSAL_WITH_NUMBER: &str = "The 'To' number +14155550100 is not a valid phone number.";
+
+impl WhatsApp {
+    /// The reply record of `inbound_sid` as stored, every attribute.
+    async fn reply_item(&self, inbound_sid: &str) -> serde_json::Value {
+        let out = self
+            .stack
+            .harness_dynamo
+            .get_item()
+            .table_name(self.stack.resources.table("WhatsAppTable"))
+            .key(
+                "conversation",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("{ORG}#{USER}")),
+            )
+            .key(
+                "item",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("reply#{inbound_sid}")),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        let item = out.item.unwrap_or_default();
+        item.iter()
+            .map(|(k, v)| {
+                let v = v
+                    .as_s()
+                    .cloned()
+                    .or_else(|_| v.as_n().cloned())
+                    .unwrap_or_default();
+                (k.clone(), serde_json::Value::String(v))
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_quoting_the_number_is_stored_and_answered_masked() {
+    let wa = WhatsApp::start().await;
+    // The reply worker: the refusal is settled with its reason, masked.
+    wa.deliver(&sid(40), "hi").await;
+    wa.llm.script([LlmScript::Answer("Hello!".into())]);
+    wa.twilio.fail_next_message(400, 21211, REFUSAL_WITH_NUMBER);
+    wa.run_replies(&wa.worker()).await;
+    let record = wa.reply_item(&sid(40)).await;
+    assert_eq!(record["state"], "failed", "{record}");
+    let reason = record["reason"].as_str().unwrap();
+    assert!(reason.contains("21211"), "{reason}");
+    assert!(!reason.contains("4155550100"), "number stored: {reason}");
+
+    // A tenant's send: the client's detail keeps the code, not the number.
+    wa.twilio.fail_next_message(400, 21211, REFUSAL_WITH_NUMBER);
+    let refused = wa
+        .send(serde_json::json!({"to": "+14155550100", "message": "hi"}))
+        .await;
+    assert_eq!(refused.status(), 422);
+    let detail = json_body(&refused)["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("21211"), "{detail}");
+    assert!(!detail.contains("4155550100"), "number answered: {detail}");
+}
+
+impl WhatsApp {
+    fn stuck_replies(&self) -> shared::flows::whatsapp::StuckReplies {
+        shared::flows::whatsapp::StuckReplies {
+            store: self.store(),
+            reply_queue: self.stack.queue("WhatsAppReplyQueue"),
+            grace: Duration::from_secs(300),
+            max_redrives: 3,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_stored_while_the_queue_is_down_gets_200_and_the_sweep_queues_its_reply() {
+    let wa = WhatsApp::start().await;
+    let mut route = wa.message_route();
+    // A queue that refuses every send: the store write still succeeds.
+    let missing = format!("{}-missing", wa.stack.resources.queue("WhatsAppReplyQueue"));
+    route.intake.reply_queue = Arc::new(shared::queue::jobs::SqsJobQueue::new(
+        wa.stack.sqs.clone(),
+        missing,
+    ));
+    let response = route
+        .handle(signed(
+            "/whatsapp/message",
+            &incoming(&sid(50), "Are you open?", 0),
+        ))
+        .await;
+    assert_eq!(response.status(), 200, "{}", text(&response));
+    assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 0);
+
+    let now = shared::base::time::epoch_secs();
+    let sweep = wa.stuck_replies();
+    // Not due yet: the reply job may still be on its way.
+    assert!(sweep.sweep(now, 100).await.unwrap().requeued.is_empty());
+    let later = now + 301;
+    let report = sweep.sweep(later, 100).await.unwrap();
+    assert_eq!(report.requeued, [sid(50)]);
+    wa.llm.script([LlmScript::Answer("Yes, until 6.".into())]);
+    wa.run_replies(&wa.worker()).await;
+    assert_eq!(wa.sent_bodies(), ["Yes, until 6."]);
+    // Answered: the next look drops the entry and queues nothing.
+    let report = sweep.sweep(later + 301, 100).await.unwrap();
+    assert_eq!((report.settled, report.requeued.len()), (1, 0));
+    assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 0);
+}
+
+#[tokio::test]
+async fn a_delivery_configured_with_connection_overrides_verifies() {
+    let wa = WhatsApp::start().await;
+    // Configured in Twilio as `.../whatsapp/message#rc=3&rp=all`. A fragment
+    // never travels in an HTTP request, so Twilio signs (and we see) the URL
+    // it requested: the fragment is not part of it.
+    let configured = format!("{PUBLIC_BASE}/whatsapp/message#rc=3&rp=all");
+    let mut requested = url::Url::parse(&configured).unwrap();
+    requested.set_fragment(None);
+    let message_sid = sid(51);
+    let params = incoming(&message_sid, "hi", 0);
+    let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let signature = twilio_signature(TWILIO_TOKEN, requested.as_str(), &pairs);
+    let response = wa
+        .message_route()
+        .handle(post_form(requested.path(), &pairs, Some(&signature)))
+        .await;
+    assert_eq!(response.status(), 200, "{}", text(&response));
+    assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 1);
+}
+
+#[tokio::test]
+async fn a_delivered_status_that_beats_the_reply_record_is_kept_and_applied() {
+    let wa = WhatsApp::start().await;
+    wa.deliver(&sid(60), "hi").await;
+    // Twilio accepted the reply as `reply_sid` and reported it delivered
+    // before the worker recorded the sid.
+    let reply_sid = sid(61);
+    let early = wa.status(&reply_sid, "delivered", None).await;
+    assert_eq!(early.status(), 200);
+    assert_eq!(json_body(&early)["outcome"], "kept");
+    // A lower status after it does not win later either.
+    wa.status(&reply_sid, "sent", None).await;
+    let reply = shared::store::whatsapp::StoredMessage::new(
+        format!("{ORG}#{USER}"),
+        &reply_sid,
+        shared::store::whatsapp::Direction::Outbound,
+        "Hello!",
+        "queued",
+    );
+    use shared::store::whatsapp::WhatsAppStore;
+    wa.store()
+        .finish_send(&sid(60), 0, 1, &reply)
+        .await
+        .unwrap();
+    let body = json_body(&wa.conversation(&wa.key, USER).await);
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages[1]["messageSid"], reply_sid);
+    assert_eq!(messages[1]["status"], "delivered", "{body}");
+}
+
+#[tokio::test]
+async fn a_long_llm_reply_reaches_the_customer_in_parts_within_the_body_limit() {
+    let wa = WhatsApp::start().await;
+    let sentence = "Our returns policy covers every item bought in the last thirty days. ";
+    let long = sentence.repeat(58); // ~4,000 characters
+    assert!(long.chars().count() > 3900);
+    wa.deliver(&sid(70), "What is your returns policy?").await;
+    wa.llm.script([LlmScript::Answer(long.clone())]);
+    // The second part fails once: the redelivery must not resend the first.
+    wa.twilio
+        .fail_message_after(1, 500, 20500, "Internal Server Error");
+    wa.run_replies(&wa.worker()).await;
+    assert_eq!(wa.twilio.message_requests(), wa.sent_bodies().len() + 1);
+    let bodies = wa.sent_bodies();
+    assert!(bodies.len() >= 3, "{}", bodies.len());
+    for body in &bodies {
+        assert!(body.chars().count() <= 1600, "{}", body.chars().count());
+    }
+    let words: Vec<_> = long.split_whitespace().collect();
+    assert_eq!(
+        bodies.join(" ").split_whitespace().collect::<Vec<_>>(),
+        words,
+        "the parts, in order, are the whole reply"
+    );
+    assert_eq!(wa.llm.completions().len(), 1);
+    let body = json_body(&wa.conversation(&wa.key, USER).await);
+    let outbound = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "outbound")
+        .count();
+    assert_eq!(outbound, bodies.len(), "each part is recorded");
+}
+
+#[tokio::test]
+async fn a_message_that_cannot_be_stored_is_503_and_the_retry_stores_it() {
+    let wa = WhatsApp::start().await;
+    let mut route = wa.message_route();
+    // Nothing durable holds the message: 503 (Twilio re-posts it only with
+    // `#rc=` overrides), and the claim is released for that retry.
+    route.intake.store = Arc::new(DynamoWhatsAppStore {
+        client: wa.stack.dynamo.clone(),
+        table: "no-such-table".into(),
+        retention: Duration::from_secs(86_400),
+    });
+    let message_sid = sid(80);
+    let params = incoming(&message_sid, "hello?", 0);
+    let refused = route.handle(signed("/whatsapp/message", &params)).await;
+    assert_eq!(refused.status(), 503, "{}", text(&refused));
+    assert_eq!(json_body(&refused)["code"], "unavailable");
+    assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 0);
+    let retried = wa
+        .message_route()
+        .handle(signed("/whatsapp/message", &params))
+        .await;
+    assert_eq!(retried.status(), 200, "{}", text(&retried));
+    assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 1);
+}
+
+#[tokio::test]
+async fn a_reply_that_never_settles_is_requeued_three_times_then_given_up() {
+    let wa = WhatsApp::start().await;
+    wa.deliver(&sid(90), "anyone?").await;
+    wa.stack.discard_queued("WhatsAppReplyQueue").await;
+    let sweep = wa.stuck_replies();
+    let mut at = shared::base::time::epoch_secs();
+    for round in 1..=3 {
+        at += 301;
+        let report = sweep.sweep(at, 100).await.unwrap();
+        assert_eq!(report.requeued, [sid(90)], "round {round}");
+    }
+    assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 3);
+    let report = sweep.sweep(at + 301, 100).await.unwrap();
+    assert_eq!(report.given_up, [sid(90)]);
+    // Dropped: later sweeps leave it alone.
+    let report = sweep.sweep(at + 602, 100).await.unwrap();
+    assert_eq!(report, Default::default());
 }

@@ -45,6 +45,8 @@ struct State {
     messages: Mutex<Vec<Form>>,
     /// Scripted answers to the next Create Message requests, in order.
     message_failures: Mutex<VecDeque<Failure>>,
+    /// One scripted answer for the request after this many accepted messages.
+    failure_after: Mutex<Option<(usize, Failure)>>,
     /// Statuses posted (signed) to each accepted message's `StatusCallback`.
     message_statuses: Mutex<Vec<String>>,
 }
@@ -70,6 +72,7 @@ impl FakeTwilio {
             simulate: Mutex::default(),
             messages: Mutex::default(),
             message_failures: Mutex::default(),
+            failure_after: Mutex::default(),
             message_statuses: Mutex::default(),
         });
         let handler_state = Arc::clone(&state);
@@ -113,6 +116,20 @@ impl FakeTwilio {
             code,
             message: message.to_owned(),
         });
+    }
+
+    /// The first Create Message request after `accepted` messages were
+    /// accepted answers like `fail_next_message` (a failure mid-sequence).
+    pub fn fail_message_after(&self, accepted: usize, status: u16, code: u32, message: &str) {
+        *lock(&self.state.failure_after) = Some((
+            accepted,
+            Failure {
+                remaining: 1,
+                status: StatusCode::from_u16(status).expect("valid HTTP status"),
+                code,
+                message: message.to_owned(),
+            },
+        ));
     }
 
     /// Makes every accepted message report these statuses (e.g. `sent`,
@@ -253,6 +270,13 @@ impl State {
         if let Some(failure) = lock(&self.message_failures).pop_front() {
             return error(failure.status, failure.code, failure.message);
         }
+        let accepted = lock(&self.messages).len();
+        let mut after = lock(&self.failure_after);
+        if after.as_ref().is_some_and(|(n, _)| *n == accepted) {
+            let (_, failure) = after.take().expect("checked above");
+            return error(failure.status, failure.code, failure.message);
+        }
+        drop(after);
         let get = |key: &str| {
             form.iter()
                 .find(|(k, v)| k == key && !v.is_empty())
