@@ -615,7 +615,7 @@ async fn sip_mode_and_the_dtmf_menu() {
         "<Gather input=\"dtmf\" numDigits=\"1\" timeout=\"5\" action=\"{PUBLIC_BASE}/twilio/routing\" method=\"POST\">"
     )));
     assert!(twiml.contains(
-        "<Dial><Sip username=\"twilio-trunk\" password=\"trunk-pass\">sip:CAsip1@abc123.sip.livekit.cloud;transport=tcp</Sip></Dial>"
+        "<Dial><Sip username=\"twilio-trunk\" password=\"trunk-pass\">sip:twilio-CAsip1@abc123.sip.livekit.cloud;transport=tcp</Sip></Dial>"
     ));
     assert!(t.livekit.room_exists("twilio-CAsip1"));
 
@@ -1358,6 +1358,163 @@ async fn whatsapp_calls_open_whatsapp_sessions() {
         StatusCode::NOT_FOUND
     );
     assert!(!t.livekit.room_exists(&format!("whatsapp-{call_sid}")));
+}
+
+/// The room a TwiML answer puts the caller in: the stream's `roomName`
+/// parameter, or in SIP mode the room LiveKit's callee dispatch rule makes
+/// of the URI's user part (README: `roomPrefix` empty, `randomize: false`).
+fn connected_room(twiml: &str) -> String {
+    const SIP_ROOM_PREFIX: &str = "";
+    if let Some(rest) = twiml.split("<Parameter name=\"roomName\" value=\"").nth(1) {
+        return rest.split('"').next().unwrap().to_string();
+    }
+    let uri = twiml
+        .split("sip:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no stream or SIP target in {twiml}"));
+    format!("{SIP_ROOM_PREFIX}{}", uri.split('@').next().unwrap())
+}
+
+/// A WhatsApp call answered by `/whatsapp/voice` with `flow`; if the answer
+/// has a menu, the caller presses `digit` (or nothing) and Twilio posts to
+/// the `<Gather>` action exactly as given, signing that URL. Returns the
+/// room the caller ends up in; the test then looks for the agent there.
+async fn whatsapp_caller_room(
+    t: &Rooms,
+    flow: CallFlow,
+    call_sid: &str,
+    digit: Option<&str>,
+) -> String {
+    let voice = whatsapp_voice::WhatsAppVoice {
+        webhook: t.voice_webhook(SessionKind::Whatsapp, flow.clone()),
+    };
+    let mut params = vec![
+        ("CallSid", call_sid),
+        ("From", "whatsapp:+14155550100"),
+        ("To", "whatsapp:+14155550199"),
+        ("Direction", "inbound"),
+    ];
+    let twiml = text(
+        &voice
+            .handle(twilio_post("/whatsapp/voice", "", &params))
+            .await,
+    );
+    let Some(gather) = twiml.split("<Gather ").nth(1) else {
+        return connected_room(&twiml);
+    };
+    let action = gather
+        .split("action=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let action = action.replace("&amp;", "&");
+    let path_and_query = action
+        .strip_prefix(PUBLIC_BASE)
+        .expect("action under our base");
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    assert_eq!(path, "/twilio/routing");
+    if let Some(digit) = digit {
+        params.push(("Digits", digit));
+    }
+    let routing = twilio_routing::TwilioRouting {
+        twilio_auth: Rooms::twilio_auth(),
+        flow,
+    };
+    let routed = routing.handle(twilio_post(path, query, &params)).await;
+    assert_eq!(routed.status(), StatusCode::OK, "{}", text(&routed));
+    connected_room(&text(&routed))
+}
+
+const WHATSAPP_MENU: &str = r#"{"prompt":"Press 0 for the assistant.",
+    "options":{"0":{"action":"agent"},"2":{"action":"say","message":"Bye."}}}"#;
+
+fn sip_mode() -> ConnectMode {
+    ConnectMode::Sip {
+        endpoint: "abc123.sip.livekit.cloud".into(),
+        username: None,
+        password: None,
+    }
+}
+
+/// Issue 17 item 9: a WhatsApp caller who goes through the menu (pressing
+/// the agent's key, an unknown key, or nothing) reaches `whatsapp-{CallSid}`,
+/// the room the agent was dispatched to, not a phone call's `twilio-` room.
+#[tokio::test]
+async fn a_whatsapp_caller_at_the_menu_meets_the_agent_in_its_own_room() {
+    let t = Rooms::start().await;
+    for (call_sid, digit) in [
+        ("CAwamenu0", Some("0")),
+        ("CAwamenu7", Some("7")),
+        ("CAwamenuN", None),
+    ] {
+        let flow = Rooms::flow(Rooms::stream(), Some(WHATSAPP_MENU));
+        let room = whatsapp_caller_room(&t, flow, call_sid, digit).await;
+        assert_eq!(room, format!("whatsapp-{call_sid}"));
+        assert_eq!(t.livekit.dispatches(&room).len(), 1, "no agent in {room}");
+    }
+}
+
+/// Item 9 in SIP mode, with and without the menu: the SIP target lands the
+/// caller in the WhatsApp room the agent waits in.
+#[tokio::test]
+async fn a_whatsapp_caller_in_sip_mode_meets_the_agent_in_its_own_room() {
+    let t = Rooms::start().await;
+    for (call_sid, menu) in [("CAwasip1", None), ("CAwasip2", Some(WHATSAPP_MENU))] {
+        let room = whatsapp_caller_room(&t, Rooms::flow(sip_mode(), menu), call_sid, None).await;
+        assert_eq!(room, format!("whatsapp-{call_sid}"));
+        assert_eq!(t.livekit.dispatches(&room).len(), 1, "no agent in {room}");
+    }
+    // A phone call in SIP mode still lands in its own twilio- room.
+    let voice = t.voice_with(Rooms::flow(sip_mode(), None));
+    let twiml = text(
+        &voice
+            .handle(twilio_post("/twilio/voice", "", &inbound("CAphsip1")))
+            .await,
+    );
+    assert_eq!(connected_room(&twiml), "twilio-CAphsip1");
+    assert_eq!(t.livekit.dispatches("twilio-CAphsip1").len(), 1);
+}
+
+/// Item 9 in stream mode without a menu: the stream names the WhatsApp room.
+#[tokio::test]
+async fn a_whatsapp_caller_in_stream_mode_meets_the_agent_in_its_own_room() {
+    let t = Rooms::start().await;
+    let room =
+        whatsapp_caller_room(&t, Rooms::flow(Rooms::stream(), None), "CAwastream1", None).await;
+    assert_eq!(room, "whatsapp-CAwastream1");
+    assert_eq!(t.livekit.dispatches(&room).len(), 1, "no agent in {room}");
+}
+
+/// `/twilio/routing` takes only the voice kinds; the kind is inside the
+/// signed URL, so a forged one is refused by the signature first.
+#[tokio::test]
+async fn routing_refuses_a_kind_it_does_not_know() {
+    let routing = twilio_routing::TwilioRouting {
+        twilio_auth: Rooms::twilio_auth(),
+        flow: Rooms::flow(Rooms::stream(), Some(WHATSAPP_MENU)),
+    };
+    let params = [("CallSid", "CAkind1"), ("Digits", "0")];
+    let web = routing
+        .handle(twilio_post("/twilio/routing", "kind=web", &params))
+        .await;
+    assert_eq!(web.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json_body(&web)["code"], "invalid_kind");
+    // Signed for the phone URL, replayed with ?kind=whatsapp: 403.
+    let url = format!("{PUBLIC_BASE}/twilio/routing");
+    let signature = twilio_signature(TWILIO_TOKEN, &url, &params);
+    let replayed = routing
+        .handle(twilio_post_signed(
+            "/twilio/routing",
+            "kind=whatsapp",
+            &params,
+            Some(&signature),
+        ))
+        .await;
+    assert_eq!(replayed.status(), StatusCode::FORBIDDEN);
 }
 
 /// `/phone/end` on a call we placed: Twilio is asked to complete it, the
