@@ -37,6 +37,23 @@ fn path_param(request: &Request, name: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::unprocessable("missing_field", format!("{name} is required")))
 }
 
+/// What `organisation-create` accepts as an id: 1-64 letters, digits, `-`, `_`.
+fn valid_org_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+}
+
+/// The path's organisation; an id no organisation can have is 404 before
+/// any store call (DynamoDB answers an over-long key with an error).
+fn org_id(request: &Request) -> Result<String, ApiError> {
+    Some(path_param(request, "org_id")?)
+        .filter(|id| valid_org_id(id))
+        .ok_or_else(|| ApiError::NotFound("Organisation not found".into()))
+}
+
 fn assistant_id(request: &Request) -> Result<u64, ApiError> {
     path_param(request, "assistant_id")?
         .parse()
@@ -277,13 +294,7 @@ impl Admin<'_> {
     pub async fn create_organisation(&self, request: Request) -> Response<Body> {
         let work = async {
             let new: NewOrganisation = json_body(&request)?;
-            let valid_id = !new.org_id.is_empty()
-                && new.org_id.len() <= 64
-                && new
-                    .org_id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
-            if !valid_id {
+            if !valid_org_id(&new.org_id) {
                 return Err(ApiError::unprocessable(
                     "invalid_org_id",
                     "org_id must be 1-64 letters, digits, '-' or '_'",
@@ -321,7 +332,7 @@ impl Admin<'_> {
 
     pub async fn get_organisation(&self, request: Request) -> Response<Body> {
         let work = async {
-            let id = path_param(&request, "org_id")?;
+            let id = org_id(&request)?;
             let org = self
                 .directory
                 .get_organisation(&id)
@@ -335,7 +346,7 @@ impl Admin<'_> {
 
     pub async fn update_organisation(&self, request: Request) -> Response<Body> {
         let work = async {
-            let id = path_param(&request, "org_id")?;
+            let id = org_id(&request)?;
             let patch: OrganisationPatch = json_body(&request)?;
             let org = self
                 .directory

@@ -792,6 +792,33 @@ async fn provider_errors_and_rate_limits_are_clear() {
     assert_eq!(statuses, vec![200, 200, 429]);
 }
 
+/// Issue 17 item 12: an organisation id no organisation can have is 404
+/// before any store call, for reading and for changing it.
+#[tokio::test]
+async fn an_organisation_id_too_long_to_exist_is_404() {
+    let t = Outbound::start().await;
+    let path = format!("/organisations/{}", "o".repeat(3000));
+    for (route, method, body) in [
+        ("organisation-get", "GET", ""),
+        ("organisation-update", "PATCH", r#"{"name":"x"}"#),
+    ] {
+        let response = t
+            .admin(
+                route,
+                t.admin_request(
+                    method,
+                    "/organisations/{org_id}",
+                    &path,
+                    body,
+                    Some(ADMIN_TOKEN),
+                ),
+            )
+            .await;
+        assert_eq!(response.status(), 404, "{route}");
+        assert_eq!(json_body(&response)["code"], "not_found");
+    }
+}
+
 #[tokio::test]
 async fn admin_routes_need_the_admin_token_and_validate() {
     let t = Outbound::start().await;

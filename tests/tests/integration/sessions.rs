@@ -1517,6 +1517,77 @@ async fn routing_refuses_a_kind_it_does_not_know() {
     assert_eq!(replayed.status(), StatusCode::FORBIDDEN);
 }
 
+/// Issue 17 item 12: a session id whose room could never exist is 404 before
+/// any store call (DynamoDB's key limit used to make it a 503 that paged).
+#[tokio::test]
+async fn a_session_id_too_long_to_exist_is_404() {
+    let t = Rooms::start().await;
+    let response = t
+        .get_session(&format!("web-{}", "r".repeat(3000)), &t.key)
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "{}",
+        text(&response)
+    );
+    assert_eq!(json_body(&response)["code"], "not_found");
+}
+
+/// Item 12: `/phone/end` while DynamoDB fails is 503 (retry), not 404 "Call
+/// not found"; Twilio is not asked to hang up and the session stays open.
+#[tokio::test]
+async fn ending_a_call_while_the_session_store_fails_is_503() {
+    use devstack::faults::{Dialect, Fault, FaultPlan, FaultProxy};
+    let t = Rooms::start().await;
+    let voice = t.voice();
+    let answered = voice
+        .handle(twilio_post("/twilio/voice", "", &inbound("CAoutage1")))
+        .await;
+    assert!(text(&answered).contains("<Connect>"));
+    let outage = FaultProxy::start(
+        local().dynamodb_endpoint(),
+        Dialect::AwsJson,
+        FaultPlan {
+            per_mille: 1000,
+            faults: vec![Fault::ServerError],
+            seed: 17,
+        },
+    );
+    let failing = local().dynamodb_at(outage.base_url()).await;
+    let mut phone_end = t.phone_end();
+    phone_end.lifecycle.sessions = Arc::new(shared::store::sessions::DynamoSessionStore::new(
+        failing,
+        t.stack.resources.table("CallsTable"),
+    ));
+    let response = phone_end
+        .handle(api(
+            "POST",
+            "/phone/end/{callSid}",
+            "/phone/end/CAoutage1",
+            "",
+            Some(&t.key),
+            None,
+        ))
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        text(&response)
+    );
+    assert_eq!(json_body(&response)["code"], "unavailable");
+    assert!(t.twilio.ended_calls().is_empty());
+    let record = t
+        .stack
+        .sessions()
+        .get("twilio-CAoutage1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!record.ended());
+}
+
 /// `/phone/end` on a call we placed: Twilio is asked to complete it, the
 /// session ends with the API as its reason, and the room goes.
 #[tokio::test]
