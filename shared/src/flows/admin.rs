@@ -153,6 +153,32 @@ struct NewOrganisation {
     topup_seconds: u64,
     elevenlabs_agent_id: Option<String>,
     elevenlabs_phone_number_id: Option<String>,
+    #[serde(default)]
+    phone_numbers: Vec<String>,
+}
+
+/// Most caller ids one organisation lists (the record stays small).
+const MAX_PHONE_NUMBERS: usize = 50;
+
+/// An organisation's caller ids, each E.164, stored normalised.
+fn phone_numbers(numbers: &[String]) -> Result<Vec<String>, ApiError> {
+    if numbers.len() > MAX_PHONE_NUMBERS {
+        return Err(ApiError::unprocessable(
+            "too_many_phone_numbers",
+            format!("phone_numbers may list at most {MAX_PHONE_NUMBERS} numbers"),
+        ));
+    }
+    let mut normalised: Vec<String> = Vec::with_capacity(numbers.len());
+    for number in numbers {
+        let e164 = crate::base::phone::e164(number).map_err(|err| ApiError::Unprocessable {
+            code: err.code(),
+            detail: format!("phone_numbers: {}", err.detail()),
+        })?;
+        if !normalised.contains(&e164) {
+            normalised.push(e164);
+        }
+    }
+    Ok(normalised)
 }
 
 /// The admin routes, each called by its own Lambda.
@@ -308,6 +334,7 @@ impl Admin<'_> {
                 topup_seconds: new.topup_seconds,
                 elevenlabs_agent_id: new.elevenlabs_agent_id,
                 elevenlabs_phone_number_id: new.elevenlabs_phone_number_id,
+                phone_numbers: phone_numbers(&new.phone_numbers)?,
                 created_at: now.clone(),
                 updated_at: now,
                 usage_this_month_seconds: 0,
@@ -347,7 +374,10 @@ impl Admin<'_> {
     pub async fn update_organisation(&self, request: Request) -> Response<Body> {
         let work = async {
             let id = org_id(&request)?;
-            let patch: OrganisationPatch = json_body(&request)?;
+            let mut patch: OrganisationPatch = json_body(&request)?;
+            if let Some(numbers) = &patch.phone_numbers {
+                patch.phone_numbers = Some(phone_numbers(numbers)?);
+            }
             let org = self
                 .directory
                 .update_organisation(&id, &patch)

@@ -26,7 +26,7 @@ use crate::providers::twilio::{self, TwilioWebhookAuth};
 #[cfg(feature = "phone")]
 mod placer;
 #[cfg(feature = "phone")]
-pub use placer::{CallPlacer, Placed};
+pub use placer::{CallPlacer, Placed, DEFAULT_TIME_LIMIT_SECS};
 
 /// A voice webhook of one kind (phone or WhatsApp).
 pub struct VoiceWebhook {
