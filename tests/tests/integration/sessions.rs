@@ -1774,6 +1774,20 @@ async fn a_phone_call_from_a_caller_id_the_organisation_does_not_own_is_refused(
         );
         assert_eq!(json_body(&refused)["code"], "caller_id_not_owned");
     }
+    // A key whose organisation has no record has no budget and no numbers.
+    let (ghost_key, record) = api_keys::generate("web", "ghost");
+    DynamoApiKeyStore::new(
+        t.stack.dynamo.clone(),
+        t.stack.resources.table("ApiKeysTable"),
+    )
+    .insert(&record)
+    .await
+    .unwrap();
+    let ghost = t
+        .place_phone_call(&ghost_key, serde_json::json!({"to": "+14155550100"}))
+        .await;
+    assert_eq!(ghost.status(), StatusCode::FORBIDDEN);
+    assert_eq!(json_body(&ghost)["code"], "no_organisation");
     assert!(t.twilio.created_calls().is_empty());
     assert!(t.livekit.rooms().is_empty());
     assert_eq!(t.org(OTHER_ORG).await.reserved_seconds, 0);
@@ -1846,6 +1860,20 @@ async fn a_placed_phone_call_is_reserved_then_settled_once_with_its_real_duratio
         .1
         .clone();
 
+    // The ref rides in the signed URL; one that is not ours is refused.
+    let intake = twilio_status::TwilioStatus {
+        twilio_auth: Rooms::twilio_auth(),
+        intake: t.stack.provider_event_intake(),
+    };
+    let forged = intake
+        .handle(twilio_post(
+            "/twilio/status",
+            "session=phone&placed=oc_nope",
+            &[("CallSid", call_sid.as_str()), ("CallStatus", "completed")],
+        ))
+        .await;
+    assert_eq!(forged.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json_body(&forged)["code"], "invalid_placed");
     t.callback(&status_url, &call_sid, "in-progress", "").await;
     assert_eq!(t.org(ORG).await.reserved_seconds, TIME_LIMIT_SECS);
     t.callback(&status_url, &call_sid, "completed", "42").await;
