@@ -48,11 +48,17 @@ impl Route for PhoneEnd {
         validate_call_sid(&call_sid).map_err(|_| ApiError::NotFound("Call not found".into()))?;
         let kind = SessionKind::Phone;
         let room = kind.room(&call_sid);
-        let session = self
-            .lifecycle
-            .owned(&room, &tenant.org_id)
-            .await
-            .map_err(|_| ApiError::NotFound(format!("Call {call_sid} not found")))?;
+        // Only a miss is 404; a store outage stays 503 so the client retries.
+        let session =
+            self.lifecycle
+                .owned(&room, &tenant.org_id)
+                .await
+                .map_err(|err| match err {
+                    ApiError::NotFound(_) => {
+                        ApiError::NotFound(format!("Call {call_sid} not found"))
+                    }
+                    other => other,
+                })?;
         match self.twilio.end_call(&call_sid).await {
             Ok(()) => {}
             // Twilio refuses to complete a call that already ended; ending ours is still right.

@@ -1,5 +1,6 @@
 //! `POST /twilio/status[?call=<ref>]`: Twilio's status callbacks, for
-//! agenda calls (`?call=`) and for sessions' calls (seed 002). Twilio never retries one, so the route only verifies the
+//! agenda calls (`?call=`) and for sessions' calls (seed 002; `?placed=<ref>`
+//! on calls `/phone/call` placed, whose final status settles their budget). Twilio never retries one, so the route only verifies the
 //! signature, queues the event and answers 200; the provider-events worker
 //! applies it (`shared::flows::provider_events`) with SQS's retries, once
 //! per (call, status).
@@ -66,11 +67,23 @@ impl Route for TwilioStatus {
                         ))
                     }
                 };
+                // Signed with the URL, so only our own placer sets it.
+                let placed = match query.first("placed") {
+                    None => None,
+                    Some(call_ref) if valid_call_ref(call_ref) => Some(call_ref.to_string()),
+                    Some(_) => {
+                        return Err(ApiError::unprocessable(
+                            "invalid_placed",
+                            "placed must be a call ref (oc_...)",
+                        ))
+                    }
+                };
                 ProviderEvent::TwilioSessionStatus {
                     call_sid,
                     status: status.clone(),
                     duration_secs,
                     session_kind,
+                    placed,
                 }
             }
         };
@@ -81,4 +94,11 @@ impl Route for TwilioStatus {
             serde_json::json!({"success": true, "status": status, "queued": true}),
         ))
     }
+}
+
+/// Our call refs: `oc_` and 32 hex digits (`new_call_ref`).
+fn valid_call_ref(value: &str) -> bool {
+    value
+        .strip_prefix("oc_")
+        .is_some_and(|hex| hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()))
 }

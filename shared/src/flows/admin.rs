@@ -37,6 +37,23 @@ fn path_param(request: &Request, name: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::unprocessable("missing_field", format!("{name} is required")))
 }
 
+/// What `organisation-create` accepts as an id: 1-64 letters, digits, `-`, `_`.
+fn valid_org_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+}
+
+/// The path's organisation; an id no organisation can have is 404 before
+/// any store call (DynamoDB answers an over-long key with an error).
+fn org_id(request: &Request) -> Result<String, ApiError> {
+    Some(path_param(request, "org_id")?)
+        .filter(|id| valid_org_id(id))
+        .ok_or_else(|| ApiError::NotFound("Organisation not found".into()))
+}
+
 fn assistant_id(request: &Request) -> Result<u64, ApiError> {
     path_param(request, "assistant_id")?
         .parse()
@@ -136,6 +153,32 @@ struct NewOrganisation {
     topup_seconds: u64,
     elevenlabs_agent_id: Option<String>,
     elevenlabs_phone_number_id: Option<String>,
+    #[serde(default)]
+    phone_numbers: Vec<String>,
+}
+
+/// Most caller ids one organisation lists (the record stays small).
+const MAX_PHONE_NUMBERS: usize = 50;
+
+/// An organisation's caller ids, each E.164, stored normalised.
+fn phone_numbers(numbers: &[String]) -> Result<Vec<String>, ApiError> {
+    if numbers.len() > MAX_PHONE_NUMBERS {
+        return Err(ApiError::unprocessable(
+            "too_many_phone_numbers",
+            format!("phone_numbers may list at most {MAX_PHONE_NUMBERS} numbers"),
+        ));
+    }
+    let mut normalised: Vec<String> = Vec::with_capacity(numbers.len());
+    for number in numbers {
+        let e164 = crate::base::phone::e164(number).map_err(|err| ApiError::Unprocessable {
+            code: err.code(),
+            detail: format!("phone_numbers: {}", err.detail()),
+        })?;
+        if !normalised.contains(&e164) {
+            normalised.push(e164);
+        }
+    }
+    Ok(normalised)
 }
 
 /// The admin routes, each called by its own Lambda.
@@ -277,13 +320,7 @@ impl Admin<'_> {
     pub async fn create_organisation(&self, request: Request) -> Response<Body> {
         let work = async {
             let new: NewOrganisation = json_body(&request)?;
-            let valid_id = !new.org_id.is_empty()
-                && new.org_id.len() <= 64
-                && new
-                    .org_id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
-            if !valid_id {
+            if !valid_org_id(&new.org_id) {
                 return Err(ApiError::unprocessable(
                     "invalid_org_id",
                     "org_id must be 1-64 letters, digits, '-' or '_'",
@@ -297,6 +334,7 @@ impl Admin<'_> {
                 topup_seconds: new.topup_seconds,
                 elevenlabs_agent_id: new.elevenlabs_agent_id,
                 elevenlabs_phone_number_id: new.elevenlabs_phone_number_id,
+                phone_numbers: phone_numbers(&new.phone_numbers)?,
                 created_at: now.clone(),
                 updated_at: now,
                 usage_this_month_seconds: 0,
@@ -321,7 +359,7 @@ impl Admin<'_> {
 
     pub async fn get_organisation(&self, request: Request) -> Response<Body> {
         let work = async {
-            let id = path_param(&request, "org_id")?;
+            let id = org_id(&request)?;
             let org = self
                 .directory
                 .get_organisation(&id)
@@ -335,8 +373,11 @@ impl Admin<'_> {
 
     pub async fn update_organisation(&self, request: Request) -> Response<Body> {
         let work = async {
-            let id = path_param(&request, "org_id")?;
-            let patch: OrganisationPatch = json_body(&request)?;
+            let id = org_id(&request)?;
+            let mut patch: OrganisationPatch = json_body(&request)?;
+            if let Some(numbers) = &patch.phone_numbers {
+                patch.phone_numbers = Some(phone_numbers(numbers)?);
+            }
             let org = self
                 .directory
                 .update_organisation(&id, &patch)

@@ -113,7 +113,7 @@ impl Placement {
     /// record.
     pub async fn place<F, Fut>(
         &self,
-        mut call: OutboundCall,
+        call: OutboundCall,
         org: &Organisation,
         seconds: u64,
         who: &str,
@@ -123,52 +123,70 @@ impl Placement {
         F: FnOnce(String) -> Fut,
         Fut: Future<Output = Result<Placed, ProviderError>>,
     {
-        if let Err(err) = reserve(
+        place_reserved(
             self.calls.as_ref(),
             self.directory.as_ref(),
-            &mut call,
+            call,
             org,
             seconds,
+            who,
+            place,
         )
         .await
-        {
-            metrics::count(Metric::CallsNotPlaced);
-            return Err(err);
-        }
-        let placed = match place(call.call_ref.clone()).await {
-            Ok(placed) => {
-                metrics::count(Metric::CallsPlaced);
-                placed
-            }
-            Err(err) => {
-                metrics::count(Metric::CallsNotPlaced);
-                let reason = err.to_string();
-                if let Err(store) = release_unplaced(self.calls.as_ref(), &call, &reason).await {
-                    // The sweep releases it once its window has passed.
-                    tracing::warn!(error = %store, call_ref = %call.call_ref, "refused call's reservation not released yet");
-                }
-                return Err(call_not_placed(err, who));
-            }
-        };
-        let status = if placed.conversation_id.is_some() {
-            "initiated"
-        } else {
-            "queued"
-        };
-        if let Err(err) = self
-            .calls
-            .attach_provider_ids(
-                &call.call_ref,
-                placed.call_sid.as_deref(),
-                placed.conversation_id.as_deref(),
-                status,
-            )
-            .await
-        {
-            tracing::warn!(error = %err, call_ref = %call.call_ref, "provider ids not stored");
-        }
-        Ok((call, placed))
     }
+}
+
+/// [`Placement::place`] for callers that hold the stores but not a whole
+/// `Placement` (`/phone/call`, `/whatsapp/call`).
+pub async fn place_reserved<F, Fut>(
+    calls: &dyn OutboundCallStore,
+    directory: &dyn DirectoryStore,
+    mut call: OutboundCall,
+    org: &Organisation,
+    seconds: u64,
+    who: &str,
+    place: F,
+) -> Result<(OutboundCall, Placed), ApiError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<Placed, ProviderError>>,
+{
+    if let Err(err) = reserve(calls, directory, &mut call, org, seconds).await {
+        metrics::count(Metric::CallsNotPlaced);
+        return Err(err);
+    }
+    let placed = match place(call.call_ref.clone()).await {
+        Ok(placed) => {
+            metrics::count(Metric::CallsPlaced);
+            placed
+        }
+        Err(err) => {
+            metrics::count(Metric::CallsNotPlaced);
+            let reason = err.to_string();
+            if let Err(store) = release_unplaced(calls, &call, &reason).await {
+                // The sweep releases it once its window has passed.
+                tracing::warn!(error = %store, call_ref = %call.call_ref, "refused call's reservation not released yet");
+            }
+            return Err(call_not_placed(err, who));
+        }
+    };
+    let status = if placed.conversation_id.is_some() {
+        "initiated"
+    } else {
+        "queued"
+    };
+    if let Err(err) = calls
+        .attach_provider_ids(
+            &call.call_ref,
+            placed.call_sid.as_deref(),
+            placed.conversation_id.as_deref(),
+            status,
+        )
+        .await
+    {
+        tracing::warn!(error = %err, call_ref = %call.call_ref, "provider ids not stored");
+    }
+    Ok((call, placed))
 }
 
 /// The provider did not place the call: it is marked failed with the

@@ -5,10 +5,16 @@
 //! - `stream`: `<Connect><Stream url=AGENT_STREAM_URL>` with the room, call
 //!   sid and session id as `<Parameter>`s (Twilio forbids query strings on
 //!   stream URLs).
-//! - `sip`: `<Dial><Sip>sip:{CallSid}@{LIVEKIT_SIP_ENDPOINT}` into LiveKit's
-//!   SIP service; its callee dispatch rule (prefix `twilio-`) puts the caller
-//!   in room `twilio-{CallSid}`, the room this project created and sent the
+//! - `sip`: `<Dial><Sip>sip:{room}@{LIVEKIT_SIP_ENDPOINT}` into LiveKit's
+//!   SIP service; its callee dispatch rule (empty prefix) puts the caller in
+//!   the room named by the URI's user part (`twilio-{CallSid}`,
+//!   `whatsapp-{CallSid}`), the room this project created and sent the
 //!   agent to.
+//!
+//! Every answer derives the room from the call's kind and sid
+//! ([`CallContext`]), and the menu's action URL carries the kind
+//! (`?kind=whatsapp`; Twilio signs the whole URL), so a caller who pressed a
+//! key meets the agent in the room it was dispatched to.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +22,7 @@ use quick_xml::escape::escape;
 use serde::Deserialize;
 
 use crate::base::config::{self, ConfigError, Secret};
+use crate::flows::sessions::SessionKind;
 
 /// What the caller hears when the agent cannot be reached.
 pub const TRY_AGAIN: &str =
@@ -71,11 +78,32 @@ pub struct CallFlow {
     pub routing_url: String,
 }
 
-/// The conversation a TwiML answer connects.
+/// The conversation a TwiML answer connects: its room and session id
+/// follow from the kind and the (signed) call sid, never from anything else.
+#[derive(Debug, Clone, Copy)]
 pub struct CallContext<'a> {
+    pub kind: SessionKind,
     pub call_sid: &'a str,
-    pub room: &'a str,
-    pub session_id: &'a str,
+}
+
+impl CallContext<'_> {
+    pub fn room(&self) -> String {
+        self.kind.room(self.call_sid)
+    }
+
+    pub fn session_id(&self) -> String {
+        self.kind.session_id(self.call_sid)
+    }
+}
+
+/// The `?kind=` the menu's action URL carries: absent for phone calls (the
+/// URL Twilio has always been given), the kind's name otherwise.
+pub fn routing_kind(kind: Option<&str>) -> Option<SessionKind> {
+    match kind {
+        None | Some("phone") => Some(SessionKind::Phone),
+        Some("whatsapp") => Some(SessionKind::Whatsapp),
+        Some(_) => None,
+    }
 }
 
 impl CallFlow {
@@ -127,10 +155,11 @@ impl CallFlow {
         match &self.mode {
             ConnectMode::Stream { url } => {
                 let mut xml = format!("<Connect><Stream url=\"{}\">", escape(url));
+                let (room, session_id) = (call.room(), call.session_id());
                 for (name, value) in [
-                    ("roomName", call.room),
+                    ("roomName", room.as_str()),
                     ("callSid", call.call_sid),
-                    ("sessionId", call.session_id),
+                    ("sessionId", session_id.as_str()),
                 ] {
                     xml.push_str(&format!(
                         "<Parameter name=\"{name}\" value=\"{}\"/>",
@@ -153,9 +182,11 @@ impl CallFlow {
                         escape(pass.expose())
                     );
                 }
+                // The user part is the room itself: LiveKit's callee rule
+                // (empty prefix) joins the caller to exactly that room.
                 format!(
                     "<Dial><Sip{attributes}>sip:{}@{};transport=tcp</Sip></Dial>",
-                    escape(call.call_sid),
+                    escape(call.room()),
                     escape(endpoint)
                 )
             }
@@ -170,10 +201,14 @@ impl CallFlow {
             xml.push_str(&self.say(greeting));
         }
         if let Some(menu) = &self.menu {
+            let action = match call.kind {
+                SessionKind::Phone => self.routing_url.clone(),
+                other => format!("{}?kind={}", self.routing_url, other.name()),
+            };
             xml.push_str(&format!(
                 "<Gather input=\"dtmf\" numDigits=\"1\" timeout=\"{}\" action=\"{}\" method=\"POST\">{}</Gather>",
                 menu.timeout_seconds,
-                escape(&self.routing_url),
+                escape(&action),
                 self.say(&menu.prompt)
             ));
         }
@@ -223,9 +258,8 @@ mod tests {
     }
 
     const CALL: CallContext<'static> = CallContext {
+        kind: SessionKind::Phone,
         call_sid: "CA123",
-        room: "twilio-CA123",
-        session_id: "phone-CA123",
     };
 
     const MENU: &str = r#"{"prompt":"Press 1 for sales, 2 for support.","options":{
@@ -250,7 +284,7 @@ mod tests {
     }
 
     #[test]
-    fn sip_mode_dials_the_call_sid_at_livekit() {
+    fn sip_mode_dials_the_room_at_livekit() {
         let flow = flow(
             ConnectMode::Sip {
                 endpoint: "abc.sip.livekit.cloud".into(),
@@ -261,8 +295,42 @@ mod tests {
         );
         let xml = flow.answer(&CALL);
         assert!(xml.contains(
-            "<Dial><Sip username=\"twilio\" password=\"p&amp;ss\">sip:CA123@abc.sip.livekit.cloud;transport=tcp</Sip></Dial>"
+            "<Dial><Sip username=\"twilio\" password=\"p&amp;ss\">sip:twilio-CA123@abc.sip.livekit.cloud;transport=tcp</Sip></Dial>"
         ));
+    }
+
+    #[test]
+    fn a_whatsapp_call_keeps_its_kind_through_the_menu() {
+        let whatsapp = CallContext {
+            kind: SessionKind::Whatsapp,
+            call_sid: "CA123",
+        };
+        let stream = flow(
+            ConnectMode::Stream {
+                url: "wss://a".into(),
+            },
+            Some(MENU),
+        );
+        let xml = stream.answer(&whatsapp);
+        assert!(xml.contains("action=\"https://api.example.com/twilio/routing?kind=whatsapp\""));
+        assert!(xml.contains("<Parameter name=\"roomName\" value=\"whatsapp-CA123\"/>"));
+        assert!(stream
+            .route(None, &whatsapp)
+            .contains("<Parameter name=\"sessionId\" value=\"whatsapp-CA123\"/>"));
+        let sip = flow(
+            ConnectMode::Sip {
+                endpoint: "abc.sip.livekit.cloud".into(),
+                username: None,
+                password: None,
+            },
+            None,
+        );
+        assert!(sip
+            .answer(&whatsapp)
+            .contains("<Sip>sip:whatsapp-CA123@abc.sip.livekit.cloud;transport=tcp</Sip>"));
+        assert_eq!(routing_kind(Some("whatsapp")), Some(SessionKind::Whatsapp));
+        assert_eq!(routing_kind(None), Some(SessionKind::Phone));
+        assert_eq!(routing_kind(Some("web")), None);
     }
 
     #[test]

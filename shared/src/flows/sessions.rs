@@ -83,13 +83,17 @@ impl SessionKind {
 pub const RESERVED_ROOM_PREFIXES: [&str; 5] =
     ["twilio-", "whatsapp-", "slack-", "discord-", "teams-"];
 
-/// The room of a session id, if the id is well formed.
+/// The room of a session id, if the id is well formed. A room that could
+/// never have been opened (over 128 characters, say) is `None` before any
+/// store call: DynamoDB refuses over-long keys with an error, not a miss.
 pub fn room_of(session_id: &str) -> Option<String> {
     let (kind, key) = session_id.split_once('-')?;
     if key.is_empty() {
         return None;
     }
-    Some(SessionKind::parse(kind)?.room(key))
+    let room = SessionKind::parse(kind)?.room(key);
+    validate_room_name(&room).ok()?;
+    Some(room)
 }
 
 /// LiveKit's room names: we allow what every client and URL carries
@@ -277,6 +281,11 @@ mod tests {
         assert_eq!(room_of("fax-1"), None);
         assert_eq!(room_of("phone-"), None);
         assert_eq!(room_of("phone"), None);
+        let longest = "r".repeat(128);
+        assert_eq!(room_of(&format!("web-{longest}")), Some(longest.clone()));
+        assert_eq!(room_of(&format!("web-{longest}r")), None);
+        assert_eq!(room_of(&format!("web-{}", "r".repeat(3000))), None);
+        assert_eq!(room_of("web-a b"), None);
     }
 
     #[test]

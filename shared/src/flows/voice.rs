@@ -26,7 +26,7 @@ use crate::providers::twilio::{self, TwilioWebhookAuth};
 #[cfg(feature = "phone")]
 mod placer;
 #[cfg(feature = "phone")]
-pub use placer::{CallPlacer, Placed};
+pub use placer::{CallPlacer, Placed, DEFAULT_TIME_LIMIT_SECS};
 
 /// A voice webhook of one kind (phone or WhatsApp).
 pub struct VoiceWebhook {
@@ -53,11 +53,7 @@ impl VoiceWebhook {
             .ok_or_else(|| ApiError::unprocessable("missing_field", "CallSid is required"))?;
         validate_call_sid(call_sid)?;
         let kind = self.kind;
-        let context = CallContext {
-            call_sid,
-            room: &kind.room(call_sid),
-            session_id: &kind.session_id(call_sid),
-        };
+        let context = CallContext { kind, call_sid };
         let org = request
             .query_string_parameters()
             .first("org")

@@ -134,6 +134,10 @@ pub enum ProviderEvent {
         /// `whatsapp` for WhatsApp calls (`?session=whatsapp`); absent: phone.
         #[serde(default)]
         session_kind: Option<String>,
+        /// The outbound-call ref of a call `/phone/call` or `/whatsapp/call`
+        /// placed (`?placed=`): its final status settles that reservation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        placed: Option<String>,
     },
     /// An ElevenLabs post-call webhook, exactly as signed.
     Elevenlabs { body: EventBody },

@@ -72,6 +72,10 @@ pub struct Organisation {
     pub elevenlabs_agent_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elevenlabs_phone_number_id: Option<String>,
+    /// Caller ids (E.164) this organisation owns: `/phone/call` and
+    /// `/whatsapp/call` place calls from no other number.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phone_numbers: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
     /// Seconds of calls that ended this month (read-only; filled on read).
@@ -135,6 +139,8 @@ pub struct OrganisationPatch {
     pub topup_seconds: Option<u64>,
     pub elevenlabs_agent_id: Option<String>,
     pub elevenlabs_phone_number_id: Option<String>,
+    /// Replaces the whole list.
+    pub phone_numbers: Option<Vec<String>>,
 }
 
 #[async_trait]
@@ -359,6 +365,10 @@ impl DirectoryStore for DynamoDirectoryStore {
         if let Some(number) = &patch.elevenlabs_phone_number_id {
             fields.push(("elevenlabs_phone_number_id", s(number)));
         }
+        if let Some(numbers) = &patch.phone_numbers {
+            let list = numbers.iter().map(|n| s(n)).collect();
+            fields.push(("phone_numbers", AttributeValue::L(list)));
+        }
         let (expression, names, values) = patch_update(fields);
         let result = self
             .client
@@ -392,6 +402,7 @@ mod tests {
             topup_seconds: 50,
             elevenlabs_agent_id: None,
             elevenlabs_phone_number_id: None,
+            phone_numbers: Vec::new(),
             created_at: String::new(),
             updated_at: String::new(),
             usage_this_month_seconds: 0,

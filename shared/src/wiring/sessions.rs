@@ -70,7 +70,9 @@ impl Wiring {
     #[cfg(feature = "phone")]
     /// Placing calls of `kind`: API keys, Twilio, sessions, `PUBLIC_BASE_URL`,
     /// the caller id (`TWILIO_PHONE_NUMBER`, or `TWILIO_WHATSAPP_NUMBER`),
-    /// `PHONE_CALL_TIME_LIMIT_SECONDS` (default an hour).
+    /// `PHONE_CALL_TIME_LIMIT_SECONDS` (default 600), `ORGANISATIONS_TABLE`
+    /// (budgets and caller ids), `INBOUND_ORG_ID` (owner of the default
+    /// caller id).
     pub fn call_placer(&self, kind: SessionKind) -> Result<CallPlacer, ConfigError> {
         let caller_id = match kind {
             SessionKind::Whatsapp => "TWILIO_WHATSAPP_NUMBER",
@@ -85,8 +87,20 @@ impl Wiring {
             public_base_url: config::required("PUBLIC_BASE_URL")?
                 .trim_end_matches('/')
                 .to_string(),
-            time_limit_secs: config::parsed_or("PHONE_CALL_TIME_LIMIT_SECONDS", 3600)?,
+            time_limit_secs: config::parsed_or(
+                "PHONE_CALL_TIME_LIMIT_SECONDS",
+                crate::flows::voice::DEFAULT_TIME_LIMIT_SECS,
+            )?,
             lease: dedup_lease()?,
+            // Only the organisations table: no assistants, no id sequence.
+            directory: Arc::new(crate::store::directory::DynamoDirectoryStore {
+                client: self.dynamo.clone(),
+                assistants_table: String::new(),
+                organisations_table: config::required("ORGANISATIONS_TABLE")?,
+                stats_table: String::new(),
+            }),
+            calls: self.outbound_calls()?,
+            inbound_org: config::optional("INBOUND_ORG_ID"),
         })
     }
 }

@@ -792,6 +792,97 @@ async fn provider_errors_and_rate_limits_are_clear() {
     assert_eq!(statuses, vec![200, 200, 429]);
 }
 
+/// Issue 17 item 5: an organisation lists the caller ids it owns; each must
+/// be E.164, and a bad one changes nothing.
+#[tokio::test]
+async fn organisations_list_the_caller_ids_they_own() {
+    let t = Outbound::start().await;
+    let create = |body: serde_json::Value| {
+        t.admin(
+            "organisation-create",
+            t.admin_request(
+                "POST",
+                "/organisations",
+                "/organisations",
+                &body.to_string(),
+                Some(ADMIN_TOKEN),
+            ),
+        )
+    };
+    let bad = create(serde_json::json!({"org_id": "acme", "name": "Acme", "monthly_limit_seconds": 60, "phone_numbers": ["12345"]})).await;
+    assert_eq!(bad.status(), 422);
+    assert_eq!(json_body(&bad)["code"], "invalid_phone_number");
+    assert!(t
+        .stack
+        .directory()
+        .get_organisation("acme")
+        .await
+        .unwrap()
+        .is_none());
+    let created = create(serde_json::json!({"org_id": "acme", "name": "Acme", "monthly_limit_seconds": 60, "phone_numbers": [" +14155552672 ", "+14155552672"]})).await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(
+        json_body(&created)["phone_numbers"],
+        serde_json::json!(["+14155552672"])
+    );
+    let patch = |body: serde_json::Value| {
+        t.admin(
+            "organisation-update",
+            t.admin_request(
+                "PATCH",
+                "/organisations/{org_id}",
+                "/organisations/acme",
+                &body.to_string(),
+                Some(ADMIN_TOKEN),
+            ),
+        )
+    };
+    let refused =
+        patch(serde_json::json!({"phone_numbers": ["+14155552673", "not a number"]})).await;
+    assert_eq!(refused.status(), 422);
+    let updated = patch(serde_json::json!({"phone_numbers": ["+14155552673"]})).await;
+    assert_eq!(updated.status(), 200);
+    assert_eq!(
+        json_body(&updated)["phone_numbers"],
+        serde_json::json!(["+14155552673"])
+    );
+    let stored = t
+        .stack
+        .directory()
+        .get_organisation("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.phone_numbers, vec!["+14155552673".to_string()]);
+}
+
+/// Issue 17 item 12: an organisation id no organisation can have is 404
+/// before any store call, for reading and for changing it.
+#[tokio::test]
+async fn an_organisation_id_too_long_to_exist_is_404() {
+    let t = Outbound::start().await;
+    let path = format!("/organisations/{}", "o".repeat(3000));
+    for (route, method, body) in [
+        ("organisation-get", "GET", ""),
+        ("organisation-update", "PATCH", r#"{"name":"x"}"#),
+    ] {
+        let response = t
+            .admin(
+                route,
+                t.admin_request(
+                    method,
+                    "/organisations/{org_id}",
+                    &path,
+                    body,
+                    Some(ADMIN_TOKEN),
+                ),
+            )
+            .await;
+        assert_eq!(response.status(), 404, "{route}");
+        assert_eq!(json_body(&response)["code"], "not_found");
+    }
+}
+
 #[tokio::test]
 async fn admin_routes_need_the_admin_token_and_validate() {
     let t = Outbound::start().await;

@@ -31,6 +31,11 @@ const PUBLIC_BASE: &str = "https://callops.example.com";
 const STREAM_URL: &str = "wss://agent.example.com/twilio";
 const ORG: &str = "acme";
 const OTHER_ORG: &str = "globex";
+/// `TWILIO_PHONE_NUMBER` of the test deployment, owned by `ORG` (its `INBOUND_ORG_ID`).
+const DEFAULT_CALLER_ID: &str = "+14155552672";
+/// A second number `ORG` lists in its record.
+const LISTED_CALLER_ID: &str = "+14155552673";
+const TIME_LIMIT_SECS: u64 = 600;
 
 struct Rooms {
     stack: Stack,
@@ -49,13 +54,20 @@ impl Rooms {
         keys.insert(&record).await.unwrap();
         let (other_key, record) = api_keys::generate("web", OTHER_ORG);
         keys.insert(&record).await.unwrap();
-        Self {
+        let rooms = Self {
             stack,
             twilio: FakeTwilio::start(ACCOUNT_SID, TWILIO_TOKEN),
             livekit: FakeLiveKit::start(LIVEKIT_KEY, LIVEKIT_SECRET),
             key,
             other_key,
-        }
+        };
+        rooms
+            .create_org(ORG, 100 * TIME_LIMIT_SECS, &[LISTED_CALLER_ID])
+            .await;
+        rooms
+            .create_org(OTHER_ORG, 100 * TIME_LIMIT_SECS, &[])
+            .await;
+        rooms
     }
 
     fn tokens() -> AccessTokens {
@@ -164,11 +176,49 @@ impl Rooms {
             access: self.access(),
             twilio: self.twilio_client(),
             lifecycle: self.lifecycle(),
-            default_from: Some("+14155552672".into()),
+            default_from: Some(DEFAULT_CALLER_ID.into()),
             public_base_url: PUBLIC_BASE.into(),
-            time_limit_secs: 3600,
+            time_limit_secs: TIME_LIMIT_SECS,
             lease: Duration::from_secs(30),
+            directory: Arc::new(self.stack.directory()),
+            calls: Arc::new(self.stack.outbound_calls()),
+            inbound_org: Some(ORG.into()),
         }
+    }
+
+    /// An organisation record: its monthly budget and the caller ids it owns.
+    async fn create_org(&self, org_id: &str, monthly_limit_seconds: u64, numbers: &[&str]) {
+        use shared::store::directory::DirectoryStore;
+        let org = shared::store::directory::Organisation {
+            org_id: org_id.into(),
+            name: org_id.into(),
+            monthly_limit_seconds,
+            topup_seconds: 0,
+            elevenlabs_agent_id: None,
+            elevenlabs_phone_number_id: None,
+            phone_numbers: numbers.iter().map(|n| n.to_string()).collect(),
+            created_at: shared::base::time::now_rfc3339(),
+            updated_at: shared::base::time::now_rfc3339(),
+            usage_this_month_seconds: 0,
+            reserved_seconds: 0,
+            remaining_seconds: 0,
+        };
+        assert!(self
+            .stack
+            .directory()
+            .create_organisation(&org)
+            .await
+            .unwrap());
+    }
+
+    async fn org(&self, org_id: &str) -> shared::store::directory::Organisation {
+        use shared::store::directory::DirectoryStore;
+        self.stack
+            .directory()
+            .get_organisation(org_id)
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     fn invites() -> RoomInvites {
@@ -615,7 +665,7 @@ async fn sip_mode_and_the_dtmf_menu() {
         "<Gather input=\"dtmf\" numDigits=\"1\" timeout=\"5\" action=\"{PUBLIC_BASE}/twilio/routing\" method=\"POST\">"
     )));
     assert!(twiml.contains(
-        "<Dial><Sip username=\"twilio-trunk\" password=\"trunk-pass\">sip:CAsip1@abc123.sip.livekit.cloud;transport=tcp</Sip></Dial>"
+        "<Dial><Sip username=\"twilio-trunk\" password=\"trunk-pass\">sip:twilio-CAsip1@abc123.sip.livekit.cloud;transport=tcp</Sip></Dial>"
     ));
     assert!(t.livekit.room_exists("twilio-CAsip1"));
 
@@ -893,10 +943,9 @@ async fn an_outbound_phone_call_is_connected_like_an_inbound_one() {
             .unwrap()
     };
     assert_eq!(get("Url"), format!("{PUBLIC_BASE}/twilio/voice?org={ORG}"));
-    assert_eq!(
-        get("StatusCallback"),
-        format!("{PUBLIC_BASE}/twilio/status")
-    );
+    assert!(get("StatusCallback").starts_with(&format!(
+        "{PUBLIC_BASE}/twilio/status?session=phone&placed=oc_"
+    )));
     assert_eq!(get("From"), "+14155552672");
     assert!(t.livekit.room_exists(&format!("twilio-{call_sid}")));
 
@@ -1333,10 +1382,9 @@ async fn whatsapp_calls_open_whatsapp_sessions() {
         get("Url"),
         format!("{PUBLIC_BASE}/whatsapp/voice?org={ORG}")
     );
-    assert_eq!(
-        get("StatusCallback"),
-        format!("{PUBLIC_BASE}/twilio/status?session=whatsapp")
-    );
+    assert!(get("StatusCallback").starts_with(&format!(
+        "{PUBLIC_BASE}/twilio/status?session=whatsapp&placed=oc_"
+    )));
 
     // Its status callback carries ?session=whatsapp and ends that session.
     let intake = twilio_status::TwilioStatus {
@@ -1361,6 +1409,234 @@ async fn whatsapp_calls_open_whatsapp_sessions() {
         StatusCode::NOT_FOUND
     );
     assert!(!t.livekit.room_exists(&format!("whatsapp-{call_sid}")));
+}
+
+/// The room a TwiML answer puts the caller in: the stream's `roomName`
+/// parameter, or in SIP mode the room LiveKit's callee dispatch rule makes
+/// of the URI's user part (README: `roomPrefix` empty, `randomize: false`).
+fn connected_room(twiml: &str) -> String {
+    const SIP_ROOM_PREFIX: &str = "";
+    if let Some(rest) = twiml.split("<Parameter name=\"roomName\" value=\"").nth(1) {
+        return rest.split('"').next().unwrap().to_string();
+    }
+    let uri = twiml
+        .split("sip:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no stream or SIP target in {twiml}"));
+    format!("{SIP_ROOM_PREFIX}{}", uri.split('@').next().unwrap())
+}
+
+/// A WhatsApp call answered by `/whatsapp/voice` with `flow`; if the answer
+/// has a menu, the caller presses `digit` (or nothing) and Twilio posts to
+/// the `<Gather>` action exactly as given, signing that URL. Returns the
+/// room the caller ends up in; the test then looks for the agent there.
+async fn whatsapp_caller_room(
+    t: &Rooms,
+    flow: CallFlow,
+    call_sid: &str,
+    digit: Option<&str>,
+) -> String {
+    let voice = whatsapp_voice::WhatsAppVoice {
+        webhook: t.voice_webhook(SessionKind::Whatsapp, flow.clone()),
+    };
+    let mut params = vec![
+        ("CallSid", call_sid),
+        ("From", "whatsapp:+14155550100"),
+        ("To", "whatsapp:+14155550199"),
+        ("Direction", "inbound"),
+    ];
+    let twiml = text(
+        &voice
+            .handle(twilio_post("/whatsapp/voice", "", &params))
+            .await,
+    );
+    let Some(gather) = twiml.split("<Gather ").nth(1) else {
+        return connected_room(&twiml);
+    };
+    let action = gather
+        .split("action=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let action = action.replace("&amp;", "&");
+    let path_and_query = action
+        .strip_prefix(PUBLIC_BASE)
+        .expect("action under our base");
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    assert_eq!(path, "/twilio/routing");
+    if let Some(digit) = digit {
+        params.push(("Digits", digit));
+    }
+    let routing = twilio_routing::TwilioRouting {
+        twilio_auth: Rooms::twilio_auth(),
+        flow,
+    };
+    let routed = routing.handle(twilio_post(path, query, &params)).await;
+    assert_eq!(routed.status(), StatusCode::OK, "{}", text(&routed));
+    connected_room(&text(&routed))
+}
+
+const WHATSAPP_MENU: &str = r#"{"prompt":"Press 0 for the assistant.",
+    "options":{"0":{"action":"agent"},"2":{"action":"say","message":"Bye."}}}"#;
+
+fn sip_mode() -> ConnectMode {
+    ConnectMode::Sip {
+        endpoint: "abc123.sip.livekit.cloud".into(),
+        username: None,
+        password: None,
+    }
+}
+
+/// Issue 17 item 9: a WhatsApp caller who goes through the menu (pressing
+/// the agent's key, an unknown key, or nothing) reaches `whatsapp-{CallSid}`,
+/// the room the agent was dispatched to, not a phone call's `twilio-` room.
+#[tokio::test]
+async fn a_whatsapp_caller_at_the_menu_meets_the_agent_in_its_own_room() {
+    let t = Rooms::start().await;
+    for (call_sid, digit) in [
+        ("CAwamenu0", Some("0")),
+        ("CAwamenu7", Some("7")),
+        ("CAwamenuN", None),
+    ] {
+        let flow = Rooms::flow(Rooms::stream(), Some(WHATSAPP_MENU));
+        let room = whatsapp_caller_room(&t, flow, call_sid, digit).await;
+        assert_eq!(room, format!("whatsapp-{call_sid}"));
+        assert_eq!(t.livekit.dispatches(&room).len(), 1, "no agent in {room}");
+    }
+}
+
+/// Item 9 in SIP mode, with and without the menu: the SIP target lands the
+/// caller in the WhatsApp room the agent waits in.
+#[tokio::test]
+async fn a_whatsapp_caller_in_sip_mode_meets_the_agent_in_its_own_room() {
+    let t = Rooms::start().await;
+    for (call_sid, menu) in [("CAwasip1", None), ("CAwasip2", Some(WHATSAPP_MENU))] {
+        let room = whatsapp_caller_room(&t, Rooms::flow(sip_mode(), menu), call_sid, None).await;
+        assert_eq!(room, format!("whatsapp-{call_sid}"));
+        assert_eq!(t.livekit.dispatches(&room).len(), 1, "no agent in {room}");
+    }
+    // A phone call in SIP mode still lands in its own twilio- room.
+    let voice = t.voice_with(Rooms::flow(sip_mode(), None));
+    let twiml = text(
+        &voice
+            .handle(twilio_post("/twilio/voice", "", &inbound("CAphsip1")))
+            .await,
+    );
+    assert_eq!(connected_room(&twiml), "twilio-CAphsip1");
+    assert_eq!(t.livekit.dispatches("twilio-CAphsip1").len(), 1);
+}
+
+/// Item 9 in stream mode without a menu: the stream names the WhatsApp room.
+#[tokio::test]
+async fn a_whatsapp_caller_in_stream_mode_meets_the_agent_in_its_own_room() {
+    let t = Rooms::start().await;
+    let room =
+        whatsapp_caller_room(&t, Rooms::flow(Rooms::stream(), None), "CAwastream1", None).await;
+    assert_eq!(room, "whatsapp-CAwastream1");
+    assert_eq!(t.livekit.dispatches(&room).len(), 1, "no agent in {room}");
+}
+
+/// `/twilio/routing` takes only the voice kinds; the kind is inside the
+/// signed URL, so a forged one is refused by the signature first.
+#[tokio::test]
+async fn routing_refuses_a_kind_it_does_not_know() {
+    let routing = twilio_routing::TwilioRouting {
+        twilio_auth: Rooms::twilio_auth(),
+        flow: Rooms::flow(Rooms::stream(), Some(WHATSAPP_MENU)),
+    };
+    let params = [("CallSid", "CAkind1"), ("Digits", "0")];
+    let web = routing
+        .handle(twilio_post("/twilio/routing", "kind=web", &params))
+        .await;
+    assert_eq!(web.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json_body(&web)["code"], "invalid_kind");
+    // Signed for the phone URL, replayed with ?kind=whatsapp: 403.
+    let url = format!("{PUBLIC_BASE}/twilio/routing");
+    let signature = twilio_signature(TWILIO_TOKEN, &url, &params);
+    let replayed = routing
+        .handle(twilio_post_signed(
+            "/twilio/routing",
+            "kind=whatsapp",
+            &params,
+            Some(&signature),
+        ))
+        .await;
+    assert_eq!(replayed.status(), StatusCode::FORBIDDEN);
+}
+
+/// Issue 17 item 12: a session id whose room could never exist is 404 before
+/// any store call (DynamoDB's key limit used to make it a 503 that paged).
+#[tokio::test]
+async fn a_session_id_too_long_to_exist_is_404() {
+    let t = Rooms::start().await;
+    let response = t
+        .get_session(&format!("web-{}", "r".repeat(3000)), &t.key)
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "{}",
+        text(&response)
+    );
+    assert_eq!(json_body(&response)["code"], "not_found");
+}
+
+/// Item 12: `/phone/end` while DynamoDB fails is 503 (retry), not 404 "Call
+/// not found"; Twilio is not asked to hang up and the session stays open.
+#[tokio::test]
+async fn ending_a_call_while_the_session_store_fails_is_503() {
+    use devstack::faults::{Dialect, Fault, FaultPlan, FaultProxy};
+    let t = Rooms::start().await;
+    let voice = t.voice();
+    let answered = voice
+        .handle(twilio_post("/twilio/voice", "", &inbound("CAoutage1")))
+        .await;
+    assert!(text(&answered).contains("<Connect>"));
+    let outage = FaultProxy::start(
+        local().dynamodb_endpoint(),
+        Dialect::AwsJson,
+        FaultPlan {
+            per_mille: 1000,
+            faults: vec![Fault::ServerError],
+            seed: 17,
+        },
+    );
+    let failing = local().dynamodb_at(outage.base_url()).await;
+    let mut phone_end = t.phone_end();
+    phone_end.lifecycle.sessions = Arc::new(shared::store::sessions::DynamoSessionStore::new(
+        failing,
+        t.stack.resources.table("CallsTable"),
+    ));
+    let response = phone_end
+        .handle(api(
+            "POST",
+            "/phone/end/{callSid}",
+            "/phone/end/CAoutage1",
+            "",
+            Some(&t.key),
+            None,
+        ))
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        text(&response)
+    );
+    assert_eq!(json_body(&response)["code"], "unavailable");
+    assert!(t.twilio.ended_calls().is_empty());
+    let record = t
+        .stack
+        .sessions()
+        .get("twilio-CAoutage1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!record.ended());
 }
 
 /// `/phone/end` on a call we placed: Twilio is asked to complete it, the
@@ -1431,6 +1707,217 @@ async fn ending_a_placed_call_completes_it_at_twilio() {
         .unwrap();
     assert_eq!(after.end_reason.as_deref(), Some("ended by API"));
     assert_eq!(after.ended_at, record.ended_at);
+}
+
+impl Rooms {
+    async fn place_phone_call(&self, key: &str, body: serde_json::Value) -> Response<Body> {
+        self.phone_call()
+            .handle(api(
+                "POST",
+                "/phone/call",
+                "/phone/call",
+                "",
+                Some(key),
+                Some(body),
+            ))
+            .await
+    }
+
+    /// Twilio's status callback for a placed call, posted to the
+    /// `StatusCallback` URL it was given (signed over that whole URL).
+    async fn callback(&self, status_url: &str, call_sid: &str, status: &str, duration: &str) {
+        let path_and_query = status_url.strip_prefix(PUBLIC_BASE).unwrap();
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let mut params = vec![("CallSid", call_sid), ("CallStatus", status)];
+        if !duration.is_empty() {
+            params.push(("CallDuration", duration));
+        }
+        let intake = twilio_status::TwilioStatus {
+            twilio_auth: Rooms::twilio_auth(),
+            intake: self.stack.provider_event_intake(),
+        };
+        let response = intake.handle(twilio_post(path, query, &params)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
+        self.run_provider_events().await;
+    }
+}
+
+/// Issue 17 item 5: `/phone/call` places calls only from a caller id the
+/// key's organisation owns; anything else is 403 and Twilio is never asked.
+#[tokio::test]
+async fn a_phone_call_from_a_caller_id_the_organisation_does_not_own_is_refused() {
+    let t = Rooms::start().await;
+    for (key, body) in [
+        // A number nobody here owns.
+        (
+            &t.key,
+            serde_json::json!({"to": "+14155550100", "from": "+14155559876"}),
+        ),
+        // The deployment's number belongs to INBOUND_ORG_ID only...
+        (
+            &t.other_key,
+            serde_json::json!({"to": "+14155550100", "from": DEFAULT_CALLER_ID}),
+        ),
+        // ...and is not another organisation's default either.
+        (&t.other_key, serde_json::json!({"to": "+14155550100"})),
+        // Another organisation's listed number.
+        (
+            &t.other_key,
+            serde_json::json!({"to": "+14155550100", "from": LISTED_CALLER_ID}),
+        ),
+    ] {
+        let refused = t.place_phone_call(key, body.clone()).await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::FORBIDDEN,
+            "{body}: {}",
+            text(&refused)
+        );
+        assert_eq!(json_body(&refused)["code"], "caller_id_not_owned");
+    }
+    // A key whose organisation has no record has no budget and no numbers.
+    let (ghost_key, record) = api_keys::generate("web", "ghost");
+    DynamoApiKeyStore::new(
+        t.stack.dynamo.clone(),
+        t.stack.resources.table("ApiKeysTable"),
+    )
+    .insert(&record)
+    .await
+    .unwrap();
+    let ghost = t
+        .place_phone_call(&ghost_key, serde_json::json!({"to": "+14155550100"}))
+        .await;
+    assert_eq!(ghost.status(), StatusCode::FORBIDDEN);
+    assert_eq!(json_body(&ghost)["code"], "no_organisation");
+    assert!(t.twilio.created_calls().is_empty());
+    assert!(t.livekit.rooms().is_empty());
+    assert_eq!(t.org(OTHER_ORG).await.reserved_seconds, 0);
+    // Its own listed number and, for INBOUND_ORG_ID, the default one are fine.
+    for from in [LISTED_CALLER_ID, DEFAULT_CALLER_ID] {
+        let placed = t
+            .place_phone_call(
+                &t.key,
+                serde_json::json!({"to": "+14155550100", "from": from}),
+            )
+            .await;
+        assert_eq!(placed.status(), StatusCode::OK, "{}", text(&placed));
+    }
+    assert_eq!(t.twilio.created_calls().len(), 2);
+}
+
+/// Item 5: a month that cannot hold another call's time limit refuses it
+/// with /calls/initiate's code, before Twilio is asked.
+#[tokio::test]
+async fn a_phone_call_over_the_monthly_budget_is_refused_before_twilio() {
+    let t = Rooms::start().await;
+    t.create_org("tight", TIME_LIMIT_SECS - 1, &[LISTED_CALLER_ID])
+        .await;
+    let (key, record) = api_keys::generate("web", "tight");
+    DynamoApiKeyStore::new(
+        t.stack.dynamo.clone(),
+        t.stack.resources.table("ApiKeysTable"),
+    )
+    .insert(&record)
+    .await
+    .unwrap();
+    let refused = t
+        .place_phone_call(
+            &key,
+            serde_json::json!({"to": "+14155550100", "from": LISTED_CALLER_ID}),
+        )
+        .await;
+    assert_eq!(
+        refused.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(json_body(&refused)["code"], "usage_limit_exceeded");
+    assert!(t.twilio.created_calls().is_empty());
+    assert!(t.livekit.rooms().is_empty());
+    let org = t.org("tight").await;
+    assert_eq!((org.reserved_seconds, org.usage_this_month_seconds), (0, 0));
+}
+
+/// Item 5: a placed call holds its time limit on the budget; its completed
+/// status settles the real duration once (a duplicate callback changes
+/// nothing); a call Twilio refuses releases what it held.
+#[tokio::test]
+async fn a_placed_phone_call_is_reserved_then_settled_once_with_its_real_duration() {
+    let t = Rooms::start().await;
+    let placed = t
+        .place_phone_call(&t.key, serde_json::json!({"to": "+14155550100"}))
+        .await;
+    assert_eq!(placed.status(), StatusCode::OK, "{}", text(&placed));
+    let call_sid = json_body(&placed)["callSid"].as_str().unwrap().to_string();
+    let held = t.org(ORG).await;
+    assert_eq!(held.reserved_seconds, TIME_LIMIT_SECS);
+    assert_eq!(held.remaining_seconds, 99 * TIME_LIMIT_SECS);
+    let form = &t.twilio.created_calls()[0];
+    let status_url = form
+        .iter()
+        .find(|(k, _)| k == "StatusCallback")
+        .unwrap()
+        .1
+        .clone();
+
+    // The ref rides in the signed URL; one that is not ours is refused.
+    let intake = twilio_status::TwilioStatus {
+        twilio_auth: Rooms::twilio_auth(),
+        intake: t.stack.provider_event_intake(),
+    };
+    let forged = intake
+        .handle(twilio_post(
+            "/twilio/status",
+            "session=phone&placed=oc_nope",
+            &[("CallSid", call_sid.as_str()), ("CallStatus", "completed")],
+        ))
+        .await;
+    assert_eq!(forged.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json_body(&forged)["code"], "invalid_placed");
+    t.callback(&status_url, &call_sid, "in-progress", "").await;
+    assert_eq!(t.org(ORG).await.reserved_seconds, TIME_LIMIT_SECS);
+    t.callback(&status_url, &call_sid, "completed", "42").await;
+    let settled = t.org(ORG).await;
+    assert_eq!(settled.reserved_seconds, 0);
+    assert_eq!(settled.usage_this_month_seconds, 42);
+    assert_eq!(settled.remaining_seconds, 100 * TIME_LIMIT_SECS - 42);
+    // The session ended on the same callback.
+    assert_eq!(
+        t.get_session(&format!("phone-{call_sid}"), &t.key)
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    // Twilio repeats itself, even with another duration: nothing moves.
+    t.callback(&status_url, &call_sid, "completed", "42").await;
+    t.callback(&status_url, &call_sid, "completed", "99").await;
+    assert_eq!(t.org(ORG).await.usage_this_month_seconds, 42);
+    assert_eq!(t.org(ORG).await.reserved_seconds, 0);
+
+    // Twilio refuses the next call: no session, and nothing stays held.
+    t.twilio.fail_next_calls(
+        1,
+        400,
+        21211,
+        "The 'To' number is not a valid phone number.",
+    );
+    let refused = t
+        .place_phone_call(&t.key, serde_json::json!({"to": "+14155550101"}))
+        .await;
+    assert_eq!(
+        refused.status(),
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        text(&refused)
+    );
+    let after = t.org(ORG).await;
+    assert_eq!(
+        (after.reserved_seconds, after.usage_this_month_seconds),
+        (0, 42)
+    );
 }
 
 /// Checks followed by acts would send two agents: a double-clicked

@@ -69,14 +69,22 @@ impl ProviderEventProcessor {
                 status,
                 duration_secs,
                 session_kind,
+                placed,
             } => {
                 let kind = match session_kind.as_deref() {
                     Some("whatsapp") => SessionKind::Whatsapp,
                     _ => SessionKind::Phone,
                 };
                 let key = format!("twilio-session-status#{call_sid}#{status}");
-                self.once(&key, || {
-                    self.session_status(kind, call_sid, status, *duration_secs)
+                self.once(&key, || async {
+                    let applied = self
+                        .session_status(kind, call_sid, status, *duration_secs)
+                        .await?;
+                    if let Some(call_ref) = placed {
+                        self.placed_status(call_ref, call_sid, status, *duration_secs)
+                            .await?;
+                    }
+                    Ok(applied)
                 })
                 .await
             }
@@ -157,6 +165,42 @@ impl ProviderEventProcessor {
                 .map_err(|e| e.to_string())?;
         }
         Ok(serde_json::json!({"status": status, "applied": moved}))
+    }
+
+    /// A call `/phone/call` placed: its record follows the status and the
+    /// first final one settles its reservation with the real duration
+    /// (`record_duration` is conditional on `usage_counted`, so once).
+    async fn placed_status(
+        &self,
+        call_ref: &str,
+        call_sid: &str,
+        status: &str,
+        duration: Option<u64>,
+    ) -> Result<(), String> {
+        let call = self
+            .calls
+            .get(call_ref)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no outbound call {call_ref}"))?;
+        if call.call_sid.as_deref().is_some_and(|sid| sid != call_sid) {
+            return Err(format!("call {call_ref} is not {call_sid}"));
+        }
+        self.calls
+            .advance_status(call_ref, status, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if status_rank(status) == FINAL_RANK {
+            let seconds = duration.filter(|_| status == "completed").unwrap_or(0);
+            let recorded = self
+                .calls
+                .record_duration(&call, seconds)
+                .await
+                .map_err(|e| e.to_string())?;
+            info!(%call_ref, seconds, ?recorded, "placed call settled");
+            crate::flows::outbound::usage_counted(&call, seconds, recorded);
+        }
+        Ok(())
     }
 
     /// The call this event is about: by conversation id, else by the call

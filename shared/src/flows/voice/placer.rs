@@ -1,7 +1,16 @@
 //! Placing a call whose answer is connected like an inbound one (`/phone/call`,
 //! `/whatsapp/call`). Built with the `phone` feature: numbers to dial are
 //! checked against libphonenumber first.
+//!
+//! The caller id must be one the key's organisation owns (its record's
+//! `phone_numbers`, or the deployment's default number for
+//! `INBOUND_ORG_ID`), and the call goes through the same reservation as
+//! `/calls/initiate` (`outbound::place_reserved`): `time_limit_secs` held on
+//! the organisation's month before Twilio is asked, released if Twilio
+//! refuses, settled with the real duration by the call's final status
+//! (the status callback carries `placed=<call ref>`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -12,9 +21,11 @@ use tracing::{info, warn};
 use crate::api::access::KeyedAccess;
 use crate::api::{self, ApiError, Route};
 use crate::base::{mask, phone};
-use crate::flows::outbound::call_not_placed;
+use crate::flows::outbound::{self, Placed as ProviderIds};
 use crate::flows::sessions::{url_encode, Opening, SessionKind, SessionLifecycle};
 use crate::providers::twilio::{NewCall, TwilioClient};
+use crate::store::directory::{DirectoryStore, Organisation, Provider};
+use crate::store::outbound_calls::{new_call_ref, OutboundCall, OutboundCallStore};
 
 /// Places a call of one kind (phone or WhatsApp) for an API key's
 /// organisation and opens its session at once, so it can be listed and
@@ -29,10 +40,20 @@ pub struct CallPlacer {
     /// `TWILIO_WHATSAPP_NUMBER` for WhatsApp).
     pub default_from: Option<String>,
     pub public_base_url: String,
-    /// Twilio's `TimeLimit` (`PHONE_CALL_TIME_LIMIT_SECONDS`).
+    /// Twilio's `TimeLimit` (`PHONE_CALL_TIME_LIMIT_SECONDS`), and what a
+    /// call reserves on its organisation's budget.
     pub time_limit_secs: u64,
     pub lease: Duration,
+    /// Organisations (budgets, caller ids) and the call records that hold
+    /// their reservations.
+    pub directory: Arc<dyn DirectoryStore>,
+    pub calls: Arc<dyn OutboundCallStore>,
+    /// `INBOUND_ORG_ID`: the organisation that owns `default_from`.
+    pub inbound_org: Option<String>,
 }
+
+/// `PHONE_CALL_TIME_LIMIT_SECONDS` when unset (the template's default too).
+pub const DEFAULT_TIME_LIMIT_SECS: u64 = 600;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +81,38 @@ fn number(value: &str, field: &str) -> Result<String, ApiError> {
     })
 }
 
+fn not_owned() -> ApiError {
+    ApiError::NotPermitted {
+        code: "caller_id_not_owned",
+        detail: "from must be a number your organisation owns (its phone_numbers); \
+                 ask an admin to add it"
+            .into(),
+    }
+}
+
+impl CallPlacer {
+    /// The caller id: `requested` if `org` owns it, else the first number
+    /// it owns; 403 when it owns none or names another.
+    fn caller_id(&self, requested: Option<&str>, org: &Organisation) -> Result<String, ApiError> {
+        let default = self
+            .default_from
+            .as_deref()
+            .filter(|_| self.inbound_org.as_deref() == Some(org.org_id.as_str()));
+        let owned: Vec<String> = default
+            .into_iter()
+            .chain(org.phone_numbers.iter().map(String::as_str))
+            .filter_map(|n| number(n, "from").ok())
+            .collect();
+        match requested {
+            Some(from) => {
+                let from = number(from, "from")?;
+                owned.contains(&from).then_some(from).ok_or_else(not_owned)
+            }
+            None => owned.into_iter().next().ok_or_else(not_owned),
+        }
+    }
+}
+
 impl Route for CallPlacer {
     type Body = Placed;
 
@@ -73,13 +126,26 @@ impl Route for CallPlacer {
                 .ok_or_else(|| ApiError::unprocessable("missing_field", "to is required"))?,
             "to",
         )?;
-        let from = match body.from.as_deref().or(self.default_from.as_deref()) {
-            Some(from) => number(from, "from")?,
-            None => {
-                return Err(ApiError::unprocessable(
-                    "missing_field",
-                    "from is required (no default caller number is configured)",
-                ))
+        let org = self
+            .directory
+            .get_organisation(&tenant.org_id)
+            .await
+            .map_err(api::unavailable)?
+            .ok_or_else(|| ApiError::NotPermitted {
+                code: "no_organisation",
+                detail: "The key's organisation has no record (budget, caller ids); \
+                         an admin creates it with POST /organisations"
+                    .into(),
+            })?;
+        let from = match self.caller_id(body.from.as_deref(), &org) {
+            Ok(from) => from,
+            Err(err) => {
+                warn!(
+                    org_id = %org.org_id,
+                    from = %body.from.as_deref().map(mask::phone).unwrap_or_default(),
+                    "caller id refused"
+                );
+                return Err(err);
             }
         };
         let (voice_route, address) = match self.kind {
@@ -91,26 +157,42 @@ impl Route for CallPlacer {
             self.public_base_url,
             url_encode(&tenant.org_id)
         );
-        let status_url = match self.kind {
-            SessionKind::Phone => format!("{}/twilio/status", self.public_base_url),
-            other => format!(
-                "{}/twilio/status?session={}",
-                self.public_base_url,
-                other.name()
-            ),
-        };
         let (to_address, from_address) = (format!("{address}{to}"), format!("{address}{from}"));
-        let call_sid = self
-            .twilio
-            .create_call(&NewCall {
-                to: &to_address,
-                from: &from_address,
-                twiml_url: &voice_url,
-                status_callback: &status_url,
-                time_limit_secs: self.time_limit_secs,
-            })
-            .await
-            .map_err(|err| call_not_placed(err, "Twilio"))?;
+        let record = OutboundCall {
+            from_number: Some(from.clone()),
+            status: "initiating".into(),
+            status_rank: 0,
+            ..OutboundCall::initiated(&new_call_ref(), Provider::Twilio, &to)
+        };
+        let (base, kind, twilio) = (&self.public_base_url, self.kind.name(), &self.twilio);
+        let time_limit_secs = self.time_limit_secs;
+        let (_, placed) = outbound::place_reserved(
+            self.calls.as_ref(),
+            self.directory.as_ref(),
+            record,
+            &org,
+            time_limit_secs,
+            "Twilio",
+            |call_ref| async move {
+                // The final status settles this call's reservation.
+                let status_url = format!("{base}/twilio/status?session={kind}&placed={call_ref}");
+                let sid = twilio
+                    .create_call(&NewCall {
+                        to: &to_address,
+                        from: &from_address,
+                        twiml_url: &voice_url,
+                        status_callback: &status_url,
+                        time_limit_secs,
+                    })
+                    .await?;
+                Ok(ProviderIds {
+                    call_sid: Some(sid),
+                    conversation_id: None,
+                })
+            },
+        )
+        .await?;
+        let call_sid = placed.call_sid.unwrap_or_default();
         info!(%call_sid, to = %mask::phone(&to), kind = self.kind.name(), "outbound call placed");
         let opening = Opening {
             kind: self.kind,
