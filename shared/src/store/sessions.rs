@@ -96,6 +96,11 @@ pub enum SessionChange {
     RecordingSwitch {
         to: bool,
     },
+    /// Gives the conversation its invite key if it has none yet (of two
+    /// concurrent first links, one key wins; both read it back).
+    InviteKey(String),
+    /// Replaces the invite key: every invite issued so far is refused.
+    RevokeInvites(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -161,6 +166,10 @@ pub struct SessionRecord {
     /// `s3://bucket/key` of the room's recording.
     #[serde(default)]
     pub recording_location: Option<String>,
+    /// The current conversation's invite key: invites carry it, and a
+    /// reopen (removed) or a revocation (replaced) voids the old ones.
+    #[serde(default)]
+    pub invite_key: Option<String>,
 }
 
 impl SessionRecord {
@@ -411,7 +420,7 @@ impl DynamoSessionStore {
             (
                 format!(
                     "SET {} REMOVE ended_at, end_reason, duration_secs, recording, egress_id, \
-                     recording_location, participants, call_status",
+                     recording_location, participants, call_status, invite_key",
                     sets.join(", ")
                 ),
                 "attribute_exists(ended_at) AND org_id = :org",
@@ -809,6 +818,14 @@ impl SessionStore for DynamoSessionStore {
                     .send()
                     .await,
             ),
+            SessionChange::InviteKey(invite_key) => {
+                let first = format!("{OPEN} AND attribute_not_exists(invite_key)");
+                self.set(room, &[("invite_key", s(invite_key))], Some(&first))
+                    .await
+            }
+            SessionChange::RevokeInvites(invite_key) => {
+                self.set(room, &[("invite_key", s(invite_key))], open).await
+            }
         }
     }
 
