@@ -798,6 +798,19 @@ fn invite_in(link: &str) -> String {
 #[tokio::test]
 async fn a_teams_reply_carries_no_token_and_each_person_mints_their_own() {
     let t = Launchers::start().await;
+    // A page that needs a token (LiveKit Meet, the default): no link at all.
+    let meet = json_body(
+        &t.teams_with(DEFAULT_ROOM_URL_TEMPLATE)
+            .handle(teams_signed(&teams_message("<at>callops</at> call")))
+            .await,
+    )["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.assert_no_token(&meet);
+    assert_eq!(meet, teams_messages::NO_SHAREABLE_PAGE);
+
+    // A page that takes the invite: each person mints their own token.
     let reply = json_body(
         &t.teams()
             .handle(teams_signed(&teams_message("<at>callops</at> call")))
@@ -839,16 +852,4 @@ async fn a_teams_reply_carries_no_token_and_each_person_mints_their_own() {
         identities.push(claims["sub"].as_str().unwrap().to_string());
     }
     assert_eq!(identities, ["guest-grace", "guest-alan"]);
-
-    // With a page that needs a token (LiveKit Meet, the default), no link at all.
-    let meet = json_body(
-        &t.teams_with(DEFAULT_ROOM_URL_TEMPLATE)
-            .handle(teams_signed(&teams_message("<at>callops</at> call")))
-            .await,
-    )["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(meet, teams_messages::NO_SHAREABLE_PAGE);
-    t.assert_no_token(&meet);
 }
