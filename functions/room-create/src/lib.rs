@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use shared::api::access::KeyedAccess;
 use shared::api::{self, ApiError, Route};
 use shared::flows::sessions::{
-    validate_identity, validate_room_name, Opening, RoomAccess, SessionKind, SessionLifecycle,
-    RESERVED_ROOM_PREFIXES,
+    validate_host_identity, validate_identity, validate_room_name, Opening, RoomAccess,
+    SessionKind, SessionLifecycle, RESERVED_ROOM_PREFIXES,
 };
 use shared::wiring::{self, Wiring};
 
@@ -82,8 +82,10 @@ impl Route for RoomCreate {
             ));
         }
         let host_identity = body.host_identity.unwrap_or_else(|| "host".into());
-        validate_identity(&host_identity, "hostIdentity")?;
+        // Guests' (`guest-`) and the agent's identities are not the host's to take.
+        validate_host_identity(&host_identity, &self.lifecycle.agent_identity_prefix)?;
         let host_name = body.host_name.unwrap_or_else(|| host_identity.clone());
+        validate_identity(&host_name, "hostName")?;
         let opening = Opening {
             kind: SessionKind::Web,
             key: room.clone(),
@@ -98,9 +100,14 @@ impl Route for RoomCreate {
         };
         let lease = api::remaining_time(&request).unwrap_or(self.lease);
         let opened = self.lifecycle.open(&opening, lease).await?;
-        let links =
-            self.access_links
-                .links(&opened.room, &tenant.org_id, &host_identity, &host_name)?;
+        let conversation = self.lifecycle.invite_key(&opened.room).await?;
+        let links = self.access_links.links(
+            &opened.room,
+            &tenant.org_id,
+            &conversation,
+            &host_identity,
+            &host_name,
+        )?;
         Ok((
             StatusCode::CREATED,
             Created {

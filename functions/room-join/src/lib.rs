@@ -2,8 +2,13 @@
 //! a short-lived token for that one room, and whether the agent is there.
 //! Callers with an API key may join their organisation's rooms; a browser
 //! holding only the invite `/room/create` returned (body `invite` or header
-//! `X-Room-Invite`) may join that room and no other. Browsers call this
+//! `X-Room-Invite`) may join that room's current conversation and no other
+//! (a reopened room or revoked invites refuse it). Browsers call this
 //! from the page, so the HTTP API answers CORS for `ALLOWED_ORIGINS`.
+//!
+//! The token's identity is `guest-<participantIdentity>` (answered as
+//! `participantIdentity`): a join never takes the host's, a launcher user's
+//! or the agent's identity.
 
 use http::StatusCode;
 use lambda_http::Request;
@@ -12,7 +17,8 @@ use shared::api::access::{presented_key, KeyedAccess};
 use shared::api::invites::RoomInvites;
 use shared::api::{self, ApiError, Route};
 use shared::flows::sessions::{
-    validate_identity, validate_room_name, JoinTokens, SessionLifecycle,
+    guest_identity, guests_look_like_agents, validate_identity, validate_room_name, JoinTokens,
+    SessionLifecycle,
 };
 use shared::wiring::{self, Wiring};
 
@@ -42,14 +48,22 @@ pub struct Joined {
     agent_present: bool,
     url: String,
     room_name: String,
+    /// The identity the token carries (`guest-` + the one asked for).
+    participant_identity: String,
 }
 
 impl RoomJoin {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let aws = Wiring::load().await;
+        let lifecycle = aws.session_lifecycle(false)?;
+        if guests_look_like_agents(&lifecycle.agent_identity_prefix) {
+            return Err(
+                "LIVEKIT_AGENT_IDENTITY_PREFIX overlaps the guests' `guest-` identities".into(),
+            );
+        }
         Ok(Self {
             access: aws.keyed_access()?,
-            lifecycle: aws.session_lifecycle(false)?,
+            lifecycle,
             tokens: wiring::join_tokens()?,
             invites: RoomInvites::from_env()?,
             client_url: wiring::livekit()?.client_url(),
@@ -74,21 +88,30 @@ impl Route for RoomJoin {
         })?;
         validate_identity(&identity, "participantIdentity")?;
         let name = body.participant_name.unwrap_or_else(|| identity.clone());
+        validate_identity(&name, "participantName")?;
         let header_invite = request
             .headers()
             .get("x-room-invite")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         // A presented API key decides; an invite is for browsers without one.
-        let org_id = if presented_key(request.headers()).is_some() {
-            self.access.admit(request.headers()).await?.org_id
+        let session = if presented_key(request.headers()).is_some() {
+            let org_id = self.access.admit(request.headers()).await?.org_id;
+            self.lifecycle.owned(&room, &org_id).await?
         } else {
-            match body.invite.or(header_invite) {
-                Some(invite) => self.invites.verify(&invite, &room)?,
-                None => return Err(ApiError::Unauthorized),
+            let invite = body
+                .invite
+                .or(header_invite)
+                .ok_or(ApiError::Unauthorized)?;
+            let invited = self.invites.verify(&invite, &room)?;
+            let session = self.lifecycle.owned(&room, &invited.org_id).await?;
+            // Another conversation in the room, or revoked: the same 401.
+            if !invited.admits(session.invite_key.as_deref()) {
+                return Err(ApiError::Unauthorized);
             }
+            session
         };
-        let session = self.lifecycle.owned(&room, &org_id).await?;
+        let identity = guest_identity(&identity);
         let token = self.tokens.issue(&session.room_name, &identity, &name)?;
         let agent_present = self.lifecycle.agent_present(&session.room_name).await?;
         Ok((
@@ -98,6 +121,7 @@ impl Route for RoomJoin {
                 agent_present,
                 url: self.client_url.clone(),
                 room_name: session.room_name,
+                participant_identity: identity,
             },
         ))
     }

@@ -3,8 +3,14 @@
 //! route verifies the HMAC Teams signs it with, and when the text (mention
 //! removed) has the word "call" it opens session `teams-{key}` in room
 //! `teams-{key}`, where `key` is the conversation id mapped to LiveKit's
-//! room characters ([`conversation_key`]), and replies with the person's
-//! join link. Any other text gets a short usage reply.
+//! room characters ([`conversation_key`]), and replies with the room's
+//! invite page. Any other text gets a short usage reply.
+//!
+//! The whole channel sees the reply, so it never carries a LiveKit token:
+//! only the invite page (`ROOM_URL_TEMPLATE` naming `{invite}` and no
+//! `{token}`), where each person mints their own token through
+//! `/room/join`. With a template that needs a token (LiveKit Meet, the
+//! default) the reply says the call is open and posts no link.
 //!
 //! Teams waits 5 seconds for the reply, so every step after the signature
 //! check is bounded, and a failure is a normal reply asking to try again.
@@ -152,6 +158,11 @@ pub fn asks_for_call(text: &str) -> bool {
         .any(|word| word.eq_ignore_ascii_case("call"))
 }
 
+/// The reply when `ROOM_URL_TEMPLATE` has no page that takes an invite.
+pub const NO_SHAREABLE_PAGE: &str = "The call with the agent is open, but I have no join page \
+     I can share in a channel. Ask your admin to set ROOM_URL_TEMPLATE to a page that takes an \
+     invite.";
+
 const USAGE: &str = "Mention me with the word **call** to start a voice call with the \
                      agent: I reply with a link that opens the call in your browser.";
 
@@ -199,12 +210,21 @@ impl Route for TeamsMessages {
             .await
         {
             Ok(started) => {
-                let minutes = self.launcher.access.tokens.ttl.as_secs().div_ceil(60);
-                format!(
-                    "Your call with the agent is ready: [Join the call]({})\n\nThe link is \
-                     for you and works for {minutes} minutes.",
-                    started.links.room_url
-                )
+                match self
+                    .launcher
+                    .access
+                    .invite_page(&started.room, &started.links.invite)
+                {
+                    Some(page) => {
+                        let hours = self.launcher.access.invites.ttl.as_secs().div_ceil(3600);
+                        format!(
+                            "The call with the agent is ready: [Join the call]({page})\n\n\
+                             Everyone here can join with this link for {hours} hours, \
+                             while the call lasts."
+                        )
+                    }
+                    None => NO_SHAREABLE_PAGE.to_string(),
+                }
             }
             Err(_) => TRY_AGAIN.to_string(),
         };

@@ -117,9 +117,10 @@ impl Launcher {
         };
         crate::flows::sessions::validate_room_name(&opening.kind.room(&opening.key))?;
         let opened = self.lifecycle.open(&opening, lease).await?;
-        let links = self
-            .access
-            .links(&opened.room, &self.org_id, &identity, &name)?;
+        let conversation = self.lifecycle.invite_key(&opened.room).await?;
+        let links =
+            self.access
+                .links(&opened.room, &self.org_id, &conversation, &identity, &name)?;
         info!(session_id = %opened.session_id, kind = launch.kind.name(), "launcher call started");
         Ok(Started {
             session_id: opened.session_id,

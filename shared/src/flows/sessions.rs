@@ -134,6 +134,42 @@ pub fn validate_identity(value: &str, field: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Every identity `/room/join` grants is `guest-<the identity asked for>`:
+/// a join can then never take an identity the server assigns (the room's
+/// host, a launcher's user, the agent), which LiveKit would disconnect or
+/// `agentPresent` would count as the agent.
+pub const GUEST_IDENTITY_PREFIX: &str = "guest-";
+
+/// The identity `/room/join` grants for `asked`.
+pub fn guest_identity(asked: &str) -> String {
+    format!("{GUEST_IDENTITY_PREFIX}{asked}")
+}
+
+/// Whether guests' identities could look like the agent's (`prefix` being
+/// `LIVEKIT_AGENT_IDENTITY_PREFIX`): then the namespaces are not apart.
+pub fn guests_look_like_agents(agent_prefix: &str) -> bool {
+    !agent_prefix.is_empty()
+        && (GUEST_IDENTITY_PREFIX.starts_with(agent_prefix)
+            || agent_prefix.starts_with(GUEST_IDENTITY_PREFIX))
+}
+
+/// A host identity chosen at `/room/create`: a valid identity outside the
+/// guests' and the agent's namespaces.
+pub fn validate_host_identity(value: &str, agent_prefix: &str) -> Result<(), ApiError> {
+    validate_identity(value, "hostIdentity")?;
+    let agent_like = !agent_prefix.is_empty() && value.starts_with(agent_prefix);
+    if value.starts_with(GUEST_IDENTITY_PREFIX) || agent_like {
+        return Err(ApiError::unprocessable(
+            "reserved_identity",
+            format!(
+                "hostIdentity may not start with `{GUEST_IDENTITY_PREFIX}` (guests) or \
+                 `{agent_prefix}` (the agent)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /room/{roomName}/<toggle>` `{"enable": bool}`: the room (404 if its
 /// name cannot be one) and what to switch it to.
 pub fn room_toggle(request: &lambda_http::Request) -> Result<(String, bool), ApiError> {
@@ -309,6 +345,22 @@ mod tests {
             "v1.a=",
         );
         assert_eq!(own, "https://app.example.com/call/my%20room?invite=v1.a%3D");
+    }
+
+    #[test]
+    fn guests_hosts_and_agents_stay_apart() {
+        assert_eq!(guest_identity("host"), "guest-host");
+        assert!(validate_host_identity("host-1", "agent-").is_ok());
+        for taken in ["guest-1", "agent-x"] {
+            assert!(validate_host_identity(taken, "agent-").is_err(), "{taken}");
+        }
+        assert!(validate_host_identity("a\u{7}b", "agent-").is_err());
+        for overlapping in ["g", "guest-", "guest-agent-"] {
+            assert!(guests_look_like_agents(overlapping), "{overlapping}");
+        }
+        for apart in ["", "agent-", "guests"] {
+            assert!(!guests_look_like_agents(apart), "{apart}");
+        }
     }
 
     #[test]

@@ -98,6 +98,11 @@ pub enum SessionChange {
         location: Option<String>,
     },
     Participant(String),
+    /// Gives the conversation its invite key if it has none yet (of two
+    /// concurrent first links, one key wins; both read it back).
+    InviteKey(String),
+    /// Replaces the invite key: every invite issued so far is refused.
+    RevokeInvites(String),
 }
 
 /// A switch of an open session that one request at a time may change: the
@@ -209,6 +214,10 @@ pub struct SessionRecord {
     /// its end may never be reported, so the sweep ends it without paging.
     #[serde(default)]
     pub reported_by: Option<String>,
+    /// The current conversation's invite key: invites carry it, and a
+    /// reopen (removed) or a revocation (replaced) voids the old ones.
+    #[serde(default)]
+    pub invite_key: Option<String>,
 }
 
 impl Ending {
@@ -535,6 +544,7 @@ impl DynamoSessionStore {
                 "participants",
                 "call_status",
                 "call_status_rank",
+                "invite_key",
             ]);
             (
                 format!("SET {} REMOVE {}", sets.join(", "), removed.join(", ")),
@@ -1067,6 +1077,14 @@ impl SessionStore for DynamoSessionStore {
                     .send()
                     .await,
             ),
+            SessionChange::InviteKey(invite_key) => {
+                let first = format!("{OPEN} AND attribute_not_exists(invite_key)");
+                self.set(room, &[("invite_key", s(invite_key))], Some(&first))
+                    .await
+            }
+            SessionChange::RevokeInvites(invite_key) => {
+                self.set(room, &[("invite_key", s(invite_key))], open).await
+            }
         }
     }
 

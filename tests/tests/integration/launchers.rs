@@ -151,6 +151,9 @@ fn teams_signed(body: &str) -> Request {
     )
 }
 
+/// A join page that mints each visitor's token from the invite (`/room/join`).
+const INVITE_PAGE: &str = "https://app.example.com/rooms/{room}?invite={invite}";
+
 const TEAMS_CONVERSATION: &str = "19:abc123@thread.tacv2;messageid=1700000000001";
 
 fn teams_message(text: &str) -> String {
@@ -190,6 +193,10 @@ impl Launchers {
     }
 
     fn launcher(&self) -> Launcher {
+        self.launcher_with(DEFAULT_ROOM_URL_TEMPLATE)
+    }
+
+    fn launcher_with(&self, room_url_template: &str) -> Launcher {
         Launcher {
             lifecycle: self.lifecycle(),
             access: RoomAccess {
@@ -202,7 +209,7 @@ impl Launchers {
                     Duration::from_secs(3600),
                 ),
                 client_url: self.livekit_client().client_url(),
-                room_url_template: DEFAULT_ROOM_URL_TEMPLATE.into(),
+                room_url_template: room_url_template.into(),
             },
             org_id: ORG.into(),
             lease: Duration::from_secs(30),
@@ -229,10 +236,28 @@ impl Launchers {
         }
     }
 
+    /// Teams with a join page of ours that takes an invite.
     fn teams(&self) -> teams_messages::TeamsMessages {
+        self.teams_with(INVITE_PAGE)
+    }
+
+    fn teams_with(&self, room_url_template: &str) -> teams_messages::TeamsMessages {
         teams_messages::TeamsMessages {
             key: teams_messages::decode_secret(DEV_TEAMS_WEBHOOK_SECRET).unwrap(),
-            launcher: self.launcher(),
+            launcher: self.launcher_with(room_url_template),
+        }
+    }
+
+    /// No word of `text` is a LiveKit token the fake accepts, and no URL in it carries `token=`.
+    fn assert_no_token(&self, text: &str) {
+        assert!(!text.contains("token="), "{text}");
+        for word in
+            text.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            assert!(
+                self.livekit.verify_join_token(word).is_err(),
+                "a join token in: {text}"
+            );
         }
     }
 
@@ -662,15 +687,17 @@ async fn teams_call_opens_the_conversations_room_and_replies_with_the_link() {
     let body = json_body(&response);
     assert_eq!(body["type"], "message");
     let reply = body["text"].as_str().unwrap();
-    assert!(
-        reply.contains("[Join the call](https://meet.livekit.io/"),
-        "{reply}"
-    );
     let room = shared::flows::sessions::SessionKind::Teams.room(
         &shared::flows::launchers::conversation_key(TEAMS_CONVERSATION),
     );
     assert!(room.starts_with("teams-19_abc123_thread.tacv2_messageid_1700000000001-"));
-    t.assert_link(reply, &room, "29:1AdaLovelace");
+    assert!(
+        reply.contains(&format!(
+            "[Join the call](https://app.example.com/rooms/{room}?invite=v2."
+        )),
+        "{reply}"
+    );
+    t.assert_no_token(reply);
     t.assert_opened(&room, "teams").await;
     assert_eq!(t.stack.depth("NotificationQueue").await, 1);
 }
@@ -751,4 +778,79 @@ fn the_launcher_sample_events_are_signed_with_the_dev_secrets() {
         teams.body().as_ref(),
     )
     .unwrap();
+}
+
+/// The invite inside an invite page link (`invite=`), decoded.
+fn invite_in(link: &str) -> String {
+    let start = link.find("invite=").expect("link has an invite") + "invite=".len();
+    let raw: String = link[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '%'))
+        .collect();
+    url::form_urlencoded::parse(format!("i={raw}").as_bytes())
+        .next()
+        .unwrap()
+        .1
+        .into_owned()
+}
+
+/// Issue 17 item 4: the whole channel sees a Teams reply, so it carries no
+/// token: each person mints their own from the invite through `/room/join`.
+#[tokio::test]
+async fn a_teams_reply_carries_no_token_and_each_person_mints_their_own() {
+    let t = Launchers::start().await;
+    // A page that needs a token (LiveKit Meet, the default): no link at all.
+    let meet = json_body(
+        &t.teams_with(DEFAULT_ROOM_URL_TEMPLATE)
+            .handle(teams_signed(&teams_message("<at>callops</at> call")))
+            .await,
+    )["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.assert_no_token(&meet);
+    assert_eq!(meet, teams_messages::NO_SHAREABLE_PAGE);
+
+    // A page that takes the invite: each person mints their own token.
+    let reply = json_body(
+        &t.teams()
+            .handle(teams_signed(&teams_message("<at>callops</at> call")))
+            .await,
+    )["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.assert_no_token(&reply);
+    let room = shared::flows::sessions::SessionKind::Teams.room(
+        &shared::flows::launchers::conversation_key(TEAMS_CONVERSATION),
+    );
+    let invite = invite_in(&reply);
+    let join = room_join::RoomJoin {
+        access: t.stack.keyed_access(),
+        lifecycle: t.lifecycle(),
+        tokens: JoinTokens {
+            tokens: Launchers::tokens(),
+            ttl: Duration::from_secs(600),
+        },
+        invites: RoomInvites::new(Secret::new("invite-test-secret"), Duration::from_secs(3600)),
+        client_url: t.livekit_client().client_url(),
+    };
+    let mut identities = Vec::new();
+    for person in ["grace", "alan"] {
+        let body =
+            serde_json::json!({"roomName": room, "participantIdentity": person, "invite": invite});
+        let joined = join
+            .handle(post(
+                "/room/join",
+                &[("content-type", "application/json".into())],
+                body.to_string().as_bytes(),
+            ))
+            .await;
+        assert_eq!(joined.status(), StatusCode::OK, "{}", text(&joined));
+        let token = json_body(&joined)["token"].as_str().unwrap().to_string();
+        let claims = t.livekit.verify_join_token(&token).unwrap();
+        assert_eq!(claims["video"]["room"], room.as_str());
+        identities.push(claims["sub"].as_str().unwrap().to_string());
+    }
+    assert_eq!(identities, ["guest-grace", "guest-alan"]);
 }

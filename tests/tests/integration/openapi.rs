@@ -642,6 +642,30 @@ async fn session_and_room_responses_match_the_document() {
     assert_eq!(joined.status(), 200, "{}", text(&joined));
     documented.check("POST", "/room/join", &joined);
 
+    let room_revoke = room_invites_revoke::RoomInvitesRevoke {
+        access: stack.keyed_access(),
+        lifecycle: stack.session_lifecycle(Arc::clone(&client)),
+        invites: invites(),
+    };
+    let revoke = |room: &str| {
+        let path = format!("/room/{room}/invites/revoke");
+        room_revoke.handle(request(
+            "POST",
+            "/room/{roomName}/invites/revoke",
+            &path,
+            &keyed,
+            None,
+        ))
+    };
+    let revoked = revoke("openapi-room").await;
+    assert_eq!(revoked.status(), 200, "{}", text(&revoked));
+    assert!(
+        documented.check("POST", "/room/{roomName}/invites/revoke", &revoked)["invite"].is_string()
+    );
+    let missing = revoke("no-such-room").await;
+    assert_eq!(missing.status(), 404);
+    documented.check("POST", "/room/{roomName}/invites/revoke", &missing);
+
     let room_agent = room_agent::RoomAgent {
         access: stack.keyed_access(),
         lifecycle: stack.session_lifecycle(Arc::clone(&client)),

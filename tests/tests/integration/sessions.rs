@@ -256,6 +256,33 @@ impl Rooms {
         }
     }
 
+    /// A chat launcher opening rooms for `ORG` (as `INBOUND_ORG_ID` would).
+    fn launcher(&self) -> shared::flows::launchers::Launcher {
+        shared::flows::launchers::Launcher {
+            lifecycle: self.lifecycle(),
+            access: self.room_create().access_links,
+            org_id: ORG.into(),
+            lease: Duration::from_secs(30),
+        }
+    }
+
+    /// Starts (or reopens) the Slack room of `user`; the launcher's invite.
+    async fn slack_call(&self, user: &str) -> String {
+        let launch = shared::flows::launchers::Launch {
+            kind: SessionKind::Slack,
+            key: user,
+            user_id: user,
+            user_name: Some("Ada"),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let started = self
+            .launcher()
+            .start(&launch, None, deadline)
+            .await
+            .unwrap_or_else(|e| panic!("launcher: {e}"));
+        started.links.invite
+    }
+
     fn room_agent(&self) -> room_agent::RoomAgent {
         room_agent::RoomAgent {
             access: self.access(),
@@ -738,7 +765,8 @@ async fn web_room_create_join_agent_and_recording() {
         .livekit
         .verify_join_token(joined["token"].as_str().unwrap())
         .unwrap();
-    assert_eq!(claims["sub"], "user-1");
+    assert_eq!(claims["sub"], "guest-user-1");
+    assert_eq!(joined["participantIdentity"], "guest-user-1");
     assert_eq!(claims["name"], "Grace");
     // Without an invite or key: 401. An invite opens no other room.
     let bare = t
@@ -2000,6 +2028,240 @@ async fn concurrent_recording_starts_start_one_egress() {
     assert_eq!(t.livekit.egresses().len(), 1);
     let stopped = t.toggle("recording", "rec-race", false, &t.key).await;
     assert_eq!(stopped.status(), StatusCode::OK);
+}
+
+/// Joins `room` with `invite` as `identity`; the answer.
+async fn join_with_invite(t: &Rooms, room: &str, identity: &str, invite: &str) -> Response<Body> {
+    t.join(
+        serde_json::json!({"roomName": room, "participantIdentity": identity, "invite": invite}),
+        None,
+    )
+    .await
+}
+
+/// Issue 17 item 2: identities the server assigns (the room's host, the
+/// agent, a launcher's user) cannot be taken through `/room/join`.
+#[tokio::test]
+async fn a_join_never_takes_the_host_the_agent_or_a_launcher_users_identity() {
+    let t = Rooms::start().await;
+    let created = json_body(&t.create_room("ident-room").await);
+    let invite = created["invite"].as_str().unwrap().to_string();
+    let launcher_invite = t.slack_call("U0LAUNCH").await;
+    for (room, asked, invite) in [
+        ("ident-room", "host-1", &invite),
+        ("ident-room", "host", &invite),
+        ("ident-room", "agent-x", &invite),
+        ("slack-U0LAUNCH", "U0LAUNCH", &launcher_invite),
+    ] {
+        let joined = join_with_invite(&t, room, asked, invite).await;
+        assert_eq!(
+            joined.status(),
+            StatusCode::OK,
+            "{asked}: {}",
+            text(&joined)
+        );
+        let joined = json_body(&joined);
+        let claims = t
+            .livekit
+            .verify_join_token(joined["token"].as_str().unwrap())
+            .unwrap();
+        assert_ne!(claims["sub"], asked, "a join took `{asked}`");
+        assert_eq!(claims["sub"], format!("guest-{asked}"));
+        assert_eq!(joined["participantIdentity"], claims["sub"]);
+    }
+    // With an API key too: every join is a guest.
+    let keyed = json_body(
+        &t.join(
+            serde_json::json!({"roomName": "ident-room", "participantIdentity": "host-1"}),
+            Some(&t.key),
+        )
+        .await,
+    );
+    assert_eq!(keyed["participantIdentity"], "guest-host-1");
+    // A host may not take the guests' or the agent's namespace either.
+    for host in ["guest-1", "agent-x"] {
+        let refused = t
+            .room_create()
+            .handle(api(
+                "POST",
+                "/room/create",
+                "/room/create",
+                "",
+                Some(&t.key),
+                Some(serde_json::json!({"roomName": "host-ns-room", "hostIdentity": host})),
+            ))
+            .await;
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY, "{host}");
+        assert_eq!(json_body(&refused)["code"], "reserved_identity");
+    }
+    assert!(!t.livekit.room_exists("host-ns-room"));
+}
+
+/// Issue 17 item 2: names get the identities' checks (length, control characters).
+#[tokio::test]
+async fn participant_and_host_names_with_control_characters_or_129_chars_are_422() {
+    let t = Rooms::start().await;
+    let created = json_body(&t.create_room("names-room").await);
+    let invite = created["invite"].as_str().unwrap();
+    for name in ["Gr\u{7}ace".to_string(), "x".repeat(129)] {
+        let refused = t
+            .join(
+                serde_json::json!({"roomName": "names-room", "participantIdentity": "u1",
+                    "participantName": name, "invite": invite}),
+                None,
+            )
+            .await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name:?}"
+        );
+        let body = json_body(&refused);
+        assert_eq!(body["code"], "invalid_identity");
+        assert!(body["detail"].as_str().unwrap().contains("participantName"));
+
+        let room = format!("names-host-{}", name.len());
+        let refused = t
+            .room_create()
+            .handle(api(
+                "POST",
+                "/room/create",
+                "/room/create",
+                "",
+                Some(&t.key),
+                Some(serde_json::json!({"roomName": room, "hostName": name})),
+            ))
+            .await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name:?}"
+        );
+        let body = json_body(&refused);
+        assert_eq!(body["code"], "invalid_identity");
+        assert!(body["detail"].as_str().unwrap().contains("hostName"));
+        assert!(!t.livekit.room_exists(&room), "nothing created");
+        assert!(t.stack.sessions().get(&room).await.unwrap().is_none());
+    }
+}
+
+/// Issue 17 item 4: an invite belongs to its conversation; the launcher's
+/// room reopened for a new one refuses the last one's invites.
+#[tokio::test]
+async fn an_invite_of_the_last_conversation_is_refused_once_the_launcher_room_reopens() {
+    let t = Rooms::start().await;
+    let room = "slack-U0REOPEN";
+    let first = t.slack_call("U0REOPEN").await;
+    let joined = join_with_invite(&t, room, "early", &first).await;
+    assert_eq!(joined.status(), StatusCode::OK, "{}", text(&joined));
+    let ending = shared::store::sessions::Ending {
+        ended_at: shared::base::time::now_rfc3339(),
+        duration_secs: Some(5),
+        reason: Some("room finished".into()),
+        ..Default::default()
+    };
+    assert!(t.lifecycle().end(room, &ending).await.unwrap());
+    let second = t.slack_call("U0REOPEN").await;
+    assert!(!t.stack.sessions().get(room).await.unwrap().unwrap().ended());
+
+    let stale = join_with_invite(&t, room, "late", &first).await;
+    assert_eq!(stale.status(), StatusCode::UNAUTHORIZED, "{}", text(&stale));
+    assert_eq!(json_body(&stale)["code"], "unauthorized");
+    let current = join_with_invite(&t, room, "late", &second).await;
+    assert_eq!(current.status(), StatusCode::OK, "{}", text(&current));
+}
+
+impl Rooms {
+    fn revoke_route(&self) -> room_invites_revoke::RoomInvitesRevoke {
+        room_invites_revoke::RoomInvitesRevoke {
+            access: self.access(),
+            lifecycle: self.lifecycle(),
+            invites: Self::invites(),
+        }
+    }
+
+    async fn revoke(&self, room: &str, key: &str) -> Response<Body> {
+        self.revoke_route()
+            .handle(api(
+                "POST",
+                "/room/{roomName}/invites/revoke",
+                &format!("/room/{room}/invites/revoke"),
+                "",
+                Some(key),
+                None,
+            ))
+            .await
+    }
+}
+
+/// Issue 17 item 4: the organisation revokes a room's invites; the old
+/// ones are refused, one issued after works.
+#[tokio::test]
+async fn revoked_invites_are_refused_and_one_issued_after_works() {
+    let t = Rooms::start().await;
+    let created = json_body(&t.create_room("revoke-room").await);
+    let old = created["invite"].as_str().unwrap().to_string();
+    assert_eq!(
+        join_with_invite(&t, "revoke-room", "g1", &old)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    let revoked = t.revoke("revoke-room", &t.key).await;
+    assert_eq!(revoked.status(), StatusCode::OK, "{}", text(&revoked));
+    let revoked = json_body(&revoked);
+    assert_eq!(revoked["roomName"], "revoke-room");
+    let fresh = revoked["invite"].as_str().unwrap().to_string();
+
+    let refused = join_with_invite(&t, "revoke-room", "g2", &old).await;
+    assert_eq!(
+        refused.status(),
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(json_body(&refused)["code"], "unauthorized");
+    let admitted = join_with_invite(&t, "revoke-room", "g3", &fresh).await;
+    assert_eq!(admitted.status(), StatusCode::OK, "{}", text(&admitted));
+    // /room/create again for the open room hands out a working invite too.
+    let again = json_body(&t.create_room("revoke-room").await);
+    let reissued = again["invite"].as_str().unwrap();
+    assert_eq!(
+        join_with_invite(&t, "revoke-room", "g4", reissued)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+/// Issue 17 item 4: only the room's organisation revokes; another's key
+/// learns nothing (404) and changes nothing.
+#[tokio::test]
+async fn another_organisation_revoking_a_rooms_invites_is_404_and_changes_nothing() {
+    let t = Rooms::start().await;
+    let created = json_body(&t.create_room("owned-room").await);
+    let invite = created["invite"].as_str().unwrap().to_string();
+    let before = t.stack.sessions().get("owned-room").await.unwrap().unwrap();
+
+    let foreign = t.revoke("owned-room", &t.other_key).await;
+    assert_eq!(
+        foreign.status(),
+        StatusCode::NOT_FOUND,
+        "{}",
+        text(&foreign)
+    );
+    assert_eq!(json_body(&foreign)["code"], "not_found");
+    let missing = t.revoke("no-such-room", &t.key).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let after = t.stack.sessions().get("owned-room").await.unwrap().unwrap();
+    assert_eq!(before.invite_key, after.invite_key);
+    assert_eq!(
+        join_with_invite(&t, "owned-room", "g1", &invite)
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }
 
 #[path = "session_races.rs"]

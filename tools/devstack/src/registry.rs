@@ -114,6 +114,7 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
         "room-create" => app!(room_create::RoomCreate),
         "room-join" => app!(room_join::RoomJoin),
         "room-agent" => app!(room_agent::RoomAgent),
+        "room-invites-revoke" => app!(room_invites_revoke::RoomInvitesRevoke),
         "room-recording" => app!(room_recording::RoomRecording),
         "whatsapp-voice" => app!(whatsapp_voice::WhatsAppVoice),
         "whatsapp-call" => app!(whatsapp_call::WhatsAppCall),

@@ -17,7 +17,7 @@ use crate::providers::livekit::{
 use crate::queue::jobs::CallStart;
 use crate::store::dedup::{run_once, DedupStore, Once, OnceError};
 use crate::store::sessions::{
-    Ending, NewSession, Opened, SessionRecord, SessionStore, Switch, SwitchResult,
+    Ending, NewSession, Opened, SessionChange, SessionRecord, SessionStore, Switch, SwitchResult,
 };
 
 /// How long a request holds a room's agent or recording switch: longer
@@ -638,16 +638,18 @@ pub struct RoomLinks {
 }
 
 impl RoomAccess {
-    /// The host's token and the room's invite and join page.
+    /// The host's token and the room's invite and join page; `conversation`
+    /// is the conversation's invite key ([`SessionLifecycle::invite_key`]).
     pub fn links(
         &self,
         room: &str,
         org_id: &str,
+        conversation: &str,
         identity: &str,
         name: &str,
     ) -> Result<RoomLinks, ApiError> {
         let token = self.tokens.issue(room, identity, name)?;
-        let invite = self.invites.issue(room, org_id);
+        let invite = self.invites.issue(room, org_id, conversation);
         Ok(RoomLinks {
             room_url: room_url(
                 &self.room_url_template,
@@ -682,5 +684,65 @@ impl JoinTokens {
                 warn!(error = %e, "join token not minted");
                 ApiError::Unavailable
             })
+    }
+}
+
+impl RoomAccess {
+    /// The join page for anyone holding `invite`, with no token in it: the
+    /// page mints each visitor's own through `/room/join`. `None` when
+    /// `ROOM_URL_TEMPLATE` needs a token (LiveKit Meet, the default) or
+    /// names no invite: such a page cannot be shared.
+    pub fn invite_page(&self, room: &str, invite: &str) -> Option<String> {
+        let template = &self.room_url_template;
+        if !template.contains("{invite}") || template.contains("{token}") {
+            warn!("ROOM_URL_TEMPLATE needs a token or names no invite: no shareable page");
+            return None;
+        }
+        Some(room_url(template, &self.client_url, "", room, invite))
+    }
+}
+
+/// A fresh, unguessable invite key.
+fn new_invite_key() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl SessionLifecycle {
+    /// The invite key of the open conversation in `room`, given one on first
+    /// use (a reopen removes it, so each conversation gets its own); 404 if
+    /// the session is missing or ended.
+    pub async fn invite_key(&self, room: &str) -> Result<String, ApiError> {
+        let fresh = new_invite_key();
+        let claimed = self
+            .sessions
+            .update(room, &SessionChange::InviteKey(fresh.clone()))
+            .await
+            .map_err(crate::api::unavailable)?;
+        if claimed {
+            return Ok(fresh);
+        }
+        self.sessions
+            .get(room)
+            .await
+            .map_err(crate::api::unavailable)?
+            .filter(|r| !r.ended())
+            .and_then(|r| r.invite_key)
+            .ok_or_else(|| ApiError::NotFound("Room not found".into()))
+    }
+
+    /// Replaces the room's invite key, so every invite issued so far is
+    /// refused; the new key, for invites issued from now on.
+    pub async fn revoke_invites(&self, room: &str) -> Result<String, ApiError> {
+        let fresh = new_invite_key();
+        let changed = self
+            .sessions
+            .update(room, &SessionChange::RevokeInvites(fresh.clone()))
+            .await
+            .map_err(crate::api::unavailable)?;
+        if !changed {
+            return Err(ApiError::NotFound("Room not found".into()));
+        }
+        info!(%room, "room invites revoked");
+        Ok(fresh)
     }
 }
