@@ -32,8 +32,9 @@ const DEV_TWILIO_ACCOUNT_SID: &str = "AC00000000000000000000000000000dev";
 const DEV_TWILIO_AUTH_TOKEN: &str = "dev-twilio-auth-token";
 const DEV_LLM_API_KEY: &str = "dev-llm-key";
 const DEV_ELEVENLABS_API_KEY: &str = "dev-elevenlabs-key";
-/// Sample recordings live here so `events/` payloads can name a fixed URL.
-const FAKE_EXOTEL_ADDR: &str = "127.0.0.1:3100";
+/// Sample recordings live here so `events/` payloads can name a fixed URL
+/// (`FAKE_EXOTEL_PORT` moves it).
+const FAKE_EXOTEL_PORT: u16 = 3100;
 /// Where a web front end's dev server (Vite's default port) runs, so a
 /// browser app can call `make dev` without configuring anything.
 const DEV_ALLOWED_ORIGINS: &str = "http://localhost:5173,http://127.0.0.1:5173";
@@ -96,6 +97,34 @@ fn shown_token(key: &str, dev_default: &str) -> String {
         Ok(value) if value == dev_default => value,
         _ => "(from your environment)".into(),
     }
+}
+
+/// The fake Exotel's address: `FAKE_EXOTEL_PORT` (default 3100), or a free
+/// port when that one is taken (a second `make dev`, or one beside
+/// `make test`), said on the console since `events/` payloads name 3100.
+fn fake_exotel_addr() -> Result<String, Error> {
+    let port = match std::env::var("FAKE_EXOTEL_PORT") {
+        Ok(port) => port
+            .parse::<u16>()
+            .map_err(|e| format!("FAKE_EXOTEL_PORT={port:?} is not a port: {e}"))?,
+        Err(_) => FAKE_EXOTEL_PORT,
+    };
+    loopback_port_or_free(port)
+}
+
+/// `127.0.0.1:<port>` if it can be bound now, else a free loopback port.
+fn loopback_port_or_free(port: u16) -> Result<String, Error> {
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        return Ok(format!("127.0.0.1:{port}"));
+    }
+    let free = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    println!(
+        "127.0.0.1:{port} is taken: fake Exotel recordings at 127.0.0.1:{free} instead \
+         (the sample payloads in events/ name port {port})"
+    );
+    Ok(format!("127.0.0.1:{free}"))
 }
 
 fn main() -> Result<(), Error> {
@@ -189,6 +218,7 @@ fn main() -> Result<(), Error> {
     let fake_providers = std::env::var("ASSEMBLYAI_API_KEY")
         .map(|v| v.is_empty())
         .unwrap_or(true);
+    let exotel_addr = fake_exotel_addr()?;
     if fake_providers {
         default_env("EXOTEL_API_KEY", "dev-exotel-key");
         default_env("EXOTEL_API_TOKEN", "dev-exotel-token");
@@ -196,7 +226,7 @@ fn main() -> Result<(), Error> {
             .unwrap_or_else(|_| shared::flows::ingest::DEFAULT_RECORDING_HOSTS.into());
         std::env::set_var(
             "RECORDING_ALLOWED_HOSTS",
-            format!("{allowed},{FAKE_EXOTEL_ADDR}"),
+            format!("{allowed},{exotel_addr}"),
         );
     }
 
@@ -204,7 +234,7 @@ fn main() -> Result<(), Error> {
         // Kept alive for the life of the server.
         let _fakes = if fake_providers {
             let exotel = FakeExotel::start_at(
-                FAKE_EXOTEL_ADDR,
+                &exotel_addr,
                 &std::env::var("EXOTEL_API_KEY")?,
                 &std::env::var("EXOTEL_API_TOKEN")?,
             );
@@ -392,4 +422,23 @@ fn main() -> Result<(), Error> {
         drop(local);
         Ok::<_, Error>(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_falls_back_to_a_free_one() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let addr = loopback_port_or_free(port).unwrap();
+        assert_ne!(addr, format!("127.0.0.1:{port}"));
+        assert!(std::net::TcpListener::bind(addr.as_str()).is_ok());
+        drop(taken);
+        assert_eq!(
+            loopback_port_or_free(port).unwrap(),
+            format!("127.0.0.1:{port}")
+        );
+    }
 }
