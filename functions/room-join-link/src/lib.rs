@@ -77,10 +77,10 @@ impl RoomJoinLink {
         if !invited.admits(session.invite_key.as_deref()) {
             return Err(ApiError::Unauthorized);
         }
-        let token =
-            self.access
-                .tokens
-                .issue(&session.room_name, &new_guest_identity(), name)?;
+        let token = self
+            .access
+            .tokens
+            .issue(&session.room_name, &new_guest_identity(), name)?;
         Ok(room_url(
             &self.access.room_url_template,
             &self.access.client_url,

@@ -793,7 +793,10 @@ fn the_launcher_sample_events_are_signed_with_the_dev_secrets() {
 
 /// The URL of a Markdown link `[text](url)` in a reply.
 fn markdown_link(reply: &str) -> String {
-    let start = reply.find("](").unwrap_or_else(|| panic!("no link in: {reply}")) + 2;
+    let start = reply
+        .find("](")
+        .unwrap_or_else(|| panic!("no link in: {reply}"))
+        + 2;
     let end = start + reply[start..].find(')').expect("the link is closed");
     reply[start..end].to_string()
 }
@@ -801,7 +804,9 @@ fn markdown_link(reply: &str) -> String {
 /// A GET of a `/room/{roomName}/join` link, as API Gateway delivers it.
 fn get_link(link: &str) -> Request {
     let path_and_query = link.strip_prefix(PUBLIC_BASE).expect("a link of ours");
-    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
     devstack::server::api_request("GET", "/room/{roomName}/join", path, query, &[], b"")
 }
 

@@ -371,7 +371,11 @@ impl Documented {
         // A response documented without content (a redirect): no body, and
         // every header the document names.
         if documented.get("content").is_none() {
-            assert!(response.body().is_empty(), "{at}: a body {:?}", text(response));
+            assert!(
+                response.body().is_empty(),
+                "{at}: a body {:?}",
+                text(response)
+            );
             let headers = documented["headers"].as_object().into_iter().flatten();
             for (name, header) in headers {
                 let value = response
@@ -718,7 +722,11 @@ async fn session_and_room_responses_match_the_document() {
     let elsewhere = open_link("no-such-room", invite_query).await;
     assert_eq!(elsewhere.status(), 401, "the invite names another room");
     documented.check("GET", "/room/{roomName}/join", &elsewhere);
-    let unnamed = open_link("openapi-room", format!("invite={}&name=", url_encode(&fresh))).await;
+    let unnamed = open_link(
+        "openapi-room",
+        format!("invite={}&name=", url_encode(&fresh)),
+    )
+    .await;
     assert_eq!(unnamed.status(), 422);
     documented.check("GET", "/room/{roomName}/join", &unnamed);
 

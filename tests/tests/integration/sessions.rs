@@ -2294,7 +2294,10 @@ impl Rooms {
     /// A visit of the link with `invite` (and `extra` query) that must be
     /// redirected: the claims of the token in `Location`.
     async fn guest_by_link(&self, room: &str, invite: &str, extra: &str) -> serde_json::Value {
-        let query = format!("invite={}{extra}", shared::flows::sessions::url_encode(invite));
+        let query = format!(
+            "invite={}{extra}",
+            shared::flows::sessions::url_encode(invite)
+        );
         let opened = self.open_join_link(room, &query).await;
         assert_eq!(opened.status(), StatusCode::FOUND, "{}", text(&opened));
         assert_eq!(opened.headers()["cache-control"], "no-store");
@@ -2383,7 +2386,11 @@ async fn a_join_link_refuses_missing_foreign_and_stale_invites() {
         ("link-a", format!("invite={}&name=a%07b", url_encode(&a))),
     ] {
         let refused = t.open_join_link(room, &query).await;
-        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY, "{room} {query}");
+        assert_eq!(
+            refused.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{room} {query}"
+        );
     }
 
     let ending = shared::store::sessions::Ending {
@@ -2394,7 +2401,8 @@ async fn a_join_link_refuses_missing_foreign_and_stale_invites() {
     };
     assert!(t.lifecycle().end("link-a", &ending).await.unwrap());
     refused_as(
-        &t.open_join_link("link-a", &format!("invite={}", url_encode(&a))).await,
+        &t.open_join_link("link-a", &format!("invite={}", url_encode(&a)))
+            .await,
         StatusCode::NOT_FOUND,
         "not_found",
     );
