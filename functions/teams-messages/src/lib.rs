@@ -3,14 +3,16 @@
 //! route verifies the HMAC Teams signs it with, and when the text (mention
 //! removed) has the word "call" it opens session `teams-{key}` in room
 //! `teams-{key}`, where `key` is the conversation id mapped to LiveKit's
-//! room characters ([`conversation_key`]), and replies with the room's
-//! invite page. Any other text gets a short usage reply.
+//! room characters ([`conversation_key`]), and replies with a link to the
+//! room. Any other text gets a short usage reply.
 //!
-//! The whole channel sees the reply, so it never carries a LiveKit token:
-//! only the invite page (`ROOM_URL_TEMPLATE` naming `{invite}` and no
-//! `{token}`), where each person mints their own token through
-//! `/room/join`. With a template that needs a token (LiveKit Meet, the
-//! default) the reply says the call is open and posts no link.
+//! The whole channel sees the reply, so it never carries a LiveKit token,
+//! only the room's invite: the invite page itself when `ROOM_URL_TEMPLATE`
+//! names `{invite}` and no `{token}` (the page mints each person's token
+//! through `/room/join`), else `{PUBLIC_BASE_URL}/room/{room}/join?invite=`
+//! (`functions/room-join-link`), which mints a token for a new guest on
+//! every visit and redirects to the template's page (LiveKit Meet, the
+//! default).
 //!
 //! Teams waits 5 seconds for the reply, so every step after the signature
 //! check is bounded, and a failure is a normal reply asking to try again.
@@ -29,7 +31,7 @@ use sha2::Sha256;
 use shared::api::{self, ApiError, Route};
 use shared::base::config::{self, ConfigError};
 use shared::flows::launchers::{conversation_key, Launch, Launcher, TRY_AGAIN};
-use shared::flows::sessions::SessionKind;
+use shared::flows::sessions::{join_link, SessionKind};
 use shared::wiring::Wiring;
 use tokio::time::Instant;
 
@@ -41,6 +43,8 @@ pub struct TeamsMessages {
     /// `TEAMS_WEBHOOK_SECRET` decoded: the HMAC key Teams signs with.
     pub key: HmacKey,
     pub launcher: Launcher,
+    /// `PUBLIC_BASE_URL`: where `/room/{roomName}/join` is served.
+    pub public_base_url: String,
 }
 
 #[derive(Deserialize)]
@@ -158,11 +162,6 @@ pub fn asks_for_call(text: &str) -> bool {
         .any(|word| word.eq_ignore_ascii_case("call"))
 }
 
-/// The reply when `ROOM_URL_TEMPLATE` has no page that takes an invite.
-pub const NO_SHAREABLE_PAGE: &str = "The call with the agent is open, but I have no join page \
-     I can share in a channel. Ask your admin to set ROOM_URL_TEMPLATE to a page that takes an \
-     invite.";
-
 const USAGE: &str = "Mention me with the word **call** to start a voice call with the \
                      agent: I reply with a link that opens the call in your browser.";
 
@@ -172,6 +171,7 @@ impl TeamsMessages {
         Ok(Self {
             key: decode_secret(&config::required("TEAMS_WEBHOOK_SECRET")?)?,
             launcher: aws.launcher()?,
+            public_base_url: config::required("PUBLIC_BASE_URL")?,
         })
     }
 }
@@ -210,21 +210,19 @@ impl Route for TeamsMessages {
             .await
         {
             Ok(started) => {
-                match self
-                    .launcher
-                    .access
-                    .invite_page(&started.room, &started.links.invite)
-                {
-                    Some(page) => {
-                        let hours = self.launcher.access.invites.ttl.as_secs().div_ceil(3600);
-                        format!(
-                            "The call with the agent is ready: [Join the call]({page})\n\n\
-                             Everyone here can join with this link for {hours} hours, \
-                             while the call lasts."
-                        )
-                    }
-                    None => NO_SHAREABLE_PAGE.to_string(),
-                }
+                let access = &self.launcher.access;
+                let invite = &started.links.invite;
+                // A page that needs a token cannot be shared: link our
+                // route, which mints one per visitor, instead.
+                let link = access
+                    .invite_page(&started.room, invite)
+                    .unwrap_or_else(|| join_link(&self.public_base_url, &started.room, invite));
+                let hours = access.invites.ttl.as_secs().div_ceil(3600);
+                format!(
+                    "The call with the agent is ready: [Join the call]({link})\n\n\
+                     Everyone here can join with this link for {hours} hours, \
+                     while the call lasts."
+                )
             }
             Err(_) => TRY_AGAIN.to_string(),
         };

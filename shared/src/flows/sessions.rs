@@ -145,6 +145,14 @@ pub fn guest_identity(asked: &str) -> String {
     format!("{GUEST_IDENTITY_PREFIX}{asked}")
 }
 
+/// A fresh guest identity (`guest-` + 8 random hex digits) for a visitor
+/// who asked for none: `/room/{roomName}/join` mints one per request, so
+/// two people opening the same shared link never share an identity.
+pub fn new_guest_identity() -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    guest_identity(&random[..8])
+}
+
 /// Whether guests' identities could look like the agent's (`prefix` being
 /// `LIVEKIT_AGENT_IDENTITY_PREFIX`): then the namespaces are not apart.
 pub fn guests_look_like_agents(agent_prefix: &str) -> bool {
@@ -292,6 +300,18 @@ pub fn room_url(template: &str, url: &str, token: &str, room: &str, invite: &str
         .replace("{invite}", &url_encode(invite))
 }
 
+/// `{public_base_url}/room/{room}/join?invite=...`: a link with no token in
+/// it that anyone holding it may open; each visit mints its own guest token
+/// and is redirected to the join page (`functions/room-join-link`).
+pub fn join_link(public_base_url: &str, room: &str, invite: &str) -> String {
+    format!(
+        "{}/room/{}/join?invite={}",
+        public_base_url.trim_end_matches('/'),
+        url_encode(room),
+        url_encode(invite)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,11 +365,23 @@ mod tests {
             "v1.a=",
         );
         assert_eq!(own, "https://app.example.com/call/my%20room?invite=v1.a%3D");
+        // The base may end in `/`; the invite's `=` and `+` would not survive a query unencoded.
+        assert_eq!(
+            join_link("https://api.example.com/", "teams-19_a", "v2.a+b="),
+            "https://api.example.com/room/teams-19_a/join?invite=v2.a%2Bb%3D"
+        );
     }
 
     #[test]
     fn guests_hosts_and_agents_stay_apart() {
         assert_eq!(guest_identity("host"), "guest-host");
+        let (one, two) = (new_guest_identity(), new_guest_identity());
+        assert_ne!(one, two);
+        for fresh in [one, two] {
+            let random = fresh.strip_prefix(GUEST_IDENTITY_PREFIX).unwrap();
+            assert_eq!(random.len(), 8, "{fresh}");
+            assert!(random.chars().all(|c| c.is_ascii_hexdigit()), "{fresh}");
+        }
         assert!(validate_host_identity("host-1", "agent-").is_ok());
         for taken in ["guest-1", "agent-x"] {
             assert!(validate_host_identity(taken, "agent-").is_err(), "{taken}");

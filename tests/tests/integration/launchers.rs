@@ -29,6 +29,8 @@ const LIVEKIT_KEY: &str = "lk-test-key";
 const LIVEKIT_SECRET: &str = "lk-test-secret-0123456789abcdef0123456789";
 const ORG: &str = "inbound-org";
 const BOT_TOKEN: &str = "xoxb-test-token";
+/// `PUBLIC_BASE_URL`: where a Teams reply's `/room/{roomName}/join` link points.
+const PUBLIC_BASE: &str = "https://callops.example.com";
 
 struct Launchers {
     stack: Stack,
@@ -245,6 +247,15 @@ impl Launchers {
         teams_messages::TeamsMessages {
             key: teams_messages::decode_secret(DEV_TEAMS_WEBHOOK_SECRET).unwrap(),
             launcher: self.launcher_with(room_url_template),
+            public_base_url: PUBLIC_BASE.into(),
+        }
+    }
+
+    /// `GET /room/{roomName}/join` redirecting to `room_url_template`.
+    fn join_link(&self, room_url_template: &str) -> room_join_link::RoomJoinLink {
+        room_join_link::RoomJoinLink {
+            lifecycle: self.lifecycle(),
+            access: self.launcher_with(room_url_template).access,
         }
     }
 
@@ -780,6 +791,25 @@ fn the_launcher_sample_events_are_signed_with_the_dev_secrets() {
     .unwrap();
 }
 
+/// The URL of a Markdown link `[text](url)` in a reply.
+fn markdown_link(reply: &str) -> String {
+    let start = reply
+        .find("](")
+        .unwrap_or_else(|| panic!("no link in: {reply}"))
+        + 2;
+    let end = start + reply[start..].find(')').expect("the link is closed");
+    reply[start..end].to_string()
+}
+
+/// A GET of a `/room/{roomName}/join` link, as API Gateway delivers it.
+fn get_link(link: &str) -> Request {
+    let path_and_query = link.strip_prefix(PUBLIC_BASE).expect("a link of ours");
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    devstack::server::api_request("GET", "/room/{roomName}/join", path, query, &[], b"")
+}
+
 /// The invite inside an invite page link (`invite=`), decoded.
 fn invite_in(link: &str) -> String {
     let start = link.find("invite=").expect("link has an invite") + "invite=".len();
@@ -795,11 +825,12 @@ fn invite_in(link: &str) -> String {
 }
 
 /// Issue 17 item 4: the whole channel sees a Teams reply, so it carries no
-/// token: each person mints their own from the invite through `/room/join`.
+/// token: each person mints their own from the invite, through
+/// `/room/{roomName}/join` (default template) or `/room/join` (a page of ours).
 #[tokio::test]
 async fn a_teams_reply_carries_no_token_and_each_person_mints_their_own() {
     let t = Launchers::start().await;
-    // A page that needs a token (LiveKit Meet, the default): no link at all.
+    // A page that needs a token (LiveKit Meet, the default).
     let meet = json_body(
         &t.teams_with(DEFAULT_ROOM_URL_TEMPLATE)
             .handle(teams_signed(&teams_message("<at>callops</at> call")))
@@ -809,7 +840,38 @@ async fn a_teams_reply_carries_no_token_and_each_person_mints_their_own() {
         .unwrap()
         .to_string();
     t.assert_no_token(&meet);
-    assert_eq!(meet, teams_messages::NO_SHAREABLE_PAGE);
+    let room = shared::flows::sessions::SessionKind::Teams.room(
+        &shared::flows::launchers::conversation_key(TEAMS_CONVERSATION),
+    );
+    // A page that needs a token: the reply links our route instead, which
+    // mints a token for a new guest on every visit.
+    let link = markdown_link(&meet);
+    assert!(
+        link.starts_with(&format!("{PUBLIC_BASE}/room/{room}/join?invite=v2.")),
+        "{meet}"
+    );
+    let opener = t.join_link(DEFAULT_ROOM_URL_TEMPLATE);
+    let mut guests = Vec::new();
+    for _ in 0..2 {
+        let opened = opener.handle(get_link(&link)).await;
+        assert_eq!(opened.status(), StatusCode::FOUND, "{}", text(&opened));
+        assert_eq!(opened.headers()["cache-control"], "no-store");
+        assert_eq!(opened.headers()["referrer-policy"], "no-referrer");
+        let location = opened.headers()["location"].to_str().unwrap();
+        assert!(
+            location.starts_with("https://meet.livekit.io/custom?liveKitUrl="),
+            "{location}"
+        );
+        let claims = t
+            .livekit
+            .verify_join_token(&token_in(location))
+            .unwrap_or_else(|e| panic!("{e}: {location}"));
+        assert_eq!(claims["video"]["room"], room.as_str());
+        let identity = claims["sub"].as_str().unwrap().to_string();
+        assert!(identity.starts_with("guest-"), "{identity}");
+        guests.push(identity);
+    }
+    assert_ne!(guests[0], guests[1], "two visitors, one identity");
 
     // A page that takes the invite: each person mints their own token.
     let reply = json_body(
@@ -821,9 +883,6 @@ async fn a_teams_reply_carries_no_token_and_each_person_mints_their_own() {
         .unwrap()
         .to_string();
     t.assert_no_token(&reply);
-    let room = shared::flows::sessions::SessionKind::Teams.room(
-        &shared::flows::launchers::conversation_key(TEAMS_CONVERSATION),
-    );
     let invite = invite_in(&reply);
     let join = room_join::RoomJoin {
         access: t.stack.keyed_access(),

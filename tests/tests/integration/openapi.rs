@@ -273,8 +273,11 @@ fn the_document_is_openapi_3_1_with_security_and_the_common_error_shape() {
         let responses = operation["responses"]
             .as_object()
             .unwrap_or_else(|| panic!("{at}: no responses"));
+        // A redirect (3xx) is the success of a link a person opens.
         assert!(
-            responses.keys().any(|status| status.starts_with('2')),
+            responses
+                .keys()
+                .any(|status| status.starts_with('2') || status.starts_with('3')),
             "{at}: no success response"
         );
 
@@ -365,6 +368,27 @@ impl Documented {
             .get(&status)
             .unwrap_or_else(|| panic!("{at}: status not documented; body {:?}", text(response)));
         let documented = resolve(&self.doc, documented);
+        // A response documented without content (a redirect): no body, and
+        // every header the document names.
+        if documented.get("content").is_none() {
+            assert!(
+                response.body().is_empty(),
+                "{at}: a body {:?}",
+                text(response)
+            );
+            let headers = documented["headers"].as_object().into_iter().flatten();
+            for (name, header) in headers {
+                let value = response
+                    .headers()
+                    .get(name.as_str())
+                    .unwrap_or_else(|| panic!("{at}: no {name} header"))
+                    .to_str()
+                    .unwrap();
+                let errors = errors_of(&validator(&self.doc, &header["schema"]), &json!(value));
+                assert!(errors.is_empty(), "{at}: {name}: {errors:#?}");
+            }
+            return Value::Null;
+        }
         let content_type = response
             .headers()
             .get("content-type")
@@ -554,7 +578,7 @@ const LIVEKIT_SECRET: &str = "lk-openapi-secret-0123456789abcdef012345";
 
 #[tokio::test]
 async fn session_and_room_responses_match_the_document() {
-    use shared::flows::sessions::{JoinTokens, RoomAccess, DEFAULT_ROOM_URL_TEMPLATE};
+    use shared::flows::sessions::{url_encode, JoinTokens, RoomAccess, DEFAULT_ROOM_URL_TEMPLATE};
     use shared::providers::livekit::AccessTokens;
 
     let documented = Documented::new();
@@ -665,6 +689,46 @@ async fn session_and_room_responses_match_the_document() {
     let missing = revoke("no-such-room").await;
     assert_eq!(missing.status(), 404);
     documented.check("POST", "/room/{roomName}/invites/revoke", &missing);
+
+    // The shared link, with the invite the revocation handed out.
+    let fresh = documented.check(
+        "POST",
+        "/room/{roomName}/invites/revoke",
+        &revoke("openapi-room").await,
+    )["invite"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let room_join_link = room_join_link::RoomJoinLink {
+        lifecycle: stack.session_lifecycle(Arc::clone(&client)),
+        access: RoomAccess {
+            tokens: tokens(),
+            invites: invites(),
+            client_url: client.client_url(),
+            room_url_template: DEFAULT_ROOM_URL_TEMPLATE.into(),
+        },
+    };
+    let open_link = |room: &str, query: String| {
+        let path = format!("/room/{room}/join?{query}");
+        room_join_link.handle(request("GET", "/room/{roomName}/join", &path, &[], None))
+    };
+    let invite_query = format!("invite={}&name=Grace", url_encode(&fresh));
+    let redirected = open_link("openapi-room", invite_query.clone()).await;
+    assert_eq!(redirected.status(), 302, "{}", text(&redirected));
+    documented.check("GET", "/room/{roomName}/join", &redirected);
+    let uninvited = open_link("openapi-room", String::new()).await;
+    assert_eq!(uninvited.status(), 401);
+    documented.check("GET", "/room/{roomName}/join", &uninvited);
+    let elsewhere = open_link("no-such-room", invite_query).await;
+    assert_eq!(elsewhere.status(), 401, "the invite names another room");
+    documented.check("GET", "/room/{roomName}/join", &elsewhere);
+    let unnamed = open_link(
+        "openapi-room",
+        format!("invite={}&name=", url_encode(&fresh)),
+    )
+    .await;
+    assert_eq!(unnamed.status(), 422);
+    documented.check("GET", "/room/{roomName}/join", &unnamed);
 
     let room_agent = room_agent::RoomAgent {
         access: stack.keyed_access(),

@@ -2264,5 +2264,151 @@ async fn another_organisation_revoking_a_rooms_invites_is_404_and_changes_nothin
     );
 }
 
+impl Rooms {
+    fn join_link_route(&self) -> room_join_link::RoomJoinLink {
+        room_join_link::RoomJoinLink {
+            lifecycle: self.lifecycle(),
+            access: shared::flows::sessions::RoomAccess {
+                tokens: Self::join_tokens(),
+                invites: Self::invites(),
+                client_url: self.livekit_client().client_url(),
+                room_url_template: shared::flows::sessions::DEFAULT_ROOM_URL_TEMPLATE.into(),
+            },
+        }
+    }
+
+    /// `GET /room/{room}/join?{query}`.
+    async fn open_join_link(&self, room: &str, query: &str) -> Response<Body> {
+        self.join_link_route()
+            .handle(api(
+                "GET",
+                "/room/{roomName}/join",
+                &format!("/room/{room}/join"),
+                query,
+                None,
+                None,
+            ))
+            .await
+    }
+
+    /// A visit of the link with `invite` (and `extra` query) that must be
+    /// redirected: the claims of the token in `Location`.
+    async fn guest_by_link(&self, room: &str, invite: &str, extra: &str) -> serde_json::Value {
+        let query = format!(
+            "invite={}{extra}",
+            shared::flows::sessions::url_encode(invite)
+        );
+        let opened = self.open_join_link(room, &query).await;
+        assert_eq!(opened.status(), StatusCode::FOUND, "{}", text(&opened));
+        assert_eq!(opened.headers()["cache-control"], "no-store");
+        assert_eq!(opened.headers()["referrer-policy"], "no-referrer");
+        let location = opened.headers()["location"].to_str().unwrap();
+        let token = location
+            .split_once("&token=")
+            .map(|(_, token)| token)
+            .unwrap_or_else(|| panic!("no token in {location}"));
+        let claims = self
+            .livekit
+            .verify_join_token(token)
+            .unwrap_or_else(|e| panic!("{e}: {location}"));
+        assert_eq!(claims["video"]["room"], room);
+        claims
+    }
+}
+
+fn refused_as(response: &Response<Body>, status: StatusCode, code: &str) {
+    assert_eq!(response.status(), status, "{}", text(response));
+    assert_eq!(json_body(response)["code"], code);
+}
+
+/// Issue 17 item 4: a link a whole channel may see mints a token for a new
+/// guest on every visit, and stops working once the room's invites are
+/// revoked.
+#[tokio::test]
+async fn a_shared_join_link_mints_a_new_guest_per_visit_until_revoked() {
+    let t = Rooms::start().await;
+    let created = json_body(&t.create_room("link-room").await);
+    let invite = created["invite"].as_str().unwrap().to_string();
+
+    let first = t.guest_by_link("link-room", &invite, "").await;
+    let second = t.guest_by_link("link-room", &invite, "&name=Grace").await;
+    for claims in [&first, &second] {
+        let identity = claims["sub"].as_str().unwrap();
+        assert!(identity.starts_with("guest-"), "{identity}");
+    }
+    assert_ne!(first["sub"], second["sub"], "two visitors, one identity");
+    assert_eq!(first["name"], "Guest");
+    assert_eq!(second["name"], "Grace");
+
+    let revoked = json_body(&t.revoke("link-room", &t.key).await);
+    let fresh = revoked["invite"].as_str().unwrap();
+    let query = format!("invite={}", shared::flows::sessions::url_encode(&invite));
+    refused_as(
+        &t.open_join_link("link-room", &query).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    t.guest_by_link("link-room", fresh, "").await;
+}
+
+/// Every refusal of `/room/{roomName}/join`: no invite, another room's,
+/// a tampered or over-long one (401); a room no longer open (404); a bad
+/// room name or display name (422).
+#[tokio::test]
+async fn a_join_link_refuses_missing_foreign_and_stale_invites() {
+    use shared::flows::sessions::url_encode;
+    let t = Rooms::start().await;
+    let a = json_body(&t.create_room("link-a").await)["invite"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = json_body(&t.create_room("link-b").await)["invite"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rooms = &t;
+    let unauthorized = |query: String| async move {
+        refused_as(
+            &rooms.open_join_link("link-a", &query).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        );
+    };
+    unauthorized(String::new()).await;
+    unauthorized("name=Grace".into()).await;
+    unauthorized(format!("invite={}", url_encode(&b))).await;
+    unauthorized(format!("invite={}x", url_encode(&a))).await;
+    unauthorized(format!("invite={}", "v".repeat(5000))).await;
+
+    for (room, query) in [
+        ("bad!room", format!("invite={}", url_encode(&a))),
+        ("link-a", format!("invite={}&name=", url_encode(&a))),
+        ("link-a", format!("invite={}&name=a%07b", url_encode(&a))),
+    ] {
+        let refused = t.open_join_link(room, &query).await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{room} {query}"
+        );
+    }
+
+    let ending = shared::store::sessions::Ending {
+        ended_at: shared::base::time::now_rfc3339(),
+        duration_secs: Some(5),
+        reason: Some("room finished".into()),
+        ..Default::default()
+    };
+    assert!(t.lifecycle().end("link-a", &ending).await.unwrap());
+    refused_as(
+        &t.open_join_link("link-a", &format!("invite={}", url_encode(&a)))
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    // The other room's link still works.
+    t.guest_by_link("link-b", &b, "").await;
+}
+
 #[path = "session_races.rs"]
 mod races;

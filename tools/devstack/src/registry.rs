@@ -113,6 +113,7 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
         "session-get" => app!(session_get::SessionGet),
         "room-create" => app!(room_create::RoomCreate),
         "room-join" => app!(room_join::RoomJoin),
+        "room-join-link" => app!(room_join_link::RoomJoinLink),
         "room-agent" => app!(room_agent::RoomAgent),
         "room-invites-revoke" => app!(room_invites_revoke::RoomInvitesRevoke),
         "room-recording" => app!(room_recording::RoomRecording),

@@ -691,11 +691,11 @@ impl RoomAccess {
     /// The join page for anyone holding `invite`, with no token in it: the
     /// page mints each visitor's own through `/room/join`. `None` when
     /// `ROOM_URL_TEMPLATE` needs a token (LiveKit Meet, the default) or
-    /// names no invite: such a page cannot be shared.
+    /// names no invite: such a page cannot be shared, and the caller links
+    /// `/room/{roomName}/join` ([`super::join_link`]) instead.
     pub fn invite_page(&self, room: &str, invite: &str) -> Option<String> {
         let template = &self.room_url_template;
         if !template.contains("{invite}") || template.contains("{token}") {
-            warn!("ROOM_URL_TEMPLATE needs a token or names no invite: no shareable page");
             return None;
         }
         Some(room_url(template, &self.client_url, "", room, invite))
