@@ -38,11 +38,12 @@ build:
 bench: bootstrap
 	bash scripts/bench.sh
 
-## Build and deploy with SAM (asks for parameters the first time).
+## Build and deploy with SAM, no questions: parameters from PARAMS
+## (default deploy/minimal.env), secrets from the environment (docs/deploy.md).
+## GUIDED=1 asks instead; DRY_RUN=1 checks and prints, deploys nothing.
 deploy:
 	@bash scripts/bootstrap.sh --with-cargo-lambda
-	PATH="$(VENV_BIN):$$PATH" sam build
-	PATH="$(VENV_BIN):$$PATH" sam deploy --guided
+	PATH="$(VENV_BIN):$$PATH" bash scripts/deploy.sh
 
 clean:
 	cargo clean
