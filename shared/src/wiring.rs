@@ -67,9 +67,13 @@ impl Wiring {
         &self.dynamo
     }
 
-    /// `IDEMPOTENCY_TABLE`.
+    /// `IDEMPOTENCY_TABLE`, keeping records `DEDUP_RETENTION_SECONDS` (default 7 days).
     pub fn dedup(&self) -> Result<Arc<dyn DedupStore>, ConfigError> {
-        Ok(Arc::new(DynamoDedupStore::from_env(&self.sdk)?))
+        Ok(Arc::new(DynamoDedupStore::new(
+            self.dynamo.clone(),
+            config::required("IDEMPOTENCY_TABLE")?,
+            Duration::from_secs(config::parsed_or("DEDUP_RETENTION_SECONDS", 7 * 24 * 3600)?),
+        )))
     }
 
     /// `CALLS_TABLE`: recording-pipeline call records.
@@ -82,7 +86,11 @@ impl Wiring {
 
     /// `CALLS_TABLE` (+ `ORGANISATIONS_TABLE` for usage): outbound call records.
     pub fn outbound_calls(&self) -> Result<Arc<dyn OutboundCallStore>, ConfigError> {
-        Ok(Arc::new(DynamoOutboundCallStore::from_env(&self.sdk)?))
+        Ok(Arc::new(DynamoOutboundCallStore {
+            client: self.dynamo.clone(),
+            calls_table: config::required("CALLS_TABLE")?,
+            organisations_table: config::optional("ORGANISATIONS_TABLE").unwrap_or_default(),
+        }))
     }
 
     /// `CALLS_TABLE`: voice-agent sessions.
@@ -103,7 +111,7 @@ impl Wiring {
 
     /// `ASSISTANTS_TABLE`, `ORGANISATIONS_TABLE`, `STATS_TABLE`.
     pub fn directory(&self) -> Result<Arc<dyn DirectoryStore>, ConfigError> {
-        Ok(Arc::new(DynamoDirectoryStore::from_env(&self.sdk)?))
+        Ok(Arc::new(directory_store(self.dynamo.clone())?))
     }
 
     /// `API_KEYS_TABLE`.
@@ -116,7 +124,18 @@ impl Wiring {
 
     /// API keys plus the per-key request limit (`CALLS_RATE_LIMIT_PER_MINUTE`).
     pub fn keyed_access(&self) -> Result<KeyedAccess, ConfigError> {
-        KeyedAccess::from_env(self.dynamo.clone())
+        Ok(KeyedAccess {
+            api_keys: Arc::new(DynamoApiKeyStore::new(
+                self.dynamo.clone(),
+                config::required("API_KEYS_TABLE")?,
+            )),
+            rate_limiter: Arc::new(crate::store::rate_limits::DynamoRateLimiter {
+                client: self.dynamo.clone(),
+                table: config::required("IDEMPOTENCY_TABLE")?,
+                window_secs: 60,
+            }),
+            per_window: config::parsed_or("CALLS_RATE_LIMIT_PER_MINUTE", 30)?,
+        })
     }
 
     /// The queue whose URL is in `url_variable`.
@@ -175,9 +194,12 @@ impl Wiring {
 
     /// `WHATSAPP_TABLE` (`WHATSAPP_RETENTION_DAYS`): WhatsApp conversations.
     pub fn whatsapp(&self) -> Result<Arc<dyn WhatsAppStore>, ConfigError> {
-        Ok(Arc::new(DynamoWhatsAppStore::from_env(
-            self.dynamo.clone(),
-        )?))
+        let days: u64 = config::parsed_or("WHATSAPP_RETENTION_DAYS", 30)?;
+        Ok(Arc::new(DynamoWhatsAppStore {
+            client: self.dynamo.clone(),
+            table: config::required("WHATSAPP_TABLE")?,
+            retention: Duration::from_secs(days.max(1) * 86_400),
+        }))
     }
 
     /// `WHATSAPP_REPLY_QUEUE_URL`.
@@ -321,4 +343,45 @@ where
         },
     ))
     .await
+}
+
+/// `ASSISTANTS_TABLE`, `ORGANISATIONS_TABLE`, `STATS_TABLE` (the assistant
+/// id sequence).
+fn directory_store(client: aws_sdk_dynamodb::Client) -> Result<DynamoDirectoryStore, ConfigError> {
+    Ok(DynamoDirectoryStore {
+        client,
+        assistants_table: config::required("ASSISTANTS_TABLE")?,
+        organisations_table: config::required("ORGANISATIONS_TABLE")?,
+        stats_table: config::required("STATS_TABLE")?,
+    })
+}
+
+// Configuration of flows read here, so that only this module reads table
+// and queue variables.
+
+#[cfg(feature = "phone")]
+impl crate::flows::admin::AdminConfig {
+    /// `ADMIN_API_TOKEN` and the directory's tables.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let sdk = crate::base::aws::sdk_config().await;
+        Ok(Self {
+            token: config::required_secret("ADMIN_API_TOKEN")?,
+            directory: directory_store(aws_sdk_dynamodb::Client::new(&sdk))?,
+        })
+    }
+}
+
+impl crate::flows::ingest::WebhookConfig {
+    /// The recording webhooks' token, allow-list, tables, queue and settings.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        use crate::flows::ingest::IngestSettings;
+        Ok(Self {
+            webhook_token: config::required_secret("WEBHOOK_TOKEN")?,
+            recording_hosts: crate::providers::recording::HostAllowList::from_env()?,
+            calls_table: config::required("CALLS_TABLE")?,
+            stats_table: config::required("STATS_TABLE")?,
+            transcription_queue_url: config::required("TRANSCRIPTION_QUEUE_URL")?,
+            settings: IngestSettings::from_env()?,
+        })
+    }
 }

@@ -5,7 +5,7 @@ use http::HeaderMap;
 
 use crate::api::ApiError;
 use crate::store::api_keys::{key_id, key_matches, ApiKeyRecord, ApiKeyStore};
-use crate::store::rate_limits::{DynamoRateLimiter, RateLimiter};
+use crate::store::rate_limits::RateLimiter;
 
 /// The key from `X-API-Key` or `Authorization: Bearer`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -109,24 +109,6 @@ pub struct KeyedAccess {
 }
 
 impl KeyedAccess {
-    pub fn from_env(
-        client: aws_sdk_dynamodb::Client,
-    ) -> Result<Self, crate::base::config::ConfigError> {
-        use crate::base::config::{parsed_or, required};
-        Ok(Self {
-            api_keys: std::sync::Arc::new(crate::store::api_keys::DynamoApiKeyStore::new(
-                client.clone(),
-                required("API_KEYS_TABLE")?,
-            )),
-            rate_limiter: std::sync::Arc::new(DynamoRateLimiter {
-                client,
-                table: required("IDEMPOTENCY_TABLE")?,
-                window_secs: 60,
-            }),
-            per_window: parsed_or("CALLS_RATE_LIMIT_PER_MINUTE", 30)?,
-        })
-    }
-
     /// The caller's organisation, once its key is valid and within its limit.
     pub async fn admit(&self, headers: &http::HeaderMap) -> Result<Tenant, ApiError> {
         let tenant = authenticate_tenant(self.api_keys.as_ref(), headers).await?;

@@ -397,14 +397,6 @@ pub struct AdminConfig {
 }
 
 impl AdminConfig {
-    pub async fn from_env() -> Result<Self, crate::base::config::ConfigError> {
-        let sdk = crate::base::aws::sdk_config().await;
-        Ok(Self {
-            token: crate::base::config::required_secret("ADMIN_API_TOKEN")?,
-            directory: crate::store::directory::DynamoDirectoryStore::from_env(&sdk)?,
-        })
-    }
-
     pub fn admin(&self) -> Admin<'_> {
         Admin {
             token: &self.token,

@@ -359,27 +359,22 @@ pub struct WebhookConfig {
 /// Exotel's own hosts; others (a bucket's own host, the local fakes) are set per deployment.
 pub use crate::providers::recording::DEFAULT_RECORDING_HOSTS;
 
-impl WebhookConfig {
+impl IngestSettings {
+    /// `DEDUP_LEASE_SECONDS`, `SUPPORT_NUMBER`, `TRANSCRIPTION_DEADLINE_SECONDS`,
+    /// `DEDUP_WAIT_SECONDS` (tables and queues are read in `wiring`).
     pub fn from_env() -> Result<Self, crate::base::config::ConfigError> {
-        use crate::base::config::{optional, parsed_or, required, required_secret};
+        use crate::base::config::{optional, parsed_or};
         Ok(Self {
-            webhook_token: required_secret("WEBHOOK_TOKEN")?,
-            recording_hosts: crate::providers::recording::HostAllowList::from_env()?,
-            calls_table: required("CALLS_TABLE")?,
-            stats_table: required("STATS_TABLE")?,
-            transcription_queue_url: required("TRANSCRIPTION_QUEUE_URL")?,
-            settings: IngestSettings {
-                default_lease: Duration::from_secs(parsed_or("DEDUP_LEASE_SECONDS", 30)?),
-                support_number: optional("SUPPORT_NUMBER"),
-                transcription_deadline: Duration::from_secs(parsed_or(
-                    "TRANSCRIPTION_DEADLINE_SECONDS",
-                    3600,
-                )?),
-                duplicate_wait: Duration::from_secs(parsed_or(
-                    "DEDUP_WAIT_SECONDS",
-                    crate::store::dedup::DEFAULT_WAIT.as_secs(),
-                )?),
-            },
+            default_lease: Duration::from_secs(parsed_or("DEDUP_LEASE_SECONDS", 30)?),
+            support_number: optional("SUPPORT_NUMBER"),
+            transcription_deadline: Duration::from_secs(parsed_or(
+                "TRANSCRIPTION_DEADLINE_SECONDS",
+                3600,
+            )?),
+            duplicate_wait: Duration::from_secs(parsed_or(
+                "DEDUP_WAIT_SECONDS",
+                crate::store::dedup::DEFAULT_WAIT.as_secs(),
+            )?),
         })
     }
 }

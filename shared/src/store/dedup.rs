@@ -107,18 +107,6 @@ impl DynamoDedupStore {
         }
     }
 
-    /// `IDEMPOTENCY_TABLE`, keeping records `DEDUP_RETENTION_SECONDS` (default 7 days).
-    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, crate::base::config::ConfigError> {
-        Ok(Self::new(
-            Client::new(sdk),
-            crate::base::config::required("IDEMPOTENCY_TABLE")?,
-            Duration::from_secs(crate::base::config::parsed_or(
-                "DEDUP_RETENTION_SECONDS",
-                7 * 24 * 3600,
-            )?),
-        ))
-    }
-
     /// Reads a key's record consistently: for `peek`, and for a claim whose
     /// failed condition did not return the record (DynamoDB Local omits it).
     async fn read_existing(

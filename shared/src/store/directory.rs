@@ -172,16 +172,6 @@ pub struct DynamoDirectoryStore {
     pub stats_table: String,
 }
 
-impl DynamoDirectoryStore {
-    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, crate::base::config::ConfigError> {
-        Ok(Self {
-            client: Client::new(sdk),
-            assistants_table: crate::base::config::required("ASSISTANTS_TABLE")?,
-            organisations_table: crate::base::config::required("ORGANISATIONS_TABLE")?,
-            stats_table: crate::base::config::required("STATS_TABLE")?,
-        })
-    }
-}
 #[async_trait]
 impl DirectoryStore for DynamoDirectoryStore {
     async fn create_assistant(&self, mut assistant: Assistant) -> Result<Assistant, StoreError> {

@@ -260,17 +260,6 @@ pub trait OutboundCallStore: Send + Sync {
     async fn due_reservations(&self, now: i64, limit: i32) -> Result<Vec<String>, StoreError>;
 }
 
-impl DynamoOutboundCallStore {
-    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, crate::base::config::ConfigError> {
-        Ok(Self {
-            client: Client::new(sdk),
-            calls_table: crate::base::config::required("CALLS_TABLE")?,
-            organisations_table: crate::base::config::optional("ORGANISATIONS_TABLE")
-                .unwrap_or_default(),
-        })
-    }
-}
-
 pub struct DynamoOutboundCallStore {
     pub client: Client,
     pub calls_table: String,

@@ -341,15 +341,6 @@ fn already_recorded(reasons: &[CancellationReason]) -> Verdict<bool> {
 }
 
 impl DynamoWhatsAppStore {
-    pub fn from_env(client: Client) -> Result<Self, crate::base::config::ConfigError> {
-        let days: u64 = crate::base::config::parsed_or("WHATSAPP_RETENTION_DAYS", 30)?;
-        Ok(Self {
-            client,
-            table: crate::base::config::required("WHATSAPP_TABLE")?,
-            retention: Duration::from_secs(days.max(1) * 86_400),
-        })
-    }
-
     fn expires_at(&self) -> i64 {
         crate::base::time::epoch_secs() + self.retention.as_secs() as i64
     }
