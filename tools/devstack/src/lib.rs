@@ -9,9 +9,11 @@
 //! - [`launchers`]: Slack, Discord and Teams request signing with the dev secrets;
 //! - [`lambda_runtime`]: Lambda's Runtime API, to run a function's real binary;
 //! - [`server`]: API Gateway's HTTP-to-Lambda translation for the dev server;
-//! - [`registry`]: which crate serves (or runs on a schedule) each function of the template.
+//! - [`registry`]: which crate serves (or runs on a schedule) each function of the template;
+//! - [`config_doc`]: the configuration reference of `docs/configuration.md`, generated from template.yaml.
 
 pub mod bench_cost;
+pub mod config_doc;
 pub mod emulators;
 pub mod fakes;
 pub mod faults;

@@ -62,6 +62,38 @@ pub struct FunctionSpec {
     pub env: BTreeMap<String, EnvValue>,
     pub routes: Vec<HttpRoute>,
     pub sqs: Option<SqsTrigger>,
+    /// Each variable's value as written (Globals included), for tools that
+    /// need more than [`EnvValue`] keeps, such as the configuration reference.
+    pub env_source: BTreeMap<String, Value>,
+}
+
+/// A template Parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParameterSpec {
+    pub name: String,
+    /// `String`, `Number`, `CommaDelimitedList`...
+    pub kind: String,
+    /// `None`: the parameter has no default, so every deploy must give it.
+    pub default: Option<String>,
+    /// `NoEcho: true`: a credential.
+    pub no_echo: bool,
+    pub description: Option<String>,
+}
+
+/// A console group of `Metadata: AWS::CloudFormation::Interface: ParameterGroups`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParameterGroup {
+    pub label: String,
+    pub parameters: Vec<String>,
+}
+
+/// A resource declared outside `Fn::ForEach`, with every name its
+/// definition references (`!Ref`, `!GetAtt`, `${...}` of `!Sub`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceSpec {
+    pub logical_id: String,
+    pub kind: String,
+    pub references: Vec<String>,
 }
 
 /// A function event of type `Schedule` or `ScheduleV2` (EventBridge): the
@@ -161,6 +193,14 @@ pub struct Template {
     /// Every `Schedule`/`ScheduleV2` event of every function, in template order.
     pub schedules: Vec<ScheduleSpec>,
     pub for_each: Vec<ForEachLoop>,
+    /// In template order.
+    pub parameters: Vec<ParameterSpec>,
+    pub parameter_groups: Vec<ParameterGroup>,
+    /// Every resource declared outside `Fn::ForEach`, in template order.
+    pub resources: Vec<ResourceSpec>,
+    /// `AWS::SecretsManager::Secret` logical id -> the parameter its
+    /// `SecretString` is (`!Ref Parameter`).
+    pub secrets: BTreeMap<String, String>,
 }
 
 fn tag_name(value: &Value) -> Option<(String, &Value)> {
@@ -194,6 +234,192 @@ fn referenced_resource(value: &Value) -> Option<String> {
     }
 }
 
+/// The `${Name}` and `${Name.Attribute}` of a `!Sub` string, without
+/// `${!Literal}` escapes.
+fn sub_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else { break };
+        let inner = after[..end].trim();
+        if !inner.starts_with('!') {
+            names.push(inner.split('.').next().unwrap_or(inner).to_string());
+        }
+        rest = &after[end + 1..];
+    }
+    names
+}
+
+fn collect_references(value: &Value, out: &mut Vec<String>) {
+    if let Some((tag, inner)) = tag_name(value) {
+        match tag.as_str() {
+            "Ref" | "GetAtt" => out.extend(referenced_resource(value)),
+            "Sub" => match inner {
+                Value::String(text) => out.extend(sub_names(text)),
+                Value::Sequence(parts) => {
+                    let local: Vec<&str> = parts
+                        .get(1)
+                        .and_then(Value::as_mapping)
+                        .map(|m| m.keys().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    if let Some(text) = parts.first().and_then(Value::as_str) {
+                        out.extend(
+                            sub_names(text)
+                                .into_iter()
+                                .filter(|n| !local.contains(&n.as_str())),
+                        );
+                    }
+                    for part in parts.iter().skip(1) {
+                        collect_references(part, out);
+                    }
+                }
+                _ => {}
+            },
+            // The first item names a condition, not a parameter or resource.
+            "If" => {
+                for branch in inner.as_sequence().into_iter().flatten().skip(1) {
+                    collect_references(branch, out);
+                }
+            }
+            "Condition" => {}
+            _ => collect_references(inner, out),
+        }
+        return;
+    }
+    match value {
+        Value::Sequence(items) => items.iter().for_each(|v| collect_references(v, out)),
+        Value::Mapping(map) => map.values().for_each(|v| collect_references(v, out)),
+        Value::Tagged(tagged) => collect_references(&tagged.value, out),
+        _ => {}
+    }
+}
+
+/// The parameters and resources `value` references through `!Ref`,
+/// `!GetAtt` and `!Sub` (also inside `!If` branches and other intrinsics),
+/// in order of appearance, without pseudo parameters (`AWS::Region`).
+pub fn references(value: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    collect_references(value, &mut out);
+    let mut seen = Vec::new();
+    for name in out {
+        if !name.starts_with("AWS::") && !seen.contains(&name) {
+            seen.push(name);
+        }
+    }
+    seen
+}
+
+/// A template value written back in CloudFormation's short form, on one
+/// line: `!If [HasX, !Ref X, ""]`.
+pub fn short_form(value: &Value) -> String {
+    fn nested(value: &Value) -> String {
+        match value {
+            // Quoted where YAML would read it as something else.
+            Value::String(s)
+                if s.is_empty()
+                    || s.chars().any(|c| " ,[]{}:#\"'".contains(c))
+                    || serde_yaml_ng::from_str::<Value>(s).is_ok_and(|v| !v.is_string()) =>
+            {
+                format!("{s:?}")
+            }
+            other => short_form(other),
+        }
+    }
+    if let Some((tag, inner)) = tag_name(value) {
+        return format!("!{tag} {}", nested(inner));
+    }
+    match value {
+        Value::Null => "null".to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        Value::Sequence(items) => format!(
+            "[{}]",
+            items.iter().map(nested).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Mapping(map) => format!(
+            "{{{}}}",
+            map.iter()
+                .map(|(k, v)| format!("{}: {}", nested(k), nested(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Tagged(tagged) => format!("{} {}", tagged.tag, nested(&tagged.value)),
+    }
+}
+
+/// A scalar default as CloudFormation reads it (numbers and booleans as text).
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Sequence(items) => Some(
+            items
+                .iter()
+                .filter_map(scalar_text)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        _ => None,
+    }
+}
+
+fn parameters(doc: &Value) -> Result<Vec<ParameterSpec>, String> {
+    let mut specs = Vec::new();
+    for (name, body) in doc
+        .get("Parameters")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+    {
+        let name = name.as_str().ok_or("parameter name is not a string")?;
+        specs.push(ParameterSpec {
+            name: name.to_string(),
+            kind: body
+                .get("Type")
+                .and_then(Value::as_str)
+                .ok_or(format!("parameter {name}: no Type"))?
+                .to_string(),
+            default: body.get("Default").and_then(scalar_text),
+            no_echo: body
+                .get("NoEcho")
+                .is_some_and(|v| v.as_bool() == Some(true) || v.as_str() == Some("true")),
+            description: body
+                .get("Description")
+                .and_then(Value::as_str)
+                .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" ")),
+        });
+    }
+    Ok(specs)
+}
+
+fn parameter_groups(doc: &Value) -> Vec<ParameterGroup> {
+    doc.get("Metadata")
+        .and_then(|m| m.get("AWS::CloudFormation::Interface"))
+        .and_then(|i| i.get("ParameterGroups"))
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .map(|group| ParameterGroup {
+            label: group
+                .get("Label")
+                .and_then(|l| l.get("default"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            parameters: group
+                .get("Parameters")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect(),
+        })
+        .collect()
+}
+
 fn env_value(value: &Value) -> EnvValue {
     match value {
         Value::String(s) => EnvValue::Literal(s.clone()),
@@ -207,13 +433,20 @@ fn env_value(value: &Value) -> EnvValue {
 }
 
 fn env_map(value: Option<&Value>) -> BTreeMap<String, EnvValue> {
+    env_source_map(value)
+        .into_iter()
+        .map(|(k, v)| (k, env_value(&v)))
+        .collect()
+}
+
+fn env_source_map(value: Option<&Value>) -> BTreeMap<String, Value> {
     value
         .and_then(|v| v.get("Environment"))
         .and_then(|v| v.get("Variables"))
         .and_then(Value::as_mapping)
         .map(|vars| {
             vars.iter()
-                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), env_value(v))))
+                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.clone())))
                 .collect()
         })
         .unwrap_or_default()
@@ -302,6 +535,7 @@ impl Template {
         let doc: Value =
             serde_yaml_ng::from_str(text).map_err(|e| format!("template.yaml: {e}"))?;
         let globals = env_map(doc.get("Globals").and_then(|g| g.get("Function")));
+        let global_sources = env_source_map(doc.get("Globals").and_then(|g| g.get("Function")));
         let resources = doc
             .get("Resources")
             .and_then(Value::as_mapping)
@@ -312,6 +546,10 @@ impl Template {
             functions: Vec::new(),
             schedules: Vec::new(),
             for_each: Vec::new(),
+            parameters: parameters(&doc)?,
+            parameter_groups: parameter_groups(&doc),
+            resources: Vec::new(),
+            secrets: BTreeMap::new(),
         };
         for (id, resource) in resources {
             let id = id
@@ -324,7 +562,24 @@ impl Template {
                 continue;
             }
             let props = resource.get("Properties").cloned().unwrap_or(Value::Null);
-            match resource.get("Type").and_then(Value::as_str) {
+            let kind = resource.get("Type").and_then(Value::as_str);
+            template.resources.push(ResourceSpec {
+                logical_id: id.clone(),
+                kind: kind.unwrap_or_default().to_string(),
+                references: references(resource),
+            });
+            match kind {
+                Some("AWS::SecretsManager::Secret") => {
+                    if let Some(parameter) = props.get("SecretString").and_then(|v| match v {
+                        Value::String(_) => None,
+                        other => match tag_name(other) {
+                            Some((tag, Value::String(name))) if tag == "Ref" => Some(name.clone()),
+                            _ => None,
+                        },
+                    }) {
+                        template.secrets.insert(id, parameter);
+                    }
+                }
                 Some("AWS::DynamoDB::Table") => template.tables.push(TableSpec {
                     hash_key: key_attribute(&props, "HASH").ok_or(format!("{id}: no HASH key"))?,
                     range_key: key_attribute(&props, "RANGE"),
@@ -355,6 +610,8 @@ impl Template {
                         .to_string();
                     let mut env = globals.clone();
                     env.extend(env_map(Some(&props)));
+                    let mut env_source = global_sources.clone();
+                    env_source.extend(env_source_map(Some(&props)));
                     let mut routes = Vec::new();
                     let mut sqs = None;
                     for (event_id, event) in props
@@ -435,6 +692,7 @@ impl Template {
                         env,
                         routes,
                         sqs,
+                        env_source,
                     });
                 }
                 _ => {}
