@@ -15,8 +15,8 @@ use http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use shared::api::ApiError;
 use shared::flows::sessions::{
-    guests_look_like_agents, new_guest_identity, room_url, validate_identity, validate_room_name,
-    RoomAccess, SessionLifecycle,
+    new_guest_identity, room_url, validate_identity, validate_room_name, RoomAccess,
+    SessionLifecycle,
 };
 use shared::wiring::{self, Wiring};
 
@@ -37,11 +37,6 @@ impl RoomJoinLink {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let aws = Wiring::load().await;
         let lifecycle = aws.session_lifecycle(false)?;
-        if guests_look_like_agents(&lifecycle.agent_identity_prefix) {
-            return Err(
-                "LIVEKIT_AGENT_IDENTITY_PREFIX overlaps the guests' `guest-` identities".into(),
-            );
-        }
         Ok(Self {
             lifecycle,
             access: wiring::room_access()?,
@@ -71,12 +66,10 @@ impl RoomJoinLink {
             .first("invite")
             .filter(|invite| invite.len() <= MAX_INVITE_CHARS)
             .ok_or(ApiError::Unauthorized)?;
-        let invited = self.access.invites.verify(invite, &room)?;
-        let session = self.lifecycle.owned(&room, &invited.org_id).await?;
-        // Another conversation in the room, or revoked: the same 401.
-        if !invited.admits(session.invite_key.as_deref()) {
-            return Err(ApiError::Unauthorized);
-        }
+        let session = self
+            .lifecycle
+            .invited(&self.access.invites, invite, &room)
+            .await?;
         let token = self
             .access
             .tokens

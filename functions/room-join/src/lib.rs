@@ -17,8 +17,7 @@ use shared::api::access::{presented_key, KeyedAccess};
 use shared::api::invites::RoomInvites;
 use shared::api::{self, ApiError, Route};
 use shared::flows::sessions::{
-    guest_identity, guests_look_like_agents, validate_identity, validate_room_name, JoinTokens,
-    SessionLifecycle,
+    guest_identity, validate_identity, validate_room_name, JoinTokens, SessionLifecycle,
 };
 use shared::wiring::{self, Wiring};
 
@@ -56,11 +55,6 @@ impl RoomJoin {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let aws = Wiring::load().await;
         let lifecycle = aws.session_lifecycle(false)?;
-        if guests_look_like_agents(&lifecycle.agent_identity_prefix) {
-            return Err(
-                "LIVEKIT_AGENT_IDENTITY_PREFIX overlaps the guests' `guest-` identities".into(),
-            );
-        }
         Ok(Self {
             access: aws.keyed_access()?,
             lifecycle,
@@ -103,13 +97,9 @@ impl Route for RoomJoin {
                 .invite
                 .or(header_invite)
                 .ok_or(ApiError::Unauthorized)?;
-            let invited = self.invites.verify(&invite, &room)?;
-            let session = self.lifecycle.owned(&room, &invited.org_id).await?;
-            // Another conversation in the room, or revoked: the same 401.
-            if !invited.admits(session.invite_key.as_deref()) {
-                return Err(ApiError::Unauthorized);
-            }
-            session
+            self.lifecycle
+                .invited(&self.invites, &invite, &room)
+                .await?
         };
         let identity = guest_identity(&identity);
         let token = self.tokens.issue(&session.room_name, &identity, &name)?;

@@ -25,13 +25,21 @@ impl Wiring {
     /// queues its call-start notification (`IDEMPOTENCY_TABLE`,
     /// `NOTIFICATION_QUEUE_URL`).
     pub fn session_lifecycle(&self, announce: bool) -> Result<SessionLifecycle, ConfigError> {
+        let agent_identity_prefix =
+            config::optional("LIVEKIT_AGENT_IDENTITY_PREFIX").unwrap_or_else(|| "agent-".into());
+        // A guest could otherwise join as (or be taken for) the agent.
+        if crate::flows::sessions::guests_look_like_agents(&agent_identity_prefix) {
+            return Err(ConfigError::Invalid {
+                name: "LIVEKIT_AGENT_IDENTITY_PREFIX",
+                reason: "overlaps the guests' `guest-` identities".into(),
+            });
+        }
         Ok(SessionLifecycle {
             sessions: self.sessions()?,
             livekit: livekit()?,
             agent_name: config::optional("LIVEKIT_AGENT_NAME")
                 .unwrap_or_else(|| "callops-agent".into()),
-            agent_identity_prefix: config::optional("LIVEKIT_AGENT_IDENTITY_PREFIX")
-                .unwrap_or_else(|| "agent-".into()),
+            agent_identity_prefix,
             announcer: if announce {
                 Some(Arc::new(self.call_start_intake()?))
             } else {

@@ -293,6 +293,24 @@ impl SessionLifecycle {
         Ok(record)
     }
 
+    /// The open session `invite` lets its holder into: a valid invite to
+    /// `room`, of the organisation that owns it (404 otherwise), for the
+    /// conversation now in it and not revoked (401 otherwise).
+    pub async fn invited(
+        &self,
+        invites: &crate::api::invites::RoomInvites,
+        invite: &str,
+        room: &str,
+    ) -> Result<SessionRecord, ApiError> {
+        let invited = invites.verify(invite, room)?;
+        let session = self.owned(room, &invited.org_id).await?;
+        // Another conversation in the room, or revoked: the same 401.
+        if !invited.admits(session.invite_key.as_deref()) {
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(session)
+    }
+
     /// Ends the session in `room` once and deletes its LiveKit room; true if
     /// this call ended it. Deleting the room is best effort: LiveKit closes
     /// an empty room on its own after its empty timeout.
