@@ -23,16 +23,13 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	bash scripts/lint-template.sh
 
-## Release binaries for Lambda (arm64), as SAM builds them: one function per
-## build, so each gets only its own features of `shared` (one build of many
-## would unify them). Dependencies built once are reused by the next.
+## Release binaries for Lambda (arm64) in target/lambda/<function>/, where
+## template.yaml's CodeUri points: one cargo invocation per group of functions
+## that resolve their dependencies alike (scripts/build_groups.py), so no
+## function links more than it would built alone.
 build:
 	@bash scripts/bootstrap.sh --with-cargo-lambda
-	@set -e; for f in $(FUNCTIONS); do \
-	  echo "== $$f"; \
-	  PATH="$(VENV_BIN):$$PATH" cargo lambda build --release --arm64 -p $$f; \
-	done
-	@ls -l $${CARGO_TARGET_DIR:-target}/lambda/*/bootstrap 2>/dev/null | awk '{printf "%-28s %5.1f MiB\n", $$9, $$5/1048576}' || true
+	bash scripts/build.sh
 
 ## Cold start, warm latency, memory and binary size; writes target/bench/report.md.
 bench: bootstrap

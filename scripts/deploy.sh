@@ -4,7 +4,7 @@
 #
 #   make deploy                        # PARAMS=deploy/minimal.env, STACK=callops
 #   make deploy PARAMS=deploy/mine.env STACK=callops-eu REGION=eu-west-1
-#   make deploy GUIDED=1               # sam build + sam deploy --guided
+#   make deploy GUIDED=1               # scripts/build.sh + sam deploy --guided
 #   make deploy DRY_RUN=1              # check and print, build and deploy nothing
 #
 # Non-secret parameters come from PARAMS (`Name=value` lines, `#` comments).
@@ -14,6 +14,10 @@
 # is built; an optional one not given stays empty, so its feature stays off.
 # Parameters named nowhere take the template's default: sam deploy does not
 # reuse an earlier deploy's values, so pass the same ones every time.
+#
+# No `sam build`: scripts/build.sh builds every function in grouped cargo
+# invocations into target/lambda/<function>/, where template.yaml's CodeUri
+# points, and `sam deploy` zips those folders as they are.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,11 +27,11 @@ PYTHON="${PYTHON:-$ROOT/.cache/venv/bin/python}"
 
 if [[ "${GUIDED:-}" == "1" ]]; then
   if [[ "${DRY_RUN:-}" == "1" ]]; then
-    echo "sam build && sam deploy --guided"
+    echo "scripts/build.sh && sam deploy --guided --template-file template.yaml"
     exit 0
   fi
-  sam build
-  exec sam deploy --guided
+  bash "$ROOT/scripts/build.sh"
+  exec sam deploy --guided --template-file "$ROOT/template.yaml"
 fi
 
 [[ -x "$PYTHON" ]] || { echo "deploy: $PYTHON not found: run scripts/bootstrap.sh" >&2; exit 2; }
@@ -38,13 +42,13 @@ overrides="$work/overrides.yaml"
 echo "deploy: stack $STACK with $PARAMS:"
 "$PYTHON" "$ROOT/scripts/deploy_params.py" "$ROOT/template.yaml" "$PARAMS" "$overrides"
 
-args=(--stack-name "$STACK" --no-confirm-changeset --no-fail-on-empty-changeset)
+args=(--template-file "$ROOT/template.yaml" --stack-name "$STACK" --no-confirm-changeset --no-fail-on-empty-changeset)
 if [[ -n "${REGION:-}" ]]; then
   args+=(--region "$REGION")
 fi
 if [[ "${DRY_RUN:-}" == "1" ]]; then
-  echo "deploy: dry run: would run sam build, then sam deploy ${args[*]} --parameter-overrides file://<those values>"
+  echo "deploy: dry run: would run scripts/build.sh, then sam deploy ${args[*]} --parameter-overrides file://<those values>"
   exit 0
 fi
-sam build
+bash "$ROOT/scripts/build.sh"
 sam deploy "${args[@]}" --parameter-overrides "file://$overrides"
