@@ -76,6 +76,16 @@ impl Wiring {
         )))
     }
 
+    /// `IDEMPOTENCY_TABLE` for the notify-worker's delivery records, which
+    /// outlive any redelivery of their job (30 days).
+    pub fn deliveries(&self) -> Result<Arc<dyn DedupStore>, ConfigError> {
+        Ok(Arc::new(DynamoDedupStore::new(
+            self.dynamo.clone(),
+            config::required("IDEMPOTENCY_TABLE")?,
+            Duration::from_secs(30 * 24 * 3600),
+        )))
+    }
+
     /// `CALLS_TABLE`: recording-pipeline call records.
     pub fn calls(&self) -> Result<Arc<dyn CallStore>, ConfigError> {
         Ok(Arc::new(DynamoCallStore::new(
@@ -383,5 +393,138 @@ impl crate::flows::ingest::WebhookConfig {
             transcription_queue_url: config::required("TRANSCRIPTION_QUEUE_URL")?,
             settings: IngestSettings::from_env()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Guards for the import rule in ARCHITECTURE.md: only this module reads
+    //! table, queue and bucket variables.
+
+    use std::path::{Path, PathBuf};
+
+    /// Suffixes of the variables that name a table, queue or bucket.
+    const RESOURCE_SUFFIXES: [&str; 4] = ["_TABLE", "_QUEUE_URL", "_DLQ_URL", "_BUCKET"];
+    /// Calls that read a variable.
+    const READERS: [&str; 5] = [
+        "required(",
+        "optional(",
+        "parsed_or(",
+        "required_secret(",
+        "env::var(",
+    ];
+    /// The only files outside wiring that call `std::env` directly, and why:
+    /// none of them reads a table, queue or bucket.
+    const DIRECT_ENV_READERS: [(&str, &str); 4] = [
+        (
+            "shared/src/base/config.rs",
+            "the reader every other module goes through",
+        ),
+        (
+            "shared/src/base/secrets.rs",
+            "finds the `<NAME>_SECRET_ARN` variables",
+        ),
+        ("shared/src/base/telemetry.rs", "RUST_LOG"),
+        (
+            "shared/src/base/metrics.rs",
+            "METRICS_NAMESPACE, AWS_LAMBDA_FUNCTION_NAME",
+        ),
+    ];
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// `shared/src` without wiring, and every function's `src`.
+    fn outside_wiring() -> Vec<(String, String)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        rust_files(&root.join("src"), &mut files);
+        let workspace = root.parent().unwrap();
+        for entry in std::fs::read_dir(workspace.join("functions")).unwrap() {
+            let src = entry.unwrap().path().join("src");
+            if src.is_dir() {
+                rust_files(&src, &mut files);
+            }
+        }
+        files
+            .into_iter()
+            .filter_map(|path| {
+                let name = path.strip_prefix(workspace).unwrap().display().to_string();
+                let in_wiring =
+                    name == "shared/src/wiring.rs" || name.starts_with("shared/src/wiring/");
+                (!in_wiring).then(|| (name, std::fs::read_to_string(&path).unwrap()))
+            })
+            .collect()
+    }
+
+    /// The string literals of `line` that name a table, queue or bucket.
+    fn resource_names(line: &str) -> Vec<&str> {
+        line.split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|lit| {
+                !lit.is_empty()
+                    && lit
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                    && RESOURCE_SUFFIXES.iter().any(|s| lit.ends_with(s))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_wiring_reads_table_queue_and_bucket_variables() {
+        let mut found = Vec::new();
+        for (file, text) in outside_wiring() {
+            for (n, line) in text.lines().enumerate() {
+                if !READERS.iter().any(|r| line.contains(r)) {
+                    continue;
+                }
+                for name in resource_names(line) {
+                    found.push(format!("{file}:{}: reads {name}", n + 1));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "table, queue and bucket variables are read only in shared/src/wiring \
+             (add a constructor there and pass the value in):\n{}",
+            found.join("\n")
+        );
+    }
+
+    #[test]
+    fn std_env_is_read_only_by_the_allowed_files() {
+        let mut found = Vec::new();
+        for (file, text) in outside_wiring() {
+            let allowed = DIRECT_ENV_READERS.iter().any(|(f, _)| *f == file);
+            if !allowed && (text.contains("env::var(") || text.contains("env::vars(")) {
+                found.push(file);
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "read configuration through base::config (in wiring for tables, queues \
+             and buckets), not std::env; or add the file to DIRECT_ENV_READERS with \
+             the reason:\n{}",
+            found.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_guard_sees_a_read() {
+        assert_eq!(
+            resource_names(r#"x: config::required("CALLS_TABLE")?, y: "calls""#),
+            ["CALLS_TABLE"]
+        );
+        assert!(resource_names(r#"config::required("WEBHOOK_TOKEN")"#).is_empty());
     }
 }

@@ -15,7 +15,7 @@ use shared::flows::notify::{
 use shared::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind};
 use shared::queue::sqs_batch::{self, Outcome, Worker};
 use shared::store::calls::{CallStatus, CallStore};
-use shared::store::dedup::{DedupStore, DynamoDedupStore};
+use shared::store::dedup::DedupStore;
 use shared::store::outbound_calls::OutboundCallStore;
 use shared::store::sessions::SessionStore;
 use shared::store::stats::{self, Counter, StatsStore};
@@ -79,11 +79,7 @@ impl NotifyWorker {
             routes,
             stats: aws.stats()?,
             // Delivery records outlive any redelivery of their job.
-            deliveries: Arc::new(DynamoDedupStore::new(
-                aws.dynamo().clone(),
-                config::required("IDEMPOTENCY_TABLE")?,
-                Duration::from_secs(30 * 24 * 3600),
-            )),
+            deliveries: aws.deliveries()?,
             channels: build_channels(&notifier, http, ses)?,
             notification_queue: aws.notification_queue()?,
             dead_letter_queue: aws.queue("NOTIFICATION_DLQ_URL")?,

@@ -30,7 +30,7 @@ impl RoomRecording {
         Ok(Self {
             access: aws.keyed_access()?,
             lifecycle: aws.session_lifecycle(false)?,
-            storage: RecordingStorage::from_env()?,
+            storage: aws.recording_storage()?,
         })
     }
 }

@@ -221,19 +221,6 @@ pub fn backoff(base: Duration, checks: u32, cap: Duration) -> Duration {
         .min(cap)
 }
 
-impl SqsJobQueue {
-    /// The queue whose URL is in the environment variable `url_variable`.
-    pub fn from_env(
-        sdk: &aws_config::SdkConfig,
-        url_variable: &'static str,
-    ) -> Result<Self, crate::base::config::ConfigError> {
-        Ok(Self::new(
-            aws_sdk_sqs::Client::new(sdk),
-            crate::base::config::required(url_variable)?,
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

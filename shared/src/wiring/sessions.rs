@@ -12,7 +12,8 @@ use crate::flows::launchers::Launcher;
 use crate::flows::outbound::provider_http;
 use crate::flows::phone::CallFlow;
 use crate::flows::sessions::{
-    JoinTokens, RoomAccess, SessionKind, SessionLifecycle, DEFAULT_ROOM_URL_TEMPLATE,
+    JoinTokens, RecordingStorage, RoomAccess, SessionKind, SessionLifecycle,
+    DEFAULT_ROOM_URL_TEMPLATE,
 };
 #[cfg(feature = "phone")]
 use crate::flows::voice::CallPlacer;
@@ -20,6 +21,18 @@ use crate::flows::voice::VoiceWebhook;
 use crate::providers::livekit::{AccessTokens, LiveKitClient};
 
 impl Wiring {
+    /// Where room recordings go: `RECORDINGS_BUCKET` (required),
+    /// `AWS_REGION` (default `us-east-1`), `RECORDINGS_ROLE_ARN`,
+    /// `RECORDINGS_EXTERNAL_ID`.
+    pub fn recording_storage(&self) -> Result<RecordingStorage, ConfigError> {
+        Ok(RecordingStorage {
+            bucket: config::required("RECORDINGS_BUCKET")?,
+            region: config::optional("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+            role_arn: config::optional("RECORDINGS_ROLE_ARN"),
+            external_id: config::optional("RECORDINGS_EXTERNAL_ID"),
+        })
+    }
+
     /// Seed 002's sessions and their LiveKit rooms (`CALLS_TABLE`,
     /// `LIVEKIT_*`, `LIVEKIT_AGENT_NAME`); with `announce`, opening one also
     /// queues its call-start notification (`IDEMPOTENCY_TABLE`,

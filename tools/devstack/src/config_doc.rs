@@ -1,7 +1,8 @@
 //! The configuration reference of `docs/configuration.md`, generated from
 //! template.yaml so it cannot drift from what deploys: every Parameter, the
 //! variable it becomes, the functions that get it, its default and whether
-//! it is a secret; then the variables functions get from no parameter.
+//! it is a secret; then the variables functions get from no parameter, and
+//! those the template sets for no function (`crate::dev_env`).
 //! `cargo run -p devstack --bin config-doc` writes it between [`BEGIN`] and
 //! [`END`]; `tests/configuration_doc.rs` fails when the page is out of step.
 
@@ -224,7 +225,43 @@ pub fn render(template_text: &str) -> Result<String, String> {
             functions_cell(functions, &reference.all_functions)
         ));
     }
+    out.push_str(&not_in_template());
     Ok(out)
+}
+
+/// The variables of `devstack::dev_env`: read with a default by functions
+/// but set by the template for none, then the dev server's own.
+fn not_in_template() -> String {
+    let mut out = String::from(
+        "\n### Variables the template does not set\n\n\
+         The code reads these with a default; the template gives them to no \
+         function, so deployed functions use the default unless you add the \
+         variable to the template. The dev server's own come last.\n\n\
+         | Variable | Read by | Meaning |\n|---|---|---|\n",
+    );
+    for variable in crate::dev_env::NOT_IN_TEMPLATE
+        .iter()
+        .chain(&crate::dev_env::DEV_SERVER)
+    {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            variable.name,
+            cell(variable.read_by),
+            cell(variable.meaning)
+        ));
+    }
+    out
+}
+
+/// The variables functions read that come from a stack parameter, under the
+/// name the code reads (a secret's `<NAME>`, not `<NAME>_SECRET_ARN`).
+pub fn parameter_variables(template_text: &str) -> Result<BTreeSet<String>, String> {
+    let template = Template::parse(template_text)?;
+    Ok(collect(&template)
+        .parameters
+        .into_values()
+        .flat_map(BTreeMap::into_keys)
+        .collect())
 }
 
 /// The text between the markers of `page`, if it has them.

@@ -66,7 +66,7 @@ fn spawn_tied_to_process(mut command: Command) -> std::io::Result<Child> {
 
 /// Where bootstrap puts the tools.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("CALLOPS_CACHE_DIR")
+    std::env::var_os(crate::dev_env::CALLOPS_CACHE_DIR)
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::repo_root().join(".cache"))
 }

@@ -14,6 +14,7 @@
 
 pub mod bench_cost;
 pub mod config_doc;
+pub mod dev_env;
 pub mod emulators;
 pub mod fakes;
 pub mod faults;

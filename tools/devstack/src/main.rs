@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use devstack::dev_env;
 use devstack::emulators::LocalAws;
 use devstack::fakes::{FakeAssemblyAi, FakeExotel};
 use devstack::poller::QueuePoller;
@@ -68,11 +69,12 @@ fn default_env(key: &str, value: &str) {
 /// `DEV_SCHEDULE_SECONDS=n`: run every scheduled function every n seconds
 /// instead of at its template rate, so a 5-minute sweep can be watched locally.
 fn schedule_override() -> Result<Option<Duration>, Error> {
-    match std::env::var("DEV_SCHEDULE_SECONDS") {
+    match std::env::var(dev_env::DEV_SCHEDULE_SECONDS) {
         Ok(value) if !value.trim().is_empty() => match value.trim().parse::<u64>() {
             Ok(seconds) if seconds > 0 => Ok(Some(Duration::from_secs(seconds))),
             _ => Err(format!(
-                "DEV_SCHEDULE_SECONDS={value}: expected a positive number of seconds"
+                "{}={value}: expected a positive number of seconds",
+                dev_env::DEV_SCHEDULE_SECONDS
             )
             .into()),
         },
@@ -103,10 +105,10 @@ fn shown_token(key: &str, dev_default: &str) -> String {
 /// port when that one is taken (a second `make dev`, or one beside
 /// `make test`), said on the console since `events/` payloads name 3100.
 fn fake_exotel_addr() -> Result<String, Error> {
-    let port = match std::env::var("FAKE_EXOTEL_PORT") {
+    let port = match std::env::var(dev_env::FAKE_EXOTEL_PORT) {
         Ok(port) => port
             .parse::<u16>()
-            .map_err(|e| format!("FAKE_EXOTEL_PORT={port:?} is not a port: {e}"))?,
+            .map_err(|e| format!("{}={port:?} is not a port: {e}", dev_env::FAKE_EXOTEL_PORT))?,
         Err(_) => FAKE_EXOTEL_PORT,
     };
     loopback_port_or_free(port)
@@ -130,7 +132,7 @@ fn loopback_port_or_free(port: u16) -> Result<String, Error> {
 fn main() -> Result<(), Error> {
     load_dotenv();
     shared::base::telemetry::init();
-    let port: u16 = std::env::var("PORT")
+    let port: u16 = std::env::var(dev_env::PORT)
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
@@ -156,7 +158,7 @@ fn main() -> Result<(), Error> {
         env.extend(resources.function_env(function));
     }
     for (key, value) in &env {
-        if key != "RUST_LOG" {
+        if key != dev_env::RUST_LOG {
             std::env::set_var(key, value);
         }
     }
@@ -168,7 +170,7 @@ fn main() -> Result<(), Error> {
     default_env("ELEVENLABS_WEBHOOK_SECRET", DEV_ELEVENLABS_WEBHOOK_SECRET);
     default_env("PUBLIC_BASE_URL", &format!("http://127.0.0.1:{port}"));
     default_env("MONITOR_INTERVAL_SECONDS", "2");
-    default_env("ALLOWED_ORIGINS", DEV_ALLOWED_ORIGINS);
+    default_env(dev_env::ALLOWED_ORIGINS, DEV_ALLOWED_ORIGINS);
     // Seed 002: calls to the dev number belong to the dev organisation; the
     // agent's media stream is a placeholder (no agent runs locally); the
     // invite secret is public like the other dev tokens.

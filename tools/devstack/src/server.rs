@@ -155,7 +155,7 @@ impl Cors {
 
     /// From `ALLOWED_ORIGINS`; unset or empty allows no origin.
     pub fn from_env() -> Self {
-        Self::parse(&std::env::var("ALLOWED_ORIGINS").unwrap_or_default())
+        Self::parse(&std::env::var(crate::dev_env::ALLOWED_ORIGINS).unwrap_or_default())
     }
 
     pub fn origins(&self) -> &[String] {

@@ -498,16 +498,6 @@ pub struct RecordingStorage {
 }
 
 impl RecordingStorage {
-    pub fn from_env() -> Result<Self, crate::base::config::ConfigError> {
-        use crate::base::config::{optional, required};
-        Ok(Self {
-            bucket: required("RECORDINGS_BUCKET")?,
-            region: optional("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
-            role_arn: optional("RECORDINGS_ROLE_ARN"),
-            external_id: optional("RECORDINGS_EXTERNAL_ID"),
-        })
-    }
-
     /// The object a recording of `session_id` started now goes to.
     pub fn target(&self, session_id: &str) -> RecordingTarget {
         let stamp = chrono::Utc::now().format("%Y-%m-%dT%H-%M-%SZ");
