@@ -328,10 +328,8 @@ Resources:
       Endpoint: !Ref Alarm
   WorkerFunction:
     Type: AWS::Serverless::Function
-    Metadata:
-      BuildProperties:
-        Binary: worker
     Properties:
+      CodeUri: target/lambda/worker/
       Environment:
         Variables:
           BASE_URL: !Sub "https://${Host}/v1"
@@ -340,10 +338,8 @@ Resources:
           ENABLED: !If [HasToken, "true", "false"]
   ApiFunction:
     Type: AWS::Serverless::Function
-    Metadata:
-      BuildProperties:
-        Binary: api
     Properties:
+      CodeUri: target/lambda/api/
       Environment:
         Variables:
           MODE: !Ref Mode

@@ -472,6 +472,19 @@ fn key_attribute(props: &Value, key_type: &str) -> Option<KeyAttribute> {
     Some(KeyAttribute { name, kind })
 }
 
+/// The binary a function runs: the last folder of its `CodeUri`, which is
+/// where `cargo lambda build --lambda-dir target/lambda` writes that binary's
+/// `bootstrap` (`target/lambda/<binary>/`).
+pub fn binary_of_code_uri(code_uri: &str) -> Option<String> {
+    let folder = code_uri.trim().trim_end_matches('/');
+    let (parent, binary) = folder.rsplit_once('/')?;
+    (parent.trim_end_matches('/').ends_with("target/lambda")
+        && !binary.is_empty()
+        && binary != "."
+        && binary != "..")
+        .then(|| binary.to_string())
+}
+
 /// Resource types the dev server reads: a loop must not generate them, or
 /// they would silently be missing locally.
 const READ_TYPES: [&str; 3] = [
@@ -601,13 +614,14 @@ impl Template {
                     logical_id: id,
                 }),
                 Some("AWS::Serverless::Function") => {
-                    let binary = resource
-                        .get("Metadata")
-                        .and_then(|m| m.get("BuildProperties"))
-                        .and_then(|b| b.get("Binary"))
+                    let binary = props
+                        .get("CodeUri")
                         .and_then(Value::as_str)
-                        .ok_or(format!("{id}: no Metadata.BuildProperties.Binary"))?
-                        .to_string();
+                        .and_then(binary_of_code_uri)
+                        .ok_or(format!(
+                            "{id}: CodeUri must be the folder cargo lambda builds, \
+                             target/lambda/<binary>/"
+                        ))?;
                     let mut env = globals.clone();
                     env.extend(env_map(Some(&props)));
                     let mut env_source = global_sources.clone();
@@ -868,10 +882,8 @@ Resources:
     Type: AWS::SQS::Queue
   WorkerFunction:
     Type: AWS::Serverless::Function
-    Metadata:
-      BuildProperties:
-        Binary: worker
     Properties:
+      CodeUri: target/lambda/worker/
       Events:
         Jobs:
           Type: SQS
@@ -925,10 +937,8 @@ Resources:
 Resources:
   SweepFunction:
     Type: AWS::Serverless::Function
-    Metadata:
-      BuildProperties:
-        Binary: stuck-sweep
     Properties:
+      CodeUri: target/lambda/stuck-sweep/
       Events:
         Every5:
           Type: Schedule
@@ -945,10 +955,8 @@ Resources:
             Enabled: false
   ReportFunction:
     Type: AWS::Serverless::Function
-    Metadata:
-      BuildProperties:
-        Binary: report
     Properties:
+      CodeUri: target/lambda/report/
       Events:
         Daily:
           Type: ScheduleV2
@@ -1038,6 +1046,30 @@ Resources:
                 "{to}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn takes_the_binary_from_the_code_uri_folder() {
+        for (code_uri, binary) in [
+            ("target/lambda/zapier-webhook/", Some("zapier-webhook")),
+            ("target/lambda/zapier-webhook", Some("zapier-webhook")),
+            ("./target/lambda/stuck-sweep//", Some("stuck-sweep")),
+            (".", None),
+            ("target/lambda/", None),
+            ("functions/zapier-webhook/", None),
+            ("s3://bucket/code.zip", None),
+        ] {
+            assert_eq!(
+                binary_of_code_uri(code_uri).as_deref(),
+                binary,
+                "{code_uri}"
+            );
+        }
+        let err = Template::parse(&SCHEDULED.replace("target/lambda/report/", ".")).unwrap_err();
+        assert!(
+            err.contains("ReportFunction") && err.contains("CodeUri"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -41,21 +41,29 @@ fn configuration_md_is_generated_from_the_current_template() {
 }
 
 /// The functions whose environment has `variable`, read straight from the
-/// YAML (not through `devstack::template`), sorted.
+/// YAML (not through `devstack::template`), sorted; `all N functions` for a
+/// variable of `Globals: Function`.
 fn functions_with(doc: &Value, variable: &str) -> String {
-    let mut names: Vec<String> = doc["Resources"]
+    let functions: Vec<&Value> = doc["Resources"]
         .as_mapping()
         .unwrap()
         .values()
         .filter(|r| r["Type"].as_str() == Some("AWS::Serverless::Function"))
-        .filter(|r| {
-            r["Properties"]["Environment"]["Variables"]
-                .as_mapping()
-                .is_some_and(|v| v.contains_key(variable))
-        })
+        .collect();
+    let has = |env: &Value| env.as_mapping().is_some_and(|v| v.contains_key(variable));
+    if has(&doc["Globals"]["Function"]["Environment"]["Variables"]) {
+        return format!("all {} functions", functions.len());
+    }
+    let mut names: Vec<String> = functions
+        .into_iter()
+        .filter(|r| has(&r["Properties"]["Environment"]["Variables"]))
         .map(|r| {
-            r["Metadata"]["BuildProperties"]["Binary"]
-                .as_str()
+            // CodeUri is target/lambda/<binary>/.
+            let code_uri = r["Properties"]["CodeUri"].as_str().unwrap();
+            code_uri
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
                 .unwrap()
                 .to_string()
         })
