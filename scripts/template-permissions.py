@@ -199,7 +199,9 @@ def statement_grants(document, conds, out):
                     resources = [("NOT " if "NotResource" in st else "") + text(r) for r in as_list(st.get("Resource", st.get("NotResource")))]
                 for a in actions:
                     for r in resources:
-                        out.add((" & ".join(sorted(c1)), effect, text(a), r, condition))
+                        # A condition met twice (an `!If` on the policy of a
+                        # conditional managed policy) is the same condition.
+                        out.add((" & ".join(sorted(set(c1))), effect, text(a), r, condition))
 
 
 def role_grants(cfn):
@@ -221,7 +223,7 @@ def role_grants(cfn):
                 extra = (mp["Condition"],) if "Condition" in mp else ()
                 statement_grants(mp["Properties"]["PolicyDocument"], conds + extra, grants)
             else:
-                grants.add((" & ".join(sorted(conds)), "Allow", "managed policy", text(arn), ""))
+                grants.add((" & ".join(sorted(set(conds))), "Allow", "managed policy", text(arn), ""))
         roles[rid] = grants
     # Policies that name their roles.
     for rid, res in resources.items():
@@ -239,6 +241,8 @@ def render(text_):
 
 def main():
     logging.disable(logging.WARNING)  # samtranslator's metrics notice
+    # The translator wants a region for ARNs; any will do offline.
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     rev = sys.argv[1] if len(sys.argv) > 1 else git("merge-base", "HEAD", "main").strip() or DEFAULT_REV
     with open(os.path.join(ROOT, "template.yaml")) as f:
         now = render(f.read())
