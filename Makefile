@@ -2,7 +2,6 @@
 # Both install what they need (scripts/bootstrap.sh, cached under .cache/).
 
 SHELL := /bin/bash
-FUNCTIONS := $(notdir $(wildcard functions/*))
 VENV_BIN := $(CURDIR)/.cache/venv/bin
 
 .PHONY: bootstrap dev test lint unit integration build bench deploy clean
