@@ -2,6 +2,8 @@
 # Lints template.yaml offline with the tools scripts/bootstrap.sh installs:
 #   1. sam validate --lint   (SAM transform + cfn-lint, as SAM CLI runs it)
 #   2. cfn-lint              (with the serverless rules plugin, cfn-lint-serverless)
+#   3. scripts/template-cycles.py (dependency cycles the SAM transform creates,
+#      which CloudFormation refuses and the linters do not all report)
 # Fails (non-zero) on any error or warning. Deliberate exceptions are declared
 # next to the resource they concern, in its Metadata (cfn-lint ignore_checks).
 set -euo pipefail
@@ -31,6 +33,9 @@ echo "lint-template: sam validate --lint $TEMPLATE"
 echo "lint-template: cfn-lint -a cfn_lint_serverless.rules $TEMPLATE"
 # cfn-lint exits non-zero on errors (2), warnings (4) and informational (8) findings.
 "$VENV/bin/cfn-lint" -a cfn_lint_serverless.rules -- "$TEMPLATE" || status=1
+
+echo "lint-template: scripts/template-cycles.py $TEMPLATE"
+"$VENV/bin/python" "$ROOT/scripts/template-cycles.py" "$TEMPLATE" || status=1
 
 if [[ "$status" -eq 0 ]]; then
   echo "lint-template: ok"

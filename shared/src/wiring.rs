@@ -238,10 +238,12 @@ pub fn whatsapp_sender_address() -> Result<String, ConfigError> {
     ))
 }
 
-/// `{PUBLIC_BASE_URL}/whatsapp/status`, when the public URL is known.
+/// `{base}/whatsapp/status`, when the public URL is known
+/// (`PUBLIC_BASE_URL`, else the domain of the request being served).
 pub fn whatsapp_status_callback() -> Option<String> {
-    config::optional("PUBLIC_BASE_URL")
-        .map(|base| format!("{}/whatsapp/status", base.trim_end_matches('/')))
+    crate::api::public_url::PublicBaseUrl::from_env()
+        .current()
+        .map(|base| format!("{base}/whatsapp/status"))
 }
 
 /// The agent's LLM: `AGENT_LLM_BASE_URL`, `AGENT_LLM_API_KEY`, `AGENT_LLM_MODEL`.
@@ -291,9 +293,13 @@ where
     Fut: Future<Output = lambda_http::Response<lambda_http::Body>> + Send,
 {
     crate::base::metrics::count(crate::base::metrics::Metric::ColdStart);
-    lambda_http::run(lambda_http::service_fn(move |request| {
+    lambda_http::run(lambda_http::service_fn(move |request: lambda_http::Request| {
+        let origin = crate::api::public_url::origin_of(&request);
         let response = handler(request);
-        async move { Ok::<_, lambda_http::Error>(response.await) }
+        async move {
+            let response = crate::api::public_url::with_origin(origin, response).await;
+            Ok::<_, lambda_http::Error>(response)
+        }
     }))
     .await
 }

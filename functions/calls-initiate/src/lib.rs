@@ -191,7 +191,8 @@ impl CallsInitiate {
     /// the agenda is stored under that ref, never put in the URL.
     async fn via_twilio(&self, call: Call<'_>) -> Result<(StatusCode, Initiated), ApiError> {
         let providers = &self.placement.providers;
-        let (Some(twilio), Some(base)) = (&providers.twilio, &providers.public_base_url) else {
+        let base = providers.public_base_url.current();
+        let (Some(twilio), Some(base)) = (&providers.twilio, base) else {
             warn!("Twilio credentials or PUBLIC_BASE_URL missing");
             return Err(ApiError::Provider {
                 detail: "Twilio is not configured for this deployment".into(),

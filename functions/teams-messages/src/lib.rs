@@ -44,7 +44,7 @@ pub struct TeamsMessages {
     pub key: HmacKey,
     pub launcher: Launcher,
     /// `PUBLIC_BASE_URL`: where `/room/{roomName}/join` is served.
-    pub public_base_url: String,
+    pub public_base_url: shared::api::public_url::PublicBaseUrl,
 }
 
 #[derive(Deserialize)]
@@ -171,7 +171,7 @@ impl TeamsMessages {
         Ok(Self {
             key: decode_secret(&config::required("TEAMS_WEBHOOK_SECRET")?)?,
             launcher: aws.launcher()?,
-            public_base_url: config::required("PUBLIC_BASE_URL")?,
+            public_base_url: shared::api::public_url::PublicBaseUrl::from_env(),
         })
     }
 }
@@ -216,7 +216,10 @@ impl Route for TeamsMessages {
                 // route, which mints one per visitor, instead.
                 let link = access
                     .invite_page(&started.room, invite)
-                    .unwrap_or_else(|| join_link(&self.public_base_url, &started.room, invite));
+                    .unwrap_or_else(|| {
+                        let base = self.public_base_url.current().unwrap_or_default();
+                        join_link(&base, &started.room, invite)
+                    });
                 let hours = access.invites.ttl.as_secs().div_ceil(3600);
                 format!(
                     "The call with the agent is ready: [Join the call]({link})\n\n\

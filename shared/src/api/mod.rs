@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod invites;
+pub mod public_url;
 
 use http::{HeaderMap, StatusCode};
 use lambda_http::{Body, Response};

@@ -209,7 +209,7 @@ pub struct Providers {
     pub twilio_phone_number: Option<String>,
     pub elevenlabs: Option<ElevenLabsClient>,
     /// Public URL of this API (Twilio calls `/twiml` and `/twilio/status` there).
-    pub public_base_url: Option<String>,
+    pub public_base_url: crate::api::public_url::PublicBaseUrl,
 }
 
 impl Providers {
@@ -240,8 +240,7 @@ impl Providers {
             twilio,
             twilio_phone_number: optional("TWILIO_PHONE_NUMBER"),
             elevenlabs,
-            public_base_url: optional("PUBLIC_BASE_URL")
-                .map(|u| u.trim_end_matches('/').to_string()),
+            public_base_url: crate::api::public_url::PublicBaseUrl::from_env(),
         })
     }
 }

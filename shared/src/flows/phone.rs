@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use quick_xml::escape::escape;
 use serde::Deserialize;
 
+use crate::api::public_url::PublicBaseUrl;
 use crate::base::config::{self, ConfigError, Secret};
 use crate::flows::sessions::SessionKind;
 
@@ -74,8 +75,8 @@ pub struct CallFlow {
     /// Twilio `<Say voice>`, e.g. `Polly.Joanna`.
     pub voice: Option<String>,
     pub menu: Option<Menu>,
-    /// Where `<Gather>` posts the digit: `{PUBLIC_BASE_URL}/twilio/routing`.
-    pub routing_url: String,
+    /// `<Gather>` posts the digit to `{base}/twilio/routing`.
+    pub public_base_url: PublicBaseUrl,
 }
 
 /// The conversation a TwiML answer connects: its room and session id
@@ -133,13 +134,12 @@ impl CallFlow {
                 })?,
             ),
         };
-        let base = config::required("PUBLIC_BASE_URL")?;
         Ok(Self {
             mode,
             greeting: config::optional("CALL_GREETING"),
             voice: config::optional("CALL_GREETING_VOICE"),
             menu,
-            routing_url: format!("{}/twilio/routing", base.trim_end_matches('/')),
+            public_base_url: PublicBaseUrl::from_env(),
         })
     }
 
@@ -201,9 +201,12 @@ impl CallFlow {
             xml.push_str(&self.say(greeting));
         }
         if let Some(menu) = &self.menu {
+            // Relative when no base is known: Twilio resolves it against
+            // the URL this TwiML was fetched from.
+            let base = self.public_base_url.current().unwrap_or_default();
             let action = match call.kind {
-                SessionKind::Phone => self.routing_url.clone(),
-                other => format!("{}?kind={}", self.routing_url, other.name()),
+                SessionKind::Phone => format!("{base}/twilio/routing"),
+                other => format!("{base}/twilio/routing?kind={}", other.name()),
             };
             xml.push_str(&format!(
                 "<Gather input=\"dtmf\" numDigits=\"1\" timeout=\"{}\" action=\"{}\" method=\"POST\">{}</Gather>",
@@ -253,7 +256,7 @@ mod tests {
             greeting: Some("Please wait while we connect you.".into()),
             voice: Some("Polly.Joanna".into()),
             menu: menu.map(|m| serde_json::from_str(m).unwrap()),
-            routing_url: "https://api.example.com/twilio/routing".into(),
+            public_base_url: "https://api.example.com".into(),
         }
     }
 

@@ -325,18 +325,18 @@ pub fn signature_matches(
 /// parameters. Missing header -> 400, mismatch -> 403, as Twilio's own
 /// middleware answers.
 /// What checks Twilio's requests to us: the account's auth token and the
-/// public URL Twilio signed (`PUBLIC_BASE_URL`).
+/// public URL Twilio signed (`PUBLIC_BASE_URL`, else the request's domain).
 #[derive(Clone)]
 pub struct TwilioWebhookAuth {
     pub auth_token: Secret,
-    pub public_base_url: String,
+    pub public_base_url: crate::api::public_url::PublicBaseUrl,
 }
 
 impl TwilioWebhookAuth {
     pub fn from_env() -> Result<Self, crate::base::config::ConfigError> {
         Ok(Self {
             auth_token: crate::base::config::required_secret("TWILIO_AUTH_TOKEN")?,
-            public_base_url: crate::base::config::required("PUBLIC_BASE_URL")?,
+            public_base_url: crate::api::public_url::PublicBaseUrl::from_env(),
         })
     }
 
@@ -345,7 +345,14 @@ impl TwilioWebhookAuth {
         &self,
         request: &lambda_http::Request,
     ) -> Result<Vec<(String, String)>, crate::api::ApiError> {
-        verify_request(request, &self.public_base_url, &self.auth_token)
+        let Some(base) = self.public_base_url.for_request(request) else {
+            // Neither PUBLIC_BASE_URL nor an API Gateway domain: nothing to
+            // rebuild the signed URL from: our misconfiguration, not the
+            // sender's fault, so 503 (Twilio retries voice webhooks).
+            tracing::error!("PUBLIC_BASE_URL unset and no request domain: Twilio request not checked");
+            return Err(crate::api::ApiError::Unavailable);
+        };
+        verify_request(request, &base, &self.auth_token)
     }
 }
 
@@ -531,5 +538,42 @@ mod tests {
              <Parameter name=\"agenda\" value=\"Ask about &lt;order&gt; &amp; &quot;refund&quot; &apos;today&apos;\"/>\
              <Parameter name=\"welcome_message\" value=\"Hi!\"/></Stream></Connect></Response>"
         );
+    }
+    /// Without PUBLIC_BASE_URL the signed URL is rebuilt from the domain API
+    /// Gateway received the request on; a signature over another host fails,
+    /// and with neither there is nothing to check against (503, not 403).
+    #[test]
+    fn verifies_against_the_api_gateway_domain_when_no_base_is_configured() {
+        use lambda_http::request::RequestContext;
+        use lambda_http::RequestExt;
+        let params = vec![("CallSid".to_string(), "CA1".to_string())];
+        let host = "abc123.execute-api.us-east-1.amazonaws.com";
+        let request = |signed_url: &str, domain: Option<&str>| {
+            let mut context =
+                lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext::default();
+            context.domain_name = domain.map(str::to_string);
+            lambda_http::http::Request::builder()
+                .uri("/twilio/voice?org=acme")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-twilio-signature", signature("tok", signed_url, &params))
+                .body(lambda_http::Body::from("CallSid=CA1"))
+                .unwrap()
+                .with_request_context(RequestContext::ApiGatewayV2(context))
+        };
+        let auth = TwilioWebhookAuth {
+            auth_token: Secret::new("tok"),
+            public_base_url: crate::api::public_url::PublicBaseUrl::default(),
+        };
+        let url = format!("https://{host}/twilio/voice?org=acme");
+        assert_eq!(auth.verify(&request(&url, Some(host))).unwrap(), params);
+        let other = "https://evil.example/twilio/voice?org=acme";
+        assert!(matches!(
+            auth.verify(&request(other, Some(host))),
+            Err(crate::api::ApiError::Forbidden)
+        ));
+        assert!(matches!(
+            auth.verify(&request(&url, None)),
+            Err(crate::api::ApiError::Unavailable)
+        ));
     }
 }

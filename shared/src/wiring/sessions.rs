@@ -105,9 +105,7 @@ impl Wiring {
             twilio: twilio()?,
             lifecycle: self.session_lifecycle(true)?,
             default_from: config::optional(caller_id),
-            public_base_url: config::required("PUBLIC_BASE_URL")?
-                .trim_end_matches('/')
-                .to_string(),
+            public_base_url: crate::api::public_url::PublicBaseUrl::from_env(),
             time_limit_secs: config::parsed_or(
                 "PHONE_CALL_TIME_LIMIT_SECONDS",
                 crate::flows::voice::DEFAULT_TIME_LIMIT_SECS,

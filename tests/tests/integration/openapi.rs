@@ -995,7 +995,7 @@ async fn twilio_signed_and_phone_responses_match_the_document() {
                 greeting: Some("Please wait while we connect you.".into()),
                 voice: Some("Polly.Joanna".into()),
                 menu: None,
-                routing_url: format!("{PUBLIC_BASE}/twilio/routing"),
+                public_base_url: PUBLIC_BASE.into(),
             },
             lifecycle: stack.session_lifecycle(Arc::clone(&client)),
             inbound_org: Some(ORG.into()),

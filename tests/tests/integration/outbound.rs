@@ -75,7 +75,7 @@ impl Outbound {
             }),
             twilio_phone_number: Some(CALLER_ID.into()),
             elevenlabs: Some(self.eleven_client()),
-            public_base_url: Some(PUBLIC_BASE.into()),
+            public_base_url: PUBLIC_BASE.into(),
         }
     }
 

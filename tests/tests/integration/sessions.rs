@@ -104,7 +104,7 @@ impl Rooms {
             greeting: Some("Please wait while we connect you to our AI assistant.".into()),
             voice: Some("Polly.Joanna".into()),
             menu: menu.map(|m| serde_json::from_str(m).unwrap()),
-            routing_url: format!("{PUBLIC_BASE}/twilio/routing"),
+            public_base_url: PUBLIC_BASE.into(),
         }
     }
 

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 use lambda_http::Request;
+
+use crate::api::public_url::PublicBaseUrl;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -39,7 +41,7 @@ pub struct CallPlacer {
     /// The caller id when `from` is not given (`TWILIO_PHONE_NUMBER`, or
     /// `TWILIO_WHATSAPP_NUMBER` for WhatsApp).
     pub default_from: Option<String>,
-    pub public_base_url: String,
+    pub public_base_url: PublicBaseUrl,
     /// Twilio's `TimeLimit` (`PHONE_CALL_TIME_LIMIT_SECONDS`), and what a
     /// call reserves on its organisation's budget.
     pub time_limit_secs: u64,
@@ -120,6 +122,10 @@ impl Route for CallPlacer {
         let tenant = self.access.admit(request.headers()).await?;
         let body: CallRequest =
             api::parse_json(api::body_bytes(request.body())?, "{\"to\", \"from\"?}")?;
+        let Some(base) = self.public_base_url.for_request(&request) else {
+            tracing::error!("PUBLIC_BASE_URL unset and no request domain: no URL for Twilio");
+            return Err(ApiError::Unavailable);
+        };
         let to = number(
             body.to
                 .as_deref()
@@ -152,11 +158,7 @@ impl Route for CallPlacer {
             SessionKind::Whatsapp => ("whatsapp/voice", "whatsapp:"),
             _ => ("twilio/voice", ""),
         };
-        let voice_url = format!(
-            "{}/{voice_route}?org={}",
-            self.public_base_url,
-            url_encode(&tenant.org_id)
-        );
+        let voice_url = format!("{base}/{voice_route}?org={}", url_encode(&tenant.org_id));
         let (to_address, from_address) = (format!("{address}{to}"), format!("{address}{from}"));
         let record = OutboundCall {
             from_number: Some(from.clone()),
@@ -164,7 +166,7 @@ impl Route for CallPlacer {
             status_rank: 0,
             ..OutboundCall::initiated(&new_call_ref(), Provider::Twilio, &to)
         };
-        let (base, kind, twilio) = (&self.public_base_url, self.kind.name(), &self.twilio);
+        let (base, kind, twilio) = (&base, self.kind.name(), &self.twilio);
         let time_limit_secs = self.time_limit_secs;
         let (_, placed) = outbound::place_reserved(
             self.calls.as_ref(),
