@@ -293,14 +293,16 @@ where
     Fut: Future<Output = lambda_http::Response<lambda_http::Body>> + Send,
 {
     crate::base::metrics::count(crate::base::metrics::Metric::ColdStart);
-    lambda_http::run(lambda_http::service_fn(move |request: lambda_http::Request| {
-        let origin = crate::api::public_url::origin_of(&request);
-        let response = handler(request);
-        async move {
-            let response = crate::api::public_url::with_origin(origin, response).await;
-            Ok::<_, lambda_http::Error>(response)
-        }
-    }))
+    lambda_http::run(lambda_http::service_fn(
+        move |request: lambda_http::Request| {
+            let origin = crate::api::public_url::origin_of(&request);
+            let response = handler(request);
+            async move {
+                let response = crate::api::public_url::with_origin(origin, response).await;
+                Ok::<_, lambda_http::Error>(response)
+            }
+        },
+    ))
     .await
 }
 

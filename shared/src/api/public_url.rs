@@ -111,7 +111,10 @@ mod tests {
     fn the_configured_url_wins_over_the_request() {
         let base = PublicBaseUrl::from("https://calls.example.com/ ");
         let request = request_from(Some("abc123.execute-api.us-east-1.amazonaws.com"));
-        assert_eq!(base.for_request(&request).as_deref(), Some("https://calls.example.com"));
+        assert_eq!(
+            base.for_request(&request).as_deref(),
+            Some("https://calls.example.com")
+        );
         assert_eq!(base.current().as_deref(), Some("https://calls.example.com"));
     }
 

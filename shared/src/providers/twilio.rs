@@ -349,7 +349,9 @@ impl TwilioWebhookAuth {
             // Neither PUBLIC_BASE_URL nor an API Gateway domain: nothing to
             // rebuild the signed URL from: our misconfiguration, not the
             // sender's fault, so 503 (Twilio retries voice webhooks).
-            tracing::error!("PUBLIC_BASE_URL unset and no request domain: Twilio request not checked");
+            tracing::error!(
+                "PUBLIC_BASE_URL unset and no request domain: Twilio request not checked"
+            );
             return Err(crate::api::ApiError::Unavailable);
         };
         verify_request(request, &base, &self.auth_token)
