@@ -23,6 +23,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PARAMS="${PARAMS:-$ROOT/deploy/minimal.env}"
 STACK="${STACK:-callops}"
+# Every function's environment stays under Lambda's 4 KB only with names
+# (tables, queues, secret ARNs) of a stack name this long at most
+# (tools/devstack/tests/env_size.rs).
+if (( ${#STACK} > 40 )); then
+  echo "deploy: STACK '$STACK' is longer than 40 characters" >&2
+  exit 2
+fi
 PYTHON="${PYTHON:-$ROOT/.cache/venv/bin/python}"
 
 if [[ "${GUIDED:-}" == "1" ]]; then
