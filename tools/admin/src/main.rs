@@ -22,7 +22,7 @@
 mod discord;
 
 use admin::dlq;
-use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
+use shared::store::api_keys;
 
 const USAGE: &str = "usage: callops-admin api-keys (create --org <org_id> <name> | \
                      assign <key_id> --org <org_id> | list | revoke <key_id>) | \
@@ -47,9 +47,11 @@ async fn run(args: Vec<String>) -> Result<(), String> {
             _ => Err(USAGE.into()),
         };
     }
-    let table = shared::base::config::required("API_KEYS_TABLE").map_err(|e| e.to_string())?;
-    let sdk = shared::base::aws::sdk_config().await;
-    let store = DynamoApiKeyStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
+    // The same store the functions build (wiring reads API_KEYS_TABLE).
+    let store = shared::wiring::Wiring::load()
+        .await
+        .api_keys()
+        .map_err(|e| e.to_string())?;
     match args.as_slice() {
         ["api-keys", "create", "--org", org_id, name]
         | ["api-keys", "create", name, "--org", org_id] => {
