@@ -386,6 +386,19 @@ fn directory_store(client: aws_sdk_dynamodb::Client) -> Result<DynamoDirectorySt
 // Configuration of flows read here, so that only this module reads table
 // and queue variables.
 
+#[cfg(all(feature = "phone", feature = "livekit"))]
+impl crate::flows::launchers::workspaces::ChatWorkspacesConfig {
+    /// `ADMIN_API_TOKEN`, the organisations table and `TENANCY_TABLE`.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let aws = Wiring::load().await;
+        Ok(Self {
+            token: config::required_secret("ADMIN_API_TOKEN")?,
+            directory: directory_store(aws.dynamo().clone())?,
+            tenancy: aws.tenancy()?,
+        })
+    }
+}
+
 #[cfg(feature = "phone")]
 impl crate::flows::admin::AdminConfig {
     /// `ADMIN_API_TOKEN` and the directory's tables.

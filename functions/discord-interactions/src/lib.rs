@@ -20,7 +20,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::api::{self, ApiError, Route};
 use shared::base::config::{self, ConfigError};
-use shared::flows::launchers::{fresh, Launch, Launcher, TIMESTAMP_TOLERANCE, TRY_AGAIN};
+use shared::flows::launchers::{
+    fresh, not_connected, Launch, LaunchError, Launcher, TIMESTAMP_TOLERANCE, TRY_AGAIN,
+};
 use shared::flows::sessions::SessionKind;
 use shared::wiring::Wiring;
 use tokio::time::Instant;
@@ -53,6 +55,10 @@ struct Interaction {
     data: Option<CommandData>,
     #[serde(default)]
     channel_id: Option<String>,
+    /// The server (none in a direct message): which organisation the call
+    /// belongs to.
+    #[serde(default)]
+    guild_id: Option<String>,
     #[serde(default)]
     channel: Option<Channel>,
     /// In a server: the member, with their user.
@@ -173,6 +179,7 @@ impl DiscordInteractions {
             key: channel_id,
             user_id: &user.id,
             user_name: name,
+            workspace: interaction.guild_id.as_deref(),
         };
         match self
             .launcher
@@ -186,6 +193,9 @@ impl DiscordInteractions {
                      you alone and works for {minutes} minutes.",
                     started.links.room_url
                 ))
+            }
+            Err(LaunchError::NotConnected) => {
+                ephemeral(not_connected("Discord", interaction.guild_id.as_deref()))
             }
             Err(_) => ephemeral(TRY_AGAIN),
         }

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use shared::api::{self, ApiError, Route};
 use shared::base::config::{self, Secret};
-use shared::flows::launchers::{fresh, Launch, Launcher, TIMESTAMP_TOLERANCE, TRY_AGAIN};
+use shared::flows::launchers::{
+    fresh, not_connected, Launch, LaunchError, Launcher, TIMESTAMP_TOLERANCE, TRY_AGAIN,
+};
 use shared::flows::sessions::SessionKind;
 use shared::providers::slack::SlackBotChannel;
 use shared::providers::slack_format::escape;
@@ -50,6 +52,9 @@ struct SlashCommand {
     user_id: Option<String>,
     #[serde(default)]
     user_name: Option<String>,
+    /// The workspace: which organisation the call belongs to.
+    #[serde(default)]
+    team_id: Option<String>,
 }
 
 /// Slack's immediate answer to a slash command.
@@ -155,6 +160,7 @@ impl Route for SlackCommands {
             key: user_id,
             user_id,
             user_name: command.user_name.as_deref(),
+            workspace: command.team_id.as_deref(),
         };
         let started = match self
             .launcher
@@ -166,6 +172,10 @@ impl Route for SlackCommands {
             .await
         {
             Ok(started) => started,
+            Err(LaunchError::NotConnected) => {
+                let text = not_connected("Slack", command.team_id.as_deref());
+                return Ok((StatusCode::OK, SlackReply::ephemeral(text)));
+            }
             Err(_) => return Ok((StatusCode::OK, SlackReply::ephemeral(TRY_AGAIN))),
         };
         let minutes = self.launcher.access.tokens.ttl.as_secs().div_ceil(60);

@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use shared::api::{self, ApiError, Route};
 use shared::base::config::{self, ConfigError};
-use shared::flows::launchers::{conversation_key, Launch, Launcher, TRY_AGAIN};
+use shared::flows::launchers::{
+    conversation_key, not_connected, Launch, LaunchError, Launcher, TRY_AGAIN,
+};
 use shared::flows::sessions::{join_link, SessionKind};
 use shared::wiring::Wiring;
 use tokio::time::Instant;
@@ -57,6 +59,22 @@ struct Activity {
     from: Option<Account>,
     #[serde(default)]
     conversation: Option<Conversation>,
+    #[serde(default, rename = "channelData")]
+    channel_data: Option<ChannelData>,
+}
+
+/// Teams' `channelData`: the tenant says which organisation the call
+/// belongs to.
+#[derive(Deserialize)]
+struct ChannelData {
+    #[serde(default)]
+    tenant: Option<TenantRef>,
+}
+
+#[derive(Deserialize)]
+struct TenantRef {
+    #[serde(default)]
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -194,11 +212,17 @@ impl Route for TeamsMessages {
             ));
         };
         let key = conversation_key(&conversation.id);
+        let tenant = activity
+            .channel_data
+            .as_ref()
+            .and_then(|data| data.tenant.as_ref())
+            .map(|tenant| tenant.id.as_str());
         let launch = Launch {
             kind: SessionKind::Teams,
             key: &key,
             user_id: &from.id,
             user_name: from.name.as_deref(),
+            workspace: tenant,
         };
         let reply = match self
             .launcher
@@ -227,6 +251,7 @@ impl Route for TeamsMessages {
                      while the call lasts."
                 )
             }
+            Err(LaunchError::NotConnected) => not_connected("Teams", tenant),
             Err(_) => TRY_AGAIN.to_string(),
         };
         Ok((StatusCode::OK, TeamsReply::message(reply)))

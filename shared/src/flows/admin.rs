@@ -14,12 +14,12 @@ use crate::store::directory::{
 };
 use crate::store::StoreError;
 
-fn unavailable(err: StoreError) -> ApiError {
+pub(crate) fn unavailable(err: StoreError) -> ApiError {
     tracing::error!(error = %err, "directory store unavailable");
     ApiError::Unavailable
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
     serde_json::from_slice(api::body_bytes(request.body())?).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
@@ -28,7 +28,7 @@ fn json_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, Api
     })
 }
 
-fn path_param(request: &Request, name: &str) -> Result<String, ApiError> {
+pub(crate) fn path_param(request: &Request, name: &str) -> Result<String, ApiError> {
     request
         .path_parameters()
         .first(name)
@@ -48,7 +48,7 @@ fn valid_org_id(id: &str) -> bool {
 
 /// The path's organisation; an id no organisation can have is 404 before
 /// any store call (DynamoDB answers an over-long key with an error).
-fn org_id(request: &Request) -> Result<String, ApiError> {
+pub(crate) fn org_id(request: &Request) -> Result<String, ApiError> {
     Some(path_param(request, "org_id")?)
         .filter(|id| valid_org_id(id))
         .ok_or_else(|| ApiError::NotFound("Organisation not found".into()))

@@ -4,9 +4,17 @@
 //! parses; this flow opens the session in the launcher's room and mints the
 //! person's join link, within the platform's answer deadline.
 //!
-//! Sessions started from a chat belong to `INBOUND_ORG_ID`, like inbound
-//! phone calls: the platforms carry no API key of ours.
+//! The platforms carry no API key of ours, so a session belongs to the
+//! organisation its workspace (Slack `team_id`, Discord `guild_id`, Teams
+//! tenant) is connected to in the tenancy store ([`workspaces`] keeps the
+//! connections); a workspace nobody connected falls back to `INBOUND_ORG_ID`
+//! when it is set, and otherwise opens nothing and is told how to connect.
 
+// The admin routes share flows::admin's helpers (feature `phone`).
+#[cfg(feature = "phone")]
+pub mod workspaces;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -16,6 +24,7 @@ use tracing::{info, warn};
 use crate::api::ApiError;
 use crate::base::metrics;
 use crate::flows::sessions::{Opening, RoomAccess, RoomLinks, SessionKind, SessionLifecycle};
+use crate::store::tenancy::{Kind, TenancyStore};
 
 /// What a person sees when the call could not be started.
 pub const TRY_AGAIN: &str = "Sorry, I could not start the call. Please try again in a moment.";
@@ -27,8 +36,11 @@ const MAX_IDENTITY_CHARS: usize = 128;
 pub struct Launcher {
     pub lifecycle: SessionLifecycle,
     pub access: RoomAccess,
-    /// `INBOUND_ORG_ID`: owner of every session a launcher starts.
-    pub org_id: String,
+    /// Which organisation each connected workspace belongs to.
+    pub tenancy: Arc<dyn TenancyStore>,
+    /// `INBOUND_ORG_ID`: owner of sessions from workspaces nobody connected;
+    /// `None` refuses them.
+    pub fallback_org: Option<String>,
     /// Dedup lease of the call-start notification when the invocation's
     /// deadline is unknown.
     pub lease: Duration,
@@ -44,6 +56,20 @@ pub struct Launch<'a> {
     pub user_id: &'a str,
     /// The person's display name (the user id when the platform gave none).
     pub user_name: Option<&'a str>,
+    /// The workspace the request came from: Slack `team_id`, Discord
+    /// `guild_id` (none in a direct message), Teams tenant id.
+    pub workspace: Option<&'a str>,
+}
+
+/// Whose session a launch opens, and under which room key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owner {
+    org_id: String,
+    /// The room key: the platform's key for the fallback organisation (rooms
+    /// of single-organisation deployments keep their names), the workspace
+    /// and key together for a connected one (room names are claimed per
+    /// organisation for good, so two workspaces must never share one).
+    key: String,
 }
 
 /// A started call: its session and the person's links.
@@ -61,6 +87,41 @@ pub enum LaunchError {
     Failed(#[from] ApiError),
     #[error("the platform's deadline came first")]
     TimedOut,
+    /// The workspace is connected to no organisation and there is no
+    /// fallback: nothing was opened.
+    #[error("workspace not connected to an organisation")]
+    NotConnected,
+}
+
+/// Longest workspace id looked up (Slack, Discord and Teams ids are far
+/// shorter); a longer one is treated as not connected.
+const MAX_WORKSPACE_CHARS: usize = 64;
+
+/// The tenancy kind of a launcher's workspaces.
+pub fn workspace_kind(kind: SessionKind) -> Option<Kind> {
+    match kind {
+        SessionKind::Slack => Some(Kind::Slack),
+        SessionKind::Discord => Some(Kind::Discord),
+        SessionKind::Teams => Some(Kind::Teams),
+        _ => None,
+    }
+}
+
+/// What a person in a workspace nobody connected is told: which id to give
+/// the callops administrator, and the route that connects it.
+pub fn not_connected(platform: &str, workspace: Option<&str>) -> String {
+    match workspace {
+        Some(id) => format!(
+            "This {platform} workspace is not connected to callops yet. Ask your callops \
+             administrator to connect it: POST /organisations/{{org_id}}/chat-workspaces with \
+             {{\"platform\": \"{}\", \"id\": \"{id}\"}}.",
+            platform.to_ascii_lowercase()
+        ),
+        None => format!(
+            "Calls can only be started from a {platform} workspace connected to callops; \
+             this request came from none."
+        ),
+    }
 }
 
 impl Launcher {
@@ -72,13 +133,19 @@ impl Launcher {
         lease: Option<Duration>,
         deadline: Instant,
     ) -> Result<Started, LaunchError> {
-        let work = self.open(launch, lease.unwrap_or(self.lease));
+        let work = async {
+            let owner = self.owner(launch).await?;
+            self.open(launch, &owner, lease.unwrap_or(self.lease))
+                .await
+                .map_err(LaunchError::Failed)
+        };
         match tokio::time::timeout_at(deadline, work).await {
             Ok(Ok(started)) => Ok(started),
-            Ok(Err(err)) => {
+            Ok(Err(LaunchError::Failed(err))) => {
                 warn!(kind = launch.kind.name(), error = %err, "launcher call not started");
                 Err(LaunchError::Failed(err))
             }
+            Ok(Err(other)) => Err(other),
             Err(_) => {
                 warn!(
                     kind = launch.kind.name(),
@@ -90,7 +157,50 @@ impl Launcher {
         }
     }
 
-    async fn open(&self, launch: &Launch<'_>, lease: Duration) -> Result<Started, ApiError> {
+    /// The organisation the launch's workspace is connected to, else the
+    /// fallback; a store outage is a failure (try again), never a guess.
+    async fn owner(&self, launch: &Launch<'_>) -> Result<Owner, LaunchError> {
+        let workspace = launch
+            .workspace
+            .map(str::trim)
+            .filter(|w| !w.is_empty() && w.chars().count() <= MAX_WORKSPACE_CHARS);
+        if let (Some(kind), Some(workspace)) = (workspace_kind(launch.kind), workspace) {
+            let connected = self
+                .tenancy
+                .owner(&kind.key(workspace))
+                .await
+                .map_err(|err| {
+                    warn!(kind = launch.kind.name(), error = %err, "tenancy store unavailable");
+                    LaunchError::Failed(ApiError::Unavailable)
+                })?;
+            if let Some(org_id) = connected {
+                return Ok(Owner {
+                    org_id,
+                    key: conversation_key(&format!("{workspace}-{}", launch.key)),
+                });
+            }
+        }
+        match &self.fallback_org {
+            Some(org_id) => Ok(Owner {
+                org_id: org_id.clone(),
+                key: launch.key.to_string(),
+            }),
+            None => {
+                info!(
+                    kind = launch.kind.name(),
+                    "launch from a workspace no organisation connected"
+                );
+                Err(LaunchError::NotConnected)
+            }
+        }
+    }
+
+    async fn open(
+        &self,
+        launch: &Launch<'_>,
+        owner: &Owner,
+        lease: Duration,
+    ) -> Result<Started, ApiError> {
         let identity = clean(launch.user_id);
         if identity.is_empty() {
             return Err(ApiError::unprocessable(
@@ -105,8 +215,8 @@ impl Launcher {
             .unwrap_or_else(|| identity.clone());
         let opening = Opening {
             kind: launch.kind,
-            key: launch.key.to_string(),
-            org_id: self.org_id.clone(),
+            key: owner.key.clone(),
+            org_id: owner.org_id.clone(),
             call_sid: None,
             direction: None,
             from_number: None,
@@ -120,7 +230,7 @@ impl Launcher {
         let conversation = self.lifecycle.invite_key(&opened.room).await?;
         let links =
             self.access
-                .links(&opened.room, &self.org_id, &conversation, &identity, &name)?;
+                .links(&opened.room, &owner.org_id, &conversation, &identity, &name)?;
         info!(session_id = %opened.session_id, kind = launch.kind.name(), "launcher call started");
         Ok(Started {
             session_id: opened.session_id,

@@ -77,13 +77,15 @@ impl Wiring {
     }
 
     /// A chat launcher's sessions and links: [`Wiring::session_lifecycle`]
-    /// with announcements, [`room_access`], and `INBOUND_ORG_ID` (required:
-    /// the organisation that owns sessions started without an API key).
+    /// with announcements, [`room_access`], the tenancy store (which
+    /// organisation each workspace is connected to) and `INBOUND_ORG_ID`
+    /// (optional: the owner of sessions from workspaces nobody connected).
     pub fn launcher(&self) -> Result<Launcher, ConfigError> {
         Ok(Launcher {
             lifecycle: self.session_lifecycle(true)?,
             access: room_access()?,
-            org_id: config::required("INBOUND_ORG_ID")?,
+            tenancy: self.tenancy()?,
+            fallback_org: config::optional("INBOUND_ORG_ID"),
             lease: dedup_lease()?,
         })
     }

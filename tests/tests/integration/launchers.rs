@@ -15,13 +15,15 @@ use lambda_http::{Body, Request, Response};
 use shared::api::invites::RoomInvites;
 use shared::api::Route;
 use shared::base::config::Secret;
-use shared::flows::launchers::Launcher;
+use shared::flows::launchers::workspaces::ChatWorkspaces;
+use shared::flows::launchers::{conversation_key, Launcher};
 use shared::flows::sessions::{
-    JoinTokens, RoomAccess, SessionLifecycle, DEFAULT_ROOM_URL_TEMPLATE,
+    JoinTokens, RoomAccess, SessionKind, SessionLifecycle, DEFAULT_ROOM_URL_TEMPLATE,
 };
 use shared::providers::livekit::{AccessTokens, LiveKitClient};
 use shared::providers::slack::SlackBotChannel;
 use shared::store::sessions::{Ending, SessionStore};
+use shared::store::tenancy::TenancyStore;
 
 use crate::support::*;
 
@@ -199,6 +201,12 @@ impl Launchers {
     }
 
     fn launcher_with(&self, room_url_template: &str) -> Launcher {
+        self.launcher_owned_by(room_url_template, Some(ORG))
+    }
+
+    /// A launcher whose unconnected workspaces belong to `fallback_org`
+    /// (`INBOUND_ORG_ID`), or are refused when it is `None`.
+    fn launcher_owned_by(&self, room_url_template: &str, fallback_org: Option<&str>) -> Launcher {
         Launcher {
             lifecycle: self.lifecycle(),
             access: RoomAccess {
@@ -213,7 +221,8 @@ impl Launchers {
                 client_url: self.livekit_client().client_url(),
                 room_url_template: room_url_template.into(),
             },
-            org_id: ORG.into(),
+            tenancy: Arc::new(self.stack.tenancy()),
+            fallback_org: fallback_org.map(str::to_string),
             lease: Duration::from_secs(30),
         }
     }
@@ -912,4 +921,393 @@ async fn a_teams_reply_carries_no_token_and_each_person_mints_their_own() {
         identities.push(claims["sub"].as_str().unwrap().to_string());
     }
     assert_eq!(identities, ["guest-grace", "guest-alan"]);
+}
+
+// --- Workspaces connected to organisations (issue 19) ---------------------
+
+const ADMIN_TOKEN: &str = "admin-test-token-0123456789";
+
+fn slash_from(team_id: &str, user_id: &str) -> String {
+    slash(user_id, "").replace("team_id=T0001", &format!("team_id={team_id}"))
+}
+
+fn discord_command_in(guild_id: Option<&str>, channel_id: &str) -> String {
+    let mut command: serde_json::Value =
+        serde_json::from_str(&discord_command(channel_id, "call")).unwrap();
+    match guild_id {
+        Some(guild) => command["guild_id"] = guild.into(),
+        None => {
+            // A direct message: no server, the user instead of a member.
+            let object = command.as_object_mut().unwrap();
+            object.remove("guild_id");
+            let user = object.remove("member").unwrap()["user"].clone();
+            object.insert("user".into(), user);
+        }
+    }
+    command.to_string()
+}
+
+fn teams_message_in(tenant_id: &str) -> String {
+    let mut message: serde_json::Value =
+        serde_json::from_str(&teams_message("<at>Agent</at> call")).unwrap();
+    message["channelData"] =
+        serde_json::json!({"tenant": {"id": tenant_id}, "teamsTeamId": "19:team"});
+    message.to_string()
+}
+
+/// The room a connected workspace's launch opens: workspace and platform
+/// key together, so two workspaces never meet in one room.
+fn connected_room(kind: SessionKind, workspace: &str, key: &str) -> String {
+    kind.room(&conversation_key(&format!("{workspace}-{key}")))
+}
+
+fn admin_request(
+    method: &str,
+    route: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> Request {
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    if let Some(token) = token {
+        headers.push(("authorization".into(), bearer(token)));
+    }
+    devstack::server::api_request(method, route, path, "", &headers, body.as_bytes())
+}
+
+const WORKSPACES_ROUTE: &str = "/organisations/{org_id}/chat-workspaces";
+const WORKSPACE_ROUTE: &str = "/organisations/{org_id}/chat-workspaces/{platform}/{id}";
+
+impl Launchers {
+    async fn create_org(&self, org_id: &str) {
+        let directory = self.stack.directory();
+        let token = Secret::new(ADMIN_TOKEN);
+        let admin = shared::flows::admin::Admin {
+            token: &token,
+            directory: &directory,
+        };
+        let body =
+            serde_json::json!({"org_id": org_id, "name": org_id, "monthly_limit_seconds": 3600});
+        let response = admin
+            .create_organisation(admin_request(
+                "POST",
+                "/organisations",
+                "/organisations",
+                &body.to_string(),
+                Some(ADMIN_TOKEN),
+            ))
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{}",
+            text(&response)
+        );
+    }
+
+    /// One of the chat-workspace admin routes, as its function runs it.
+    async fn workspaces(&self, request: Request) -> Response<Body> {
+        let directory = self.stack.directory();
+        let tenancy = self.stack.tenancy();
+        let token = Secret::new(ADMIN_TOKEN);
+        ChatWorkspaces {
+            token: &token,
+            directory: &directory,
+            tenancy: &tenancy,
+        }
+        .handle(request)
+        .await
+    }
+
+    async fn connect(&self, org_id: &str, platform: &str, id: &str) -> Response<Body> {
+        let path = format!("/organisations/{org_id}/chat-workspaces");
+        let body = serde_json::json!({"platform": platform, "id": id}).to_string();
+        self.workspaces(admin_request(
+            "POST",
+            WORKSPACES_ROUTE,
+            &path,
+            &body,
+            Some(ADMIN_TOKEN),
+        ))
+        .await
+    }
+
+    async fn owner_of(&self, room: &str) -> Option<String> {
+        self.stack
+            .sessions()
+            .get(room)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no session in {room}"))
+            .org_id
+    }
+}
+
+#[tokio::test]
+async fn each_connected_workspace_opens_sessions_for_its_own_organisation() {
+    let t = Launchers::start().await;
+    for org in ["org-a", "org-b"] {
+        t.create_org(org).await;
+    }
+    for (org, platform, id) in [
+        ("org-a", "slack", "TAAAA"),
+        ("org-b", "slack", "TBBBB"),
+        ("org-a", "discord", "1300000000000000011"),
+        ("org-b", "teams", "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+    ] {
+        let response = t.connect(org, platform, id).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{}",
+            text(&response)
+        );
+    }
+
+    // The same Slack user id in two workspaces: two rooms, two owners.
+    for (team, org) in [("TAAAA", "org-a"), ("TBBBB", "org-b")] {
+        let response = t
+            .slack(false)
+            .handle(slack_signed(&slash_from(team, "U1")))
+            .await;
+        let reply = json_body(&response)["text"].as_str().unwrap().to_string();
+        let room = connected_room(SessionKind::Slack, team, "U1");
+        t.assert_link(&reply, &room, "U1");
+        assert_eq!(t.owner_of(&room).await.as_deref(), Some(org));
+    }
+
+    let response = t
+        .discord()
+        .handle(discord_signed(&discord_command_in(
+            Some("1300000000000000011"),
+            "1300000000000000020",
+        )))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
+    let room = connected_room(
+        SessionKind::Discord,
+        "1300000000000000011",
+        "1300000000000000020",
+    );
+    assert_eq!(t.owner_of(&room).await.as_deref(), Some("org-a"));
+
+    let response = t
+        .teams()
+        .handle(teams_signed(&teams_message_in(
+            "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        )))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
+    let room = connected_room(
+        SessionKind::Teams,
+        "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        &conversation_key(TEAMS_CONVERSATION),
+    );
+    assert_eq!(t.owner_of(&room).await.as_deref(), Some("org-b"));
+
+    // A workspace nobody connected still lands with INBOUND_ORG_ID, in the
+    // room single-organisation deployments always used.
+    t.slack(false)
+        .handle(slack_signed(&slash_from("TZZZZ", "U2")))
+        .await;
+    assert_eq!(t.owner_of("slack-U2").await.as_deref(), Some(ORG));
+}
+
+#[tokio::test]
+async fn without_a_fallback_an_unconnected_workspace_is_told_how_to_connect_and_opens_nothing() {
+    let t = Launchers::start().await;
+    let launcher = || t.launcher_owned_by(DEFAULT_ROOM_URL_TEMPLATE, None);
+
+    let slack = slack_commands::SlackCommands {
+        signing_secret: Secret::new(DEV_SLACK_SIGNING_SECRET),
+        launcher: launcher(),
+        bot: None,
+    };
+    let response = slack.handle(slack_signed(&slash_from("TNOPE", "U1"))).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
+    let body = json_body(&response);
+    assert_eq!(body["response_type"], "ephemeral");
+    let reply = body["text"].as_str().unwrap();
+    assert!(reply.contains("not connected"), "{reply}");
+    assert!(
+        reply.contains("TNOPE") && reply.contains("chat-workspaces"),
+        "{reply}"
+    );
+    t.assert_no_token(reply);
+
+    let discord = discord_interactions::DiscordInteractions {
+        public_key: discord_interactions::parse_public_key(&dev_discord_public_key()).unwrap(),
+        launcher: launcher(),
+    };
+    // A direct message has no server to connect.
+    let response = discord
+        .handle(discord_signed(&discord_command_in(
+            None,
+            "1300000000000000021",
+        )))
+        .await;
+    let reply = json_body(&response)["data"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reply.contains("connected to callops"), "{reply}");
+
+    let teams = teams_messages::TeamsMessages {
+        key: teams_messages::decode_secret(DEV_TEAMS_WEBHOOK_SECRET).unwrap(),
+        launcher: launcher(),
+        public_base_url: PUBLIC_BASE.into(),
+    };
+    let response = teams
+        .handle(teams_signed(&teams_message_in(
+            "00000000-0000-0000-0000-000000000001",
+        )))
+        .await;
+    let reply = json_body(&response)["text"].as_str().unwrap().to_string();
+    assert!(reply.contains("not connected"), "{reply}");
+
+    t.assert_nothing_created().await;
+    assert_eq!(
+        t.stack.item_count("CallsTable").await,
+        0,
+        "no session stored"
+    );
+}
+
+#[tokio::test]
+async fn workspace_admin_routes_connect_list_and_disconnect_one_owner_at_a_time() {
+    let t = Launchers::start().await;
+    for org in ["org-a", "org-b"] {
+        t.create_org(org).await;
+    }
+    // Two organisations connect one workspace at once: exactly one wins,
+    // and the loser is not told who.
+    let (a, b) = tokio::join!(
+        t.connect("org-a", "slack", "TRACE"),
+        t.connect("org-b", "slack", "TRACE")
+    );
+    let mut statuses = [a.status(), b.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CONFLICT]);
+    let (winner, loser, lost) = if a.status() == StatusCode::CREATED {
+        ("org-a", "org-b", b)
+    } else {
+        ("org-b", "org-a", a)
+    };
+    let body = json_body(&lost);
+    assert_eq!(body["code"], "workspace_taken");
+    assert!(!body["detail"].as_str().unwrap().contains(winner));
+
+    // Connecting again is a no-op.
+    assert_eq!(
+        t.connect(winner, "slack", "TRACE").await.status(),
+        StatusCode::OK
+    );
+
+    let list = |org: &str| {
+        let path = format!("/organisations/{org}/chat-workspaces");
+        admin_request("GET", WORKSPACES_ROUTE, &path, "", Some(ADMIN_TOKEN))
+    };
+    let listed = json_body(&t.workspaces(list(winner)).await);
+    assert_eq!(listed["org_id"], winner);
+    assert_eq!(
+        listed["workspaces"],
+        serde_json::json!([{"platform": "slack", "id": "TRACE"}])
+    );
+    let listed = json_body(&t.workspaces(list(loser)).await);
+    assert_eq!(listed["workspaces"], serde_json::json!([]));
+
+    // Only its owner can disconnect it; then the other may connect it.
+    let delete = |org: &str| {
+        let path = format!("/organisations/{org}/chat-workspaces/slack/TRACE");
+        admin_request("DELETE", WORKSPACE_ROUTE, &path, "", Some(ADMIN_TOKEN))
+    };
+    assert_eq!(
+        t.workspaces(delete(loser)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        t.stack
+            .tenancy()
+            .owner("slack#TRACE")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(winner)
+    );
+    let response = t.workspaces(delete(winner)).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
+    assert_eq!(
+        t.workspaces(delete(winner)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        t.connect(loser, "slack", "TRACE").await.status(),
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn bad_workspace_admin_requests_are_4xx_and_change_nothing() {
+    let t = Launchers::start().await;
+    t.create_org("org-a").await;
+    let path = "/organisations/org-a/chat-workspaces";
+    let cases: [(&str, Option<&str>, StatusCode, &str); 7] = [
+        (
+            r#"{"platform":"slack","id":"T1"}"#,
+            None,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            r#"{"platform":"slack","id":"T1"}"#,
+            Some("wrong-token-0123456789"),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            "not json",
+            Some(ADMIN_TOKEN),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            r#"{"platform":"irc","id":"T1"}"#,
+            Some(ADMIN_TOKEN),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            r#"{"platform":"slack"}"#,
+            Some(ADMIN_TOKEN),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            r#"{"platform":"slack","id":"T1#voice"}"#,
+            Some(ADMIN_TOKEN),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_workspace_id",
+        ),
+        (
+            &format!(r#"{{"platform":"slack","id":"{}"}}"#, "T".repeat(65)),
+            Some(ADMIN_TOKEN),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_workspace_id",
+        ),
+    ];
+    for (body, token, status, code) in cases {
+        let response = t
+            .workspaces(admin_request("POST", WORKSPACES_ROUTE, path, body, token))
+            .await;
+        assert_eq!(response.status(), status, "{body}: {}", text(&response));
+        assert_eq!(json_body(&response)["code"], code, "{body}");
+    }
+    // An organisation that does not exist cannot be given a workspace.
+    let response = t.connect("no-such-org", "slack", "T1").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        t.stack.item_count("TenancyTable").await,
+        0,
+        "nothing stored"
+    );
 }

@@ -261,7 +261,8 @@ impl Rooms {
         shared::flows::launchers::Launcher {
             lifecycle: self.lifecycle(),
             access: self.room_create().access_links,
-            org_id: ORG.into(),
+            tenancy: std::sync::Arc::new(self.stack.tenancy()),
+            fallback_org: Some(ORG.into()),
             lease: Duration::from_secs(30),
         }
     }
@@ -273,6 +274,7 @@ impl Rooms {
             key: user,
             user_id: user,
             user_name: Some("Ada"),
+            workspace: None,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let started = self

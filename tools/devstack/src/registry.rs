@@ -145,6 +145,15 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
                 async move { app.handle().await }
             })
         }
+        "organisation-chat-workspaces" => {
+            let config = Arc::new(
+                shared::flows::launchers::workspaces::ChatWorkspacesConfig::from_env().await?,
+            );
+            http(move |request| {
+                let config = Arc::clone(&config);
+                async move { config.routes().handle(request).await }
+            })
+        }
         route @ ("assistant-create"
         | "assistant-get"
         | "assistant-update"
