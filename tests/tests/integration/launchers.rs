@@ -961,20 +961,6 @@ fn connected_room(kind: SessionKind, workspace: &str, key: &str) -> String {
     kind.room(&conversation_key(&format!("{workspace}-{key}")))
 }
 
-fn admin_request(
-    method: &str,
-    route: &str,
-    path: &str,
-    body: &str,
-    token: Option<&str>,
-) -> Request {
-    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
-    if let Some(token) = token {
-        headers.push(("authorization".into(), bearer(token)));
-    }
-    devstack::server::api_request(method, route, path, "", &headers, body.as_bytes())
-}
-
 const WORKSPACES_ROUTE: &str = "/organisations/{org_id}/chat-workspaces";
 const WORKSPACE_ROUTE: &str = "/organisations/{org_id}/chat-workspaces/{platform}/{id}";
 

@@ -198,11 +198,7 @@ impl Outbound {
         body: &str,
         token: Option<&str>,
     ) -> Request {
-        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
-        if let Some(token) = token {
-            headers.push(("authorization".into(), bearer(token)));
-        }
-        devstack::server::api_request(method, route, path, "", &headers, body.as_bytes())
+        admin_request(method, route, path, body, token)
     }
 
     async fn admin(&self, route: &str, request: Request) -> Response<Body> {

@@ -591,6 +591,22 @@ pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+/// A JSON request to an admin route (`route` as the template names it,
+/// `path` as sent), with `Authorization: Bearer token` when given.
+pub fn admin_request(
+    method: &str,
+    route: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> Request {
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    if let Some(token) = token {
+        headers.push(("authorization".into(), bearer(token)));
+    }
+    devstack::server::api_request(method, route, path, "", &headers, body.as_bytes())
+}
+
 pub fn exotel_request(form: &str, query: &str, content_type: &str) -> Request {
     let headers = vec![("content-type".to_string(), content_type.to_string())];
     devstack::server::api_request(
