@@ -16,6 +16,7 @@ pub mod rate_limits;
 pub mod sessions;
 pub mod stats;
 pub mod transactions;
+pub mod webhook_tokens;
 pub mod whatsapp;
 
 use std::collections::HashMap;

@@ -530,10 +530,7 @@ async fn recording_pipeline_responses_match_the_document() {
     stack
         .run_notifications(&stack.notify_worker(vec![stack.slack_webhook()]))
         .await;
-    let call_get = call_get::CallGet {
-        api_token: Secret::new(API_TOKEN),
-        calls: Arc::new(stack.calls()),
-    };
+    let call_get = stack.call_get();
     let found = call_get
         .handle(call_get_request("OPENAPI1", Some(&bearer(API_TOKEN))))
         .await;
@@ -564,10 +561,8 @@ async fn recording_pipeline_responses_match_the_document() {
         documented.check("GET", "/health", &healthy)["status"],
         "healthy"
     );
-    let stats = stats::StatsEndpoint {
-        stats: Arc::new(stack.stats()),
-    };
-    let counters = stats.handle().await;
+    let stats = stack.stats_endpoint();
+    let counters = stats.handle(stats_request(None)).await;
     assert_eq!(counters.status(), 200);
     assert!(documented.check("GET", "/stats", &counters)["total_processed"].as_u64() >= Some(2));
 }
