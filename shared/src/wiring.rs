@@ -411,12 +411,31 @@ impl crate::flows::admin::AdminConfig {
     }
 }
 
+#[cfg(feature = "phone")]
+impl crate::flows::admin::webhook_tokens::WebhookTokenAdmin {
+    /// `ADMIN_API_TOKEN`, `API_KEYS_TABLE` (the tokens) and
+    /// `ORGANISATIONS_TABLE` (their count and listing).
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let sdk = crate::base::aws::sdk_config().await;
+        Ok(Self {
+            token: config::required_secret("ADMIN_API_TOKEN")?,
+            store: Box::new(crate::store::webhook_tokens::DynamoWebhookTokenStore {
+                client: aws_sdk_dynamodb::Client::new(&sdk),
+                api_keys_table: config::required("API_KEYS_TABLE")?,
+                organisations_table: config::required("ORGANISATIONS_TABLE")?,
+            }),
+        })
+    }
+}
+
 impl crate::flows::ingest::WebhookConfig {
     /// The recording webhooks' token, allow-list, tables, queue and settings.
     pub fn from_env() -> Result<Self, ConfigError> {
         use crate::flows::ingest::IngestSettings;
         Ok(Self {
             webhook_token: config::required_secret("WEBHOOK_TOKEN")?,
+            default_org: config::optional("INBOUND_ORG_ID"),
+            api_keys_table: config::required("API_KEYS_TABLE")?,
             recording_hosts: crate::providers::recording::HostAllowList::from_env()?,
             calls_table: config::required("CALLS_TABLE")?,
             stats_table: config::required("STATS_TABLE")?,

@@ -7,15 +7,17 @@ use http::StatusCode;
 use lambda_http::{Request, RequestExt};
 use serde::Deserialize;
 use shared::api::{self, ApiError, Route};
-use shared::base::config::{self, ConfigError, Secret};
+use shared::base::config::{self, ConfigError};
 use shared::flows::ingest::{
-    validate_call_id, validate_phone, Acknowledgement, IncomingCall, Ingestor, WebhookConfig,
+    validate_call_id, validate_phone, Acknowledgement, IncomingCall, Ingestor, WebhookAccess,
+    WebhookConfig,
 };
 use shared::providers::recording::{self, HostAllowList};
 use shared::store::calls::{AgentInfo, CallSource};
 
 pub struct ExotelWebhook {
-    pub token: Secret,
+    /// `WEBHOOK_TOKEN` (the default organisation) or an organisation's own token.
+    pub access: WebhookAccess,
     pub recording_hosts: HostAllowList,
     /// Exotel reports local times without a zone (`EXOTEL_TIMEZONE_OFFSET`, default IST).
     pub timezone: FixedOffset,
@@ -123,7 +125,7 @@ impl ExotelWebhook {
         })?;
         let sdk = shared::base::aws::sdk_config().await;
         Ok(Self {
-            token: config.webhook_token.clone(),
+            access: WebhookAccess::from_config(&sdk, &config),
             recording_hosts: config.recording_hosts.clone(),
             timezone,
             ingestor: Ingestor::from_config(&sdk, &config),
@@ -137,9 +139,7 @@ impl Route for ExotelWebhook {
     async fn process(&self, request: Request) -> Result<(StatusCode, Acknowledgement), ApiError> {
         let query = request.query_string_parameters();
         let presented = query.first("token").ok_or(ApiError::Unauthorized)?;
-        if !api::credential_matches(presented, &self.token) {
-            return Err(ApiError::Unauthorized);
-        }
+        let owner = self.access.owner(presented).await?;
         let body = api::body_bytes(request.body())?;
         let content_type = request
             .headers()
@@ -159,7 +159,7 @@ impl Route for ExotelWebhook {
         })?;
         let call = callback.validate(&self.recording_hosts, self.timezone)?;
         self.ingestor
-            .ingest(call, api::remaining_time(&request))
+            .ingest(call, &owner, api::remaining_time(&request))
             .await
     }
 }

@@ -160,7 +160,7 @@ impl NotifyWorker {
                 .await),
             Delivery::Retry(reason) => Err(reason),
             Delivery::Permanent { channel, reason } => {
-                stats::count(self.stats.as_ref(), Counter::Failed).await;
+                stats::count(self.stats.as_ref(), Counter::Failed, job.org_id.as_deref()).await;
                 metrics::count(Metric::Failed);
                 Ok(self
                     .dead_letter(&to_json(job), &format!("{channel}: {reason}"))
@@ -278,7 +278,12 @@ impl NotifyWorker {
         if first {
             metrics::count_by(Metric::Notified, "Channel", channel);
             if !failed {
-                stats::count(self.stats.as_ref(), Counter::SuccessfullyPosted).await;
+                stats::count(
+                    self.stats.as_ref(),
+                    Counter::SuccessfullyPosted,
+                    job.org_id.as_deref(),
+                )
+                .await;
             }
         }
         Ok(())

@@ -5,5 +5,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     shared::base::telemetry::init();
     shared::base::secrets::load().await?;
     let app = StatsEndpoint::from_env().await?;
-    shared::wiring::serve_http(|_request| app.handle()).await
+    shared::wiring::serve_http(|request| app.handle(request)).await
 }

@@ -158,7 +158,7 @@ impl TranscribeWorker {
             Ok(url) if self.recording_hosts.allows(&url) => url,
             _ => {
                 return self
-                    .fail(&job.call_id, "recording URL is not on the allowed hosts")
+                    .fail(&job, "recording URL is not on the allowed hosts")
                     .await
             }
         };
@@ -201,7 +201,7 @@ impl TranscribeWorker {
                     .await;
                 Err(reason)
             }
-            Err(TranscribeError::Permanent(reason)) => self.fail(&job.call_id, &reason).await,
+            Err(TranscribeError::Permanent(reason)) => self.fail(&job, &reason).await,
         }
     }
 
@@ -233,19 +233,15 @@ impl TranscribeWorker {
                     utterances = transcript.utterances.len(),
                     "transcript stored"
                 );
-                self.notify(&job.call_id, NotificationKind::CallSummary)
-                    .await
+                self.notify(&job, NotificationKind::CallSummary).await
             }
             Ok(TranscriptState::Failed(reason)) => {
-                self.fail(&job.call_id, &format!("AssemblyAI error: {reason}"))
+                self.fail(&job, &format!("AssemblyAI error: {reason}"))
                     .await
             }
             Ok(TranscriptState::Pending) if shared::base::time::epoch_secs() >= job.deadline => {
-                self.fail(
-                    &job.call_id,
-                    "transcription did not finish before its deadline",
-                )
-                .await
+                self.fail(&job, "transcription did not finish before its deadline")
+                    .await
             }
             Ok(TranscriptState::Pending) => {
                 let checks = job.checks + 1;
@@ -253,7 +249,7 @@ impl TranscribeWorker {
                     .await
             }
             Err(TranscribeError::Temporary(reason)) => Err(reason),
-            Err(TranscribeError::Permanent(reason)) => self.fail(&job.call_id, &reason).await,
+            Err(TranscribeError::Permanent(reason)) => self.fail(&job, &reason).await,
         }
     }
 
@@ -276,12 +272,12 @@ impl TranscribeWorker {
     }
 
     /// Marks the call failed with its reason and still tells people.
-    async fn fail(&self, call_id: &str, reason: &str) -> Result<Outcome, String> {
+    async fn fail(&self, job: &TranscriptionJob, reason: &str) -> Result<Outcome, String> {
         error!(%reason, "transcription failed");
         let moved = self
             .calls
             .transition(
-                call_id,
+                &job.call_id,
                 &STATUSES_BEFORE_TRANSCRIPT,
                 CallStatus::Failed,
                 Some(reason),
@@ -290,16 +286,20 @@ impl TranscribeWorker {
             .map_err(|e| e.to_string())?;
         if moved {
             metrics::count(Metric::Failed);
-            stats::count(self.stats.as_ref(), Counter::Failed).await;
+            stats::count(self.stats.as_ref(), Counter::Failed, job.org_id.as_deref()).await;
         }
-        self.notify(call_id, NotificationKind::TranscriptionFailed)
+        self.notify(job, NotificationKind::TranscriptionFailed)
             .await
     }
 
-    async fn notify(&self, call_id: &str, kind: NotificationKind) -> Result<Outcome, String> {
+    async fn notify(
+        &self,
+        job: &TranscriptionJob,
+        kind: NotificationKind,
+    ) -> Result<Outcome, String> {
         jobs::send(
             self.notification_queue.as_ref(),
-            &NotificationJob::for_call(call_id, kind),
+            &NotificationJob::for_call(&job.call_id, kind).of_org(job.org_id.as_deref()),
             Duration::ZERO,
         )
         .await

@@ -4,15 +4,16 @@ use http::StatusCode;
 use lambda_http::Request;
 use serde::Deserialize;
 use shared::api::{self, ApiError, Route};
-use shared::base::config::Secret;
 use shared::flows::ingest::{
-    validate_call_id, validate_phone, Acknowledgement, IncomingCall, Ingestor, WebhookConfig,
+    validate_call_id, validate_phone, Acknowledgement, IncomingCall, Ingestor, WebhookAccess,
+    WebhookConfig,
 };
 use shared::providers::recording::{self, HostAllowList};
 use shared::store::calls::{AgentInfo, CallSource};
 
 pub struct ZapierWebhook {
-    pub token: Secret,
+    /// `WEBHOOK_TOKEN` (the default organisation) or an organisation's own token.
+    pub access: WebhookAccess,
     pub recording_hosts: HostAllowList,
     pub ingestor: Ingestor,
 }
@@ -105,7 +106,7 @@ impl ZapierWebhook {
         let config = WebhookConfig::from_env()?;
         let sdk = shared::base::aws::sdk_config().await;
         Ok(Self {
-            token: config.webhook_token.clone(),
+            access: WebhookAccess::from_config(&sdk, &config),
             recording_hosts: config.recording_hosts.clone(),
             ingestor: Ingestor::from_config(&sdk, &config),
         })
@@ -117,12 +118,18 @@ impl Route for ZapierWebhook {
 
     async fn process(&self, request: Request) -> Result<(StatusCode, Acknowledgement), ApiError> {
         // Credentials first: nothing from an unauthenticated caller is parsed.
-        api::require_bearer(request.headers(), &self.token)?;
+        let presented = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized)?;
+        let owner = self.access.owner(presented).await?;
         let body = api::body_bytes(request.body())?;
         let payload: ZapierPayload = api::parse_json(body, "a valid JSON object")?;
         let call = payload.validate(&self.recording_hosts)?;
         self.ingestor
-            .ingest(call, api::remaining_time(&request))
+            .ingest(call, &owner, api::remaining_time(&request))
             .await
     }
 }

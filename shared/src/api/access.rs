@@ -4,7 +4,7 @@
 use http::HeaderMap;
 
 use crate::api::ApiError;
-use crate::store::api_keys::{key_id, key_matches, ApiKeyRecord, ApiKeyStore};
+use crate::store::api_keys::{self, key_id, ApiKeyRecord, ApiKeyStore, KeyPurpose};
 use crate::store::rate_limits::RateLimiter;
 
 /// The key from `X-API-Key` or `Authorization: Bearer`.
@@ -36,10 +36,20 @@ pub async fn authenticate(
             ApiError::Unavailable
         })?
         .ok_or(ApiError::Unauthorized)?;
-    if !key_matches(&record, presented) || record.revoked_at.is_some() {
+    // A webhook token is never an API key, whatever it matches.
+    if !api_keys::accepts(&record, presented, KeyPurpose::Api) {
         return Err(ApiError::Unauthorized);
     }
     Ok(record)
+}
+
+/// What `organisation-create` accepts as an id: 1-64 letters, digits, `-`, `_`.
+pub fn valid_org_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
 }
 
 /// Who is calling: a valid key and the organisation it belongs to. Routes

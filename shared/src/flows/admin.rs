@@ -6,6 +6,7 @@ use http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
 
+use crate::api::access::valid_org_id;
 use crate::api::{self, ApiError};
 use crate::base::config::Secret;
 use crate::base::phone::PhoneError;
@@ -13,6 +14,8 @@ use crate::store::directory::{
     Assistant, AssistantPatch, DirectoryStore, Organisation, OrganisationPatch, Provider,
 };
 use crate::store::StoreError;
+
+pub mod webhook_tokens;
 
 pub(crate) fn unavailable(err: StoreError) -> ApiError {
     tracing::error!(error = %err, "directory store unavailable");
@@ -35,15 +38,6 @@ pub(crate) fn path_param(request: &Request, name: &str) -> Result<String, ApiErr
         .map(str::to_string)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| ApiError::unprocessable("missing_field", format!("{name} is required")))
-}
-
-/// What `organisation-create` accepts as an id: 1-64 letters, digits, `-`, `_`.
-fn valid_org_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
 }
 
 /// The path's organisation; an id no organisation can have is 404 before

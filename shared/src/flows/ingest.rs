@@ -15,6 +15,7 @@ use crate::base::mask;
 use crate::base::metrics::{self, Metric};
 use crate::base::time;
 use crate::queue::jobs::{self, JobQueue, TranscriptionJob};
+use crate::store::api_keys::{self, ApiKeyStore, KeyPurpose};
 use crate::store::calls::{
     self, AgentInfo, CallRecord, CallSource, CallStatus, Claimed, Direction, IntakeStore,
     StatusChange, Take,
@@ -52,6 +53,44 @@ impl IncomingCall {
             Some("call has no recording".to_string())
         } else {
             None
+        }
+    }
+}
+
+/// Whose call a delivery is, from the token that delivered it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallOwner {
+    /// The organisation the call belongs to; none for a deployment token
+    /// without a default organisation (`INBOUND_ORG_ID`).
+    pub org_id: Option<String>,
+    /// Keyed in the organisation's own space ([`calls::scoped_call_id`]): an
+    /// organisation's own token. The default organisation keeps bare call ids.
+    pub scoped: bool,
+}
+
+impl CallOwner {
+    /// The deployment's token: the default organisation, bare call ids.
+    pub fn default_org(default_org: Option<&str>) -> Self {
+        Self {
+            org_id: default_org.map(str::to_string),
+            scoped: false,
+        }
+    }
+
+    /// An organisation's own token. The default organisation's token keeps
+    /// the bare ids, so its calls dedup with those `WEBHOOK_TOKEN` delivers.
+    pub fn organisation(org_id: &str, default_org: Option<&str>) -> Self {
+        Self {
+            org_id: Some(org_id.to_string()),
+            scoped: default_org != Some(org_id),
+        }
+    }
+
+    /// The key of `call_id`'s record for this owner.
+    pub fn record_key(&self, call_id: &str) -> String {
+        match (&self.org_id, self.scoped) {
+            (Some(org), true) => calls::scoped_call_id(org, call_id),
+            _ => call_id.to_string(),
         }
     }
 }
@@ -102,10 +141,12 @@ impl Ingestor {
     pub async fn ingest(
         &self,
         call: IncomingCall,
+        owner: &CallOwner,
         lease: Option<Duration>,
     ) -> Result<(StatusCode, Acknowledgement), ApiError> {
         info!(
             call_id = %call.call_id,
+            org_id = owner.org_id.as_deref().unwrap_or("-"),
             from = %mask::phone(&call.from_number),
             to = %mask::phone(&call.to_number),
             status = %call.call_status,
@@ -114,11 +155,12 @@ impl Ingestor {
         metrics::count(Metric::Received);
         let lease = lease.unwrap_or(self.settings.default_lease);
         let budget = dedup::wait_budget(self.settings.duplicate_wait, lease);
-        let record = self.record(&call);
+        let record = self.record(&call, owner);
+        let org = owner.org_id.as_deref();
         if let Some(reason) = call.skip_reason() {
             return self.record_skipped(&call, record, &reason, budget).await;
         }
-        let owner = match calls::claim_or_wait(
+        let holder = match calls::claim_or_wait(
             self.calls.as_ref(),
             &record,
             Take::Lease(lease),
@@ -127,8 +169,8 @@ impl Ingestor {
         .await
         .map_err(unavailable)?
         {
-            Claimed::Acquired(owner) => owner,
-            Claimed::Handled(saved) => return Ok(self.duplicate(&call.call_id, saved).await),
+            Claimed::Acquired(holder) => holder,
+            Claimed::Handled(saved) => return Ok(self.duplicate(&call.call_id, org, saved).await),
             Claimed::InProgress => {
                 info!(call_id = %call.call_id, "concurrent delivery still in progress after waiting");
                 return Err(ApiError::InProgress);
@@ -139,8 +181,8 @@ impl Ingestor {
                 )))
             }
         };
-        if let Err(err) = self.queue(&call).await {
-            match self.calls.release(&call.call_id, &owner).await {
+        if let Err(err) = self.queue(&call, &record).await {
+            match self.calls.release(&record.call_id, &holder).await {
                 Ok(Settled::Done) => {}
                 Ok(Settled::Lost) => {
                     warn!(call_id = %call.call_id, "intake lease was taken over before release")
@@ -154,8 +196,8 @@ impl Ingestor {
         // The job is durable: from here nothing un-acknowledges the delivery.
         let ack = self.acknowledgement(&call.call_id, "Call queued for processing");
         tokio::join!(
-            self.complete(&call.call_id, &owner, &ack),
-            stats::count(self.stats.as_ref(), Counter::TotalProcessed),
+            self.complete(&record.call_id, &holder, &ack),
+            stats::count(self.stats.as_ref(), Counter::TotalProcessed, org),
         );
         Ok((StatusCode::ACCEPTED, ack))
     }
@@ -179,16 +221,18 @@ impl Ingestor {
         });
         let ack = self.acknowledgement(&call.call_id, "Call recorded; not transcribed");
         let answer = serde_json::to_value(&ack).unwrap_or_default();
+        let org = record.org_id.clone();
+        let org = org.as_deref();
         match calls::claim_or_wait(self.calls.as_ref(), &record, Take::Final(&answer), budget)
             .await
             .map_err(unavailable)?
         {
             Claimed::Stored => {
                 info!(call_id = %call.call_id, %reason, "call stored without transcription");
-                stats::count(self.stats.as_ref(), Counter::TotalProcessed).await;
+                stats::count(self.stats.as_ref(), Counter::TotalProcessed, org).await;
                 Ok((StatusCode::ACCEPTED, ack))
             }
-            Claimed::Handled(saved) => Ok(self.duplicate(&call.call_id, saved).await),
+            Claimed::Handled(saved) => Ok(self.duplicate(&call.call_id, org, saved).await),
             Claimed::InProgress => {
                 info!(call_id = %call.call_id, "concurrent delivery still in progress after waiting");
                 Err(ApiError::InProgress)
@@ -222,10 +266,11 @@ impl Ingestor {
     }
 
     /// The record as this delivery reports the call, status `received`.
-    fn record(&self, call: &IncomingCall) -> CallRecord {
+    fn record(&self, call: &IncomingCall, owner: &CallOwner) -> CallRecord {
         let now = time::now_rfc3339();
         CallRecord {
-            call_id: call.call_id.clone(),
+            call_id: owner.record_key(&call.call_id),
+            org_id: owner.org_id.clone(),
             source: call.source,
             from_number: call.from_number.clone(),
             to_number: call.to_number.clone(),
@@ -251,10 +296,11 @@ impl Ingestor {
         }
     }
 
-    /// Queues the call's transcription.
-    async fn queue(&self, call: &IncomingCall) -> Result<(), ApiError> {
+    /// Queues the call's transcription (of the record's key).
+    async fn queue(&self, call: &IncomingCall, record: &CallRecord) -> Result<(), ApiError> {
         let job = TranscriptionJob {
-            call_id: call.call_id.clone(),
+            call_id: record.call_id.clone(),
+            org_id: record.org_id.clone(),
             recording_url: call
                 .recording_url
                 .as_ref()
@@ -291,11 +337,12 @@ impl Ingestor {
     async fn duplicate(
         &self,
         call_id: &str,
+        org: Option<&str>,
         saved: Option<serde_json::Value>,
     ) -> (StatusCode, Acknowledgement) {
         info!(call_id = %call_id, "duplicate delivery answered from the first one");
         metrics::count(Metric::Duplicate);
-        stats::count(self.stats.as_ref(), Counter::Duplicates).await;
+        stats::count(self.stats.as_ref(), Counter::Duplicates, org).await;
         let mut ack: Acknowledgement = saved
             .and_then(|saved| serde_json::from_value(saved).ok())
             .unwrap_or_else(|| self.acknowledgement(call_id, "Call already processed"));
@@ -344,11 +391,52 @@ pub fn validate_phone(raw: Option<&str>, field: &str, required: bool) -> Result<
     }
 }
 
+/// Who may deliver calls: the deployment's `WEBHOOK_TOKEN` (the default
+/// organisation's, `INBOUND_ORG_ID`) or an organisation's own token
+/// (`store::webhook_tokens`), each compared in constant time.
+pub struct WebhookAccess {
+    pub deployment_token: crate::base::config::Secret,
+    /// Where organisations' tokens are kept (the API keys table).
+    pub tokens: Arc<dyn ApiKeyStore>,
+    /// `INBOUND_ORG_ID`.
+    pub default_org: Option<String>,
+}
+
+impl WebhookAccess {
+    /// The owner of the calls `presented` delivers; 401 for anything but a
+    /// live webhook token (an API key is not one).
+    pub async fn owner(&self, presented: &str) -> Result<CallOwner, ApiError> {
+        let presented = presented.trim();
+        if crate::api::credential_matches(presented, &self.deployment_token) {
+            return Ok(CallOwner::default_org(self.default_org.as_deref()));
+        }
+        let id = api_keys::id_of(KeyPurpose::Webhook, presented).ok_or(ApiError::Unauthorized)?;
+        let record = self
+            .tokens
+            .find(id)
+            .await
+            .map_err(|err| {
+                warn!(error = %err, "webhook token store unavailable");
+                ApiError::Unavailable
+            })?
+            .ok_or(ApiError::Unauthorized)?;
+        if !api_keys::accepts(&record, presented, KeyPurpose::Webhook) {
+            return Err(ApiError::Unauthorized);
+        }
+        let org_id = record.org_id.as_deref().ok_or(ApiError::Unauthorized)?;
+        Ok(CallOwner::organisation(org_id, self.default_org.as_deref()))
+    }
+}
+
 /// Configuration both webhooks share.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     /// `WEBHOOK_TOKEN`: Zapier sends it as a bearer token, Exotel in `?token=`.
     pub webhook_token: crate::base::config::Secret,
+    /// `INBOUND_ORG_ID`: the organisation `WEBHOOK_TOKEN`'s calls belong to.
+    pub default_org: Option<String>,
+    /// `API_KEYS_TABLE`: organisations' webhook tokens.
+    pub api_keys_table: String,
     pub recording_hosts: crate::providers::recording::HostAllowList,
     pub calls_table: String,
     pub stats_table: String,
@@ -379,6 +467,20 @@ impl IngestSettings {
     }
 }
 
+impl WebhookAccess {
+    /// The deployment's token and the API keys table, from the webhooks' configuration.
+    pub fn from_config(sdk: &aws_config::SdkConfig, config: &WebhookConfig) -> Self {
+        Self {
+            deployment_token: config.webhook_token.clone(),
+            tokens: Arc::new(crate::store::api_keys::DynamoApiKeyStore::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                &config.api_keys_table,
+            )),
+            default_org: config.default_org.clone(),
+        }
+    }
+}
+
 impl Ingestor {
     /// The production wiring: DynamoDB stores and the SQS transcription queue.
     pub fn from_config(sdk: &aws_config::SdkConfig, config: &WebhookConfig) -> Self {
@@ -405,6 +507,25 @@ impl Ingestor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_other_organisations_tokens_scope_the_key() {
+        let deployment = CallOwner::default_org(Some("main"));
+        assert_eq!(deployment.org_id.as_deref(), Some("main"));
+        assert_eq!(deployment.record_key("CA1"), "CA1");
+        assert_eq!(CallOwner::default_org(None).record_key("CA1"), "CA1");
+        // The default organisation's own token shares the deployment's keys.
+        assert_eq!(
+            CallOwner::organisation("main", Some("main")).record_key("CA1"),
+            "CA1"
+        );
+        let other = CallOwner::organisation("acme", Some("main"));
+        assert_eq!(other.record_key("CA1"), "org#acme#CA1");
+        assert_eq!(
+            CallOwner::organisation("acme", None).record_key("CA1"),
+            "org#acme#CA1"
+        );
+    }
 
     #[test]
     fn call_ids_are_validated() {

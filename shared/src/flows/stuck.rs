@@ -79,7 +79,8 @@ impl StuckCalls {
     async fn redrive(&self, record: &CallRecord, now: i64) -> Result<(), StoreError> {
         tracing::warn!(call_id = %record.call_id, status = record.status.as_str(), "stuck call re-driven");
         if record.status == CallStatus::Transcribed {
-            let job = NotificationJob::for_call(&record.call_id, NotificationKind::CallSummary);
+            let job = NotificationJob::for_call(&record.call_id, NotificationKind::CallSummary)
+                .of_org(record.org_id.as_deref());
             return jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
                 .await
                 .map_err(queue_error);
@@ -107,6 +108,7 @@ impl StuckCalls {
             checks: 0,
             deadline: now + deadline,
             accepted_at: Some(now),
+            org_id: record.org_id.clone(),
         };
         jobs::send(self.transcription_queue.as_ref(), &job, Duration::ZERO)
             .await
@@ -131,7 +133,8 @@ impl StuckCalls {
         if moved {
             tracing::error!(call_id = %record.call_id, %reason, "stuck call failed");
             let job =
-                NotificationJob::for_call(&record.call_id, NotificationKind::TranscriptionFailed);
+                NotificationJob::for_call(&record.call_id, NotificationKind::TranscriptionFailed)
+                    .of_org(record.org_id.as_deref());
             jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
                 .await
                 .map_err(queue_error)?;

@@ -27,6 +27,9 @@ pub struct TranscriptionJob {
     /// Epoch seconds when the delivery was accepted (for TranscriptionSeconds).
     #[serde(default)]
     pub accepted_at: Option<i64>,
+    /// The call's organisation, whose counters its outcome moves too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +70,9 @@ pub struct NotificationJob {
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_start: Option<CallStart>,
+    /// The recorded call's organisation, whose counters its outcome moves too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
 }
 
 impl NotificationJob {
@@ -83,7 +89,14 @@ impl NotificationJob {
             kind,
             attempt: 0,
             call_start: None,
+            org_id: None,
         }
+    }
+
+    /// The same notification, counted for the recorded call's organisation.
+    pub fn of_org(mut self, org_id: Option<&str>) -> Self {
+        self.org_id = org_id.map(str::to_string);
+        self
     }
 
     /// A call-start notification, identified by the event that reported it.
@@ -94,6 +107,7 @@ impl NotificationJob {
             kind: NotificationKind::CallStarted,
             attempt: 0,
             call_start: Some(details),
+            org_id: None,
         }
     }
 }

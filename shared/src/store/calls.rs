@@ -92,9 +92,25 @@ pub struct AgentInfo {
     pub customer_segment: Option<String>,
 }
 
+/// The key of a call delivered under an organisation's own webhook token:
+/// the sender's id inside the organisation's space, so two organisations
+/// using the same call id never meet (nor its record, answer or job). Calls
+/// of the default organisation (`WEBHOOK_TOKEN`) keep the bare id. Neither
+/// organisation ids nor call ids contain `#`, so the two spaces are apart.
+pub fn scoped_call_id(org_id: &str, call_id: &str) -> String {
+    format!("{ORG_SCOPE}{org_id}#{call_id}")
+}
+
+const ORG_SCOPE: &str = "org#";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallRecord {
+    /// The record's key: the sender's call id, or [`scoped_call_id`].
     pub call_id: String,
+    /// The organisation whose token delivered the call (`INBOUND_ORG_ID` for
+    /// `WEBHOOK_TOKEN`); none for calls without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
     pub source: CallSource,
     pub from_number: String,
     pub to_number: String,
@@ -131,6 +147,19 @@ pub struct CallRecord {
     #[serde(default)]
     pub status_history: Vec<StatusChange>,
     pub received_at: String,
+}
+
+impl CallRecord {
+    /// The call id as its sender reported it (the record's key without its
+    /// organisation's scope).
+    pub fn reported_call_id(&self) -> &str {
+        match self.call_id.strip_prefix(ORG_SCOPE) {
+            Some(scoped) => scoped
+                .split_once('#')
+                .map_or(self.call_id.as_str(), |(_, id)| id),
+            None => &self.call_id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -607,6 +636,21 @@ impl CallStore for DynamoCallStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scoped_ids_report_the_senders_id() {
+        let scoped = scoped_call_id("acme", "CA1.x-y_z");
+        assert_eq!(scoped, "org#acme#CA1.x-y_z");
+        let mut record: CallRecord = serde_json::from_value(serde_json::json!({
+            "call_id": scoped, "source": "zapier", "from_number": "", "to_number": "",
+            "timestamp": "2025-10-09T17:58:27Z", "status": "received", "direction": "incoming",
+            "received_at": "2025-10-09T17:58:27Z"
+        }))
+        .unwrap();
+        assert_eq!(record.reported_call_id(), "CA1.x-y_z");
+        record.call_id = "CA1".into();
+        assert_eq!(record.reported_call_id(), "CA1");
+    }
 
     #[test]
     fn direction_follows_the_support_number() {

@@ -17,6 +17,7 @@ pub mod sessions;
 pub mod stats;
 pub mod tenancy;
 pub mod transactions;
+pub mod webhook_tokens;
 pub mod whatsapp;
 
 use std::collections::HashMap;

@@ -1,14 +1,22 @@
 //! Processing counters kept as atomic DynamoDB `ADD`s on one item, so
-//! `/stats` and `/health` read one item instead of scanning calls.
+//! `/stats` and `/health` read one item instead of scanning calls. A call
+//! of an organisation moves its organisation's item (`calls#org#<org_id>`)
+//! too, in the same transaction, so an organisation's `/stats` is one read.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use serde::Serialize;
 
+use crate::store::transactions::{self, Verdict};
 use crate::store::StoreError;
 
 const STATS_KEY: &str = "calls";
+
+/// The item of one organisation's counters.
+pub fn org_key(org_id: &str) -> String {
+    format!("{STATS_KEY}#org#{org_id}")
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counter {
@@ -39,14 +47,19 @@ pub struct Stats {
 
 #[async_trait]
 pub trait StatsStore: Send + Sync {
-    async fn increment(&self, counter: Counter) -> Result<(), StoreError>;
+    /// Counts one on the deployment's counters and, for a call of an
+    /// organisation, on that organisation's, together.
+    async fn increment(&self, counter: Counter, org_id: Option<&str>) -> Result<(), StoreError>;
+    /// The deployment's counters.
     async fn read(&self) -> Result<Stats, StoreError>;
+    /// One organisation's counters.
+    async fn read_org(&self, org_id: &str) -> Result<Stats, StoreError>;
 }
 
 /// Counters are bookkeeping: a failed increment is logged, never allowed to
 /// fail the delivery it describes.
-pub async fn count(stats: &dyn StatsStore, counter: Counter) {
-    if let Err(err) = stats.increment(counter).await {
+pub async fn count(stats: &dyn StatsStore, counter: Counter, org_id: Option<&str>) {
+    if let Err(err) = stats.increment(counter, org_id).await {
         tracing::warn!(counter = counter.attribute(), error = %err, "stats counter not updated");
     }
 }
@@ -65,27 +78,24 @@ impl DynamoStatsStore {
     }
 }
 
-#[async_trait]
-impl StatsStore for DynamoStatsStore {
-    async fn increment(&self, counter: Counter) -> Result<(), StoreError> {
-        self.client
-            .update_item()
+impl DynamoStatsStore {
+    fn add_one(&self, pk: String, counter: Counter) -> Result<Update, StoreError> {
+        Update::builder()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(STATS_KEY.into()))
+            .key("pk", AttributeValue::S(pk))
             .update_expression("ADD #c :one")
             .expression_attribute_names("#c", counter.attribute())
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .send()
-            .await?;
-        Ok(())
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))
     }
 
-    async fn read(&self) -> Result<Stats, StoreError> {
+    async fn read_item(&self, pk: String) -> Result<Stats, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(STATS_KEY.into()))
+            .key("pk", AttributeValue::S(pk))
             .send()
             .await?;
         let item = out.item.unwrap_or_default();
@@ -101,5 +111,49 @@ impl StatsStore for DynamoStatsStore {
             failed: get(Counter::Failed),
             duplicates: get(Counter::Duplicates),
         })
+    }
+}
+
+#[async_trait]
+impl StatsStore for DynamoStatsStore {
+    async fn increment(&self, counter: Counter, org_id: Option<&str>) -> Result<(), StoreError> {
+        let Some(org_id) = org_id else {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", AttributeValue::S(STATS_KEY.into()))
+                .update_expression("ADD #c :one")
+                .expression_attribute_names("#c", counter.attribute())
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                .send()
+                .await?;
+            return Ok(());
+        };
+        // Both or neither: an organisation's counts never run ahead of or
+        // behind the deployment's.
+        let items = vec![
+            TransactWriteItem::builder()
+                .update(self.add_one(STATS_KEY.into(), counter)?)
+                .build(),
+            TransactWriteItem::builder()
+                .update(self.add_one(org_key(org_id), counter)?)
+                .build(),
+        ];
+        transactions::transact(&self.client, items, "stats counter", (), |reasons| {
+            if transactions::busy(reasons) {
+                Verdict::Retry(transactions::codes(reasons))
+            } else {
+                Verdict::Fail(transactions::codes(reasons))
+            }
+        })
+        .await
+    }
+
+    async fn read(&self) -> Result<Stats, StoreError> {
+        self.read_item(STATS_KEY.into()).await
+    }
+
+    async fn read_org(&self, org_id: &str) -> Result<Stats, StoreError> {
+        self.read_item(org_key(org_id)).await
     }
 }

@@ -68,7 +68,7 @@ async fn the_zapier_sample_event_is_accepted() {
     let stack = Stack::start().await;
     let mut zapier = stack.zapier();
     // The sample carries the documented dev token and the dev fake's recording host.
-    zapier.token = Secret::new("dev-webhook-token-change-me");
+    zapier.access.deployment_token = Secret::new("dev-webhook-token-change-me");
     zapier.recording_hosts = HostAllowList::parse("127.0.0.1:3100").with_loopback(true);
     let request = lambda_http::request::from_str(&read("zapier-webhook.json")).unwrap();
     let response = zapier.handle(request).await;
@@ -80,7 +80,7 @@ async fn the_zapier_sample_event_is_accepted() {
 async fn the_exotel_sample_event_is_accepted() {
     let stack = Stack::start().await;
     let mut exotel = stack.exotel_webhook();
-    exotel.token = Secret::new("dev-webhook-token-change-me");
+    exotel.access.deployment_token = Secret::new("dev-webhook-token-change-me");
     exotel.recording_hosts = HostAllowList::parse("127.0.0.1:3100").with_loopback(true);
     let request = lambda_http::request::from_str(&read("exotel-webhook.json")).unwrap();
     let response = exotel.handle(request).await;

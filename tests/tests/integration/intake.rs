@@ -73,6 +73,7 @@ fn received_record(call_id: &str) -> CallRecord {
     let now = shared::base::time::now_rfc3339();
     CallRecord {
         call_id: call_id.into(),
+        org_id: None,
         source: shared::store::calls::CallSource::Zapier,
         from_number: "+919876543210".into(),
         to_number: "09631084471".into(),

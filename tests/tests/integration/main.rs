@@ -22,5 +22,6 @@ mod soak;
 mod stuck;
 mod support;
 mod tenancy;
+mod tenancy_pipeline;
 mod whatsapp;
 mod worker_failures;

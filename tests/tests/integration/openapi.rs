@@ -530,10 +530,7 @@ async fn recording_pipeline_responses_match_the_document() {
     stack
         .run_notifications(&stack.notify_worker(vec![stack.slack_webhook()]))
         .await;
-    let call_get = call_get::CallGet {
-        api_token: Secret::new(API_TOKEN),
-        calls: Arc::new(stack.calls()),
-    };
+    let call_get = stack.call_get();
     let found = call_get
         .handle(call_get_request("OPENAPI1", Some(&bearer(API_TOKEN))))
         .await;
@@ -564,10 +561,8 @@ async fn recording_pipeline_responses_match_the_document() {
         documented.check("GET", "/health", &healthy)["status"],
         "healthy"
     );
-    let stats = stats::StatsEndpoint {
-        stats: Arc::new(stack.stats()),
-    };
-    let counters = stats.handle().await;
+    let stats = stack.stats_endpoint();
+    let counters = stats.handle(stats_request(None)).await;
     assert_eq!(counters.status(), 200);
     assert!(documented.check("GET", "/stats", &counters)["total_processed"].as_u64() >= Some(2));
 }
@@ -853,6 +848,93 @@ async fn admin_and_call_start_responses_match_the_document() {
         .await;
     assert_eq!(fetched.status(), 200);
     documented.check("GET", "/organisations/{org_id}", &fetched);
+
+    // The organisation's recording-webhook tokens.
+    let tokens = stack.webhook_token_admin();
+    let admin_auth = bearer(ADMIN_TOKEN);
+    let token_auth = [("authorization", admin_auth.as_str())];
+    let tokens_route = "/organisations/{org_id}/webhook-tokens";
+    let token_route = "/organisations/{org_id}/webhook-tokens/{token_id}";
+    let created = tokens
+        .handle(request(
+            "POST",
+            tokens_route,
+            "/organisations/acme/webhook-tokens",
+            &token_auth,
+            Some(json!({"name": "zapier"})),
+        ))
+        .await;
+    assert_eq!(created.status(), 201, "{}", text(&created));
+    let token_id = documented.check("POST", tokens_route, &created)["token_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bad_name = tokens
+        .handle(request(
+            "POST",
+            tokens_route,
+            "/organisations/acme/webhook-tokens",
+            &token_auth,
+            Some(json!({"name": ""})),
+        ))
+        .await;
+    assert_eq!(
+        documented.check("POST", tokens_route, &bad_name)["code"],
+        "invalid_name"
+    );
+    let no_org = tokens
+        .handle(request(
+            "POST",
+            tokens_route,
+            "/organisations/nobody/webhook-tokens",
+            &token_auth,
+            None,
+        ))
+        .await;
+    assert_eq!(
+        documented.check("POST", tokens_route, &no_org)["code"],
+        "not_found"
+    );
+    let listed = tokens
+        .handle(request(
+            "GET",
+            tokens_route,
+            "/organisations/acme/webhook-tokens",
+            &token_auth,
+            None,
+        ))
+        .await;
+    assert_eq!(listed.status(), 200);
+    documented.check("GET", tokens_route, &listed);
+    let path = format!("/organisations/acme/webhook-tokens/{token_id}");
+    let revoked = tokens
+        .handle(request("DELETE", token_route, &path, &token_auth, None))
+        .await;
+    assert_eq!(revoked.status(), 200);
+    documented.check("DELETE", token_route, &revoked);
+    let foreign = tokens
+        .handle(request(
+            "DELETE",
+            token_route,
+            "/organisations/acme/webhook-tokens/000000000000",
+            &token_auth,
+            None,
+        ))
+        .await;
+    assert_eq!(
+        documented.check("DELETE", token_route, &foreign)["code"],
+        "not_found"
+    );
+    let unauthorised = tokens
+        .handle(request(
+            "GET",
+            tokens_route,
+            "/organisations/acme/webhook-tokens",
+            &[],
+            None,
+        ))
+        .await;
+    documented.check("GET", tokens_route, &unauthorised);
 
     let assistant = json!({"org_id": ORG, "name": "Sarah", "provider": "twilio",
         "caller_number": "+14155552672", "agent_stream_url": "wss://agent.example.com/media"});

@@ -3,8 +3,6 @@
 use shared::api::Route;
 use std::sync::Arc;
 
-use shared::base::config::Secret;
-
 use crate::support::*;
 
 #[tokio::test]
@@ -30,10 +28,7 @@ async fn read_routes_report_a_processed_call() {
         .run_notifications(&stack.notify_worker(vec![stack.slack_webhook()]))
         .await;
 
-    let call_get = call_get::CallGet {
-        api_token: Secret::new(API_TOKEN),
-        calls: Arc::new(stack.calls()),
-    };
+    let call_get = stack.call_get();
     let response = call_get
         .handle(call_get_request("READ1", Some(&bearer(API_TOKEN))))
         .await;
@@ -69,10 +64,8 @@ async fn read_routes_report_a_processed_call() {
         .await;
     assert_eq!(bad_id.status(), 422);
 
-    let stats = stats::StatsEndpoint {
-        stats: Arc::new(stack.stats()),
-    };
-    let counters = json_body(&stats.handle().await);
+    let stats = stack.stats_endpoint();
+    let counters = json_body(&stats.handle(stats_request(None)).await);
     assert_eq!(counters["total_processed"], 1);
     assert_eq!(counters["successfully_posted"], 1);
     assert_eq!(counters["failed"], 0);

@@ -28,6 +28,7 @@ use shared::store::stats::DynamoStatsStore;
 
 pub const WEBHOOK_TOKEN: &str = "test-webhook-token-0123456789";
 pub const API_TOKEN: &str = "test-api-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const SUPPORT_NUMBER: &str = "09631084471";
 const ASSEMBLYAI_KEY: &str = "test-assemblyai-key";
 const EXOTEL_KEY: &str = "test-exotel-key";
@@ -271,9 +272,54 @@ impl Stack {
         }
     }
 
+    pub fn key_store(&self) -> Arc<shared::store::api_keys::DynamoApiKeyStore> {
+        Arc::new(shared::store::api_keys::DynamoApiKeyStore::new(
+            self.dynamo.clone(),
+            self.resources.table("ApiKeysTable"),
+        ))
+    }
+
+    /// `WEBHOOK_TOKEN` without a default organisation (as before
+    /// organisations had tokens), and organisations' tokens from this stack.
+    pub fn webhook_access(&self) -> shared::flows::ingest::WebhookAccess {
+        shared::flows::ingest::WebhookAccess {
+            deployment_token: Secret::new(WEBHOOK_TOKEN),
+            tokens: self.key_store(),
+            default_org: None,
+        }
+    }
+
+    /// The webhook-token admin routes on this stack, with `ADMIN_TOKEN`.
+    pub fn webhook_token_admin(&self) -> shared::flows::admin::webhook_tokens::WebhookTokenAdmin {
+        shared::flows::admin::webhook_tokens::WebhookTokenAdmin {
+            token: Secret::new(ADMIN_TOKEN),
+            store: Box::new(shared::store::webhook_tokens::DynamoWebhookTokenStore {
+                client: self.dynamo.clone(),
+                api_keys_table: self.resources.table("ApiKeysTable"),
+                organisations_table: self.resources.table("OrganisationsTable"),
+            }),
+        }
+    }
+
+    pub fn call_get(&self) -> call_get::CallGet {
+        call_get::CallGet {
+            api_token: Secret::new(API_TOKEN),
+            api_keys: self.key_store(),
+            default_org: None,
+            calls: Arc::new(self.calls()),
+        }
+    }
+
+    pub fn stats_endpoint(&self) -> stats::StatsEndpoint {
+        stats::StatsEndpoint {
+            stats: Arc::new(self.stats()),
+            api_keys: self.key_store(),
+        }
+    }
+
     pub fn zapier(&self) -> zapier_webhook::ZapierWebhook {
         zapier_webhook::ZapierWebhook {
-            token: Secret::new(WEBHOOK_TOKEN),
+            access: self.webhook_access(),
             recording_hosts: self.recording_hosts(),
             ingestor: self.ingestor(),
         }
@@ -281,7 +327,7 @@ impl Stack {
 
     pub fn exotel_webhook(&self) -> exotel_webhook::ExotelWebhook {
         exotel_webhook::ExotelWebhook {
-            token: Secret::new(WEBHOOK_TOKEN),
+            access: self.webhook_access(),
             recording_hosts: self.recording_hosts(),
             timezone: exotel_webhook::parse_offset("+05:30").unwrap(),
             ingestor: self.ingestor(),
@@ -626,6 +672,14 @@ pub fn call_get_request(call_id: &str, authorization: Option<&str>) -> Request {
     }
     let path = format!("/call/{call_id}");
     devstack::server::api_request("GET", "/call/{call_id}", &path, "", &headers, b"")
+}
+
+pub fn stats_request(authorization: Option<&str>) -> Request {
+    let mut headers = Vec::new();
+    if let Some(value) = authorization {
+        headers.push(("authorization".to_string(), value.to_string()));
+    }
+    devstack::server::api_request("GET", "/stats", "/stats", "", &headers, b"")
 }
 
 pub fn json_body(response: &Response<Body>) -> serde_json::Value {

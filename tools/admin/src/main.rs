@@ -84,8 +84,11 @@ async fn run(args: Vec<String>) -> Result<(), String> {
                     .unwrap_or_else(|| "active".into());
                 let org = record.org_id.as_deref().unwrap_or("(no organisation)");
                 println!(
-                    "{}  {:<24}  {org:<20}  created {}  {state}",
-                    record.key_id, record.name, record.created_at
+                    "{}  {:<7}  {:<24}  {org:<20}  created {}  {state}",
+                    record.key_id,
+                    record.purpose.as_str(),
+                    record.name,
+                    record.created_at
                 );
             }
         }

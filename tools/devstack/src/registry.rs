@@ -140,9 +140,18 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
         }
         "stats" => {
             let app = Arc::new(stats::StatsEndpoint::from_env().await?);
-            http(move |_| {
+            http(move |request| {
                 let app = Arc::clone(&app);
-                async move { app.handle().await }
+                async move { app.handle(request).await }
+            })
+        }
+        "organisation-webhook-tokens" => {
+            let admin = Arc::new(
+                shared::flows::admin::webhook_tokens::WebhookTokenAdmin::from_env().await?,
+            );
+            http(move |request| {
+                let admin = Arc::clone(&admin);
+                async move { admin.handle(request).await }
             })
         }
         "organisation-chat-workspaces" => {

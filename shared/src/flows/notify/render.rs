@@ -146,7 +146,7 @@ fn summary_text(record: &CallRecord, outcome: Outcome<'_>, esc: &dyn Fn(&str) ->
         cs_agent = esc(cs_agent),
         department = esc(or_na(agent.department.as_ref())),
         timestamp = esc(&seed_timestamp(&record.timestamp)),
-        call_id = esc(&record.call_id),
+        call_id = esc(record.reported_call_id()),
         duration = esc(&duration),
         status = esc(&status),
         agent_name = esc(or_na(agent.agent_name.as_ref())),
@@ -256,7 +256,7 @@ pub fn call_summary_subject(record: &CallRecord, failed: bool) -> String {
     } else {
         "call summary"
     };
-    format!("{direction} call {}: {what}", record.call_id)
+    format!("{direction} call {}: {what}", record.reported_call_id())
 }
 
 #[cfg(test)]
@@ -267,6 +267,7 @@ mod tests {
     fn record() -> CallRecord {
         CallRecord {
             call_id: "86d8a88279e4f1ad7417e6556c3e1984".into(),
+            org_id: None,
             source: CallSource::Zapier,
             from_number: "+919876543210".into(),
             to_number: "09631084471".into(),
