@@ -388,12 +388,14 @@ fn directory_store(client: aws_sdk_dynamodb::Client) -> Result<DynamoDirectorySt
 
 #[cfg(feature = "phone")]
 impl crate::flows::admin::AdminConfig {
-    /// `ADMIN_API_TOKEN` and the directory's tables.
+    /// `ADMIN_API_TOKEN`, the directory's tables and `TENANCY_TABLE`.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let sdk = crate::base::aws::sdk_config().await;
+        let client = aws_sdk_dynamodb::Client::new(&sdk);
         Ok(Self {
             token: config::required_secret("ADMIN_API_TOKEN")?,
-            directory: directory_store(aws_sdk_dynamodb::Client::new(&sdk))?,
+            tenancy: DynamoTenancyStore::new(client.clone(), config::required("TENANCY_TABLE")?),
+            directory: directory_store(client)?,
         })
     }
 }

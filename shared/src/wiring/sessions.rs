@@ -92,8 +92,8 @@ impl Wiring {
     /// Placing calls of `kind`: API keys, Twilio, sessions, `PUBLIC_BASE_URL`,
     /// the caller id (`TWILIO_PHONE_NUMBER`, or `TWILIO_WHATSAPP_NUMBER`),
     /// `PHONE_CALL_TIME_LIMIT_SECONDS` (default 600), `ORGANISATIONS_TABLE`
-    /// (budgets and caller ids), `INBOUND_ORG_ID` (owner of the default
-    /// caller id).
+    /// (budgets), `TENANCY_TABLE` (caller ids), `INBOUND_ORG_ID` (owner of
+    /// the default caller id).
     pub fn call_placer(&self, kind: SessionKind) -> Result<CallPlacer, ConfigError> {
         let caller_id = match kind {
             SessionKind::Whatsapp => "TWILIO_WHATSAPP_NUMBER",
@@ -120,6 +120,7 @@ impl Wiring {
             }),
             calls: self.outbound_calls()?,
             inbound_org: config::optional("INBOUND_ORG_ID"),
+            tenancy: self.tenancy()?,
         })
     }
 }

@@ -207,10 +207,12 @@ impl Outbound {
 
     async fn admin(&self, route: &str, request: Request) -> Response<Body> {
         let directory = self.stack.directory();
+        let tenancy = self.stack.tenancy();
         let token = Secret::new(ADMIN_TOKEN);
         let admin = shared::flows::admin::Admin {
             token: &token,
             directory: &directory,
+            tenancy: &tenancy,
         };
         match route {
             "assistant-create" => admin.create_assistant(request).await,
@@ -219,6 +221,7 @@ impl Outbound {
             "assistant-deactivate" => admin.deactivate_assistant(request).await,
             "organisation-create" => admin.create_organisation(request).await,
             "organisation-get" => admin.get_organisation(request).await,
+            "organisation-numbers" => admin.numbers(request).await,
             _ => admin.update_organisation(request).await,
         }
     }
@@ -853,7 +856,35 @@ async fn organisations_list_the_caller_ids_they_own() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stored.phone_numbers, vec!["+14155552673".to_string()]);
+    // Issue 19: the registry holds them; the record keeps no list of its own.
+    assert!(stored.phone_numbers.is_empty());
+    use shared::store::tenancy::TenancyStore;
+    let registry = t.stack.tenancy();
+    assert_eq!(
+        registry
+            .owner("voice#+14155552673")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("acme")
+    );
+    assert_eq!(registry.owner("voice#+14155552672").await.unwrap(), None);
+    let fetched = t
+        .admin(
+            "organisation-get",
+            t.admin_request(
+                "GET",
+                "/organisations/{org_id}",
+                "/organisations/acme",
+                "",
+                Some(ADMIN_TOKEN),
+            ),
+        )
+        .await;
+    assert_eq!(
+        json_body(&fetched)["phone_numbers"],
+        serde_json::json!(["+14155552673"])
+    );
 }
 
 /// Issue 17 item 12: an organisation id no organisation can have is 404
