@@ -175,13 +175,16 @@ impl Wiring {
         })
     }
 
-    /// What placing outbound calls needs: access, directory, call records, providers.
+    /// What placing outbound calls needs: access, directory, call records,
+    /// providers, the number registry and `INBOUND_ORG_ID`.
     pub fn placement(&self) -> Result<Placement, ConfigError> {
         Ok(Placement {
             access: self.keyed_access()?,
             directory: self.directory()?,
             calls: self.outbound_calls()?,
             providers: providers()?,
+            tenancy: self.tenancy()?,
+            default_org: config::optional("INBOUND_ORG_ID"),
         })
     }
 

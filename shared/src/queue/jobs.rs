@@ -153,6 +153,11 @@ pub struct WhatsAppReplyJob {
     pub conversation: String,
     /// The sender's address, `whatsapp:+E164`: where the reply goes.
     pub reply_to: String,
+    /// Our number the message was sent to (`whatsapp:+E164`): the reply
+    /// comes from it. Absent in jobs queued before numbers had owners: the
+    /// deployment's `TWILIO_WHATSAPP_NUMBER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_from: Option<String>,
     #[serde(default)]
     pub body: String,
     #[serde(default)]

@@ -64,7 +64,8 @@ impl Wiring {
 
     /// The voice webhook of `kind`: `TWILIO_AUTH_TOKEN`, `PUBLIC_BASE_URL`,
     /// the call flow (`TWILIO_CONNECT_MODE`, ...), sessions with
-    /// announcements, `INBOUND_ORG_ID`.
+    /// announcements, `TENANCY_TABLE` (who owns the number called) and
+    /// `INBOUND_ORG_ID` (who owns a number nobody registered).
     pub fn voice_webhook(&self, kind: SessionKind) -> Result<VoiceWebhook, ConfigError> {
         Ok(VoiceWebhook {
             kind,
@@ -72,6 +73,7 @@ impl Wiring {
             flow: CallFlow::from_env()?,
             lifecycle: self.session_lifecycle(true)?,
             inbound_org: config::optional("INBOUND_ORG_ID"),
+            tenancy: self.tenancy()?,
             lease: dedup_lease()?,
         })
     }

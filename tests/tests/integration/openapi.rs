@@ -1073,6 +1073,7 @@ async fn twilio_signed_and_phone_responses_match_the_document() {
             },
             lifecycle: stack.session_lifecycle(Arc::clone(&client)),
             inbound_org: Some(ORG.into()),
+            tenancy: Arc::new(stack.tenancy()),
             lease: Duration::from_secs(30),
         },
     };

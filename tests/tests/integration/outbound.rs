@@ -33,6 +33,8 @@ const ADMIN_TOKEN: &str = "admin-test-token-0123456789";
 const PUBLIC_BASE: &str = "https://callops.example.com";
 const CUSTOMER: &str = "+14155552671";
 const CALLER_ID: &str = "+14155552672";
+/// A number the registry gives to a test's second organisation.
+const BROKE_CALLER_ID: &str = "+14155552673";
 
 struct Outbound {
     stack: Stack,
@@ -117,6 +119,9 @@ impl Outbound {
             directory: Arc::new(self.stack.directory()),
             calls: Arc::new(self.stack.outbound_calls()),
             providers: self.providers(),
+            tenancy: Arc::new(self.stack.tenancy()),
+            // The default organisation, whose calls may use CALLER_ID.
+            default_org: Some("acme".into()),
         }
     }
 
@@ -275,6 +280,22 @@ impl Outbound {
         .await
     }
 
+    /// A Twilio assistant calling from `number`, which the registry gives
+    /// to `org_id` first.
+    async fn twilio_assistant_from(&self, org_id: &str, number: &str) -> u64 {
+        use shared::store::tenancy::{Kind, TenancyStore};
+        self.stack
+            .tenancy()
+            .claim(&Kind::Voice.key(number), org_id)
+            .await
+            .unwrap();
+        self.create_assistant(serde_json::json!({
+            "org_id": org_id, "name": "Sarah", "provider": "twilio", "caller_number": number,
+            "agent_stream_url": "wss://agent.example.com/media"
+        }))
+        .await
+    }
+
     fn initiate_request(&self, body: &serde_json::Value) -> Request {
         let headers = vec![
             ("content-type".to_string(), "application/json".to_string()),
@@ -339,7 +360,8 @@ async fn every_validation_error_has_the_seeds_words_and_calls_no_provider() {
     t.create_org("acme", 3600, 0).await;
     let assistant = t.twilio_assistant("acme").await;
     t.create_org("broke", 0, 0).await;
-    let broke_assistant = t.twilio_assistant("broke").await;
+    // Not the default organisation: it calls from a number of its own.
+    let broke_assistant = t.twilio_assistant_from("broke", BROKE_CALLER_ID).await;
     let inactive = t.twilio_assistant("acme").await;
     let response = t
         .admin(
@@ -885,6 +907,55 @@ async fn organisations_list_the_caller_ids_they_own() {
         json_body(&fetched)["phone_numbers"],
         serde_json::json!(["+14155552673"])
     );
+}
+
+/// Issue 19: an assistant's caller number must be its organisation's in the
+/// number registry when the call is placed (or the deployment's number, for
+/// the default organisation); otherwise 403 and no provider is asked.
+#[tokio::test]
+async fn calls_initiate_uses_only_caller_numbers_the_organisation_owns() {
+    use shared::store::tenancy::{Kind, TenancyStore};
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    t.create_org("globex", 3600, 0).await;
+    let globex_key = t.key_of("globex").await;
+    let initiate = t.initiate(100);
+    let place = |key: String, assistant: u64| {
+        let initiate = &initiate;
+        async move {
+            initiate
+                .handle(outbound_request_with(
+                    &key,
+                    "/calls/initiate",
+                    &seed_call(assistant),
+                ))
+                .await
+        }
+    };
+    // The deployment's number is the default organisation's only.
+    let borrowing = t.twilio_assistant("globex").await;
+    let refused = place(globex_key.clone(), borrowing).await;
+    assert_eq!(refused.status(), 403, "{:?}", json_body(&refused));
+    assert_eq!(json_body(&refused)["code"], "caller_id_not_owned");
+    // Its own registered number is fine...
+    let own = t.twilio_assistant_from("globex", BROKE_CALLER_ID).await;
+    let placed = place(globex_key.clone(), own).await;
+    assert_eq!(placed.status(), 200, "{:?}", json_body(&placed));
+    assert_eq!(json_body(&placed)["from_phone_number"], BROKE_CALLER_ID);
+    // ...until it is released: checked at call time, not when saved.
+    assert!(t
+        .stack
+        .tenancy()
+        .release(&Kind::Voice.key(BROKE_CALLER_ID), "globex")
+        .await
+        .unwrap());
+    let released = place(globex_key, own).await;
+    assert_eq!(released.status(), 403);
+    // The default organisation keeps calling from the deployment's number.
+    let default = t.twilio_assistant("acme").await;
+    assert_eq!(place(t.key.clone(), default).await.status(), 200);
+    assert_eq!(t.twilio.created_calls().len(), 2);
+    assert_eq!(t.org("globex").await.reserved_seconds, 600);
 }
 
 /// Issue 17 item 12: an organisation id no organisation can have is 404
