@@ -123,6 +123,11 @@ pub enum ProviderEvent {
         status: String,
         #[serde(default)]
         duration_secs: Option<u64>,
+        /// Our side of the call (`From` of a call we placed, `To` of an
+        /// inbound one): the callback may only move a record of the
+        /// organisation owning it. Absent when Twilio sent no `Direction`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        our_number: Option<String>,
     },
     /// A status callback for a session's call (`/twilio/voice` or
     /// `/phone/call`): no outbound-call ref, the call sid names the session.
@@ -138,6 +143,9 @@ pub enum ProviderEvent {
         /// placed (`?placed=`): its final status settles that reservation.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         placed: Option<String>,
+        /// As for `TwilioStatus`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        our_number: Option<String>,
     },
     /// An ElevenLabs post-call webhook, exactly as signed.
     Elevenlabs { body: EventBody },

@@ -631,6 +631,82 @@ async fn a_twilio_call_is_placed_and_its_twiml_carries_the_agenda() {
     assert_eq!(t.twiml().handle(unsigned).await.status(), 400);
 }
 
+/// Issue 19: a status callback moves a call only when our side of the call
+/// (`From` of a call we placed) is the call's organisation's number;
+/// otherwise the worker ignores it (200 already given, record unchanged).
+#[tokio::test]
+async fn a_status_from_another_organisations_number_moves_nothing() {
+    use shared::store::tenancy::{Kind, TenancyStore};
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    t.stack
+        .tenancy()
+        .claim(&Kind::Voice.key(BROKE_CALLER_ID), "globex")
+        .await
+        .unwrap();
+    let assistant = t.twilio_assistant("acme").await;
+    let response = t
+        .initiate(100)
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+    let sid = json_body(&response)["call_sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let created = t.twilio.created_calls().remove(0);
+    let callback = created
+        .iter()
+        .find(|(k, _)| k == "StatusCallback")
+        .unwrap()
+        .1
+        .clone();
+    let query = callback.split_once('?').unwrap().1.to_string();
+    let call_ref = query.trim_start_matches("call=").to_string();
+    let status = t.status();
+    let send = |from: &'static str| {
+        t.twilio_request(
+            "POST",
+            "/twilio/status",
+            &query,
+            &[
+                ("CallSid", sid.as_str()),
+                ("AccountSid", ACCOUNT_SID),
+                ("CallStatus", "completed"),
+                ("CallDuration", "42"),
+                ("Direction", "outbound-api"),
+                ("From", from),
+                ("To", CUSTOMER),
+            ],
+            TWILIO_TOKEN,
+        )
+    };
+    assert_eq!(status.handle(send(BROKE_CALLER_ID)).await.status(), 200);
+    t.stack.run_provider_events().await;
+    let call = t
+        .stack
+        .outbound_calls()
+        .get(&call_ref)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(call.status, "completed");
+    assert_eq!(call.duration_secs, None);
+    assert_eq!(t.stack.depth("NotificationQueue").await, 0);
+    // From the call's own number (the default organisation's), it applies.
+    assert_eq!(status.handle(send(CALLER_ID)).await.status(), 200);
+    t.stack.run_provider_events().await;
+    let call = t
+        .stack
+        .outbound_calls()
+        .get(&call_ref)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(call.status, "completed");
+    assert_eq!(call.duration_secs, Some(42));
+}
+
 #[tokio::test]
 async fn status_callbacks_out_of_order_and_duplicated_count_usage_once() {
     let t = Outbound::start().await;

@@ -321,6 +321,8 @@ impl Rooms {
                 notification_queue: self.stack.queue("NotificationQueue"),
                 lease: Duration::from_secs(30),
                 sessions: Some(Arc::new(self.lifecycle())),
+                tenancy: Arc::new(self.stack.tenancy()),
+                default_org: Some(ORG.into()),
             },
         })
     }
