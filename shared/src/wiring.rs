@@ -175,13 +175,16 @@ impl Wiring {
         })
     }
 
-    /// What placing outbound calls needs: access, directory, call records, providers.
+    /// What placing outbound calls needs: access, directory, call records,
+    /// providers, the number registry and `INBOUND_ORG_ID`.
     pub fn placement(&self) -> Result<Placement, ConfigError> {
         Ok(Placement {
             access: self.keyed_access()?,
             directory: self.directory()?,
             calls: self.outbound_calls()?,
             providers: providers()?,
+            tenancy: self.tenancy()?,
+            default_org: config::optional("INBOUND_ORG_ID"),
         })
     }
 
@@ -401,12 +404,14 @@ impl crate::flows::launchers::workspaces::ChatWorkspacesConfig {
 
 #[cfg(feature = "phone")]
 impl crate::flows::admin::AdminConfig {
-    /// `ADMIN_API_TOKEN` and the directory's tables.
+    /// `ADMIN_API_TOKEN`, the directory's tables and `TENANCY_TABLE`.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let sdk = crate::base::aws::sdk_config().await;
+        let client = aws_sdk_dynamodb::Client::new(&sdk);
         Ok(Self {
             token: config::required_secret("ADMIN_API_TOKEN")?,
-            directory: directory_store(aws_sdk_dynamodb::Client::new(&sdk))?,
+            tenancy: DynamoTenancyStore::new(client.clone(), config::required("TENANCY_TABLE")?),
+            directory: directory_store(client)?,
         })
     }
 }

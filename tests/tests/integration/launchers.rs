@@ -967,10 +967,12 @@ const WORKSPACE_ROUTE: &str = "/organisations/{org_id}/chat-workspaces/{platform
 impl Launchers {
     async fn create_org(&self, org_id: &str) {
         let directory = self.stack.directory();
+        let tenancy = self.stack.tenancy();
         let token = Secret::new(ADMIN_TOKEN);
         let admin = shared::flows::admin::Admin {
             token: &token,
             directory: &directory,
+            tenancy: &tenancy,
         };
         let body =
             serde_json::json!({"org_id": org_id, "name": org_id, "monthly_limit_seconds": 3600});

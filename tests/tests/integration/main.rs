@@ -11,6 +11,7 @@ mod events;
 mod intake;
 mod launchers;
 mod notifications;
+mod numbers;
 mod openapi;
 mod outbound;
 mod pipeline;

@@ -453,6 +453,9 @@ impl Stack {
                 notification_queue: self.queue("NotificationQueue"),
                 lease: Duration::from_secs(30),
                 sessions: None,
+                tenancy: Arc::new(self.tenancy()),
+                // The outbound tests' default organisation.
+                default_org: Some("acme".into()),
             },
         })
     }

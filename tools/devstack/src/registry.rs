@@ -169,6 +169,7 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
         | "assistant-deactivate"
         | "organisation-create"
         | "organisation-get"
+        | "organisation-numbers"
         | "organisation-update") => {
             let config = Arc::new(shared::flows::admin::AdminConfig::from_env().await?);
             let route = route.to_string();
@@ -184,6 +185,7 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
                         "assistant-deactivate" => admin.deactivate_assistant(request).await,
                         "organisation-create" => admin.create_organisation(request).await,
                         "organisation-get" => admin.get_organisation(request).await,
+                        "organisation-numbers" => admin.numbers(request).await,
                         _ => admin.update_organisation(request).await,
                     }
                 }
