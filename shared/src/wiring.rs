@@ -19,6 +19,9 @@ use crate::flows::conversations::ConversationLookup;
 use crate::flows::outbound::{provider_http, Placement, Providers};
 use crate::flows::provider_events::ProviderEventIntake;
 use crate::providers::elevenlabs::ElevenLabsClient;
+#[cfg(feature = "secrets")]
+use crate::providers::org_accounts::OrgAccountSettings;
+use crate::providers::org_accounts::OrgAccounts;
 use crate::providers::twilio::TwilioClient;
 use crate::queue::jobs::{JobQueue, SqsJobQueue};
 use crate::queue::sqs_batch::Worker;
@@ -27,6 +30,8 @@ use crate::store::calls::{CallStore, DynamoCallStore};
 use crate::store::dedup::{DedupStore, DynamoDedupStore};
 use crate::store::directory::{DirectoryStore, DynamoDirectoryStore};
 use crate::store::event_bodies::{DynamoEventBodyStore, EventBodyStore};
+#[cfg(feature = "secrets")]
+use crate::store::org_secrets::{OrgSecretStore, SecretsManagerOrgSecrets};
 use crate::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
 use crate::store::sessions::{DynamoSessionStore, SessionStore};
 use crate::store::stats::{DynamoStatsStore, StatsStore};
@@ -166,14 +171,78 @@ impl Wiring {
         })
     }
 
-    /// What placing outbound calls needs: access, directory, call records, providers.
+    /// What placing outbound calls needs: access, directory, call records,
+    /// providers (with the organisations' own accounts).
     pub fn placement(&self) -> Result<Placement, ConfigError> {
+        let mut providers = providers()?;
+        providers.org_accounts = self.org_accounts()?;
         Ok(Placement {
             access: self.keyed_access()?,
             directory: self.directory()?,
             calls: self.outbound_calls()?,
-            providers: providers()?,
+            providers,
         })
+    }
+
+    /// Organisations' own provider accounts (`ORG_SECRETS_PREFIX`, cached
+    /// `ORG_SECRETS_TTL_SECONDS`, at most `ORG_SECRETS_CACHE_SIZE`); `None`
+    /// without a prefix: every organisation uses the deployment's accounts.
+    #[cfg(feature = "secrets")]
+    pub fn org_accounts(&self) -> Result<Option<Arc<OrgAccounts>>, ConfigError> {
+        let Some(store) = self.org_secrets()? else {
+            return Ok(None);
+        };
+        let http = provider_http().map_err(|err| ConfigError::Invalid {
+            name: "provider HTTP client",
+            reason: err.to_string(),
+        })?;
+        Ok(Some(Arc::new(OrgAccounts::new(
+            store,
+            OrgAccountSettings {
+                ttl: Duration::from_secs(config::parsed_or("ORG_SECRETS_TTL_SECONDS", 60)?),
+                capacity: config::parsed_or("ORG_SECRETS_CACHE_SIZE", 1000)?,
+                http,
+                twilio_base_url: config::base_url_or(
+                    "TWILIO_API_BASE_URL",
+                    "https://api.twilio.com",
+                )?,
+                elevenlabs_base_url: config::base_url_or(
+                    "ELEVENLABS_BASE_URL",
+                    "https://api.elevenlabs.io",
+                )?,
+            },
+        ))))
+    }
+
+    /// Without Secrets Manager support no organisation has its own account;
+    /// a prefix set anyway is a configuration error, not a silent fallback.
+    #[cfg(not(feature = "secrets"))]
+    pub fn org_accounts(&self) -> Result<Option<Arc<OrgAccounts>>, ConfigError> {
+        match config::optional("ORG_SECRETS_PREFIX") {
+            None => Ok(None),
+            Some(_) => Err(ConfigError::Invalid {
+                name: "ORG_SECRETS_PREFIX",
+                reason: "this function was built without Secrets Manager support".into(),
+            }),
+        }
+    }
+
+    /// The organisations' secrets under `ORG_SECRETS_PREFIX`, if set.
+    #[cfg(feature = "secrets")]
+    pub fn org_secrets(&self) -> Result<Option<Arc<dyn OrgSecretStore>>, ConfigError> {
+        let Some(prefix) = config::optional("ORG_SECRETS_PREFIX") else {
+            return Ok(None);
+        };
+        let client = aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::config::Builder::from(&self.sdk)
+                .timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(Duration::from_secs(3))
+                        .build(),
+                )
+                .build(),
+        );
+        Ok(Some(Arc::new(SecretsManagerOrgSecrets { client, prefix })))
     }
 
     /// What the conversation read routes need: API keys, call records, ElevenLabs.

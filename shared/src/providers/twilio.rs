@@ -19,11 +19,27 @@ pub enum ProviderError {
     Unavailable(String),
 }
 
+#[derive(Clone)]
 pub struct TwilioClient {
     pub http: reqwest::Client,
     pub base_url: String,
     pub account_sid: String,
     pub auth_token: Secret,
+    /// `(api_key_sid, api_key_secret)`: when set, REST requests authenticate
+    /// with it instead of the auth token (Twilio accepts an API key pair as
+    /// basic auth against the account's URLs).
+    pub api_key: Option<(String, Secret)>,
+}
+
+/// Shows the account and API key SIDs, never a credential.
+impl std::fmt::Debug for TwilioClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioClient")
+            .field("base_url", &self.base_url)
+            .field("account_sid", &self.account_sid)
+            .field("api_key_sid", &self.api_key.as_ref().map(|(sid, _)| sid))
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a Create Call needs.
@@ -70,6 +86,14 @@ async fn refused_or_unavailable(response: reqwest::Response) -> ProviderError {
 }
 
 impl TwilioClient {
+    /// HTTP Basic credentials of REST requests: the API key when there is one.
+    fn authenticated(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some((sid, secret)) => request.basic_auth(sid, Some(secret.expose())),
+            None => request.basic_auth(&self.account_sid, Some(self.auth_token.expose())),
+        }
+    }
+
     fn calls_url(&self) -> String {
         format!(
             "{}/2010-04-01/Accounts/{}/Calls",
@@ -95,9 +119,7 @@ impl TwilioClient {
         let body = serde_urlencoded::to_string(&form)
             .map_err(|e| ProviderError::Refused(e.to_string()))?;
         let response = self
-            .http
-            .post(format!("{}.json", self.calls_url()))
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            .authenticated(self.http.post(format!("{}.json", self.calls_url())))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
             .send()
@@ -121,9 +143,10 @@ impl TwilioClient {
     /// Hangs up a call in progress.
     pub async fn end_call(&self, call_sid: &str) -> Result<(), ProviderError> {
         let response = self
-            .http
-            .post(format!("{}/{call_sid}.json", self.calls_url()))
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            .authenticated(
+                self.http
+                    .post(format!("{}/{call_sid}.json", self.calls_url())),
+            )
             .header("content-type", "application/x-www-form-urlencoded")
             .body("Status=completed")
             .send()
@@ -225,12 +248,10 @@ impl TwilioClient {
         let body = serde_urlencoded::to_string(&form)
             .map_err(|e| MessageError::Unavailable(e.to_string()))?;
         let response = self
-            .http
-            .post(format!(
+            .authenticated(self.http.post(format!(
                 "{}/2010-04-01/Accounts/{}/Messages.json",
                 self.base_url, self.account_sid
-            ))
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            )))
             .header("content-type", "application/x-www-form-urlencoded")
             .timeout(timeout)
             .body(body)

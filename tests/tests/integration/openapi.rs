@@ -1088,6 +1088,7 @@ async fn twilio_signed_and_phone_responses_match_the_document() {
             base_url: twilio.base_url().to_string(),
             account_sid: TWILIO_ACCOUNT.into(),
             auth_token: Secret::new(TWILIO_TOKEN),
+            api_key: None,
         },
         lifecycle: stack.session_lifecycle(client),
     };

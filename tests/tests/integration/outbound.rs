@@ -72,10 +72,12 @@ impl Outbound {
                 base_url: self.twilio.base_url().to_string(),
                 account_sid: ACCOUNT_SID.into(),
                 auth_token: Secret::new(TWILIO_TOKEN),
+                api_key: None,
             }),
             twilio_phone_number: Some(CALLER_ID.into()),
             elevenlabs: Some(self.eleven_client()),
             public_base_url: PUBLIC_BASE.into(),
+            org_accounts: None,
         }
     }
 

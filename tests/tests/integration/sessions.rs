@@ -95,6 +95,7 @@ impl Rooms {
             base_url: self.twilio.base_url().to_string(),
             account_sid: ACCOUNT_SID.into(),
             auth_token: Secret::new(TWILIO_TOKEN),
+            api_key: None,
         }
     }
 

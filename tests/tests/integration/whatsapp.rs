@@ -75,6 +75,7 @@ impl WhatsApp {
             base_url: self.twilio.base_url().to_string(),
             account_sid: ACCOUNT_SID.into(),
             auth_token: Secret::new(TWILIO_TOKEN),
+            api_key: None,
         }
     }
 
