@@ -35,6 +35,7 @@ use crate::store::org_secrets::{OrgSecretStore, SecretsManagerOrgSecrets};
 use crate::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
 use crate::store::sessions::{DynamoSessionStore, SessionStore};
 use crate::store::stats::{DynamoStatsStore, StatsStore};
+use crate::store::tenancy::{DynamoTenancyStore, TenancyStore};
 use crate::store::whatsapp::{DynamoWhatsAppStore, WhatsAppStore};
 
 // Sessions hold a LiveKit client: only functions built with `livekit`.
@@ -127,6 +128,14 @@ impl Wiring {
     /// `ASSISTANTS_TABLE`, `ORGANISATIONS_TABLE`, `STATS_TABLE`.
     pub fn directory(&self) -> Result<Arc<dyn DirectoryStore>, ConfigError> {
         Ok(Arc::new(directory_store(self.dynamo.clone())?))
+    }
+
+    /// `TENANCY_TABLE`: which organisation owns a number, account or workspace.
+    pub fn tenancy(&self) -> Result<Arc<dyn TenancyStore>, ConfigError> {
+        Ok(Arc::new(DynamoTenancyStore::new(
+            self.dynamo.clone(),
+            config::required("TENANCY_TABLE")?,
+        )))
     }
 
     /// `API_KEYS_TABLE`.

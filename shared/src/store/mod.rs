@@ -16,6 +16,7 @@ pub mod outbound_calls;
 pub mod rate_limits;
 pub mod sessions;
 pub mod stats;
+pub mod tenancy;
 pub mod transactions;
 pub mod whatsapp;
 

@@ -21,5 +21,6 @@ mod sessions;
 mod soak;
 mod stuck;
 mod support;
+mod tenancy;
 mod whatsapp;
 mod worker_failures;

@@ -229,6 +229,13 @@ impl Stack {
         }
     }
 
+    pub fn tenancy(&self) -> shared::store::tenancy::DynamoTenancyStore {
+        shared::store::tenancy::DynamoTenancyStore::new(
+            self.dynamo.clone(),
+            self.resources.table("TenancyTable"),
+        )
+    }
+
     pub fn stats(&self) -> DynamoStatsStore {
         DynamoStatsStore::new(self.dynamo.clone(), self.resources.table("StatsTable"))
     }
