@@ -236,6 +236,23 @@ impl Wiring {
         }
     }
 
+    /// What checks Twilio's callbacks: the deployment's account
+    /// (`TWILIO_AUTH_TOKEN`, `TWILIO_ACCOUNT_SID`) and, with
+    /// `ORG_SECRETS_PREFIX`, every organisation's own account (owner from
+    /// `TENANCY_TABLE`, token from its secret).
+    pub fn twilio_webhook_auth(
+        &self,
+    ) -> Result<crate::providers::twilio::TwilioWebhookAuth, ConfigError> {
+        let mut auth = crate::providers::twilio::TwilioWebhookAuth::from_env()?;
+        if let Some(orgs) = self.org_accounts()? {
+            auth.accounts = Some(Arc::new(crate::providers::org_accounts::OrgTwilioTokens {
+                tenancy: self.tenancy()?,
+                orgs,
+            }));
+        }
+        Ok(auth)
+    }
+
     /// The organisations' secrets under `ORG_SECRETS_PREFIX`, if set.
     #[cfg(feature = "secrets")]
     pub fn org_secrets(&self) -> Result<Option<Arc<dyn OrgSecretStore>>, ConfigError> {
@@ -463,6 +480,23 @@ impl crate::flows::admin::AdminConfig {
         Ok(Self {
             token: config::required_secret("ADMIN_API_TOKEN")?,
             directory: directory_store(aws_sdk_dynamodb::Client::new(&sdk))?,
+        })
+    }
+}
+
+#[cfg(all(feature = "phone", feature = "secrets"))]
+impl crate::flows::provider_accounts::ProviderAccountsAdmin {
+    /// `ADMIN_API_TOKEN`, the directory's tables, `ORG_SECRETS_PREFIX`
+    /// (required here) and `TENANCY_TABLE`.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let wiring = Wiring::load().await;
+        Ok(Self {
+            token: config::required_secret("ADMIN_API_TOKEN")?,
+            directory: wiring.directory()?,
+            secrets: wiring
+                .org_secrets()?
+                .ok_or(ConfigError::Missing("ORG_SECRETS_PREFIX"))?,
+            tenancy: wiring.tenancy()?,
         })
     }
 }

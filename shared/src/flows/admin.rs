@@ -38,7 +38,7 @@ fn path_param(request: &Request, name: &str) -> Result<String, ApiError> {
 }
 
 /// What `organisation-create` accepts as an id: 1-64 letters, digits, `-`, `_`.
-fn valid_org_id(id: &str) -> bool {
+pub(crate) fn valid_org_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id

@@ -390,6 +390,33 @@ impl OrgAccounts {
     }
 }
 
+/// Callback tokens of organisations' own Twilio accounts: the tenancy store
+/// says which organisation owns `twilio#<AccountSid>`, its secret gives the
+/// auth token. A claim whose organisation's secret is missing or holds
+/// another account (a stale claim) is no account: the request is refused.
+pub struct OrgTwilioTokens {
+    pub tenancy: Arc<dyn crate::store::tenancy::TenancyStore>,
+    pub orgs: Arc<OrgAccounts>,
+}
+
+#[async_trait::async_trait]
+impl crate::providers::twilio::AccountTokens for OrgTwilioTokens {
+    async fn token_for(&self, account_sid: &str) -> Result<Option<(String, Secret)>, ApiError> {
+        let key = crate::store::tenancy::Kind::Twilio.key(account_sid);
+        let owner = self.tenancy.owner(&key).await.map_err(|err| {
+            tracing::error!(error = %err, "tenancy store unavailable: Twilio request not checked");
+            ApiError::Unavailable
+        })?;
+        let Some(org_id) = owner else {
+            return Ok(None);
+        };
+        let account = self.orgs.twilio(&org_id).await?;
+        Ok(account
+            .filter(|account| account.account_sid == account_sid)
+            .map(|account| (org_id, account.auth_token)))
+    }
+}
+
 /// The Twilio client for one organisation's calls, messages and hang-ups:
 /// its own account when it has one, else the deployment's (`None` when
 /// neither exists). Without `orgs` (no `ORG_SECRETS_PREFIX`) every

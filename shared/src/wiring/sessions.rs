@@ -68,7 +68,7 @@ impl Wiring {
     pub fn voice_webhook(&self, kind: SessionKind) -> Result<VoiceWebhook, ConfigError> {
         Ok(VoiceWebhook {
             kind,
-            twilio_auth: crate::providers::twilio::TwilioWebhookAuth::from_env()?,
+            twilio_auth: self.twilio_webhook_auth()?,
             flow: CallFlow::from_env()?,
             lifecycle: self.session_lifecycle(true)?,
             inbound_org: config::optional("INBOUND_ORG_ID"),

@@ -145,10 +145,10 @@ impl Outbound {
 
     fn twiml(&self) -> twiml::Twiml {
         twiml::Twiml {
-            twilio_auth: shared::providers::twilio::TwilioWebhookAuth {
-                auth_token: Secret::new(TWILIO_TOKEN),
-                public_base_url: PUBLIC_BASE.into(),
-            },
+            twilio_auth: shared::providers::twilio::TwilioWebhookAuth::single(
+                Secret::new(TWILIO_TOKEN),
+                PUBLIC_BASE.into(),
+            ),
             calls: Arc::new(self.stack.outbound_calls()),
             directory: Arc::new(self.stack.directory()),
         }
@@ -156,10 +156,10 @@ impl Outbound {
 
     fn status(&self) -> twilio_status::TwilioStatus {
         twilio_status::TwilioStatus {
-            twilio_auth: shared::providers::twilio::TwilioWebhookAuth {
-                auth_token: Secret::new(TWILIO_TOKEN),
-                public_base_url: PUBLIC_BASE.into(),
-            },
+            twilio_auth: shared::providers::twilio::TwilioWebhookAuth::single(
+                Secret::new(TWILIO_TOKEN),
+                PUBLIC_BASE.into(),
+            ),
             intake: self.stack.provider_event_intake(),
         }
     }

@@ -116,10 +116,7 @@ impl Rooms {
     }
 
     fn twilio_auth() -> TwilioWebhookAuth {
-        TwilioWebhookAuth {
-            auth_token: Secret::new(TWILIO_TOKEN),
-            public_base_url: PUBLIC_BASE.into(),
-        }
+        TwilioWebhookAuth::single(Secret::new(TWILIO_TOKEN), PUBLIC_BASE.into())
     }
 
     fn voice_with(&self, flow: CallFlow) -> twilio_voice::TwilioVoice {

@@ -80,10 +80,7 @@ impl WhatsApp {
     }
 
     fn auth() -> TwilioWebhookAuth {
-        TwilioWebhookAuth {
-            auth_token: Secret::new(TWILIO_TOKEN),
-            public_base_url: PUBLIC_BASE.into(),
-        }
+        TwilioWebhookAuth::single(Secret::new(TWILIO_TOKEN), PUBLIC_BASE.into())
     }
 
     fn access(&self) -> KeyedAccess {
