@@ -12,6 +12,7 @@ mod intake;
 mod launchers;
 mod notifications;
 mod openapi;
+mod org_accounts;
 mod outbound;
 mod pipeline;
 mod read_api;
