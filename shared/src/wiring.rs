@@ -236,6 +236,16 @@ impl Wiring {
         }
     }
 
+    /// The deployment's Twilio account (required) with the organisations' own.
+    pub fn twilio_accounts(
+        &self,
+    ) -> Result<crate::providers::org_accounts::TwilioAccounts, ConfigError> {
+        Ok(crate::providers::org_accounts::TwilioAccounts {
+            deployment: twilio()?,
+            orgs: self.org_accounts()?,
+        })
+    }
+
     /// What checks Twilio's callbacks: the deployment's account
     /// (`TWILIO_AUTH_TOKEN`, `TWILIO_ACCOUNT_SID`) and, with
     /// `ORG_SECRETS_PREFIX`, every organisation's own account (owner from
@@ -277,6 +287,7 @@ impl Wiring {
             api_keys: self.api_keys()?,
             calls: self.outbound_calls()?,
             elevenlabs: elevenlabs()?,
+            org_accounts: self.org_accounts()?,
         })
     }
 

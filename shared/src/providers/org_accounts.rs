@@ -434,6 +434,36 @@ pub async fn twilio_for(
     Ok(deployment.cloned())
 }
 
+/// The deployment's Twilio client and the organisations' own accounts: what
+/// a route or worker that sends Twilio traffic for many organisations holds.
+#[derive(Clone)]
+pub struct TwilioAccounts {
+    pub deployment: TwilioClient,
+    /// `None`: every organisation uses the deployment's account.
+    pub orgs: Option<Arc<OrgAccounts>>,
+}
+
+impl From<TwilioClient> for TwilioAccounts {
+    fn from(deployment: TwilioClient) -> Self {
+        Self {
+            deployment,
+            orgs: None,
+        }
+    }
+}
+
+impl TwilioAccounts {
+    /// The client for `org_id`'s traffic: its own account when it has one,
+    /// else the deployment's (also for traffic of no organisation).
+    pub async fn account_for(&self, org_id: Option<&str>) -> Result<TwilioClient, ApiError> {
+        Ok(
+            twilio_for(self.orgs.as_deref(), Some(&self.deployment), org_id)
+                .await?
+                .unwrap_or_else(|| self.deployment.clone()),
+        )
+    }
+}
+
 /// [`twilio_for`] for ElevenLabs.
 pub async fn elevenlabs_for(
     orgs: Option<&OrgAccounts>,

@@ -362,10 +362,10 @@ pub struct TwilioWebhookAuth {
     /// The deployment's account's token (`TWILIO_AUTH_TOKEN`).
     pub auth_token: Secret,
     pub public_base_url: crate::api::public_url::PublicBaseUrl,
-    /// `TWILIO_ACCOUNT_SID`. When set, a request naming another `AccountSid`
-    /// is checked with that account's token from `accounts`, and refused
-    /// (403) when no organisation has it. When unset, every request is
-    /// checked with `auth_token` (a deployment with one account).
+    /// `TWILIO_ACCOUNT_SID`. A request naming another `AccountSid` is
+    /// checked with the token of the organisation that holds that account
+    /// (`accounts`); one nobody holds is refused (403) when this is set, and
+    /// checked with `auth_token` when it is not (a one-account setup).
     pub account_sid: Option<String>,
     /// Organisations' own accounts; `None`: only the deployment's.
     pub accounts: Option<std::sync::Arc<dyn AccountTokens>>,
@@ -454,23 +454,23 @@ impl TwilioWebhookAuth {
         account_sid: Option<&str>,
     ) -> Result<Option<(Secret, Option<String>)>, crate::api::ApiError> {
         let deployment = Some((self.auth_token.clone(), None));
-        let (Some(ours), Some(named)) = (self.account_sid.as_deref(), account_sid) else {
-            // One account configured, or a request naming none: the deployment's.
+        let Some(named) = account_sid else {
+            // A request naming no account: only ever the deployment's.
             return Ok(deployment);
         };
-        if named == ours {
+        if self.account_sid.as_deref() == Some(named) {
             return Ok(deployment);
         }
-        let Some(accounts) = &self.accounts else {
-            return Ok(None);
-        };
-        if !crate::providers::org_accounts::valid_sid(named, "AC") {
-            return Ok(None);
+        if let Some(accounts) = &self.accounts {
+            if crate::providers::org_accounts::valid_sid(named, "AC") {
+                if let Some((org_id, token)) = accounts.token_for(named).await? {
+                    return Ok(Some((token, Some(org_id))));
+                }
+            }
         }
-        Ok(accounts
-            .token_for(named)
-            .await?
-            .map(|(org_id, token)| (token, Some(org_id))))
+        // No organisation has it: the deployment's account only when its SID
+        // is not configured (one-account setups), else unknown: refused.
+        Ok(self.account_sid.is_none().then_some(deployment).flatten())
     }
 }
 
@@ -726,5 +726,89 @@ mod tests {
             auth.verify(&request(&url, None)).await,
             Err(crate::api::ApiError::Unavailable)
         ));
+    }
+
+    struct OneOrg;
+
+    #[async_trait::async_trait]
+    impl AccountTokens for OneOrg {
+        async fn token_for(
+            &self,
+            account_sid: &str,
+        ) -> Result<Option<(String, Secret)>, crate::api::ApiError> {
+            Ok((account_sid == ORG_SID).then(|| ("acme".to_string(), Secret::new("org-token"))))
+        }
+    }
+
+    const ORG_SID: &str = "AC0123456789abcdef0123456789abcdef";
+    const OTHER_SID: &str = "ACffffffffffffffffffffffffffffffff";
+
+    fn signed(account_sid: &str, token: &str) -> lambda_http::Request {
+        let params = vec![
+            ("AccountSid".to_string(), account_sid.to_string()),
+            ("CallSid".to_string(), "CA1".to_string()),
+        ];
+        let body = format!("AccountSid={account_sid}&CallSid=CA1");
+        lambda_http::http::Request::builder()
+            .uri("/twilio/status")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(
+                "x-twilio-signature",
+                signature(token, "https://api.example.com/twilio/status", &params),
+            )
+            .body(lambda_http::Body::from(body))
+            .unwrap()
+    }
+
+    /// The form's AccountSid picks the token; an account nobody holds is
+    /// refused when the deployment's SID is known, and checked with the
+    /// deployment's token when it is not (one-account setups).
+    #[tokio::test]
+    async fn the_account_named_in_the_form_picks_the_token() {
+        let mut auth = TwilioWebhookAuth {
+            auth_token: Secret::new("deployment-token"),
+            public_base_url: "https://api.example.com".into(),
+            account_sid: Some("ACdddddddddddddddddddddddddddddddd".into()),
+            accounts: Some(std::sync::Arc::new(OneOrg)),
+        };
+        let verified = auth
+            .verify_account(&signed(ORG_SID, "org-token"))
+            .await
+            .unwrap();
+        assert_eq!(verified.org_id.as_deref(), Some("acme"));
+        assert!(matches!(
+            auth.verify_account(&signed(ORG_SID, "deployment-token"))
+                .await,
+            Err(crate::api::ApiError::Forbidden)
+        ));
+        assert!(matches!(
+            auth.verify_account(&signed(OTHER_SID, "deployment-token"))
+                .await,
+            Err(crate::api::ApiError::Forbidden)
+        ));
+        let ours = auth
+            .verify_account(&signed(
+                "ACdddddddddddddddddddddddddddddddd",
+                "deployment-token",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(ours.org_id, None);
+        auth.account_sid = None;
+        assert_eq!(
+            auth.verify_account(&signed(OTHER_SID, "deployment-token"))
+                .await
+                .unwrap()
+                .org_id,
+            None
+        );
+        assert_eq!(
+            auth.verify_account(&signed(ORG_SID, "org-token"))
+                .await
+                .unwrap()
+                .org_id
+                .as_deref(),
+            Some("acme")
+        );
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[cfg(feature = "phone")]
-use super::twilio;
 use super::{dedup_lease, Wiring};
 use crate::base::config::{self, ConfigError};
 use crate::flows::launchers::Launcher;
@@ -102,7 +101,7 @@ impl Wiring {
         Ok(CallPlacer {
             kind,
             access: self.keyed_access()?,
-            twilio: twilio()?,
+            twilio: self.twilio_accounts()?,
             lifecycle: self.session_lifecycle(true)?,
             default_from: config::optional(caller_id),
             public_base_url: crate::api::public_url::PublicBaseUrl::from_env(),

@@ -1086,7 +1086,8 @@ async fn twilio_signed_and_phone_responses_match_the_document() {
             account_sid: TWILIO_ACCOUNT.into(),
             auth_token: Secret::new(TWILIO_TOKEN),
             api_key: None,
-        },
+        }
+        .into(),
         lifecycle: stack.session_lifecycle(client),
     };
     let end = || {

@@ -179,6 +179,7 @@ impl Outbound {
         Arc::new(monitor_worker::MonitorWorker {
             calls: Arc::new(self.stack.outbound_calls()),
             elevenlabs: self.eleven_client(),
+            org_accounts: None,
             monitor_queue: self.queue("MonitorQueue"),
             notification_queue: self.queue("NotificationQueue"),
             interval: Duration::ZERO,
@@ -1146,6 +1147,7 @@ async fn elevenlabs_assistants_call_with_dynamic_variables_and_the_webhook_compl
             api_keys: t.api_keys(),
             calls: Arc::new(t.stack.outbound_calls()),
             elevenlabs: Some(t.eleven_client()),
+            org_accounts: None,
         },
     };
     let path = format!("/conversations/{conversation_id}/transcript");
@@ -1285,6 +1287,7 @@ async fn seed_004_outbound_calls_add_the_plus_and_monitor_until_done() {
             api_keys: t.api_keys(),
             calls: Arc::new(t.stack.outbound_calls()),
             elevenlabs: Some(t.eleven_client()),
+            org_accounts: None,
         },
     };
     let headers = vec![("x-api-key".to_string(), t.key.clone())];
@@ -2090,6 +2093,7 @@ async fn keys_reach_only_their_own_organisation() {
         api_keys: t.api_keys(),
         calls: Arc::new(t.stack.outbound_calls()),
         elevenlabs: Some(t.eleven_client()),
+        org_accounts: None,
     };
     let get = |key: &str, route: &str, path: String| {
         devstack::server::api_request(

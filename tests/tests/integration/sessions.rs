@@ -157,7 +157,7 @@ impl Rooms {
     fn phone_end(&self) -> phone_end::PhoneEnd {
         phone_end::PhoneEnd {
             access: self.access(),
-            twilio: self.twilio_client(),
+            twilio: self.twilio_client().into(),
             lifecycle: self.lifecycle(),
         }
     }
@@ -172,7 +172,7 @@ impl Rooms {
         CallPlacer {
             kind,
             access: self.access(),
-            twilio: self.twilio_client(),
+            twilio: self.twilio_client().into(),
             lifecycle: self.lifecycle(),
             default_from: Some(DEFAULT_CALLER_ID.into()),
             public_base_url: PUBLIC_BASE.into(),

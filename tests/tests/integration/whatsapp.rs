@@ -112,7 +112,7 @@ impl WhatsApp {
             access: self.access(),
             sender: WhatsAppSender {
                 store: self.store(),
-                twilio: self.twilio_client(),
+                twilio: self.twilio_client().into(),
                 from: OUR_NUMBER.into(),
                 status_callback: Some(format!("{PUBLIC_BASE}/whatsapp/status")),
                 twilio_timeout: Duration::from_secs(5),
@@ -136,7 +136,7 @@ impl WhatsApp {
             agent: ReplyAgent {
                 dedup: self.stack.dedup(),
                 store: self.store(),
-                twilio: self.twilio_client(),
+                twilio: self.twilio_client().into(),
                 llm: ChatClient {
                     http: reqwest::Client::new(),
                     base_url: self.llm.base_url().to_string(),

@@ -9,7 +9,8 @@ use tracing::info;
 use super::not_sent;
 use crate::api::ApiError;
 use crate::base::{mask, phone};
-use crate::providers::twilio::{self, MessageContent, NewMessage, SentMessage, TwilioClient};
+use crate::providers::org_accounts::TwilioAccounts;
+use crate::providers::twilio::{self, MessageContent, NewMessage, SentMessage};
 use crate::store::whatsapp::{conversation_key, Direction, StoredMessage, WhatsAppStore};
 
 /// `to` of `/whatsapp/send` (`whatsapp:+E164` or `+E164`) as Twilio's
@@ -28,7 +29,8 @@ pub fn normalise_to(to: &str) -> Result<(String, String), ApiError> {
 /// `/whatsapp/send`: a tenant's message through Twilio, recorded in its conversation.
 pub struct WhatsAppSender {
     pub store: Arc<dyn WhatsAppStore>,
-    pub twilio: TwilioClient,
+    /// The sending organisation's own account, else the deployment's.
+    pub twilio: TwilioAccounts,
     /// `whatsapp:+E164` of our number.
     pub from: String,
     pub status_callback: Option<String>,
@@ -62,8 +64,8 @@ impl WhatsAppSender {
                 variables: variables.as_ref(),
             },
         };
-        let sent = self
-            .twilio
+        let twilio = self.twilio.account_for(Some(org_id)).await?;
+        let sent = twilio
             .send_message(
                 &NewMessage {
                     from: &self.from,
