@@ -622,3 +622,61 @@ async fn the_admin_routes_check_the_token_the_organisation_and_the_shape() {
     assert_eq!(eleven.status(), 200, "{}", text(&eleven));
     assert!(!text(&eleven).contains("xi-acme-key-0123456789"));
 }
+
+#[tokio::test]
+async fn whatsapp_messages_are_sent_from_the_organisations_own_account() {
+    let t = Tenants::start().await;
+    let (key_a, _) = t.organisation("acme").await;
+    let (key_c, _) = t.organisation("initech").await;
+    assert_eq!(t.put_twilio("acme", SID_A, TOKEN_A).await.status(), 200);
+    let orgs = t.org_accounts(t.secrets.clone());
+    let send = whatsapp_send::WhatsAppSend {
+        access: shared::api::access::KeyedAccess {
+            api_keys: Arc::new(t.api_keys()),
+            rate_limiter: Arc::new(DynamoRateLimiter {
+                client: t.stack.dynamo.clone(),
+                table: t.stack.resources.table("IdempotencyTable"),
+                window_secs: 86_400,
+            }),
+            per_window: 100,
+        },
+        sender: shared::flows::whatsapp::WhatsAppSender {
+            store: Arc::new(shared::store::whatsapp::DynamoWhatsAppStore {
+                client: t.stack.dynamo.clone(),
+                table: t.stack.resources.table("WhatsAppTable"),
+                retention: Duration::from_secs(86_400),
+            }),
+            twilio: shared::providers::org_accounts::TwilioAccounts {
+                deployment: t.deployment_twilio(),
+                orgs: Some(orgs),
+            },
+            from: "whatsapp:+14155238886".into(),
+            status_callback: None,
+            twilio_timeout: Duration::from_secs(5),
+        },
+    };
+    for key in [&key_a, &key_c] {
+        let headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("x-api-key".to_string(), key.to_string()),
+        ];
+        let body = serde_json::json!({"to": CUSTOMER, "message": "Your order shipped."});
+        let request = devstack::server::api_request(
+            "POST",
+            "/whatsapp/send",
+            "/whatsapp/send",
+            "",
+            &headers,
+            body.to_string().as_bytes(),
+        );
+        let response = send.handle(request).await;
+        assert_eq!(response.status(), 200, "{}", text(&response));
+    }
+    assert_eq!(t.twilio.sent_messages_of(SID_A).len(), 1, "acme's, on A");
+    assert_eq!(
+        t.twilio.sent_messages_of(DEPLOYMENT_SID).len(),
+        1,
+        "initech's, on the deployment's"
+    );
+    assert!(t.twilio.sent_messages_of(SID_B).is_empty());
+}
