@@ -246,8 +246,11 @@ pub struct OrgAccounts {
     twilio_base_url: String,
     elevenlabs_base_url: String,
     /// `(org, kind)` -> when read, and the value (`None`: the org has none).
-    entries: Mutex<HashMap<(String, SecretKind), (Instant, Option<Secret>)>>,
+    entries: Mutex<HashMap<CacheKey, (Instant, Option<Secret>)>>,
 }
+
+/// An organisation and the kind of its secret.
+type CacheKey = (String, SecretKind);
 
 /// Settings of [`OrgAccounts`] (wiring reads them).
 pub struct OrgAccountSettings {
@@ -273,7 +276,7 @@ impl OrgAccounts {
         }
     }
 
-    fn cached(&self, key: &(String, SecretKind)) -> Option<Option<Secret>> {
+    fn cached(&self, key: &CacheKey) -> Option<Option<Secret>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
             .get(key)
@@ -281,7 +284,7 @@ impl OrgAccounts {
             .map(|(_, value)| value.clone())
     }
 
-    fn remember(&self, key: (String, SecretKind), value: Option<Secret>) {
+    fn remember(&self, key: CacheKey, value: Option<Secret>) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if !entries.contains_key(&key) && entries.len() >= self.capacity {
             // Expired ones first; else the oldest read.
