@@ -19,6 +19,9 @@ use crate::flows::conversations::ConversationLookup;
 use crate::flows::outbound::{provider_http, Placement, Providers};
 use crate::flows::provider_events::ProviderEventIntake;
 use crate::providers::elevenlabs::ElevenLabsClient;
+#[cfg(feature = "secrets")]
+use crate::providers::org_accounts::OrgAccountSettings;
+use crate::providers::org_accounts::OrgAccounts;
 use crate::providers::twilio::TwilioClient;
 use crate::queue::jobs::{JobQueue, SqsJobQueue};
 use crate::queue::sqs_batch::Worker;
@@ -27,6 +30,8 @@ use crate::store::calls::{CallStore, DynamoCallStore};
 use crate::store::dedup::{DedupStore, DynamoDedupStore};
 use crate::store::directory::{DirectoryStore, DynamoDirectoryStore};
 use crate::store::event_bodies::{DynamoEventBodyStore, EventBodyStore};
+#[cfg(feature = "secrets")]
+use crate::store::org_secrets::{OrgSecretStore, SecretsManagerOrgSecrets};
 use crate::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
 use crate::store::sessions::{DynamoSessionStore, SessionStore};
 use crate::store::stats::{DynamoStatsStore, StatsStore};
@@ -176,16 +181,107 @@ impl Wiring {
     }
 
     /// What placing outbound calls needs: access, directory, call records,
-    /// providers, the number registry and `INBOUND_ORG_ID`.
+    /// providers (with the organisations' own accounts), the number registry
+    /// and `INBOUND_ORG_ID`.
     pub fn placement(&self) -> Result<Placement, ConfigError> {
+        let mut providers = providers()?;
+        providers.org_accounts = self.org_accounts()?;
         Ok(Placement {
             access: self.keyed_access()?,
             directory: self.directory()?,
             calls: self.outbound_calls()?,
-            providers: providers()?,
+            providers,
             tenancy: self.tenancy()?,
             default_org: config::optional("INBOUND_ORG_ID"),
         })
+    }
+
+    /// Organisations' own provider accounts (`ORG_SECRETS_PREFIX`, cached
+    /// `ORG_SECRETS_TTL_SECONDS`, at most `ORG_SECRETS_CACHE_SIZE`); `None`
+    /// without a prefix: every organisation uses the deployment's accounts.
+    #[cfg(feature = "secrets")]
+    pub fn org_accounts(&self) -> Result<Option<Arc<OrgAccounts>>, ConfigError> {
+        let Some(store) = self.org_secrets()? else {
+            return Ok(None);
+        };
+        let http = provider_http().map_err(|err| ConfigError::Invalid {
+            name: "provider HTTP client",
+            reason: err.to_string(),
+        })?;
+        Ok(Some(Arc::new(OrgAccounts::new(
+            store,
+            OrgAccountSettings {
+                ttl: Duration::from_secs(config::parsed_or("ORG_SECRETS_TTL_SECONDS", 60)?),
+                capacity: config::parsed_or("ORG_SECRETS_CACHE_SIZE", 1000)?,
+                http,
+                twilio_base_url: config::base_url_or(
+                    "TWILIO_API_BASE_URL",
+                    "https://api.twilio.com",
+                )?,
+                elevenlabs_base_url: config::base_url_or(
+                    "ELEVENLABS_BASE_URL",
+                    "https://api.elevenlabs.io",
+                )?,
+            },
+        ))))
+    }
+
+    /// Without Secrets Manager support no organisation has its own account;
+    /// a prefix set anyway is a configuration error, not a silent fallback.
+    #[cfg(not(feature = "secrets"))]
+    pub fn org_accounts(&self) -> Result<Option<Arc<OrgAccounts>>, ConfigError> {
+        match config::optional("ORG_SECRETS_PREFIX") {
+            None => Ok(None),
+            Some(_) => Err(ConfigError::Invalid {
+                name: "ORG_SECRETS_PREFIX",
+                reason: "this function was built without Secrets Manager support".into(),
+            }),
+        }
+    }
+
+    /// The deployment's Twilio account (required) with the organisations' own.
+    pub fn twilio_accounts(
+        &self,
+    ) -> Result<crate::providers::org_accounts::TwilioAccounts, ConfigError> {
+        Ok(crate::providers::org_accounts::TwilioAccounts {
+            deployment: twilio()?,
+            orgs: self.org_accounts()?,
+        })
+    }
+
+    /// What checks Twilio's callbacks: the deployment's account
+    /// (`TWILIO_AUTH_TOKEN`, `TWILIO_ACCOUNT_SID`) and, with
+    /// `ORG_SECRETS_PREFIX`, every organisation's own account (owner from
+    /// `TENANCY_TABLE`, token from its secret).
+    pub fn twilio_webhook_auth(
+        &self,
+    ) -> Result<crate::providers::twilio::TwilioWebhookAuth, ConfigError> {
+        let mut auth = crate::providers::twilio::TwilioWebhookAuth::from_env()?;
+        if let Some(orgs) = self.org_accounts()? {
+            auth.accounts = Some(Arc::new(crate::providers::org_accounts::OrgTwilioTokens {
+                tenancy: self.tenancy()?,
+                orgs,
+            }));
+        }
+        Ok(auth)
+    }
+
+    /// The organisations' secrets under `ORG_SECRETS_PREFIX`, if set.
+    #[cfg(feature = "secrets")]
+    pub fn org_secrets(&self) -> Result<Option<Arc<dyn OrgSecretStore>>, ConfigError> {
+        let Some(prefix) = config::optional("ORG_SECRETS_PREFIX") else {
+            return Ok(None);
+        };
+        let client = aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::config::Builder::from(&self.sdk)
+                .timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(Duration::from_secs(3))
+                        .build(),
+                )
+                .build(),
+        );
+        Ok(Some(Arc::new(SecretsManagerOrgSecrets { client, prefix })))
     }
 
     /// What the conversation read routes need: API keys, call records, ElevenLabs.
@@ -194,6 +290,7 @@ impl Wiring {
             api_keys: self.api_keys()?,
             calls: self.outbound_calls()?,
             elevenlabs: elevenlabs()?,
+            org_accounts: self.org_accounts()?,
         })
     }
 
@@ -429,6 +526,23 @@ impl crate::flows::admin::webhook_tokens::WebhookTokenAdmin {
                 api_keys_table: config::required("API_KEYS_TABLE")?,
                 organisations_table: config::required("ORGANISATIONS_TABLE")?,
             }),
+        })
+    }
+}
+
+#[cfg(all(feature = "phone", feature = "secrets"))]
+impl crate::flows::provider_accounts::ProviderAccountsAdmin {
+    /// `ADMIN_API_TOKEN`, the directory's tables, `ORG_SECRETS_PREFIX`
+    /// (required here) and `TENANCY_TABLE`.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let wiring = Wiring::load().await;
+        Ok(Self {
+            token: config::required_secret("ADMIN_API_TOKEN")?,
+            directory: wiring.directory()?,
+            secrets: wiring
+                .org_secrets()?
+                .ok_or(ConfigError::Missing("ORG_SECRETS_PREFIX"))?,
+            tenancy: wiring.tenancy()?,
         })
     }
 }

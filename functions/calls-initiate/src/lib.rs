@@ -192,7 +192,8 @@ impl CallsInitiate {
     async fn via_twilio(&self, call: Call<'_>) -> Result<(StatusCode, Initiated), ApiError> {
         let providers = &self.placement.providers;
         let base = providers.public_base_url.current();
-        let (Some(twilio), Some(base)) = (&providers.twilio, base) else {
+        let twilio = providers.twilio_for(&call.org.org_id).await?;
+        let (Some(twilio), Some(base)) = (&twilio, base) else {
             warn!("Twilio credentials or PUBLIC_BASE_URL missing");
             return Err(ApiError::Provider {
                 detail: "Twilio is not configured for this deployment".into(),
@@ -260,7 +261,8 @@ impl CallsInitiate {
     /// ref so the post-call webhook finds the record whatever happens.
     async fn via_elevenlabs(&self, call: Call<'_>) -> Result<(StatusCode, Initiated), ApiError> {
         let providers = &self.placement.providers;
-        let Some(elevenlabs) = &providers.elevenlabs else {
+        let elevenlabs = providers.elevenlabs_for(&call.org.org_id).await?;
+        let Some(elevenlabs) = &elevenlabs else {
             return Err(ApiError::Provider {
                 detail: "ElevenLabs is not configured for this deployment".into(),
             });

@@ -24,7 +24,7 @@ impl Route for ConversationGet {
 
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let found = self.lookup.find(&request).await?;
-        let live = self.lookup.live(&found.conversation_id).await?;
+        let live = self.lookup.live(&found).await?;
         let mut details = live
             .map(|c| c.raw)
             .unwrap_or_else(|| serde_json::json!({"conversation_id": found.conversation_id}));

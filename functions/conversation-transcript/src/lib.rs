@@ -37,7 +37,7 @@ impl Route for ConversationTranscript {
             stored if !stored.is_empty() => stored,
             _ => self
                 .lookup
-                .live(&found.conversation_id)
+                .live(&found)
                 .await?
                 .map(|c| c.transcript)
                 .unwrap_or_default(),

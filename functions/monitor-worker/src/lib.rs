@@ -9,6 +9,7 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use shared::base::config;
 use shared::flows::outbound::{finish_call, CallEnding};
 use shared::providers::elevenlabs::ElevenLabsClient;
+use shared::providers::org_accounts::OrgAccounts;
 use shared::queue::jobs::{self, JobQueue, MonitorJob};
 
 use shared::queue::sqs_batch::{self, Outcome, Worker};
@@ -18,7 +19,10 @@ use tracing::{error, info};
 
 pub struct MonitorWorker {
     pub calls: Arc<dyn OutboundCallStore>,
+    /// The deployment's key.
     pub elevenlabs: ElevenLabsClient,
+    /// Organisations' own keys: a call placed with one is read with it.
+    pub org_accounts: Option<Arc<OrgAccounts>>,
     pub monitor_queue: Arc<dyn JobQueue>,
     pub notification_queue: Arc<dyn JobQueue>,
     pub interval: Duration,
@@ -31,6 +35,7 @@ impl MonitorWorker {
             calls: aws.outbound_calls()?,
             elevenlabs: wiring::elevenlabs()?
                 .ok_or(config::ConfigError::Missing("ELEVENLABS_API_KEY"))?,
+            org_accounts: aws.org_accounts()?,
             monitor_queue: aws.queue("MONITOR_QUEUE_URL")?,
             notification_queue: aws.notification_queue()?,
             interval: Duration::from_secs(config::parsed_or("MONITOR_INTERVAL_SECONDS", 5)?),
@@ -54,19 +59,27 @@ impl Worker for MonitorWorker {
 
 impl MonitorWorker {
     async fn check(&self, job: MonitorJob) -> Result<Outcome, String> {
-        let conversation = self
-            .elevenlabs
+        let call = self
+            .calls
+            .get(&job.call_ref)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no outbound call recorded for this conversation")?;
+        // The key that placed it: the organisation's own, else the deployment's.
+        let elevenlabs = shared::providers::org_accounts::elevenlabs_for(
+            self.org_accounts.as_deref(),
+            Some(&self.elevenlabs),
+            call.org_id.as_deref(),
+        )
+        .await
+        .map_err(|err| err.detail())?
+        .unwrap_or_else(|| self.elevenlabs.clone());
+        let conversation = elevenlabs
             .conversation(&job.conversation_id)
             .await
             .map_err(|e| e.to_string())?
             .ok_or("ElevenLabs does not know the conversation yet")?;
         if conversation.is_final() {
-            let call = self
-                .calls
-                .get(&job.call_ref)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("no outbound call recorded for this conversation")?;
             let metadata = conversation.metadata.as_ref();
             let reason = (conversation.status == "failed").then(|| {
                 metadata

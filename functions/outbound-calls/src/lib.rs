@@ -143,7 +143,8 @@ impl OutboundCalls {
                     "phone_number_id is required (or set it on the organisation, or PHONE_NUMBER_ID)",
                 )
             })?;
-        let Some(elevenlabs) = &self.placement.providers.elevenlabs else {
+        let elevenlabs = self.placement.providers.elevenlabs_for(&org.org_id).await?;
+        let Some(elevenlabs) = &elevenlabs else {
             return Err(ApiError::Provider {
                 detail: "ElevenLabs is not configured for this deployment".into(),
             });

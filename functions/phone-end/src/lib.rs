@@ -8,14 +8,16 @@ use serde::Serialize;
 use shared::api::access::KeyedAccess;
 use shared::api::{ApiError, Route};
 use shared::flows::sessions::{validate_call_sid, SessionKind, SessionLifecycle};
-use shared::providers::twilio::{ProviderError, TwilioClient};
+use shared::providers::org_accounts::TwilioAccounts;
+use shared::providers::twilio::ProviderError;
 use shared::store::sessions::Ending;
-use shared::wiring::{self, Wiring};
+use shared::wiring::Wiring;
 use tracing::{info, warn};
 
 pub struct PhoneEnd {
     pub access: KeyedAccess,
-    pub twilio: TwilioClient,
+    /// The call's organisation's own account, else the deployment's.
+    pub twilio: TwilioAccounts,
     pub lifecycle: SessionLifecycle,
 }
 
@@ -32,7 +34,7 @@ impl PhoneEnd {
         let aws = Wiring::load().await;
         Ok(Self {
             access: aws.keyed_access()?,
-            twilio: wiring::twilio()?,
+            twilio: aws.twilio_accounts()?,
             lifecycle: aws.session_lifecycle(false)?,
         })
     }
@@ -59,7 +61,8 @@ impl Route for PhoneEnd {
                     }
                     other => other,
                 })?;
-        match self.twilio.end_call(&call_sid).await {
+        let twilio = self.twilio.account_for(Some(&tenant.org_id)).await?;
+        match twilio.end_call(&call_sid).await {
             Ok(()) => {}
             // Twilio refuses to complete a call that already ended; ending ours is still right.
             Err(ProviderError::Refused(reason)) => {

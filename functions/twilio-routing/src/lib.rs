@@ -20,17 +20,17 @@ pub struct TwilioRouting {
 impl TwilioRouting {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         Ok(Self {
-            twilio_auth: TwilioWebhookAuth::from_env()?,
+            twilio_auth: shared::wiring::Wiring::load().await.twilio_webhook_auth()?,
             flow: CallFlow::from_env()?,
         })
     }
 
     pub async fn handle(&self, request: Request) -> Response<Body> {
-        twilio::twiml_response(self.process(&request))
+        twilio::twiml_response(self.process(&request).await)
     }
 
-    fn process(&self, request: &Request) -> Result<String, ApiError> {
-        let params = self.twilio_auth.verify(request)?;
+    async fn process(&self, request: &Request) -> Result<String, ApiError> {
+        let params = self.twilio_auth.verify(request).await?;
         let call_sid = twilio::field(&params, "CallSid")
             .ok_or_else(|| ApiError::unprocessable("missing_field", "CallSid is required"))?;
         validate_call_sid(call_sid)?;

@@ -24,7 +24,7 @@ impl TwilioStatus {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let aws = Wiring::load().await;
         Ok(Self {
-            twilio_auth: TwilioWebhookAuth::from_env()?,
+            twilio_auth: aws.twilio_webhook_auth()?,
             intake: aws.provider_event_intake()?,
         })
     }
@@ -34,7 +34,7 @@ impl Route for TwilioStatus {
     type Body = serde_json::Value;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
-        let params = self.twilio_auth.verify(&request)?;
+        let params = self.twilio_auth.verify(&request).await?;
         let field = |name: &'static str| {
             twilio::field(&params, name)
                 .map(str::to_string)

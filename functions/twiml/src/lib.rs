@@ -22,7 +22,7 @@ impl Twiml {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let aws = Wiring::load().await;
         Ok(Self {
-            twilio_auth: TwilioWebhookAuth::from_env()?,
+            twilio_auth: aws.twilio_webhook_auth()?,
             calls: aws.outbound_calls()?,
             directory: aws.directory()?,
         })
@@ -33,7 +33,7 @@ impl Twiml {
     }
 
     async fn process(&self, request: Request) -> Result<String, ApiError> {
-        self.twilio_auth.verify(&request)?;
+        self.twilio_auth.verify(&request).await?;
         let unavailable = |err: shared::store::StoreError| {
             tracing::error!(error = %err, "store unavailable");
             ApiError::Unavailable

@@ -31,7 +31,7 @@ impl WhatsAppMessage {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let aws = Wiring::load().await;
         Ok(Self {
-            twilio_auth: TwilioWebhookAuth::from_env()?,
+            twilio_auth: aws.twilio_webhook_auth()?,
             intake: WhatsAppIntake {
                 dedup: aws.dedup()?,
                 store: aws.whatsapp()?,
@@ -55,7 +55,7 @@ impl WhatsAppMessage {
     }
 
     async fn process(&self, request: &Request) -> Result<(), ApiError> {
-        let params = self.twilio_auth.verify(request)?;
+        let params = self.twilio_auth.verify(request).await?;
         let inbound = Inbound::from_form(&params)?;
         let lease = api::remaining_time(request).unwrap_or(self.lease);
         self.intake.accept(&inbound, lease).await.map(|_| ())

@@ -34,7 +34,7 @@ impl WhatsAppReplyWorker {
             agent: ReplyAgent {
                 dedup: aws.dedup()?,
                 store: aws.whatsapp()?,
-                twilio: wiring::twilio()?,
+                twilio: aws.twilio_accounts()?,
                 llm: wiring::chat_client()?,
                 settings: ReplySettings {
                     from: wiring::whatsapp_sender_address()?,

@@ -58,7 +58,7 @@ impl WhatsAppSend {
             access: aws.keyed_access()?,
             sender: WhatsAppSender {
                 store: aws.whatsapp()?,
-                twilio: wiring::twilio()?,
+                twilio: aws.twilio_accounts()?,
                 from: wiring::whatsapp_sender_address()?,
                 status_callback: wiring::whatsapp_status_callback(),
                 twilio_timeout: Duration::from_secs(config::parsed_or(

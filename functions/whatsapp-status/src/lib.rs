@@ -28,7 +28,7 @@ impl WhatsAppStatus {
     pub async fn from_env() -> Result<Self, lambda_http::Error> {
         let aws = Wiring::load().await;
         Ok(Self {
-            twilio_auth: TwilioWebhookAuth::from_env()?,
+            twilio_auth: aws.twilio_webhook_auth()?,
             store: aws.whatsapp()?,
         })
     }
@@ -38,7 +38,7 @@ impl Route for WhatsAppStatus {
     type Body = serde_json::Value;
 
     async fn process(&self, request: Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
-        let params = self.twilio_auth.verify(&request)?;
+        let params = self.twilio_auth.verify(&request).await?;
         let sid = twilio::field(&params, "MessageSid")
             .filter(|sid| valid_sid(sid))
             .ok_or_else(|| ApiError::unprocessable("missing_field", "MessageSid is required"))?;

@@ -61,6 +61,10 @@ pub enum ApiError {
     /// A dependency we call on the client's behalf (LiveKit) failed or refused.
     #[error("bad gateway: {detail}")]
     BadGateway { code: &'static str, detail: String },
+    /// Like `Unavailable`, saying which setting could not be read (an
+    /// organisation's provider account); the sender should retry.
+    #[error("service unavailable: {detail}")]
+    ServiceUnavailable { code: &'static str, detail: String },
 }
 
 #[derive(Serialize)]
@@ -93,7 +97,7 @@ impl ApiError {
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::InProgress => StatusCode::CONFLICT,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Provider { .. } | Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -110,7 +114,8 @@ impl ApiError {
             | Self::NotPermitted { code, .. }
             | Self::TooManyRequests { code, .. }
             | Self::Conflict { code, .. }
-            | Self::BadGateway { code, .. } => code,
+            | Self::BadGateway { code, .. }
+            | Self::ServiceUnavailable { code, .. } => code,
             Self::Provider { .. } => "provider_error",
             Self::NotFound(_) => "not_found",
             Self::InProgress => "in_progress",
@@ -131,6 +136,7 @@ impl ApiError {
             | Self::TooManyRequests { detail, .. }
             | Self::Conflict { detail, .. }
             | Self::BadGateway { detail, .. }
+            | Self::ServiceUnavailable { detail, .. }
             | Self::Provider { detail } => detail.clone(),
             Self::NotFound(what) => what.clone(),
             Self::InProgress => {
@@ -151,7 +157,10 @@ impl ApiError {
         );
         if matches!(
             self,
-            Self::InProgress | Self::Unavailable | Self::TooManyRequests { .. }
+            Self::InProgress
+                | Self::Unavailable
+                | Self::ServiceUnavailable { .. }
+                | Self::TooManyRequests { .. }
         ) {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,

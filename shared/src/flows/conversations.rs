@@ -14,7 +14,10 @@ use crate::store::outbound_calls::{OutboundCall, OutboundCallStore};
 pub struct ConversationLookup {
     pub api_keys: Arc<dyn ApiKeyStore>,
     pub calls: Arc<dyn OutboundCallStore>,
+    /// The deployment's key: conversations of organisations without their own.
     pub elevenlabs: Option<ElevenLabsClient>,
+    /// Organisations' own ElevenLabs keys: their conversations are read with them.
+    pub org_accounts: Option<std::sync::Arc<crate::providers::org_accounts::OrgAccounts>>,
 }
 
 /// A conversation the caller may read, with what callops stored about it.
@@ -63,17 +66,27 @@ impl ConversationLookup {
         })
     }
 
-    /// ElevenLabs' document for the conversation; `None` when ElevenLabs is
-    /// not configured or does not know it.
-    pub async fn live(&self, conversation_id: &str) -> Result<Option<Conversation>, ApiError> {
-        let Some(client) = &self.elevenlabs else {
+    /// ElevenLabs' document for the conversation, read with the key of the
+    /// organisation that placed it (its own, else the deployment's); `None`
+    /// when ElevenLabs is not configured or does not know it.
+    pub async fn live(&self, found: &Found) -> Result<Option<Conversation>, ApiError> {
+        let client = crate::providers::org_accounts::elevenlabs_for(
+            self.org_accounts.as_deref(),
+            self.elevenlabs.as_ref(),
+            found.stored.org_id.as_deref(),
+        )
+        .await?;
+        let Some(client) = client else {
             return Ok(None);
         };
-        client.conversation(conversation_id).await.map_err(|err| {
-            tracing::warn!(error = %err, "ElevenLabs conversation not readable");
-            ApiError::Provider {
-                detail: "ElevenLabs did not return the conversation; retry shortly".into(),
-            }
-        })
+        client
+            .conversation(&found.conversation_id)
+            .await
+            .map_err(|err| {
+                tracing::warn!(error = %err, "ElevenLabs conversation not readable");
+                ApiError::Provider {
+                    detail: "ElevenLabs did not return the conversation; retry shortly".into(),
+                }
+            })
     }
 }

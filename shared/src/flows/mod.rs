@@ -15,6 +15,9 @@ pub mod notify;
 pub mod outbound;
 pub mod phone;
 pub mod provider_events;
+// Uses the admin routes' id rules.
+#[cfg(feature = "phone")]
+pub mod provider_accounts;
 pub mod sessions;
 pub mod stuck;
 pub mod tenancy;

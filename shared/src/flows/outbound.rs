@@ -8,6 +8,7 @@ use crate::api::access::KeyedAccess;
 use crate::api::ApiError;
 use crate::base::metrics::{self, Metric};
 use crate::providers::elevenlabs::ElevenLabsClient;
+use crate::providers::org_accounts::{self, OrgAccounts};
 use crate::providers::twilio::{ProviderError, TwilioClient};
 use crate::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind};
 use crate::store::directory::{usage_month, DirectoryStore, Organisation};
@@ -241,6 +242,33 @@ pub struct Providers {
     pub elevenlabs: Option<ElevenLabsClient>,
     /// Public URL of this API (Twilio calls `/twiml` and `/twilio/status` there).
     pub public_base_url: crate::api::public_url::PublicBaseUrl,
+    /// Organisations' own accounts (`ORG_SECRETS_PREFIX`); `None`: every
+    /// organisation uses the deployment's.
+    pub org_accounts: Option<Arc<OrgAccounts>>,
+}
+
+impl Providers {
+    /// The Twilio client for `org_id`'s calls: its own account, else the
+    /// deployment's; an account that cannot be read is that organisation's
+    /// 502/503 (`org_account_*`), never another's.
+    pub async fn twilio_for(&self, org_id: &str) -> Result<Option<TwilioClient>, ApiError> {
+        org_accounts::twilio_for(
+            self.org_accounts.as_deref(),
+            self.twilio.as_ref(),
+            Some(org_id),
+        )
+        .await
+    }
+
+    /// [`Providers::twilio_for`] for ElevenLabs.
+    pub async fn elevenlabs_for(&self, org_id: &str) -> Result<Option<ElevenLabsClient>, ApiError> {
+        org_accounts::elevenlabs_for(
+            self.org_accounts.as_deref(),
+            self.elevenlabs.as_ref(),
+            Some(org_id),
+        )
+        .await
+    }
 }
 
 impl Providers {
@@ -255,6 +283,7 @@ impl Providers {
                 base_url: base_url_or("TWILIO_API_BASE_URL", "https://api.twilio.com")?,
                 account_sid,
                 auth_token,
+                api_key: None,
             }),
             _ => None,
         };
@@ -272,6 +301,7 @@ impl Providers {
             twilio_phone_number: optional("TWILIO_PHONE_NUMBER"),
             elevenlabs,
             public_base_url: crate::api::public_url::PublicBaseUrl::from_env(),
+            org_accounts: None,
         })
     }
 }

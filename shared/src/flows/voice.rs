@@ -70,7 +70,7 @@ impl VoiceWebhook {
     /// Errors only before the call is known to be Twilio's (signature,
     /// missing `CallSid`); after that, always TwiML.
     async fn process(&self, request: &Request) -> Result<String, ApiError> {
-        let params = self.twilio_auth.verify(request)?;
+        let params = self.twilio_auth.verify(request).await?;
         let call_sid = twilio::field(&params, "CallSid")
             .ok_or_else(|| ApiError::unprocessable("missing_field", "CallSid is required"))?;
         validate_call_sid(call_sid)?;

@@ -35,9 +35,9 @@ use crate::base::mask;
 use crate::base::metrics::{self, Metric};
 use crate::flows::tenancy::{inbound_org, registry_number, Channel};
 use crate::providers::llm::{ChatClient, ChatMessage};
+use crate::providers::org_accounts::TwilioAccounts;
 use crate::providers::twilio::{
-    self, MessageContent, MessageError, NewMessage, SentMessage, TwilioClient,
-    OUTSIDE_SESSION_WINDOW,
+    self, MessageContent, MessageError, NewMessage, SentMessage, OUTSIDE_SESSION_WINDOW,
 };
 use crate::queue::jobs::{self, JobQueue, WhatsAppReplyJob};
 use crate::store::dedup::{complete_retrying, run_once, Claim, DedupStore, Settled};
@@ -267,7 +267,8 @@ pub enum ReplyOutcome {
 pub struct ReplyAgent {
     pub dedup: Arc<dyn DedupStore>,
     pub store: Arc<dyn WhatsAppStore>,
-    pub twilio: TwilioClient,
+    /// The conversation's organisation's own account, else the deployment's.
+    pub twilio: TwilioAccounts,
     pub llm: ChatClient,
     pub settings: ReplySettings,
     /// Upper bound of the reply claim; never beyond the deadline.
@@ -374,6 +375,14 @@ impl ReplyAgent {
                 "re-sending a reply whose earlier send has no recorded outcome; the user may receive it twice"
             );
         }
+        // The conversation is `{org}#{waId}`: its organisation's account
+        // sends (an unreadable one leaves the job for a redelivery).
+        let org_id = conversation.split_once('#').map(|(org, _)| org);
+        let twilio = self
+            .twilio
+            .account_for(org_id)
+            .await
+            .map_err(|err| err.detail())?;
         // Parts accepted before (a redelivery) are not sent again.
         let mut last = None;
         let total = parts.len() as u32;
@@ -382,8 +391,7 @@ impl ReplyAgent {
                 .settings
                 .twilio_timeout
                 .min(stop.saturating_duration_since(Instant::now()));
-            let sent = self
-                .twilio
+            let sent = twilio
                 .send_message(
                     &NewMessage {
                         from: job.reply_from.as_deref().unwrap_or(&self.settings.from),

@@ -13,6 +13,7 @@ use crate::store::outbound_calls::TranscriptLine;
 /// The official SDK's tolerance for a post-call webhook's timestamp.
 pub const SIGNATURE_TOLERANCE_SECS: i64 = 30 * 60;
 
+#[derive(Clone)]
 pub struct ElevenLabsClient {
     pub http: reqwest::Client,
     pub base_url: String,

@@ -8,6 +8,7 @@ pub mod elevenlabs;
 #[cfg(feature = "livekit")]
 pub mod livekit;
 pub mod llm;
+pub mod org_accounts;
 pub mod recording;
 #[cfg(feature = "ses")]
 pub mod ses;

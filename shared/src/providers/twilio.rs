@@ -19,11 +19,27 @@ pub enum ProviderError {
     Unavailable(String),
 }
 
+#[derive(Clone)]
 pub struct TwilioClient {
     pub http: reqwest::Client,
     pub base_url: String,
     pub account_sid: String,
     pub auth_token: Secret,
+    /// `(api_key_sid, api_key_secret)`: when set, REST requests authenticate
+    /// with it instead of the auth token (Twilio accepts an API key pair as
+    /// basic auth against the account's URLs).
+    pub api_key: Option<(String, Secret)>,
+}
+
+/// Shows the account and API key SIDs, never a credential.
+impl std::fmt::Debug for TwilioClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioClient")
+            .field("base_url", &self.base_url)
+            .field("account_sid", &self.account_sid)
+            .field("api_key_sid", &self.api_key.as_ref().map(|(sid, _)| sid))
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a Create Call needs.
@@ -70,6 +86,14 @@ async fn refused_or_unavailable(response: reqwest::Response) -> ProviderError {
 }
 
 impl TwilioClient {
+    /// HTTP Basic credentials of REST requests: the API key when there is one.
+    fn authenticated(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some((sid, secret)) => request.basic_auth(sid, Some(secret.expose())),
+            None => request.basic_auth(&self.account_sid, Some(self.auth_token.expose())),
+        }
+    }
+
     fn calls_url(&self) -> String {
         format!(
             "{}/2010-04-01/Accounts/{}/Calls",
@@ -95,9 +119,7 @@ impl TwilioClient {
         let body = serde_urlencoded::to_string(&form)
             .map_err(|e| ProviderError::Refused(e.to_string()))?;
         let response = self
-            .http
-            .post(format!("{}.json", self.calls_url()))
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            .authenticated(self.http.post(format!("{}.json", self.calls_url())))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
             .send()
@@ -121,9 +143,10 @@ impl TwilioClient {
     /// Hangs up a call in progress.
     pub async fn end_call(&self, call_sid: &str) -> Result<(), ProviderError> {
         let response = self
-            .http
-            .post(format!("{}/{call_sid}.json", self.calls_url()))
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            .authenticated(
+                self.http
+                    .post(format!("{}/{call_sid}.json", self.calls_url())),
+            )
             .header("content-type", "application/x-www-form-urlencoded")
             .body("Status=completed")
             .send()
@@ -225,12 +248,10 @@ impl TwilioClient {
         let body = serde_urlencoded::to_string(&form)
             .map_err(|e| MessageError::Unavailable(e.to_string()))?;
         let response = self
-            .http
-            .post(format!(
+            .authenticated(self.http.post(format!(
                 "{}/2010-04-01/Accounts/{}/Messages.json",
                 self.base_url, self.account_sid
-            ))
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            )))
             .header("content-type", "application/x-www-form-urlencoded")
             .timeout(timeout)
             .body(body)
@@ -320,31 +341,89 @@ pub fn signature_matches(
     })
 }
 
-/// Checks a Twilio webhook behind API Gateway: the URL Twilio called is the
-/// configured public base URL plus the raw path and query. Returns the form
-/// parameters. Missing header -> 400, mismatch -> 403, as Twilio's own
-/// middleware answers.
-/// What checks Twilio's requests to us: the account's auth token and the
-/// public URL Twilio signed (`PUBLIC_BASE_URL`, else the request's domain).
+/// Accounts other than the deployment's whose callbacks we accept: the
+/// organisation that owns `account_sid` (tenancy `twilio#<AccountSid>`) and
+/// that account's auth token (its secret). Implemented by
+/// `providers::org_accounts::OrgTwilioTokens`.
+#[async_trait::async_trait]
+pub trait AccountTokens: Send + Sync {
+    /// `(org_id, auth_token)`, or `None` when no organisation has this account.
+    async fn token_for(
+        &self,
+        account_sid: &str,
+    ) -> Result<Option<(String, Secret)>, crate::api::ApiError>;
+}
+
+/// What checks Twilio's requests to us: the auth token of the account that
+/// sent them and the public URL Twilio signed (`PUBLIC_BASE_URL`, else the
+/// request's domain).
 #[derive(Clone)]
 pub struct TwilioWebhookAuth {
+    /// The deployment's account's token (`TWILIO_AUTH_TOKEN`).
     pub auth_token: Secret,
     pub public_base_url: crate::api::public_url::PublicBaseUrl,
+    /// `TWILIO_ACCOUNT_SID`. A request naming another `AccountSid` is
+    /// checked with the token of the organisation that holds that account
+    /// (`accounts`); one nobody holds is refused (403) when this is set, and
+    /// checked with `auth_token` when it is not (a one-account setup).
+    pub account_sid: Option<String>,
+    /// Organisations' own accounts; `None`: only the deployment's.
+    pub accounts: Option<std::sync::Arc<dyn AccountTokens>>,
+}
+
+/// A request whose signature matched the token of the account it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub params: Vec<(String, String)>,
+    /// The organisation whose own account signed it; `None` for the
+    /// deployment's account. Whoever resolves the organisation another way
+    /// (the number called) must find the same one.
+    pub org_id: Option<String>,
 }
 
 impl TwilioWebhookAuth {
+    /// The deployment's account only (`TWILIO_AUTH_TOKEN`, `TWILIO_ACCOUNT_SID`);
+    /// `Wiring::twilio_webhook_auth` adds the organisations' accounts.
     pub fn from_env() -> Result<Self, crate::base::config::ConfigError> {
         Ok(Self {
             auth_token: crate::base::config::required_secret("TWILIO_AUTH_TOKEN")?,
             public_base_url: crate::api::public_url::PublicBaseUrl::from_env(),
+            account_sid: crate::base::config::optional("TWILIO_ACCOUNT_SID"),
+            accounts: None,
         })
     }
 
-    /// The signed form fields, once `X-Twilio-Signature` matches.
-    pub fn verify(
+    /// Only `auth_token`'s account, at `public_base_url` (tests, one-account setups).
+    pub fn single(
+        auth_token: Secret,
+        public_base_url: crate::api::public_url::PublicBaseUrl,
+    ) -> Self {
+        Self {
+            auth_token,
+            public_base_url,
+            account_sid: None,
+            accounts: None,
+        }
+    }
+
+    /// The signed form fields, once `X-Twilio-Signature` matches the token of
+    /// the account that sent them.
+    pub async fn verify(
         &self,
         request: &lambda_http::Request,
     ) -> Result<Vec<(String, String)>, crate::api::ApiError> {
+        Ok(self.verify_account(request).await?.params)
+    }
+
+    /// [`TwilioWebhookAuth::verify`], also saying whose account signed it.
+    /// The `AccountSid` field only picks the token to check with: nothing
+    /// else is read before the signature over the whole body matched, and
+    /// an account nobody has is refused exactly like a bad signature.
+    pub async fn verify_account(
+        &self,
+        request: &lambda_http::Request,
+    ) -> Result<Verified, crate::api::ApiError> {
+        use crate::api::ApiError;
         let Some(base) = self.public_base_url.for_request(request) else {
             // Neither PUBLIC_BASE_URL nor an API Gateway domain: nothing to
             // rebuild the signed URL from: our misconfiguration, not the
@@ -352,51 +431,118 @@ impl TwilioWebhookAuth {
             tracing::error!(
                 "PUBLIC_BASE_URL unset and no request domain: Twilio request not checked"
             );
-            return Err(crate::api::ApiError::Unavailable);
+            return Err(ApiError::Unavailable);
         };
-        verify_request(request, &base, &self.auth_token)
+        let signed = SignedRequest::read(request, &base)?;
+        let signer = self.signer(field(&signed.params, "AccountSid")).await?;
+        match signer {
+            Some((token, org_id)) if signed.matches(&token) => Ok(Verified {
+                params: signed.params,
+                org_id,
+            }),
+            _ => {
+                tracing::warn!(path = %request.uri().path(), "Twilio signature rejected");
+                Err(ApiError::Forbidden)
+            }
+        }
+    }
+
+    /// The token that must have signed a request naming `account_sid`, and
+    /// the organisation that owns that account; `None`: an unknown account.
+    async fn signer(
+        &self,
+        account_sid: Option<&str>,
+    ) -> Result<Option<(Secret, Option<String>)>, crate::api::ApiError> {
+        let deployment = Some((self.auth_token.clone(), None));
+        let Some(named) = account_sid else {
+            // A request naming no account: only ever the deployment's.
+            return Ok(deployment);
+        };
+        if self.account_sid.as_deref() == Some(named) {
+            return Ok(deployment);
+        }
+        if let Some(accounts) = &self.accounts {
+            if crate::providers::org_accounts::valid_sid(named, "AC") {
+                if let Some((org_id, token)) = accounts.token_for(named).await? {
+                    return Ok(Some((token, Some(org_id))));
+                }
+            }
+        }
+        // No organisation has it: the deployment's account only when its SID
+        // is not configured (one-account setups), else unknown: refused.
+        Ok(self.account_sid.is_none().then_some(deployment).flatten())
     }
 }
 
+/// A Twilio request's signature, form fields and the URL it was sent to.
+struct SignedRequest {
+    presented: String,
+    params: Vec<(String, String)>,
+    url: String,
+}
+
+impl SignedRequest {
+    /// Missing header -> 400, as Twilio's own middleware answers.
+    fn read(
+        request: &lambda_http::Request,
+        public_base_url: &str,
+    ) -> Result<Self, crate::api::ApiError> {
+        use crate::api::ApiError;
+        let presented = request
+            .headers()
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request("missing_signature", "X-Twilio-Signature header is required")
+            })?
+            .to_string();
+        let body = crate::api::body_bytes(request.body())?;
+        let is_form = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        let params: Vec<(String, String)> = if is_form {
+            url::form_urlencoded::parse(body).into_owned().collect()
+        } else {
+            Vec::new()
+        };
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let url = format!(
+            "{}{}",
+            public_base_url.trim_end_matches('/'),
+            path_and_query
+        );
+        Ok(Self {
+            presented,
+            params,
+            url,
+        })
+    }
+
+    fn matches(&self, auth_token: &Secret) -> bool {
+        signature_matches(auth_token, &self.url, &self.params, &self.presented)
+    }
+}
+
+/// Checks a Twilio webhook behind API Gateway with one account's token: the
+/// URL Twilio called is the public base URL plus the raw path and query.
+/// Returns the form parameters. Missing header -> 400, mismatch -> 403.
 pub fn verify_request(
     request: &lambda_http::Request,
     public_base_url: &str,
     auth_token: &Secret,
 ) -> Result<Vec<(String, String)>, crate::api::ApiError> {
-    use crate::api::ApiError;
-    let presented = request
-        .headers()
-        .get("x-twilio-signature")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request("missing_signature", "X-Twilio-Signature header is required")
-        })?;
-    let body = crate::api::body_bytes(request.body())?;
-    let is_form = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let params: Vec<(String, String)> = if is_form {
-        url::form_urlencoded::parse(body).into_owned().collect()
-    } else {
-        Vec::new()
-    };
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let url = format!(
-        "{}{}",
-        public_base_url.trim_end_matches('/'),
-        path_and_query
-    );
-    if signature_matches(auth_token, &url, &params, presented) {
-        Ok(params)
+    let signed = SignedRequest::read(request, public_base_url)?;
+    if signed.matches(auth_token) {
+        Ok(signed.params)
     } else {
         tracing::warn!(path = %request.uri().path(), "Twilio signature rejected");
-        Err(ApiError::Forbidden)
+        Err(crate::api::ApiError::Forbidden)
     }
 }
 
@@ -544,8 +690,8 @@ mod tests {
     /// Without PUBLIC_BASE_URL the signed URL is rebuilt from the domain API
     /// Gateway received the request on; a signature over another host fails,
     /// and with neither there is nothing to check against (503, not 403).
-    #[test]
-    fn verifies_against_the_api_gateway_domain_when_no_base_is_configured() {
+    #[tokio::test]
+    async fn verifies_against_the_api_gateway_domain_when_no_base_is_configured() {
         use lambda_http::request::RequestContext;
         use lambda_http::RequestExt;
         let params = vec![("CallSid".to_string(), "CA1".to_string())];
@@ -562,20 +708,107 @@ mod tests {
                 .unwrap()
                 .with_request_context(RequestContext::ApiGatewayV2(context))
         };
-        let auth = TwilioWebhookAuth {
-            auth_token: Secret::new("tok"),
-            public_base_url: crate::api::public_url::PublicBaseUrl::default(),
-        };
+        let auth = TwilioWebhookAuth::single(
+            Secret::new("tok"),
+            crate::api::public_url::PublicBaseUrl::default(),
+        );
         let url = format!("https://{host}/twilio/voice?org=acme");
-        assert_eq!(auth.verify(&request(&url, Some(host))).unwrap(), params);
+        assert_eq!(
+            auth.verify(&request(&url, Some(host))).await.unwrap(),
+            params
+        );
         let other = "https://evil.example/twilio/voice?org=acme";
         assert!(matches!(
-            auth.verify(&request(other, Some(host))),
+            auth.verify(&request(other, Some(host))).await,
             Err(crate::api::ApiError::Forbidden)
         ));
         assert!(matches!(
-            auth.verify(&request(&url, None)),
+            auth.verify(&request(&url, None)).await,
             Err(crate::api::ApiError::Unavailable)
         ));
+    }
+
+    struct OneOrg;
+
+    #[async_trait::async_trait]
+    impl AccountTokens for OneOrg {
+        async fn token_for(
+            &self,
+            account_sid: &str,
+        ) -> Result<Option<(String, Secret)>, crate::api::ApiError> {
+            Ok((account_sid == ORG_SID).then(|| ("acme".to_string(), Secret::new("org-token"))))
+        }
+    }
+
+    const ORG_SID: &str = "AC0123456789abcdef0123456789abcdef";
+    const OTHER_SID: &str = "ACffffffffffffffffffffffffffffffff";
+
+    fn signed(account_sid: &str, token: &str) -> lambda_http::Request {
+        let params = vec![
+            ("AccountSid".to_string(), account_sid.to_string()),
+            ("CallSid".to_string(), "CA1".to_string()),
+        ];
+        let body = format!("AccountSid={account_sid}&CallSid=CA1");
+        lambda_http::http::Request::builder()
+            .uri("/twilio/status")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(
+                "x-twilio-signature",
+                signature(token, "https://api.example.com/twilio/status", &params),
+            )
+            .body(lambda_http::Body::from(body))
+            .unwrap()
+    }
+
+    /// The form's AccountSid picks the token; an account nobody holds is
+    /// refused when the deployment's SID is known, and checked with the
+    /// deployment's token when it is not (one-account setups).
+    #[tokio::test]
+    async fn the_account_named_in_the_form_picks_the_token() {
+        let mut auth = TwilioWebhookAuth {
+            auth_token: Secret::new("deployment-token"),
+            public_base_url: "https://api.example.com".into(),
+            account_sid: Some("ACdddddddddddddddddddddddddddddddd".into()),
+            accounts: Some(std::sync::Arc::new(OneOrg)),
+        };
+        let verified = auth
+            .verify_account(&signed(ORG_SID, "org-token"))
+            .await
+            .unwrap();
+        assert_eq!(verified.org_id.as_deref(), Some("acme"));
+        assert!(matches!(
+            auth.verify_account(&signed(ORG_SID, "deployment-token"))
+                .await,
+            Err(crate::api::ApiError::Forbidden)
+        ));
+        assert!(matches!(
+            auth.verify_account(&signed(OTHER_SID, "deployment-token"))
+                .await,
+            Err(crate::api::ApiError::Forbidden)
+        ));
+        let ours = auth
+            .verify_account(&signed(
+                "ACdddddddddddddddddddddddddddddddd",
+                "deployment-token",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(ours.org_id, None);
+        auth.account_sid = None;
+        assert_eq!(
+            auth.verify_account(&signed(OTHER_SID, "deployment-token"))
+                .await
+                .unwrap()
+                .org_id,
+            None
+        );
+        assert_eq!(
+            auth.verify_account(&signed(ORG_SID, "org-token"))
+                .await
+                .unwrap()
+                .org_id
+                .as_deref(),
+            Some("acme")
+        );
     }
 }

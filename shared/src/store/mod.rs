@@ -11,6 +11,7 @@ pub mod dedup;
 pub mod directory;
 pub mod event_bodies;
 pub(crate) mod ledger;
+pub mod org_secrets;
 pub mod outbound_calls;
 pub mod rate_limits;
 pub mod sessions;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[cfg(feature = "phone")]
-use super::twilio;
 use super::{dedup_lease, Wiring};
 use crate::base::config::{self, ConfigError};
 use crate::flows::launchers::Launcher;
@@ -69,7 +68,7 @@ impl Wiring {
     pub fn voice_webhook(&self, kind: SessionKind) -> Result<VoiceWebhook, ConfigError> {
         Ok(VoiceWebhook {
             kind,
-            twilio_auth: crate::providers::twilio::TwilioWebhookAuth::from_env()?,
+            twilio_auth: self.twilio_webhook_auth()?,
             flow: CallFlow::from_env()?,
             lifecycle: self.session_lifecycle(true)?,
             inbound_org: config::optional("INBOUND_ORG_ID"),
@@ -106,7 +105,7 @@ impl Wiring {
         Ok(CallPlacer {
             kind,
             access: self.keyed_access()?,
-            twilio: twilio()?,
+            twilio: self.twilio_accounts()?,
             lifecycle: self.session_lifecycle(true)?,
             default_from: config::optional(caller_id),
             public_base_url: crate::api::public_url::PublicBaseUrl::from_env(),

@@ -106,10 +106,10 @@ async fn the_livekit_sample_event_is_signed_with_the_dev_secret() {
 async fn the_twiml_sample_event_is_signed_with_the_dev_token() {
     let stack = Stack::start().await;
     let twiml = twiml::Twiml {
-        twilio_auth: shared::providers::twilio::TwilioWebhookAuth {
-            auth_token: Secret::new("dev-twilio-auth-token"),
-            public_base_url: "http://127.0.0.1:3000".into(),
-        },
+        twilio_auth: shared::providers::twilio::TwilioWebhookAuth::single(
+            Secret::new("dev-twilio-auth-token"),
+            "http://127.0.0.1:3000".into(),
+        ),
         calls: std::sync::Arc::new(stack.outbound_calls()),
         directory: std::sync::Arc::new(stack.directory()),
     };
@@ -121,16 +121,17 @@ async fn the_twiml_sample_event_is_signed_with_the_dev_token() {
     assert!(xml.contains("<Hangup/>"), "{xml}");
 }
 
-#[test]
-fn the_whatsapp_sample_events_are_signed_with_the_dev_token() {
-    let auth = shared::providers::twilio::TwilioWebhookAuth {
-        auth_token: Secret::new("dev-twilio-auth-token"),
-        public_base_url: "http://127.0.0.1:3000".into(),
-    };
+#[tokio::test]
+async fn the_whatsapp_sample_events_are_signed_with_the_dev_token() {
+    let auth = shared::providers::twilio::TwilioWebhookAuth::single(
+        Secret::new("dev-twilio-auth-token"),
+        "http://127.0.0.1:3000".into(),
+    );
     for name in ["whatsapp-message.json", "whatsapp-status.json"] {
         let request = lambda_http::request::from_str(&read(name)).unwrap();
         let params = auth
             .verify(&request)
+            .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
             shared::providers::twilio::field(&params, "MessageSid").is_some(),
@@ -139,6 +140,6 @@ fn the_whatsapp_sample_events_are_signed_with_the_dev_token() {
     }
     let request = lambda_http::request::from_str(&read("whatsapp-message.json")).unwrap();
     let inbound =
-        shared::flows::whatsapp::Inbound::from_form(&auth.verify(&request).unwrap()).unwrap();
+        shared::flows::whatsapp::Inbound::from_form(&auth.verify(&request).await.unwrap()).unwrap();
     assert_eq!(inbound.wa_id, "14155550100");
 }

@@ -13,6 +13,7 @@ mod launchers;
 mod notifications;
 mod numbers;
 mod openapi;
+mod org_accounts;
 mod outbound;
 mod pipeline;
 mod read_api;

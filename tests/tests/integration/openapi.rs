@@ -1136,10 +1136,7 @@ async fn twilio_signed_and_phone_responses_match_the_document() {
     let livekit = FakeLiveKit::start(LIVEKIT_KEY, LIVEKIT_SECRET);
     let client = livekit_client(livekit.url(), LIVEKIT_KEY, LIVEKIT_SECRET);
     let twilio = devstack::fakes::FakeTwilio::start(TWILIO_ACCOUNT, TWILIO_TOKEN);
-    let auth = || TwilioWebhookAuth {
-        auth_token: Secret::new(TWILIO_TOKEN),
-        public_base_url: PUBLIC_BASE.into(),
-    };
+    let auth = || TwilioWebhookAuth::single(Secret::new(TWILIO_TOKEN), PUBLIC_BASE.into());
     let voice = twilio_voice::TwilioVoice {
         webhook: shared::flows::voice::VoiceWebhook {
             kind: SessionKind::Phone,
@@ -1245,7 +1242,9 @@ async fn twilio_signed_and_phone_responses_match_the_document() {
             base_url: twilio.base_url().to_string(),
             account_sid: TWILIO_ACCOUNT.into(),
             auth_token: Secret::new(TWILIO_TOKEN),
-        },
+            api_key: None,
+        }
+        .into(),
         lifecycle: stack.session_lifecycle(client),
     };
     let end = || {

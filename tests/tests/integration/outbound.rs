@@ -74,10 +74,12 @@ impl Outbound {
                 base_url: self.twilio.base_url().to_string(),
                 account_sid: ACCOUNT_SID.into(),
                 auth_token: Secret::new(TWILIO_TOKEN),
+                api_key: None,
             }),
             twilio_phone_number: Some(CALLER_ID.into()),
             elevenlabs: Some(self.eleven_client()),
             public_base_url: PUBLIC_BASE.into(),
+            org_accounts: None,
         }
     }
 
@@ -148,10 +150,10 @@ impl Outbound {
 
     fn twiml(&self) -> twiml::Twiml {
         twiml::Twiml {
-            twilio_auth: shared::providers::twilio::TwilioWebhookAuth {
-                auth_token: Secret::new(TWILIO_TOKEN),
-                public_base_url: PUBLIC_BASE.into(),
-            },
+            twilio_auth: shared::providers::twilio::TwilioWebhookAuth::single(
+                Secret::new(TWILIO_TOKEN),
+                PUBLIC_BASE.into(),
+            ),
             calls: Arc::new(self.stack.outbound_calls()),
             directory: Arc::new(self.stack.directory()),
         }
@@ -159,10 +161,10 @@ impl Outbound {
 
     fn status(&self) -> twilio_status::TwilioStatus {
         twilio_status::TwilioStatus {
-            twilio_auth: shared::providers::twilio::TwilioWebhookAuth {
-                auth_token: Secret::new(TWILIO_TOKEN),
-                public_base_url: PUBLIC_BASE.into(),
-            },
+            twilio_auth: shared::providers::twilio::TwilioWebhookAuth::single(
+                Secret::new(TWILIO_TOKEN),
+                PUBLIC_BASE.into(),
+            ),
             intake: self.stack.provider_event_intake(),
         }
     }
@@ -182,6 +184,7 @@ impl Outbound {
         Arc::new(monitor_worker::MonitorWorker {
             calls: Arc::new(self.stack.outbound_calls()),
             elevenlabs: self.eleven_client(),
+            org_accounts: None,
             monitor_queue: self.queue("MonitorQueue"),
             notification_queue: self.queue("NotificationQueue"),
             interval: Duration::ZERO,
@@ -1318,6 +1321,7 @@ async fn elevenlabs_assistants_call_with_dynamic_variables_and_the_webhook_compl
             api_keys: t.api_keys(),
             calls: Arc::new(t.stack.outbound_calls()),
             elevenlabs: Some(t.eleven_client()),
+            org_accounts: None,
         },
     };
     let path = format!("/conversations/{conversation_id}/transcript");
@@ -1457,6 +1461,7 @@ async fn seed_004_outbound_calls_add_the_plus_and_monitor_until_done() {
             api_keys: t.api_keys(),
             calls: Arc::new(t.stack.outbound_calls()),
             elevenlabs: Some(t.eleven_client()),
+            org_accounts: None,
         },
     };
     let headers = vec![("x-api-key".to_string(), t.key.clone())];
@@ -2262,6 +2267,7 @@ async fn keys_reach_only_their_own_organisation() {
         api_keys: t.api_keys(),
         calls: Arc::new(t.stack.outbound_calls()),
         elevenlabs: Some(t.eleven_client()),
+        org_accounts: None,
     };
     let get = |key: &str, route: &str, path: String| {
         devstack::server::api_request(

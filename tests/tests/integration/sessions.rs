@@ -95,6 +95,7 @@ impl Rooms {
             base_url: self.twilio.base_url().to_string(),
             account_sid: ACCOUNT_SID.into(),
             auth_token: Secret::new(TWILIO_TOKEN),
+            api_key: None,
         }
     }
 
@@ -115,10 +116,7 @@ impl Rooms {
     }
 
     fn twilio_auth() -> TwilioWebhookAuth {
-        TwilioWebhookAuth {
-            auth_token: Secret::new(TWILIO_TOKEN),
-            public_base_url: PUBLIC_BASE.into(),
-        }
+        TwilioWebhookAuth::single(Secret::new(TWILIO_TOKEN), PUBLIC_BASE.into())
     }
 
     fn voice_with(&self, flow: CallFlow) -> twilio_voice::TwilioVoice {
@@ -160,7 +158,7 @@ impl Rooms {
     fn phone_end(&self) -> phone_end::PhoneEnd {
         phone_end::PhoneEnd {
             access: self.access(),
-            twilio: self.twilio_client(),
+            twilio: self.twilio_client().into(),
             lifecycle: self.lifecycle(),
         }
     }
@@ -175,7 +173,7 @@ impl Rooms {
         CallPlacer {
             kind,
             access: self.access(),
-            twilio: self.twilio_client(),
+            twilio: self.twilio_client().into(),
             lifecycle: self.lifecycle(),
             default_from: Some(DEFAULT_CALLER_ID.into()),
             public_base_url: PUBLIC_BASE.into(),

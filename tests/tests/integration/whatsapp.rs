@@ -75,14 +75,12 @@ impl WhatsApp {
             base_url: self.twilio.base_url().to_string(),
             account_sid: ACCOUNT_SID.into(),
             auth_token: Secret::new(TWILIO_TOKEN),
+            api_key: None,
         }
     }
 
     fn auth() -> TwilioWebhookAuth {
-        TwilioWebhookAuth {
-            auth_token: Secret::new(TWILIO_TOKEN),
-            public_base_url: PUBLIC_BASE.into(),
-        }
+        TwilioWebhookAuth::single(Secret::new(TWILIO_TOKEN), PUBLIC_BASE.into())
     }
 
     fn access(&self) -> KeyedAccess {
@@ -115,7 +113,7 @@ impl WhatsApp {
             access: self.access(),
             sender: WhatsAppSender {
                 store: self.store(),
-                twilio: self.twilio_client(),
+                twilio: self.twilio_client().into(),
                 from: OUR_NUMBER.into(),
                 status_callback: Some(format!("{PUBLIC_BASE}/whatsapp/status")),
                 twilio_timeout: Duration::from_secs(5),
@@ -141,7 +139,7 @@ impl WhatsApp {
             agent: ReplyAgent {
                 dedup: self.stack.dedup(),
                 store: self.store(),
-                twilio: self.twilio_client(),
+                twilio: self.twilio_client().into(),
                 llm: ChatClient {
                     http: reqwest::Client::new(),
                     base_url: self.llm.base_url().to_string(),

@@ -65,7 +65,17 @@ pub const DEV_SERVER: [Variable; 6] = [
 
 /// Variables functions read with a default that template.yaml gives to no
 /// function: deployed functions use the default unless the template adds it.
-pub const NOT_IN_TEMPLATE: [Variable; 15] = [
+pub const NOT_IN_TEMPLATE: [Variable; 17] = [
+    Variable {
+        name: "ORG_SECRETS_TTL_SECONDS",
+        read_by: "functions that place, end or verify Twilio/ElevenLabs traffic",
+        meaning: "how long an organisation's provider account read from Secrets Manager is used before it is read again, so a rotation takes effect without a cold start (default 60; 0 reads on every use)",
+    },
+    Variable {
+        name: "ORG_SECRETS_CACHE_SIZE",
+        read_by: "functions that place, end or verify Twilio/ElevenLabs traffic",
+        meaning: "most organisation secrets one warm instance keeps (default 1000; the oldest read is dropped first)",
+    },
     Variable {
         name: "ALLOW_LOOPBACK_RECORDINGS",
         read_by: "webhooks, transcribe-worker",

@@ -31,6 +31,10 @@ const DEV_ROOM_INVITE_SECRET: &str = "dev-room-invite-secret-change-me";
 const DEV_ELEVENLABS_WEBHOOK_SECRET: &str = "dev-elevenlabs-webhook-secret";
 const DEV_TWILIO_ACCOUNT_SID: &str = "AC00000000000000000000000000000dev";
 const DEV_TWILIO_AUTH_TOKEN: &str = "dev-twilio-auth-token";
+/// A second account the fake Twilio serves: an organisation's own account
+/// for the walk-through in docs/tenancy.md.
+const DEV_ORG_TWILIO_ACCOUNT_SID: &str = "AC00000000000000000000000000000b0b";
+const DEV_ORG_TWILIO_AUTH_TOKEN: &str = "dev-org-twilio-auth-token";
 const DEV_LLM_API_KEY: &str = "dev-llm-key";
 const DEV_ELEVENLABS_API_KEY: &str = "dev-elevenlabs-key";
 /// Sample recordings live here so `events/` payloads can name a fixed URL
@@ -170,6 +174,8 @@ fn main() -> Result<(), Error> {
     default_env("ELEVENLABS_WEBHOOK_SECRET", DEV_ELEVENLABS_WEBHOOK_SECRET);
     default_env("PUBLIC_BASE_URL", &format!("http://127.0.0.1:{port}"));
     default_env("MONITOR_INTERVAL_SECONDS", "2");
+    // Organisations' own provider accounts live in moto's Secrets Manager.
+    default_env("ORG_SECRETS_PREFIX", "callops/callops-dev/org");
     default_env(dev_env::ALLOWED_ORIGINS, DEV_ALLOWED_ORIGINS);
     // Seed 002: calls to the dev number belong to the dev organisation; the
     // agent's media stream is a placeholder (no agent runs locally); the
@@ -270,6 +276,7 @@ fn main() -> Result<(), Error> {
         // Fake telephony providers when none are configured, kept alive with the server.
         let _telephony = if fake_telephony {
             let twilio = devstack::fakes::FakeTwilio::start(DEV_TWILIO_ACCOUNT_SID, DEV_TWILIO_AUTH_TOKEN);
+            twilio.add_account(DEV_ORG_TWILIO_ACCOUNT_SID, DEV_ORG_TWILIO_AUTH_TOKEN);
             // Placed calls play out: TwiML fetched, status callbacks, a 42 s call.
             twilio.simulate_calls(42);
             // Sent WhatsApp messages report their statuses like Twilio's.
@@ -278,6 +285,9 @@ fn main() -> Result<(), Error> {
             std::env::set_var("TWILIO_API_BASE_URL", twilio.base_url());
             std::env::set_var("ELEVENLABS_BASE_URL", elevenlabs.base_url());
             println!("fake Twilio at {} and fake ElevenLabs at {}", twilio.base_url(), elevenlabs.base_url());
+            println!(
+                "fake Twilio also serves account {DEV_ORG_TWILIO_ACCOUNT_SID} (auth token {DEV_ORG_TWILIO_AUTH_TOKEN}) for an organisation of its own"
+            );
             Some((twilio, elevenlabs))
         } else {
             None

@@ -138,6 +138,15 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
                 async move { app.handle().await }
             })
         }
+        "organisation-providers" => {
+            let admin = Arc::new(
+                shared::flows::provider_accounts::ProviderAccountsAdmin::from_env().await?,
+            );
+            http(move |request| {
+                let admin = Arc::clone(&admin);
+                async move { admin.handle(request).await }
+            })
+        }
         "stats" => {
             let app = Arc::new(stats::StatsEndpoint::from_env().await?);
             http(move |request| {

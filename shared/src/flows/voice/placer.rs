@@ -27,7 +27,8 @@ use crate::base::{mask, phone};
 use crate::flows::outbound::{self, Placed as ProviderIds};
 use crate::flows::sessions::{url_encode, Opening, SessionKind, SessionLifecycle};
 use crate::flows::tenancy::{self, Channel};
-use crate::providers::twilio::{NewCall, TwilioClient};
+use crate::providers::org_accounts::TwilioAccounts;
+use crate::providers::twilio::NewCall;
 use crate::store::directory::{DirectoryStore, Organisation, Provider};
 use crate::store::outbound_calls::{new_call_ref, OutboundCall, OutboundCallStore};
 use crate::store::tenancy::TenancyStore;
@@ -39,7 +40,8 @@ use crate::store::tenancy::TenancyStore;
 pub struct CallPlacer {
     pub kind: SessionKind,
     pub access: KeyedAccess,
-    pub twilio: TwilioClient,
+    /// The organisation's own account, else the deployment's.
+    pub twilio: TwilioAccounts,
     pub lifecycle: SessionLifecycle,
     /// The caller id when `from` is not given (`TWILIO_PHONE_NUMBER`, or
     /// `TWILIO_WHATSAPP_NUMBER` for WhatsApp).
@@ -201,7 +203,8 @@ impl Route for CallPlacer {
             status_rank: 0,
             ..OutboundCall::initiated(&new_call_ref(), Provider::Twilio, &to)
         };
-        let (base, kind, twilio) = (&base, self.kind.name(), &self.twilio);
+        let twilio = self.twilio.account_for(Some(&org.org_id)).await?;
+        let (base, kind, twilio) = (&base, self.kind.name(), &twilio);
         let time_limit_secs = self.time_limit_secs;
         let (_, placed) = outbound::place_reserved(
             self.calls.as_ref(),
@@ -249,7 +252,7 @@ impl Route for CallPlacer {
             Err(err) => {
                 // No room for the agent: hang up rather than ring someone
                 // into silence, then say what failed.
-                if let Err(end_err) = self.twilio.end_call(&call_sid).await {
+                if let Err(end_err) = twilio.end_call(&call_sid).await {
                     warn!(%call_sid, error = %end_err, "call not cancelled after the session failed");
                 }
                 return Err(err);

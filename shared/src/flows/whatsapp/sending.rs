@@ -10,7 +10,8 @@ use super::not_sent;
 use crate::api::ApiError;
 use crate::base::{mask, phone};
 use crate::flows::tenancy::{may_send_from, numbers_of, registry_number, Channel};
-use crate::providers::twilio::{self, MessageContent, NewMessage, SentMessage, TwilioClient};
+use crate::providers::org_accounts::TwilioAccounts;
+use crate::providers::twilio::{self, MessageContent, NewMessage, SentMessage};
 use crate::store::tenancy::TenancyStore;
 use crate::store::whatsapp::{conversation_key, Direction, StoredMessage, WhatsAppStore};
 
@@ -30,7 +31,8 @@ pub fn normalise_to(to: &str) -> Result<(String, String), ApiError> {
 /// `/whatsapp/send`: a tenant's message through Twilio, recorded in its conversation.
 pub struct WhatsAppSender {
     pub store: Arc<dyn WhatsAppStore>,
-    pub twilio: TwilioClient,
+    /// The sending organisation's own account, else the deployment's.
+    pub twilio: TwilioAccounts,
     /// `whatsapp:+E164` of the deployment's number (`TWILIO_WHATSAPP_NUMBER`),
     /// the default organisation's sender.
     pub from: String,
@@ -123,8 +125,8 @@ impl WhatsAppSender {
                 variables: variables.as_ref(),
             },
         };
-        let sent = self
-            .twilio
+        let twilio = self.twilio.account_for(Some(org_id)).await?;
+        let sent = twilio
             .send_message(
                 &NewMessage {
                     from: &sender,

@@ -29,20 +29,21 @@ struct Failure {
 }
 
 struct State {
-    account_sid: String,
-    /// Expected `account_sid:auth_token` for HTTP Basic auth.
-    credentials: String,
+    /// Every account this fake serves: Account SID -> auth token. Requests
+    /// authenticate as the account in their path (HTTP Basic
+    /// `AccountSid:AuthToken`), and its callbacks are signed with its token.
+    accounts: Mutex<HashMap<String, String>>,
     /// Call sid -> Call JSON as last returned.
     calls: Mutex<HashMap<String, Value>>,
-    created: Mutex<Vec<Form>>,
-    ended: Mutex<Vec<String>>,
+    /// Accepted Create Call forms with the account that placed them.
+    created: Mutex<Vec<(String, Form)>>,
+    ended: Mutex<Vec<(String, String)>>,
     failure: Mutex<Option<Failure>>,
-    auth_token: String,
     /// When set, each placed call "happens": TwiML is fetched and status
     /// callbacks are sent, signed, ending with this duration (seconds).
     simulate: Mutex<Option<u64>>,
-    /// Accepted Create Message forms, in order.
-    messages: Mutex<Vec<Form>>,
+    /// Accepted Create Message forms with their account, in order.
+    messages: Mutex<Vec<(String, Form)>>,
     /// Scripted answers to the next Create Message requests, in order.
     message_failures: Mutex<VecDeque<Failure>>,
     /// One scripted answer for the request after this many accepted messages.
@@ -62,13 +63,14 @@ impl FakeTwilio {
     /// and only `/2010-04-01/Accounts/{account_sid}/...` exists.
     pub fn start(account_sid: &str, auth_token: &str) -> Self {
         let state = Arc::new(State {
-            account_sid: account_sid.to_owned(),
-            credentials: format!("{account_sid}:{auth_token}"),
+            accounts: Mutex::new(HashMap::from([(
+                account_sid.to_owned(),
+                auth_token.to_owned(),
+            )])),
             calls: Mutex::default(),
             created: Mutex::default(),
             ended: Mutex::default(),
             failure: Mutex::default(),
-            auth_token: auth_token.to_owned(),
             simulate: Mutex::default(),
             messages: Mutex::default(),
             message_failures: Mutex::default(),
@@ -78,6 +80,40 @@ impl FakeTwilio {
         let handler_state = Arc::clone(&state);
         let server = Server::start("127.0.0.1:0", move |req| ready(handler_state.handle(&req)));
         Self { server, state }
+    }
+
+    /// Serves another account (a subaccount or another customer's), with
+    /// its own SID and auth token; requests under its path must authenticate
+    /// as it, and its callbacks are signed with its token.
+    pub fn add_account(&self, account_sid: &str, auth_token: &str) {
+        lock(&self.state.accounts).insert(account_sid.to_owned(), auth_token.to_owned());
+    }
+
+    /// Form pairs of each Create Call `account_sid` accepted, in order.
+    pub fn created_calls_of(&self, account_sid: &str) -> Vec<Vec<(String, String)>> {
+        lock(&self.state.created)
+            .iter()
+            .filter(|(account, _)| account == account_sid)
+            .map(|(_, form)| form.clone())
+            .collect()
+    }
+
+    /// Sids of the calls `account_sid` ended, in order.
+    pub fn ended_calls_of(&self, account_sid: &str) -> Vec<String> {
+        lock(&self.state.ended)
+            .iter()
+            .filter(|(account, _)| account == account_sid)
+            .map(|(_, sid)| sid.clone())
+            .collect()
+    }
+
+    /// Form pairs of each Create Message `account_sid` accepted, in order.
+    pub fn sent_messages_of(&self, account_sid: &str) -> Vec<Vec<(String, String)>> {
+        lock(&self.state.messages)
+            .iter()
+            .filter(|(account, _)| account == account_sid)
+            .map(|(_, form)| form.clone())
+            .collect()
     }
 
     /// Makes every call placed from now on play out like a real one (for
@@ -140,7 +176,10 @@ impl FakeTwilio {
 
     /// Form pairs of each accepted (201) Create Message, in order.
     pub fn sent_messages(&self) -> Vec<Vec<(String, String)>> {
-        lock(&self.state.messages).clone()
+        lock(&self.state.messages)
+            .iter()
+            .map(|(_, form)| form.clone())
+            .collect()
     }
 
     /// Create Message requests received, accepted or not.
@@ -157,51 +196,65 @@ impl FakeTwilio {
 
     /// Form pairs of each accepted (201) Create Call, in order, repeated keys kept.
     pub fn created_calls(&self) -> Vec<Vec<(String, String)>> {
-        lock(&self.state.created).clone()
+        lock(&self.state.created)
+            .iter()
+            .map(|(_, form)| form.clone())
+            .collect()
     }
 
     /// Sids of accepted end-call requests, in order (a call ended twice appears twice).
     pub fn ended_calls(&self) -> Vec<String> {
-        lock(&self.state.ended).clone()
+        lock(&self.state.ended)
+            .iter()
+            .map(|(_, sid)| sid.clone())
+            .collect()
     }
 }
 
 impl State {
     fn handle(&self, req: &Recorded) -> Response {
-        if !self.authorized(req) {
+        let Some((account, auth_token)) = self.authorized(req) else {
             let mut response = error(StatusCode::UNAUTHORIZED, 20003, "Authenticate".to_owned());
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"Twilio API\""),
             );
             return response;
-        }
+        };
         let not_found = || not_found(&req.path);
         let Some(rest) = req.path.strip_prefix(API_PREFIX) else {
             return not_found();
         };
         let segments: Vec<&str> = rest.split('/').collect();
+        let account = Account {
+            sid: account,
+            auth_token,
+        };
         match (req.method.as_str(), segments.as_slice()) {
-            (_, [account, ..]) if *account != self.account_sid => not_found(),
-            ("POST", [_, "Calls.json"]) => self.create_call(form(req)),
-            ("POST", [_, "Messages.json"]) => self.create_message(form(req)),
+            // Another account's resources do not exist for this one.
+            (_, [path_account, ..]) if *path_account != account.sid => not_found(),
+            ("POST", [_, "Calls.json"]) => self.create_call(&account, form(req)),
+            ("POST", [_, "Messages.json"]) => self.create_message(&account, form(req)),
             ("POST", [_, "Calls", file]) => match file.strip_suffix(".json") {
-                Some(sid) => self.update_call(sid, &form(req), &req.path),
+                Some(sid) => self.update_call(&account, sid, &form(req), &req.path),
                 None => not_found(),
             },
             _ => not_found(),
         }
     }
 
-    fn authorized(&self, req: &Recorded) -> bool {
-        let Some(value) = req.header("authorization") else {
-            return false;
-        };
-        let Some((scheme, encoded)) = value.split_once(' ') else {
-            return false;
-        };
-        scheme.eq_ignore_ascii_case("basic")
-            && STANDARD.decode(encoded.trim()).ok().as_deref() == Some(self.credentials.as_bytes())
+    /// The account the request authenticated as (HTTP Basic
+    /// `AccountSid:AuthToken` of one of the accounts served), and its token.
+    fn authorized(&self, req: &Recorded) -> Option<(String, String)> {
+        let value = req.header("authorization")?;
+        let (scheme, encoded) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+        let (sid, token) = decoded.split_once(':')?;
+        let known = lock(&self.accounts).get(sid)?.clone();
+        (known == token).then(|| (sid.to_owned(), known))
     }
 
     /// Takes one scripted failure, if any are left.
@@ -212,7 +265,7 @@ impl State {
         Some(error(failure.status, failure.code, failure.message.clone()))
     }
 
-    fn create_call(&self, form: Form) -> Response {
+    fn create_call(&self, account: &Account, form: Form) -> Response {
         if let Some(response) = self.scripted_failure() {
             return response;
         }
@@ -235,7 +288,7 @@ impl State {
         let now = twilio_date();
         let call = json!({
             "sid": sid,
-            "account_sid": self.account_sid,
+            "account_sid": account.sid,
             "to": to,
             "from": from,
             "status": "queued",
@@ -246,14 +299,14 @@ impl State {
             "start_time": null,
             "end_time": null,
             "duration": null,
-            "uri": format!("{API_PREFIX}{}/Calls/{sid}.json", self.account_sid),
+            "uri": format!("{API_PREFIX}{}/Calls/{sid}.json", account.sid),
         });
         lock(&self.calls).insert(sid.clone(), call.clone());
         if let Some(duration) = *lock(&self.simulate) {
             let callbacks = PlacedCall {
                 sid,
-                account_sid: self.account_sid.clone(),
-                auth_token: self.auth_token.clone(),
+                account_sid: account.sid.clone(),
+                auth_token: account.auth_token.clone(),
                 to,
                 from,
                 twiml_url: get("Url"),
@@ -262,11 +315,11 @@ impl State {
             };
             tokio::spawn(callbacks.play());
         }
-        lock(&self.created).push(form);
+        lock(&self.created).push((account.sid.clone(), form));
         json_response(StatusCode::CREATED, call)
     }
 
-    fn create_message(&self, form: Form) -> Response {
+    fn create_message(&self, account: &Account, form: Form) -> Response {
         if let Some(failure) = lock(&self.message_failures).pop_front() {
             return error(failure.status, failure.code, failure.message);
         }
@@ -303,7 +356,7 @@ impl State {
         let now = twilio_date();
         let message = json!({
             "sid": sid,
-            "account_sid": self.account_sid,
+            "account_sid": account.sid,
             "to": to,
             "from": from,
             "body": get("Body").unwrap_or_default(),
@@ -319,15 +372,15 @@ impl State {
             "date_updated": now,
             "date_sent": null,
             "messaging_service_sid": null,
-            "uri": format!("{API_PREFIX}{}/Messages/{sid}.json", self.account_sid),
-            "subresource_uris": {"media": format!("{API_PREFIX}{}/Messages/{sid}/Media.json", self.account_sid)},
+            "uri": format!("{API_PREFIX}{}/Messages/{sid}.json", account.sid),
+            "subresource_uris": {"media": format!("{API_PREFIX}{}/Messages/{sid}/Media.json", account.sid)},
         });
         let statuses = lock(&self.message_statuses).clone();
         if let (Some(callback), false) = (get("StatusCallback"), statuses.is_empty()) {
             let posts = MessageCallbacks {
                 sid: sid.clone(),
-                account_sid: self.account_sid.clone(),
-                auth_token: self.auth_token.clone(),
+                account_sid: account.sid.clone(),
+                auth_token: account.auth_token.clone(),
                 to,
                 from,
                 callback,
@@ -335,15 +388,19 @@ impl State {
             };
             tokio::spawn(posts.play());
         }
-        lock(&self.messages).push(form);
+        lock(&self.messages).push((account.sid.clone(), form));
         json_response(StatusCode::CREATED, message)
     }
 
     /// Only ending a call (`Status=completed`) is supported; other updates are
     /// rejected loudly so a test notices it relies on something the fake lacks.
-    fn update_call(&self, sid: &str, form: &Form, path: &str) -> Response {
+    fn update_call(&self, account: &Account, sid: &str, form: &Form, path: &str) -> Response {
         let mut calls = lock(&self.calls);
-        let Some(call) = calls.get_mut(sid) else {
+        // Another account's call does not exist for this one.
+        let Some(call) = calls
+            .get_mut(sid)
+            .filter(|call| call["account_sid"] == json!(account.sid))
+        else {
             return not_found(path);
         };
         let status = form.iter().find(|(k, _)| k == "Status").map(|(_, v)| v);
@@ -359,9 +416,15 @@ impl State {
         call["end_time"] = json!(now);
         let call = call.clone();
         drop(calls);
-        lock(&self.ended).push(sid.to_owned());
+        lock(&self.ended).push((account.sid.clone(), sid.to_owned()));
         json_response(StatusCode::OK, call)
     }
+}
+
+/// The account a request authenticated as.
+struct Account {
+    sid: String,
+    auth_token: String,
 }
 
 fn form(req: &Recorded) -> Form {
