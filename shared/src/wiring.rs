@@ -30,6 +30,7 @@ use crate::store::event_bodies::{DynamoEventBodyStore, EventBodyStore};
 use crate::store::outbound_calls::{DynamoOutboundCallStore, OutboundCallStore};
 use crate::store::sessions::{DynamoSessionStore, SessionStore};
 use crate::store::stats::{DynamoStatsStore, StatsStore};
+use crate::store::tenancy::{DynamoTenancyStore, TenancyStore};
 use crate::store::whatsapp::{DynamoWhatsAppStore, WhatsAppStore};
 
 // Sessions hold a LiveKit client: only functions built with `livekit`.
@@ -124,6 +125,14 @@ impl Wiring {
         Ok(Arc::new(directory_store(self.dynamo.clone())?))
     }
 
+    /// `TENANCY_TABLE`: which organisation owns a number, account or workspace.
+    pub fn tenancy(&self) -> Result<Arc<dyn TenancyStore>, ConfigError> {
+        Ok(Arc::new(DynamoTenancyStore::new(
+            self.dynamo.clone(),
+            config::required("TENANCY_TABLE")?,
+        )))
+    }
+
     /// `API_KEYS_TABLE`.
     pub fn api_keys(&self) -> Result<Arc<dyn ApiKeyStore>, ConfigError> {
         Ok(Arc::new(DynamoApiKeyStore::new(
@@ -166,13 +175,16 @@ impl Wiring {
         })
     }
 
-    /// What placing outbound calls needs: access, directory, call records, providers.
+    /// What placing outbound calls needs: access, directory, call records,
+    /// providers, the number registry and `INBOUND_ORG_ID`.
     pub fn placement(&self) -> Result<Placement, ConfigError> {
         Ok(Placement {
             access: self.keyed_access()?,
             directory: self.directory()?,
             calls: self.outbound_calls()?,
             providers: providers()?,
+            tenancy: self.tenancy()?,
+            default_org: config::optional("INBOUND_ORG_ID"),
         })
     }
 
@@ -379,12 +391,14 @@ fn directory_store(client: aws_sdk_dynamodb::Client) -> Result<DynamoDirectorySt
 
 #[cfg(feature = "phone")]
 impl crate::flows::admin::AdminConfig {
-    /// `ADMIN_API_TOKEN` and the directory's tables.
+    /// `ADMIN_API_TOKEN`, the directory's tables and `TENANCY_TABLE`.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let sdk = crate::base::aws::sdk_config().await;
+        let client = aws_sdk_dynamodb::Client::new(&sdk);
         Ok(Self {
             token: config::required_secret("ADMIN_API_TOKEN")?,
-            directory: directory_store(aws_sdk_dynamodb::Client::new(&sdk))?,
+            tenancy: DynamoTenancyStore::new(client.clone(), config::required("TENANCY_TABLE")?),
+            directory: directory_store(client)?,
         })
     }
 }

@@ -209,6 +209,11 @@ impl CallsInitiate {
                     "The assistant has no caller number",
                 )
             })?;
+        // Checked at call time: the number may have changed hands since the
+        // assistant was saved.
+        self.placement
+            .check_caller_id(&call.org.org_id, &from)
+            .await?;
         let record = Self::record(&call, Some(from.clone()));
         let time_limit_secs = call.assistant.max_call_seconds;
         let caller = from.as_str();

@@ -26,6 +26,8 @@ impl ProviderEventsWorker {
                 notification_queue: aws.notification_queue()?,
                 lease: wiring::dedup_lease()?,
                 sessions: Some(std::sync::Arc::new(aws.session_lifecycle(false)?)),
+                tenancy: aws.tenancy()?,
+                default_org: shared::base::config::optional("INBOUND_ORG_ID"),
             },
         })
     }

@@ -45,6 +45,19 @@ impl Route for TwilioStatus {
         let call_sid = field("CallSid")?;
         let status = field("CallStatus")?;
         let duration_secs = twilio::field(&params, "CallDuration").and_then(|d| d.parse().ok());
+        // Our side of the call; the worker checks who owns it (no lookup
+        // here: this route only makes the event durable).
+        let our_number = twilio::field(&params, "Direction")
+            .map(|direction| {
+                if direction.starts_with("outbound") {
+                    "From"
+                } else {
+                    "To"
+                }
+            })
+            .and_then(|side| twilio::field(&params, side))
+            .filter(|number| number.len() <= 64)
+            .map(str::to_string);
         // `?call=<ref>`: an agenda call of /calls/initiate; without it, a
         // session's call (/twilio/voice, /phone/call), named by its sid.
         let event = match request.query_string_parameters().first("call") {
@@ -53,6 +66,7 @@ impl Route for TwilioStatus {
                 call_sid,
                 status: status.clone(),
                 duration_secs,
+                our_number,
             },
             None => {
                 validate_call_sid(&call_sid)?;
@@ -84,6 +98,7 @@ impl Route for TwilioStatus {
                     duration_secs,
                     session_kind,
                     placed,
+                    our_number,
                 }
             }
         };

@@ -1,11 +1,15 @@
 //! `POST /whatsapp/message`: Twilio's "a message comes in" webhook for our
 //! WhatsApp sender. Checks `X-Twilio-Signature` on the raw form (400
 //! without one, 403 if wrong: nothing stored), then, once per `MessageSid`,
-//! stores the message in the sender's conversation of `INBOUND_ORG_ID` and
-//! queues its reply job (`shared::flows::whatsapp::WhatsAppIntake`). Only
+//! stores the message in the sender's conversation of the organisation
+//! owning the number written to (`To`, in the number registry; else
+//! `INBOUND_ORG_ID`) and queues its reply job (`shared::flows::whatsapp::WhatsAppIntake`). Only
 //! then is Twilio answered, with empty TwiML: the reply goes out later
-//! through the Messages API, sent by `whatsapp-reply-worker`. A store or
-//! queue failure answers 503 (JSON) and keeps nothing claimed.
+//! through the Messages API, sent by `whatsapp-reply-worker` from that
+//! number. A message to a number nobody owns, with no `INBOUND_ORG_ID`,
+//! gets the same empty TwiML and keeps only its dedup record (metric
+//! `InboundUnowned`). A store or queue failure answers 503 (JSON) and keeps
+//! nothing claimed.
 
 use std::time::Duration;
 
@@ -32,7 +36,8 @@ impl WhatsAppMessage {
                 dedup: aws.dedup()?,
                 store: aws.whatsapp()?,
                 reply_queue: aws.whatsapp_reply_queue()?,
-                inbound_org: config::required("INBOUND_ORG_ID")?,
+                tenancy: aws.tenancy()?,
+                inbound_org: config::optional("INBOUND_ORG_ID"),
             },
             lease: wiring::dedup_lease()?,
         })

@@ -1,7 +1,10 @@
 //! `POST /whatsapp/send` (API key): `{"to", "message"}` sends a free-form
 //! WhatsApp message; `{"to", "contentSid", "contentVariables"?}` an approved
 //! template (Twilio's `ContentSid` and `ContentVariables`, the latter as a
-//! JSON string). `to` is `whatsapp:+E164` or `+E164`. Answers
+//! JSON string). `to` is `whatsapp:+E164` or `+E164`; `from`, optional, one
+//! of the organisation's WhatsApp senders in the number registry (default:
+//! `TWILIO_WHATSAPP_NUMBER` for `INBOUND_ORG_ID`, else the organisation's
+//! first sender; 403 `sender_not_owned` when it has none). Answers
 //! `{"messageSid", "status"}` and records the message in the organisation's
 //! conversation. Twilio's 63016 (free-form outside the 24-hour window) is
 //! 422 naming templates; its other refusals are 422 with Twilio's code; an
@@ -30,6 +33,9 @@ pub struct WhatsAppSend {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SendRequest {
     to: Option<String>,
+    /// One of the organisation's WhatsApp senders (`whatsapp:+E164` or `+E164`).
+    #[serde(default)]
+    from: Option<String>,
     #[serde(default)]
     message: Option<String>,
     #[serde(default)]
@@ -59,6 +65,8 @@ impl WhatsAppSend {
                     "TWILIO_TIMEOUT_SECONDS",
                     8,
                 )?),
+                tenancy: aws.tenancy()?,
+                default_org: config::optional("INBOUND_ORG_ID"),
             },
         })
     }
@@ -149,8 +157,12 @@ impl Route for WhatsAppSend {
             .to
             .clone()
             .ok_or_else(|| ApiError::unprocessable("missing_field", "to is required"))?;
+        let from = body.from.clone();
         let outgoing = outgoing(body)?;
-        let sent = self.sender.send(&tenant.org_id, &to, &outgoing).await?;
+        let sent = self
+            .sender
+            .send(&tenant.org_id, from.as_deref(), &to, &outgoing)
+            .await?;
         Ok((
             StatusCode::OK,
             Sent {

@@ -32,11 +32,17 @@ pub enum Metric {
     CallsNotPlaced,
     /// Call seconds counted against an organisation's month.
     UsageSeconds,
+    /// Calls and messages to a number no organisation owns, with no
+    /// `INBOUND_ORG_ID` to fall back to (dimension `Route`).
+    InboundUnowned,
+    /// Status callbacks ignored because the number on our side of the call
+    /// or message is not the record's organisation's (dimension `Route`).
+    StatusIgnored,
 }
 
 impl Metric {
     /// Every metric the code emits, for checks of what dashboards name.
-    pub const ALL: [Metric; 16] = [
+    pub const ALL: [Metric; 18] = [
         Self::Received,
         Self::Duplicate,
         Self::Queued,
@@ -53,6 +59,8 @@ impl Metric {
         Self::CallsPlaced,
         Self::CallsNotPlaced,
         Self::UsageSeconds,
+        Self::InboundUnowned,
+        Self::StatusIgnored,
     ];
 
     fn unit(self) -> &'static str {
@@ -80,6 +88,8 @@ impl Metric {
             Self::CallsPlaced => "CallsPlaced",
             Self::CallsNotPlaced => "CallsNotPlaced",
             Self::UsageSeconds => "UsageSeconds",
+            Self::InboundUnowned => "InboundUnowned",
+            Self::StatusIgnored => "StatusIgnored",
         }
     }
 }

@@ -13,8 +13,10 @@ use crate::base::phone::PhoneError;
 use crate::store::directory::{
     Assistant, AssistantPatch, DirectoryStore, Organisation, OrganisationPatch, Provider,
 };
+use crate::store::tenancy::TenancyStore;
 use crate::store::StoreError;
 
+mod numbers;
 pub mod webhook_tokens;
 
 fn unavailable(err: StoreError) -> ApiError {
@@ -179,6 +181,9 @@ fn phone_numbers(numbers: &[String]) -> Result<Vec<String>, ApiError> {
 pub struct Admin<'a> {
     pub token: &'a Secret,
     pub directory: &'a dyn DirectoryStore,
+    /// The number registry: an organisation's numbers live there, not on
+    /// its record.
+    pub tenancy: &'a dyn TenancyStore,
 }
 
 impl Admin<'_> {
@@ -320,32 +325,37 @@ impl Admin<'_> {
                     "org_id must be 1-64 letters, digits, '-' or '_'",
                 ));
             }
+            let numbers = phone_numbers(&new.phone_numbers)?;
             let now = crate::base::time::now_rfc3339();
-            let org = Organisation {
+            let mut org = Organisation {
                 org_id: new.org_id,
                 name: new.name,
                 monthly_limit_seconds: new.monthly_limit_seconds,
                 topup_seconds: new.topup_seconds,
                 elevenlabs_agent_id: new.elevenlabs_agent_id,
                 elevenlabs_phone_number_id: new.elevenlabs_phone_number_id,
-                phone_numbers: phone_numbers(&new.phone_numbers)?,
+                // The registry holds the numbers; the record none.
+                phone_numbers: Vec::new(),
                 created_at: now.clone(),
                 updated_at: now,
                 usage_this_month_seconds: 0,
                 reserved_seconds: 0,
                 remaining_seconds: new.monthly_limit_seconds.saturating_add(new.topup_seconds),
             };
-            if !self
-                .directory
-                .create_organisation(&org)
-                .await
-                .map_err(unavailable)?
-            {
+            // Numbers first: a taken one refuses the whole request before
+            // the organisation exists.
+            let claimed = numbers::claim_all(self.tenancy, &org.org_id, &numbers).await?;
+            let created = self.directory.create_organisation(&org).await;
+            if !matches!(created, Ok(true)) {
+                numbers::release_claimed(self.tenancy, &org.org_id, &claimed).await;
+            }
+            if !created.map_err(unavailable)? {
                 return Err(ApiError::unprocessable(
                     "organisation_exists",
                     format!("Organisation {} already exists", org.org_id),
                 ));
             }
+            org.phone_numbers = self.registry_numbers(&org.org_id).await?;
             Ok((StatusCode::CREATED, org))
         };
         self.authorised(&request, work).await
@@ -360,6 +370,10 @@ impl Admin<'_> {
                 .await
                 .map_err(unavailable)?
                 .ok_or_else(|| ApiError::NotFound("Organisation not found".into()))?;
+            let org = Organisation {
+                phone_numbers: self.registry_numbers(&id).await?,
+                ..org
+            };
             Ok((StatusCode::OK, org))
         };
         self.authorised(&request, work).await
@@ -369,16 +383,63 @@ impl Admin<'_> {
         let work = async {
             let id = org_id(&request)?;
             let mut patch: OrganisationPatch = json_body(&request)?;
-            if let Some(numbers) = &patch.phone_numbers {
-                patch.phone_numbers = Some(phone_numbers(numbers)?);
-            }
-            let org = self
-                .directory
-                .update_organisation(&id, &patch)
+            let wanted = patch
+                .phone_numbers
+                .as_deref()
+                .map(phone_numbers)
+                .transpose()?;
+            let Some(wanted) = wanted else {
+                let org = self
+                    .directory
+                    .update_organisation(&id, &patch)
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or_else(|| ApiError::NotFound("Organisation not found".into()))?;
+                let phone_numbers = self.registry_numbers(&id).await?;
+                return Ok((
+                    StatusCode::OK,
+                    Organisation {
+                        phone_numbers,
+                        ..org
+                    },
+                ));
+            };
+            // The list replaces the organisation's voice numbers: claim the
+            // new ones, store the other fields, then let go of the rest.
+            // (Organisations are never deleted, so one that exists now still
+            // does when its numbers are claimed.)
+            self.directory
+                .get_organisation(&id)
                 .await
                 .map_err(unavailable)?
                 .ok_or_else(|| ApiError::NotFound("Organisation not found".into()))?;
-            Ok((StatusCode::OK, org))
+            let claimed = numbers::claim_all(self.tenancy, &id, &wanted).await?;
+            // Clears a list stored before the registry; the registry is the truth.
+            patch.phone_numbers = Some(Vec::new());
+            let updated = self.directory.update_organisation(&id, &patch).await;
+            if !matches!(updated, Ok(Some(_))) {
+                numbers::release_claimed(self.tenancy, &id, &claimed).await;
+            }
+            let org = updated
+                .map_err(unavailable)?
+                .ok_or_else(|| ApiError::NotFound("Organisation not found".into()))?;
+            let held = self.registry_numbers(&id).await?;
+            for number in held.iter().filter(|n| !wanted.contains(n)) {
+                numbers::release(
+                    self.tenancy,
+                    &id,
+                    crate::flows::tenancy::Channel::Voice,
+                    number,
+                )
+                .await?;
+            }
+            Ok((
+                StatusCode::OK,
+                Organisation {
+                    phone_numbers: wanted,
+                    ..org
+                },
+            ))
         };
         self.authorised(&request, work).await
     }
@@ -388,6 +449,7 @@ impl Admin<'_> {
 pub struct AdminConfig {
     pub token: Secret,
     pub directory: crate::store::directory::DynamoDirectoryStore,
+    pub tenancy: crate::store::tenancy::DynamoTenancyStore,
 }
 
 impl AdminConfig {
@@ -395,6 +457,7 @@ impl AdminConfig {
         Admin {
             token: &self.token,
             directory: &self.directory,
+            tenancy: &self.tenancy,
         }
     }
 }

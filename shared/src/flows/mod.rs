@@ -17,6 +17,7 @@ pub mod phone;
 pub mod provider_events;
 pub mod sessions;
 pub mod stuck;
+pub mod tenancy;
 #[cfg(feature = "livekit")]
 pub mod voice;
 pub mod whatsapp;

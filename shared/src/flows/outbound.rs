@@ -94,6 +94,11 @@ pub struct Placement {
     pub directory: Arc<dyn DirectoryStore>,
     pub calls: Arc<dyn OutboundCallStore>,
     pub providers: Providers,
+    /// The number registry: the caller ids each organisation owns.
+    pub tenancy: Arc<dyn crate::store::tenancy::TenancyStore>,
+    /// `INBOUND_ORG_ID`: the organisation that owns the deployment's
+    /// `TWILIO_PHONE_NUMBER`.
+    pub default_org: Option<String>,
 }
 
 /// The provider's ids for a call it placed.
@@ -104,6 +109,32 @@ pub struct Placed {
 }
 
 impl Placement {
+    /// 403 `caller_id_not_owned` unless `org_id` may call from `from`: it
+    /// owns it in the registry, or it is `TWILIO_PHONE_NUMBER` and `org_id`
+    /// the default organisation.
+    pub async fn check_caller_id(&self, org_id: &str, from: &str) -> Result<(), ApiError> {
+        let allowed = crate::flows::tenancy::may_send_from(
+            self.tenancy.as_ref(),
+            crate::flows::tenancy::Channel::Voice,
+            org_id,
+            from,
+            self.providers.twilio_phone_number.as_deref(),
+            self.default_org.as_deref(),
+        )
+        .await
+        .map_err(crate::api::unavailable)?;
+        if allowed {
+            return Ok(());
+        }
+        tracing::warn!(%org_id, from = %crate::base::mask::phone(from), "caller id refused");
+        Err(ApiError::NotPermitted {
+            code: "caller_id_not_owned",
+            detail: "The caller number must be one the organisation owns (POST \
+                     /organisations/{org_id}/numbers); ask an admin to assign it"
+                .into(),
+        })
+    }
+
     /// The one way a call is placed: `call` (status `initiating`) is recorded
     /// with a reservation of `seconds` on `org` before the provider is asked
     /// (`place`, given the call's ref); a refusal marks it failed and

@@ -26,6 +26,8 @@ use crate::base::config::{self, ConfigError, Secret};
 use crate::flows::sessions::SessionKind;
 
 /// What the caller hears when the agent cannot be reached.
+/// What a caller hears when the number called belongs to no organisation.
+pub const NOT_IN_SERVICE: &str = "Sorry, the number you called is not in service. Goodbye.";
 pub const TRY_AGAIN: &str =
     "Sorry, we cannot connect your call right now. Please try again in a few minutes.";
 
@@ -238,6 +240,15 @@ impl CallFlow {
 
     /// TwiML that apologises and hangs up: never a 5xx to Twilio, which
     /// would play its own "application error".
+    /// TwiML for a call to a number no organisation owns: a short notice
+    /// and a hang-up; no session, no agent.
+    pub fn not_in_service(&self) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response>{}<Hangup/></Response>",
+            self.say(NOT_IN_SERVICE)
+        )
+    }
+
     pub fn try_again(&self) -> String {
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response>{}<Hangup/></Response>",

@@ -10,16 +10,19 @@
 //! hang-up, logged and counted. Duplicate deliveries open nothing twice
 //! (the session's open runs once per conversation).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lambda_http::{Body, Request, RequestExt, Response};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::api::{self, ApiError};
 use crate::base::{mask, metrics};
 use crate::flows::phone::{CallContext, CallFlow};
 use crate::flows::sessions::{validate_call_sid, Opening, SessionKind, SessionLifecycle};
+use crate::flows::tenancy::{inbound_org, Channel};
 use crate::providers::twilio::{self, TwilioWebhookAuth};
+use crate::store::tenancy::TenancyStore;
 
 // Placing calls checks the number to dial with libphonenumber; the voice
 // webhooks never do.
@@ -34,13 +37,32 @@ pub struct VoiceWebhook {
     pub twilio_auth: TwilioWebhookAuth,
     pub flow: CallFlow,
     pub lifecycle: SessionLifecycle,
-    /// Owner of calls to our number (`INBOUND_ORG_ID`); calls we placed
-    /// carry their organisation in the signed URL instead.
+    /// Owner of calls to a number the registry does not know
+    /// (`INBOUND_ORG_ID`); calls we placed carry their organisation in the
+    /// signed URL instead.
     pub inbound_org: Option<String>,
+    /// The number registry: the organisation of the number called (`To`).
+    pub tenancy: Arc<dyn TenancyStore>,
     pub lease: Duration,
 }
 
 impl VoiceWebhook {
+    /// The registry kind of the number called: WhatsApp calls reach a
+    /// WhatsApp sender.
+    fn channel(&self) -> Channel {
+        match self.kind {
+            SessionKind::Whatsapp => Channel::WhatsApp,
+            _ => Channel::Voice,
+        }
+    }
+
+    fn route(&self) -> &'static str {
+        match self.kind {
+            SessionKind::Whatsapp => "/whatsapp/voice",
+            _ => "/twilio/voice",
+        }
+    }
+
     pub async fn handle(&self, request: Request) -> Response<Body> {
         twilio::twiml_response(self.process(&request).await)
     }
@@ -54,15 +76,33 @@ impl VoiceWebhook {
         validate_call_sid(call_sid)?;
         let kind = self.kind;
         let context = CallContext { kind, call_sid };
-        let org = request
+        let to = twilio::field(&params, "To").unwrap_or_default();
+        let placed_for = request
             .query_string_parameters()
             .first("org")
-            .map(str::to_string)
-            .or_else(|| self.inbound_org.clone());
+            .map(str::to_string);
+        let org = match placed_for {
+            Some(org) => Some(org),
+            None => match inbound_org(
+                self.tenancy.as_ref(),
+                self.channel(),
+                to,
+                self.inbound_org.as_deref(),
+            )
+            .await
+            {
+                Ok(org) => org,
+                Err(err) => {
+                    warn!(%call_sid, error = %err, "number registry unavailable; caller told to try again");
+                    metrics::count(metrics::Metric::Failed);
+                    return Ok(self.flow.try_again());
+                }
+            },
+        };
         let Some(org_id) = org else {
-            error!("inbound call but INBOUND_ORG_ID is not set; the caller is told to try again");
-            metrics::count(metrics::Metric::Failed);
-            return Ok(self.flow.try_again());
+            info!(%call_sid, to = %mask::phone(to), "call to a number no organisation owns");
+            metrics::count_by(metrics::Metric::InboundUnowned, "Route", self.route());
+            return Ok(self.flow.not_in_service());
         };
         let from = twilio::field(&params, "From").map(str::to_string);
         info!(

@@ -32,6 +32,8 @@ use tracing::{info, warn};
 
 use crate::api::{self, ApiError};
 use crate::base::mask;
+use crate::base::metrics::{self, Metric};
+use crate::flows::tenancy::{inbound_org, registry_number, Channel};
 use crate::providers::llm::{ChatClient, ChatMessage};
 use crate::providers::twilio::{
     self, MessageContent, MessageError, NewMessage, SentMessage, TwilioClient,
@@ -39,6 +41,7 @@ use crate::providers::twilio::{
 };
 use crate::queue::jobs::{self, JobQueue, WhatsAppReplyJob};
 use crate::store::dedup::{complete_retrying, run_once, Claim, DedupStore, Settled};
+use crate::store::tenancy::TenancyStore;
 use crate::store::whatsapp::{
     conversation_key, Direction, PendingReply, StoredMessage, WhatsAppStore,
 };
@@ -92,6 +95,8 @@ pub struct Inbound {
     pub message_sid: String,
     /// `whatsapp:+E164` of the sender.
     pub from: String,
+    /// `To`: our number it was sent to, as Twilio gave it (may be empty).
+    pub to: String,
     pub wa_id: String,
     pub body: String,
     pub num_media: u32,
@@ -120,6 +125,7 @@ impl Inbound {
         Ok(Self {
             message_sid,
             from: twilio::whatsapp_address(&format!("+{wa}")),
+            to: field("To").unwrap_or_default().to_string(),
             wa_id: wa,
             body: field("Body").unwrap_or_default().to_string(),
             num_media: field("NumMedia")
@@ -137,8 +143,11 @@ pub struct WhatsAppIntake {
     pub dedup: Arc<dyn DedupStore>,
     pub store: Arc<dyn WhatsAppStore>,
     pub reply_queue: Arc<dyn JobQueue>,
-    /// `INBOUND_ORG_ID`: the organisation owning the WhatsApp number.
-    pub inbound_org: String,
+    /// The number registry: the organisation owning the number written to.
+    pub tenancy: Arc<dyn TenancyStore>,
+    /// `INBOUND_ORG_ID`: owner of a number the registry does not know; when
+    /// unset, messages to such a number are dropped (counted, not stored).
+    pub inbound_org: Option<String>,
 }
 
 impl WhatsAppIntake {
@@ -147,13 +156,34 @@ impl WhatsAppIntake {
     /// for it (`#rc=`/`#rp=` overrides), so only a failed store (nothing
     /// durable) is 503; once stored, the message's watch entry makes the
     /// stuck sweep queue a reply that did not get queued here, and it is 200.
+    ///
+    /// The organisation is the owner of the number written to (`To`);
+    /// a number nobody owns with no `INBOUND_ORG_ID` keeps only the dedup
+    /// record: no message, no reply.
     pub async fn accept(&self, inbound: &Inbound, lease: Duration) -> Result<bool, ApiError> {
-        let conversation = conversation_key(&self.inbound_org, &inbound.wa_id);
         let result = run_once(
             self.dedup.as_ref(),
             &intake_key(&inbound.message_sid),
             lease,
             || async {
+                let org = inbound_org(
+                    self.tenancy.as_ref(),
+                    Channel::WhatsApp,
+                    &inbound.to,
+                    self.inbound_org.as_deref(),
+                )
+                .await
+                .map_err(api::unavailable)?;
+                let Some(org) = org else {
+                    info!(
+                        message_sid = %inbound.message_sid,
+                        to = %mask::phone(&inbound.to),
+                        "WhatsApp message to a number no organisation owns; dropped"
+                    );
+                    metrics::count_by(Metric::InboundUnowned, "Route", "/whatsapp/message");
+                    return Ok(serde_json::json!({"unowned": true}));
+                };
+                let conversation = conversation_key(&org, &inbound.wa_id);
                 let mut message = StoredMessage::new(
                     &conversation,
                     &inbound.message_sid,
@@ -167,6 +197,7 @@ impl WhatsAppIntake {
                     message_sid: inbound.message_sid.clone(),
                     conversation: conversation.clone(),
                     reply_to: inbound.from.clone(),
+                    reply_from: registry_number(&inbound.to).map(twilio::whatsapp_address),
                     body: inbound.body.clone(),
                     num_media: inbound.num_media,
                 };
@@ -355,7 +386,7 @@ impl ReplyAgent {
                 .twilio
                 .send_message(
                     &NewMessage {
-                        from: &self.settings.from,
+                        from: job.reply_from.as_deref().unwrap_or(&self.settings.from),
                         to: &job.reply_to,
                         content: MessageContent::Text(body),
                         status_callback: self.settings.status_callback.as_deref(),

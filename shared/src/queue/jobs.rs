@@ -137,6 +137,11 @@ pub enum ProviderEvent {
         status: String,
         #[serde(default)]
         duration_secs: Option<u64>,
+        /// Our side of the call (`From` of a call we placed, `To` of an
+        /// inbound one): the callback may only move a record of the
+        /// organisation owning it. Absent when Twilio sent no `Direction`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        our_number: Option<String>,
     },
     /// A status callback for a session's call (`/twilio/voice` or
     /// `/phone/call`): no outbound-call ref, the call sid names the session.
@@ -152,6 +157,9 @@ pub enum ProviderEvent {
         /// placed (`?placed=`): its final status settles that reservation.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         placed: Option<String>,
+        /// As for `TwilioStatus`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        our_number: Option<String>,
     },
     /// An ElevenLabs post-call webhook, exactly as signed.
     Elevenlabs { body: EventBody },
@@ -167,6 +175,11 @@ pub struct WhatsAppReplyJob {
     pub conversation: String,
     /// The sender's address, `whatsapp:+E164`: where the reply goes.
     pub reply_to: String,
+    /// Our number the message was sent to (`whatsapp:+E164`): the reply
+    /// comes from it. Absent in jobs queued before numbers had owners: the
+    /// deployment's `TWILIO_WHATSAPP_NUMBER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_from: Option<String>,
     #[serde(default)]
     pub body: String,
     #[serde(default)]

@@ -15,6 +15,7 @@ pub mod outbound_calls;
 pub mod rate_limits;
 pub mod sessions;
 pub mod stats;
+pub mod tenancy;
 pub mod transactions;
 pub mod webhook_tokens;
 pub mod whatsapp;

@@ -142,6 +142,8 @@ pub struct PendingReply {
     pub conversation: String,
     /// `whatsapp:+E164` of the sender.
     pub reply_to: String,
+    /// `whatsapp:+E164` of our number it was sent to, when known.
+    pub reply_from: Option<String>,
     pub body: String,
     pub num_media: u32,
 }
@@ -322,6 +324,7 @@ fn due_reply_of(item: &HashMap<String, AttributeValue>) -> Option<DueReply> {
             message_sid: text(item, "sid")?,
             conversation: text(item, "target_conversation")?,
             reply_to: text(item, "reply_to")?,
+            reply_from: text(item, "reply_from"),
             body: text(item, "body").unwrap_or_default(),
             num_media: number(item, "num_media").unwrap_or(0) as u32,
         },
@@ -362,6 +365,9 @@ impl DynamoWhatsAppStore {
         ]);
         if !p.body.is_empty() {
             item.insert("body".to_string(), s(&p.body));
+        }
+        if let Some(from) = &p.reply_from {
+            item.insert("reply_from".to_string(), s(from));
         }
         item
     }

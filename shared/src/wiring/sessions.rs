@@ -64,7 +64,8 @@ impl Wiring {
 
     /// The voice webhook of `kind`: `TWILIO_AUTH_TOKEN`, `PUBLIC_BASE_URL`,
     /// the call flow (`TWILIO_CONNECT_MODE`, ...), sessions with
-    /// announcements, `INBOUND_ORG_ID`.
+    /// announcements, `TENANCY_TABLE` (who owns the number called) and
+    /// `INBOUND_ORG_ID` (who owns a number nobody registered).
     pub fn voice_webhook(&self, kind: SessionKind) -> Result<VoiceWebhook, ConfigError> {
         Ok(VoiceWebhook {
             kind,
@@ -72,6 +73,7 @@ impl Wiring {
             flow: CallFlow::from_env()?,
             lifecycle: self.session_lifecycle(true)?,
             inbound_org: config::optional("INBOUND_ORG_ID"),
+            tenancy: self.tenancy()?,
             lease: dedup_lease()?,
         })
     }
@@ -92,8 +94,8 @@ impl Wiring {
     /// Placing calls of `kind`: API keys, Twilio, sessions, `PUBLIC_BASE_URL`,
     /// the caller id (`TWILIO_PHONE_NUMBER`, or `TWILIO_WHATSAPP_NUMBER`),
     /// `PHONE_CALL_TIME_LIMIT_SECONDS` (default 600), `ORGANISATIONS_TABLE`
-    /// (budgets and caller ids), `INBOUND_ORG_ID` (owner of the default
-    /// caller id).
+    /// (budgets), `TENANCY_TABLE` (caller ids), `INBOUND_ORG_ID` (owner of
+    /// the default caller id).
     pub fn call_placer(&self, kind: SessionKind) -> Result<CallPlacer, ConfigError> {
         let caller_id = match kind {
             SessionKind::Whatsapp => "TWILIO_WHATSAPP_NUMBER",
@@ -120,6 +122,7 @@ impl Wiring {
             }),
             calls: self.outbound_calls()?,
             inbound_org: config::optional("INBOUND_ORG_ID"),
+            tenancy: self.tenancy()?,
         })
     }
 }

@@ -803,10 +803,12 @@ async fn admin_and_call_start_responses_match_the_document() {
     let documented = Documented::new();
     let stack = Stack::start().await;
     let directory = stack.directory();
+    let tenancy = stack.tenancy();
     let token = Secret::new("openapi-admin-token");
     let admin = shared::flows::admin::Admin {
         token: &token,
         directory: &directory,
+        tenancy: &tenancy,
     };
     let auth = bearer("openapi-admin-token");
     let authorised = [("authorization", auth.as_str())];
@@ -935,6 +937,78 @@ async fn admin_and_call_start_responses_match_the_document() {
         ))
         .await;
     documented.check("GET", tokens_route, &unauthorised);
+
+    // Issue 19: the number registry's routes.
+    let numbers = "/organisations/{org_id}/numbers";
+    let assign = |org: &str, number: &str, channel: &str| {
+        admin.numbers(request(
+            "POST",
+            numbers,
+            &format!("/organisations/{org}/numbers"),
+            &authorised,
+            Some(json!({"number": number, "channel": channel})),
+        ))
+    };
+    for (status, number, channel) in [
+        (201, "+14155552671", "voice"),
+        (200, "+14155552671", "voice"),
+        (201, "+14155552671", "whatsapp"),
+        (422, "4155552671", "voice"),
+        (422, "+14155552671", "sms"),
+    ] {
+        let response = assign(ORG, number, channel).await;
+        assert_eq!(response.status(), status, "{}", text(&response));
+        documented.check("POST", numbers, &response);
+    }
+    let ghost = assign("ghost", "+14155552671", "voice").await;
+    assert_eq!(ghost.status(), 404);
+    documented.check("POST", numbers, &ghost);
+    let other = json!({"org_id": "globex", "name": "Globex", "monthly_limit_seconds": 60, "phone_numbers": ["+14155552671"]});
+    let taken = admin
+        .create_organisation(request(
+            "POST",
+            "/organisations",
+            "/organisations",
+            &authorised,
+            Some(other),
+        ))
+        .await;
+    assert_eq!(taken.status(), 409);
+    assert_eq!(
+        documented.check("POST", "/organisations", &taken)["code"],
+        "number_taken"
+    );
+    let listed = admin
+        .numbers(request(
+            "GET",
+            numbers,
+            "/organisations/acme/numbers",
+            &authorised,
+            None,
+        ))
+        .await;
+    assert_eq!(listed.status(), 200);
+    assert_eq!(
+        documented.check("GET", numbers, &listed)["numbers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let one = "/organisations/{org_id}/numbers/{channel}/{number}";
+    for status in [204, 404] {
+        let released = admin
+            .numbers(request(
+                "DELETE",
+                one,
+                "/organisations/acme/numbers/whatsapp/%2B14155552671",
+                &authorised,
+                None,
+            ))
+            .await;
+        assert_eq!(released.status(), status, "{}", text(&released));
+        documented.check("DELETE", one, &released);
+    }
 
     let assistant = json!({"org_id": ORG, "name": "Sarah", "provider": "twilio",
         "caller_number": "+14155552672", "agent_stream_url": "wss://agent.example.com/media"});
@@ -1081,6 +1155,7 @@ async fn twilio_signed_and_phone_responses_match_the_document() {
             },
             lifecycle: stack.session_lifecycle(Arc::clone(&client)),
             inbound_org: Some(ORG.into()),
+            tenancy: Arc::new(stack.tenancy()),
             lease: Duration::from_secs(30),
         },
     };

@@ -33,6 +33,8 @@ const ADMIN_TOKEN: &str = "admin-test-token-0123456789";
 const PUBLIC_BASE: &str = "https://callops.example.com";
 const CUSTOMER: &str = "+14155552671";
 const CALLER_ID: &str = "+14155552672";
+/// A number the registry gives to a test's second organisation.
+const BROKE_CALLER_ID: &str = "+14155552673";
 
 struct Outbound {
     stack: Stack,
@@ -117,6 +119,9 @@ impl Outbound {
             directory: Arc::new(self.stack.directory()),
             calls: Arc::new(self.stack.outbound_calls()),
             providers: self.providers(),
+            tenancy: Arc::new(self.stack.tenancy()),
+            // The default organisation, whose calls may use CALLER_ID.
+            default_org: Some("acme".into()),
         }
     }
 
@@ -207,10 +212,12 @@ impl Outbound {
 
     async fn admin(&self, route: &str, request: Request) -> Response<Body> {
         let directory = self.stack.directory();
+        let tenancy = self.stack.tenancy();
         let token = Secret::new(ADMIN_TOKEN);
         let admin = shared::flows::admin::Admin {
             token: &token,
             directory: &directory,
+            tenancy: &tenancy,
         };
         match route {
             "assistant-create" => admin.create_assistant(request).await,
@@ -219,6 +226,7 @@ impl Outbound {
             "assistant-deactivate" => admin.deactivate_assistant(request).await,
             "organisation-create" => admin.create_organisation(request).await,
             "organisation-get" => admin.get_organisation(request).await,
+            "organisation-numbers" => admin.numbers(request).await,
             _ => admin.update_organisation(request).await,
         }
     }
@@ -268,6 +276,22 @@ impl Outbound {
         self.create_assistant(serde_json::json!({
             "org_id": org_id, "name": "Sarah", "provider": "twilio", "caller_number": CALLER_ID,
             "agent_stream_url": "wss://agent.example.com/media", "default_welcome_message": "Hello from Acme!"
+        }))
+        .await
+    }
+
+    /// A Twilio assistant calling from `number`, which the registry gives
+    /// to `org_id` first.
+    async fn twilio_assistant_from(&self, org_id: &str, number: &str) -> u64 {
+        use shared::store::tenancy::{Kind, TenancyStore};
+        self.stack
+            .tenancy()
+            .claim(&Kind::Voice.key(number), org_id)
+            .await
+            .unwrap();
+        self.create_assistant(serde_json::json!({
+            "org_id": org_id, "name": "Sarah", "provider": "twilio", "caller_number": number,
+            "agent_stream_url": "wss://agent.example.com/media"
         }))
         .await
     }
@@ -336,7 +360,8 @@ async fn every_validation_error_has_the_seeds_words_and_calls_no_provider() {
     t.create_org("acme", 3600, 0).await;
     let assistant = t.twilio_assistant("acme").await;
     t.create_org("broke", 0, 0).await;
-    let broke_assistant = t.twilio_assistant("broke").await;
+    // Not the default organisation: it calls from a number of its own.
+    let broke_assistant = t.twilio_assistant_from("broke", BROKE_CALLER_ID).await;
     let inactive = t.twilio_assistant("acme").await;
     let response = t
         .admin(
@@ -606,6 +631,82 @@ async fn a_twilio_call_is_placed_and_its_twiml_carries_the_agenda() {
     assert_eq!(t.twiml().handle(unsigned).await.status(), 400);
 }
 
+/// Issue 19: a status callback moves a call only when our side of the call
+/// (`From` of a call we placed) is the call's organisation's number;
+/// otherwise the worker ignores it (200 already given, record unchanged).
+#[tokio::test]
+async fn a_status_from_another_organisations_number_moves_nothing() {
+    use shared::store::tenancy::{Kind, TenancyStore};
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    t.stack
+        .tenancy()
+        .claim(&Kind::Voice.key(BROKE_CALLER_ID), "globex")
+        .await
+        .unwrap();
+    let assistant = t.twilio_assistant("acme").await;
+    let response = t
+        .initiate(100)
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+    let sid = json_body(&response)["call_sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let created = t.twilio.created_calls().remove(0);
+    let callback = created
+        .iter()
+        .find(|(k, _)| k == "StatusCallback")
+        .unwrap()
+        .1
+        .clone();
+    let query = callback.split_once('?').unwrap().1.to_string();
+    let call_ref = query.trim_start_matches("call=").to_string();
+    let status = t.status();
+    let send = |from: &'static str| {
+        t.twilio_request(
+            "POST",
+            "/twilio/status",
+            &query,
+            &[
+                ("CallSid", sid.as_str()),
+                ("AccountSid", ACCOUNT_SID),
+                ("CallStatus", "completed"),
+                ("CallDuration", "42"),
+                ("Direction", "outbound-api"),
+                ("From", from),
+                ("To", CUSTOMER),
+            ],
+            TWILIO_TOKEN,
+        )
+    };
+    assert_eq!(status.handle(send(BROKE_CALLER_ID)).await.status(), 200);
+    t.stack.run_provider_events().await;
+    let call = t
+        .stack
+        .outbound_calls()
+        .get(&call_ref)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(call.status, "completed");
+    assert_eq!(call.duration_secs, None);
+    assert_eq!(t.stack.depth("NotificationQueue").await, 0);
+    // From the call's own number (the default organisation's), it applies.
+    assert_eq!(status.handle(send(CALLER_ID)).await.status(), 200);
+    t.stack.run_provider_events().await;
+    let call = t
+        .stack
+        .outbound_calls()
+        .get(&call_ref)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(call.status, "completed");
+    assert_eq!(call.duration_secs, Some(42));
+}
+
 #[tokio::test]
 async fn status_callbacks_out_of_order_and_duplicated_count_usage_once() {
     let t = Outbound::start().await;
@@ -853,7 +954,84 @@ async fn organisations_list_the_caller_ids_they_own() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stored.phone_numbers, vec!["+14155552673".to_string()]);
+    // Issue 19: the registry holds them; the record keeps no list of its own.
+    assert!(stored.phone_numbers.is_empty());
+    use shared::store::tenancy::TenancyStore;
+    let registry = t.stack.tenancy();
+    assert_eq!(
+        registry
+            .owner("voice#+14155552673")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("acme")
+    );
+    assert_eq!(registry.owner("voice#+14155552672").await.unwrap(), None);
+    let fetched = t
+        .admin(
+            "organisation-get",
+            t.admin_request(
+                "GET",
+                "/organisations/{org_id}",
+                "/organisations/acme",
+                "",
+                Some(ADMIN_TOKEN),
+            ),
+        )
+        .await;
+    assert_eq!(
+        json_body(&fetched)["phone_numbers"],
+        serde_json::json!(["+14155552673"])
+    );
+}
+
+/// Issue 19: an assistant's caller number must be its organisation's in the
+/// number registry when the call is placed (or the deployment's number, for
+/// the default organisation); otherwise 403 and no provider is asked.
+#[tokio::test]
+async fn calls_initiate_uses_only_caller_numbers_the_organisation_owns() {
+    use shared::store::tenancy::{Kind, TenancyStore};
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    t.create_org("globex", 3600, 0).await;
+    let globex_key = t.key_of("globex").await;
+    let initiate = t.initiate(100);
+    let place = |key: String, assistant: u64| {
+        let initiate = &initiate;
+        async move {
+            initiate
+                .handle(outbound_request_with(
+                    &key,
+                    "/calls/initiate",
+                    &seed_call(assistant),
+                ))
+                .await
+        }
+    };
+    // The deployment's number is the default organisation's only.
+    let borrowing = t.twilio_assistant("globex").await;
+    let refused = place(globex_key.clone(), borrowing).await;
+    assert_eq!(refused.status(), 403, "{:?}", json_body(&refused));
+    assert_eq!(json_body(&refused)["code"], "caller_id_not_owned");
+    // Its own registered number is fine...
+    let own = t.twilio_assistant_from("globex", BROKE_CALLER_ID).await;
+    let placed = place(globex_key.clone(), own).await;
+    assert_eq!(placed.status(), 200, "{:?}", json_body(&placed));
+    assert_eq!(json_body(&placed)["from_phone_number"], BROKE_CALLER_ID);
+    // ...until it is released: checked at call time, not when saved.
+    assert!(t
+        .stack
+        .tenancy()
+        .release(&Kind::Voice.key(BROKE_CALLER_ID), "globex")
+        .await
+        .unwrap());
+    let released = place(globex_key, own).await;
+    assert_eq!(released.status(), 403);
+    // The default organisation keeps calling from the deployment's number.
+    let default = t.twilio_assistant("acme").await;
+    assert_eq!(place(t.key.clone(), default).await.status(), 200);
+    assert_eq!(t.twilio.created_calls().len(), 2);
+    assert_eq!(t.org("globex").await.reserved_seconds, 600);
 }
 
 /// Issue 17 item 12: an organisation id no organisation can have is 404

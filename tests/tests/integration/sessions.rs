@@ -134,6 +134,7 @@ impl Rooms {
             flow,
             lifecycle: self.lifecycle(),
             inbound_org: Some(ORG.into()),
+            tenancy: Arc::new(self.stack.tenancy()),
             lease: Duration::from_secs(30),
         }
     }
@@ -183,6 +184,7 @@ impl Rooms {
             directory: Arc::new(self.stack.directory()),
             calls: Arc::new(self.stack.outbound_calls()),
             inbound_org: Some(ORG.into()),
+            tenancy: Arc::new(self.stack.tenancy()),
         }
     }
 
@@ -196,7 +198,7 @@ impl Rooms {
             topup_seconds: 0,
             elevenlabs_agent_id: None,
             elevenlabs_phone_number_id: None,
-            phone_numbers: numbers.iter().map(|n| n.to_string()).collect(),
+            phone_numbers: Vec::new(),
             created_at: shared::base::time::now_rfc3339(),
             updated_at: shared::base::time::now_rfc3339(),
             usage_this_month_seconds: 0,
@@ -209,6 +211,13 @@ impl Rooms {
             .create_organisation(&org)
             .await
             .unwrap());
+        // The caller ids it owns are in the number registry.
+        use shared::store::tenancy::{Claim, Kind, TenancyStore};
+        for number in numbers {
+            let key = Kind::Voice.key(number);
+            let claim = self.stack.tenancy().claim(&key, org_id).await.unwrap();
+            assert_eq!(claim, Claim::Claimed);
+        }
     }
 
     async fn org(&self, org_id: &str) -> shared::store::directory::Organisation {
@@ -312,6 +321,8 @@ impl Rooms {
                 notification_queue: self.stack.queue("NotificationQueue"),
                 lease: Duration::from_secs(30),
                 sessions: Some(Arc::new(self.lifecycle())),
+                tenancy: Arc::new(self.stack.tenancy()),
+                default_org: Some(ORG.into()),
             },
         })
     }
@@ -1840,7 +1851,7 @@ async fn a_phone_call_from_a_caller_id_the_organisation_does_not_own_is_refused(
 #[tokio::test]
 async fn a_phone_call_over_the_monthly_budget_is_refused_before_twilio() {
     let t = Rooms::start().await;
-    t.create_org("tight", TIME_LIMIT_SECS - 1, &[LISTED_CALLER_ID])
+    t.create_org("tight", TIME_LIMIT_SECS - 1, &["+14155552674"])
         .await;
     let (key, record) = api_keys::generate("web", "tight");
     DynamoApiKeyStore::new(
@@ -1853,7 +1864,7 @@ async fn a_phone_call_over_the_monthly_budget_is_refused_before_twilio() {
     let refused = t
         .place_phone_call(
             &key,
-            serde_json::json!({"to": "+14155550100", "from": LISTED_CALLER_ID}),
+            serde_json::json!({"to": "+14155550100", "from": "+14155552674"}),
         )
         .await;
     assert_eq!(
@@ -2412,3 +2423,120 @@ async fn a_join_link_refuses_missing_foreign_and_stale_invites() {
 
 #[path = "session_races.rs"]
 mod races;
+
+/// Issue 19: `/twilio/voice` and `/whatsapp/voice` answer for the
+/// organisation owning the number called (`To`; WhatsApp senders for
+/// WhatsApp); a number nobody owns is `INBOUND_ORG_ID`'s, or, without it,
+/// hears that the number is not in service: no room, no session, nothing
+/// stored.
+#[tokio::test]
+async fn inbound_calls_belong_to_the_owner_of_the_number_called() {
+    use shared::store::tenancy::{Kind, TenancyStore};
+    let t = Rooms::start().await;
+    let registry = t.stack.tenancy();
+    for (kind, route, prefix, address, registry_kind) in [
+        (
+            SessionKind::Phone,
+            "/twilio/voice",
+            "phone",
+            "",
+            Kind::Voice,
+        ),
+        (
+            SessionKind::Whatsapp,
+            "/whatsapp/voice",
+            "whatsapp",
+            "whatsapp:",
+            Kind::WhatsApp,
+        ),
+    ] {
+        let ours = "+14155552681";
+        let theirs = "+14155552682";
+        let nobodys = "+14155552683";
+        registry.claim(&registry_kind.key(ours), ORG).await.unwrap();
+        registry
+            .claim(&registry_kind.key(theirs), OTHER_ORG)
+            .await
+            .unwrap();
+        let call = |webhook: VoiceWebhook, sid: String, to: &str| {
+            let to = format!("{address}{to}");
+            let from = format!("{address}+14155550100");
+            async move {
+                let params = [
+                    ("CallSid", sid.as_str()),
+                    ("From", from.as_str()),
+                    ("To", to.as_str()),
+                    ("Direction", "inbound"),
+                ];
+                text(&webhook.handle(twilio_post(route, "", &params)).await)
+            }
+        };
+        let flow = || Rooms::flow(Rooms::stream(), None);
+        for (sid, to, owner_key, other_key) in [
+            ("CAown1", ours, &t.key, &t.other_key),
+            ("CAown2", theirs, &t.other_key, &t.key),
+            // With INBOUND_ORG_ID, a number nobody registered is its.
+            ("CAown3", nobodys, &t.key, &t.other_key),
+        ] {
+            let sid = format!("{sid}{prefix}");
+            let twiml = call(t.voice_webhook(kind, flow()), sid.clone(), to).await;
+            assert!(twiml.contains("<Connect>"), "{twiml}");
+            let session = format!("{prefix}-{sid}");
+            let seen = t.get_session(&session, owner_key).await;
+            assert_eq!(seen.status(), StatusCode::OK, "{session}: {}", text(&seen));
+            assert_eq!(
+                t.get_session(&session, other_key).await.status(),
+                StatusCode::NOT_FOUND
+            );
+        }
+        // Without INBOUND_ORG_ID: a polite goodbye, and nothing at all kept.
+        let calls_before = t.stack.item_count("CallsTable").await;
+        let notifications_before = t.stack.depth("NotificationQueue").await;
+        let webhook = VoiceWebhook {
+            inbound_org: None,
+            ..t.voice_webhook(kind, flow())
+        };
+        let sid = format!("CAnobody{prefix}");
+        let twiml = call(webhook, sid.clone(), nobodys).await;
+        assert!(twiml.contains("not in service"), "{twiml}");
+        assert!(
+            twiml.contains("<Hangup/>") && !twiml.contains("<Connect>"),
+            "{twiml}"
+        );
+        assert!(!t.livekit.room_exists(&format!(
+            "{}-{sid}",
+            if prefix == "phone" {
+                "twilio"
+            } else {
+                "whatsapp"
+            }
+        )));
+        assert_eq!(t.stack.item_count("CallsTable").await, calls_before);
+        assert_eq!(
+            t.stack.depth("NotificationQueue").await,
+            notifications_before
+        );
+        // An owned number still routes to its owner without the fallback.
+        let webhook = VoiceWebhook {
+            inbound_org: None,
+            ..t.voice_webhook(kind, flow())
+        };
+        let sid = format!("CAowned{prefix}");
+        assert!(call(webhook, sid.clone(), theirs)
+            .await
+            .contains("<Connect>"));
+        let session = format!("{prefix}-{sid}");
+        assert_eq!(
+            t.get_session(&session, &t.other_key).await.status(),
+            StatusCode::OK
+        );
+        registry
+            .release(&registry_kind.key(ours), ORG)
+            .await
+            .unwrap();
+        registry
+            .release(&registry_kind.key(theirs), OTHER_ORG)
+            .await
+            .unwrap();
+    }
+}

@@ -230,6 +230,13 @@ impl Stack {
         }
     }
 
+    pub fn tenancy(&self) -> shared::store::tenancy::DynamoTenancyStore {
+        shared::store::tenancy::DynamoTenancyStore::new(
+            self.dynamo.clone(),
+            self.resources.table("TenancyTable"),
+        )
+    }
+
     pub fn stats(&self) -> DynamoStatsStore {
         DynamoStatsStore::new(self.dynamo.clone(), self.resources.table("StatsTable"))
     }
@@ -446,6 +453,9 @@ impl Stack {
                 notification_queue: self.queue("NotificationQueue"),
                 lease: Duration::from_secs(30),
                 sessions: None,
+                tenancy: Arc::new(self.tenancy()),
+                // The outbound tests' default organisation.
+                default_org: Some("acme".into()),
             },
         })
     }

@@ -96,7 +96,8 @@ impl WhatsApp {
                 dedup: self.stack.dedup(),
                 store: self.store(),
                 reply_queue: self.stack.queue("WhatsAppReplyQueue"),
-                inbound_org: ORG.into(),
+                tenancy: Arc::new(self.stack.tenancy()),
+                inbound_org: Some(ORG.into()),
             },
             lease: Duration::from_secs(30),
         }
@@ -118,6 +119,8 @@ impl WhatsApp {
                 from: OUR_NUMBER.into(),
                 status_callback: Some(format!("{PUBLIC_BASE}/whatsapp/status")),
                 twilio_timeout: Duration::from_secs(5),
+                tenancy: Arc::new(self.stack.tenancy()),
+                default_org: Some(ORG.into()),
             },
         }
     }
@@ -882,4 +885,184 @@ async fn a_reply_that_never_settles_is_requeued_three_times_then_given_up() {
     // Dropped: later sweeps leave it alone.
     let report = sweep.sweep(at + 602, 100).await.unwrap();
     assert_eq!(report, Default::default());
+}
+
+/// A message from the test user to `to`.
+async fn to(
+    sid: &str,
+    body: &str,
+    to: &str,
+    route: &whatsapp_message::WhatsAppMessage,
+) -> Response<Body> {
+    let mut params = incoming(sid, body, 0);
+    params.retain(|(name, _)| *name != "To");
+    params.push(("To", to.to_string()));
+    route.handle(signed("/whatsapp/message", &params)).await
+}
+
+/// Issue 19: a message belongs to the organisation owning the number it was
+/// sent to (`To`, a WhatsApp sender in the registry), and its reply comes
+/// from that number; a number nobody owns is `INBOUND_ORG_ID`'s, or,
+/// without it, gets empty TwiML and keeps nothing but the dedup record.
+#[tokio::test]
+async fn messages_belong_to_the_owner_of_the_number_written_to() {
+    use shared::store::tenancy::{Kind, TenancyStore};
+    let wa = WhatsApp::start().await;
+    let registry = wa.stack.tenancy();
+    let (ours, theirs) = ("whatsapp:+14155552691", "whatsapp:+14155552692");
+    registry
+        .claim(&Kind::WhatsApp.key("+14155552691"), ORG)
+        .await
+        .unwrap();
+    registry
+        .claim(&Kind::WhatsApp.key("+14155552692"), OTHER_ORG)
+        .await
+        .unwrap();
+    let route = wa.message_route();
+    for (n, body, number) in [
+        (11, "to acme", ours),
+        (12, "to globex", theirs),
+        (13, "to the deployment's number", OUR_NUMBER),
+    ] {
+        let answered = to(&sid(n), body, number, &route).await;
+        assert_eq!(answered.status(), 200, "{}", text(&answered));
+    }
+    let bodies = |response: Response<Body>| -> Vec<String> {
+        json_body(&response)["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["body"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The unregistered number falls back to INBOUND_ORG_ID (ORG here).
+    assert_eq!(
+        bodies(wa.conversation(&wa.key, USER).await),
+        ["to acme", "to the deployment's number"]
+    );
+    assert_eq!(
+        bodies(wa.conversation(&wa.other_key, USER).await),
+        ["to globex"]
+    );
+    // Each reply goes out from the number its message reached.
+    wa.run_replies(&wa.worker()).await;
+    let mut froms: Vec<String> = wa
+        .twilio
+        .sent_messages()
+        .iter()
+        .map(|form| field(form, "From").unwrap())
+        .collect();
+    froms.sort();
+    let mut expected = vec![ours.to_string(), theirs.to_string(), OUR_NUMBER.to_string()];
+    expected.sort();
+    assert_eq!(froms, expected);
+
+    // Without INBOUND_ORG_ID: empty TwiML; no message, no reply, only the
+    // dedup record.
+    let messages_before = wa.stack.item_count("WhatsAppTable").await;
+    let dedup_before = wa.stack.item_count("IdempotencyTable").await;
+    let strict = whatsapp_message::WhatsAppMessage {
+        intake: WhatsAppIntake {
+            inbound_org: None,
+            ..wa.message_route().intake
+        },
+        ..wa.message_route()
+    };
+    let dropped = to(&sid(14), "anyone there?", "whatsapp:+14155552693", &strict).await;
+    assert_eq!(dropped.status(), 200);
+    assert_eq!(
+        text(&dropped),
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>"
+    );
+    assert_eq!(wa.stack.item_count("WhatsAppTable").await, messages_before);
+    assert_eq!(
+        wa.stack.item_count("IdempotencyTable").await,
+        dedup_before + 1
+    );
+    assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 0);
+    // A redelivery is absorbed by the dedup record, still storing nothing.
+    let again = to(&sid(14), "anyone there?", "whatsapp:+14155552693", &strict).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(wa.stack.item_count("WhatsAppTable").await, messages_before);
+    // An owned number still reaches its owner without the fallback.
+    assert_eq!(
+        to(&sid(15), "still globex", theirs, &strict).await.status(),
+        200
+    );
+    assert_eq!(
+        bodies(wa.conversation(&wa.other_key, USER).await),
+        [
+            "to globex",
+            "(fake agent) You said: to globex",
+            "still globex"
+        ]
+    );
+}
+
+/// Issue 19: `/whatsapp/send` sends only from a WhatsApp sender the key's
+/// organisation owns; the deployment's number is the default organisation's.
+#[tokio::test]
+async fn tenants_send_only_from_their_own_whatsapp_senders() {
+    use shared::store::tenancy::{Kind, TenancyStore};
+    let wa = WhatsApp::start().await;
+    let send_as = |key: String, body: serde_json::Value| {
+        let route = wa.send_route();
+        async move {
+            let headers = vec![
+                ("content-type".to_string(), "application/json".to_string()),
+                ("x-api-key".to_string(), key),
+            ];
+            let request = devstack::server::api_request(
+                "POST",
+                "/whatsapp/send",
+                "/whatsapp/send",
+                "",
+                &headers,
+                body.to_string().as_bytes(),
+            );
+            route.handle(request).await
+        }
+    };
+    let to = format!("whatsapp:+{USER}");
+    // No sender of its own, and the deployment's is not its.
+    for body in [
+        serde_json::json!({"to": to, "message": "hi"}),
+        serde_json::json!({"to": to, "message": "hi", "from": OUR_NUMBER}),
+    ] {
+        let refused = send_as(wa.other_key.clone(), body).await;
+        assert_eq!(refused.status(), 403, "{}", text(&refused));
+        assert_eq!(json_body(&refused)["code"], "sender_not_owned");
+    }
+    assert!(wa.twilio.sent_messages().is_empty());
+    wa.stack
+        .tenancy()
+        .claim(&Kind::WhatsApp.key("+14155552692"), OTHER_ORG)
+        .await
+        .unwrap();
+    let sent = send_as(
+        wa.other_key.clone(),
+        serde_json::json!({"to": to, "message": "hi"}),
+    )
+    .await;
+    assert_eq!(sent.status(), 200, "{}", text(&sent));
+    // The default organisation: the deployment's number, not another's.
+    let own = send_as(
+        wa.key.clone(),
+        serde_json::json!({"to": to, "message": "hello"}),
+    )
+    .await;
+    assert_eq!(own.status(), 200, "{}", text(&own));
+    let borrowed = send_as(
+        wa.key.clone(),
+        serde_json::json!({"to": to, "message": "hello", "from": "whatsapp:+14155552692"}),
+    )
+    .await;
+    assert_eq!(borrowed.status(), 403);
+    let froms: Vec<String> = wa
+        .twilio
+        .sent_messages()
+        .iter()
+        .map(|form| field(form, "From").unwrap())
+        .collect();
+    assert_eq!(froms, ["whatsapp:+14155552692", OUR_NUMBER]);
 }

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::emulators::LocalAws;
-use crate::template::{EnvValue, FunctionSpec, KeyAttribute, Template};
+use crate::template::{EnvValue, FunctionSpec, IndexSpec, KeyAttribute, Template};
 
 /// Physical names for the template's logical ids.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +55,40 @@ impl Resources {
     }
 }
 
+fn key_element(key: &KeyAttribute, key_type: KeyType) -> Result<KeySchemaElement, String> {
+    KeySchemaElement::builder()
+        .attribute_name(&key.name)
+        .key_type(key_type)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn attribute_definition(key: &KeyAttribute) -> Result<AttributeDefinition, String> {
+    AttributeDefinition::builder()
+        .attribute_name(&key.name)
+        .attribute_type(attribute_type(key))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn global_index(index: &IndexSpec) -> Result<GlobalSecondaryIndex, String> {
+    let mut builder = GlobalSecondaryIndex::builder()
+        .index_name(&index.name)
+        .key_schema(key_element(&index.hash_key, KeyType::Hash)?)
+        .projection(
+            Projection::builder()
+                .projection_type(match index.projection.as_str() {
+                    "KEYS_ONLY" => ProjectionType::KeysOnly,
+                    _ => ProjectionType::All,
+                })
+                .build(),
+        );
+    if let Some(range) = &index.range_key {
+        builder = builder.key_schema(key_element(range, KeyType::Range)?);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
 fn attribute_type(key: &KeyAttribute) -> ScalarAttributeType {
     match key.kind.as_str() {
         "N" => ScalarAttributeType::N,
@@ -81,22 +115,22 @@ pub async fn provision(
             .create_table()
             .table_name(&name)
             .billing_mode(BillingMode::PayPerRequest);
+        // Each attribute is defined once, whether a table key, an index key or both.
+        let mut defined: Vec<&str> = Vec::new();
         for (key, key_type) in keys {
+            defined.push(&key.name);
             create = create
-                .attribute_definitions(
-                    AttributeDefinition::builder()
-                        .attribute_name(&key.name)
-                        .attribute_type(attribute_type(key))
-                        .build()
-                        .map_err(|e| e.to_string())?,
-                )
-                .key_schema(
-                    KeySchemaElement::builder()
-                        .attribute_name(&key.name)
-                        .key_type(key_type)
-                        .build()
-                        .map_err(|e| e.to_string())?,
-                );
+                .attribute_definitions(attribute_definition(key)?)
+                .key_schema(key_element(key, key_type)?);
+        }
+        for index in &table.indexes {
+            for key in std::iter::once(&index.hash_key).chain(&index.range_key) {
+                if !defined.contains(&key.name.as_str()) {
+                    defined.push(&key.name);
+                    create = create.attribute_definitions(attribute_definition(key)?);
+                }
+            }
+            create = create.global_secondary_indexes(global_index(index)?);
         }
         create.send().await.map_err(|e| {
             format!(

@@ -160,6 +160,7 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
         | "assistant-deactivate"
         | "organisation-create"
         | "organisation-get"
+        | "organisation-numbers"
         | "organisation-update") => {
             let config = Arc::new(shared::flows::admin::AdminConfig::from_env().await?);
             let route = route.to_string();
@@ -175,6 +176,7 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
                         "assistant-deactivate" => admin.deactivate_assistant(request).await,
                         "organisation-create" => admin.create_organisation(request).await,
                         "organisation-get" => admin.get_organisation(request).await,
+                        "organisation-numbers" => admin.numbers(request).await,
                         _ => admin.update_organisation(request).await,
                     }
                 }

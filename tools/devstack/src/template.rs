@@ -21,6 +21,18 @@ pub struct TableSpec {
     pub hash_key: KeyAttribute,
     pub range_key: Option<KeyAttribute>,
     pub ttl_attribute: Option<String>,
+    /// Global secondary indexes, created with the table.
+    pub indexes: Vec<IndexSpec>,
+}
+
+/// A global secondary index: its name, keys and projection type
+/// (`KEYS_ONLY`, `ALL`; `INCLUDE` is read as `ALL` locally).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexSpec {
+    pub name: String,
+    pub hash_key: KeyAttribute,
+    pub range_key: Option<KeyAttribute>,
+    pub projection: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -474,6 +486,42 @@ fn key_attribute(props: &Value, key_type: &str) -> Option<KeyAttribute> {
     Some(KeyAttribute { name, kind })
 }
 
+fn indexes(props: &Value) -> Result<Vec<IndexSpec>, String> {
+    let Some(list) = props.get("GlobalSecondaryIndexes") else {
+        return Ok(Vec::new());
+    };
+    list.as_sequence()
+        .ok_or("GlobalSecondaryIndexes is not a list")?
+        .iter()
+        .map(|index| {
+            let name = index
+                .get("IndexName")
+                .and_then(Value::as_str)
+                .ok_or("an index without IndexName")?
+                .to_string();
+            // The index's keys are typed by the table's AttributeDefinitions.
+            let mut keyed = index.clone();
+            if let (Some(map), Some(defs)) =
+                (keyed.as_mapping_mut(), props.get("AttributeDefinitions"))
+            {
+                map.insert("AttributeDefinitions".into(), defs.clone());
+            }
+            Ok(IndexSpec {
+                hash_key: key_attribute(&keyed, "HASH")
+                    .ok_or(format!("index {name}: no typed HASH key"))?,
+                range_key: key_attribute(&keyed, "RANGE"),
+                projection: index
+                    .get("Projection")
+                    .and_then(|p| p.get("ProjectionType"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("ALL")
+                    .to_string(),
+                name,
+            })
+        })
+        .collect()
+}
+
 /// The binary a function runs: the last folder of its `CodeUri`, which is
 /// where `cargo lambda build --lambda-dir target/lambda` writes that binary's
 /// `bootstrap` (`target/lambda/<binary>/`).
@@ -704,6 +752,7 @@ impl Template {
                         .and_then(|t| t.get("AttributeName"))
                         .and_then(Value::as_str)
                         .map(str::to_string),
+                    indexes: indexes(&props).map_err(|e| format!("{id}: {e}"))?,
                     logical_id: id,
                 }),
                 Some("AWS::SQS::Queue") => template.queues.push(QueueSpec {
@@ -846,6 +895,20 @@ mod tests {
             .find(|t| t.logical_id == "CallsTable")
             .unwrap();
         assert_eq!(calls.range_key.as_ref().unwrap().name, "item");
+        let tenancy = template
+            .tables
+            .iter()
+            .find(|t| t.logical_id == "TenancyTable")
+            .unwrap();
+        assert_eq!(tenancy.indexes.len(), 1);
+        let by_org = &tenancy.indexes[0];
+        assert_eq!(by_org.name, "by_org");
+        assert_eq!(
+            (by_org.hash_key.name.as_str(), by_org.hash_key.kind.as_str()),
+            ("org_id", "S")
+        );
+        assert_eq!(by_org.range_key.as_ref().unwrap().name, "key");
+        assert_eq!(by_org.projection, "KEYS_ONLY");
         let queue = template
             .queues
             .iter()

@@ -9,14 +9,22 @@ use tracing::{info, warn};
 use super::*;
 use crate::flows::outbound::{finish_call, CallEnding, CALL_REF_VARIABLE};
 use crate::flows::sessions::{SessionKind, SessionLifecycle};
+use crate::flows::tenancy::{inbound_org, Channel};
 use crate::providers::elevenlabs::ConversationMetadata;
 use crate::queue::jobs::{self, NotificationJob, NotificationKind};
 use crate::store::dedup::{run_once, DedupStore, Once, OnceError};
 use crate::store::directory::Provider;
 use crate::store::outbound_calls::{status_rank, OutboundCall, OutboundCallStore, UsageRecorded};
 use crate::store::sessions::{Ending, SessionChange};
+use crate::store::tenancy::TenancyStore;
 
 const FINAL_RANK: u32 = 5;
+
+fn ignored(call_sid: &str) -> Applied {
+    Applied::Ignored(format!(
+        "status of {call_sid} from a number its organisation does not own"
+    ))
+}
 
 impl EventData {
     /// Our call ref, passed to ElevenLabs as a dynamic variable when we placed the call.
@@ -39,6 +47,10 @@ pub struct ProviderEventProcessor {
     pub lease: Duration,
     /// Ends seed 002 sessions (and their rooms) on a finished call.
     pub sessions: Option<Arc<SessionLifecycle>>,
+    /// The number registry and `INBOUND_ORG_ID`: a status callback moves
+    /// only a record of the organisation owning our side of the call.
+    pub tenancy: Arc<dyn TenancyStore>,
+    pub default_org: Option<String>,
 }
 
 /// What applying an event did, for logs and tests.
@@ -57,7 +69,15 @@ impl ProviderEventProcessor {
                 call_sid,
                 status,
                 duration_secs,
+                our_number,
             } => {
+                let org = self.call_org(call_ref).await?;
+                if !self
+                    .owns(org.as_deref(), our_number, Channel::Voice)
+                    .await?
+                {
+                    return Ok(ignored(call_sid));
+                }
                 let key = format!("twilio-status#{call_sid}#{status}");
                 self.once(&key, || {
                     self.twilio_status(call_ref, status, *duration_secs)
@@ -70,11 +90,19 @@ impl ProviderEventProcessor {
                 duration_secs,
                 session_kind,
                 placed,
+                our_number,
             } => {
-                let kind = match session_kind.as_deref() {
-                    Some("whatsapp") => SessionKind::Whatsapp,
-                    _ => SessionKind::Phone,
+                let (kind, channel) = match session_kind.as_deref() {
+                    Some("whatsapp") => (SessionKind::Whatsapp, Channel::WhatsApp),
+                    _ => (SessionKind::Phone, Channel::Voice),
                 };
+                let org = match placed {
+                    Some(call_ref) => self.call_org(call_ref).await?,
+                    None => self.session_org(kind, call_sid).await?,
+                };
+                if !self.owns(org.as_deref(), our_number, channel).await? {
+                    return Ok(ignored(call_sid));
+                }
                 let key = format!("twilio-session-status#{call_sid}#{status}");
                 self.once(&key, || async {
                     let applied = self
@@ -105,6 +133,67 @@ impl ProviderEventProcessor {
                 self.once(&key, || self.elevenlabs(&event)).await
             }
         }
+    }
+
+    /// Whether `our_number` (on `channel`) belongs to `org`: its registry
+    /// owner, else `INBOUND_ORG_ID`. Without a number or a record's
+    /// organisation (events and records from before numbers had owners)
+    /// there is nothing to hold it to.
+    async fn owns(
+        &self,
+        org: Option<&str>,
+        our_number: &Option<String>,
+        channel: Channel,
+    ) -> Result<bool, String> {
+        let (Some(org), Some(number)) = (org, our_number.as_deref()) else {
+            return Ok(true);
+        };
+        let owner = inbound_org(
+            self.tenancy.as_ref(),
+            channel,
+            number,
+            self.default_org.as_deref(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if owner.as_deref() == Some(org) {
+            return Ok(true);
+        }
+        warn!(%org, number = %crate::base::mask::phone(number), "status callback from a number not the record's organisation's; ignored");
+        crate::base::metrics::count_by(
+            crate::base::metrics::Metric::StatusIgnored,
+            "Route",
+            "/twilio/status",
+        );
+        Ok(false)
+    }
+
+    /// The organisation of an outbound call record, if it has one (none:
+    /// unknown call, which the status itself reports).
+    async fn call_org(&self, call_ref: &str) -> Result<Option<String>, String> {
+        Ok(self
+            .calls
+            .get(call_ref)
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|call| call.org_id))
+    }
+
+    /// The organisation of a session's call, when sessions are wired.
+    async fn session_org(
+        &self,
+        kind: SessionKind,
+        call_sid: &str,
+    ) -> Result<Option<String>, String> {
+        let Some(lifecycle) = &self.sessions else {
+            return Ok(None);
+        };
+        Ok(lifecycle
+            .sessions
+            .get(&kind.room(call_sid))
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|session| session.org_id))
     }
 
     async fn once<F, Fut>(&self, key: &str, work: F) -> Result<Applied, String>

@@ -2,9 +2,10 @@
 //! `/whatsapp/call`). Built with the `phone` feature: numbers to dial are
 //! checked against libphonenumber first.
 //!
-//! The caller id must be one the key's organisation owns (its record's
-//! `phone_numbers`, or the deployment's default number for
-//! `INBOUND_ORG_ID`), and the call goes through the same reservation as
+//! The caller id must be one the key's organisation owns (in the number
+//! registry: voice numbers for phone calls, WhatsApp senders for WhatsApp
+//! calls; or the deployment's default number for `INBOUND_ORG_ID`), and
+//! the call goes through the same reservation as
 //! `/calls/initiate` (`outbound::place_reserved`): `time_limit_secs` held on
 //! the organisation's month before Twilio is asked, released if Twilio
 //! refuses, settled with the real duration by the call's final status
@@ -25,9 +26,11 @@ use crate::api::{self, ApiError, Route};
 use crate::base::{mask, phone};
 use crate::flows::outbound::{self, Placed as ProviderIds};
 use crate::flows::sessions::{url_encode, Opening, SessionKind, SessionLifecycle};
+use crate::flows::tenancy::{self, Channel};
 use crate::providers::twilio::{NewCall, TwilioClient};
 use crate::store::directory::{DirectoryStore, Organisation, Provider};
 use crate::store::outbound_calls::{new_call_ref, OutboundCall, OutboundCallStore};
+use crate::store::tenancy::TenancyStore;
 
 /// Places a call of one kind (phone or WhatsApp) for an API key's
 /// organisation and opens its session at once, so it can be listed and
@@ -52,6 +55,8 @@ pub struct CallPlacer {
     pub calls: Arc<dyn OutboundCallStore>,
     /// `INBOUND_ORG_ID`: the organisation that owns `default_from`.
     pub inbound_org: Option<String>,
+    /// The number registry: which organisation owns which caller id.
+    pub tenancy: Arc<dyn TenancyStore>,
 }
 
 /// `PHONE_CALL_TIME_LIMIT_SECONDS` when unset (the template's default too).
@@ -86,31 +91,61 @@ fn number(value: &str, field: &str) -> Result<String, ApiError> {
 fn not_owned() -> ApiError {
     ApiError::NotPermitted {
         code: "caller_id_not_owned",
-        detail: "from must be a number your organisation owns (its phone_numbers); \
-                 ask an admin to add it"
+        detail: "from must be a number your organisation owns (POST \
+                 /organisations/{org_id}/numbers); ask an admin to assign it"
             .into(),
     }
 }
 
 impl CallPlacer {
-    /// The caller id: `requested` if `org` owns it, else the first number
-    /// it owns; 403 when it owns none or names another.
-    fn caller_id(&self, requested: Option<&str>, org: &Organisation) -> Result<String, ApiError> {
-        let default = self
-            .default_from
-            .as_deref()
-            .filter(|_| self.inbound_org.as_deref() == Some(org.org_id.as_str()));
-        let owned: Vec<String> = default
-            .into_iter()
-            .chain(org.phone_numbers.iter().map(String::as_str))
-            .filter_map(|n| number(n, "from").ok())
-            .collect();
+    fn channel(&self) -> Channel {
+        match self.kind {
+            SessionKind::Whatsapp => Channel::WhatsApp,
+            _ => Channel::Voice,
+        }
+    }
+
+    /// The caller id: `requested` if `org` owns it, else the deployment's
+    /// default (for the default organisation) or the first number it owns;
+    /// 403 when it owns none or names another.
+    async fn caller_id(
+        &self,
+        requested: Option<&str>,
+        org: &Organisation,
+    ) -> Result<String, ApiError> {
+        let channel = self.channel();
+        let default = self.default_from.as_deref();
+        let default_org = self.inbound_org.as_deref();
         match requested {
             Some(from) => {
                 let from = number(from, "from")?;
-                owned.contains(&from).then_some(from).ok_or_else(not_owned)
+                tenancy::may_send_from(
+                    self.tenancy.as_ref(),
+                    channel,
+                    &org.org_id,
+                    &from,
+                    default,
+                    default_org,
+                )
+                .await
+                .map_err(api::unavailable)?
+                .then_some(from)
+                .ok_or_else(not_owned)
             }
-            None => owned.into_iter().next().ok_or_else(not_owned),
+            None => {
+                if let Some(default) = default.filter(|_| default_org == Some(org.org_id.as_str()))
+                {
+                    if let Ok(default) = number(default, "from") {
+                        return Ok(default);
+                    }
+                }
+                tenancy::numbers_of(self.tenancy.as_ref(), channel, &org.org_id)
+                    .await
+                    .map_err(api::unavailable)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(not_owned)
+            }
         }
     }
 }
@@ -143,7 +178,7 @@ impl Route for CallPlacer {
                          an admin creates it with POST /organisations"
                     .into(),
             })?;
-        let from = match self.caller_id(body.from.as_deref(), &org) {
+        let from = match self.caller_id(body.from.as_deref(), &org).await {
             Ok(from) => from,
             Err(err) => {
                 warn!(

@@ -9,7 +9,9 @@ use tracing::info;
 use super::not_sent;
 use crate::api::ApiError;
 use crate::base::{mask, phone};
+use crate::flows::tenancy::{may_send_from, numbers_of, registry_number, Channel};
 use crate::providers::twilio::{self, MessageContent, NewMessage, SentMessage, TwilioClient};
+use crate::store::tenancy::TenancyStore;
 use crate::store::whatsapp::{conversation_key, Direction, StoredMessage, WhatsAppStore};
 
 /// `to` of `/whatsapp/send` (`whatsapp:+E164` or `+E164`) as Twilio's
@@ -29,10 +31,24 @@ pub fn normalise_to(to: &str) -> Result<(String, String), ApiError> {
 pub struct WhatsAppSender {
     pub store: Arc<dyn WhatsAppStore>,
     pub twilio: TwilioClient,
-    /// `whatsapp:+E164` of our number.
+    /// `whatsapp:+E164` of the deployment's number (`TWILIO_WHATSAPP_NUMBER`),
+    /// the default organisation's sender.
     pub from: String,
     pub status_callback: Option<String>,
     pub twilio_timeout: Duration,
+    /// The number registry: the WhatsApp senders each organisation owns.
+    pub tenancy: Arc<dyn TenancyStore>,
+    /// `INBOUND_ORG_ID`: the organisation that owns `from`.
+    pub default_org: Option<String>,
+}
+
+fn sender_not_owned() -> ApiError {
+    ApiError::NotPermitted {
+        code: "sender_not_owned",
+        detail: "from must be a WhatsApp sender your organisation owns (POST \
+                 /organisations/{org_id}/numbers with channel whatsapp); ask an admin to assign it"
+            .into(),
+    }
 }
 
 /// What a tenant sends.
@@ -45,13 +61,58 @@ pub enum Outgoing {
 }
 
 impl WhatsAppSender {
+    /// The sender for `org_id`: `requested` if it owns it (or it is the
+    /// default organisation's default), else the default organisation's
+    /// default or the organisation's first sender; 403 when none.
+    async fn sender(&self, org_id: &str, requested: Option<&str>) -> Result<String, ApiError> {
+        let default_org = self.default_org.as_deref();
+        if let Some(from) = requested {
+            let number = registry_number(from).ok_or_else(|| {
+                ApiError::unprocessable(
+                    "invalid_from",
+                    "from must be whatsapp:+<E.164> or +<E.164>",
+                )
+            })?;
+            let allowed = may_send_from(
+                self.tenancy.as_ref(),
+                Channel::WhatsApp,
+                org_id,
+                number,
+                Some(&self.from),
+                default_org,
+            )
+            .await
+            .map_err(crate::api::unavailable)?;
+            return allowed
+                .then(|| twilio::whatsapp_address(number))
+                .ok_or_else(sender_not_owned);
+        }
+        if default_org == Some(org_id) {
+            return Ok(self.from.clone());
+        }
+        numbers_of(self.tenancy.as_ref(), Channel::WhatsApp, org_id)
+            .await
+            .map_err(crate::api::unavailable)?
+            .first()
+            .map(|number| twilio::whatsapp_address(number))
+            .ok_or_else(sender_not_owned)
+    }
+
     pub async fn send(
         &self,
         org_id: &str,
+        from: Option<&str>,
         to: &str,
         outgoing: &Outgoing,
     ) -> Result<SentMessage, ApiError> {
         let (address, id) = normalise_to(to)?;
+        let sender = match self.sender(org_id, from).await {
+            Ok(sender) => sender,
+            Err(err) => {
+                tracing::warn!(%org_id, from = %from.map(mask::phone).unwrap_or_default(), "WhatsApp sender refused");
+                return Err(err);
+            }
+        };
         let content = match outgoing {
             Outgoing::Text(text) => MessageContent::Text(text),
             Outgoing::Template {
@@ -66,7 +127,7 @@ impl WhatsAppSender {
             .twilio
             .send_message(
                 &NewMessage {
-                    from: &self.from,
+                    from: &sender,
                     to: &address,
                     content,
                     status_callback: self.status_callback.as_deref(),

@@ -23,6 +23,7 @@ pub(super) fn job_of(pending: &PendingReply) -> WhatsAppReplyJob {
         message_sid: pending.message_sid.clone(),
         conversation: pending.conversation.clone(),
         reply_to: pending.reply_to.clone(),
+        reply_from: pending.reply_from.clone(),
         body: pending.body.clone(),
         num_media: pending.num_media,
     }
