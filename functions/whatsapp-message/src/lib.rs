@@ -55,8 +55,11 @@ impl WhatsAppMessage {
     }
 
     async fn process(&self, request: &Request) -> Result<(), ApiError> {
-        let params = self.twilio_auth.verify(request).await?;
-        let inbound = Inbound::from_form(&params)?;
+        let verified = self.twilio_auth.verify_account(request).await?;
+        let inbound = Inbound {
+            signed_by: verified.org_id,
+            ..Inbound::from_form(&verified.params)?
+        };
         let lease = api::remaining_time(request).unwrap_or(self.lease);
         self.intake.accept(&inbound, lease).await.map(|_| ())
     }

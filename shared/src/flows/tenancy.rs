@@ -68,6 +68,14 @@ pub async fn inbound_org(
     Ok(owner.or_else(|| fallback.map(str::to_string)))
 }
 
+/// Whether a callback signed by `signed_by`'s own Twilio account (`None`:
+/// the deployment's) may act for `org_id`, the organisation of the number
+/// it names: an organisation's account speaks only for that organisation,
+/// so a number registered to another is treated as one nobody owns.
+pub fn signer_may_act_for(signed_by: Option<&str>, org_id: &str) -> bool {
+    signed_by.is_none_or(|signer| signer == org_id)
+}
+
 /// Whether `org_id` may use `number` (E.164) as its caller id or sender on
 /// `channel`: it owns it in the registry, or it is the deployment's default
 /// number (`default_number`) and `org_id` the default organisation
@@ -121,6 +129,13 @@ pub async fn numbers_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_organisations_account_speaks_only_for_that_organisation() {
+        assert!(signer_may_act_for(None, "acme"), "the deployment's account");
+        assert!(signer_may_act_for(Some("acme"), "acme"));
+        assert!(!signer_may_act_for(Some("globex"), "acme"));
+    }
 
     #[test]
     fn registry_numbers_are_e164_shaped_addresses() {

@@ -20,7 +20,7 @@ use crate::api::{self, ApiError};
 use crate::base::{mask, metrics};
 use crate::flows::phone::{CallContext, CallFlow};
 use crate::flows::sessions::{validate_call_sid, Opening, SessionKind, SessionLifecycle};
-use crate::flows::tenancy::{inbound_org, Channel};
+use crate::flows::tenancy::{inbound_org, signer_may_act_for, Channel};
 use crate::providers::twilio::{self, TwilioWebhookAuth};
 use crate::store::tenancy::TenancyStore;
 
@@ -70,7 +70,8 @@ impl VoiceWebhook {
     /// Errors only before the call is known to be Twilio's (signature,
     /// missing `CallSid`); after that, always TwiML.
     async fn process(&self, request: &Request) -> Result<String, ApiError> {
-        let params = self.twilio_auth.verify(request).await?;
+        let verified = self.twilio_auth.verify_account(request).await?;
+        let params = verified.params;
         let call_sid = twilio::field(&params, "CallSid")
             .ok_or_else(|| ApiError::unprocessable("missing_field", "CallSid is required"))?;
         validate_call_sid(call_sid)?;
@@ -99,6 +100,8 @@ impl VoiceWebhook {
                 }
             },
         };
+        // An organisation's own account speaks only for its own numbers.
+        let org = org.filter(|org| signer_may_act_for(verified.org_id.as_deref(), org));
         let Some(org_id) = org else {
             info!(%call_sid, to = %mask::phone(to), "call to a number no organisation owns");
             metrics::count_by(metrics::Metric::InboundUnowned, "Route", self.route());

@@ -33,7 +33,7 @@ use tracing::{info, warn};
 use crate::api::{self, ApiError};
 use crate::base::mask;
 use crate::base::metrics::{self, Metric};
-use crate::flows::tenancy::{inbound_org, registry_number, Channel};
+use crate::flows::tenancy::{inbound_org, registry_number, signer_may_act_for, Channel};
 use crate::providers::llm::{ChatClient, ChatMessage};
 use crate::providers::org_accounts::TwilioAccounts;
 use crate::providers::twilio::{
@@ -101,6 +101,9 @@ pub struct Inbound {
     pub body: String,
     pub num_media: u32,
     pub profile_name: Option<String>,
+    /// The organisation whose own Twilio account signed the webhook (`None`:
+    /// the deployment's account); set by the route after verification.
+    pub signed_by: Option<String>,
 }
 
 impl Inbound {
@@ -134,6 +137,7 @@ impl Inbound {
             profile_name: field("ProfileName")
                 .filter(|p| !p.trim().is_empty())
                 .map(str::to_string),
+            signed_by: None,
         })
     }
 }
@@ -173,7 +177,8 @@ impl WhatsAppIntake {
                     self.inbound_org.as_deref(),
                 )
                 .await
-                .map_err(api::unavailable)?;
+                .map_err(api::unavailable)?
+                .filter(|org| signer_may_act_for(inbound.signed_by.as_deref(), org));
                 let Some(org) = org else {
                     info!(
                         message_sid = %inbound.message_sid,

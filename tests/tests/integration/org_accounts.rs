@@ -700,3 +700,91 @@ async fn whatsapp_messages_are_sent_from_the_organisations_own_account() {
     );
     assert!(t.twilio.sent_messages_of(SID_B).is_empty());
 }
+
+/// A WhatsApp message to `to`, from account `sid`, signed with `token`.
+fn whatsapp_message(sid: &str, token: &str, message_sid: &str, to: &str) -> Request {
+    let route = "/whatsapp/message";
+    let params = [
+        ("MessageSid", message_sid),
+        ("AccountSid", sid),
+        ("From", "whatsapp:+14155552671"),
+        ("To", to),
+        ("WaId", "14155552671"),
+        ("Body", "hello"),
+        ("NumMedia", "0"),
+    ];
+    let signature = twilio_signature(token, &format!("{PUBLIC_BASE}{route}"), &params);
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let headers = vec![
+        (
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        ),
+        ("x-twilio-signature".to_string(), signature),
+    ];
+    devstack::server::api_request("POST", route, route, "", &headers, body.as_bytes())
+}
+
+#[tokio::test]
+async fn an_organisations_account_speaks_only_for_its_own_numbers() {
+    let t = Tenants::start().await;
+    t.organisation("acme").await;
+    t.organisation("globex").await;
+    assert_eq!(t.put_twilio("acme", SID_A, TOKEN_A).await.status(), 200);
+    assert_eq!(t.put_twilio("globex", SID_B, TOKEN_B).await.status(), 200);
+    let globex_sender = "+14155550188";
+    t.stack
+        .tenancy()
+        .claim(
+            &shared::store::tenancy::Kind::WhatsApp.key(globex_sender),
+            "globex",
+        )
+        .await
+        .unwrap();
+    let orgs = t.org_accounts(t.secrets.clone());
+    let store = Arc::new(shared::store::whatsapp::DynamoWhatsAppStore {
+        client: t.stack.dynamo.clone(),
+        table: t.stack.resources.table("WhatsAppTable"),
+        retention: Duration::from_secs(86_400),
+    });
+    let route = whatsapp_message::WhatsAppMessage {
+        twilio_auth: t.callback_auth(orgs),
+        intake: shared::flows::whatsapp::WhatsAppIntake {
+            dedup: t.stack.dedup(),
+            store,
+            reply_queue: t.stack.queue("WhatsAppReplyQueue"),
+            tenancy: Arc::new(t.stack.tenancy()),
+            // Even with a fallback, a number another organisation owns is
+            // not acme's to answer for.
+            inbound_org: Some(DEFAULT_ORG.into()),
+        },
+        lease: Duration::from_secs(30),
+    };
+    let to = format!("whatsapp:{globex_sender}");
+    // Signed by acme's own account, for globex's sender: dropped, nothing stored.
+    let crossed = route
+        .handle(whatsapp_message(
+            SID_A,
+            TOKEN_A,
+            "SM00000000000000000000000000000001",
+            &to,
+        ))
+        .await;
+    assert_eq!(crossed.status(), 200, "{}", text(&crossed));
+    assert_eq!(t.stack.item_count("WhatsAppTable").await, 0);
+    assert_eq!(t.stack.depth("WhatsAppReplyQueue").await, 0);
+    // Signed by globex's account: globex's conversation, one reply job.
+    let own = route
+        .handle(whatsapp_message(
+            SID_B,
+            TOKEN_B,
+            "SM00000000000000000000000000000002",
+            &to,
+        ))
+        .await;
+    assert_eq!(own.status(), 200, "{}", text(&own));
+    assert_eq!(t.stack.depth("WhatsAppReplyQueue").await, 1);
+    assert!(t.stack.item_count("WhatsAppTable").await > 0);
+}
