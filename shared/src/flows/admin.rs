@@ -423,15 +423,21 @@ impl Admin<'_> {
             let org = updated
                 .map_err(unavailable)?
                 .ok_or_else(|| ApiError::NotFound("Organisation not found".into()))?;
-            let held = self.registry_numbers(&id).await?;
+            // A failure from here on answers 503 with this request's own
+            // claims undone; a retry of the same body finishes the job.
+            let held = match self.registry_numbers(&id).await {
+                Ok(held) => held,
+                Err(err) => {
+                    numbers::release_claimed(self.tenancy, &id, &claimed).await;
+                    return Err(err);
+                }
+            };
             for number in held.iter().filter(|n| !wanted.contains(n)) {
-                numbers::release(
-                    self.tenancy,
-                    &id,
-                    crate::flows::tenancy::Channel::Voice,
-                    number,
-                )
-                .await?;
+                let channel = crate::flows::tenancy::Channel::Voice;
+                if let Err(err) = numbers::release(self.tenancy, &id, channel, number).await {
+                    numbers::release_claimed(self.tenancy, &id, &claimed).await;
+                    return Err(err);
+                }
             }
             Ok((
                 StatusCode::OK,

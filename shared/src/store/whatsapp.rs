@@ -197,6 +197,9 @@ pub trait WhatsAppStore: Send + Sync {
         conversation: &str,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// The conversation (`{org}#{waId}`) of the message `sid`, from its
+    /// pointer; `None` when it is not recorded (yet).
+    async fn conversation_of(&self, sid: &str) -> Result<Option<String>, StoreError>;
     /// Moves a message's status forward, in rank order, with its error code.
     async fn apply_status(
         &self,
@@ -656,6 +659,22 @@ impl WhatsAppStore for DynamoWhatsAppStore {
         }
         found.reverse();
         Ok(found)
+    }
+
+    async fn conversation_of(&self, sid: &str) -> Result<Option<String>, StoreError> {
+        let pointer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("conversation", s(&pointer_key(sid)))
+            .key("item", s("pointer"))
+            .consistent_read(true)
+            .projection_expression("target_conversation")
+            .send()
+            .await?;
+        Ok(pointer
+            .item
+            .and_then(|item| text(&item, "target_conversation")))
     }
 
     async fn apply_status(

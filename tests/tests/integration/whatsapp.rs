@@ -105,6 +105,8 @@ impl WhatsApp {
         whatsapp_status::WhatsAppStatus {
             twilio_auth: Self::auth(),
             store: self.store(),
+            tenancy: Arc::new(self.stack.tenancy()),
+            default_org: Some(ORG.into()),
         }
     }
 
@@ -1063,4 +1065,45 @@ async fn tenants_send_only_from_their_own_whatsapp_senders() {
         .map(|form| field(form, "From").unwrap())
         .collect();
     assert_eq!(froms, ["whatsapp:+14155552692", OUR_NUMBER]);
+}
+
+/// Issue 19: a status callback moves a message only when its sender
+/// (`From`, our number) belongs to the message's organisation.
+#[tokio::test]
+async fn a_status_from_another_organisations_sender_moves_nothing() {
+    use shared::store::tenancy::{Kind, TenancyStore};
+    let wa = WhatsApp::start().await;
+    wa.stack
+        .tenancy()
+        .claim(&Kind::WhatsApp.key("+14155552692"), OTHER_ORG)
+        .await
+        .unwrap();
+    let sent = wa
+        .send(serde_json::json!({"to": format!("whatsapp:+{USER}"), "message": "hello"}))
+        .await;
+    assert_eq!(sent.status(), 200, "{}", text(&sent));
+    let message_sid = json_body(&sent)["messageSid"].as_str().unwrap().to_string();
+    let status_from = |from: &'static str, status: &'static str| {
+        let route = wa.status_route();
+        let sid = message_sid.clone();
+        async move {
+            let params = [
+                ("MessageSid", sid.as_str()),
+                ("MessageStatus", status),
+                ("AccountSid", ACCOUNT_SID),
+                ("From", from),
+                ("To", "whatsapp:+14155550100"),
+            ];
+            json_body(&route.handle(signed("/whatsapp/status", &params)).await)
+        }
+    };
+    let ignored = status_from("whatsapp:+14155552692", "read").await;
+    assert_eq!(ignored["outcome"], "ignored");
+    let status_of = || async {
+        json_body(&wa.conversation(&wa.key, USER).await)["messages"][0]["status"].clone()
+    };
+    assert_ne!(status_of().await, "read");
+    // From the message's own sender (the deployment's, ORG's), it applies.
+    assert_eq!(status_from(OUR_NUMBER, "read").await["outcome"], "applied");
+    assert_eq!(status_of().await, "read");
 }
