@@ -99,8 +99,12 @@ fn value_bound(
         Value::String(s) => s.len(),
         // `!Sub "text ${Name}"`: the text plus every name it substitutes.
         Value::Tagged(tagged) if tagged.tag == "Sub" => {
-            let text = tagged.value.as_str().map_or(0, str::len);
-            return text
+            let text = tagged.value.as_str().unwrap_or_default();
+            // Pseudo parameters are not references: count the stack name at
+            // its longest (the text already holds its 17-character name).
+            let stack_names = text.matches("${AWS::StackName}").count();
+            return text.len()
+                + stack_names * STACK_NAME_BOUND
                 + references(value)
                     .iter()
                     .map(|name| match parameters.get(name) {
