@@ -319,16 +319,14 @@ impl Tenants {
     }
 }
 
-/// A status callback as account `sid` would send it, signed with `token`.
-fn status_callback(sid: &str, token: &str) -> Request {
-    let route = "/twilio/status";
-    let query = "call=oc_0123456789abcdef";
-    let params = [
-        ("CallSid", "CA0123456789abcdef0123456789abcdef"),
-        ("AccountSid", sid),
-        ("CallStatus", "ringing"),
-    ];
-    let signature = twilio_signature(token, &format!("{PUBLIC_BASE}{route}?{query}"), &params);
+/// A Twilio form POST to `route` (with `query`), signed with `token` for
+/// this stack's public URL, as Twilio sends it.
+fn signed_form(route: &str, query: &str, params: &[(&str, &str)], token: &str) -> Request {
+    let url = match query {
+        "" => format!("{PUBLIC_BASE}{route}"),
+        query => format!("{PUBLIC_BASE}{route}?{query}"),
+    };
+    let signature = twilio_signature(token, &url, params);
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params)
         .finish();
@@ -340,6 +338,16 @@ fn status_callback(sid: &str, token: &str) -> Request {
         ("x-twilio-signature".to_string(), signature),
     ];
     devstack::server::api_request("POST", route, route, query, &headers, body.as_bytes())
+}
+
+/// A status callback as account `sid` would send it, signed with `token`.
+fn status_callback(sid: &str, token: &str) -> Request {
+    let params = [
+        ("CallSid", "CA0123456789abcdef0123456789abcdef"),
+        ("AccountSid", sid),
+        ("CallStatus", "ringing"),
+    ];
+    signed_form("/twilio/status", "call=oc_0123456789abcdef", &params, token)
 }
 
 fn text(response: &Response<Body>) -> String {
@@ -703,7 +711,6 @@ async fn whatsapp_messages_are_sent_from_the_organisations_own_account() {
 
 /// A WhatsApp message to `to`, from account `sid`, signed with `token`.
 fn whatsapp_message(sid: &str, token: &str, message_sid: &str, to: &str) -> Request {
-    let route = "/whatsapp/message";
     let params = [
         ("MessageSid", message_sid),
         ("AccountSid", sid),
@@ -713,18 +720,7 @@ fn whatsapp_message(sid: &str, token: &str, message_sid: &str, to: &str) -> Requ
         ("Body", "hello"),
         ("NumMedia", "0"),
     ];
-    let signature = twilio_signature(token, &format!("{PUBLIC_BASE}{route}"), &params);
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params)
-        .finish();
-    let headers = vec![
-        (
-            "content-type".to_string(),
-            "application/x-www-form-urlencoded".to_string(),
-        ),
-        ("x-twilio-signature".to_string(), signature),
-    ];
-    devstack::server::api_request("POST", route, route, "", &headers, body.as_bytes())
+    signed_form("/whatsapp/message", "", &params, token)
 }
 
 #[tokio::test]
