@@ -125,7 +125,8 @@ impl StuckSweep {
                 UsageRecorded::Counted => {
                     info!(%call_ref, "reservation released by the sweep");
                     let job =
-                        NotificationJob::for_call(&call_ref, NotificationKind::OutboundCallSummary);
+                        NotificationJob::for_call(&call_ref, NotificationKind::OutboundCallSummary)
+                            .of_org(call.org_id.as_deref());
                     jobs::send(
                         self.pipeline.notification_queue.as_ref(),
                         &job,

@@ -84,7 +84,9 @@ impl CallStartIntake {
                     .await
                     .map_err(api::unavailable)?;
             }
-            let job = NotificationJob::call_started(&key, start.clone());
+            // LiveKit's own report names no organisation: the notify-worker
+            // reads it from the room's session.
+            let job = NotificationJob::call_started(&key, start.clone()).of_org(report.reported_by);
             jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
                 .await
                 .map_err(api::unavailable)?;
@@ -104,10 +106,11 @@ impl CallStartIntake {
         &self,
         key: &str,
         start: CallStart,
+        org_id: &str,
         lease: Duration,
     ) -> Result<(), ApiError> {
         let work = || async {
-            let job = NotificationJob::call_started(key, start.clone());
+            let job = NotificationJob::call_started(key, start.clone()).of_org(Some(org_id));
             jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
                 .await
                 .map_err(api::unavailable)?;

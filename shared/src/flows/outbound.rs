@@ -375,7 +375,8 @@ pub async fn finish_call(
         .await
         .map_err(|e| e.to_string())?;
     usage_counted(call, seconds, recorded);
-    let job = NotificationJob::for_call(&call.call_ref, NotificationKind::OutboundCallSummary);
+    let job = NotificationJob::for_call(&call.call_ref, NotificationKind::OutboundCallSummary)
+        .of_org(call.org_id.as_deref());
     jobs::send(notifications, &job, std::time::Duration::ZERO)
         .await
         .map_err(|e| e.to_string())

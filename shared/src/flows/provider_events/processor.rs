@@ -248,7 +248,8 @@ impl ProviderEventProcessor {
                 info!(%call_ref, seconds, "usage recorded");
             }
             crate::flows::outbound::usage_counted(&call, seconds, recorded);
-            let job = NotificationJob::for_call(call_ref, NotificationKind::OutboundCallSummary);
+            let job = NotificationJob::for_call(call_ref, NotificationKind::OutboundCallSummary)
+                .of_org(call.org_id.as_deref());
             jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -249,7 +249,9 @@ impl SessionLifecycle {
                     ),
                 ]),
             };
-            announcer.announce(&announce_key, start, lease).await?;
+            announcer
+                .announce(&announce_key, start, &opening.org_id, lease)
+                .await?;
         }
         metrics::count(metrics::Metric::SessionsOpened);
         info!(%session_id, %room, "session open");
