@@ -1,17 +1,23 @@
 //! Notification jobs from SQS: render seed 001's message for the call and
-//! deliver it on every configured channel, each part exactly once.
+//! deliver it on every configured channel, each part exactly once. An
+//! organisation with routes of its own (its `notifications` secret) gets
+//! its messages there instead of the deployment's channels; a job whose
+//! channel fails is re-sent through the queue with a delay, so one
+//! organisation's broken Slack holds up no other's messages.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
+use shared::api::ApiError;
 use shared::base::config;
 use shared::base::metrics::{self, Metric};
 use shared::flows::notify::render::{self, Outcome as Rendered};
 use shared::flows::notify::{
     self, build_channels, Delivery, Message, NotificationChannel, NotificationRoutes,
-    NotifierConfig,
+    NotifierConfig, OrgChannelMaker,
 };
+use shared::providers::org_accounts::{AccountProblem, OrgAccounts};
 use shared::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind};
 use shared::queue::sqs_batch::{self, Outcome, Worker};
 use shared::store::calls::{CallStatus, CallStore};
@@ -35,7 +41,12 @@ pub struct NotifyWorker {
     pub stats: Arc<dyn StatsStore>,
     /// Delivery records: one per notification, channel and part.
     pub deliveries: Arc<dyn DedupStore>,
+    /// The deployment's channels: for calls of organisations without routes of their own.
     pub channels: Vec<Arc<dyn NotificationChannel>>,
+    /// Organisations' own routes (`ORG_SECRETS_PREFIX`); `None`: all use the deployment's.
+    pub org_accounts: Option<Arc<OrgAccounts>>,
+    /// Builds an organisation's channels from its routes.
+    pub org_channels: OrgChannelMaker,
     /// Rate-limited and temporarily failed jobs come back here, delayed.
     pub notification_queue: Arc<dyn JobQueue>,
     /// Permanently refused jobs go straight here, where the alarm sees them.
@@ -57,10 +68,13 @@ impl NotifyWorker {
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
             .build()?;
-        let ses = notifier
+        // Organisations may have email routes even when the deployment has none.
+        let ses = Some(aws_sdk_sesv2::Client::new(aws.sdk()));
+        let deployment_ses = notifier
             .notification_email
             .is_some()
-            .then(|| aws_sdk_sesv2::Client::new(aws.sdk()));
+            .then(|| ses.clone())
+            .flatten();
         let routes = match config::optional("NOTIFICATION_ROUTES") {
             Some(json) => {
                 NotificationRoutes::parse(&json).map_err(|reason| config::ConfigError::Invalid {
@@ -80,7 +94,9 @@ impl NotifyWorker {
             stats: aws.stats()?,
             // Delivery records outlive any redelivery of their job.
             deliveries: aws.deliveries()?,
-            channels: build_channels(&notifier, http, ses)?,
+            channels: build_channels(&notifier, http.clone(), deployment_ses)?,
+            org_accounts: aws.org_accounts()?,
+            org_channels: OrgChannelMaker::new(&notifier, http, ses),
             notification_queue: aws.notification_queue()?,
             dead_letter_queue: aws.queue("NOTIFICATION_DLQ_URL")?,
             max_resends: 8,
@@ -122,16 +138,7 @@ impl NotifyWorker {
                 .dead_letter(&to_json(job), "nothing to notify about")
                 .await);
         };
-        let delivery = notify::deliver(
-            self.deliveries.as_ref(),
-            &self.channels,
-            &job.notification_id,
-            &message,
-            self.send_lease,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        match delivery {
+        match self.send(job, message).await? {
             Delivery::Sent { slack, thread } => {
                 self.delivered(job, slack, thread).await?;
                 info!("notification delivered");
@@ -167,6 +174,74 @@ impl NotifyWorker {
                     .await)
             }
         }
+    }
+
+    /// Delivers on the organisation's own channels when it has routes, else
+    /// on the deployment's.
+    async fn send(&self, job: &NotificationJob, mut message: Message) -> Result<Delivery, String> {
+        let org_id = self.org_of(job).await?;
+        let own = match (&self.org_accounts, org_id.as_deref()) {
+            (Some(accounts), Some(org_id)) => match accounts.notifications(org_id).await {
+                Ok(None) => None,
+                Ok(Some(routes)) => match self.org_channels.channels(&routes) {
+                    Ok(channels) => Some(channels),
+                    Err(reason) => {
+                        return Ok(Delivery::Permanent {
+                            channel: "organisation notification routes",
+                            reason: format!("organisation {org_id}: {reason}"),
+                        })
+                    }
+                },
+                Err(err) => {
+                    let reason = ApiError::from(err.clone()).to_string();
+                    return Ok(match err.problem {
+                        AccountProblem::Unavailable => Delivery::Later {
+                            at_least: Duration::ZERO,
+                            reason,
+                        },
+                        AccountProblem::Unusable => Delivery::Permanent {
+                            channel: "organisation notification routes",
+                            reason,
+                        },
+                    });
+                }
+            },
+            _ => None,
+        };
+        let channels = match &own {
+            Some(channels) => {
+                // Routing rules name the deployment's channels.
+                message.slack_channel = None;
+                channels
+            }
+            None => &self.channels,
+        };
+        notify::deliver(
+            self.deliveries.as_ref(),
+            channels,
+            &job.notification_id,
+            &message,
+            self.send_lease,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// The job's organisation; a call start LiveKit reported names none, so
+    /// its room's session says.
+    async fn org_of(&self, job: &NotificationJob) -> Result<Option<String>, String> {
+        if job.org_id.is_some() || self.org_accounts.is_none() {
+            return Ok(job.org_id.clone());
+        }
+        let Some(start) = &job.call_start else {
+            return Ok(None);
+        };
+        Ok(self
+            .sessions
+            .get(&start.room_name)
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|session| session.org_id))
     }
 
     /// Seed 000's message, on the channel the routing rules pick.

@@ -1,11 +1,11 @@
 //! Admin routes for organisations' own provider accounts (one function,
-//! `organisation-providers`): `PUT /organisations/{org_id}/providers/{twilio,elevenlabs}`,
+//! `organisation-providers`): `PUT /organisations/{org_id}/providers/{twilio,elevenlabs,notifications}`,
 //! `DELETE /organisations/{org_id}/providers/{provider}` and
 //! `GET /organisations/{org_id}/providers`. Bearer `ADMIN_API_TOKEN`.
 //!
 //! Values go into the organisation's secrets (`store::org_secrets`) and are
-//! never returned: answers carry the account SID, the API key SID and when
-//! the secret last changed. A Twilio account belongs to one organisation:
+//! never returned: answers carry the account SID, the API key SID, the kind
+//! of Slack and its channel, and when the secret last changed. A Twilio account belongs to one organisation:
 //! `twilio#<AccountSid>` is claimed in the tenancy store with one conditional
 //! write before the secret is written (409 when another organisation holds
 //! it), and the organisation's previous claim is released after.
@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::api::{self, ApiError};
 use crate::base::config::Secret;
 use crate::providers::org_accounts::{ElevenLabsAccount, TwilioAccount};
+use crate::providers::org_notifications::OrgNotificationRoutes;
 use crate::store::directory::DirectoryStore;
 use crate::store::org_secrets::{OrgSecretError, OrgSecretStore, SecretKind};
 use crate::store::tenancy::{Claim, Kind, TenancyStore};
@@ -51,6 +52,9 @@ pub struct ProviderView {
     /// When the secret last changed (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// Notification routes as shown by `OrgNotificationRoutes::view`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routes: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,8 +80,9 @@ fn provider(request: &Request) -> Result<SecretKind, ApiError> {
         .path_parameters()
         .first("provider")
         .and_then(SecretKind::parse)
-        .filter(|kind| matches!(kind, SecretKind::Twilio | SecretKind::ElevenLabs))
-        .ok_or_else(|| ApiError::NotFound("Unknown provider: use twilio or elevenlabs".into()))
+        .ok_or_else(|| {
+            ApiError::NotFound("Unknown provider: use twilio, elevenlabs or notifications".into())
+        })
 }
 
 impl ProviderAccountsAdmin {
@@ -122,7 +127,23 @@ impl ProviderAccountsAdmin {
                     .map_err(|err| ApiError::unprocessable("invalid_twilio_account", err.0))?;
                 self.put_twilio(&org_id, &account).await?
             }
-            _ => {
+            SecretKind::Notifications => {
+                let routes = OrgNotificationRoutes::parse(body)
+                    .map_err(|err| ApiError::unprocessable("invalid_notification_routes", err.0))?;
+                self.secrets
+                    .write(&org_id, kind, &routes.to_secret())
+                    .await
+                    .map_err(secret_failure)?;
+                ProviderView {
+                    provider: kind.as_str(),
+                    configured: true,
+                    account_sid: None,
+                    api_key_sid: None,
+                    updated_at: Some(crate::base::time::now_rfc3339()),
+                    routes: Some(routes.view()),
+                }
+            }
+            SecretKind::ElevenLabs => {
                 let account = ElevenLabsAccount::parse(body)
                     .map_err(|err| ApiError::unprocessable("invalid_elevenlabs_account", err.0))?;
                 self.secrets
@@ -135,6 +156,7 @@ impl ProviderAccountsAdmin {
                     account_sid: None,
                     api_key_sid: None,
                     updated_at: Some(crate::base::time::now_rfc3339()),
+                    routes: None,
                 }
             }
         };
@@ -205,6 +227,7 @@ impl ProviderAccountsAdmin {
             account_sid: Some(account.account_sid.clone()),
             api_key_sid: account.api_key.as_ref().map(|(sid, _)| sid.clone()),
             updated_at: Some(crate::base::time::now_rfc3339()),
+            routes: None,
         })
     }
 
@@ -252,7 +275,7 @@ impl ProviderAccountsAdmin {
     async fn list(&self, request: &Request) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let org_id = self.organisation(request).await?;
         let mut providers = Vec::new();
-        for kind in [SecretKind::Twilio, SecretKind::ElevenLabs] {
+        for kind in SecretKind::ALL {
             let updated_at = self
                 .secrets
                 .changed_at(&org_id, kind)
@@ -274,6 +297,7 @@ impl ProviderAccountsAdmin {
                 account_sid,
                 api_key_sid: None,
                 updated_at,
+                routes: None,
             });
         }
         let view = ProvidersView { org_id, providers };

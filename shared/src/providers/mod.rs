@@ -9,6 +9,7 @@ pub mod elevenlabs;
 pub mod livekit;
 pub mod llm;
 pub mod org_accounts;
+pub mod org_notifications;
 pub mod recording;
 #[cfg(feature = "ses")]
 pub mod ses;

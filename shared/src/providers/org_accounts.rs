@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::api::ApiError;
 use crate::base::config::Secret;
 use crate::providers::elevenlabs::ElevenLabsClient;
+use crate::providers::org_notifications::OrgNotificationRoutes;
 use crate::providers::twilio::TwilioClient;
 use crate::store::org_secrets::{OrgSecretError, OrgSecretStore, SecretKind};
 
@@ -362,6 +363,21 @@ impl OrgAccounts {
             return Ok(None);
         };
         ElevenLabsAccount::parse(value.expose().as_bytes())
+            .map(Some)
+            .map_err(|err| Self::unusable(org_id, kind, &err))
+    }
+
+    /// Where `org_id`'s own notifications go, or `None` when it has no
+    /// routes of its own (the deployment's apply).
+    pub async fn notifications(
+        &self,
+        org_id: &str,
+    ) -> Result<Option<OrgNotificationRoutes>, AccountError> {
+        let kind = SecretKind::Notifications;
+        let Some(value) = self.secret(org_id, kind).await? else {
+            return Ok(None);
+        };
+        OrgNotificationRoutes::parse(value.expose().as_bytes())
             .map(Some)
             .map_err(|err| Self::unusable(org_id, kind, &err))
     }

@@ -24,19 +24,20 @@ pub enum SecretKind {
     Twilio,
     /// `{"api_key"}`.
     ElevenLabs,
-    /// An incoming webhook URL, or a bot token and channel.
-    Slack,
+    /// Where the organisation's notifications go: a Slack incoming webhook
+    /// URL or bot token and channel, and/or an email address.
+    Notifications,
 }
 
 impl SecretKind {
-    pub const ALL: [SecretKind; 3] = [Self::Twilio, Self::ElevenLabs, Self::Slack];
+    pub const ALL: [SecretKind; 3] = [Self::Twilio, Self::ElevenLabs, Self::Notifications];
 
     /// The last segment of the secret's name, and the `{provider}` of the admin routes.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Twilio => "twilio",
             Self::ElevenLabs => "elevenlabs",
-            Self::Slack => "slack",
+            Self::Notifications => "notifications",
         }
     }
 
@@ -45,7 +46,7 @@ impl SecretKind {
         match self {
             Self::Twilio => "Twilio account",
             Self::ElevenLabs => "ElevenLabs API key",
-            Self::Slack => "Slack connection",
+            Self::Notifications => "notification settings",
         }
     }
 

@@ -14,6 +14,7 @@ mod notifications;
 mod numbers;
 mod openapi;
 mod org_accounts;
+mod org_notifications;
 mod outbound;
 mod pipeline;
 mod read_api;

@@ -41,9 +41,9 @@ const TOKEN_B: &str = "account-b-token-0123456789abcdef";
 
 /// Fails reads of one organisation's secrets (an outage, a denial) and
 /// passes everything else to moto.
-struct Failing {
-    inner: SecretsManagerOrgSecrets,
-    org: String,
+pub(crate) struct Failing {
+    pub(crate) inner: SecretsManagerOrgSecrets,
+    pub(crate) org: String,
 }
 
 #[async_trait]
@@ -108,15 +108,15 @@ impl Logs {
     }
 }
 
-struct Tenants {
-    stack: Stack,
-    twilio: FakeTwilio,
-    secrets: Arc<SecretsManagerOrgSecrets>,
-    sm: aws_sdk_secretsmanager::Client,
+pub(crate) struct Tenants {
+    pub(crate) stack: Stack,
+    pub(crate) twilio: FakeTwilio,
+    pub(crate) secrets: Arc<SecretsManagerOrgSecrets>,
+    pub(crate) sm: aws_sdk_secretsmanager::Client,
 }
 
 impl Tenants {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let stack = Stack::start().await;
         let twilio = FakeTwilio::start(DEPLOYMENT_SID, DEPLOYMENT_TOKEN);
         twilio.add_account(SID_A, TOKEN_A);
@@ -134,7 +134,7 @@ impl Tenants {
         }
     }
 
-    fn admin(&self) -> ProviderAccountsAdmin {
+    pub(crate) fn admin(&self) -> ProviderAccountsAdmin {
         ProviderAccountsAdmin {
             token: Secret::new(ADMIN_TOKEN),
             directory: Arc::new(self.stack.directory()),
@@ -143,7 +143,7 @@ impl Tenants {
         }
     }
 
-    fn org_accounts(&self, store: Arc<dyn OrgSecretStore>) -> Arc<OrgAccounts> {
+    pub(crate) fn org_accounts(&self, store: Arc<dyn OrgSecretStore>) -> Arc<OrgAccounts> {
         Arc::new(OrgAccounts::new(
             store,
             OrgAccountSettings {
@@ -222,7 +222,7 @@ impl Tenants {
     /// An organisation with a Twilio assistant and an API key: (key, assistant id).
     /// `acme` is the default organisation (`INBOUND_ORG_ID`) and calls from
     /// the deployment's number; the others own a number each in the registry.
-    async fn organisation(&self, org_id: &str) -> (String, u64) {
+    pub(crate) async fn organisation(&self, org_id: &str) -> (String, u64) {
         let caller_number = match org_id {
             DEFAULT_ORG => CALLER_ID.to_string(),
             other => {
@@ -274,7 +274,7 @@ impl Tenants {
         (key, assistant.assistant_id)
     }
 
-    async fn admin_call(&self, method: &str, path: &str, body: &str) -> Response<Body> {
+    pub(crate) async fn admin_call(&self, method: &str, path: &str, body: &str) -> Response<Body> {
         let route = if path.ends_with("/providers") {
             "/organisations/{org_id}/providers"
         } else {

@@ -2424,6 +2424,9 @@ async fn a_join_link_refuses_missing_foreign_and_stale_invites() {
 #[path = "session_races.rs"]
 mod races;
 
+#[path = "two_organisations.rs"]
+mod two_organisations;
+
 /// Issue 19: `/twilio/voice` and `/whatsapp/voice` answer for the
 /// organisation owning the number called (`To`; WhatsApp senders for
 /// WhatsApp); a number nobody owns is `INBOUND_ORG_ID`'s, or, without it,

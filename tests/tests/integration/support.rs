@@ -415,6 +415,13 @@ impl Stack {
                 Duration::from_secs(3600),
             )),
             channels,
+            org_accounts: None,
+            org_channels: shared::flows::notify::OrgChannelMaker {
+                http: reqwest::Client::new(),
+                slack_api_base_url: format!("{}/api", self.slack_base),
+                ses: None,
+                from_email: None,
+            },
             notification_queue: self.queue("NotificationQueue"),
             dead_letter_queue: self.queue("NotificationDLQ"),
             max_resends: 8,

@@ -27,6 +27,8 @@ const DEV_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
 /// `events/payloads/organisation.json` creates, so the README's walk-through
 /// places calls with the printed key.
 const DEV_ORG_ID: &str = "acme";
+/// The second organisation of the two-organisation walk-through.
+const DEV_SECOND_ORG_ID: &str = "globex";
 const DEV_ROOM_INVITE_SECRET: &str = "dev-room-invite-secret-change-me";
 const DEV_ELEVENLABS_WEBHOOK_SECRET: &str = "dev-elevenlabs-webhook-secret";
 const DEV_TWILIO_ACCOUNT_SID: &str = "AC00000000000000000000000000000dev";
@@ -35,6 +37,9 @@ const DEV_TWILIO_AUTH_TOKEN: &str = "dev-twilio-auth-token";
 /// for the walk-through in docs/tenancy.md.
 const DEV_ORG_TWILIO_ACCOUNT_SID: &str = "AC00000000000000000000000000000b0b";
 const DEV_ORG_TWILIO_AUTH_TOKEN: &str = "dev-org-twilio-auth-token";
+/// The bot token organisations give as their own Slack in `make dev`: the
+/// fake Slack accepts it in any channel and prints each post.
+const DEV_ORG_SLACK_BOT_TOKEN: &str = "xoxb-dev-org-slack-token";
 const DEV_LLM_API_KEY: &str = "dev-llm-key";
 const DEV_ELEVENLABS_API_KEY: &str = "dev-elevenlabs-key";
 /// Sample recordings live here so `events/` payloads can name a fixed URL
@@ -266,12 +271,15 @@ fn main() -> Result<(), Error> {
         }
 
         // A ready-to-use API key of organisation `acme` (dev only: printed below).
-        let dev_api_key = {
-            let store = shared::store::api_keys::DynamoApiKeyStore::new(local.dynamodb().await, resources.table("ApiKeysTable"));
-            let (key, record) = shared::store::api_keys::generate("dev", DEV_ORG_ID);
+        // And one of `globex`, the second organisation of docs/tenancy.md's walk-through.
+        let store = shared::store::api_keys::DynamoApiKeyStore::new(local.dynamodb().await, resources.table("ApiKeysTable"));
+        let mut dev_keys = Vec::new();
+        for org in [DEV_ORG_ID, DEV_SECOND_ORG_ID] {
+            let (key, record) = shared::store::api_keys::generate("dev", org);
             shared::store::api_keys::ApiKeyStore::insert(&store, &record).await?;
-            key
-        };
+            dev_keys.push(key);
+        }
+        let (dev_api_key, second_api_key) = (&dev_keys[0], &dev_keys[1]);
 
         // Fake telephony providers when none are configured, kept alive with the server.
         let _telephony = if fake_telephony {
@@ -289,6 +297,20 @@ fn main() -> Result<(), Error> {
                 "fake Twilio also serves account {DEV_ORG_TWILIO_ACCOUNT_SID} (auth token {DEV_ORG_TWILIO_AUTH_TOKEN}) for an organisation of its own"
             );
             Some((twilio, elevenlabs))
+        } else {
+            None
+        };
+        // Organisations' own Slack bots post to a fake Slack that prints what
+        // it gets, unless a real Slack API is configured.
+        let _org_slack = if std::env::var("SLACK_API_BASE_URL").map(|v| v.is_empty()).unwrap_or(true)
+            && std::env::var("SLACK_BOT_TOKEN").map(|v| v.is_empty()).unwrap_or(true)
+        {
+            let slack = devstack::fakes::FakeSlack::start();
+            slack.set_bot_token(DEV_ORG_SLACK_BOT_TOKEN);
+            slack.echo_posts();
+            std::env::set_var("SLACK_API_BASE_URL", format!("{}/api", slack.base_url()));
+            println!("fake Slack at {} for organisations' own notification routes (bot token {DEV_ORG_SLACK_BOT_TOKEN}, any channel)", slack.base_url());
+            Some(slack)
         } else {
             None
         };
@@ -423,6 +445,7 @@ fn main() -> Result<(), Error> {
             shown_token("TEAMS_WEBHOOK_SECRET", devstack::launchers::DEV_TEAMS_WEBHOOK_SECRET),
             std::env::var("DISCORD_PUBLIC_KEY").unwrap_or_default(),
         );
+        println!("  API key of organisation {DEV_SECOND_ORG_ID} (docs/tenancy.md, two organisations): {second_api_key}");
         println!("  CORS origins (ALLOWED_ORIGINS): {}", cors.origins().join(", "));
         tokio::select! {
             served = serve(([127, 0, 0, 1], port).into(), routes, cors) => served?,

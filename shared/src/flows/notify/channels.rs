@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use crate::base::config::{self, ConfigError, Secret};
 use crate::providers::channel::{ChannelKind, Message, NotificationChannel, Part, SendError, Sent};
+use crate::providers::org_notifications::{OrgNotificationRoutes, OrgSlack};
 use crate::providers::ses::SesEmailChannel;
 use crate::providers::slack::{SlackBotChannel, SlackWebhookChannel};
 
@@ -82,6 +83,71 @@ pub fn build_channels(
         channels.push(Arc::new(ConsoleChannel));
     }
     Ok(channels)
+}
+
+/// Builds an organisation's own channels (`OrgNotificationRoutes`) with the
+/// deployment's HTTP client, Slack API and SES sender.
+#[derive(Clone)]
+pub struct OrgChannelMaker {
+    pub http: reqwest::Client,
+    pub slack_api_base_url: String,
+    pub ses: Option<aws_sdk_sesv2::Client>,
+    /// The verified SES identity organisations' email is sent from: the
+    /// deployment's `NOTIFICATION_FROM_EMAIL`, else `NOTIFICATION_EMAIL`
+    /// (the only senders the worker's role may use).
+    pub from_email: Option<String>,
+}
+
+impl OrgChannelMaker {
+    pub fn new(
+        config: &NotifierConfig,
+        http: reqwest::Client,
+        ses: Option<aws_sdk_sesv2::Client>,
+    ) -> Self {
+        Self {
+            http,
+            slack_api_base_url: config.slack_api_base_url.clone(),
+            ses,
+            from_email: config
+                .notification_from_email
+                .clone()
+                .or_else(|| config.notification_email.clone()),
+        }
+    }
+
+    /// The channels of `routes`, or why they cannot be used (a person must act).
+    pub fn channels(
+        &self,
+        routes: &OrgNotificationRoutes,
+    ) -> Result<Vec<Arc<dyn NotificationChannel>>, String> {
+        let mut channels: Vec<Arc<dyn NotificationChannel>> = Vec::new();
+        match &routes.slack {
+            Some(OrgSlack::Bot { token, channel }) => channels.push(Arc::new(SlackBotChannel {
+                http: self.http.clone(),
+                api_base_url: self.slack_api_base_url.clone(),
+                token: token.clone(),
+                channel: channel.clone(),
+            })),
+            Some(OrgSlack::Webhook(url)) => channels.push(Arc::new(SlackWebhookChannel {
+                http: self.http.clone(),
+                url: url.clone(),
+            })),
+            None => {}
+        }
+        if let Some(to) = &routes.email {
+            let (Some(client), Some(from)) = (&self.ses, &self.from_email) else {
+                return Err("the organisation's email route needs the deployment's \
+                            NOTIFICATION_FROM_EMAIL (a verified SES sender)"
+                    .into());
+            };
+            channels.push(Arc::new(SesEmailChannel {
+                client: client.clone(),
+                from: from.clone(),
+                to: to.clone(),
+            }));
+        }
+        Ok(channels)
+    }
 }
 
 /// Prints the message: the channel of a local run with nothing configured.

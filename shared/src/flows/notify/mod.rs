@@ -7,7 +7,7 @@ mod deliver;
 pub mod render;
 mod routing;
 
-pub use channels::{build_channels, ConsoleChannel, NotifierConfig};
+pub use channels::{build_channels, ConsoleChannel, NotifierConfig, OrgChannelMaker};
 pub use deliver::{deliver, resend_delay, Delivery, DEFAULT_PART_LEASE, DEFAULT_RESEND_BASE};
 pub use routing::NotificationRoutes;
 

@@ -1,7 +1,8 @@
-//! Signs a chat-launcher request body as Slack, Discord or Teams would, with
-//! the dev stack's secrets (or `SLACK_SIGNING_SECRET`, `DISCORD_PRIVATE_KEY`
-//! as hex, `TEAMS_WEBHOOK_SECRET`), and prints the headers as a curl config
-//! to pipe into `curl -K -`:
+//! Signs a chat-launcher request body as Slack, Discord or Teams would, or a
+//! Twilio form for a URL (`launcher-sign twilio BODY_FILE URL`), with the
+//! dev stack's secrets (or `SLACK_SIGNING_SECRET`, `DISCORD_PRIVATE_KEY` as
+//! hex, `TEAMS_WEBHOOK_SECRET`, `TWILIO_AUTH_TOKEN`), and prints the
+//! headers as a curl config to pipe into `curl -K -`:
 //!
 //! ```text
 //! launcher-sign slack events/payloads/slack-call.txt | curl -s -K - \
@@ -19,8 +20,10 @@ fn fail(message: &str) -> ! {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [platform, path] = args.as_slice() else {
-        fail("usage: launcher-sign slack|discord|teams BODY_FILE");
+    let (platform, path, url) = match args.as_slice() {
+        [platform, path] => (platform, path, None),
+        [platform, path, url] if platform == "twilio" => (platform, path, Some(url)),
+        _ => fail("usage: launcher-sign slack|discord|teams BODY_FILE, or twilio BODY_FILE URL"),
     };
     let body = std::fs::read(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
     let now = std::time::SystemTime::now()
@@ -74,8 +77,27 @@ fn main() {
                 ),
             ]
         }
+        "twilio" => {
+            // Twilio signs the URL it calls and the decoded form fields.
+            let token = env("TWILIO_AUTH_TOKEN").unwrap_or_else(|| "dev-twilio-auth-token".into());
+            let url = url.unwrap_or_else(|| fail("twilio needs the URL: twilio BODY_FILE URL"));
+            let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+                .into_owned()
+                .collect();
+            let params: Vec<(&str, &str)> = fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            vec![
+                "Content-Type: application/x-www-form-urlencoded".to_string(),
+                format!(
+                    "X-Twilio-Signature: {}",
+                    devstack::fakes::twilio_signature(&token, url, &params)
+                ),
+            ]
+        }
         other => fail(&format!(
-            "unknown platform {other}: slack, discord or teams"
+            "unknown platform {other}: slack, discord, teams or twilio"
         )),
     };
     for header in headers {

@@ -1,7 +1,7 @@
 //! Fake Slack: Web API `chat.postMessage` and an incoming webhook.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +40,8 @@ struct State {
     posts: Mutex<Vec<Value>>,
     /// Source of unique message timestamps.
     messages: AtomicU64,
+    /// Print each accepted post (`make dev`, where the fake is someone's Slack).
+    echo: AtomicBool,
 }
 
 /// Fake Slack server; stops when dropped.
@@ -56,6 +58,7 @@ impl FakeSlack {
             always: Mutex::default(),
             posts: Mutex::default(),
             messages: AtomicU64::new(0),
+            echo: AtomicBool::new(false),
         });
         let handler_state = Arc::clone(&state);
         let server = Server::start("127.0.0.1:0", move |req| {
@@ -88,6 +91,11 @@ impl FakeSlack {
     /// Applies `response` to every request (after the queue drains); `None` restores normal behaviour.
     pub fn set_always(&self, response: Option<ScriptedResponse>) {
         *lock(&self.state.always) = response;
+    }
+
+    /// Prints every accepted post with its channel, for `make dev`.
+    pub fn echo_posts(&self) {
+        self.state.echo.store(true, Ordering::Relaxed);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -160,6 +168,7 @@ impl State {
             message["thread_ts"] = thread_ts.clone();
         }
         let response = json!({ "ok": true, "channel": channel, "ts": ts, "message": message });
+        self.echo(channel, &body);
         lock(&self.posts).push(body);
         json_response(StatusCode::OK, response)
     }
@@ -171,8 +180,19 @@ impl State {
         if !has_content(&body) {
             return text_response(StatusCode::BAD_REQUEST, "no_text");
         }
+        self.echo("incoming webhook", &body);
         lock(&self.posts).push(body);
         text_response(StatusCode::OK, "ok")
+    }
+
+    fn echo(&self, channel: &str, body: &Value) {
+        if self.echo.load(Ordering::Relaxed) {
+            let text = body.get("text").and_then(Value::as_str).unwrap_or_default();
+            println!(
+                "----- fake Slack, {channel} -----\n{text}\n{}\n-----",
+                body.get("blocks").map(Value::to_string).unwrap_or_default()
+            );
+        }
     }
 }
 
