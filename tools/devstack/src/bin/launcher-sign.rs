@@ -81,9 +81,8 @@ fn main() {
             // Twilio signs the URL it calls and the decoded form fields.
             let token = env("TWILIO_AUTH_TOKEN").unwrap_or_else(|| "dev-twilio-auth-token".into());
             let url = url.unwrap_or_else(|| fail("twilio needs the URL: twilio BODY_FILE URL"));
-            let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body)
-                .into_owned()
-                .collect();
+            let fields: Vec<(String, String)> =
+                url::form_urlencoded::parse(&body).into_owned().collect();
             let params: Vec<(&str, &str)> = fields
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
