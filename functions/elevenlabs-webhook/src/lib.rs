@@ -69,6 +69,7 @@ impl Route for ElevenLabsWebhook {
         self.intake
             .accept(ProviderEvent::Elevenlabs {
                 body: EventBody::Inline(text),
+                reconciled: false,
             })
             .await?;
         info!(conversation_id = %event.data.conversation_id, %kind, bytes = body.len(), "post-call webhook queued");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use shared::base::config;
+use shared::base::end_reason::EndReason;
 use shared::flows::outbound::{finish_call, CallEnding};
 use shared::providers::elevenlabs::ElevenLabsClient;
 use shared::providers::org_accounts::OrgAccounts;
@@ -95,6 +96,13 @@ impl MonitorWorker {
                     failure_reason: reason.as_deref(),
                     transcript: &conversation.transcript,
                     duration_secs: metadata.and_then(|m| m.call_duration_secs),
+                    end_reason: EndReason::from_elevenlabs(
+                        &conversation.status,
+                        metadata.and_then(|m| m.termination_reason.as_deref()),
+                    )
+                    .unwrap_or(EndReason::Unknown),
+                    // The monitor asks on purpose (seed 004's `monitor=True`).
+                    reconciled: false,
                 },
             )
             .await?;

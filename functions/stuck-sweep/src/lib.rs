@@ -6,41 +6,34 @@
 //! - Sessions (LiveKit rooms) never reported finished are ended with a reason.
 //! - Incoming WhatsApp messages still unanswered past their watch entry have
 //!   their reply job queued again (`shared::flows::whatsapp::StuckReplies`).
-//! - Outbound calls that never reported an end have their budget released.
-//!   A call's reservation is settled by its final status callback, the
-//!   post-call webhook or the monitor; one still open after the assistant's
-//!   `max_call_seconds` plus a margin (Twilio's `TimeLimit` has ended the
-//!   call by then) is released at zero seconds, the call marked `failed` and
-//!   notified, so a lost callback, or a crash between placing the call and
-//!   recording the provider's id, cannot hold an organisation's budget
-//!   forever.
+//! - Outbound calls that never reported an end are asked of their provider
+//!   (`shared::flows::reconcile`): a call's reservation is settled by its
+//!   final status callback, the post-call webhook or the monitor; one still
+//!   open after the assistant's `max_call_seconds` plus a margin is read at
+//!   Twilio or ElevenLabs and the answer applied as the lost webhook would
+//!   have been. Nothing is settled by guessing.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use shared::base::config;
 use shared::base::metrics::{self, Metric};
+use shared::flows::reconcile::{ReconcileReport, Reconciler};
 use shared::flows::stuck::{StuckCalls, StuckReport, StuckSessions, StuckSessionsReport};
 use shared::flows::whatsapp::{StuckReplies, StuckRepliesReport, REPLY_WATCH_AFTER};
-use shared::queue::jobs::{self, NotificationJob, NotificationKind};
-use shared::store::outbound_calls::{OutboundCallStore, UsageRecorded};
 use shared::store::StoreError;
-use shared::wiring::Wiring;
-use tracing::{info, warn};
-
-/// Why the sweep ended a call; shown on the call record.
-pub const NO_END_REPORTED: &str =
-    "no end reported within max_call_seconds plus the margin; reservation released";
+use shared::wiring::{self, Wiring};
+use tracing::info;
 
 pub struct StuckSweep {
-    pub calls: Arc<dyn OutboundCallStore>,
+    /// Outbound calls that never reported an end.
+    pub reconcile: Reconciler,
     pub pipeline: StuckCalls,
     pub sessions: StuckSessions,
     /// `None` only where a test sweeps other work alone.
     pub replies: Option<StuckReplies>,
-    /// Most reservations released per run (`SWEEP_BATCH`); the rest wait
-    /// for the next run.
+    /// Most entries of each ledger looked at per run (`SWEEP_BATCH`); the
+    /// rest wait for the next run.
     pub batch: i32,
 }
 
@@ -53,17 +46,24 @@ pub struct SweepReport {
     pub sessions: StuckSessionsReport,
     /// Unanswered WhatsApp messages re-queued or given up.
     pub replies: StuckRepliesReport,
-    /// Calls whose reservation this run released.
-    pub released: Vec<String>,
-    /// Calls settled by someone else between the ledger read and ours.
-    pub already_settled: usize,
+    /// Outbound calls asked of their provider.
+    pub calls: ReconcileReport,
 }
 
 impl StuckSweep {
     pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
         let aws = Wiring::load().await;
+        let providers = wiring::providers()?;
         Ok(Self {
-            calls: aws.outbound_calls()?,
+            reconcile: Reconciler {
+                calls: aws.outbound_calls()?,
+                events: aws.provider_event_intake()?,
+                notifications: aws.notification_queue()?,
+                twilio: providers.twilio,
+                elevenlabs: providers.elevenlabs,
+                org_accounts: aws.org_accounts()?,
+                reads_per_provider: config::parsed_or("RECONCILE_READS_PER_PROVIDER", 150)?,
+            },
             pipeline: StuckCalls {
                 calls: aws.calls()?,
                 transcription_queue: aws.queue("TRANSCRIPTION_QUEUE_URL")?,
@@ -113,35 +113,28 @@ impl StuckSweep {
         if stuck > 0 {
             metrics::count_n(Metric::StuckCalls, stuck as u64);
         }
-        for call_ref in self.calls.due_reservations(now, self.batch).await? {
-            let Some(call) = self.calls.get(&call_ref).await? else {
-                warn!(%call_ref, "open reservation without a call record");
-                continue;
-            };
-            self.calls
-                .advance_status(&call_ref, "failed", Some(NO_END_REPORTED))
-                .await?;
-            match self.calls.record_duration(&call, 0).await? {
-                UsageRecorded::Counted => {
-                    info!(%call_ref, "reservation released by the sweep");
-                    let job =
-                        NotificationJob::for_call(&call_ref, NotificationKind::OutboundCallSummary)
-                            .of_org(call.org_id.as_deref());
-                    jobs::send(
-                        self.pipeline.notification_queue.as_ref(),
-                        &job,
-                        Duration::ZERO,
-                    )
-                    .await
-                    .map_err(|err| StoreError::Dynamo(format!("queue: {err}")))?;
-                    report.released.push(call_ref);
-                }
-                UsageRecorded::AlreadyCounted => report.already_settled += 1,
-            }
+        // Calls have their own bound: reads per provider, two providers.
+        let calls_batch = i32::try_from(self.reconcile.reads_per_provider * 2).unwrap_or(i32::MAX);
+        report.calls = self.reconcile.run(now, calls_batch).await?;
+        if !report.calls.released.is_empty() {
+            metrics::count_n(
+                Metric::ReservationsReleased,
+                report.calls.released.len() as u64,
+            );
         }
-        if !report.released.is_empty() {
-            metrics::count_n(Metric::ReservationsReleased, report.released.len() as u64);
+        if !report.calls.unreconciled.is_empty() {
+            metrics::count_n(
+                Metric::CallsUnreconciled,
+                report.calls.unreconciled.len() as u64,
+            );
         }
+        info!(
+            reconciled = report.calls.reconciled.len(),
+            still_open = report.calls.still_open.len(),
+            unanswered = report.calls.unanswered.len(),
+            deferred = report.calls.deferred,
+            "outbound calls asked of their providers"
+        );
         Ok(report)
     }
 }

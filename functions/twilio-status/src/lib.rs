@@ -45,6 +45,8 @@ impl Route for TwilioStatus {
         let call_sid = field("CallSid")?;
         let status = field("CallStatus")?;
         let duration_secs = twilio::field(&params, "CallDuration").and_then(|d| d.parse().ok());
+        let sip_response_code =
+            twilio::field(&params, "SipResponseCode").and_then(|code| code.parse().ok());
         // Our side of the call; the worker checks who owns it (no lookup
         // here: this route only makes the event durable).
         let our_number = twilio::field(&params, "Direction")
@@ -67,6 +69,8 @@ impl Route for TwilioStatus {
                 status: status.clone(),
                 duration_secs,
                 our_number,
+                sip_response_code,
+                reconciled: false,
             },
             None => {
                 validate_call_sid(&call_sid)?;
@@ -99,6 +103,8 @@ impl Route for TwilioStatus {
                     session_kind,
                     placed,
                     our_number,
+                    sip_response_code,
+                    reconciled: false,
                 }
             }
         };

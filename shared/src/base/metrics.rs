@@ -38,11 +38,15 @@ pub enum Metric {
     /// Status callbacks ignored because the number on our side of the call
     /// or message is not the record's organisation's (dimension `Route`).
     StatusIgnored,
+    /// Outbound calls whose provider has not answered about them
+    /// `reconcile::UNRECONCILED_AFTER` times in a row (each run counts
+    /// what is still unknown); their reservations stay held.
+    CallsUnreconciled,
 }
 
 impl Metric {
     /// Every metric the code emits, for checks of what dashboards name.
-    pub const ALL: [Metric; 18] = [
+    pub const ALL: [Metric; 19] = [
         Self::Received,
         Self::Duplicate,
         Self::Queued,
@@ -61,6 +65,7 @@ impl Metric {
         Self::UsageSeconds,
         Self::InboundUnowned,
         Self::StatusIgnored,
+        Self::CallsUnreconciled,
     ];
 
     fn unit(self) -> &'static str {
@@ -90,6 +95,7 @@ impl Metric {
             Self::UsageSeconds => "UsageSeconds",
             Self::InboundUnowned => "InboundUnowned",
             Self::StatusIgnored => "StatusIgnored",
+            Self::CallsUnreconciled => "CallsUnreconciled",
         }
     }
 }

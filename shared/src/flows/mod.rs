@@ -15,6 +15,7 @@ pub mod notify;
 pub mod outbound;
 pub mod phone;
 pub mod provider_events;
+pub mod reconcile;
 // Uses the admin routes' id rules.
 #[cfg(feature = "phone")]
 pub mod provider_accounts;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::api::access::KeyedAccess;
 use crate::api::ApiError;
+use crate::base::end_reason::EndReason;
 use crate::base::metrics::{self, Metric};
 use crate::providers::elevenlabs::ElevenLabsClient;
 use crate::providers::org_accounts::{self, OrgAccounts};
@@ -231,6 +232,9 @@ pub async fn release_unplaced(
     calls
         .advance_status(&call.call_ref, "failed", Some(reason))
         .await?;
+    calls
+        .set_end(&call.call_ref, EndReason::Failed, false)
+        .await?;
     calls.record_duration(call, 0).await.map(|_| ())
 }
 
@@ -347,6 +351,9 @@ pub struct CallEnding<'a> {
     pub failure_reason: Option<&'a str>,
     pub transcript: &'a [TranscriptLine],
     pub duration_secs: Option<u64>,
+    pub end_reason: EndReason,
+    /// Learned by asking the provider (its webhook never came).
+    pub reconciled: bool,
 }
 
 /// Stores the ending (each part idempotent), counts usage once and queues
@@ -365,6 +372,10 @@ pub async fn finish_call(
     }
     calls
         .advance_status(&call.call_ref, ending.status, ending.failure_reason)
+        .await
+        .map_err(|e| e.to_string())?;
+    calls
+        .set_end(&call.call_ref, ending.end_reason, ending.reconciled)
         .await
         .map_err(|e| e.to_string())?;
     // Every ending settles the reservation: a call that never connected

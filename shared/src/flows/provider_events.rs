@@ -67,6 +67,7 @@ impl ProviderEventIntake {
         if message.len() > MAX_INLINE_MESSAGE_BYTES {
             let ProviderEvent::Elevenlabs {
                 body: EventBody::Inline(body),
+                reconciled,
             } = &event
             else {
                 return Err(crate::api::unavailable("provider event too large to queue"));
@@ -79,6 +80,7 @@ impl ProviderEventIntake {
             info!(sha256 = %stored.sha256, parts = stored.parts, bytes = stored.bytes, "webhook body stored in parts");
             message = serde_json::to_string(&ProviderEvent::Elevenlabs {
                 body: EventBody::Stored(stored),
+                reconciled: *reconciled,
             })
             .map_err(crate::api::unavailable)?;
         }

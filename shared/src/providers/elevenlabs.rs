@@ -7,7 +7,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::base::config::Secret;
-pub use crate::providers::twilio::ProviderError;
+pub use crate::providers::twilio::{ProviderError, ReadFailure};
 use crate::store::outbound_calls::TranscriptLine;
 
 /// The official SDK's tolerance for a post-call webhook's timestamp.
@@ -145,7 +145,7 @@ impl ElevenLabsClient {
     pub async fn conversation(
         &self,
         conversation_id: &str,
-    ) -> Result<Option<Conversation>, ProviderError> {
+    ) -> Result<Option<Conversation>, ReadFailure> {
         let response = self
             .http
             .get(format!(
@@ -155,22 +155,19 @@ impl ElevenLabsClient {
             .header("xi-api-key", self.api_key.expose())
             .send()
             .await
-            .map_err(|e| ProviderError::Unavailable(e.without_url().to_string()))?;
+            .map_err(|e| ReadFailure::transport("ElevenLabs", e))?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !response.status().is_success() {
-            return Err(failure(response).await);
+            return Err(ReadFailure::answered("ElevenLabs", &response));
         }
-        let raw: serde_json::Value = response.json().await.map_err(|e| {
-            ProviderError::Unavailable(format!(
-                "unreadable ElevenLabs response: {}",
-                e.without_url()
-            ))
-        })?;
-        let doc: ConversationDoc = serde_json::from_value(raw.clone()).map_err(|e| {
-            ProviderError::Unavailable(format!("unexpected conversation shape: {e}"))
-        })?;
+        let raw: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| ReadFailure::unreadable("ElevenLabs", e.without_url()))?;
+        let doc: ConversationDoc = serde_json::from_value(raw.clone())
+            .map_err(|e| ReadFailure::unreadable("ElevenLabs", e))?;
         Ok(Some(Conversation {
             status: doc.status,
             transcript: doc.transcript,

@@ -19,6 +19,82 @@ pub enum ProviderError {
     Unavailable(String),
 }
 
+/// A provider read that got no usable answer (reconciliation asks again
+/// later): an outage, a 429 with the wait it asked for, or a refusal such
+/// as bad credentials (`status` 4xx).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct ReadFailure {
+    pub reason: String,
+    /// The HTTP status, when there was an answer.
+    pub status: Option<u16>,
+    /// The provider's `Retry-After` (seconds), when it sent one.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ReadFailure {
+    pub fn transport(provider: &str, err: reqwest::Error) -> Self {
+        Self {
+            reason: format!("{provider} unreachable: {}", err.without_url()),
+            status: None,
+            retry_after_secs: None,
+        }
+    }
+
+    /// A non-2xx answer; only its status and `Retry-After` are kept (bodies
+    /// may name numbers).
+    pub fn answered(provider: &str, response: &reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let retry_after_secs = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        Self {
+            reason: format!("{provider} answered HTTP {status}"),
+            status: Some(status),
+            retry_after_secs,
+        }
+    }
+
+    pub fn unreadable(provider: &str, err: impl std::fmt::Display) -> Self {
+        Self {
+            reason: format!("unreadable {provider} answer: {err}"),
+            status: None,
+            retry_after_secs: None,
+        }
+    }
+}
+
+impl From<ReadFailure> for ProviderError {
+    /// A 4xx other than 429 is the provider's refusal; the rest an outage.
+    fn from(failure: ReadFailure) -> Self {
+        match failure.status {
+            Some(status) if (400..500).contains(&status) && status != 429 => {
+                Self::Refused(failure.reason)
+            }
+            _ => Self::Unavailable(failure.reason),
+        }
+    }
+}
+
+/// Twilio's Call resource, the parts reconciliation reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallState {
+    /// `queued`, `ringing`, `in-progress`, `completed`, `busy`, `failed`,
+    /// `no-answer` or `canceled`.
+    pub status: String,
+    /// Talk time in seconds; Twilio sends it as a string once the call ended.
+    pub duration_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CallStateDoc {
+    status: String,
+    #[serde(default)]
+    duration: Option<serde_json::Value>,
+}
+
 #[derive(Clone)]
 pub struct TwilioClient {
     pub http: reqwest::Client,
@@ -138,6 +214,38 @@ impl TwilioClient {
                     e.without_url()
                 ))
             })
+    }
+
+    /// `GET .../Calls/{sid}.json`: where the call stands at Twilio; `None`
+    /// when this account has no such call.
+    pub async fn fetch_call(&self, call_sid: &str) -> Result<Option<CallState>, ReadFailure> {
+        let response = self
+            .authenticated(
+                self.http
+                    .get(format!("{}/{call_sid}.json", self.calls_url())),
+            )
+            .send()
+            .await
+            .map_err(|e| ReadFailure::transport("Twilio", e))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(ReadFailure::answered("Twilio", &response));
+        }
+        let doc: CallStateDoc = response
+            .json()
+            .await
+            .map_err(|e| ReadFailure::unreadable("Twilio", e.without_url()))?;
+        let duration_secs = match doc.duration {
+            Some(serde_json::Value::String(text)) => text.parse().ok(),
+            Some(serde_json::Value::Number(number)) => number.as_u64(),
+            _ => None,
+        };
+        Ok(Some(CallState {
+            status: doc.status,
+            duration_secs,
+        }))
     }
 
     /// Hangs up a call in progress.

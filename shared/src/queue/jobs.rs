@@ -142,6 +142,14 @@ pub enum ProviderEvent {
         /// organisation owning it. Absent when Twilio sent no `Direction`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         our_number: Option<String>,
+        /// The callback's `SipResponseCode`: tells a busy line from a
+        /// failed route when `CallStatus` is `failed`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sip_response_code: Option<u16>,
+        /// Built by the sweep from Twilio's Call resource (the callback
+        /// never came), not received.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reconciled: bool,
     },
     /// A status callback for a session's call (`/twilio/voice` or
     /// `/phone/call`): no outbound-call ref, the call sid names the session.
@@ -160,9 +168,20 @@ pub enum ProviderEvent {
         /// As for `TwilioStatus`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         our_number: Option<String>,
+        /// As for `TwilioStatus`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sip_response_code: Option<u16>,
+        /// As for `TwilioStatus`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reconciled: bool,
     },
-    /// An ElevenLabs post-call webhook, exactly as signed.
-    Elevenlabs { body: EventBody },
+    /// An ElevenLabs post-call webhook, exactly as signed, or the same
+    /// document built by the sweep from the conversation (`reconciled`).
+    Elevenlabs {
+        body: EventBody,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reconciled: bool,
+    },
 }
 
 /// Answer one incoming WhatsApp message (queued by `/whatsapp/message`

@@ -6,7 +6,8 @@
 //! (`held#YYYY-MM + seconds <= plan + top-ups`) and an entry in the open
 //! reservations ledger. When the call ends, one transaction settles the
 //! reservation to the real duration, exactly once (`usage_counted`), and
-//! removes the ledger entry; a sweep releases what never reports an end.
+//! removes the ledger entry; a sweep asks the provider about what never
+//! reports an end (`flows::reconcile`).
 
 use std::collections::HashMap;
 
@@ -17,6 +18,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
+
+use crate::base::end_reason::EndReason;
 
 use super::directory::{held_attribute, reserved_attribute, usage_attribute, Provider};
 use super::ledger::{self, Ledger};
@@ -42,7 +45,9 @@ pub struct Reservation {
     /// `YYYY-MM` (UTC) of placement: the month the call is counted in, even
     /// when it ends in the next one.
     pub month: String,
-    /// Epoch seconds after which the sweep releases it if the call never ended.
+    /// Epoch seconds when the sweep next asks the call's provider how it
+    /// ended, if no end was reported by then; names the call's entry in the
+    /// open reservations ledger.
     pub release_after: i64,
 }
 
@@ -147,6 +152,20 @@ pub struct OutboundCall {
     /// Set once, by the transaction that settled the call's usage.
     #[serde(default)]
     pub usage_counted: bool,
+    /// Why it ended, in the vocabulary every provider maps to; set once,
+    /// by the first final status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<EndReason>,
+    /// Its end was learned by asking the provider: the webhook never came.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconciled: bool,
+    /// `phone` or `whatsapp` for a call a session placer placed
+    /// (`/phone/call`, `/whatsapp/call`): its statuses are a session's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_kind: Option<String>,
+    /// Asks of its provider that got no answer in a row (reconciliation).
+    #[serde(default)]
+    pub reconcile_attempts: u32,
 }
 
 /// A fresh call ref (`oc_...`): known before any provider is called, so it
@@ -179,6 +198,10 @@ impl OutboundCall {
             created_at: crate::base::time::now_rfc3339(),
             reservation: None,
             usage_counted: false,
+            end_reason: None,
+            reconciled: false,
+            session_kind: None,
+            reconcile_attempts: 0,
         }
     }
 
@@ -255,9 +278,41 @@ pub trait OutboundCallStore: Send + Sync {
         call: &OutboundCall,
         seconds: u64,
     ) -> Result<UsageRecorded, StoreError>;
-    /// Refs of calls whose reservations are still open and due for release
-    /// at `now` (epoch seconds), oldest first.
-    async fn due_reservations(&self, now: i64, limit: i32) -> Result<Vec<String>, StoreError>;
+    /// Stores why the call ended (only the first reason stays) and whether
+    /// its provider had to be asked for it.
+    async fn set_end(
+        &self,
+        call_ref: &str,
+        reason: EndReason,
+        reconciled: bool,
+    ) -> Result<(), StoreError>;
+    /// Calls whose reservations are still open and due at `now` (epoch
+    /// seconds), oldest first.
+    async fn due_reservations(
+        &self,
+        now: i64,
+        limit: i32,
+    ) -> Result<Vec<DueReservation>, StoreError>;
+    /// Moves `call`'s open reservation entry from `from` to `to` and notes
+    /// the unanswered asks so far, in one transaction; false (nothing moved)
+    /// when the call was settled meanwhile or its entry had already moved.
+    async fn reschedule_reservation(
+        &self,
+        call: &OutboundCall,
+        from: i64,
+        to: i64,
+        attempts: u32,
+    ) -> Result<bool, StoreError>;
+    /// Removes an entry left behind by a settlement that raced a reschedule.
+    async fn drop_reservation_entry(&self, call_ref: &str, due: i64) -> Result<(), StoreError>;
+}
+
+/// An open reservation's ledger entry that is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueReservation {
+    pub call_ref: String,
+    /// When the entry was due (epoch seconds): names the entry.
+    pub due: i64,
 }
 
 pub struct DynamoOutboundCallStore {
@@ -656,13 +711,123 @@ impl OutboundCallStore for DynamoOutboundCallStore {
         .await
     }
 
-    async fn due_reservations(&self, now: i64, limit: i32) -> Result<Vec<String>, StoreError> {
+    async fn set_end(
+        &self,
+        call_ref: &str,
+        reason: EndReason,
+        reconciled: bool,
+    ) -> Result<(), StoreError> {
+        let mut expression = "SET end_reason = if_not_exists(end_reason, :reason)".to_string();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.calls_table)
+            .set_key(Some(self.key(call_ref)))
+            .condition_expression("attribute_exists(call_id)")
+            .expression_attribute_values(":reason", s(reason.as_str()));
+        if reconciled {
+            expression.push_str(", reconciled = :yes");
+            update = update.expression_attribute_values(":yes", AttributeValue::Bool(true));
+        }
+        update.update_expression(expression).send().await?;
+        Ok(())
+    }
+
+    async fn due_reservations(
+        &self,
+        now: i64,
+        limit: i32,
+    ) -> Result<Vec<DueReservation>, StoreError> {
         Ok(OPEN_RESERVATIONS
             .due(&self.client, &self.calls_table, now, limit)
             .await?
             .into_iter()
-            .map(|due| due.id)
+            .filter_map(|due| {
+                let at = due.entry.split_once('#')?.0.parse().ok()?;
+                Some(DueReservation {
+                    call_ref: due.id,
+                    due: at,
+                })
+            })
             .collect())
+    }
+
+    async fn reschedule_reservation(
+        &self,
+        call: &OutboundCall,
+        from: i64,
+        to: i64,
+        attempts: u32,
+    ) -> Result<bool, StoreError> {
+        let call_ref = call.call_ref.as_str();
+        // The record names its live entry (`reservation.release_after`), so
+        // the settlement removes the entry it finds there.
+        let record = built(
+            Update::builder()
+                .table_name(&self.calls_table)
+                .set_key(Some(self.key(call_ref)))
+                .update_expression(
+                    "SET reservation.release_after = :to, reconcile_attempts = :attempts",
+                )
+                .condition_expression(
+                    "attribute_not_exists(usage_counted) AND reservation.release_after = :from",
+                )
+                .expression_attribute_values(":to", n(to.into()))
+                .expression_attribute_values(":from", n(from.into()))
+                .expression_attribute_values(":attempts", n(attempts.into()))
+                .build(),
+        )?;
+        let old = built(
+            Delete::builder()
+                .table_name(&self.calls_table)
+                .set_key(Some(OPEN_RESERVATIONS.key(&ledger::entry(call_ref, from))))
+                .condition_expression("attribute_exists(call_id)")
+                .build(),
+        )?;
+        let mut entry = OPEN_RESERVATIONS.item(call_ref, to);
+        if let Some(org) = &call.org_id {
+            entry.insert("org_id".into(), s(org));
+        }
+        let new = built(
+            Put::builder()
+                .table_name(&self.calls_table)
+                .set_item(Some(entry))
+                .build(),
+        )?;
+        let items = vec![
+            TransactWriteItem::builder().update(record).build(),
+            TransactWriteItem::builder().delete(old).build(),
+            TransactWriteItem::builder().put(new).build(),
+        ];
+        transactions::transact(
+            &self.client,
+            items,
+            &format!("reschedule of call {call_ref}"),
+            true,
+            |reasons| {
+                if busy(reasons) {
+                    Verdict::Retry(codes(reasons))
+                } else if reasons
+                    .iter()
+                    .any(|r| r.code() == Some("ConditionalCheckFailed"))
+                {
+                    Verdict::Done(false)
+                } else {
+                    Verdict::Fail(format!("reschedule cancelled: [{}]", codes(reasons)))
+                }
+            },
+        )
+        .await
+    }
+
+    async fn drop_reservation_entry(&self, call_ref: &str, due: i64) -> Result<(), StoreError> {
+        OPEN_RESERVATIONS
+            .remove(
+                &self.client,
+                &self.calls_table,
+                &ledger::entry(call_ref, due),
+            )
+            .await
     }
 }
 

@@ -191,6 +191,34 @@ impl Outbound {
         })
     }
 
+    /// The stuck sweep, asking this test's fake Twilio and ElevenLabs.
+    fn sweep(&self) -> stuck_sweep::StuckSweep {
+        let providers = self.providers();
+        stuck_sweep::StuckSweep {
+            reconcile: shared::flows::reconcile::Reconciler {
+                calls: Arc::new(self.stack.outbound_calls()),
+                events: self.stack.provider_event_intake(),
+                notifications: self.queue("NotificationQueue"),
+                twilio: providers.twilio,
+                elevenlabs: providers.elevenlabs,
+                org_accounts: None,
+                reads_per_provider: 100,
+            },
+            pipeline: shared::flows::stuck::StuckCalls {
+                calls: Arc::new(self.stack.calls()),
+                transcription_queue: self.queue("TranscriptionQueue"),
+                notification_queue: self.queue("NotificationQueue"),
+                redrive_grace: Duration::from_secs(1800),
+                transcription_deadline: Duration::from_secs(3600),
+            },
+            sessions: shared::flows::stuck::StuckSessions {
+                sessions: Arc::new(self.stack.sessions()),
+            },
+            replies: None,
+            batch: 100,
+        }
+    }
+
     fn webhook(&self) -> elevenlabs_webhook::ElevenLabsWebhook {
         elevenlabs_webhook::ElevenLabsWebhook {
             secret: Secret::new(WEBHOOK_SECRET),
@@ -1925,6 +1953,7 @@ async fn a_three_megabyte_post_call_body_is_stored_in_parts_and_applied() {
     let event: shared::queue::jobs::ProviderEvent = serde_json::from_str(&queued[0]).unwrap();
     let shared::queue::jobs::ProviderEvent::Elevenlabs {
         body: shared::queue::jobs::EventBody::Stored(stored),
+        ..
     } = event
     else {
         panic!("not stored: {event:?}");
@@ -2385,7 +2414,8 @@ async fn a_refused_call_releases_its_reservation() {
 
 /// The placing function stops between Twilio's answer and recording the
 /// call sid: the record stays `initiating` with its reservation, and once
-/// its window has passed the sweep marks it failed and releases the budget.
+/// its window has passed the sweep, with no sid to ask Twilio about, marks
+/// it failed (end reason `unknown`) and releases the budget.
 #[tokio::test]
 async fn a_crash_after_placing_leaves_a_record_the_sweep_finishes() {
     use shared::store::outbound_calls::{new_call_ref, Budget, OutboundCall, Reservation, Reserve};
@@ -2455,28 +2485,18 @@ async fn a_crash_after_placing_leaves_a_record_the_sweep_finishes() {
         .unwrap();
     assert_eq!(t.org("acme").await.reserved_seconds, 1200);
 
-    let sweep = stuck_sweep::StuckSweep {
-        calls: calls.clone(),
-        pipeline: shared::flows::stuck::StuckCalls {
-            calls: Arc::new(t.stack.calls()),
-            transcription_queue: t.queue("TranscriptionQueue"),
-            notification_queue: t.queue("NotificationQueue"),
-            redrive_grace: Duration::from_secs(1800),
-            transcription_deadline: Duration::from_secs(3600),
-        },
-        sessions: shared::flows::stuck::StuckSessions {
-            sessions: Arc::new(t.stack.sessions()),
-        },
-        replies: None,
-        batch: 100,
-    };
+    let sweep = t.sweep();
     let report = sweep.run().await.unwrap();
-    assert_eq!(report.released, vec![call_ref.clone()]);
+    assert_eq!(report.calls.released, vec![call_ref.clone()]);
     let swept = calls.get(&call_ref).await.unwrap().unwrap();
     assert_eq!(swept.status, "failed");
     assert_eq!(
         swept.failure_reason.as_deref(),
-        Some(stuck_sweep::NO_END_REPORTED)
+        Some(shared::flows::reconcile::NO_PROVIDER_ID)
+    );
+    assert_eq!(
+        swept.end_reason,
+        Some(shared::base::end_reason::EndReason::Unknown)
     );
     let org = t.org("acme").await;
     assert_eq!(
@@ -2697,3 +2717,6 @@ async fn the_monitor_worker_killed_after_any_write_finishes_once() {
     );
     assert_eq!(org.reserved_seconds, 0);
 }
+
+#[path = "reconcile.rs"]
+mod reconciliation;

@@ -15,7 +15,16 @@ use crate::support::*;
 impl Stack {
     fn stuck_sweep(&self) -> StuckSweep {
         StuckSweep {
-            calls: Arc::new(self.outbound_calls()),
+            // No provider: these tests have no outbound calls.
+            reconcile: shared::flows::reconcile::Reconciler {
+                calls: Arc::new(self.outbound_calls()),
+                events: self.provider_event_intake(),
+                notifications: self.queue("NotificationQueue"),
+                twilio: None,
+                elevenlabs: None,
+                org_accounts: None,
+                reads_per_provider: 100,
+            },
             pipeline: StuckCalls {
                 calls: Arc::new(self.calls()),
                 transcription_queue: self.queue("TranscriptionQueue"),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::*;
+use crate::base::end_reason::EndReason;
 use crate::flows::outbound::{finish_call, CallEnding, CALL_REF_VARIABLE};
 use crate::flows::sessions::{SessionKind, SessionLifecycle};
 use crate::flows::tenancy::{inbound_org, Channel};
@@ -14,11 +15,19 @@ use crate::providers::elevenlabs::ConversationMetadata;
 use crate::queue::jobs::{self, NotificationJob, NotificationKind};
 use crate::store::dedup::{run_once, DedupStore, Once, OnceError};
 use crate::store::directory::Provider;
-use crate::store::outbound_calls::{status_rank, OutboundCall, OutboundCallStore, UsageRecorded};
+use crate::store::outbound_calls::{status_rank, OutboundCall, OutboundCallStore};
 use crate::store::sessions::{Ending, SessionChange};
 use crate::store::tenancy::TenancyStore;
 
 const FINAL_RANK: u32 = 5;
+
+/// What a Twilio status (callback or reconciled read) says about a call.
+struct TwilioReport<'a> {
+    status: &'a str,
+    duration: Option<u64>,
+    sip_response_code: Option<u16>,
+    reconciled: bool,
+}
 
 fn ignored(call_sid: &str) -> Applied {
     Applied::Ignored(format!(
@@ -70,6 +79,8 @@ impl ProviderEventProcessor {
                 status,
                 duration_secs,
                 our_number,
+                sip_response_code,
+                reconciled,
             } => {
                 let org = self.call_org(call_ref).await?;
                 if !self
@@ -79,10 +90,14 @@ impl ProviderEventProcessor {
                     return Ok(ignored(call_sid));
                 }
                 let key = format!("twilio-status#{call_sid}#{status}");
-                self.once(&key, || {
-                    self.twilio_status(call_ref, status, *duration_secs)
-                })
-                .await
+                let report = TwilioReport {
+                    status,
+                    duration: *duration_secs,
+                    sip_response_code: *sip_response_code,
+                    reconciled: *reconciled,
+                };
+                self.once(&key, || self.twilio_status(call_ref, &report))
+                    .await
             }
             ProviderEvent::TwilioSessionStatus {
                 call_sid,
@@ -91,6 +106,8 @@ impl ProviderEventProcessor {
                 session_kind,
                 placed,
                 our_number,
+                sip_response_code,
+                reconciled,
             } => {
                 let (kind, channel) = match session_kind.as_deref() {
                     Some("whatsapp") => (SessionKind::Whatsapp, Channel::WhatsApp),
@@ -104,19 +121,24 @@ impl ProviderEventProcessor {
                     return Ok(ignored(call_sid));
                 }
                 let key = format!("twilio-session-status#{call_sid}#{status}");
+                let report = TwilioReport {
+                    status,
+                    duration: *duration_secs,
+                    sip_response_code: *sip_response_code,
+                    reconciled: *reconciled,
+                };
                 self.once(&key, || async {
                     let applied = self
                         .session_status(kind, call_sid, status, *duration_secs)
                         .await?;
                     if let Some(call_ref) = placed {
-                        self.placed_status(call_ref, call_sid, status, *duration_secs)
-                            .await?;
+                        self.placed_status(call_ref, call_sid, &report).await?;
                     }
                     Ok(applied)
                 })
                 .await
             }
-            ProviderEvent::Elevenlabs { body } => {
+            ProviderEvent::Elevenlabs { body, reconciled } => {
                 let bytes = match body {
                     EventBody::Inline(text) => text.clone().into_bytes(),
                     EventBody::Stored(stored) => {
@@ -130,7 +152,8 @@ impl ProviderEventProcessor {
                     return Ok(Applied::Ignored(event.kind));
                 }
                 let key = format!("elevenlabs#{}#{}", event.data.conversation_id, event.kind);
-                self.once(&key, || self.elevenlabs(&event)).await
+                self.once(&key, || self.elevenlabs(&event, *reconciled))
+                    .await
             }
         }
     }
@@ -216,8 +239,7 @@ impl ProviderEventProcessor {
     async fn twilio_status(
         &self,
         call_ref: &str,
-        status: &str,
-        duration: Option<u64>,
+        report: &TwilioReport<'_>,
     ) -> Result<serde_json::Value, String> {
         let call = self
             .calls
@@ -227,27 +249,15 @@ impl ProviderEventProcessor {
             // Retried, then dead-lettered where the alarm sees it: a signed
             // callback for a call we never recorded needs a person.
             .ok_or_else(|| format!("no outbound call {call_ref}"))?;
+        let status = report.status;
         let moved = self
             .calls
             .advance_status(call_ref, status, None)
             .await
             .map_err(|e| e.to_string())?;
-        info!(%call_ref, %status, moved, "Twilio status");
+        info!(%call_ref, %status, moved, reconciled = report.reconciled, "Twilio status");
         if status_rank(status) == FINAL_RANK {
-            let seconds = if status == "completed" {
-                duration.unwrap_or(0)
-            } else {
-                0
-            };
-            let recorded = self
-                .calls
-                .record_duration(&call, seconds)
-                .await
-                .map_err(|e| e.to_string())?;
-            if recorded == UsageRecorded::Counted {
-                info!(%call_ref, seconds, "usage recorded");
-            }
-            crate::flows::outbound::usage_counted(&call, seconds, recorded);
+            self.settle_twilio(&call, report).await?;
             let job = NotificationJob::for_call(call_ref, NotificationKind::OutboundCallSummary)
                 .of_org(call.org_id.as_deref());
             jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
@@ -257,6 +267,33 @@ impl ProviderEventProcessor {
         Ok(serde_json::json!({"status": status, "applied": moved}))
     }
 
+    /// A final Twilio status: the end reason, then the reservation settled
+    /// with the talk time (only a `completed` call used any), once.
+    async fn settle_twilio(
+        &self,
+        call: &OutboundCall,
+        report: &TwilioReport<'_>,
+    ) -> Result<(), String> {
+        let reason = EndReason::from_twilio(report.status, report.sip_response_code)
+            .unwrap_or(EndReason::Unknown);
+        self.calls
+            .set_end(&call.call_ref, reason, report.reconciled)
+            .await
+            .map_err(|e| e.to_string())?;
+        let seconds = report
+            .duration
+            .filter(|_| report.status == "completed")
+            .unwrap_or(0);
+        let recorded = self
+            .calls
+            .record_duration(call, seconds)
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(call_ref = %call.call_ref, seconds, ?recorded, %reason, "call settled");
+        crate::flows::outbound::usage_counted(call, seconds, recorded);
+        Ok(())
+    }
+
     /// A call `/phone/call` placed: its record follows the status and the
     /// first final one settles its reservation with the real duration
     /// (`record_duration` is conditional on `usage_counted`, so once).
@@ -264,8 +301,7 @@ impl ProviderEventProcessor {
         &self,
         call_ref: &str,
         call_sid: &str,
-        status: &str,
-        duration: Option<u64>,
+        report: &TwilioReport<'_>,
     ) -> Result<(), String> {
         let call = self
             .calls
@@ -277,18 +313,11 @@ impl ProviderEventProcessor {
             return Err(format!("call {call_ref} is not {call_sid}"));
         }
         self.calls
-            .advance_status(call_ref, status, None)
+            .advance_status(call_ref, report.status, None)
             .await
             .map_err(|e| e.to_string())?;
-        if status_rank(status) == FINAL_RANK {
-            let seconds = duration.filter(|_| status == "completed").unwrap_or(0);
-            let recorded = self
-                .calls
-                .record_duration(&call, seconds)
-                .await
-                .map_err(|e| e.to_string())?;
-            info!(%call_ref, seconds, ?recorded, "placed call settled");
-            crate::flows::outbound::usage_counted(&call, seconds, recorded);
+        if status_rank(report.status) == FINAL_RANK {
+            self.settle_twilio(&call, report).await?;
         }
         Ok(())
     }
@@ -358,7 +387,11 @@ impl ProviderEventProcessor {
             .ok_or_else(|| "call record vanished after a conflicting create".to_string())
     }
 
-    async fn elevenlabs(&self, event: &ElevenLabsEvent) -> Result<serde_json::Value, String> {
+    async fn elevenlabs(
+        &self,
+        event: &ElevenLabsEvent,
+        reconciled: bool,
+    ) -> Result<serde_json::Value, String> {
         let data = &event.data;
         let call = self.find_or_record(data).await?;
         let metadata: Option<ConversationMetadata> = data
@@ -371,6 +404,15 @@ impl ProviderEventProcessor {
                 .clone()
                 .unwrap_or_else(|| "call initiation failed".into())
         });
+        let termination = metadata
+            .as_ref()
+            .and_then(|m| m.termination_reason.as_deref());
+        let end_reason = if failed {
+            EndReason::from_elevenlabs("failed", reason.as_deref().or(termination))
+        } else {
+            EndReason::from_elevenlabs("done", termination)
+        }
+        .unwrap_or(EndReason::Unknown);
         info!(conversation_id = %data.conversation_id, kind = %event.kind, "post-call webhook");
         finish_call(
             self.calls.as_ref(),
@@ -383,8 +425,10 @@ impl ProviderEventProcessor {
                 duration_secs: if failed {
                     None
                 } else {
-                    metadata.and_then(|m| m.call_duration_secs)
+                    metadata.as_ref().and_then(|m| m.call_duration_secs)
                 },
+                end_reason,
+                reconciled,
             },
         )
         .await

@@ -199,6 +199,8 @@ impl Route for CallPlacer {
         let (to_address, from_address) = (format!("{address}{to}"), format!("{address}{from}"));
         let record = OutboundCall {
             from_number: Some(from.clone()),
+            // Its statuses are the session's (`?session=` on the callback).
+            session_kind: Some(self.kind.name().to_string()),
             status: "initiating".into(),
             status_rank: 0,
             ..OutboundCall::initiated(&new_call_ref(), Provider::Twilio, &to)

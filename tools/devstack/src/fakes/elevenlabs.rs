@@ -54,6 +54,10 @@ struct Conversation {
     call_sid: String,
     start_time_unix_secs: i64,
     polls: u32,
+    /// This conversation's own script, over the fake's.
+    script: Option<ConversationScript>,
+    /// `conversation_initiation_client_data` of the outbound call.
+    client_data: Value,
 }
 
 impl Conversation {
@@ -63,6 +67,8 @@ impl Conversation {
             call_sid,
             start_time_unix_secs: chrono::Utc::now().timestamp(),
             polls: 0,
+            script: None,
+            client_data: Value::Null,
         }
     }
 }
@@ -81,6 +87,8 @@ struct State {
     conversations: Mutex<HashMap<String, Conversation>>,
     outbound: Mutex<Vec<Value>>,
     failure: Mutex<Option<Failure>>,
+    /// Scripted answers to the next conversation reads, with `Retry-After`.
+    read_failure: Mutex<Option<(Failure, Option<u64>)>>,
 }
 
 /// Fake ElevenLabs server; stops when dropped.
@@ -116,6 +124,34 @@ impl FakeElevenLabs {
     pub fn add_conversation(&self, id: &str) {
         let conversation = Conversation::new(UNKNOWN_AGENT.to_owned(), new_call_sid());
         lock(&self.state.conversations).insert(id.to_owned(), conversation);
+    }
+
+    /// Sets how one conversation behaves when read, over the fake's script.
+    pub fn set_script_of(&self, id: &str, script: ConversationScript) {
+        if let Some(conversation) = lock(&self.state.conversations).get_mut(id) {
+            conversation.script = Some(script);
+        }
+    }
+
+    /// The next `n` conversation reads answer `status` (a 5xx outage or a
+    /// 429) with ElevenLabs' error JSON and, when given, `Retry-After`.
+    pub fn fail_conversation_reads(&self, n: u32, status: u16, retry_after_secs: Option<u64>) {
+        let status = StatusCode::from_u16(status).expect("valid HTTP status");
+        let body =
+            json!({"detail": {"status": "error", "message": "Fake ElevenLabs: scripted failure"}});
+        *lock(&self.state.read_failure) = Some((
+            Failure {
+                remaining: n,
+                status,
+                body,
+            },
+            retry_after_secs,
+        ));
+    }
+
+    /// Ids of the conversations the outbound calls started, in no order.
+    pub fn conversation_ids(&self) -> Vec<String> {
+        lock(&self.state.conversations).keys().cloned().collect()
     }
 
     /// The next `n` authenticated outbound-call requests answer `status` with `body`.
@@ -181,10 +217,12 @@ impl State {
         let agent_id = body["agent_id"].as_str().unwrap_or_default().to_owned();
         let conversation_id = new_conversation_id();
         let call_sid = new_call_sid();
-        lock(&self.conversations).insert(
-            conversation_id.clone(),
-            Conversation::new(agent_id, call_sid.clone()),
-        );
+        let mut conversation = Conversation::new(agent_id, call_sid.clone());
+        conversation.client_data = body
+            .get("conversation_initiation_client_data")
+            .cloned()
+            .unwrap_or(Value::Null);
+        lock(&self.conversations).insert(conversation_id.clone(), conversation);
         lock(&self.outbound).push(body);
         json_response(
             StatusCode::OK,
@@ -198,6 +236,20 @@ impl State {
     }
 
     fn poll(&self, id: &str) -> Response {
+        {
+            let mut slot = lock(&self.read_failure);
+            if let Some((failure, retry_after)) = slot.as_mut().filter(|(f, _)| f.remaining > 0) {
+                failure.remaining -= 1;
+                let mut response = json_response(failure.status, failure.body.clone());
+                if let Some(secs) = retry_after {
+                    response.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_str(&secs.to_string()).expect("digits"),
+                    );
+                }
+                return response;
+            }
+        }
         let mut conversations = lock(&self.conversations);
         let Some(conversation) = conversations.get_mut(id) else {
             return json_response(
@@ -215,7 +267,9 @@ impl State {
         } else {
             "in-progress"
         };
-        let body = match &*lock(&self.script) {
+        let shared = lock(&self.script).clone();
+        let script = conversation.script.clone().unwrap_or(shared);
+        let body = match &script {
             ConversationScript::NeverFinishes => {
                 conversation_json(id, conversation, pending, Vec::new(), 0, "")
             }
@@ -325,6 +379,7 @@ fn conversation_json(
     json!({
         "agent_id": conversation.agent_id,
         "conversation_id": id,
+        "conversation_initiation_client_data": conversation.client_data,
         "status": status,
         "transcript": transcript,
         "metadata": {

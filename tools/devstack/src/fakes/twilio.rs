@@ -1,6 +1,7 @@
-//! Fake Twilio REST API (2010-04-01): Create Call, end call and Create
-//! Message (WhatsApp), plus the `X-Twilio-Signature` algorithm so tests can
-//! sign the webhooks they send.
+//! Fake Twilio REST API (2010-04-01): Create Call, Fetch Call, end call and
+//! Create Message (WhatsApp), plus the `X-Twilio-Signature` algorithm so
+//! tests can sign the webhooks they send. Switches drop a share of status
+//! callbacks (the call still happens) and fail Fetch Call requests.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::ready;
@@ -34,14 +35,22 @@ struct State {
     /// `AccountSid:AuthToken`), and its callbacks are signed with its token.
     accounts: Mutex<HashMap<String, String>>,
     /// Call sid -> Call JSON as last returned.
-    calls: Mutex<HashMap<String, Value>>,
+    calls: Arc<Mutex<HashMap<String, Value>>>,
     /// Accepted Create Call forms with the account that placed them.
     created: Mutex<Vec<(String, Form)>>,
     ended: Mutex<Vec<(String, String)>>,
     failure: Mutex<Option<Failure>>,
     /// When set, each placed call "happens": TwiML is fetched and status
-    /// callbacks are sent, signed, ending with this duration (seconds).
-    simulate: Mutex<Option<u64>>,
+    /// callbacks are sent, signed, ending with these durations (seconds),
+    /// one per call in turn.
+    simulate: Mutex<Option<Vec<u64>>>,
+    /// Percent of simulated calls whose status callbacks are never sent;
+    /// such a call ends at once (its Call resource says so).
+    drop_percent: Mutex<u8>,
+    /// Scripted answers to the next Fetch Call requests.
+    read_failures: Mutex<Option<ReadFailure>>,
+    /// Fetch Call requests received, answered or not.
+    call_reads: Mutex<usize>,
     /// Accepted Create Message forms with their account, in order.
     messages: Mutex<Vec<(String, Form)>>,
     /// Scripted answers to the next Create Message requests, in order.
@@ -50,6 +59,13 @@ struct State {
     failure_after: Mutex<Option<(usize, Failure)>>,
     /// Statuses posted (signed) to each accepted message's `StatusCallback`.
     message_statuses: Mutex<Vec<String>>,
+}
+
+/// A scripted error for the next `remaining` Fetch Call requests.
+struct ReadFailure {
+    remaining: u32,
+    status: StatusCode,
+    retry_after_secs: Option<u64>,
 }
 
 /// Fake Twilio server; stops when dropped.
@@ -67,11 +83,14 @@ impl FakeTwilio {
                 account_sid.to_owned(),
                 auth_token.to_owned(),
             )])),
-            calls: Mutex::default(),
+            calls: Arc::default(),
             created: Mutex::default(),
             ended: Mutex::default(),
             failure: Mutex::default(),
             simulate: Mutex::default(),
+            drop_percent: Mutex::default(),
+            read_failures: Mutex::default(),
+            call_reads: Mutex::default(),
             messages: Mutex::default(),
             message_failures: Mutex::default(),
             failure_after: Mutex::default(),
@@ -121,7 +140,51 @@ impl FakeTwilio {
     /// `in-progress` and `completed` (with `CallDuration`) to `StatusCallback`,
     /// each signed with the auth token.
     pub fn simulate_calls(&self, duration_secs: u64) {
-        *lock(&self.state.simulate) = Some(duration_secs);
+        self.simulate_call_durations(&[duration_secs]);
+    }
+
+    /// [`FakeTwilio::simulate_calls`] with each call lasting the next of
+    /// `durations` in turn.
+    pub fn simulate_call_durations(&self, durations: &[u64]) {
+        assert!(!durations.is_empty(), "at least one duration");
+        *lock(&self.state.simulate) = Some(durations.to_vec());
+    }
+
+    /// Drops the status callbacks of `percent` of the simulated calls placed
+    /// from now on (every call whose number, counted from 0, is below
+    /// `percent` modulo 100), as a lost webhook: the call still happens and
+    /// has ended at once, as Fetch Call shows; nothing is posted.
+    pub fn drop_status_callbacks(&self, percent: u8) {
+        *lock(&self.state.drop_percent) = percent.min(100);
+    }
+
+    /// Where a call stands now, as Twilio's call progress would move it:
+    /// `status` with `duration` (seconds) once it ended. For tests that
+    /// place calls without simulating them.
+    pub fn advance_call(&self, sid: &str, status: &str, duration_secs: Option<u64>) {
+        let mut calls = lock(&self.state.calls);
+        let call = calls.get_mut(sid).expect("a call this fake placed");
+        set_progress(call, status, duration_secs);
+    }
+
+    /// The next `n` Fetch Call requests answer `status` (a 5xx outage or a
+    /// 429) with Twilio's error JSON and, when given, `Retry-After`.
+    pub fn fail_call_reads(&self, n: u32, status: u16, retry_after_secs: Option<u64>) {
+        *lock(&self.state.read_failures) = Some(ReadFailure {
+            remaining: n,
+            status: StatusCode::from_u16(status).expect("valid HTTP status"),
+            retry_after_secs,
+        });
+    }
+
+    /// Fetch Call requests received so far, answered or not.
+    pub fn call_reads(&self) -> usize {
+        *lock(&self.state.call_reads)
+    }
+
+    /// The Call resource of `sid` as Fetch Call returns it.
+    pub fn call(&self, sid: &str) -> Option<Value> {
+        lock(&self.state.calls).get(sid).cloned()
     }
 
     /// Stands in for `https://api.twilio.com`.
@@ -239,6 +302,10 @@ impl State {
                 Some(sid) => self.update_call(&account, sid, &form(req), &req.path),
                 None => not_found(),
             },
+            ("GET", [_, "Calls", file]) => match file.strip_suffix(".json") {
+                Some(sid) => self.fetch_call(&account, sid, &req.path),
+                None => not_found(),
+            },
             _ => not_found(),
         }
     }
@@ -301,9 +368,21 @@ impl State {
             "duration": null,
             "uri": format!("{API_PREFIX}{}/Calls/{sid}.json", account.sid),
         });
+        let mut call = call;
+        let placed = lock(&self.created).len();
+        let simulate = lock(&self.simulate)
+            .as_ref()
+            .map(|durations| durations[placed % durations.len()]);
+        let dropped = simulate.is_some() && (placed % 100) < usize::from(*lock(&self.drop_percent));
+        if let (Some(duration), true) = (simulate, dropped) {
+            // Nobody will hear about it: the call has already happened.
+            set_progress(&mut call, "completed", Some(duration));
+        }
         lock(&self.calls).insert(sid.clone(), call.clone());
-        if let Some(duration) = *lock(&self.simulate) {
+        if let Some(duration) = simulate {
             let callbacks = PlacedCall {
+                calls: Arc::clone(&self.calls),
+                dropped,
                 sid,
                 account_sid: account.sid.clone(),
                 auth_token: account.auth_token.clone(),
@@ -316,7 +395,45 @@ impl State {
             tokio::spawn(callbacks.play());
         }
         lock(&self.created).push((account.sid.clone(), form));
+        // The answer shows the call as placed, whatever happened since.
+        call["status"] = json!("queued");
+        call["duration"] = Value::Null;
+        call["start_time"] = Value::Null;
+        call["end_time"] = Value::Null;
         json_response(StatusCode::CREATED, call)
+    }
+
+    fn fetch_call(&self, account: &Account, sid: &str, path: &str) -> Response {
+        *lock(&self.call_reads) += 1;
+        {
+            let mut slot = lock(&self.read_failures);
+            if let Some(failure) = slot.as_mut().filter(|f| f.remaining > 0) {
+                failure.remaining -= 1;
+                let mut response = error(
+                    failure.status,
+                    if failure.status == StatusCode::TOO_MANY_REQUESTS {
+                        20429
+                    } else {
+                        20500
+                    },
+                    "Fake Twilio: scripted failure".to_owned(),
+                );
+                if let Some(secs) = failure.retry_after_secs {
+                    response.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        HeaderValue::from_str(&secs.to_string()).expect("digits"),
+                    );
+                }
+                return response;
+            }
+        }
+        match lock(&self.calls)
+            .get(sid)
+            .filter(|call| call["account_sid"] == json!(account.sid))
+        {
+            Some(call) => json_response(StatusCode::OK, call.clone()),
+            None => not_found(path),
+        }
     }
 
     fn create_message(&self, account: &Account, form: Form) -> Response {
@@ -433,9 +550,37 @@ fn form(req: &Recorded) -> Form {
         .collect()
 }
 
+/// Moves a Call resource to `status`, as Twilio's would: its start time
+/// once answered, its end time and duration (a string, as Twilio sends it)
+/// once ended.
+fn set_progress(call: &mut Value, status: &str, duration_secs: Option<u64>) {
+    let now = twilio_date();
+    call["status"] = json!(status);
+    call["date_updated"] = json!(now);
+    if status == "in-progress" && call["start_time"].is_null() {
+        call["start_time"] = json!(now);
+    }
+    if matches!(
+        status,
+        "completed" | "busy" | "failed" | "no-answer" | "canceled"
+    ) {
+        call["end_time"] = json!(now);
+        let talked = if status == "completed" {
+            duration_secs.unwrap_or(0)
+        } else {
+            0
+        };
+        call["duration"] = json!(talked.to_string());
+    }
+}
+
 /// A fresh call sid: `CA` + 32 lowercase hex digits, like Twilio's.
 /// A simulated call's callbacks, sent the way Twilio sends them.
 struct PlacedCall {
+    /// The fake's calls: progress is recorded as it is posted.
+    calls: Arc<Mutex<HashMap<String, Value>>>,
+    /// Its status callbacks are lost (not sent).
+    dropped: bool,
     sid: String,
     account_sid: String,
     auth_token: String,
@@ -454,6 +599,16 @@ impl PlacedCall {
         status: &str,
         duration: Option<String>,
     ) {
+        if self.status_callback.as_deref() == Some(url) {
+            // A dropped call ended when it was placed; nothing is posted.
+            if self.dropped {
+                return;
+            }
+            let seconds = duration.as_deref().and_then(|d| d.parse().ok());
+            if let Some(call) = lock(&self.calls).get_mut(&self.sid) {
+                set_progress(call, status, seconds);
+            }
+        }
         let mut params: Vec<(&str, &str)> = vec![
             ("CallSid", &self.sid),
             ("AccountSid", &self.account_sid),
