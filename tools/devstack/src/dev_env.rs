@@ -65,7 +65,7 @@ pub const DEV_SERVER: [Variable; 6] = [
 
 /// Variables functions read with a default that template.yaml gives to no
 /// function: deployed functions use the default unless the template adds it.
-pub const NOT_IN_TEMPLATE: [Variable; 17] = [
+pub const NOT_IN_TEMPLATE: [Variable; 18] = [
     Variable {
         name: "ORG_SECRETS_TTL_SECONDS",
         read_by: "functions that place, end or verify Twilio/ElevenLabs traffic",
@@ -99,7 +99,12 @@ pub const NOT_IN_TEMPLATE: [Variable; 17] = [
     Variable {
         name: "SWEEP_BATCH",
         read_by: "stuck-sweep",
-        meaning: "most calls and reservations looked at per run (default 100)",
+        meaning: "most recording-pipeline calls, sessions and WhatsApp replies looked at per run (default 100)",
+    },
+    Variable {
+        name: "RECONCILE_READS_PER_PROVIDER",
+        read_by: "stuck-sweep",
+        meaning: "most reads of Twilio and of ElevenLabs per run when asking about calls whose end never came (default 150)",
     },
     Variable {
         name: "STUCK_REDRIVE_GRACE_SECONDS",

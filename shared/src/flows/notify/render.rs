@@ -220,10 +220,19 @@ fn outbound_text(
     } else {
         crate::store::outbound_calls::transcript_text(&call.transcript)
     };
-    let status = match &call.failure_reason {
+    let mut status = match &call.failure_reason {
         Some(reason) => format!("{} ({reason})", call.status),
         None => call.status.clone(),
     };
+    if let Some(end) = call.end_reason {
+        // The shared vocabulary, and whether the provider had to be asked.
+        let asked = if call.reconciled {
+            ", from the provider's record"
+        } else {
+            ""
+        };
+        status.push_str(&format!("; ended: {end}{asked}"));
+    }
     format!(
         "📞 Outbound call to {to}\n\n\
          📋 Call Metadata:\n\
@@ -424,5 +433,23 @@ mod tests {
         let text = call_summary(&record(), Outcome::Failed("Audio file is corrupt"));
         assert!(text.contains("❗ Concern:\nTranscription failed: Audio file is corrupt"));
         assert!(text.contains("```\nTranscription unavailable: Audio file is corrupt\n```"));
+    }
+
+    #[test]
+    fn an_outbound_summary_names_the_end_reason_and_whether_the_provider_was_asked() {
+        use crate::base::end_reason::EndReason;
+        use crate::store::directory::Provider;
+        use crate::store::outbound_calls::OutboundCall;
+        let mut call = OutboundCall::initiated("oc_1", Provider::Twilio, "+15550100");
+        call.status = "completed".into();
+        let plain = outbound_summary(&call).text;
+        assert!(plain.contains("• Status: completed\n"), "{plain}");
+        call.end_reason = Some(EndReason::Completed);
+        call.reconciled = true;
+        let asked = outbound_summary(&call).text;
+        assert!(
+            asked.contains("• Status: completed; ended: completed, from the provider's record\n"),
+            "{asked}"
+        );
     }
 }
