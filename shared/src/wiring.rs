@@ -26,6 +26,7 @@ use crate::providers::twilio::TwilioClient;
 use crate::queue::jobs::{JobQueue, SqsJobQueue};
 use crate::queue::sqs_batch::Worker;
 use crate::store::api_keys::{ApiKeyStore, DynamoApiKeyStore};
+use crate::store::call_log::{CallLogStore, DynamoCallLogStore};
 use crate::store::calls::{CallStore, DynamoCallStore};
 use crate::store::dedup::{DedupStore, DynamoDedupStore};
 use crate::store::directory::{DirectoryStore, DynamoDirectoryStore};
@@ -115,6 +116,14 @@ impl Wiring {
             self.dynamo.clone(),
             config::required("CALLS_TABLE")?,
         )))
+    }
+
+    /// `CALLS_TABLE`'s `CallLog` index: every organisation's calls.
+    pub fn call_log(&self) -> Result<Arc<dyn CallLogStore>, ConfigError> {
+        Ok(Arc::new(DynamoCallLogStore {
+            client: self.dynamo.clone(),
+            table: config::required("CALLS_TABLE")?,
+        }))
     }
 
     /// `STATS_TABLE`.

@@ -326,6 +326,11 @@ impl NotifyWorker {
     ) -> Result<(), String> {
         let channel = if slack { "slack" } else { "email" };
         if job.kind == NotificationKind::OutboundCallSummary {
+            // The call log's timeline shows when the summary went out.
+            self.outbound
+                .mark_notified(&job.call_id, channel)
+                .await
+                .map_err(|e| e.to_string())?;
             metrics::count_by(Metric::Notified, "Channel", channel);
             return Ok(());
         }

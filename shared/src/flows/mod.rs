@@ -5,6 +5,7 @@
 // Features of `shared` (Cargo.toml) gate what needs an optional dependency.
 #[cfg(feature = "phone")]
 pub mod admin;
+pub mod call_log;
 pub mod call_start;
 pub mod conversations;
 pub mod ingest;

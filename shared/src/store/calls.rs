@@ -337,6 +337,13 @@ impl CallStore for DynamoCallStore {
         let mut item: std::collections::HashMap<String, AttributeValue> =
             serde_dynamo::to_item(record)?;
         item.insert("item".into(), AttributeValue::S(RECORD_ITEM.into()));
+        if let Some(org) = &record.org_id {
+            item.extend(super::call_log::log_attributes(
+                org,
+                &record.received_at,
+                &record.call_id,
+            ));
+        }
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))

@@ -6,6 +6,7 @@
 //! logs only.
 
 pub mod api_keys;
+pub mod call_log;
 pub mod calls;
 pub mod dedup;
 pub mod directory;

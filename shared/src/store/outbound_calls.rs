@@ -166,6 +166,14 @@ pub struct OutboundCall {
     /// Asks of its provider that got no answer in a row (reconciliation).
     #[serde(default)]
     pub reconcile_attempts: u32,
+    /// When its end was applied from the provider's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled_at: Option<String>,
+    /// When its summary was first delivered, and through which channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified_via: Option<String>,
 }
 
 /// A fresh call ref (`oc_...`): known before any provider is called, so it
@@ -202,6 +210,9 @@ impl OutboundCall {
             reconciled: false,
             session_kind: None,
             reconcile_attempts: 0,
+            reconciled_at: None,
+            notified_at: None,
+            notified_via: None,
         }
     }
 
@@ -305,6 +316,8 @@ pub trait OutboundCallStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Removes an entry left behind by a settlement that raced a reschedule.
     async fn drop_reservation_entry(&self, call_ref: &str, due: i64) -> Result<(), StoreError>;
+    /// Notes the first delivery of the call's summary (`slack` or `email`).
+    async fn mark_notified(&self, call_ref: &str, channel: &str) -> Result<(), StoreError>;
 }
 
 /// An open reservation's ledger entry that is due.
@@ -363,6 +376,14 @@ impl DynamoOutboundCallStore {
         item.insert("item".into(), s(OUTBOUND_ITEM));
         // Set only by the settling transaction, whose condition is its absence.
         item.remove("usage_counted");
+        // A call a session placer placed is logged as its session.
+        if let (Some(org), None) = (&call.org_id, &call.session_kind) {
+            item.extend(super::call_log::log_attributes(
+                org,
+                &call.created_at,
+                &call.call_ref,
+            ));
+        }
         Ok(item)
     }
 }
@@ -726,8 +747,12 @@ impl OutboundCallStore for DynamoOutboundCallStore {
             .condition_expression("attribute_exists(call_id)")
             .expression_attribute_values(":reason", s(reason.as_str()));
         if reconciled {
-            expression.push_str(", reconciled = :yes");
-            update = update.expression_attribute_values(":yes", AttributeValue::Bool(true));
+            expression.push_str(
+                ", reconciled = :yes, reconciled_at = if_not_exists(reconciled_at, :now)",
+            );
+            update = update
+                .expression_attribute_values(":yes", AttributeValue::Bool(true))
+                .expression_attribute_values(":now", s(&crate::base::time::now_rfc3339()));
         }
         update.update_expression(expression).send().await?;
         Ok(())
@@ -828,6 +853,23 @@ impl OutboundCallStore for DynamoOutboundCallStore {
                 &ledger::entry(call_ref, due),
             )
             .await
+    }
+
+    async fn mark_notified(&self, call_ref: &str, channel: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.calls_table)
+            .set_key(Some(self.key(call_ref)))
+            .update_expression(
+                "SET notified_at = if_not_exists(notified_at, :now), \
+                 notified_via = if_not_exists(notified_via, :channel)",
+            )
+            .condition_expression("attribute_exists(call_id)")
+            .expression_attribute_values(":now", s(&crate::base::time::now_rfc3339()))
+            .expression_attribute_values(":channel", s(channel))
+            .send()
+            .await?;
+        Ok(())
     }
 }
 

@@ -521,6 +521,10 @@ impl DynamoSessionStore {
         }
         attribute_values.insert(":started".into(), s(&session.started_at));
         attribute_values.insert(":org".into(), s(&session.org_id));
+        attribute_values.insert(
+            ":log_at".into(),
+            s(&super::call_log::log_at(&session.started_at, &session.room)),
+        );
         attribute_values.insert(":conv".into(), s(&session.conversation));
         let mut removed = Vec::new();
         if let Some(sid) = &session.room_sid {
@@ -530,6 +534,9 @@ impl DynamoSessionStore {
             // A new conversation in the same room: nothing of the last one stays.
             sets.push("started_at = :started".into());
             sets.push("conversation = :conv".into());
+            // The log lists the room's latest conversation, at its start.
+            sets.push("log_org = :org".into());
+            sets.push("log_at = :log_at".into());
             match &session.room_sid {
                 Some(_) => sets.push("room_sid = :sid".into()),
                 None => removed.push("room_sid"),
@@ -555,6 +562,8 @@ impl DynamoSessionStore {
             sets.push("started_at = if_not_exists(started_at, :started)".into());
             sets.push("org_id = if_not_exists(org_id, :org)".into());
             sets.push("conversation = if_not_exists(conversation, :conv)".into());
+            sets.push("log_org = if_not_exists(log_org, :org)".into());
+            sets.push("log_at = if_not_exists(log_at, :log_at)".into());
             if session.room_sid.is_some() {
                 sets.push("room_sid = if_not_exists(room_sid, :sid)".into());
             }

@@ -2720,3 +2720,6 @@ async fn the_monitor_worker_killed_after_any_write_finishes_once() {
 
 #[path = "reconcile.rs"]
 mod reconciliation;
+
+#[path = "call_log.rs"]
+mod call_log;

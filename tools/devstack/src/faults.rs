@@ -101,6 +101,9 @@ pub struct FaultCounts {
     pub dropped_before: AtomicU64,
     pub dropped_after: AtomicU64,
     pub delayed: AtomicU64,
+    /// The AWS operation of each request (`X-Amz-Target`), in order: what a
+    /// test counts to prove a route's cost (one Query per page, no Scan).
+    pub operations: Mutex<Vec<String>>,
 }
 
 impl FaultCounts {
@@ -215,6 +218,13 @@ impl FaultProxy {
             let counts = Arc::clone(&counts);
             serve(move |request: Recorded| {
                 let n = counts.requests.fetch_add(1, Ordering::SeqCst);
+                if let Some(target) = request.header("x-amz-target") {
+                    counts
+                        .operations
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(target);
+                }
                 let fault = plan
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)

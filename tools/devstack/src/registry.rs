@@ -111,6 +111,8 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
         "phone-end" => app!(phone_end::PhoneEnd),
         "sessions-list" => app!(sessions_list::SessionsList),
         "session-get" => app!(session_get::SessionGet),
+        "calls-list" => app!(calls_list::CallsList),
+        "call-timeline" => app!(call_timeline::CallTimelineRoute),
         "room-create" => app!(room_create::RoomCreate),
         "room-join" => app!(room_join::RoomJoin),
         "room-join-link" => app!(room_join_link::RoomJoinLink),

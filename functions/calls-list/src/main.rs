@@ -1,0 +1,9 @@
+use calls_list::CallsList;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::base::telemetry::init();
+    shared::base::secrets::load().await?;
+    let app = CallsList::from_env().await?;
+    shared::wiring::serve_route(&app).await
+}
