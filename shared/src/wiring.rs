@@ -43,7 +43,7 @@ use crate::store::whatsapp::{DynamoWhatsAppStore, WhatsAppStore};
 #[cfg(feature = "livekit")]
 mod sessions;
 #[cfg(feature = "livekit")]
-pub use sessions::{join_tokens, livekit, room_access};
+pub use sessions::{join_tokens, livekit, room_access, LiveKitRoomProbe};
 
 /// How long a dedup claim holds when the invocation's deadline is unknown.
 const DEFAULT_DEDUP_LEASE_SECS: u64 = 30;

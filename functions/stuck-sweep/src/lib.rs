@@ -3,7 +3,8 @@
 //! - Recording-pipeline calls still `received`, `queued`, `transcribing` or
 //!   `transcribed` past their deadline are re-driven once, then ended
 //!   `failed` with a notification (`shared::flows::stuck`).
-//! - Sessions (LiveKit rooms) never reported finished are ended with a reason.
+//! - Sessions (LiveKit rooms) never reported finished are asked of LiveKit:
+//!   a room it no longer has is ended as `room_finished` would have ended it.
 //! - Incoming WhatsApp messages still unanswered past their watch entry have
 //!   their reply job queued again (`shared::flows::whatsapp::StuckReplies`).
 //! - Outbound calls that never reported an end are asked of their provider
@@ -13,6 +14,7 @@
 //!   Twilio or ElevenLabs and the answer applied as the lost webhook would
 //!   have been. Nothing is settled by guessing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -79,6 +81,11 @@ impl StuckSweep {
             },
             sessions: StuckSessions {
                 sessions: aws.sessions()?,
+                // Asked of LiveKit wherever sessions can exist at all.
+                livekit: match config::optional("LIVEKIT_URL") {
+                    Some(_) => Some(Arc::new(wiring::LiveKitRoomProbe(wiring::livekit()?))),
+                    None => None,
+                },
             },
             replies: Some(StuckReplies {
                 store: aws.whatsapp()?,
@@ -106,8 +113,10 @@ impl StuckSweep {
         if let Some(replies) = &self.replies {
             report.replies = replies.sweep(now, self.batch).await?;
         }
-        if !report.sessions.ended.is_empty() {
-            metrics::count_n(Metric::StuckSessions, report.sessions.ended.len() as u64);
+        // Ended unasked or found gone at LiveKit: either way a lost room_finished.
+        let lost = report.sessions.ended.len() + report.sessions.reconciled.len();
+        if lost > 0 {
+            metrics::count_n(Metric::StuckSessions, lost as u64);
         }
         let stuck = report.pipeline.redriven.len() + report.pipeline.failed.len();
         if stuck > 0 {
@@ -122,11 +131,9 @@ impl StuckSweep {
                 report.calls.released.len() as u64,
             );
         }
-        if !report.calls.unreconciled.is_empty() {
-            metrics::count_n(
-                Metric::CallsUnreconciled,
-                report.calls.unreconciled.len() as u64,
-            );
+        let unreconciled = report.calls.unreconciled.len() + report.sessions.unreconciled.len();
+        if unreconciled > 0 {
+            metrics::count_n(Metric::CallsUnreconciled, unreconciled as u64);
         }
         info!(
             reconciled = report.calls.reconciled.len(),

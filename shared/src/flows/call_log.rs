@@ -412,7 +412,7 @@ fn session_entry(record: &SessionRecord) -> CallLogEntry {
         ended_at: record.ended_at.clone(),
         duration_secs: view.duration,
         assistant_id: None,
-        reconciled: false,
+        reconciled: record.reconciled,
         parties: whole(&[record.from_number.as_deref(), record.to_number.as_deref()]),
         kind,
     }

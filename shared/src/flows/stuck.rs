@@ -143,18 +143,49 @@ impl StuckCalls {
     }
 }
 
-/// Voice-agent sessions (LiveKit rooms) whose `room_finished` never came:
-/// once due (`DEFAULT_SESSION_MAX` after the session was seen), a session
-/// still open is ended with a reason, so it stops counting as active.
+/// Where a session's LiveKit room stands (`RoomService/ListParticipants`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomState {
+    /// LiveKit no longer has the room: it finished.
+    Gone,
+    /// The room exists, with this many participants.
+    Live { participants: usize },
+}
+
+/// Asks LiveKit about one room; the error is the reason it could not.
+#[async_trait::async_trait]
+pub trait RoomProbe: Send + Sync {
+    async fn room(&self, room: &str) -> Result<RoomState, String>;
+}
+
+/// Voice-agent sessions (LiveKit rooms) whose `room_finished` never came.
+/// Once due (`DEFAULT_SESSION_MAX` after the session was seen), a session
+/// still open is asked of LiveKit: a room LiveKit no longer has is ended
+/// through `room_finished`'s own path and marked `reconciled`; a live room
+/// is asked again 15 minutes later; no answer backs off like outbound calls
+/// (`flows::reconcile`). Without a LiveKit client it is ended with a reason,
+/// so it stops counting as active.
 pub struct StuckSessions {
     pub sessions: Arc<dyn SessionStore>,
+    pub livekit: Option<Arc<dyn RoomProbe>>,
 }
+
+/// When a room LiveKit still has is asked about again.
+pub const LIVE_ROOM_RECHECK_SECS: i64 = 15 * 60;
 
 /// What one sweep of the sessions did.
 #[derive(Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StuckSessionsReport {
-    /// Sessions ended by this sweep.
+    /// Sessions ended by this sweep without asking LiveKit.
     pub ended: Vec<String>,
+    /// Sessions whose room LiveKit no longer has: ended as `room_finished`.
+    pub reconciled: Vec<String>,
+    /// Rooms LiveKit still has: asked again later.
+    pub still_open: Vec<String>,
+    /// LiveKit did not answer: asked again with backoff.
+    pub unanswered: Vec<String>,
+    /// Unanswered `UNRECONCILED_AFTER` times in a row or more.
+    pub unreconciled: Vec<String>,
     /// Calls an agent reported through `/calls/started` and never reported
     /// ending (nothing can): ended on schedule, not a lost webhook.
     pub expired: Vec<String>,
@@ -194,6 +225,11 @@ impl StuckSessions {
             } else {
                 SESSION_NEVER_FINISHED
             };
+            if let (Some(session), Some(probe), false) = (open, &self.livekit, reported) {
+                self.ask(probe.as_ref(), session, &watch, now, &ended_at, &mut report)
+                    .await?;
+                continue;
+            }
             if open.is_some()
                 && self
                     .sessions
@@ -217,5 +253,55 @@ impl StuckSessions {
             self.sessions.drop_watch(&watch).await?;
         }
         Ok(report)
+    }
+
+    /// Asks LiveKit about an open session's room and acts on the answer.
+    async fn ask(
+        &self,
+        probe: &dyn RoomProbe,
+        session: &crate::store::sessions::SessionRecord,
+        watch: &crate::store::sessions::SessionWatch,
+        now: i64,
+        ended_at: &str,
+        report: &mut StuckSessionsReport,
+    ) -> Result<(), StoreError> {
+        let room = watch.room.clone();
+        match probe.room(&room).await {
+            Ok(RoomState::Gone) => {
+                // What the lost `room_finished` would have said, as far as
+                // anyone can still know: it ended by now.
+                let duration = session
+                    .started_at
+                    .as_deref()
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                    .and_then(|start| u64::try_from(now - start.timestamp()).ok());
+                self.sessions
+                    .room_finished(&room, ended_at, duration, session.room_sid.as_deref())
+                    .await?;
+                self.sessions.mark_reconciled(&room).await?;
+                self.sessions.drop_watch(watch).await?;
+                tracing::warn!(%room, "session's room gone at LiveKit; ended as room_finished");
+                report.reconciled.push(room);
+            }
+            Ok(RoomState::Live { .. }) => {
+                self.sessions
+                    .reschedule_watch(watch, now + LIVE_ROOM_RECHECK_SECS, 0)
+                    .await?;
+                report.still_open.push(room);
+            }
+            Err(reason) => {
+                let attempts = session.reconcile_attempts.saturating_add(1);
+                let wait = crate::flows::reconcile::backoff_secs(attempts, None);
+                tracing::warn!(%room, %reason, attempts, "LiveKit not answering about a session");
+                self.sessions
+                    .reschedule_watch(watch, now + wait, attempts)
+                    .await?;
+                if attempts >= crate::flows::reconcile::UNRECONCILED_AFTER {
+                    report.unreconciled.push(room.clone());
+                }
+                report.unanswered.push(room);
+            }
+        }
+        Ok(())
     }
 }

@@ -157,6 +157,12 @@ pub struct SessionRecord {
     /// Why the session was ended by the sweep rather than by `room_finished`.
     #[serde(default)]
     pub end_reason: Option<String>,
+    /// Its end came from asking LiveKit: `room_finished` never arrived.
+    #[serde(default)]
+    pub reconciled: bool,
+    /// Asks of LiveKit in a row that got no answer.
+    #[serde(default)]
+    pub reconcile_attempts: u32,
     #[serde(default)]
     pub duration_secs: Option<u64>,
     #[serde(default)]
@@ -278,6 +284,16 @@ pub trait SessionStore: Send + Sync {
     /// Watch entries of sessions due at `now` (epoch seconds), oldest first.
     async fn due_watches(&self, now: i64, limit: i32) -> Result<Vec<SessionWatch>, StoreError>;
     async fn drop_watch(&self, watch: &SessionWatch) -> Result<(), StoreError>;
+    /// Moves a watch entry to `to` (epoch seconds), keeping its
+    /// conversation, and notes the unanswered asks of LiveKit so far.
+    async fn reschedule_watch(
+        &self,
+        watch: &SessionWatch,
+        to: i64,
+        attempts: u32,
+    ) -> Result<(), StoreError>;
+    /// Marks a session whose end came from asking LiveKit.
+    async fn mark_reconciled(&self, room: &str) -> Result<(), StoreError>;
     /// Ends a session that never reported its end; false if it had ended
     /// (or, given `conversation`, if the room now holds another one).
     async fn end_stale(
@@ -780,6 +796,46 @@ impl SessionStore for DynamoSessionStore {
 
     async fn drop_watch(&self, watch: &SessionWatch) -> Result<(), StoreError> {
         WATCH.remove(&self.client, &self.table, &watch.entry).await
+    }
+
+    async fn reschedule_watch(
+        &self,
+        watch: &SessionWatch,
+        to: i64,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        // The new entry first: a crash in between leaves two entries, whose
+        // second ask finds the same answer, never none.
+        let mut entry = WATCH.item(&watch.room, to);
+        if let Some(conversation) = &watch.conversation {
+            entry.insert(super::ledger::DETAIL_ATTRIBUTE.into(), s(conversation));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(entry))
+            .send()
+            .await?;
+        self.set(
+            &watch.room,
+            &[(
+                "reconcile_attempts",
+                AttributeValue::N(attempts.to_string()),
+            )],
+            Some("attribute_exists(call_id)"),
+        )
+        .await?;
+        WATCH.remove(&self.client, &self.table, &watch.entry).await
+    }
+
+    async fn mark_reconciled(&self, room: &str) -> Result<(), StoreError> {
+        self.set(
+            room,
+            &[("reconciled", AttributeValue::Bool(true))],
+            Some("attribute_exists(call_id)"),
+        )
+        .await
+        .map(drop)
     }
 
     async fn end_stale(

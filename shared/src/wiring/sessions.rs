@@ -14,10 +14,11 @@ use crate::flows::sessions::{
     JoinTokens, RecordingStorage, RoomAccess, SessionKind, SessionLifecycle,
     DEFAULT_ROOM_URL_TEMPLATE,
 };
+use crate::flows::stuck::{RoomProbe, RoomState};
 #[cfg(feature = "phone")]
 use crate::flows::voice::CallPlacer;
 use crate::flows::voice::VoiceWebhook;
-use crate::providers::livekit::{AccessTokens, LiveKitClient};
+use crate::providers::livekit::{AccessTokens, LiveKitClient, LiveKitError, LiveKitRooms};
 
 impl Wiring {
     /// Where room recordings go: `RECORDINGS_BUCKET` (required),
@@ -125,6 +126,22 @@ impl Wiring {
             inbound_org: config::optional("INBOUND_ORG_ID"),
             tenancy: self.tenancy()?,
         })
+    }
+}
+
+/// The stuck sweep's question to LiveKit: does a session's room still exist?
+pub struct LiveKitRoomProbe(pub Arc<dyn LiveKitRooms>);
+
+#[async_trait::async_trait]
+impl RoomProbe for LiveKitRoomProbe {
+    async fn room(&self, room: &str) -> Result<RoomState, String> {
+        match self.0.list_participants(room).await {
+            Ok(participants) => Ok(RoomState::Live {
+                participants: participants.len(),
+            }),
+            Err(LiveKitError::NotFound(_)) => Ok(RoomState::Gone),
+            Err(err) => Err(err.to_string()),
+        }
     }
 }
 

@@ -213,6 +213,7 @@ impl Outbound {
             },
             sessions: shared::flows::stuck::StuckSessions {
                 sessions: Arc::new(self.stack.sessions()),
+                livekit: None,
             },
             replies: None,
             batch: 100,

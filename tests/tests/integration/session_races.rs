@@ -192,6 +192,7 @@ async fn a_call_start_report_from_another_organisation_cannot_take_the_room() {
     // without counting a stuck session.
     let sweep = StuckSessions {
         sessions: Arc::new(t.stack.sessions()),
+        livekit: None,
     };
     let later = shared::base::time::epoch_secs() + 7 * 3600;
     let swept = sweep.sweep(later, 100).await.unwrap();
@@ -380,6 +381,7 @@ async fn a_reopened_launcher_room_survives_its_old_watch_entry_and_a_late_room_f
     // The old conversation's watch entry comes due.
     let sweep = StuckSessions {
         sessions: Arc::new(t.stack.sessions()),
+        livekit: None,
     };
     let swept = sweep
         .sweep(shared::base::time::epoch_secs() + 1, 100)
@@ -478,6 +480,17 @@ impl SessionStore for RecordWriteFails {
     }
     async fn drop_watch(&self, watch: &SessionWatch) -> Result<(), StoreError> {
         self.inner.drop_watch(watch).await
+    }
+    async fn reschedule_watch(
+        &self,
+        watch: &SessionWatch,
+        to: i64,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        self.inner.reschedule_watch(watch, to, attempts).await
+    }
+    async fn mark_reconciled(&self, room: &str) -> Result<(), StoreError> {
+        self.inner.mark_reconciled(room).await
     }
     async fn end_stale(
         &self,

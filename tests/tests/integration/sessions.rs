@@ -2543,3 +2543,6 @@ async fn inbound_calls_belong_to_the_owner_of_the_number_called() {
             .unwrap();
     }
 }
+
+#[path = "session_reconcile.rs"]
+mod reconcile;

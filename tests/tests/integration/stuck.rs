@@ -34,6 +34,7 @@ impl Stack {
             },
             sessions: shared::flows::stuck::StuckSessions {
                 sessions: Arc::new(self.sessions()),
+                livekit: None,
             },
             replies: None,
             batch: 100,

@@ -169,6 +169,22 @@ impl FakeLiveKit {
             .map(|r| r.sid.clone())
     }
 
+    /// The room ends on its own, as LiveKit ends a room everyone left
+    /// (after its `empty_timeout`): it is gone, with its egresses ended.
+    /// No webhook is sent, as when `room_finished` is lost.
+    pub fn finish_room(&self, name: &str) {
+        let mut world = lock(&self.state.world);
+        world.rooms.remove(name);
+        world.dispatches.retain(|(d, _)| d.room != name);
+        let now = now_ms();
+        for (egress, _, ended) in &mut world.egresses {
+            if egress.room == name && !EGRESS_ENDED.contains(&egress.status.as_str()) {
+                egress.status = "EGRESS_COMPLETE".into();
+                *ended = now;
+            }
+        }
+    }
+
     pub fn room_exists(&self, name: &str) -> bool {
         lock(&self.state.world).rooms.contains_key(name)
     }
