@@ -29,6 +29,8 @@ const DEV_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
 const DEV_ORG_ID: &str = "acme";
 /// The second organisation of the two-organisation walk-through.
 const DEV_SECOND_ORG_ID: &str = "globex";
+/// `caller_number` of events/payloads/assistant.json, registered to `acme`.
+const DEV_ASSISTANT_CALLER_ID: &str = "+14155552672";
 const DEV_ROOM_INVITE_SECRET: &str = "dev-room-invite-secret-change-me";
 const DEV_ELEVENLABS_WEBHOOK_SECRET: &str = "dev-elevenlabs-webhook-secret";
 const DEV_TWILIO_ACCOUNT_SID: &str = "AC00000000000000000000000000000dev";
@@ -280,6 +282,16 @@ fn main() -> Result<(), Error> {
             dev_keys.push(key);
         }
         let (dev_api_key, second_api_key) = (&dev_keys[0], &dev_keys[1]);
+        // The caller number of the sample assistant (events/payloads/assistant.json)
+        // is `acme`'s, so docs/outbound-calls.md's /calls/initiate works as written:
+        // an organisation calls only from numbers the registry gives it.
+        let tenancy = shared::store::tenancy::DynamoTenancyStore::new(local.dynamodb().await, resources.table("TenancyTable"));
+        shared::store::tenancy::TenancyStore::claim(
+            &tenancy,
+            &shared::store::tenancy::Kind::Voice.key(DEV_ASSISTANT_CALLER_ID),
+            DEV_ORG_ID,
+        )
+        .await?;
 
         // Fake telephony providers when none are configured, kept alive with the server.
         let _telephony = if fake_telephony {
