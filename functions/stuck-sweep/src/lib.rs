@@ -6,7 +6,9 @@
 //! - Sessions (LiveKit rooms) never reported finished are asked of LiveKit:
 //!   a room it no longer has is ended as `room_finished` would have ended it.
 //! - Incoming WhatsApp messages still unanswered past their watch entry have
-//!   their reply job queued again (`shared::flows::whatsapp::StuckReplies`).
+//!   their reply job queued again (`shared::flows::whatsapp::StuckReplies`);
+//!   messages we sent whose status stopped short of delivered are asked of
+//!   Twilio (`StatusCheck`).
 //! - Outbound calls that never reported an end are asked of their provider
 //!   (`shared::flows::reconcile`): a call's reservation is settled by its
 //!   final status callback, the post-call webhook or the monitor; one still
@@ -22,7 +24,10 @@ use shared::base::config;
 use shared::base::metrics::{self, Metric};
 use shared::flows::reconcile::{ReconcileReport, Reconciler};
 use shared::flows::stuck::{StuckCalls, StuckReport, StuckSessions, StuckSessionsReport};
-use shared::flows::whatsapp::{StuckReplies, StuckRepliesReport, REPLY_WATCH_AFTER};
+use shared::flows::whatsapp::{
+    StatusCheck, StatusCheckReport, StuckReplies, StuckRepliesReport, REPLY_WATCH_AFTER,
+};
+use shared::providers::org_accounts::TwilioAccounts;
 use shared::store::StoreError;
 use shared::wiring::{self, Wiring};
 use tracing::info;
@@ -34,6 +39,9 @@ pub struct StuckSweep {
     pub sessions: StuckSessions,
     /// `None` only where a test sweeps other work alone.
     pub replies: Option<StuckReplies>,
+    /// Sent WhatsApp messages whose status callbacks were lost; `None`
+    /// without a Twilio account.
+    pub statuses: Option<StatusCheck>,
     /// Most entries of each ledger looked at per run (`SWEEP_BATCH`); the
     /// rest wait for the next run.
     pub batch: i32,
@@ -48,6 +56,8 @@ pub struct SweepReport {
     pub sessions: StuckSessionsReport,
     /// Unanswered WhatsApp messages re-queued or given up.
     pub replies: StuckRepliesReport,
+    /// Sent WhatsApp messages' statuses asked of Twilio.
+    pub statuses: StatusCheckReport,
     /// Outbound calls asked of their provider.
     pub calls: ReconcileReport,
 }
@@ -61,7 +71,7 @@ impl StuckSweep {
                 calls: aws.outbound_calls()?,
                 events: aws.provider_event_intake()?,
                 notifications: aws.notification_queue()?,
-                twilio: providers.twilio,
+                twilio: providers.twilio.clone(),
                 elevenlabs: providers.elevenlabs,
                 org_accounts: aws.org_accounts()?,
                 reads_per_provider: config::parsed_or("RECONCILE_READS_PER_PROVIDER", 150)?,
@@ -93,6 +103,16 @@ impl StuckSweep {
                 grace: REPLY_WATCH_AFTER,
                 max_redrives: 3,
             }),
+            statuses: match providers.twilio.clone() {
+                Some(deployment) => Some(StatusCheck {
+                    store: aws.whatsapp()?,
+                    twilio: TwilioAccounts {
+                        deployment,
+                        orgs: aws.org_accounts()?,
+                    },
+                }),
+                None => None,
+            },
             batch: config::parsed_or("SWEEP_BATCH", 100)?,
         })
     }
@@ -112,6 +132,9 @@ impl StuckSweep {
         };
         if let Some(replies) = &self.replies {
             report.replies = replies.sweep(now, self.batch).await?;
+        }
+        if let Some(statuses) = &self.statuses {
+            report.statuses = statuses.sweep(now, self.batch).await?;
         }
         // Ended unasked or found gone at LiveKit: either way a lost room_finished.
         let lost = report.sessions.ended.len() + report.sessions.reconciled.len();

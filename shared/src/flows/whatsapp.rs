@@ -47,7 +47,10 @@ use crate::store::whatsapp::{
 };
 
 mod watch;
-pub use watch::{StuckReplies, StuckRepliesReport, REPLY_WATCH_AFTER};
+pub use watch::{
+    StatusCheck, StatusCheckReport, StuckReplies, StuckRepliesReport, REPLY_WATCH_AFTER,
+    STATUS_RECHECK_SECS,
+};
 
 // Sending to a tenant's number checks it with libphonenumber; the webhooks
 // and the reply worker answer numbers Twilio gave us.

@@ -95,6 +95,20 @@ struct CallStateDoc {
     duration: Option<serde_json::Value>,
 }
 
+/// Twilio's Message resource, the parts reconciliation reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageState {
+    pub status: String,
+    pub error_code: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MessageStateDoc {
+    status: String,
+    #[serde(default)]
+    error_code: Option<serde_json::Value>,
+}
+
 #[derive(Clone)]
 pub struct TwilioClient {
     pub http: reqwest::Client,
@@ -245,6 +259,39 @@ impl TwilioClient {
         Ok(Some(CallState {
             status: doc.status,
             duration_secs,
+        }))
+    }
+
+    /// `GET .../Messages/{sid}.json`: a message's status and error code at
+    /// Twilio; `None` when this account has no such message.
+    pub async fn fetch_message(&self, sid: &str) -> Result<Option<MessageState>, ReadFailure> {
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Messages/{sid}.json",
+            self.base_url, self.account_sid
+        );
+        let response = self
+            .authenticated(self.http.get(url))
+            .send()
+            .await
+            .map_err(|e| ReadFailure::transport("Twilio", e))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(ReadFailure::answered("Twilio", &response));
+        }
+        let doc: MessageStateDoc = response
+            .json()
+            .await
+            .map_err(|e| ReadFailure::unreadable("Twilio", e.without_url()))?;
+        let error_code = match doc.error_code {
+            Some(serde_json::Value::Number(code)) => Some(code.to_string()),
+            Some(serde_json::Value::String(code)) if !code.is_empty() => Some(code),
+            _ => None,
+        };
+        Ok(Some(MessageState {
+            status: doc.status,
+            error_code,
         }))
     }
 

@@ -159,6 +159,25 @@ pub struct DueReply {
 
 const WATCH_PARTITION: &str = "replies#watch";
 
+/// Messages we sent whose status has not reached its end yet, sorted by
+/// when to look again (`<epoch:012>#<sid>`): a lost status callback is
+/// found and the status asked of Twilio (`flows::whatsapp::StatusCheck`).
+const STATUS_WATCH_PARTITION: &str = "statuses#watch";
+
+/// How long after a send its status is first looked at.
+pub const STATUS_FIRST_CHECK_SECS: i64 = 10 * 60;
+
+/// A `statuses#watch` entry that is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueStatusCheck {
+    pub entry: String,
+    pub sid: String,
+    /// When the message was sent (epoch seconds).
+    pub sent_at: i64,
+    /// Asks of Twilio in a row that got no answer.
+    pub attempts: u32,
+}
+
 /// What a status callback did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusApplied {
@@ -200,6 +219,22 @@ pub trait WhatsAppStore: Send + Sync {
     /// The conversation (`{org}#{waId}`) of the message `sid`, from its
     /// pointer; `None` when it is not recorded (yet).
     async fn conversation_of(&self, sid: &str) -> Result<Option<String>, StoreError>;
+    /// Sent messages whose status is due for a look at `now`, oldest first.
+    async fn due_status_checks(
+        &self,
+        now: i64,
+        limit: i32,
+    ) -> Result<Vec<DueStatusCheck>, StoreError>;
+    /// Moves a due entry to `at` with its unanswered asks so far.
+    async fn reschedule_status_check(
+        &self,
+        due: &DueStatusCheck,
+        at: i64,
+        attempts: u32,
+    ) -> Result<(), StoreError>;
+    async fn drop_status_check(&self, due: &DueStatusCheck) -> Result<(), StoreError>;
+    /// The stored status of the message `sid`, and its conversation.
+    async fn message_status(&self, sid: &str) -> Result<Option<(String, String)>, StoreError>;
     /// Moves a message's status forward, in rank order, with its error code.
     async fn apply_status(
         &self,
@@ -527,9 +562,43 @@ impl DynamoWhatsAppStore {
             }
         }
         let put = put.build().map_err(|e| StoreError::Dynamo(e.to_string()))?;
-        Ok(vec![
+        let mut items = vec![
             TransactWriteItem::builder().put(pointer).build(),
             TransactWriteItem::builder().put(put).build(),
+        ];
+        if message.direction == Direction::Outbound {
+            // Its status callbacks may be lost (Twilio never retries them).
+            let sent_at = crate::base::time::epoch_secs();
+            let check = DueStatusCheck {
+                entry: String::new(),
+                sid: message.sid.clone(),
+                sent_at,
+                attempts: 0,
+            };
+            let watch = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(
+                    self.status_watch_item(&check, sent_at + STATUS_FIRST_CHECK_SECS),
+                ))
+                .build()
+                .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+            items.push(TransactWriteItem::builder().put(watch).build());
+        }
+        Ok(items)
+    }
+
+    fn status_watch_item(
+        &self,
+        check: &DueStatusCheck,
+        at: i64,
+    ) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("conversation".to_string(), s(STATUS_WATCH_PARTITION)),
+            ("item".to_string(), s(&format!("{at:012}#{}", check.sid))),
+            ("sid".to_string(), s(&check.sid)),
+            ("sent_at".to_string(), n(check.sent_at)),
+            ("attempts".to_string(), n(check.attempts)),
+            ("expires_at".to_string(), n(self.expires_at())),
         ])
     }
 }
@@ -612,6 +681,110 @@ impl WhatsAppStore for DynamoWhatsAppStore {
             .send()
             .await?;
         self.drop_reply_watch(due).await
+    }
+
+    async fn due_status_checks(
+        &self,
+        now: i64,
+        limit: i32,
+    ) -> Result<Vec<DueStatusCheck>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :watch AND #sk <= :due")
+            .expression_attribute_names("#pk", "conversation")
+            .expression_attribute_names("#sk", "item")
+            .expression_attribute_values(":watch", s(STATUS_WATCH_PARTITION))
+            .expression_attribute_values(":due", s(&format!("{now:012}~")))
+            .consistent_read(true)
+            .limit(limit)
+            .send()
+            .await?;
+        let number = |item: &HashMap<String, AttributeValue>, name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
+        };
+        Ok(out
+            .items()
+            .iter()
+            .filter_map(|item| {
+                Some(DueStatusCheck {
+                    entry: text(item, "item")?,
+                    sid: text(item, "sid")?,
+                    sent_at: number(item, "sent_at").unwrap_or(0),
+                    attempts: number(item, "attempts")
+                        .and_then(|a: i64| u32::try_from(a).ok())
+                        .unwrap_or(0),
+                })
+            })
+            .collect())
+    }
+
+    async fn reschedule_status_check(
+        &self,
+        due: &DueStatusCheck,
+        at: i64,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        let next = DueStatusCheck {
+            attempts,
+            ..due.clone()
+        };
+        // New entry first: a crash in between asks twice, never not at all.
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.status_watch_item(&next, at)))
+            .send()
+            .await?;
+        self.drop_status_check(due).await
+    }
+
+    async fn drop_status_check(&self, due: &DueStatusCheck) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("conversation", s(STATUS_WATCH_PARTITION))
+            .key("item", s(&due.entry))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn message_status(&self, sid: &str) -> Result<Option<(String, String)>, StoreError> {
+        let pointer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("conversation", s(&pointer_key(sid)))
+            .key("item", s("pointer"))
+            .consistent_read(true)
+            .send()
+            .await?;
+        let Some(pointer) = pointer.item else {
+            return Ok(None);
+        };
+        let (Some(conversation), Some(item)) = (
+            text(&pointer, "target_conversation"),
+            text(&pointer, "target_item"),
+        ) else {
+            return Err(StoreError::Malformed(format!("whatsapp pointer of {sid}")));
+        };
+        let message = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("conversation", s(&conversation))
+            .key("item", s(&item))
+            .consistent_read(true)
+            .send()
+            .await?;
+        Ok(message
+            .item
+            .and_then(|m| text(&m, "status"))
+            .map(|status| (status, conversation)))
     }
 
     async fn drop_reply_watch(&self, due: &DueReply) -> Result<(), StoreError> {

@@ -216,6 +216,7 @@ impl Outbound {
                 livekit: None,
             },
             replies: None,
+            statuses: None,
             batch: 100,
         }
     }

@@ -37,6 +37,7 @@ impl Stack {
                 livekit: None,
             },
             replies: None,
+            statuses: None,
             batch: 100,
         }
     }

@@ -1107,3 +1107,6 @@ async fn a_status_from_another_organisations_sender_moves_nothing() {
     assert_eq!(status_from(OUR_NUMBER, "read").await["outcome"], "applied");
     assert_eq!(status_of().await, "read");
 }
+
+#[path = "whatsapp_status_reconcile.rs"]
+mod status_reconcile;

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::providers::org_accounts::TwilioAccounts;
 use crate::queue::jobs::{self, JobQueue, WhatsAppReplyJob};
-use crate::store::whatsapp::{PendingReply, WhatsAppStore};
+use crate::store::whatsapp::{PendingReply, StatusApplied, WhatsAppStore};
 use crate::store::StoreError;
 
 /// When an incoming message's reply is first checked by the sweep.
@@ -76,6 +77,113 @@ impl StuckReplies {
                 self.store.reschedule_reply(&due, now + grace).await?;
                 tracing::warn!(message_sid = %p.message_sid, "unanswered WhatsApp message re-queued");
                 report.requeued.push(p.message_sid.clone());
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Sent messages whose status callbacks stopped short of an end: every
+/// message we send gets a `statuses#watch` entry (`store::whatsapp`); once
+/// due, a message still `queued`, `sending` or `sent` is asked of Twilio's
+/// Message resource (with its organisation's own account where it has one)
+/// and the answer applied through the callback's own write
+/// (`apply_status`, by rank), so a late callback changes nothing.
+pub struct StatusCheck {
+    pub store: Arc<dyn WhatsAppStore>,
+    pub twilio: TwilioAccounts,
+}
+
+/// When a message still on its way is asked about again.
+pub const STATUS_RECHECK_SECS: i64 = 30 * 60;
+/// A message still `sent` a day after sending (a phone off for days) is
+/// left as it is: its entry is dropped.
+pub const STATUS_GIVE_UP_SECS: i64 = 24 * 3600;
+
+/// Statuses after which nothing is worth asking: it arrived, or never will.
+fn arrived_or_failed(status: &str) -> bool {
+    matches!(
+        status,
+        "delivered" | "read" | "failed" | "undelivered" | "canceled"
+    )
+}
+
+/// What one look at sent messages' statuses did.
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StatusCheckReport {
+    /// Messages whose status Twilio's answer moved (lost callbacks).
+    pub updated: Vec<String>,
+    /// Entries of messages whose callbacks had arrived; dropped.
+    pub settled: usize,
+    /// Still on their way at Twilio: asked again later.
+    pub still_pending: Vec<String>,
+    /// Twilio did not answer: asked again with backoff.
+    pub unanswered: Vec<String>,
+    /// Still not delivered a day after sending; dropped.
+    pub given_up: Vec<String>,
+}
+
+impl StatusCheck {
+    pub async fn sweep(&self, now: i64, limit: i32) -> Result<StatusCheckReport, StoreError> {
+        let mut report = StatusCheckReport::default();
+        for due in self.store.due_status_checks(now, limit).await? {
+            let Some((status, conversation)) = self.store.message_status(&due.sid).await? else {
+                // Expired, or never recorded: nothing to move.
+                self.store.drop_status_check(&due).await?;
+                report.settled += 1;
+                continue;
+            };
+            if arrived_or_failed(&status) {
+                self.store.drop_status_check(&due).await?;
+                report.settled += 1;
+                continue;
+            }
+            if now - due.sent_at >= STATUS_GIVE_UP_SECS {
+                tracing::warn!(sid = %due.sid, %status, "WhatsApp message still not delivered a day later");
+                self.store.drop_status_check(&due).await?;
+                report.given_up.push(due.sid);
+                continue;
+            }
+            let org = conversation.split_once('#').map(|(org, _)| org);
+            let answer = match self.twilio.account_for(org).await {
+                Ok(client) => client.fetch_message(&due.sid).await,
+                Err(err) => Err(crate::providers::twilio::ReadFailure {
+                    reason: err.detail(),
+                    status: None,
+                    retry_after_secs: None,
+                }),
+            };
+            match answer {
+                Ok(Some(state)) => {
+                    let applied = self
+                        .store
+                        .apply_status(&due.sid, &state.status, state.error_code.as_deref())
+                        .await?;
+                    if applied == StatusApplied::Applied {
+                        report.updated.push(due.sid.clone());
+                    }
+                    if arrived_or_failed(&state.status) {
+                        self.store.drop_status_check(&due).await?;
+                    } else {
+                        self.store
+                            .reschedule_status_check(&due, now + STATUS_RECHECK_SECS, 0)
+                            .await?;
+                        report.still_pending.push(due.sid);
+                    }
+                }
+                other => {
+                    let (reason, retry_after) = match other {
+                        Err(failure) => (failure.reason, failure.retry_after_secs),
+                        _ => ("Twilio does not know the message".to_string(), None),
+                    };
+                    let attempts = due.attempts.saturating_add(1);
+                    let wait = crate::flows::reconcile::backoff_secs(attempts, retry_after);
+                    tracing::warn!(sid = %due.sid, %reason, attempts, "Twilio not answering about a WhatsApp message");
+                    self.store
+                        .reschedule_status_check(&due, now + wait, attempts)
+                        .await?;
+                    report.unanswered.push(due.sid);
+                }
             }
         }
         Ok(report)

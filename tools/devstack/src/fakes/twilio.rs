@@ -59,6 +59,11 @@ struct State {
     failure_after: Mutex<Option<(usize, Failure)>>,
     /// Statuses posted (signed) to each accepted message's `StatusCallback`.
     message_statuses: Mutex<Vec<String>>,
+    /// Message sid -> Message JSON as it stands (statuses move it on).
+    message_states: Arc<Mutex<HashMap<String, Value>>>,
+    /// Message status callbacks are lost: the statuses still happen, as
+    /// Fetch Message shows, but nothing is posted.
+    drop_message_statuses: Mutex<bool>,
 }
 
 /// A scripted error for the next `remaining` Fetch Call requests.
@@ -95,6 +100,8 @@ impl FakeTwilio {
             message_failures: Mutex::default(),
             failure_after: Mutex::default(),
             message_statuses: Mutex::default(),
+            message_states: Arc::default(),
+            drop_message_statuses: Mutex::default(),
         });
         let handler_state = Arc::clone(&state);
         let server = Server::start("127.0.0.1:0", move |req| ready(handler_state.handle(&req)));
@@ -237,6 +244,13 @@ impl FakeTwilio {
         *lock(&self.state.message_statuses) = statuses.iter().map(|s| s.to_string()).collect();
     }
 
+    /// Loses every message status callback from now on: the statuses of
+    /// [`FakeTwilio::simulate_message_statuses`] still happen at once (Fetch
+    /// Message shows the last), but none is posted.
+    pub fn drop_message_status_callbacks(&self) {
+        *lock(&self.state.drop_message_statuses) = true;
+    }
+
     /// Form pairs of each accepted (201) Create Message, in order.
     pub fn sent_messages(&self) -> Vec<Vec<(String, String)>> {
         lock(&self.state.messages)
@@ -304,6 +318,16 @@ impl State {
             },
             ("GET", [_, "Calls", file]) => match file.strip_suffix(".json") {
                 Some(sid) => self.fetch_call(&account, sid, &req.path),
+                None => not_found(),
+            },
+            ("GET", [_, "Messages", file]) => match file.strip_suffix(".json") {
+                Some(sid) => match lock(&self.message_states)
+                    .get(sid)
+                    .filter(|m| m["account_sid"] == json!(account.sid))
+                {
+                    Some(message) => json_response(StatusCode::OK, message.clone()),
+                    None => not_found(),
+                },
                 None => not_found(),
             },
             _ => not_found(),
@@ -493,8 +517,19 @@ impl State {
             "subresource_uris": {"media": format!("{API_PREFIX}{}/Messages/{sid}/Media.json", account.sid)},
         });
         let statuses = lock(&self.message_statuses).clone();
+        let mut state = message.clone();
+        if *lock(&self.drop_message_statuses) {
+            if let Some(last) = statuses.last() {
+                state["status"] = json!(last);
+            }
+            lock(&self.message_states).insert(sid.clone(), state);
+            lock(&self.messages).push((account.sid.clone(), form));
+            return json_response(StatusCode::CREATED, message);
+        }
+        lock(&self.message_states).insert(sid.clone(), state);
         if let (Some(callback), false) = (get("StatusCallback"), statuses.is_empty()) {
             let posts = MessageCallbacks {
+                states: Arc::clone(&self.message_states),
                 sid: sid.clone(),
                 account_sid: account.sid.clone(),
                 auth_token: account.auth_token.clone(),
@@ -662,6 +697,8 @@ impl PlacedCall {
 
 /// An accepted message's status callbacks, sent the way Twilio sends them.
 struct MessageCallbacks {
+    /// The fake's messages: each status is recorded as it is posted.
+    states: Arc<Mutex<HashMap<String, Value>>>,
     sid: String,
     account_sid: String,
     auth_token: String,
@@ -676,6 +713,9 @@ impl MessageCallbacks {
         let http = reqwest::Client::new();
         for status in &self.statuses {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if let Some(message) = lock(&self.states).get_mut(&self.sid) {
+                message["status"] = json!(status);
+            }
             let params: Vec<(&str, &str)> = vec![
                 ("MessageSid", &self.sid),
                 ("SmsSid", &self.sid),
