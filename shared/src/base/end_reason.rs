@@ -143,6 +143,30 @@ impl EndReason {
             Some(_) => Self::Unknown,
         }
     }
+
+    /// A session's end as its enders word it: no reason (LiveKit's
+    /// `room_finished`) is `completed`; a Twilio status of its call maps as
+    /// Twilio's; a deadline is `timeout`; an end asked for through the API
+    /// is `agent_hangup`.
+    pub fn from_session_end(reason: Option<&str>) -> Self {
+        let text = reason.unwrap_or_default();
+        if text.is_empty() {
+            return Self::Completed;
+        }
+        if let Some(reason) = Self::parse(text).or_else(|| Self::from_twilio(text, None)) {
+            return reason;
+        }
+        let lower = text.to_ascii_lowercase();
+        if lower.contains("deadline") || lower.contains("expired") || lower.contains("stale") {
+            Self::Timeout
+        } else if lower.contains("by api") || lower.contains("ended by") {
+            Self::AgentHangup
+        } else if lower.contains("room finished") {
+            Self::Completed
+        } else {
+            Self::Unknown
+        }
+    }
 }
 
 impl std::fmt::Display for EndReason {
@@ -239,6 +263,29 @@ mod tests {
         );
         assert_eq!(
             EndReason::from_livekit(Some("SOMETHING_NEW")),
+            EndReason::Unknown
+        );
+    }
+
+    #[test]
+    fn a_sessions_worded_end_maps_to_the_shared_set() {
+        assert_eq!(EndReason::from_session_end(None), EndReason::Completed);
+        assert_eq!(
+            EndReason::from_session_end(Some("no-answer")),
+            EndReason::NoAnswer
+        );
+        assert_eq!(
+            EndReason::from_session_end(Some(
+                "no room_finished within the session's deadline; ended by the sweep"
+            )),
+            EndReason::Timeout
+        );
+        assert_eq!(
+            EndReason::from_session_end(Some("ended by API")),
+            EndReason::AgentHangup
+        );
+        assert_eq!(
+            EndReason::from_session_end(Some("something else")),
             EndReason::Unknown
         );
     }

@@ -257,29 +257,17 @@ impl LogFilter {
     }
 }
 
-/// How a session ended, in the shared vocabulary: a Twilio status when its
-/// call reported one, else who or what ended it.
+/// How a session ended, in the shared set: as stored when it ended, else
+/// (sessions ended before the code was stored) mapped from its words.
 fn session_end_reason(record: &SessionRecord) -> Option<EndReason> {
     if !record.ended() {
         return None;
     }
-    let text = record.end_reason.as_deref().unwrap_or_default();
-    if let Some(reason) = EndReason::parse(text) {
-        return Some(reason);
-    }
-    if let Some(reason) = EndReason::from_twilio(text, None) {
-        return Some(reason);
-    }
-    let lower = text.to_ascii_lowercase();
-    Some(if text.is_empty() {
-        EndReason::Completed
-    } else if lower.contains("deadline") || lower.contains("expired") || lower.contains("stale") {
-        EndReason::Timeout
-    } else if lower.contains("by api") || lower.contains("ended by") {
-        EndReason::AgentHangup
-    } else {
-        EndReason::Unknown
-    })
+    Some(
+        record
+            .end_code
+            .unwrap_or_else(|| EndReason::from_session_end(record.end_reason.as_deref())),
+    )
 }
 
 fn masked(number: Option<&str>) -> Option<String> {

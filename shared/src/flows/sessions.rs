@@ -240,6 +240,9 @@ pub struct SessionView {
     pub duration: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<String>,
+    /// `end_reason` in the set every provider maps to (docs/reconciliation.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_code: Option<crate::base::end_reason::EndReason>,
 }
 
 impl SessionView {
@@ -269,6 +272,13 @@ impl SessionView {
             ended_at: record.ended_at.clone(),
             duration: record.ended().then_some(duration).flatten(),
             end_reason: record.end_reason.clone(),
+            end_code: record.ended().then(|| {
+                record.end_code.unwrap_or_else(|| {
+                    crate::base::end_reason::EndReason::from_session_end(
+                        record.end_reason.as_deref(),
+                    )
+                })
+            }),
         }
     }
 }

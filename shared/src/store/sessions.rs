@@ -157,6 +157,9 @@ pub struct SessionRecord {
     /// Why the session was ended by the sweep rather than by `room_finished`.
     #[serde(default)]
     pub end_reason: Option<String>,
+    /// `end_reason` in the set every provider maps to, set as it ends.
+    #[serde(default)]
+    pub end_code: Option<crate::base::end_reason::EndReason>,
     /// Its end came from asking LiveKit: `room_finished` never arrived.
     #[serde(default)]
     pub reconciled: bool,
@@ -227,6 +230,11 @@ pub struct SessionRecord {
 }
 
 impl Ending {
+    /// Its reason in the set every provider maps to.
+    pub fn code(&self) -> crate::base::end_reason::EndReason {
+        crate::base::end_reason::EndReason::from_session_end(self.reason.as_deref())
+    }
+
     /// Whether this ender was for the conversation `record` holds now.
     pub fn is_for(&self, record: &SessionRecord) -> bool {
         let same_conversation = self
@@ -560,6 +568,9 @@ impl DynamoSessionStore {
             removed.extend([
                 "ended_at",
                 "end_reason",
+                "end_code",
+                "reconciled",
+                "reconcile_attempts",
                 "duration_secs",
                 "recording",
                 "egress_id",
@@ -724,7 +735,13 @@ impl SessionStore for DynamoSessionStore {
         if self.typed(room).await?.is_some() {
             return self.end(room, &ending).await.map(drop);
         }
-        let mut values = vec![("ended_at", s(ended_at))];
+        let mut values = vec![
+            ("ended_at", s(ended_at)),
+            (
+                "end_code",
+                s(crate::base::end_reason::EndReason::Completed.as_str()),
+            ),
+        ];
         if let Some(duration) = duration_secs {
             values.push(("duration_secs", AttributeValue::N(duration.to_string())));
         }
@@ -854,9 +871,14 @@ impl SessionStore for DynamoSessionStore {
             };
             return Ok(self.end(room, &ending).await?.is_some());
         }
+        let code = crate::base::end_reason::EndReason::from_session_end(Some(reason));
         self.set(
             room,
-            &[("ended_at", s(ended_at)), ("end_reason", s(reason))],
+            &[
+                ("ended_at", s(ended_at)),
+                ("end_reason", s(reason)),
+                ("end_code", s(code.as_str())),
+            ],
             Some("attribute_exists(call_id) AND attribute_not_exists(ended_at)"),
         )
         .await
@@ -1008,7 +1030,10 @@ impl SessionStore for DynamoSessionStore {
             let applied = self
                 .set(
                     room,
-                    &[("ended_at", s(&ending.ended_at))],
+                    &[
+                        ("ended_at", s(&ending.ended_at)),
+                        ("end_code", s(ending.code().as_str())),
+                    ],
                     Some("attribute_exists(call_id) AND attribute_not_exists(ended_at)"),
                 )
                 .await?;
@@ -1027,6 +1052,8 @@ impl SessionStore for DynamoSessionStore {
             values.insert(":r".into(), s(reason));
             sets.push("end_reason = :r");
         }
+        values.insert(":code".into(), s(ending.code().as_str()));
+        sets.push("end_code = :code");
         let mut condition = String::from("attribute_not_exists(ended_at)");
         if let Some(conversation) = &ending.conversation {
             values.insert(":conv".into(), s(conversation));

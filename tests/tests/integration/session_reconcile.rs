@@ -49,6 +49,10 @@ async fn twenty_rooms_whose_room_finished_was_lost_end_as_livekit_says() {
         assert!(session.ended(), "{room}");
         assert!(session.reconciled, "{room}");
         assert_eq!(session.end_reason, None, "ended as room_finished ends it");
+        assert_eq!(
+            session.end_code,
+            Some(shared::base::end_reason::EndReason::Completed)
+        );
         assert!(session.duration_secs.is_some());
     }
     let still = t.session_of(live).await;
