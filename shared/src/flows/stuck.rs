@@ -156,6 +156,9 @@ pub enum RoomState {
 #[async_trait::async_trait]
 pub trait RoomProbe: Send + Sync {
     async fn room(&self, room: &str) -> Result<RoomState, String>;
+    /// Whether the egress `egress_id` of `room` is still starting or
+    /// active (`Egress/ListEgress`).
+    async fn egress_active(&self, room: &str, egress_id: &str) -> Result<bool, String>;
 }
 
 /// Voice-agent sessions (LiveKit rooms) whose `room_finished` never came.
@@ -184,6 +187,9 @@ pub struct StuckSessionsReport {
     pub still_open: Vec<String>,
     /// LiveKit did not answer: asked again with backoff.
     pub unanswered: Vec<String>,
+    /// Rooms whose recording had ended at LiveKit with no `egress_ended`:
+    /// their session's recording switched off.
+    pub recordings_ended: Vec<String>,
     /// Unanswered `UNRECONCILED_AFTER` times in a row or more.
     pub unreconciled: Vec<String>,
     /// Calls an agent reported through `/calls/started` and never reported
@@ -266,7 +272,28 @@ impl StuckSessions {
         report: &mut StuckSessionsReport,
     ) -> Result<(), StoreError> {
         let room = watch.room.clone();
-        match probe.room(&room).await {
+        let answer = probe.room(&room).await;
+        // A recording our record still shows running: its end is asked
+        // too (the room's end ends it as well).
+        if let (Ok(_), Some(true), Some(egress)) =
+            (&answer, session.recording, session.egress_id.as_deref())
+        {
+            let running = match answer {
+                Ok(RoomState::Gone) => Ok(false),
+                _ => probe.egress_active(&room, egress).await,
+            };
+            if running == Ok(false) {
+                let change = crate::store::sessions::SessionChange::Recording {
+                    active: false,
+                    egress_id: egress.to_string(),
+                    location: session.recording_location.clone(),
+                };
+                if self.sessions.update(&room, &change).await? {
+                    report.recordings_ended.push(room.clone());
+                }
+            }
+        }
+        match answer {
             Ok(RoomState::Gone) => {
                 // What the lost `room_finished` would have said, as far as
                 // anyone can still know: it ended by now.

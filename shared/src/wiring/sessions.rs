@@ -143,6 +143,15 @@ impl RoomProbe for LiveKitRoomProbe {
             Err(err) => Err(err.to_string()),
         }
     }
+
+    async fn egress_active(&self, room: &str, egress_id: &str) -> Result<bool, String> {
+        match self.0.list_active_egress(room).await {
+            Ok(active) => Ok(active.iter().any(|e| e.egress_id == egress_id)),
+            // No such room: nothing of it records.
+            Err(LiveKitError::NotFound(_)) => Ok(false),
+            Err(err) => Err(err.to_string()),
+        }
+    }
 }
 
 /// `LIVEKIT_URL`, `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`: LiveKit's server API.

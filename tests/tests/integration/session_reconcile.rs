@@ -118,3 +118,28 @@ async fn with_livekit_down_a_session_stays_open_and_counts_as_unreconciled() {
     assert_eq!(back.reconciled, vec!["livekit-down".to_string()]);
     assert!(t.session_of("livekit-down").await.reconciled);
 }
+
+/// A recording whose `egress_ended` was lost: the sweep finds the egress no
+/// longer active at LiveKit and switches the session's recording off, while
+/// the room itself is live and stays open.
+#[tokio::test]
+async fn a_recording_whose_egress_ended_was_lost_is_switched_off() {
+    let t = Rooms::start().await;
+    let room = "lost-egress-end";
+    assert_eq!(t.create_room(room).await.status(), StatusCode::CREATED);
+    let started = t.toggle("recording", room, true, &t.key).await;
+    assert_eq!(started.status(), StatusCode::OK, "{}", text(&started));
+    let session = t.session_of(room).await;
+    assert_eq!(session.recording, Some(true));
+    let egress = session.egress_id.clone().unwrap();
+    t.livekit.end_egress(&egress);
+    let sweep = t.session_sweep();
+    let due = shared::base::time::epoch_secs() + DEFAULT_SESSION_MAX.as_secs() as i64 + 1;
+    let report = sweep.sweep(due, 100).await.unwrap();
+    assert_eq!(report.recordings_ended, vec![room.to_string()]);
+    assert_eq!(report.still_open, vec![room.to_string()]);
+    let session = t.session_of(room).await;
+    assert_eq!(session.recording, Some(false));
+    assert_eq!(session.egress_id.as_deref(), Some(egress.as_str()));
+    assert!(!session.ended());
+}

@@ -185,6 +185,19 @@ impl FakeLiveKit {
         }
     }
 
+    /// The egress ends on its own (its upload finished or failed), as
+    /// LiveKit reports with `egress_ended`; no webhook is sent.
+    pub fn end_egress(&self, egress_id: &str) {
+        let mut world = lock(&self.state.world);
+        let now = now_ms();
+        for (egress, _, ended) in &mut world.egresses {
+            if egress.id == egress_id && !EGRESS_ENDED.contains(&egress.status.as_str()) {
+                egress.status = "EGRESS_COMPLETE".into();
+                *ended = now;
+            }
+        }
+    }
+
     pub fn room_exists(&self, name: &str) -> bool {
         lock(&self.state.world).rooms.contains_key(name)
     }
