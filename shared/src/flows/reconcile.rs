@@ -17,9 +17,12 @@
 //!   honoured), the reservation held; after [`UNRECONCILED_AFTER`] such
 //!   asks in a row it counts in `CallsUnreconciled` on every run.
 //!
-//! Only a call with no provider id (its placing function stopped between
-//! the provider's answer and our write) cannot be asked: it is released at
-//! zero seconds with the end reason `unknown`.
+//! A Twilio call whose sid was never stored (its placing function stopped
+//! between Twilio's answer and our write) is looked for among the account's
+//! calls to its number: found, it is asked like any other; absent, Twilio
+//! never placed it and it is released at zero (`failed`). Only an
+//! ElevenLabs call with no conversation id cannot be asked: it is released
+//! at zero seconds with the end reason `unknown`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +47,11 @@ use crate::store::StoreError;
 pub const NO_PROVIDER_ID: &str =
     "no provider id was recorded (the call may never have been placed), so its provider \
      cannot be asked; reservation released";
+
+/// Why a Twilio call without a sid, of which Twilio has no trace, was
+/// released; shown on its record.
+pub const NEVER_PLACED: &str =
+    "Twilio has no call to this number since it was recorded: never placed; reservation released";
 
 /// Asks in a row without an answer before a call counts as unreconciled
 /// (about 35 minutes of backoff after its first ask).
@@ -105,6 +113,8 @@ enum Answer {
     Unanswered(ReadFailure),
     /// Nothing to ask with.
     NoProviderId,
+    /// Its provider has no call it could be: never placed.
+    NeverPlaced,
 }
 
 fn queue_error(err: impl std::fmt::Display) -> StoreError {
@@ -158,7 +168,7 @@ impl Reconciler {
                 report.deferred += 1;
                 continue;
             }
-            let answer = self.ask(&call, now).await;
+            let answer = self.ask(&call, now).await?;
             if !matches!(answer, Answer::NoProviderId) {
                 *reads.entry(provider).or_default() += 1;
             }
@@ -192,7 +202,12 @@ impl Reconciler {
                     report.unanswered.push(call.call_ref);
                 }
                 Answer::NoProviderId => {
-                    self.release(&call).await?;
+                    self.release(&call, NO_PROVIDER_ID, EndReason::Unknown)
+                        .await?;
+                    report.released.push(call.call_ref);
+                }
+                Answer::NeverPlaced => {
+                    self.release(&call, NEVER_PLACED, EndReason::Failed).await?;
                     report.released.push(call.call_ref);
                 }
             }
@@ -221,13 +236,10 @@ impl Reconciler {
     }
 
     /// Reads the call at its provider.
-    async fn ask(&self, call: &OutboundCall, now: i64) -> Answer {
+    async fn ask(&self, call: &OutboundCall, now: i64) -> Result<Answer, StoreError> {
         let org = call.org_id.as_deref();
-        match call.provider {
+        Ok(match call.provider {
             Provider::Twilio => {
-                let Some(sid) = call.call_sid.as_deref() else {
-                    return Answer::NoProviderId;
-                };
                 let client = org_accounts::twilio_for(
                     self.org_accounts.as_deref(),
                     self.twilio.as_ref(),
@@ -236,12 +248,19 @@ impl Reconciler {
                 .await;
                 let client = match client {
                     Ok(Some(client)) => client,
-                    Ok(None) => return unconfigured("Twilio"),
-                    Err(err) => return unusable_account(err.detail()),
+                    Ok(None) => return Ok(unconfigured("Twilio")),
+                    Err(err) => return Ok(unusable_account(err.detail())),
                 };
-                match client.fetch_call(sid).await {
+                let sid = match call.call_sid.clone() {
+                    Some(sid) => sid,
+                    None => match self.find_placed(&client, call).await? {
+                        Ok(sid) => sid,
+                        Err(answer) => return Ok(answer),
+                    },
+                };
+                match client.fetch_call(&sid).await {
                     Ok(Some(state)) if status_rank(&state.status) == FINAL_RANK => {
-                        Answer::Ended(twilio_event(call, sid, &state.status, state.duration_secs))
+                        Answer::Ended(twilio_event(call, &sid, &state.status, state.duration_secs))
                     }
                     Ok(Some(state)) => Answer::Open(state.status),
                     Ok(None) => unknown_call("Twilio"),
@@ -250,7 +269,7 @@ impl Reconciler {
             }
             Provider::Elevenlabs => {
                 let Some(conversation_id) = call.conversation_id.as_deref() else {
-                    return Answer::NoProviderId;
+                    return Ok(Answer::NoProviderId);
                 };
                 let client = org_accounts::elevenlabs_for(
                     self.org_accounts.as_deref(),
@@ -260,8 +279,8 @@ impl Reconciler {
                 .await;
                 let client = match client {
                     Ok(Some(client)) => client,
-                    Ok(None) => return unconfigured("ElevenLabs"),
-                    Err(err) => return unusable_account(err.detail()),
+                    Ok(None) => return Ok(unconfigured("ElevenLabs")),
+                    Err(err) => return Ok(unusable_account(err.detail())),
                 };
                 match client.conversation(conversation_id).await {
                     Ok(Some(conversation)) if conversation.is_final() => {
@@ -272,21 +291,78 @@ impl Reconciler {
                     Err(failure) => Answer::Unanswered(failure),
                 }
             }
+        })
+    }
+
+    /// A Twilio call whose sid was never stored (its placing function
+    /// stopped between Twilio's answer and our write): looked for among the
+    /// account's calls to its number created within a minute of its record.
+    /// One found is attached (then asked like any other); none means Twilio
+    /// never placed it; several cannot be told apart (held, asked again).
+    async fn find_placed(
+        &self,
+        client: &TwilioClient,
+        call: &OutboundCall,
+    ) -> Result<Result<String, Answer>, StoreError> {
+        let address = |number: &str| match call.session_kind.as_deref() {
+            Some("whatsapp") => crate::providers::twilio::whatsapp_address(number),
+            _ => number.to_string(),
+        };
+        let from = call.from_number.as_deref().map(address);
+        let listed = match client
+            .list_calls(&address(&call.to_number), from.as_deref())
+            .await
+        {
+            Ok(listed) => listed,
+            Err(failure) => return Ok(Err(Answer::Unanswered(failure))),
+        };
+        let recorded = chrono::DateTime::parse_from_rfc3339(&call.created_at)
+            .map(|t| t.timestamp())
+            .unwrap_or(0);
+        let candidates: Vec<&str> = listed
+            .iter()
+            // Placing follows recording within seconds: a call outside the
+            // minute around it is another one to the same number.
+            .filter(|c| c.created_at.is_some_and(|at| (at - recorded).abs() <= 60))
+            .map(|c| c.sid.as_str())
+            .collect();
+        match candidates.as_slice() {
+            [] => Ok(Err(Answer::NeverPlaced)),
+            [sid] => {
+                let attached = self
+                    .calls
+                    .attach_provider_ids(&call.call_ref, Some(sid), None, "queued")
+                    .await?;
+                info!(call_ref = %call.call_ref, attached, "call found at Twilio by its number");
+                Ok(Ok(sid.to_string()))
+            }
+            several => Ok(Err(Answer::Unanswered(ReadFailure {
+                reason: format!(
+                    "{} Twilio calls to this number since it was recorded; which one is ours is unknown",
+                    several.len()
+                ),
+                status: None,
+                retry_after_secs: None,
+            }))),
         }
     }
 
-    /// A call nobody can ask about: released at zero, end reason `unknown`,
-    /// with its summary (the one settlement decides, so once).
-    async fn release(&self, call: &OutboundCall) -> Result<(), StoreError> {
+    /// A call that never was, or that nobody can ask about: released at
+    /// zero with `reason`, with its summary (the one settlement decides, so
+    /// once).
+    async fn release(
+        &self,
+        call: &OutboundCall,
+        reason: &str,
+        end: EndReason,
+    ) -> Result<(), StoreError> {
         self.calls
-            .advance_status(&call.call_ref, "failed", Some(NO_PROVIDER_ID))
+            .advance_status(&call.call_ref, "failed", Some(reason))
             .await?;
-        self.calls
-            .set_end(&call.call_ref, EndReason::Unknown, false)
-            .await?;
+        self.calls.set_end(&call.call_ref, end, false).await?;
         let recorded = self.calls.record_duration(call, 0).await?;
         if recorded == crate::store::outbound_calls::UsageRecorded::Counted {
-            warn!(call_ref = %call.call_ref, "call without a provider id released at zero");
+            warn!(call_ref = %call.call_ref, %reason, "call released at zero");
             let job =
                 NotificationJob::for_call(&call.call_ref, NotificationKind::OutboundCallSummary)
                     .of_org(call.org_id.as_deref());

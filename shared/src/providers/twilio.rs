@@ -95,6 +95,27 @@ struct CallStateDoc {
     duration: Option<serde_json::Value>,
 }
 
+/// One call of Twilio's call list: its sid and when it was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedCall {
+    pub sid: String,
+    /// Epoch seconds (Twilio's `date_created`, RFC 2822).
+    pub created_at: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct CallPage {
+    #[serde(default)]
+    calls: Vec<ListedCallDoc>,
+}
+
+#[derive(Deserialize)]
+struct ListedCallDoc {
+    sid: String,
+    #[serde(default)]
+    date_created: Option<String>,
+}
+
 /// Twilio's Message resource, the parts reconciliation reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageState {
@@ -260,6 +281,45 @@ impl TwilioClient {
             status: doc.status,
             duration_secs,
         }))
+    }
+
+    /// `GET .../Calls.json?To=&From=`: the account's most recent calls to
+    /// `to` (from `from` when given), newest first, at most 50.
+    pub async fn list_calls(
+        &self,
+        to: &str,
+        from: Option<&str>,
+    ) -> Result<Vec<ListedCall>, ReadFailure> {
+        let mut query: Vec<(&str, &str)> = vec![("To", to), ("PageSize", "50")];
+        if let Some(from) = from {
+            query.push(("From", from));
+        }
+        let query = serde_urlencoded::to_string(&query)
+            .map_err(|e| ReadFailure::unreadable("Twilio", e))?;
+        let response = self
+            .authenticated(self.http.get(format!("{}.json?{query}", self.calls_url())))
+            .send()
+            .await
+            .map_err(|e| ReadFailure::transport("Twilio", e))?;
+        if !response.status().is_success() {
+            return Err(ReadFailure::answered("Twilio", &response));
+        }
+        let page: CallPage = response
+            .json()
+            .await
+            .map_err(|e| ReadFailure::unreadable("Twilio", e.without_url()))?;
+        Ok(page
+            .calls
+            .into_iter()
+            .map(|call| ListedCall {
+                created_at: call
+                    .date_created
+                    .as_deref()
+                    .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+                    .map(|d| d.timestamp()),
+                sid: call.sid,
+            })
+            .collect())
     }
 
     /// `GET .../Messages/{sid}.json`: a message's status and error code at

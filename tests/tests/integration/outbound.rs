@@ -2415,11 +2415,23 @@ async fn a_refused_call_releases_its_reservation() {
 }
 
 /// The placing function stops between Twilio's answer and recording the
-/// call sid: the record stays `initiating` with its reservation, and once
-/// its window has passed the sweep, with no sid to ask Twilio about, marks
-/// it failed (end reason `unknown`) and releases the budget.
+/// call sid: the record stays `initiating` with its reservation. Once its
+/// window has passed, the sweep looks for the call among Twilio's calls to
+/// its number, attaches the sid and settles it with Twilio's duration.
 #[tokio::test]
-async fn a_crash_after_placing_leaves_a_record_the_sweep_finishes() {
+async fn a_crash_after_placing_leaves_a_record_the_sweep_finds_at_twilio() {
+    crash_after_placing(true).await;
+}
+
+/// The placing function stops before Twilio got the request: Twilio has no
+/// call to the number, so the sweep releases the reservation at zero as
+/// never placed (end reason `failed`).
+#[tokio::test]
+async fn a_crash_before_twilio_placed_the_call_is_released_as_never_placed() {
+    crash_after_placing(false).await;
+}
+
+async fn crash_after_placing(placed_at_twilio: bool) {
     use shared::store::outbound_calls::{new_call_ref, Budget, OutboundCall, Reservation, Reserve};
     let t = Outbound::start().await;
     t.create_org("acme", 3600, 0).await;
@@ -2473,44 +2485,76 @@ async fn a_crash_after_placing_leaves_a_record_the_sweep_finishes() {
         Reserve::Reserved
     );
     // The provider placed the call; then the function died (no attach_provider_ids).
-    t.providers()
-        .twilio
-        .unwrap()
-        .create_call(&shared::providers::twilio::NewCall {
-            to: CUSTOMER,
-            from: CALLER_ID,
-            twiml_url: &format!("{PUBLIC_BASE}/twiml?call={call_ref}"),
-            status_callback: &format!("{PUBLIC_BASE}/twilio/status?call={call_ref}"),
-            time_limit_secs: 600,
-        })
-        .await
-        .unwrap();
+    let placed_sid = if placed_at_twilio {
+        Some(
+            t.providers()
+                .twilio
+                .unwrap()
+                .create_call(&shared::providers::twilio::NewCall {
+                    to: CUSTOMER,
+                    from: CALLER_ID,
+                    twiml_url: &format!("{PUBLIC_BASE}/twiml?call={call_ref}"),
+                    status_callback: &format!("{PUBLIC_BASE}/twilio/status?call={call_ref}"),
+                    time_limit_secs: 600,
+                })
+                .await
+                .unwrap(),
+        )
+    } else {
+        None
+    };
     assert_eq!(t.org("acme").await.reserved_seconds, 1200);
 
     let sweep = t.sweep();
-    let report = sweep.run().await.unwrap();
-    assert_eq!(report.calls.released, vec![call_ref.clone()]);
-    let swept = calls.get(&call_ref).await.unwrap().unwrap();
-    assert_eq!(swept.status, "failed");
+    let now = shared::base::time::epoch_secs();
+    let report = sweep.run_at(now).await.unwrap();
+    let Some(sid) = placed_sid else {
+        assert_eq!(report.calls.released, vec![call_ref.clone()]);
+        let swept = calls.get(&call_ref).await.unwrap().unwrap();
+        assert_eq!(swept.status, "failed");
+        assert_eq!(
+            swept.failure_reason.as_deref(),
+            Some(shared::flows::reconcile::NEVER_PLACED)
+        );
+        assert_eq!(
+            swept.end_reason,
+            Some(shared::base::end_reason::EndReason::Failed)
+        );
+        let org = t.org("acme").await;
+        assert_eq!(
+            (org.reserved_seconds, org.usage_this_month_seconds),
+            (600, 0)
+        );
+        // A second run finds nothing more to do; the running call keeps its hold.
+        assert_eq!(
+            sweep.run_at(now).await.unwrap(),
+            stuck_sweep::SweepReport::default()
+        );
+        assert_eq!(t.org("acme").await.reserved_seconds, 600);
+        return;
+    };
+    // Found at Twilio by its number: its sid attached, still queued there.
     assert_eq!(
-        swept.failure_reason.as_deref(),
-        Some(shared::flows::reconcile::NO_PROVIDER_ID)
+        report.calls.still_open,
+        vec![call_ref.clone()],
+        "{report:?}"
     );
-    assert_eq!(
-        swept.end_reason,
-        Some(shared::base::end_reason::EndReason::Unknown)
-    );
+    let found = calls.get(&call_ref).await.unwrap().unwrap();
+    assert_eq!(found.call_sid.as_deref(), Some(sid.as_str()));
+    assert_eq!(t.org("acme").await.reserved_seconds, 1200, "still held");
+    // It happened: Twilio says 75 s.
+    t.twilio.advance_call(&sid, "completed", Some(75));
+    let later = sweep.run_at(now + 300).await.unwrap();
+    assert_eq!(later.calls.reconciled, vec![call_ref.clone()]);
+    t.stack.run_provider_events().await;
+    let settled = calls.get(&call_ref).await.unwrap().unwrap();
+    assert_eq!(settled.duration_secs, Some(75));
+    assert!(settled.reconciled);
     let org = t.org("acme").await;
     assert_eq!(
         (org.reserved_seconds, org.usage_this_month_seconds),
-        (600, 0)
+        (600, 75)
     );
-    // A second run finds nothing more to do; the running call keeps its hold.
-    assert_eq!(
-        sweep.run().await.unwrap(),
-        stuck_sweep::SweepReport::default()
-    );
-    assert_eq!(t.org("acme").await.reserved_seconds, 600);
 }
 
 /// A call placed on the last day of a month and ending on the first of the

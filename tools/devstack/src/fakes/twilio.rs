@@ -311,6 +311,7 @@ impl State {
             // Another account's resources do not exist for this one.
             (_, [path_account, ..]) if *path_account != account.sid => not_found(),
             ("POST", [_, "Calls.json"]) => self.create_call(&account, form(req)),
+            ("GET", [_, "Calls.json"]) => self.list_calls(&account, req.query.as_deref()),
             ("POST", [_, "Messages.json"]) => self.create_message(&account, form(req)),
             ("POST", [_, "Calls", file]) => match file.strip_suffix(".json") {
                 Some(sid) => self.update_call(&account, sid, &form(req), &req.path),
@@ -425,6 +426,54 @@ impl State {
         call["start_time"] = Value::Null;
         call["end_time"] = Value::Null;
         json_response(StatusCode::CREATED, call)
+    }
+
+    /// Read Multiple Call Resources, filtered by `To` and `From`, newest
+    /// first, in one page (`PageSize`, default 50).
+    fn list_calls(&self, account: &Account, query: Option<&str>) -> Response {
+        let filters: Form = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+        let filter = |key: &str| {
+            filters
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let size: usize = filter("PageSize")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(50);
+        let created_at = |call: &Value| {
+            call["date_created"]
+                .as_str()
+                .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+                .map(|d| d.timestamp())
+                .unwrap_or(0)
+        };
+        let mut listed: Vec<Value> = lock(&self.calls)
+            .values()
+            .filter(|c| c["account_sid"] == json!(account.sid))
+            .cloned()
+            .collect();
+        listed.sort_by_key(|c| std::cmp::Reverse(created_at(c)));
+        let matches = |call: &Value, key: &str, field: &str| {
+            filter(key).is_none_or(|wanted| call[field].as_str() == Some(wanted.as_str()))
+        };
+        let page: Vec<Value> = listed
+            .into_iter()
+            .filter(|c| matches(c, "To", "to") && matches(c, "From", "from"))
+            .take(size)
+            .collect();
+        json_response(
+            StatusCode::OK,
+            json!({
+                "calls": page,
+                "page": 0,
+                "page_size": size,
+                "uri": format!("{API_PREFIX}{}/Calls.json", account.sid),
+                "next_page_uri": null,
+            }),
+        )
     }
 
     fn fetch_call(&self, account: &Account, sid: &str, path: &str) -> Response {
