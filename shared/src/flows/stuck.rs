@@ -162,15 +162,26 @@ pub trait RoomProbe: Send + Sync {
 }
 
 /// Voice-agent sessions (LiveKit rooms) whose `room_finished` never came.
-/// Once due (`DEFAULT_SESSION_MAX` after the session was seen), a session
+/// Once due (`SESSION_FIRST_CHECK` after the session was seen), a session
 /// still open is asked of LiveKit: a room LiveKit no longer has is ended
 /// through `room_finished`'s own path and marked `reconciled`; a live room
 /// is asked again 15 minutes later; no answer backs off like outbound calls
-/// (`flows::reconcile`). Without a LiveKit client it is ended with a reason,
-/// so it stops counting as active.
+/// (`flows::reconcile`). Without a LiveKit client (and for calls reported
+/// through `/calls/started`, whose end nothing reports) it is ended with a
+/// reason once `DEFAULT_SESSION_MAX` from its start has passed, so it stops
+/// counting as active.
 pub struct StuckSessions {
     pub sessions: Arc<dyn SessionStore>,
     pub livekit: Option<Arc<dyn RoomProbe>>,
+}
+
+/// When an open session that is not asked of LiveKit may be ended: its
+/// start plus `DEFAULT_SESSION_MAX`, if that is still ahead of `now`.
+fn unasked_deadline(session: &crate::store::sessions::SessionRecord, now: i64) -> Option<i64> {
+    let started = chrono::DateTime::parse_from_rfc3339(session.started_at.as_deref()?).ok()?;
+    let max = i64::try_from(crate::store::sessions::DEFAULT_SESSION_MAX.as_secs()).ok()?;
+    let deadline = started.timestamp() + max;
+    (deadline > now).then_some(deadline)
 }
 
 /// When a room LiveKit still has is asked about again.
@@ -187,6 +198,10 @@ pub struct StuckSessionsReport {
     pub still_open: Vec<String>,
     /// LiveKit did not answer: asked again with backoff.
     pub unanswered: Vec<String>,
+    /// Open sessions not asked of LiveKit whose allowance
+    /// (`DEFAULT_SESSION_MAX` from their start) has not passed yet: their
+    /// entry moved to its end.
+    pub waiting: usize,
     /// Rooms whose recording had ended at LiveKit with no `egress_ended`:
     /// their session's recording switched off.
     pub recordings_ended: Vec<String>,
@@ -234,6 +249,12 @@ impl StuckSessions {
             if let (Some(session), Some(probe), false) = (open, &self.livekit, reported) {
                 self.ask(probe.as_ref(), session, &watch, now, &ended_at, &mut report)
                     .await?;
+                continue;
+            }
+            // Ended unasked only once its whole allowance has passed.
+            if let Some(deadline) = open.and_then(|s| unasked_deadline(s, now)) {
+                self.sessions.reschedule_watch(&watch, deadline, 0).await?;
+                report.waiting += 1;
                 continue;
             }
             if open.is_some()

@@ -380,14 +380,20 @@ const WATCH: Ledger = Ledger {
     id_attribute: "watched_room",
 };
 
-/// How long a session may stay open before the sweep ends it.
+/// How long a session may stay open before the sweep ends it without
+/// asking LiveKit (a sweep without LiveKit credentials, or a call reported
+/// through `/calls/started`, whose end nothing reports).
 pub const DEFAULT_SESSION_MAX: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// When a newly seen session is first looked at by the sweep (and asked of
+/// LiveKit): long enough for most calls to have ended and reported it.
+pub const SESSION_FIRST_CHECK: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 pub struct DynamoSessionStore {
     client: Client,
     table: String,
     /// When a newly seen session is due for the sweep.
-    max_open: std::time::Duration,
+    watch_after: std::time::Duration,
 }
 
 impl DynamoSessionStore {
@@ -395,13 +401,13 @@ impl DynamoSessionStore {
         Self {
             client,
             table: table.into(),
-            max_open: DEFAULT_SESSION_MAX,
+            watch_after: SESSION_FIRST_CHECK,
         }
     }
 
-    /// Sessions it opens are due for the sweep `max_open` later.
-    pub fn with_max_open(mut self, max_open: std::time::Duration) -> Self {
-        self.max_open = max_open;
+    /// Sessions it opens are due for the sweep `watch_after` later.
+    pub fn with_watch_after(mut self, watch_after: std::time::Duration) -> Self {
+        self.watch_after = watch_after;
         self
     }
 
@@ -409,7 +415,7 @@ impl DynamoSessionStore {
     /// with several entries is looked at once per entry, cheaply).
     async fn watch(&self, room: &str) -> Result<(), StoreError> {
         let due = crate::base::time::epoch_secs()
-            + i64::try_from(self.max_open.as_secs()).unwrap_or(i64::MAX / 2);
+            + i64::try_from(self.watch_after.as_secs()).unwrap_or(i64::MAX / 2);
         WATCH.put(&self.client, &self.table, room, due).await
     }
 
@@ -617,7 +623,7 @@ impl DynamoSessionStore {
             .build()
             .map_err(|e| StoreError::Dynamo(e.to_string()))?;
         let due = crate::base::time::epoch_secs()
-            + i64::try_from(self.max_open.as_secs()).unwrap_or(i64::MAX / 2);
+            + i64::try_from(self.watch_after.as_secs()).unwrap_or(i64::MAX / 2);
         let mut watch = WATCH.item(&session.room, due);
         watch.insert(
             super::ledger::DETAIL_ATTRIBUTE.into(),

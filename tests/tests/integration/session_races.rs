@@ -340,7 +340,7 @@ async fn a_reopened_launcher_room_survives_its_old_watch_entry_and_a_late_room_f
         t.stack.dynamo.clone(),
         t.stack.resources.table("CallsTable"),
     )
-    .with_max_open(Duration::ZERO);
+    .with_watch_after(Duration::ZERO);
     let mut first_lifecycle = t.lifecycle();
     first_lifecycle.sessions = Arc::new(due_now);
     first_lifecycle

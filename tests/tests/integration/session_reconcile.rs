@@ -5,7 +5,7 @@
 //! LiveKit down holds the session open and counts it as unreconciled.
 
 use shared::flows::stuck::StuckSessions;
-use shared::store::sessions::{SessionStore, DEFAULT_SESSION_MAX};
+use shared::store::sessions::{SessionStore, SESSION_FIRST_CHECK};
 use shared::wiring::LiveKitRoomProbe;
 
 use super::*;
@@ -37,7 +37,7 @@ async fn twenty_rooms_whose_room_finished_was_lost_end_as_livekit_says() {
     }
     let live = &rooms[20];
     let sweep = t.session_sweep();
-    let due = shared::base::time::epoch_secs() + DEFAULT_SESSION_MAX.as_secs() as i64 + 1;
+    let due = shared::base::time::epoch_secs() + SESSION_FIRST_CHECK.as_secs() as i64 + 1;
     let report = sweep.sweep(due, 100).await.unwrap();
     let mut reconciled = report.reconciled.clone();
     reconciled.sort();
@@ -93,7 +93,7 @@ async fn with_livekit_down_a_session_stays_open_and_counts_as_unreconciled() {
     assert_eq!(response.status(), StatusCode::CREATED);
     t.livekit.finish_room("livekit-down");
     let sweep = t.session_sweep();
-    let mut now = shared::base::time::epoch_secs() + DEFAULT_SESSION_MAX.as_secs() as i64 + 1;
+    let mut now = shared::base::time::epoch_secs() + SESSION_FIRST_CHECK.as_secs() as i64 + 1;
     t.livekit.fail_next(100, StatusCode::SERVICE_UNAVAILABLE);
     for (attempt, wait) in [(1, 300), (2, 600), (3, 1200)] {
         let report = sweep.sweep(now, 100).await.unwrap();
@@ -134,7 +134,7 @@ async fn a_recording_whose_egress_ended_was_lost_is_switched_off() {
     let egress = session.egress_id.clone().unwrap();
     t.livekit.end_egress(&egress);
     let sweep = t.session_sweep();
-    let due = shared::base::time::epoch_secs() + DEFAULT_SESSION_MAX.as_secs() as i64 + 1;
+    let due = shared::base::time::epoch_secs() + SESSION_FIRST_CHECK.as_secs() as i64 + 1;
     let report = sweep.sweep(due, 100).await.unwrap();
     assert_eq!(report.recordings_ended, vec![room.to_string()]);
     assert_eq!(report.still_open, vec![room.to_string()]);
@@ -142,4 +142,35 @@ async fn a_recording_whose_egress_ended_was_lost_is_switched_off() {
     assert_eq!(session.recording, Some(false));
     assert_eq!(session.egress_id.as_deref(), Some(egress.as_str()));
     assert!(!session.ended());
+}
+
+/// Without LiveKit to ask, a session is not ended at its first check: its
+/// entry waits for its whole allowance (`DEFAULT_SESSION_MAX` from its
+/// start), then it is ended with a reason, as before.
+#[tokio::test]
+async fn without_livekit_a_session_is_ended_only_after_its_whole_allowance() {
+    use shared::store::sessions::DEFAULT_SESSION_MAX;
+    let t = Rooms::start().await;
+    let room = "unasked-room";
+    assert_eq!(t.create_room(room).await.status(), StatusCode::CREATED);
+    let sweep = StuckSessions {
+        sessions: Arc::new(t.stack.sessions()),
+        livekit: None,
+    };
+    let start = shared::base::time::epoch_secs();
+    let first = sweep
+        .sweep(start + SESSION_FIRST_CHECK.as_secs() as i64 + 1, 100)
+        .await
+        .unwrap();
+    assert_eq!(first.waiting, 1, "{first:?}");
+    assert!(first.ended.is_empty());
+    assert!(!t.session_of(room).await.ended());
+    let max = DEFAULT_SESSION_MAX.as_secs() as i64;
+    assert_eq!(
+        sweep.sweep(start + max - 60, 100).await.unwrap(),
+        Default::default()
+    );
+    let late = sweep.sweep(start + max + 60, 100).await.unwrap();
+    assert_eq!(late.ended, vec![room.to_string()]);
+    assert!(t.session_of(room).await.ended());
 }
