@@ -254,24 +254,10 @@ impl TwilioClient {
     /// `GET .../Calls/{sid}.json`: where the call stands at Twilio; `None`
     /// when this account has no such call.
     pub async fn fetch_call(&self, call_sid: &str) -> Result<Option<CallState>, ReadFailure> {
-        let response = self
-            .authenticated(
-                self.http
-                    .get(format!("{}/{call_sid}.json", self.calls_url())),
-            )
-            .send()
-            .await
-            .map_err(|e| ReadFailure::transport("Twilio", e))?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
+        let url = format!("{}/{call_sid}.json", self.calls_url());
+        let Some(doc) = self.read::<CallStateDoc>(url).await? else {
             return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(ReadFailure::answered("Twilio", &response));
-        }
-        let doc: CallStateDoc = response
-            .json()
-            .await
-            .map_err(|e| ReadFailure::unreadable("Twilio", e.without_url()))?;
+        };
         let duration_secs = match doc.duration {
             Some(serde_json::Value::String(text)) => text.parse().ok(),
             Some(serde_json::Value::Number(number)) => number.as_u64(),
@@ -281,6 +267,30 @@ impl TwilioClient {
             status: doc.status,
             duration_secs,
         }))
+    }
+
+    /// One authenticated GET of a resource: `None` on 404; other failures
+    /// keep their status and `Retry-After` for the caller's backoff.
+    async fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        url: String,
+    ) -> Result<Option<T>, ReadFailure> {
+        let response = self
+            .authenticated(self.http.get(url))
+            .send()
+            .await
+            .map_err(|e| ReadFailure::transport("Twilio", e))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(ReadFailure::answered("Twilio", &response));
+        }
+        response
+            .json()
+            .await
+            .map(Some)
+            .map_err(|e| ReadFailure::unreadable("Twilio", e.without_url()))
     }
 
     /// `GET .../Calls.json?To=&From=`: the account's most recent calls to
@@ -296,18 +306,12 @@ impl TwilioClient {
         }
         let query = serde_urlencoded::to_string(&query)
             .map_err(|e| ReadFailure::unreadable("Twilio", e))?;
-        let response = self
-            .authenticated(self.http.get(format!("{}.json?{query}", self.calls_url())))
-            .send()
-            .await
-            .map_err(|e| ReadFailure::transport("Twilio", e))?;
-        if !response.status().is_success() {
-            return Err(ReadFailure::answered("Twilio", &response));
-        }
-        let page: CallPage = response
-            .json()
-            .await
-            .map_err(|e| ReadFailure::unreadable("Twilio", e.without_url()))?;
+        let url = format!("{}.json?{query}", self.calls_url());
+        let page: CallPage = self.read(url).await?.ok_or_else(|| ReadFailure {
+            reason: "Twilio answered HTTP 404 for the account's calls".into(),
+            status: Some(404),
+            retry_after_secs: None,
+        })?;
         Ok(page
             .calls
             .into_iter()
@@ -329,21 +333,9 @@ impl TwilioClient {
             "{}/2010-04-01/Accounts/{}/Messages/{sid}.json",
             self.base_url, self.account_sid
         );
-        let response = self
-            .authenticated(self.http.get(url))
-            .send()
-            .await
-            .map_err(|e| ReadFailure::transport("Twilio", e))?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
+        let Some(doc) = self.read::<MessageStateDoc>(url).await? else {
             return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(ReadFailure::answered("Twilio", &response));
-        }
-        let doc: MessageStateDoc = response
-            .json()
-            .await
-            .map_err(|e| ReadFailure::unreadable("Twilio", e.without_url()))?;
+        };
         let error_code = match doc.error_code {
             Some(serde_json::Value::Number(code)) => Some(code.to_string()),
             Some(serde_json::Value::String(code)) if !code.is_empty() => Some(code),

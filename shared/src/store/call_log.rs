@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
@@ -107,45 +107,13 @@ impl DynamoCallLogStore {
             .filter_map(|k| Some((text(k, "call_id")?, text(k, "item")?)))
             .collect();
         let mut found: HashMap<(String, String), LoggedRecord> = HashMap::new();
-        let mut pending = keys;
-        let mut rounds = 0;
-        while !pending.is_empty() {
-            rounds += 1;
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(pending))
-                .build()
-                .map_err(|e| StoreError::Dynamo(e.to_string()))?;
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, request)
-                .send()
-                .await?;
-            for item in out
-                .responses
-                .and_then(|mut r| r.remove(&self.table))
-                .unwrap_or_default()
-            {
-                let key = (
-                    text(&item, "call_id").unwrap_or_default(),
-                    text(&item, "item").unwrap_or_default(),
-                );
-                if let Some(record) = parse(item)? {
-                    found.insert(key, record);
-                }
-            }
-            pending = out
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.table))
-                .map(|k| k.keys)
-                .unwrap_or_default();
-            if !pending.is_empty() && rounds >= 6 {
-                return Err(StoreError::Dynamo(
-                    "call log batch read still throttled after 6 rounds".into(),
-                ));
-            }
-            if !pending.is_empty() {
-                tokio::time::sleep(super::transactions::backoff(rounds)).await;
+        for item in super::batch_get(&self.client, &self.table, keys, false).await? {
+            let key = (
+                text(&item, "call_id").unwrap_or_default(),
+                text(&item, "item").unwrap_or_default(),
+            );
+            if let Some(record) = parse(item)? {
+                found.insert(key, record);
             }
         }
         Ok(order

@@ -52,6 +52,53 @@ impl From<serde_dynamo::Error> for StoreError {
     }
 }
 
+/// Every item of `keys` that exists, by BatchGetItem (100 keys a request),
+/// unprocessed keys retried with backoff for up to 6 rounds; in no order.
+pub(crate) async fn batch_get(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    keys: Vec<HashMap<String, AttributeValue>>,
+    consistent: bool,
+) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+    let mut items = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(100) {
+        let mut pending = chunk.to_vec();
+        let mut rounds = 0;
+        while !pending.is_empty() {
+            rounds += 1;
+            let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(pending))
+                .consistent_read(consistent)
+                .build()
+                .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+            let out = client
+                .batch_get_item()
+                .request_items(table, request)
+                .send()
+                .await?;
+            items.extend(
+                out.responses
+                    .and_then(|mut r| r.remove(table))
+                    .unwrap_or_default(),
+            );
+            pending = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(table))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                if rounds >= 6 {
+                    return Err(StoreError::Dynamo(format!(
+                        "batch read of {table} still throttled after 6 rounds"
+                    )));
+                }
+                tokio::time::sleep(transactions::backoff(rounds)).await;
+            }
+        }
+    }
+    Ok(items)
+}
+
 pub(crate) fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(err: &E) -> bool {
     err.code() == Some("ConditionalCheckFailedException")
 }

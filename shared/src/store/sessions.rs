@@ -473,47 +473,12 @@ impl DynamoSessionStore {
         // reopened and ended again has two ended entries).
         let mut seen = std::collections::HashSet::new();
         rooms.retain(|room| seen.insert(room.clone()));
-        let mut records = Vec::with_capacity(rooms.len());
-        // BatchGetItem takes at most 100 keys.
-        for chunk in rooms.chunks(100) {
-            let mut keys: Vec<HashMap<String, AttributeValue>> =
-                chunk.iter().map(|room| key(room, SESSION_ITEM)).collect();
-            let mut rounds = 0;
-            while !keys.is_empty() {
-                rounds += 1;
-                let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| StoreError::Dynamo(e.to_string()))?;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await?;
-                for item in out
-                    .responses
-                    .and_then(|mut r| r.remove(&self.table))
-                    .unwrap_or_default()
-                {
-                    records.push(serde_dynamo::from_item(item)?);
-                }
-                keys = out
-                    .unprocessed_keys
-                    .and_then(|mut u| u.remove(&self.table))
-                    .map(|k| k.keys)
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    if rounds >= 6 {
-                        return Err(StoreError::Dynamo(
-                            "session batch read still throttled after 6 rounds".into(),
-                        ));
-                    }
-                    tokio::time::sleep(super::transactions::backoff(rounds)).await;
-                }
-            }
-        }
+        let keys = rooms.iter().map(|room| key(room, SESSION_ITEM)).collect();
+        let records = super::batch_get(&self.client, &self.table, keys, true)
+            .await?
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(StoreError::from))
+            .collect::<Result<Vec<SessionRecord>, StoreError>>()?;
         Ok(records)
     }
 

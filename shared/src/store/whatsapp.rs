@@ -465,13 +465,8 @@ impl DynamoWhatsAppStore {
     }
 
     /// Moves the message the pointer names; `None` without a pointer.
-    async fn apply_to_pointer(
-        &self,
-        sid: &str,
-        status: &str,
-        rank: u32,
-        error_code: Option<&str>,
-    ) -> Result<Option<StatusApplied>, StoreError> {
+    /// The key (conversation, item) of the message `sid`, from its pointer.
+    async fn message_key(&self, sid: &str) -> Result<Option<(String, String)>, StoreError> {
         let pointer = self
             .client
             .get_item()
@@ -484,11 +479,24 @@ impl DynamoWhatsAppStore {
         let Some(pointer) = pointer.item else {
             return Ok(None);
         };
-        let (Some(conversation), Some(item)) = (
+        match (
             text(&pointer, "target_conversation"),
             text(&pointer, "target_item"),
-        ) else {
-            return Err(StoreError::Malformed(format!("whatsapp pointer of {sid}")));
+        ) {
+            (Some(conversation), Some(item)) => Ok(Some((conversation, item))),
+            _ => Err(StoreError::Malformed(format!("whatsapp pointer of {sid}"))),
+        }
+    }
+
+    async fn apply_to_pointer(
+        &self,
+        sid: &str,
+        status: &str,
+        rank: u32,
+        error_code: Option<&str>,
+    ) -> Result<Option<StatusApplied>, StoreError> {
+        let Some((conversation, item)) = self.message_key(sid).await? else {
+            return Ok(None);
         };
         // One conditional write: only a higher rank moves the status, so
         // callbacks arriving out of order cannot move it back, and a final
@@ -754,23 +762,8 @@ impl WhatsAppStore for DynamoWhatsAppStore {
     }
 
     async fn message_status(&self, sid: &str) -> Result<Option<(String, String)>, StoreError> {
-        let pointer = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("conversation", s(&pointer_key(sid)))
-            .key("item", s("pointer"))
-            .consistent_read(true)
-            .send()
-            .await?;
-        let Some(pointer) = pointer.item else {
+        let Some((conversation, item)) = self.message_key(sid).await? else {
             return Ok(None);
-        };
-        let (Some(conversation), Some(item)) = (
-            text(&pointer, "target_conversation"),
-            text(&pointer, "target_item"),
-        ) else {
-            return Err(StoreError::Malformed(format!("whatsapp pointer of {sid}")));
         };
         let message = self
             .client
