@@ -171,6 +171,34 @@ impl Wiring {
         })
     }
 
+    /// `WEBHOOKS_TABLE`: endpoints, events, deliveries and attempts.
+    pub fn webhooks(&self) -> Result<Arc<dyn crate::store::webhooks::WebhookStore>, ConfigError> {
+        Ok(Arc::new(crate::store::webhooks::DynamoWebhookStore::new(
+            self.dynamo.clone(),
+            config::required("WEBHOOKS_TABLE")?,
+        )))
+    }
+
+    /// `WEBHOOK_QUEUE_URL`, where producers publish webhook events; `None`
+    /// where webhooks are not wired (a function run without it).
+    pub fn webhook_queue(&self) -> Option<Arc<dyn JobQueue>> {
+        config::optional("WEBHOOK_QUEUE_URL")
+            .map(|url| Arc::new(SqsJobQueue::new(self.sqs.clone(), url)) as Arc<dyn JobQueue>)
+    }
+
+    /// Replay and recovery: the webhook store and both webhook queues.
+    pub fn webhook_replayer(
+        &self,
+        clock: Arc<dyn crate::base::time::Clock>,
+    ) -> Result<crate::flows::webhooks::dispatch::Replayer, ConfigError> {
+        Ok(crate::flows::webhooks::dispatch::Replayer {
+            store: self.webhooks()?,
+            main_queue: self.queue("WEBHOOK_QUEUE_URL")?,
+            slow_queue: self.queue("WEBHOOK_SLOW_QUEUE_URL")?,
+            clock,
+        })
+    }
+
     /// The queue whose URL is in `url_variable`.
     pub fn queue(&self, url_variable: &'static str) -> Result<Arc<dyn JobQueue>, ConfigError> {
         Ok(Arc::new(SqsJobQueue::new(

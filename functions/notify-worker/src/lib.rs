@@ -17,11 +17,13 @@ use shared::flows::notify::{
     self, build_channels, Delivery, Message, NotificationChannel, NotificationRoutes,
     NotifierConfig, OrgChannelMaker,
 };
+use shared::flows::webhooks::{self, events as webhook_events, WebhookEvent};
 use shared::providers::org_accounts::{AccountProblem, OrgAccounts};
 use shared::queue::jobs::{self, JobQueue, NotificationJob, NotificationKind};
 use shared::queue::sqs_batch::{self, Outcome, Worker};
 use shared::store::calls::{CallStatus, CallStore};
 use shared::store::dedup::DedupStore;
+use shared::store::directory::DirectoryStore;
 use shared::store::outbound_calls::OutboundCallStore;
 use shared::store::sessions::SessionStore;
 use shared::store::stats::{self, Counter, StatsStore};
@@ -51,6 +53,11 @@ pub struct NotifyWorker {
     pub notification_queue: Arc<dyn JobQueue>,
     /// Permanently refused jobs go straight here, where the alarm sees them.
     pub dead_letter_queue: Arc<dyn JobQueue>,
+    /// Webhook events out (`call.*`, `session.started`), published with a
+    /// job's first try; `None` where webhooks are not wired.
+    pub webhook_queue: Option<Arc<dyn JobQueue>>,
+    /// Organisations' month usage, for `usage.threshold`.
+    pub directory: Arc<dyn DirectoryStore>,
     /// Re-sends (429s and temporary failures) before a job counts as failed.
     pub max_resends: u32,
     /// First re-send delay; it doubles per attempt, jittered (`notify::resend_delay`).
@@ -99,6 +106,8 @@ impl NotifyWorker {
             org_channels: OrgChannelMaker::new(&notifier, http, ses),
             notification_queue: aws.notification_queue()?,
             dead_letter_queue: aws.queue("NOTIFICATION_DLQ_URL")?,
+            webhook_queue: aws.webhook_queue(),
+            directory: aws.directory()?,
             max_resends: 8,
             resend_base: notify::DEFAULT_RESEND_BASE,
             send_lease: Duration::from_secs(config::parsed_or(
@@ -126,13 +135,29 @@ impl Worker for NotifyWorker {
 
 impl NotifyWorker {
     async fn deliver(&self, job: &NotificationJob) -> Result<Outcome, String> {
+        let mut events = Vec::new();
         let prepared = match job.kind {
-            NotificationKind::CallStarted => self.call_start_message(job)?,
-            NotificationKind::OutboundCallSummary => self.outbound_message(job).await?,
-            NotificationKind::CallSummary | NotificationKind::TranscriptionFailed => {
-                self.call_summary_message(job).await?
+            NotificationKind::CallStarted => self.call_start_message(job, &mut events).await?,
+            NotificationKind::OutboundCallSummary => {
+                self.outbound_message(job, &mut events).await?
             }
+            NotificationKind::CallSummary | NotificationKind::TranscriptionFailed => {
+                self.call_summary_message(job, &mut events).await?
+            }
+            NotificationKind::Notice => job
+                .notice
+                .as_ref()
+                .map(|notice| Message::new(notice.subject.clone(), notice.text.clone())),
         };
+        // Published with the first try only: re-sends after a channel's
+        // failure would only repeat them (the event ids keep them one).
+        if job.attempt == 0 {
+            for event in events {
+                webhooks::publish_to(self.webhook_queue.as_ref(), event)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         let Some(message) = prepared else {
             return Ok(self
                 .dead_letter(&to_json(job), "nothing to notify about")
@@ -244,12 +269,38 @@ impl NotifyWorker {
             .and_then(|session| session.org_id))
     }
 
-    /// Seed 000's message, on the channel the routing rules pick.
-    fn call_start_message(&self, job: &NotificationJob) -> Result<Option<Message>, String> {
+    /// Seed 000's message, on the channel the routing rules pick; its
+    /// events are `call.started`, and `session.started` for a session.
+    async fn call_start_message(
+        &self,
+        job: &NotificationJob,
+        events: &mut Vec<WebhookEvent>,
+    ) -> Result<Option<Message>, String> {
         let Some(start) = &job.call_start else {
             error!("call-start job without its details");
             return Ok(None);
         };
+        if self.webhook_queue.is_some() {
+            let session = self
+                .sessions
+                .get(&start.room_name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let org = job
+                .org_id
+                .clone()
+                .or_else(|| session.as_ref().and_then(|s| s.org_id.clone()));
+            if let Some(org) = org {
+                events.push(webhook_events::call_started(
+                    &org,
+                    &job.notification_id,
+                    start,
+                ));
+                if let Some(session) = &session {
+                    events.push(webhook_events::session_started(&org, session));
+                }
+            }
+        }
         let mut message = render::call_started(
             &start.room_name,
             start.user_email.as_deref(),
@@ -260,8 +311,13 @@ impl NotifyWorker {
         Ok(Some(message))
     }
 
-    /// An outbound call's summary, threaded under its session when it has one.
-    async fn outbound_message(&self, job: &NotificationJob) -> Result<Option<Message>, String> {
+    /// An outbound call's summary, threaded under its session when it has
+    /// one; its events are `call.ended` and `call.transcript.ready`.
+    async fn outbound_message(
+        &self,
+        job: &NotificationJob,
+        events: &mut Vec<WebhookEvent>,
+    ) -> Result<Option<Message>, String> {
         let Some(call) = self
             .outbound
             .get(&job.call_id)
@@ -271,9 +327,33 @@ impl NotifyWorker {
             error!("notification for an unknown outbound call");
             return Ok(None);
         };
+        if let (Some(org), Some(_)) = (call.org_id.as_deref(), &self.webhook_queue) {
+            events.extend(webhook_events::outbound_ended(org, &call));
+            events.extend(self.usage_events(org).await?);
+        }
         let mut message = render::outbound_summary(&call);
         message.thread = self.thread_of(call.room_name()).await?;
         Ok(Some(message))
+    }
+
+    /// `usage.threshold` for each threshold the organisation's month has
+    /// reached (its id keeps it one event per month and threshold).
+    async fn usage_events(&self, org: &str) -> Result<Vec<WebhookEvent>, String> {
+        let Some(organisation) = self
+            .directory
+            .get_organisation(org)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(Vec::new());
+        };
+        let month = shared::store::directory::usage_month(shared::base::time::now());
+        let used = organisation.usage_this_month_seconds;
+        let limit = organisation.allowance();
+        Ok(webhook_events::thresholds_reached(used, limit)
+            .into_iter()
+            .map(|percent| webhook_events::usage_threshold(org, &month, percent, used, limit))
+            .collect())
     }
 
     /// The Slack thread of a voice-agent session, if the call belongs to one.
@@ -287,8 +367,13 @@ impl NotifyWorker {
             .and_then(|session| session.thread()))
     }
 
-    /// Seed 001's message, as a reply in the call's thread when one exists.
-    async fn call_summary_message(&self, job: &NotificationJob) -> Result<Option<Message>, String> {
+    /// Seed 001's message, as a reply in the call's thread when one exists;
+    /// its events are `call.ended` and `call.transcript.ready` (or `.failed`).
+    async fn call_summary_message(
+        &self,
+        job: &NotificationJob,
+        events: &mut Vec<WebhookEvent>,
+    ) -> Result<Option<Message>, String> {
         let Some(record) = self
             .calls
             .get(&job.call_id)
@@ -299,7 +384,11 @@ impl NotifyWorker {
             return Ok(None);
         };
         let failed = job.kind == NotificationKind::TranscriptionFailed;
+        let org = record.org_id.clone().or_else(|| job.org_id.clone());
         let mut message = if failed {
+            if let Some(org) = &org {
+                events.extend(webhook_events::recorded_call_failed(org, &record));
+            }
             let reason = record.failure_reason.as_deref().unwrap_or("unknown reason");
             render::call_summary_message(&record, Rendered::Failed(reason))
         } else {
@@ -311,6 +400,13 @@ impl NotifyWorker {
             else {
                 return Err("transcript not stored yet".into());
             };
+            if let Some(org) = &org {
+                events.extend(webhook_events::recorded_call_transcribed(
+                    org,
+                    &record,
+                    &transcript.labelled_text(),
+                ));
+            }
             render::call_summary_message(&record, Rendered::Transcribed(&transcript))
         };
         message.thread = self.thread_of(record.room_name.as_deref()).await?;

@@ -15,6 +15,9 @@
 //!   open after the assistant's `max_call_seconds` plus a margin is read at
 //!   Twilio or ElevenLabs and the answer applied as the lost webhook would
 //!   have been. Nothing is settled by guessing.
+//! - Webhooks out (`shared::flows::webhooks::sweep`): retries whose wait is
+//!   longer than SQS can delay are queued when they come within 15 minutes;
+//!   `session.ended` is published for sessions ended since the last run.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +27,7 @@ use shared::base::config;
 use shared::base::metrics::{self, Metric};
 use shared::flows::reconcile::{ReconcileReport, Reconciler};
 use shared::flows::stuck::{StuckCalls, StuckReport, StuckSessions, StuckSessionsReport};
+use shared::flows::webhooks::sweep::{EndedSessions, RetryQueuer, RetryReport};
 use shared::flows::whatsapp::{
     StatusCheck, StatusCheckReport, StuckReplies, StuckRepliesReport, REPLY_WATCH_AFTER,
 };
@@ -42,9 +46,18 @@ pub struct StuckSweep {
     /// Sent WhatsApp messages whose status callbacks were lost; `None`
     /// without a Twilio account.
     pub statuses: Option<StatusCheck>,
+    /// Webhook retries due later than SQS can delay, and `session.ended`
+    /// events; `None` where webhooks are not wired.
+    pub webhooks: Option<WebhookSweep>,
     /// Most entries of each ledger looked at per run (`SWEEP_BATCH`); the
     /// rest wait for the next run.
     pub batch: i32,
+}
+
+/// The sweep's webhook work.
+pub struct WebhookSweep {
+    pub retries: RetryQueuer,
+    pub ended_sessions: EndedSessions,
 }
 
 /// What one run did.
@@ -60,6 +73,10 @@ pub struct SweepReport {
     pub statuses: StatusCheckReport,
     /// Outbound calls asked of their provider.
     pub calls: ReconcileReport,
+    /// Webhook retries queued as they came within SQS's delay.
+    pub webhook_retries: RetryReport,
+    /// `session.ended` events published.
+    pub sessions_announced: u32,
 }
 
 impl StuckSweep {
@@ -113,6 +130,20 @@ impl StuckSweep {
                 }),
                 None => None,
             },
+            webhooks: match aws.webhook_queue() {
+                Some(webhook_queue) => Some(WebhookSweep {
+                    retries: RetryQueuer {
+                        store: aws.webhooks()?,
+                        slow_queue: aws.queue("WEBHOOK_SLOW_QUEUE_URL")?,
+                        lost_after: 300,
+                    },
+                    ended_sessions: EndedSessions {
+                        sessions: aws.sessions()?,
+                        webhook_queue,
+                    },
+                }),
+                None => None,
+            },
             batch: config::parsed_or("SWEEP_BATCH", 100)?,
         })
     }
@@ -144,6 +175,11 @@ impl StuckSweep {
         let stuck = report.pipeline.redriven.len() + report.pipeline.failed.len();
         if stuck > 0 {
             metrics::count_n(Metric::StuckCalls, stuck as u64);
+        }
+        if let Some(webhooks) = &self.webhooks {
+            // Retries are cheap (one send each): a larger bound than the ledgers'.
+            report.webhook_retries = webhooks.retries.run(now, self.batch * 5).await?;
+            report.sessions_announced = webhooks.ended_sessions.run(self.batch).await?;
         }
         // Calls have their own bound: reads per provider, two providers.
         let calls_batch = i32::try_from(self.reconcile.reads_per_provider * 2).unwrap_or(i32::MAX);

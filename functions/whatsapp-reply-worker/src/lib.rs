@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use shared::base::config;
+use shared::flows::webhooks::{self, events as webhook_events};
 use shared::flows::whatsapp::{
     ReplyAgent, ReplyOutcome, ReplySettings, DEFAULT_MEDIA_REPLY, DEFAULT_SYSTEM_PROMPT,
 };
+use shared::queue::jobs::JobQueue;
 use shared::queue::jobs::WhatsAppReplyJob;
 use shared::queue::sqs_batch::{process_with, Outcome, Worker, DEADLINE_MARGIN, NO_DEADLINE};
 use shared::wiring::{self, Wiring};
@@ -22,6 +24,9 @@ use tracing::{error, info, warn};
 
 pub struct WhatsAppReplyWorker {
     pub agent: ReplyAgent,
+    /// `whatsapp.message.received` and `whatsapp.reply.sent` go out here;
+    /// `None` where webhooks are not wired.
+    pub webhook_queue: Option<Arc<dyn JobQueue>>,
 }
 
 impl WhatsAppReplyWorker {
@@ -50,6 +55,7 @@ impl WhatsAppReplyWorker {
                 },
                 lease: seconds("WHATSAPP_REPLY_LEASE_SECONDS", 60)?,
             },
+            webhook_queue: aws.webhook_queue(),
         })
     }
 
@@ -64,9 +70,38 @@ impl WhatsAppReplyWorker {
                     return Outcome::Retry;
                 }
             };
+        let org = job
+            .conversation
+            .split_once('#')
+            .map(|(org, _)| org.to_string())
+            .filter(|org| !org.is_empty());
+        if let Some(org) = &org {
+            let received = webhook_events::whatsapp_received(
+                org,
+                &job.message_sid,
+                &job.reply_to,
+                job.reply_from.as_deref(),
+                &job.body,
+                job.num_media,
+            );
+            // Before the reply: a failure leaves the whole job for SQS.
+            if let Err(err) = webhooks::publish_to(self.webhook_queue.as_ref(), received).await {
+                warn!(message_sid = %job.message_sid, error = %err, "webhook event not queued; message will be retried");
+                return Outcome::Retry;
+            }
+        }
         match self.agent.reply(&job, stop).await {
             Ok(ReplyOutcome::Sent(sid)) => {
                 info!(message_sid = %job.message_sid, reply_sid = %sid, "replied");
+                if let Some(org) = &org {
+                    let sent = webhook_events::whatsapp_reply_sent(
+                        org,
+                        &job.message_sid,
+                        &sid,
+                        &job.reply_to,
+                    );
+                    self.publish_sent(sent).await;
+                }
                 Outcome::Done
             }
             Ok(ReplyOutcome::AlreadyDone) => {
@@ -84,6 +119,22 @@ impl WhatsAppReplyWorker {
             Err(reason) => {
                 warn!(message_sid = %job.message_sid, %reason, "reply not sent; message will be retried");
                 Outcome::Retry
+            }
+        }
+    }
+}
+
+impl WhatsAppReplyWorker {
+    /// The reply is out and its claim completed, so a redelivery would not
+    /// publish this again: a few tries here, then an error in the logs.
+    async fn publish_sent(&self, event: webhooks::WebhookEvent) {
+        for attempt in 1..=3u64 {
+            match webhooks::publish_to(self.webhook_queue.as_ref(), event.clone()).await {
+                Ok(()) => return,
+                Err(err) if attempt == 3 => {
+                    error!(error = %err, event_id = %event.id, "whatsapp.reply.sent not queued");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200 * attempt)).await,
             }
         }
     }

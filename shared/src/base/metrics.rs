@@ -42,11 +42,16 @@ pub enum Metric {
     /// `reconcile::UNRECONCILED_AFTER` times in a row (each run counts
     /// what is still unknown); their reservations stay held.
     CallsUnreconciled,
+    /// Webhook endpoints disabled by callops: answered 410, or failed every
+    /// attempt for `webhooks::DISABLE_AFTER` (dimension `Reason`).
+    WebhookEndpointsDisabled,
+    /// Webhook deliveries that used every attempt of the schedule.
+    WebhookDeliveriesFailed,
 }
 
 impl Metric {
     /// Every metric the code emits, for checks of what dashboards name.
-    pub const ALL: [Metric; 19] = [
+    pub const ALL: [Metric; 21] = [
         Self::Received,
         Self::Duplicate,
         Self::Queued,
@@ -66,6 +71,8 @@ impl Metric {
         Self::InboundUnowned,
         Self::StatusIgnored,
         Self::CallsUnreconciled,
+        Self::WebhookEndpointsDisabled,
+        Self::WebhookDeliveriesFailed,
     ];
 
     fn unit(self) -> &'static str {
@@ -96,6 +103,8 @@ impl Metric {
             Self::InboundUnowned => "InboundUnowned",
             Self::StatusIgnored => "StatusIgnored",
             Self::CallsUnreconciled => "CallsUnreconciled",
+            Self::WebhookEndpointsDisabled => "WebhookEndpointsDisabled",
+            Self::WebhookDeliveriesFailed => "WebhookDeliveriesFailed",
         }
     }
 }

@@ -31,3 +31,41 @@ pub fn jitter(ceiling: std::time::Duration) -> std::time::Duration {
     let spread = u128::from(ceiling - half) + 1;
     std::time::Duration::from_millis(half + (uuid::Uuid::new_v4().as_u128() % spread) as u64)
 }
+
+/// Where "now" comes from (epoch seconds): the system in Lambda, a
+/// simulated clock in tests that step through hours of retries at once.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        epoch_secs()
+    }
+}
+
+/// A clock that moves only when told.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn at(now: i64) -> Self {
+        Self(std::sync::atomic::AtomicI64::new(now))
+    }
+
+    pub fn set(&self, now: i64) {
+        self.0.store(now, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

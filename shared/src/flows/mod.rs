@@ -25,4 +25,5 @@ pub mod stuck;
 pub mod tenancy;
 #[cfg(feature = "livekit")]
 pub mod voice;
+pub mod webhooks;
 pub mod whatsapp;

@@ -43,6 +43,16 @@ pub enum NotificationKind {
     CallStarted,
     /// An outbound call ended (or failed to start): status, duration, transcript.
     OutboundCallSummary,
+    /// Something the organisation must act on, told in `notice` (a webhook
+    /// endpoint callops disabled).
+    Notice,
+}
+
+/// The words of a [`NotificationKind::Notice`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    pub subject: String,
+    pub text: String,
 }
 
 /// What a call-start notification says; carried in the job because no call
@@ -73,15 +83,31 @@ pub struct NotificationJob {
     /// The recorded call's organisation, whose counters its outcome moves too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<Notice>,
 }
 
 impl NotificationJob {
+    /// A notice for `org_id`, identified by `key` (one notice per key).
+    pub fn notice(key: &str, org_id: &str, notice: Notice) -> Self {
+        Self {
+            notification_id: format!("notice#{key}"),
+            call_id: key.to_string(),
+            kind: NotificationKind::Notice,
+            attempt: 0,
+            call_start: None,
+            org_id: Some(org_id.to_string()),
+            notice: Some(notice),
+        }
+    }
+
     pub fn for_call(call_id: &str, kind: NotificationKind) -> Self {
         let kind_name = match kind {
             NotificationKind::CallSummary => "summary",
             NotificationKind::TranscriptionFailed => "transcription-failed",
             NotificationKind::CallStarted => "started",
             NotificationKind::OutboundCallSummary => "outbound",
+            NotificationKind::Notice => "notice",
         };
         Self {
             notification_id: format!("{call_id}#{kind_name}"),
@@ -90,6 +116,7 @@ impl NotificationJob {
             attempt: 0,
             call_start: None,
             org_id: None,
+            notice: None,
         }
     }
 
@@ -108,6 +135,7 @@ impl NotificationJob {
             attempt: 0,
             call_start: Some(details),
             org_id: None,
+            notice: None,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod stats;
 pub mod tenancy;
 pub mod transactions;
 pub mod webhook_tokens;
+pub mod webhooks;
 pub mod whatsapp;
 
 use std::collections::HashMap;

@@ -292,6 +292,9 @@ pub trait SessionStore: Send + Sync {
     /// Watch entries of sessions due at `now` (epoch seconds), oldest first.
     async fn due_watches(&self, now: i64, limit: i32) -> Result<Vec<SessionWatch>, StoreError>;
     async fn drop_watch(&self, watch: &SessionWatch) -> Result<(), StoreError>;
+    /// Sessions ended since their `session.ended` event was last published, oldest first.
+    async fn ended_unannounced(&self, limit: i32) -> Result<Vec<SessionWatch>, StoreError>;
+    async fn mark_announced(&self, ended: &SessionWatch) -> Result<(), StoreError>;
     /// Moves a watch entry to `to` (epoch seconds), keeping its
     /// conversation, and notes the unanswered asks of LiveKit so far.
     async fn reschedule_watch(
@@ -378,6 +381,14 @@ pub struct SessionWatch {
 const WATCH: Ledger = Ledger {
     partition: "sessions#watch",
     id_attribute: "watched_room",
+};
+
+/// Ended sessions whose `session.ended` webhook event the sweep publishes:
+/// written in the transaction that ends the session, so an intake that ends
+/// one makes no extra call, and no end is missed.
+const ENDED_EVENTS: Ledger = Ledger {
+    partition: "sessions#ended-events",
+    id_attribute: "ended_room",
 };
 
 /// How long a session may stay open before the sweep ends it without
@@ -786,6 +797,25 @@ impl SessionStore for DynamoSessionStore {
         WATCH.remove(&self.client, &self.table, &watch.entry).await
     }
 
+    async fn ended_unannounced(&self, limit: i32) -> Result<Vec<SessionWatch>, StoreError> {
+        Ok(ENDED_EVENTS
+            .due(&self.client, &self.table, 999_999_999_999, limit)
+            .await?
+            .into_iter()
+            .map(|due| SessionWatch {
+                entry: due.entry,
+                room: due.id,
+                conversation: None,
+            })
+            .collect())
+    }
+
+    async fn mark_announced(&self, ended: &SessionWatch) -> Result<(), StoreError> {
+        ENDED_EVENTS
+            .remove(&self.client, &self.table, &ended.entry)
+            .await
+    }
+
     async fn reschedule_watch(
         &self,
         watch: &SessionWatch,
@@ -1062,10 +1092,18 @@ impl SessionStore for DynamoSessionStore {
             .set_item(Some(history))
             .build()
             .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let announce = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(
+                ENDED_EVENTS.item(room, crate::base::time::epoch_secs()),
+            ))
+            .build()
+            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
         let items = vec![
             TransactWriteItem::builder().update(ended).build(),
             TransactWriteItem::builder().delete(unlisted).build(),
             TransactWriteItem::builder().put(history).build(),
+            TransactWriteItem::builder().put(announce).build(),
         ];
         let ended_here =
             super::transactions::transact(&self.client, items, "end session", true, |reasons| {

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-#[cfg(feature = "phone")]
 use super::{dedup_lease, Wiring};
 use crate::base::config::{self, ConfigError};
 use crate::flows::launchers::Launcher;

@@ -19,7 +19,7 @@ fn every_function_has_a_matching_sample_event() {
     let template = Template::load(&devstack::repo_root().join("template.yaml")).unwrap();
     for function in &template.functions {
         let text = read(&format!("{}.json", function.binary));
-        if function.sqs.is_some() {
+        if !function.sqs.is_empty() {
             let event: SqsEvent = serde_json::from_str(&text).unwrap();
             let body = event.records[0].body.as_deref().unwrap();
             match function.binary.as_str() {
@@ -36,6 +36,9 @@ fn every_function_has_a_matching_sample_event() {
                 "whatsapp-reply-worker" => drop(
                     serde_json::from_str::<shared::queue::jobs::WhatsAppReplyJob>(body).unwrap(),
                 ),
+                "webhook-worker" => {
+                    drop(serde_json::from_str::<shared::flows::webhooks::WebhookJob>(body).unwrap())
+                }
                 other => panic!("no job type known for {other}"),
             }
         } else if function.routes.is_empty() {

@@ -217,6 +217,7 @@ impl Outbound {
             },
             replies: None,
             statuses: None,
+            webhooks: None,
             batch: 100,
         }
     }

@@ -481,6 +481,12 @@ impl SessionStore for RecordWriteFails {
     async fn drop_watch(&self, watch: &SessionWatch) -> Result<(), StoreError> {
         self.inner.drop_watch(watch).await
     }
+    async fn ended_unannounced(&self, limit: i32) -> Result<Vec<SessionWatch>, StoreError> {
+        self.inner.ended_unannounced(limit).await
+    }
+    async fn mark_announced(&self, ended: &SessionWatch) -> Result<(), StoreError> {
+        self.inner.mark_announced(ended).await
+    }
     async fn reschedule_watch(
         &self,
         watch: &SessionWatch,

@@ -38,6 +38,7 @@ impl Stack {
             },
             replies: None,
             statuses: None,
+            webhooks: None,
             batch: 100,
         }
     }

@@ -428,6 +428,8 @@ impl Stack {
             // No waiting between re-sends in tests; the backoff is unit-tested.
             resend_base: Duration::ZERO,
             send_lease: shared::flows::notify::DEFAULT_PART_LEASE,
+            webhook_queue: Some(self.queue("WebhookQueue")),
+            directory: Arc::new(self.directory()),
         }
     }
 

@@ -160,6 +160,7 @@ impl WhatsApp {
                 },
                 lease,
             },
+            webhook_queue: Some(self.stack.queue("WebhookQueue")),
         })
     }
 

@@ -65,7 +65,7 @@ pub const DEV_SERVER: [Variable; 6] = [
 
 /// Variables functions read with a default that template.yaml gives to no
 /// function: deployed functions use the default unless the template adds it.
-pub const NOT_IN_TEMPLATE: [Variable; 18] = [
+pub const NOT_IN_TEMPLATE: [Variable; 19] = [
     Variable {
         name: "ORG_SECRETS_TTL_SECONDS",
         read_by: "functions that place, end or verify Twilio/ElevenLabs traffic",
@@ -80,6 +80,11 @@ pub const NOT_IN_TEMPLATE: [Variable; 18] = [
         name: "ALLOW_LOOPBACK_RECORDINGS",
         read_by: "webhooks, transcribe-worker",
         meaning: "`true` allows plain-http recordings on loopback; default `true` outside Lambda, `false` in Lambda (`AWS_LAMBDA_FUNCTION_NAME` set)",
+    },
+    Variable {
+        name: "ALLOW_LOOPBACK_WEBHOOKS",
+        read_by: "webhook-endpoints, webhook-worker",
+        meaning: "`true` allows webhook endpoints on plain http and loopback addresses; default `true` outside Lambda (tests, `make dev`), `false` in Lambda, where only https to public addresses is allowed",
     },
     Variable {
         name: "TRANSCRIPTION_RECHECK_SECONDS",

@@ -353,8 +353,12 @@ fn main() -> Result<(), Error> {
 
         let sqs = local.sqs().await;
         for function in template.functions.iter() {
-            let Some(trigger) = function.sqs.clone() else { continue };
-            let worker = queue_consumer(&function.binary).await?;
+            if function.sqs.is_empty() {
+                continue;
+            }
+            let consumer = queue_consumer(&function.binary).await?;
+            for trigger in function.sqs.clone() {
+            let worker = Arc::clone(&consumer);
             let poller = QueuePoller {
                 sqs: sqs.clone(),
                 queue_url: resources.queue(&trigger.queue),
@@ -378,6 +382,7 @@ fn main() -> Result<(), Error> {
                     }
                 }
             });
+            }
         }
 
         let mut routes = Vec::new();

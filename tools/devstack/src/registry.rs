@@ -156,6 +156,13 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
                 async move { app.handle(request).await }
             })
         }
+        "webhook-endpoints" => {
+            let api = Arc::new(webhook_endpoints::from_env().await?);
+            http(move |request| {
+                let api = Arc::clone(&api);
+                async move { api.handle(request).await }
+            })
+        }
         "organisation-webhook-tokens" => {
             let admin = Arc::new(
                 shared::flows::admin::webhook_tokens::WebhookTokenAdmin::from_env().await?,
@@ -218,6 +225,7 @@ pub async fn queue_consumer(binary: &str) -> Result<Consumer, Error> {
         "monitor-worker" => worker!(monitor_worker::MonitorWorker),
         "provider-events-worker" => worker!(provider_events_worker::ProviderEventsWorker),
         "whatsapp-reply-worker" => worker!(whatsapp_reply_worker::WhatsAppReplyWorker),
+        "webhook-worker" => worker!(webhook_worker::WebhookWorker),
         other => {
             return Err(format!(
                 "template.yaml has a queue consumer {other} the dev server does not know"

@@ -73,7 +73,8 @@ pub struct FunctionSpec {
     pub binary: String,
     pub env: BTreeMap<String, EnvValue>,
     pub routes: Vec<HttpRoute>,
-    pub sqs: Option<SqsTrigger>,
+    /// Every SQS event source (a function may consume several queues).
+    pub sqs: Vec<SqsTrigger>,
     /// Each variable's value as written (Globals included), for tools that
     /// need more than [`EnvValue`] keeps, such as the configuration reference.
     pub env_source: BTreeMap<String, Value>,
@@ -779,7 +780,7 @@ impl Template {
                     let mut env_source = global_sources.clone();
                     env_source.extend(env_source_map(Some(&props)));
                     let mut routes = Vec::new();
-                    let mut sqs = None;
+                    let mut sqs = Vec::new();
                     for (event_id, event) in props
                         .get("Events")
                         .and_then(Value::as_mapping)
@@ -801,7 +802,7 @@ impl Template {
                                     .to_string(),
                             }),
                             Some("SQS") => {
-                                sqs = Some(SqsTrigger {
+                                sqs.push(SqsTrigger {
                                     queue: event_props
                                         .get("Queue")
                                         .and_then(referenced_resource)
@@ -931,20 +932,23 @@ mod tests {
             zapier.env.get("RUST_LOG"),
             Some(&EnvValue::Literal("info".into()))
         );
-        let worker = template
-            .function("transcribe-worker")
-            .unwrap()
-            .sqs
-            .clone()
-            .unwrap();
+        let worker = template.function("transcribe-worker").unwrap().sqs[0].clone();
         assert_eq!(worker.queue, "TranscriptionQueue");
         assert!(worker.reports_batch_item_failures);
         // Every queue consumer must report partial batch failures.
         assert!(template
             .functions
             .iter()
-            .filter_map(|f| f.sqs.as_ref())
+            .flat_map(|f| f.sqs.iter())
             .all(|s| s.reports_batch_item_failures));
+        let lanes: Vec<&str> = template
+            .function("webhook-worker")
+            .unwrap()
+            .sqs
+            .iter()
+            .map(|s| s.queue.as_str())
+            .collect();
+        assert_eq!(lanes, ["WebhookQueue", "WebhookSlowQueue"]);
     }
 
     fn repository_template() -> (Template, Value) {
@@ -1073,16 +1077,7 @@ Resources:
     fn expands_a_for_each_loop_and_records_what_it_generates() {
         let template = Template::parse(SYNTHETIC).unwrap();
         assert_eq!(template.functions.len(), 1);
-        assert_eq!(
-            template
-                .function("worker")
-                .unwrap()
-                .sqs
-                .as_ref()
-                .unwrap()
-                .queue,
-            "Jobs"
-        );
+        assert_eq!(template.function("worker").unwrap().sqs[0].queue, "Jobs");
         assert_eq!(template.queues.len(), 1);
         assert_eq!(
             template.for_each,
@@ -1164,7 +1159,7 @@ Resources:
         );
         // Schedules are not routes or queue consumers.
         let sweep = template.function("stuck-sweep").unwrap();
-        assert!(sweep.routes.is_empty() && sweep.sqs.is_none());
+        assert!(sweep.routes.is_empty() && sweep.sqs.is_empty());
         assert_eq!(template.function("report").unwrap().routes.len(), 1);
     }
 

@@ -51,7 +51,7 @@ async fn every_template_function_is_registered() {
             .any(|s| s.function == function.binary);
         // A function with no event the dev server serves would never run locally.
         assert!(
-            !function.routes.is_empty() || function.sqs.is_some() || scheduled,
+            !function.routes.is_empty() || !function.sqs.is_empty() || scheduled,
             "{}: no HttpApi, SQS or Schedule event",
             function.binary
         );
@@ -60,7 +60,7 @@ async fn every_template_function_is_registered() {
             let built = http_handler(&function.binary).await.map(drop);
             assert!(built.is_ok(), "{}: {:?}", function.binary, built.err());
         }
-        if function.sqs.is_some() {
+        if !function.sqs.is_empty() {
             let built = queue_consumer(&function.binary).await.map(drop);
             assert!(built.is_ok(), "{}: {:?}", function.binary, built.err());
         }

@@ -1,0 +1,6 @@
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::base::telemetry::init();
+    let api = &webhook_endpoints::from_env().await?;
+    shared::wiring::serve_http(|request| async move { api.handle(request).await }).await
+}
