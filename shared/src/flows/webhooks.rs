@@ -151,15 +151,16 @@ pub async fn publish_to(
     }
 }
 
-/// A transcript in an event: whole when small, else a link to the call.
-pub fn transcript_data(call_id: &str, transcript: &str) -> Value {
+/// A transcript in an event: whole when small, else `link` (the API path
+/// that serves it, relative to the API's base URL).
+pub fn transcript_data(link: &str, transcript: &str) -> Value {
     if transcript.len() <= INLINE_TRANSCRIPT_MAX {
         serde_json::json!({"transcript": transcript, "transcript_url": null})
     } else {
         serde_json::json!({
             "transcript": null,
             "transcript_bytes": transcript.len(),
-            "transcript_url": format!("/calls/{call_id}"),
+            "transcript_url": link,
         })
     }
 }
@@ -220,11 +221,11 @@ mod tests {
 
     #[test]
     fn large_transcripts_are_linked() {
-        assert_eq!(transcript_data("CA1", "hi")["transcript"], "hi");
+        assert_eq!(transcript_data("/call/CA1", "hi")["transcript"], "hi");
         let big = "x".repeat(INLINE_TRANSCRIPT_MAX + 1);
-        let data = transcript_data("CA1", &big);
+        let data = transcript_data("/call/CA1", &big);
         assert!(data["transcript"].is_null());
-        assert_eq!(data["transcript_url"], "/calls/CA1");
+        assert_eq!(data["transcript_url"], "/call/CA1");
     }
 
     #[test]

@@ -42,7 +42,8 @@ pub struct Endpoint {
     /// Empty: every event type.
     #[serde(default)]
     pub event_types: Vec<String>,
-    #[serde(default)]
+    /// Not stored when empty (DynamoDB Local refuses empty strings).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,6 +245,9 @@ pub enum Settle {
         error: String,
         next_at: i64,
         queued: bool,
+        /// The attempt ended without an outcome of its own (moved to the
+        /// slow lane): the next one takes its place in the schedule.
+        free: bool,
     },
 }
 
@@ -906,9 +910,17 @@ impl WebhookStore for DynamoWebhookStore {
                 update = update.expression_attribute_values(":to", s("failed"));
             }
             Settle::Retry {
-                next_at, queued, ..
+                next_at,
+                queued,
+                free,
+                ..
             } => {
                 let entry = retry_entry(*next_at, &delivery.endpoint_id, &delivery.message_id);
+                if *free {
+                    sets.push("series_start = :series".into());
+                    update =
+                        update.expression_attribute_values(":series", n(delivery.series_start + 1));
+                }
                 sets.push("attempt = :next".into());
                 sets.push("next_at = :at".into());
                 sets.push("ledger_entry = :entry".into());

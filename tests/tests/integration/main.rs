@@ -26,5 +26,7 @@ mod stuck;
 mod support;
 mod tenancy;
 mod tenancy_pipeline;
+mod webhook_payloads;
+mod webhooks;
 mod whatsapp;
 mod worker_failures;

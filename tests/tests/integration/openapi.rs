@@ -4,6 +4,9 @@
 //! shape), and real responses of the handlers, validated against the schema
 //! the document gives for their route and status. A route added, a field
 //! renamed or an error status introduced without the document fails here.
+//! The `webhooks` section (the events sent to organisations' endpoints) is
+//! held to its own rules here; `webhook_payloads.rs` checks the events the
+//! code builds against it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 use shared::api::Route;
 use shared::base::config::Secret;
+use shared::flows::webhooks::EVENT_TYPES;
 use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
 
 use crate::support::*;
@@ -33,7 +37,7 @@ const PUBLIC: [(&str, &str); 3] = [
 /// answers 503 with the health document itself (seed 001).
 const NOT_ERROR_SHAPED: [(&str, &str, &str); 1] = [("GET", "/health", "503")];
 
-fn document() -> Value {
+pub(crate) fn document() -> Value {
     serde_json::from_str(::openapi::DOCUMENT).expect("shared/openapi.json is JSON")
 }
 
@@ -44,6 +48,23 @@ fn operations(doc: &Value) -> BTreeMap<(String, String), &Value> {
         for method in METHODS {
             if let Some(operation) = item.get(method) {
                 found.insert((method.to_uppercase(), path.clone()), operation);
+            }
+        }
+    }
+    found
+}
+
+/// Every (METHOD, `webhooks/{event type}`) of the `webhooks` section with
+/// its operation object: the requests callops sends, not routes it serves.
+fn webhook_operations(doc: &Value) -> BTreeMap<(String, String), &Value> {
+    let mut found = BTreeMap::new();
+    for (name, item) in doc["webhooks"].as_object().expect("webhooks") {
+        for method in METHODS {
+            if let Some(operation) = item.get(method) {
+                found.insert(
+                    (method.to_uppercase(), format!("webhooks/{name}")),
+                    operation,
+                );
             }
         }
     }
@@ -76,7 +97,7 @@ fn template_routes() -> BTreeSet<(String, String)> {
 }
 
 /// Follows local `$ref`s (responses, examples, parameters) to the object.
-fn resolve<'a>(doc: &'a Value, mut value: &'a Value) -> &'a Value {
+pub(crate) fn resolve<'a>(doc: &'a Value, mut value: &'a Value) -> &'a Value {
     while let Some(reference) = value.get("$ref").and_then(Value::as_str) {
         let pointer = reference
             .strip_prefix('#')
@@ -90,7 +111,7 @@ fn resolve<'a>(doc: &'a Value, mut value: &'a Value) -> &'a Value {
 
 /// A draft 2020-12 validator for `schema`, whose `$ref`s point into the
 /// document's `components` (carried along under the same name).
-fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
+pub(crate) fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
     let mut root = schema.clone();
     root.as_object_mut()
         .expect("schemas are objects")
@@ -101,7 +122,7 @@ fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
         .unwrap_or_else(|e| panic!("schema does not compile: {e}\n{schema:#}"))
 }
 
-fn errors_of(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
+pub(crate) fn errors_of(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
     validator
         .iter_errors(instance)
         .map(|e| format!("{} at {}", e, e.instance_path()))
@@ -149,7 +170,9 @@ fn every_example_validates_against_its_schema() {
     let doc = document();
     let mut checked = 0;
     let mut failures = Vec::new();
-    for ((method, path), operation) in operations(&doc) {
+    // The events callops sends show theirs as much as the routes it serves.
+    let every = operations(&doc).into_iter().chain(webhook_operations(&doc));
+    for ((method, path), operation) in every {
         let mut media_types = Vec::new();
         if let Some(body) = operation.get("requestBody") {
             let body = resolve(&doc, body);
@@ -342,6 +365,117 @@ fn the_document_is_openapi_3_1_with_security_and_the_common_error_shape() {
         public, expected,
         "operations documented without credentials"
     );
+}
+
+/// What every event callops sends carries (Standard Webhooks).
+const SIGNATURE_HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
+
+#[test]
+fn the_webhooks_section_describes_every_event_type_signed_and_acknowledged() {
+    let doc = document();
+    let webhooks = doc["webhooks"].as_object().expect("a `webhooks` section");
+    let documented: BTreeSet<&str> = webhooks.keys().map(String::as_str).collect();
+    let known: BTreeSet<&str> = EVENT_TYPES.into_iter().collect();
+    assert_eq!(documented, known, "`webhooks` and EVENT_TYPES");
+    assert_eq!(
+        doc["components"]["schemas"]["WebhookEventType"]["enum"],
+        json!(EVENT_TYPES),
+        "the subscription's vocabulary is EVENT_TYPES, in order"
+    );
+
+    let tags: BTreeSet<&str> = doc["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tag| tag["name"].as_str().unwrap())
+        .collect();
+    let mut operation_ids: BTreeSet<String> = operations(&doc)
+        .values()
+        .map(|operation| operation["operationId"].as_str().unwrap().to_string())
+        .collect();
+    for (name, item) in webhooks {
+        let methods: Vec<&str> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(methods, ["post"], "{name}: events are POSTed");
+        let operation = &item["post"];
+        let id = operation["operationId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no operationId"));
+        assert!(
+            operation_ids.insert(id.to_string()),
+            "{name}: operationId {id} used twice"
+        );
+        for tag in operation["tags"].as_array().into_iter().flatten() {
+            assert!(
+                tags.contains(tag.as_str().unwrap()),
+                "{name}: tag {tag} not declared"
+            );
+        }
+
+        let headers: BTreeSet<&str> = operation["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: no signature headers"))
+            .iter()
+            .map(|p| resolve(&doc, p))
+            .map(|p| {
+                assert_eq!(p["in"], "header", "{name}: {}", p["name"]);
+                assert_eq!(p["required"], true, "{name}: {}", p["name"]);
+                p["name"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            headers,
+            SIGNATURE_HEADERS.into_iter().collect(),
+            "{name}: signature headers"
+        );
+
+        let body = resolve(&doc, &operation["requestBody"]);
+        assert_eq!(body["required"], true, "{name}: the body is always sent");
+        let media = &body["content"]["application/json"];
+        let schema = &media["schema"];
+        assert!(
+            schema["allOf"].as_array().is_some_and(|parts| parts
+                .iter()
+                .any(|p| p["$ref"] == "#/components/schemas/WebhookEnvelope")),
+            "{name}: not the envelope: {schema}"
+        );
+        assert_eq!(
+            schema["properties"]["type"]["const"],
+            name.as_str(),
+            "{name}: type"
+        );
+        assert!(
+            schema["properties"]["data"]["$ref"].is_string(),
+            "{name}: data"
+        );
+
+        // The `const` bites: its example under another type is refused.
+        let validator = validator(&doc, schema);
+        let examples = examples_of(&doc, media);
+        assert!(!examples.is_empty(), "{name}: no example");
+        for (example, value) in examples {
+            assert_eq!(value["type"], name.as_str(), "{name} example {example}");
+            let mut retyped = value.clone();
+            retyped["type"] = json!(if name == "webhook.test" {
+                "call.started"
+            } else {
+                "webhook.test"
+            });
+            assert!(
+                !errors_of(&validator, &retyped).is_empty(),
+                "{name} example {example} validates as another type"
+            );
+        }
+
+        let responses = operation["responses"].as_object().unwrap();
+        for status in ["2XX", "410"] {
+            assert!(responses.contains_key(status), "{name}: no {status}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1260,4 +1394,335 @@ async fn twilio_signed_and_phone_responses_match_the_document() {
     let gone = end().await;
     assert_eq!(gone.status(), 404);
     documented.check("POST", "/phone/end/{callSid}", &gone);
+}
+
+#[tokio::test]
+async fn webhook_endpoint_responses_match_the_document() {
+    use shared::base::time::{Clock, SystemClock};
+    use shared::flows::webhooks::admin::WebhookApi;
+    use shared::flows::webhooks::dispatch::Replayer;
+    use shared::flows::webhooks::events;
+    use shared::flows::webhooks::sender::UrlPolicy;
+    use shared::store::webhooks::{
+        AttemptOutcome, AttemptRecord, DynamoWebhookStore, StoredMessage, WebhookStore,
+    };
+
+    let documented = Documented::new();
+    let stack = Stack::start().await;
+    let store: Arc<dyn WebhookStore> = Arc::new(DynamoWebhookStore::new(
+        stack.dynamo.clone(),
+        stack.resources.table("WebhooksTable"),
+    ));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let api = WebhookApi {
+        access: stack.keyed_access(),
+        store: Arc::clone(&store),
+        replayer: Replayer {
+            store: Arc::clone(&store),
+            main_queue: stack.queue("WebhookQueue"),
+            slow_queue: stack.queue("WebhookSlowQueue"),
+            clock: Arc::clone(&clock),
+        },
+        main_queue: stack.queue("WebhookQueue"),
+        policy: UrlPolicy { loopback: true },
+        clock: Arc::clone(&clock),
+    };
+    let keys = DynamoApiKeyStore::new(stack.dynamo.clone(), stack.resources.table("ApiKeysTable"));
+    let (key, record) = api_keys::generate("openapi", ORG);
+    keys.insert(&record).await.unwrap();
+    let (globex_key, record) = api_keys::generate("openapi", "globex");
+    keys.insert(&record).await.unwrap();
+    let (orphan_key, mut record) = api_keys::generate("openapi", ORG);
+    record.org_id = None;
+    keys.insert(&record).await.unwrap();
+    let keyed = [("x-api-key", key.as_str())];
+    let globex_auth = bearer(&globex_key);
+    let globex = [("authorization", globex_auth.as_str())];
+    let orphan = [("x-api-key", orphan_key.as_str())];
+
+    let call = |method: &str, route: &str, path: &str, headers: &[(&str, &str)], body| {
+        api.handle(request(method, route, path, headers, body))
+    };
+    let endpoints = "/webhook-endpoints";
+    let one = "/webhook-endpoints/{endpoint_id}";
+
+    // Created: the secret shown once, the event types deduplicated.
+    let new = json!({"url": "http://127.0.0.1:9/hooks", "description": "openapi",
+        "event_types": ["call.ended", "session.started", "call.ended"]});
+    let created = call("POST", endpoints, endpoints, &keyed, Some(new)).await;
+    assert_eq!(created.status(), 201, "{}", text(&created));
+    let endpoint = documented.check("POST", endpoints, &created);
+    assert_eq!(
+        endpoint["event_types"],
+        json!(["call.ended", "session.started"])
+    );
+    let first_secret = endpoint["secret"].as_str().unwrap().to_string();
+    let id = endpoint["endpoint_id"].as_str().unwrap().to_string();
+    let path = format!("/webhook-endpoints/{id}");
+
+    for (body, status, code) in [
+        (
+            json!({"url": "https://user:pw@hooks.example.com/"}),
+            422,
+            "invalid_url",
+        ),
+        (
+            json!({"url": "ftp://hooks.example.com/"}),
+            422,
+            "invalid_url",
+        ),
+        (
+            json!({"url": "https://hooks.example.com/", "event_types": ["call.exploded"]}),
+            422,
+            "invalid_event_types",
+        ),
+        (
+            json!({"url": "https://hooks.example.com/", "description": "d".repeat(257)}),
+            422,
+            "invalid_description",
+        ),
+        (json!({"colour": "red"}), 400, "invalid_json"),
+        (
+            json!({"url": "https://hooks.example.com/", "description": "d".repeat(17_000)}),
+            413,
+            "payload_too_large",
+        ),
+    ] {
+        let refused = call("POST", endpoints, endpoints, &keyed, Some(body)).await;
+        assert_eq!(refused.status(), status, "{}", text(&refused));
+        assert_eq!(documented.check("POST", endpoints, &refused)["code"], code);
+    }
+    let keyless = call("POST", endpoints, endpoints, &[], None).await;
+    assert_eq!(keyless.status(), 401);
+    documented.check("POST", endpoints, &keyless);
+    let no_organisation = call("GET", endpoints, endpoints, &orphan, None).await;
+    assert_eq!(no_organisation.status(), 403);
+    assert_eq!(
+        documented.check("GET", endpoints, &no_organisation)["code"],
+        "api_key_without_organisation"
+    );
+
+    let listed = call("GET", endpoints, endpoints, &keyed, None).await;
+    assert_eq!(listed.status(), 200, "{}", text(&listed));
+    let listing = documented.check("GET", endpoints, &listed);
+    assert_eq!(listing["endpoints"].as_array().unwrap().len(), 1);
+    assert!(listing["endpoints"][0].get("secret").is_none());
+
+    let found = call("GET", one, &path, &keyed, None).await;
+    assert_eq!(found.status(), 200);
+    assert_eq!(
+        documented.check("GET", one, &found)["endpoint_id"],
+        id.as_str()
+    );
+    // Another organisation's endpoint is not found, nor is an id not of ours.
+    for (headers, path) in [
+        (&globex, path.as_str()),
+        (&keyed, "/webhook-endpoints/nope"),
+    ] {
+        let missing = call("GET", one, path, headers, None).await;
+        assert_eq!(missing.status(), 404, "{}", text(&missing));
+        assert_eq!(documented.check("GET", one, &missing)["code"], "not_found");
+    }
+
+    let disabled = call("PATCH", one, &path, &keyed, Some(json!({"enabled": false}))).await;
+    assert_eq!(disabled.status(), 200, "{}", text(&disabled));
+    assert_eq!(documented.check("PATCH", one, &disabled)["enabled"], false);
+    let enabled = call("PATCH", one, &path, &keyed, Some(json!({"enabled": true}))).await;
+    assert_eq!(enabled.status(), 200);
+    assert!(documented
+        .check("PATCH", one, &enabled)
+        .get("disabled_reason")
+        .is_none());
+    let unknown_field = call("PATCH", one, &path, &keyed, Some(json!({"secret": "x"}))).await;
+    assert_eq!(unknown_field.status(), 400);
+    documented.check("PATCH", one, &unknown_field);
+    let bad_url = call(
+        "PATCH",
+        one,
+        &path,
+        &keyed,
+        Some(json!({"url": "not a url"})),
+    )
+    .await;
+    assert_eq!(bad_url.status(), 422);
+    assert_eq!(
+        documented.check("PATCH", one, &bad_url)["code"],
+        "invalid_url"
+    );
+
+    let rotate = "/webhook-endpoints/{endpoint_id}/rotate-secret";
+    let rotated = call(
+        "POST",
+        rotate,
+        &format!("{path}/rotate-secret"),
+        &keyed,
+        None,
+    )
+    .await;
+    assert_eq!(rotated.status(), 200, "{}", text(&rotated));
+    let rotation = documented.check("POST", rotate, &rotated);
+    assert_ne!(rotation["secret"], first_secret.as_str());
+    assert!(rotation["previous_secret_until"].is_string());
+
+    let test = "/webhook-endpoints/{endpoint_id}/test";
+    let queued = call("POST", test, &format!("{path}/test"), &keyed, None).await;
+    assert_eq!(queued.status(), 202, "{}", text(&queued));
+    assert_eq!(documented.check("POST", test, &queued)["attempt"], 0);
+    let foreign = call("POST", test, &format!("{path}/test"), &globex, None).await;
+    assert_eq!(foreign.status(), 404);
+    documented.check("POST", test, &foreign);
+
+    // An event and one failed attempt to the endpoint, as the worker stores them.
+    let event = events::usage_threshold(ORG, "2026-12", 80, 28_900, 36_000);
+    let now = clock.now();
+    store
+        .put_message(&StoredMessage {
+            message_id: event.id.clone(),
+            org_id: ORG.into(),
+            event_type: event.event_type.clone(),
+            timestamp: event.timestamp.clone(),
+            body: event.envelope(),
+            expires_at: now + 86_400,
+        })
+        .await
+        .unwrap();
+    store
+        .record_attempt(&AttemptRecord {
+            message_id: event.id.clone(),
+            endpoint_id: id.clone(),
+            org_id: ORG.into(),
+            event_type: event.event_type.clone(),
+            attempt: 0,
+            at: shared::base::time::now_rfc3339(),
+            at_ms: now * 1000,
+            outcome: AttemptOutcome::Failed,
+            status_code: Some(500),
+            latency_ms: 212,
+            response: Some("Internal Server Error".into()),
+            error: Some("answered 500".into()),
+            trigger: "scheduled".into(),
+            expires_at: now + 86_400,
+        })
+        .await
+        .unwrap();
+
+    let attempts = "/webhook-endpoints/{endpoint_id}/attempts";
+    let page = call(
+        "GET",
+        attempts,
+        &format!("{path}/attempts?status=failed&limit=10"),
+        &keyed,
+        None,
+    )
+    .await;
+    assert_eq!(page.status(), 200, "{}", text(&page));
+    let page = documented.check("GET", attempts, &page);
+    assert_eq!(page["attempts"][0]["message_id"], event.id.as_str());
+    for (query, code) in [
+        ("status=paused", "invalid_status"),
+        ("since=yesterday", "invalid_time"),
+        ("limit=0", "invalid_limit"),
+        ("cursor=not-a-cursor", "invalid_cursor"),
+    ] {
+        let refused = call(
+            "GET",
+            attempts,
+            &format!("{path}/attempts?{query}"),
+            &keyed,
+            None,
+        )
+        .await;
+        assert_eq!(refused.status(), 400, "{query}: {}", text(&refused));
+        assert_eq!(documented.check("GET", attempts, &refused)["code"], code);
+    }
+
+    let message = "/webhook-messages/{message_id}";
+    let message_path = format!("/webhook-messages/{}", event.id);
+    let shown = call("GET", message, &message_path, &keyed, None).await;
+    assert_eq!(shown.status(), 200, "{}", text(&shown));
+    let shown = documented.check("GET", message, &shown);
+    assert_eq!(shown["payload"]["data"]["threshold_percent"], 80);
+    assert_eq!(shown["attempts"].as_array().unwrap().len(), 1);
+    for (headers, path) in [
+        (&globex, message_path.clone()),
+        (
+            &keyed,
+            "/webhook-messages/msg_000000000000000000000000".to_string(),
+        ),
+    ] {
+        let missing = call("GET", message, &path, headers, None).await;
+        assert_eq!(missing.status(), 404);
+        documented.check("GET", message, &missing);
+    }
+    let bad_status = call(
+        "GET",
+        message,
+        &format!("{message_path}?status=lost"),
+        &keyed,
+        None,
+    )
+    .await;
+    assert_eq!(bad_status.status(), 400);
+    documented.check("GET", message, &bad_status);
+
+    let replay = "/webhook-endpoints/{endpoint_id}/messages/{message_id}/replay";
+    let replay_path = format!("{path}/messages/{}/replay", event.id);
+    let replayed = call("POST", replay, &replay_path, &keyed, None).await;
+    assert_eq!(replayed.status(), 202, "{}", text(&replayed));
+    assert_eq!(
+        documented.check("POST", replay, &replayed)["message_id"],
+        event.id.as_str()
+    );
+    let unknown = format!("{path}/messages/msg_000000000000000000000000/replay");
+    let missing = call("POST", replay, &unknown, &keyed, None).await;
+    assert_eq!(missing.status(), 404);
+    documented.check("POST", replay, &missing);
+
+    let recover = "/webhook-endpoints/{endpoint_id}/recover";
+    let recover_path = format!("{path}/recover");
+    let since = json!({"since": "2026-01-01T00:00:00+05:30"});
+    let recovered = call("POST", recover, &recover_path, &keyed, Some(since)).await;
+    assert_eq!(recovered.status(), 202, "{}", text(&recovered));
+    assert_eq!(
+        documented.check("POST", recover, &recovered)["since"],
+        "2025-12-31T18:30:00Z"
+    );
+    for (body, code) in [
+        (json!({"since": "yesterday"}), "invalid_time"),
+        (json!({}), "invalid_json"),
+    ] {
+        let refused = call("POST", recover, &recover_path, &keyed, Some(body)).await;
+        assert_eq!(refused.status(), 400);
+        assert_eq!(documented.check("POST", recover, &refused)["code"], code);
+    }
+
+    for status in [200, 404] {
+        let deleted = call("DELETE", one, &path, &keyed, None).await;
+        assert_eq!(deleted.status(), status, "{}", text(&deleted));
+        documented.check("DELETE", one, &deleted);
+    }
+
+    // At most 20 endpoints per organisation.
+    for n in 0..20 {
+        // A description always: DynamoDB Local refuses the empty string an
+        // endpoint without one is stored with.
+        let body = json!({"url": format!("http://127.0.0.1:9/hooks/{n}"), "description": "hook"});
+        let created = call("POST", endpoints, endpoints, &globex, Some(body)).await;
+        assert_eq!(created.status(), 201, "{}", text(&created));
+    }
+    let body = json!({"url": "http://127.0.0.1:9/hooks/20", "description": "hook"});
+    let full = call("POST", endpoints, endpoints, &globex, Some(body)).await;
+    assert_eq!(full.status(), 409, "{}", text(&full));
+    assert_eq!(
+        documented.check("POST", endpoints, &full)["code"],
+        "webhook_endpoint_limit"
+    );
+    let listed = call("GET", endpoints, endpoints, &globex, None).await;
+    assert_eq!(
+        documented.check("GET", endpoints, &listed)["endpoints"]
+            .as_array()
+            .unwrap()
+            .len(),
+        20
+    );
 }

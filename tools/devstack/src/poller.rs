@@ -82,6 +82,9 @@ impl QueuePoller {
             .iter()
             .map(|f| f.item_identifier.clone())
             .collect();
+        // One DeleteMessageBatch for the batch's successes, as Lambda's
+        // event source does.
+        let mut deletes = Vec::new();
         for (id, receipt) in handles {
             let Some(receipt) = receipt else { continue };
             if report.failed.contains(&id) {
@@ -94,15 +97,29 @@ impl QueuePoller {
                     .await
                     .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
             } else {
-                self.sqs
-                    .delete_message()
-                    .queue_url(&self.queue_url)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await
-                    .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
-                report.deleted += 1;
+                deletes.push(
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(format!("m{}", deletes.len()))
+                        .receipt_handle(receipt)
+                        .build()
+                        .map_err(|e| e.to_string())?,
+                );
             }
+        }
+        if !deletes.is_empty() {
+            let count = deletes.len();
+            let out = self
+                .sqs
+                .delete_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(deletes))
+                .send()
+                .await
+                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
+            if let Some(failed) = out.failed.first() {
+                return Err(format!("delete failed: {failed:?}"));
+            }
+            report.deleted += count;
         }
         Ok(report)
     }

@@ -29,6 +29,12 @@ use crate::store::StoreError;
 use super::sender::{Answer, WebhookSender};
 use super::{delay_before, signing, AttemptJob, WebhookEvent, WebhookJob, DISABLE_AFTER};
 
+/// What became of a send.
+enum Sent {
+    Answered(Answer),
+    MovedToSlowLane,
+}
+
 /// Which queue a job came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
@@ -273,14 +279,88 @@ impl Dispatcher {
                 .settle_failed(&delivery, Some(&message), &answer, &job.trigger)
                 .await;
         }
-        let answer = self.send(&endpoint, &message, now).await;
-        self.conclude(&endpoint, &delivery, &message, answer, &job.trigger)
-            .await
+        match self.send(&endpoint, &message, now, lane).await {
+            Sent::Answered(answer) => {
+                self.conclude(&endpoint, &delivery, &message, answer, &job.trigger)
+                    .await
+            }
+            Sent::MovedToSlowLane => {
+                self.move_to_slow_lane(&delivery, &message, &job.trigger)
+                    .await
+            }
+        }
+    }
+
+    /// The main lane gave up waiting: the attempt's outcome is unknown, and
+    /// the next one (same webhook-id, its place in the schedule unchanged)
+    /// goes to the slow lane at once, where it has the full timeout.
+    async fn move_to_slow_lane(
+        &self,
+        delivery: &Delivery,
+        message: &StoredMessage,
+        trigger: &str,
+    ) -> Result<Outcome, String> {
+        let now = self.clock.now();
+        let waited = Answer {
+            error: Some(format!(
+                "no answer within {} ms on the main lane; sent again on the slow lane",
+                self.settings.slow_after.as_millis()
+            )),
+            latency_ms: self.settings.slow_after.as_millis() as u64,
+            ..Answer::default()
+        };
+        let record = self.record(
+            delivery,
+            Some(message),
+            delivery.attempt,
+            AttemptOutcome::Unknown,
+            &waited,
+            trigger,
+        );
+        let settle = Settle::Retry {
+            status: None,
+            error: waited.error.clone().unwrap_or_default(),
+            next_at: now,
+            queued: true,
+            free: true,
+        };
+        if !self.settled(delivery, &settle, &record).await? {
+            return Ok(Outcome::Done);
+        }
+        let job = AttemptJob {
+            org_id: delivery.org_id.clone(),
+            endpoint_id: delivery.endpoint_id.clone(),
+            message_id: delivery.message_id.clone(),
+            attempt: delivery.attempt + 1,
+            trigger: trigger.to_string(),
+            entry: Some(crate::store::webhooks::retry_entry(
+                now,
+                &delivery.endpoint_id,
+                &delivery.message_id,
+            )),
+            slow: true,
+        };
+        jobs::send(
+            self.slow_queue.as_ref(),
+            &WebhookJob::Attempt(job),
+            Duration::ZERO,
+        )
+        .await
+        .map_err(queue_err)?;
+        Ok(Outcome::Done)
     }
 
     /// Signs and posts, marking the endpoint slow as soon as it keeps us
-    /// waiting (not when it finally times out).
-    async fn send(&self, endpoint: &Endpoint, message: &StoredMessage, now: i64) -> Answer {
+    /// waiting (not when it finally times out). On the main lane the wait
+    /// ends there: the request is dropped and the attempt moves to the slow
+    /// lane, so no batch of first attempts waits on a hanging endpoint.
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        message: &StoredMessage,
+        now: i64,
+        lane: Lane,
+    ) -> Sent {
         let signature = signing::signature_header(
             &endpoint.signing_secrets(now),
             &message.message_id,
@@ -295,7 +375,7 @@ impl Dispatcher {
         let post = self.sender.post(&endpoint.url, &headers, &message.body);
         tokio::pin!(post);
         tokio::select! {
-            answer = &mut post => return answer,
+            answer = &mut post => return Sent::Answered(answer),
             _ = tokio::time::sleep(self.settings.slow_after) => {}
         }
         if !is_slow(endpoint, now) {
@@ -311,7 +391,10 @@ impl Dispatcher {
                 tracing::warn!(error = %err, "could not mark the endpoint slow");
             }
         }
-        post.await
+        if lane == Lane::Main {
+            return Sent::MovedToSlowLane;
+        }
+        Sent::Answered(post.await)
     }
 
     async fn conclude(
@@ -392,6 +475,7 @@ impl Dispatcher {
             error: answer.error.clone().unwrap_or_default(),
             next_at: now + wait,
             queued,
+            free: false,
         };
         if !self.settled(delivery, &settle, &record).await? {
             return Ok(Outcome::Done);

@@ -100,7 +100,11 @@ pub fn outbound_ended(org_id: &str, call: &OutboundCall) -> Vec<WebhookEvent> {
     )];
     if !call.transcript.is_empty() {
         let text = crate::store::outbound_calls::transcript_text(&call.transcript);
-        let mut data = transcript_data(&call.call_ref, &text);
+        let link = format!(
+            "/conversations/{}/transcript",
+            crate::flows::sessions::url_encode(&call.call_ref)
+        );
+        let mut data = transcript_data(&link, &text);
         data["call_id"] = json!(call.call_ref);
         data["kind"] = json!("outbound");
         events.push(WebhookEvent::new(
@@ -115,10 +119,15 @@ pub fn outbound_ended(org_id: &str, call: &OutboundCall) -> Vec<WebhookEvent> {
 }
 
 fn recorded_data(record: &CallRecord) -> Value {
+    let direction = match record.direction {
+        crate::store::calls::Direction::Incoming => "inbound",
+        crate::store::calls::Direction::Outgoing => "outbound",
+    };
     json!({
-        "call_id": record.call_id,
+        // The sender's own id (the record's key carries the organisation).
+        "call_id": record.reported_call_id(),
         "kind": "recording",
-        "direction": record.direction,
+        "direction": direction,
         "source": record.source,
         "from": record.from_number,
         "to": record.to_number,
@@ -139,8 +148,12 @@ pub fn recorded_call_transcribed(
     let mut ended = recorded_data(record);
     ended["status"] = json!(record.call_status.as_deref().unwrap_or("completed"));
     ended["end_reason"] = json!("completed");
-    let mut ready = transcript_data(&record.call_id, transcript);
-    ready["call_id"] = json!(record.call_id);
+    let link = format!(
+        "/call/{}",
+        crate::flows::sessions::url_encode(record.reported_call_id())
+    );
+    let mut ready = transcript_data(&link, transcript);
+    ready["call_id"] = json!(record.reported_call_id());
     ready["kind"] = json!("recording");
     vec![
         WebhookEvent::new(
@@ -174,7 +187,7 @@ pub fn recorded_call_failed(org_id: &str, record: &CallRecord) -> Vec<WebhookEve
             &record.call_id,
             now(),
             json!({
-                "call_id": record.call_id,
+                "call_id": record.reported_call_id(),
                 "kind": "recording",
                 "reason": record.failure_reason,
             }),

@@ -8,6 +8,7 @@ mod elevenlabs;
 mod exotel;
 mod livekit;
 mod llm;
+mod receiver;
 mod slack;
 mod twilio;
 
@@ -24,6 +25,7 @@ pub use elevenlabs::{
 pub use exotel::{fake_mp3, FakeExotel};
 pub use livekit::{FakeDispatch, FakeEgress, FakeLiveKit, FakeParticipant};
 pub use llm::{FakeLlm, LlmScript};
+pub use receiver::{Answer as ReceiverAnswer, Delivery as ReceivedHook, FakeReceiver};
 pub use slack::{FakeSlack, ScriptedResponse};
 pub use twilio::{twilio_signature, FakeTwilio};
 
