@@ -1125,3 +1125,119 @@ async fn an_event_published_twice_is_one_event() {
     let sent = receiver.deliveries()[0].json()["timestamp"].clone();
     assert!(sent == "2027-01-03T00:00:00Z" || sent == "2027-01-09T00:00:00Z");
 }
+
+#[tokio::test]
+async fn a_sessions_end_is_published_by_the_sweep_once() {
+    use shared::store::sessions::{Ending, NewSession, SessionStore};
+    let hooks = Hooks::start().await;
+    let receiver = FakeReceiver::start();
+    let (_, secret) = hooks
+        .endpoint(&receiver.url(), Some(&["session.ended"]))
+        .await;
+    receiver.set_secrets(&[&secret]);
+    let sessions = Arc::new(hooks.stack.sessions());
+    sessions
+        .open(&NewSession {
+            session_id: "web-retro".into(),
+            session_type: "web".into(),
+            room: "retro".into(),
+            org_id: "acme".into(),
+            started_at: at(T0),
+            agent_active: true,
+            dispatch_id: None,
+            call_sid: None,
+            direction: None,
+            from_number: None,
+            to_number: None,
+            host_identity: Some("host-1".into()),
+            reopen: false,
+            conversation: "c1".into(),
+            room_sid: None,
+        })
+        .await
+        .unwrap();
+    let ending = Ending {
+        ended_at: at(T0 + 95),
+        duration_secs: Some(95),
+        ..Ending::default()
+    };
+    assert!(sessions.end("retro", &ending).await.unwrap().is_some());
+    let announcer = shared::flows::webhooks::sweep::EndedSessions {
+        sessions: sessions.clone(),
+        webhook_queue: hooks.main.clone(),
+    };
+    assert_eq!(announcer.run(100).await.unwrap(), 1);
+    // Announced once: the next sweep finds nothing.
+    assert_eq!(announcer.run(100).await.unwrap(), 0);
+    hooks.settle().await;
+    let ended: Vec<Value> = receiver.deliveries().iter().map(|d| d.json()).collect();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0]["type"], "session.ended");
+    assert_eq!(ended[0]["data"]["session_id"], "web-retro");
+    assert_eq!(ended[0]["data"]["duration_secs"], 95);
+    assert_eq!(ended[0]["data"]["end_reason"], "completed");
+    assert!(receiver.deliveries()[0].verified);
+}
+
+#[tokio::test]
+async fn outbound_calls_publish_call_ended_and_usage_thresholds_once_a_month() {
+    use shared::store::directory::{DirectoryStore, Organisation};
+    use shared::store::outbound_calls::{OutboundCall, OutboundCallStore};
+    let hooks = Hooks::start().await;
+    let receiver = FakeReceiver::start();
+    let (_, secret) = hooks.endpoint(&receiver.url(), None).await;
+    receiver.set_secrets(&[&secret]);
+    let directory = hooks.stack.directory();
+    let now = shared::base::time::now_rfc3339();
+    let organisation: Organisation = serde_json::from_value(json!({
+        "org_id": "acme", "name": "Acme", "monthly_limit_seconds": 100,
+        "created_at": now, "updated_at": now,
+    }))
+    .unwrap();
+    assert!(directory.create_organisation(&organisation).await.unwrap());
+    let outbound = hooks.stack.outbound_calls();
+    let notifier = hooks.stack.notify_worker(vec![hooks.stack.slack_webhook()]);
+    // 85 s, then 20 s more: past 80% with the first, past 100% with the second.
+    for (call_ref, seconds) in [("oc_usage_1", 85), ("oc_usage_2", 20)] {
+        let call: OutboundCall = serde_json::from_value(json!({
+            "call_id": call_ref, "provider": "twilio", "org_id": "acme",
+            "to_number": "+14155552671", "from_number": "+14155552672",
+            "status": "completed", "duration_secs": seconds, "end_reason": "completed",
+            "transcript": [{"role": "agent", "message": "Hello"}, {"role": "user", "message": "Hi"}],
+            "created_at": now,
+        }))
+        .unwrap();
+        assert!(outbound.create(&call).await.unwrap());
+        outbound.record_duration(&call, seconds).await.unwrap();
+        let job = shared::queue::jobs::NotificationJob::for_call(
+            call_ref,
+            shared::queue::jobs::NotificationKind::OutboundCallSummary,
+        )
+        .of_org(Some("acme"));
+        jobs::send(
+            hooks.stack.queue("NotificationQueue").as_ref(),
+            &job,
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+        hooks.stack.run_notifications(&notifier).await;
+        hooks.settle().await;
+    }
+    let events: Vec<Value> = receiver.deliveries().iter().map(|d| d.json()).collect();
+    let of = |kind: &str| -> Vec<&Value> { events.iter().filter(|e| e["type"] == kind).collect() };
+    assert_eq!(of("call.ended").len(), 2);
+    assert_eq!(of("call.ended")[0]["data"]["duration_secs"], 85);
+    assert_eq!(of("call.transcript.ready").len(), 2);
+    assert_eq!(
+        of("call.transcript.ready")[0]["data"]["transcript"],
+        "Agent: Hello\nUser: Hi"
+    );
+    let thresholds: Vec<u64> = of("usage.threshold")
+        .iter()
+        .map(|e| e["data"]["threshold_percent"].as_u64().unwrap())
+        .collect();
+    assert_eq!(thresholds, [80, 100], "each once: {events:?}");
+    assert_eq!(of("usage.threshold")[1]["data"]["used_seconds"], 105);
+    assert!(receiver.deliveries().iter().all(|d| d.verified));
+}

@@ -380,6 +380,24 @@ async fn ten_concurrent_duplicates_get_one_reply_and_one_llm_call() {
     wa.run_replies(&worker).await;
     assert_eq!(wa.twilio.sent_messages().len(), 1);
     assert_eq!(wa.llm.completions().len(), 1);
+    // Its webhook events: the same event id however often the job ran (the
+    // webhook worker stores each id once), one reply sent.
+    let events: Vec<serde_json::Value> = wa
+        .stack
+        .peek("WebhookQueue")
+        .await
+        .iter()
+        .map(|body| serde_json::from_str(body).unwrap())
+        .collect();
+    let ids = |kind: &str| -> std::collections::BTreeSet<String> {
+        events
+            .iter()
+            .filter(|job| job["event"]["type"] == kind)
+            .map(|job| job["event"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids("whatsapp.message.received").len(), 1, "{events:?}");
+    assert_eq!(ids("whatsapp.reply.sent").len(), 1, "{events:?}");
 }
 
 #[tokio::test]
