@@ -18,5 +18,6 @@ pub async fn from_env() -> Result<WebhookApi, lambda_http::Error> {
         main_queue: aws.queue("WEBHOOK_QUEUE_URL")?,
         policy: UrlPolicy::from_env()?,
         clock,
+        recover_batch: shared::flows::webhooks::admin::MAX_RECOVER,
     })
 }

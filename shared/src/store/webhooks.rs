@@ -425,6 +425,26 @@ impl DynamoWebhookStore {
     }
 }
 
+/// Where a scan of an endpoint's attempts resumes after `attempt` (its
+/// table and index keys, as `ExclusiveStartKey` takes them).
+pub fn attempt_cursor(attempt: &AttemptRecord) -> HashMap<String, String> {
+    HashMap::from([
+        ("pk".to_string(), msg_pk(&attempt.message_id)),
+        (
+            "sk".to_string(),
+            format!("attempt#{}#{:04}", attempt.endpoint_id, attempt.attempt),
+        ),
+        ("ep_key".to_string(), format!("ep#{}", attempt.endpoint_id)),
+        (
+            "ep_at".to_string(),
+            format!(
+                "{:013}#{}#{:04}",
+                attempt.at_ms, attempt.message_id, attempt.attempt
+            ),
+        ),
+    ])
+}
+
 /// An attempt's item, with the keys of the per-endpoint index.
 fn attempt_item(attempt: &AttemptRecord) -> Result<Item, StoreError> {
     let mut item = with_key(

@@ -1426,6 +1426,7 @@ async fn webhook_endpoint_responses_match_the_document() {
         main_queue: stack.queue("WebhookQueue"),
         policy: UrlPolicy { loopback: true },
         clock: Arc::clone(&clock),
+        recover_batch: shared::flows::webhooks::admin::MAX_RECOVER,
     };
     let keys = DynamoApiKeyStore::new(stack.dynamo.clone(), stack.resources.table("ApiKeysTable"));
     let (key, record) = api_keys::generate("openapi", ORG);

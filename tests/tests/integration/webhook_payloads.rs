@@ -393,6 +393,7 @@ async fn the_test_and_disabled_events_the_api_and_worker_send_match_the_document
         main_queue: main.clone(),
         policy: UrlPolicy { loopback: true },
         clock: Arc::clone(&clock),
+        recover_batch: shared::flows::webhooks::admin::MAX_RECOVER,
     };
     let keys = DynamoApiKeyStore::new(stack.dynamo.clone(), stack.resources.table("ApiKeysTable"));
     let (key, record) = api_keys::generate("webhook-payloads", ORG);

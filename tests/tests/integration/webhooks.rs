@@ -86,6 +86,7 @@ struct Hooks {
     worker: Arc<webhook_worker::WebhookWorker>,
     retries: RetryQueuer,
     key: String,
+    recover_batch: usize,
 }
 
 impl Hooks {
@@ -132,6 +133,7 @@ impl Hooks {
             worker,
             retries,
             key: String::new(),
+            recover_batch: shared::flows::webhooks::admin::MAX_RECOVER,
         };
         let key = hooks.key_of("acme").await;
         Self { key, ..hooks }
@@ -156,6 +158,7 @@ impl Hooks {
             main_queue: self.main.clone(),
             policy,
             clock: self.clock.clone(),
+            recover_batch: self.recover_batch,
         }
     }
 
@@ -1240,4 +1243,61 @@ async fn outbound_calls_publish_call_ended_and_usage_thresholds_once_a_month() {
     assert_eq!(thresholds, [80, 100], "each once: {events:?}");
     assert_eq!(of("usage.threshold")[1]["data"]["used_seconds"], 105);
     assert!(receiver.deliveries().iter().all(|d| d.verified));
+}
+
+#[tokio::test]
+async fn recovery_is_bounded_per_call_and_continues_from_its_cursor() {
+    let mut hooks = Hooks::start().await;
+    hooks.recover_batch = 2;
+    let receiver = FakeReceiver::start();
+    let (endpoint, _) = hooks.endpoint(&receiver.url(), None).await;
+    receiver.set_always(ReceiverAnswer::Fail(503));
+    let mut ids = HashSet::new();
+    for n in 0..5 {
+        ids.insert(
+            hooks
+                .publish("call.ended", &format!("CA-recover-{n}"))
+                .await,
+        );
+    }
+    hooks.advance_to(T0 + 2 * 86_400).await;
+    assert_eq!(receiver.deliveries().len(), 5 * 8);
+    receiver.set_always(ReceiverAnswer::Accept);
+
+    let path = format!("/webhook-endpoints/{endpoint}/recover");
+    let route = "/webhook-endpoints/{endpoint_id}/recover";
+    let mut recovered = Vec::new();
+    let mut cursor: Option<String> = None;
+    for call in 0..5 {
+        let mut body = json!({"since": at(T0)});
+        if let Some(cursor) = &cursor {
+            body["cursor"] = json!(cursor);
+        }
+        let (status, answer) = hooks
+            .call("POST", route, &path, "", &body.to_string())
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        assert!(answer["recovered"].as_u64().unwrap() <= 2);
+        recovered.extend(
+            answer["message_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id.as_str().unwrap().to_string()),
+        );
+        hooks.settle().await;
+        match answer["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => {
+                assert!(call >= 2, "five messages take three calls of two");
+                break;
+            }
+        }
+    }
+    let unique: HashSet<String> = recovered.iter().cloned().collect();
+    assert_eq!(unique, ids, "every failed message, once");
+    assert_eq!(recovered.len(), 5);
+    for id in &ids {
+        assert_eq!(receiver.of(id).len(), 9, "eight failures, one recovery");
+    }
 }

@@ -36,8 +36,10 @@ const MAX_DESCRIPTION_CHARS: usize = 256;
 const MAX_BODY_BYTES: usize = 16 * 1024;
 /// How long a rotated-out secret keeps signing beside the new one.
 pub const ROTATION_OVERLAP: i64 = 86_400;
-/// Most messages one recover call re-sends.
-pub const MAX_RECOVER: usize = 500;
+/// Most messages one recover call re-sends, and most failed attempts it
+/// looks at: a call stays well inside the API's 29 s; `next_cursor`
+/// continues where it stopped.
+pub const MAX_RECOVER: usize = 100;
 const DEFAULT_PAGE: i32 = 50;
 const MAX_PAGE: i32 = 200;
 
@@ -49,6 +51,9 @@ pub struct WebhookApi {
     pub main_queue: Arc<dyn JobQueue>,
     pub policy: UrlPolicy,
     pub clock: Arc<dyn Clock>,
+    /// Most messages one recover call re-sends ([`MAX_RECOVER`]); it looks
+    /// at ten times as many failed attempts at most.
+    pub recover_batch: usize,
 }
 
 /// An endpoint as shown: never its secret, except in [`CreatedEndpoint`].
@@ -126,6 +131,9 @@ struct EndpointChange {
 #[serde(deny_unknown_fields)]
 struct RecoverRequest {
     since: String,
+    /// The previous answer's `next_cursor`.
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
 /// What the routes answer, in one type so one function serves them all.
@@ -163,8 +171,9 @@ pub enum WebhookAnswer {
         since: String,
         recovered: usize,
         message_ids: Vec<String>,
-        /// More failed messages than one call re-sends: call again.
-        more: bool,
+        /// Where this call stopped (its bounds reached): pass it as
+        /// `cursor` with the same `since`; `null` when it got to the end.
+        next_cursor: Option<String>,
     },
 }
 
@@ -653,59 +662,61 @@ impl WebhookApi {
         let body = api::body_bytes_within(request.body(), MAX_BODY_BYTES)?;
         let asked: RecoverRequest = api::parse_json(body, "{\"since\": \"<RFC 3339 time>\"}")?;
         let since = parse_time(&asked.since, "since")?;
+        let mut cursor = asked.cursor.as_deref().map(decode_cursor).transpose()?;
         let endpoint = self.owned(org, endpoint_id).await?;
-        let mut candidates = BTreeSet::new();
-        let mut cursor = None;
-        let mut more = false;
-        loop {
+        let mut seen = BTreeSet::new();
+        let mut recovered = Vec::new();
+        let mut scanned = 0;
+        let mut last_scanned: Option<AttemptRecord> = None;
+        let mut stopped = false;
+        'pages: loop {
             let page = self
                 .store
                 .endpoint_attempts(
                     endpoint_id,
                     since * 1000,
                     Some(AttemptOutcome::Failed),
-                    500,
+                    200,
                     cursor.as_ref(),
                 )
                 .await
                 .map_err(api::unavailable)?;
             for attempt in page.attempts {
-                candidates.insert(attempt.message_id);
-            }
-            if candidates.len() > MAX_RECOVER * 2 {
-                more = true;
-                break;
+                if recovered.len() >= self.recover_batch || scanned >= self.recover_batch * 10 {
+                    stopped = true;
+                    break 'pages;
+                }
+                scanned += 1;
+                last_scanned = Some(attempt.clone());
+                if !seen.insert(attempt.message_id.clone()) {
+                    continue;
+                }
+                let failed = self
+                    .store
+                    .delivery(&attempt.message_id, endpoint_id)
+                    .await
+                    .map_err(api::unavailable)?
+                    .is_some_and(|d| d.state == crate::store::webhooks::DeliveryState::Failed);
+                if failed
+                    && self
+                        .replayer
+                        .replay(org, &endpoint, &attempt.message_id, "recover")
+                        .await
+                        .map_err(api::unavailable)?
+                        .is_some()
+                {
+                    recovered.push(attempt.message_id);
+                }
             }
             match page.next {
                 Some(next) => cursor = Some(next),
                 None => break,
             }
         }
-        let mut recovered = Vec::new();
-        for message_id in candidates {
-            if recovered.len() >= MAX_RECOVER {
-                more = true;
-                break;
-            }
-            let failed = self
-                .store
-                .delivery(&message_id, endpoint_id)
-                .await
-                .map_err(api::unavailable)?
-                .is_some_and(|d| d.state == crate::store::webhooks::DeliveryState::Failed);
-            if !failed {
-                continue;
-            }
-            if self
-                .replayer
-                .replay(org, &endpoint, &message_id, "recover")
-                .await
-                .map_err(api::unavailable)?
-                .is_some()
-            {
-                recovered.push(message_id);
-            }
-        }
+        // The next call starts after the last attempt looked at.
+        let next_cursor = last_scanned
+            .filter(|_| stopped)
+            .map(|last| encode_cursor(&crate::store::webhooks::attempt_cursor(&last)));
         Ok((
             StatusCode::ACCEPTED,
             WebhookAnswer::Recovered {
@@ -713,7 +724,7 @@ impl WebhookApi {
                 since: at(since),
                 recovered: recovered.len(),
                 message_ids: recovered,
-                more,
+                next_cursor,
             },
         ))
     }

@@ -2,11 +2,14 @@
 //! subscribed endpoint, make each attempt under a claim, settle it once,
 //! and schedule the next.
 //!
-//! Two lanes. First attempts go to the main queue; an endpoint that was slow
-//! to answer (no answer within `slow_after`) is marked, and while marked its
-//! first attempts, like every retry, go to the slow queue, whose consumer
-//! has its own concurrency: a hanging endpoint holds up only the slow lane,
-//! never another endpoint's first attempts.
+//! Two lanes. First attempts go to the main queue, which waits at most
+//! `slow_after` for an answer: past that the endpoint is marked slow, the
+//! request is dropped (its outcome unknown) and the next attempt, with the
+//! same webhook-id and the same place in the schedule, goes to the slow
+//! queue, where it has the whole 15 s. While the mark lasts, the endpoint's
+//! first attempts go straight there, like every retry; the slow queue's
+//! consumer has its own concurrency. A hanging endpoint holds up only the
+//! slow lane, never another endpoint's first attempts.
 //!
 //! Retries due within SQS's 15-minute delay are sent with that delay; every
 //! retry also has a ledger entry, written in the same transaction that
