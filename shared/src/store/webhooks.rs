@@ -154,6 +154,31 @@ pub struct Delivery {
     pub expires_at: i64,
 }
 
+impl Delivery {
+    /// A delivery whose first attempt (number 0) is due at `now`.
+    pub fn first(message_id: &str, endpoint_id: &str, org_id: &str, now: i64) -> Self {
+        Self {
+            message_id: message_id.to_string(),
+            endpoint_id: endpoint_id.to_string(),
+            org_id: org_id.to_string(),
+            state: DeliveryState::Pending,
+            attempt: 0,
+            series_start: 0,
+            lease_until: None,
+            next_at: now,
+            ledger_entry: None,
+            last_status: None,
+            last_error: None,
+            expires_at: expires_at(now),
+        }
+    }
+}
+
+/// When a record written at `now` expires.
+pub fn expires_at(now: i64) -> i64 {
+    now + RECORD_DAYS * 86_400
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
@@ -463,6 +488,27 @@ fn attempt_item(attempt: &AttemptRecord) -> Result<Item, StoreError> {
     Ok(item)
 }
 
+/// An update's new item, or `None` when its condition (the item exists) failed.
+fn updated<E, R>(
+    result: Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        aws_sdk_dynamodb::error::SdkError<E, R>,
+    >,
+) -> Result<Option<Endpoint>, StoreError>
+where
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(out) => out
+            .attributes
+            .map(|item| serde_dynamo::from_item(item).map_err(Into::into))
+            .transpose(),
+        Err(err) if err.as_service_error().is_some_and(super::condition_failed) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
 fn cancelled_on_condition<T>(reasons: &[CancellationReason], refused: T) -> Verdict<T> {
     if transactions::busy(reasons) {
         Verdict::Retry("busy".into())
@@ -599,14 +645,7 @@ impl WebhookStore for DynamoWebhookStore {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match result {
-            Ok(out) => out
-                .attributes
-                .map(|item| serde_dynamo::from_item(item).map_err(Into::into))
-                .transpose(),
-            Err(err) if err.as_service_error().is_some_and(super::condition_failed) => Ok(None),
-            Err(err) => Err(err.into()),
-        }
+        updated(result)
     }
 
     async fn delete_endpoint(&self, org_id: &str, id: &str) -> Result<bool, StoreError> {
@@ -660,14 +699,7 @@ impl WebhookStore for DynamoWebhookStore {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match result {
-            Ok(out) => out
-                .attributes
-                .map(|item| serde_dynamo::from_item(item).map_err(Into::into))
-                .transpose(),
-            Err(err) if err.as_service_error().is_some_and(super::condition_failed) => Ok(None),
-            Err(err) => Err(err.into()),
-        }
+        updated(result)
     }
 
     async fn mark_slow(&self, org_id: &str, id: &str, until: i64) -> Result<(), StoreError> {

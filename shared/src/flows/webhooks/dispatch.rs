@@ -25,7 +25,7 @@ use crate::queue::jobs::{self, JobQueue, Notice, NotificationJob, MAX_DELAY};
 use crate::queue::sqs_batch::Outcome;
 use crate::store::webhooks::{
     AttemptOutcome, AttemptRecord, Claim, Delivery, DeliveryState, Endpoint, Settle, StoredMessage,
-    WebhookStore, RECORD_DAYS,
+    WebhookStore,
 };
 use crate::store::StoreError;
 
@@ -109,7 +109,7 @@ impl Dispatcher {
     /// re-queues first attempts not yet made; their claims keep it once.
     pub async fn fan_out(&self, event: &WebhookEvent, only: Option<&str>) -> Result<(), String> {
         let now = self.clock.now();
-        let expires_at = now + RECORD_DAYS * 86_400;
+        let expires_at = crate::store::webhooks::expires_at(now);
         self.store
             .put_message(&StoredMessage {
                 message_id: event.id.clone(),
@@ -132,20 +132,7 @@ impl Dispatcher {
         });
         let trigger = if only.is_some() { "test" } else { "scheduled" };
         let sends = targets.map(|endpoint| async move {
-            let fresh = Delivery {
-                message_id: event.id.clone(),
-                endpoint_id: endpoint.endpoint_id.clone(),
-                org_id: event.org_id.clone(),
-                state: DeliveryState::Pending,
-                attempt: 0,
-                series_start: 0,
-                lease_until: None,
-                next_at: now,
-                ledger_entry: None,
-                last_status: None,
-                last_error: None,
-                expires_at,
-            };
+            let fresh = Delivery::first(&event.id, &endpoint.endpoint_id, &event.org_id, now);
             let existing = self
                 .store
                 .create_delivery(&fresh)
@@ -330,19 +317,7 @@ impl Dispatcher {
         if !self.settled(delivery, &settle, &record).await? {
             return Ok(Outcome::Done);
         }
-        let job = AttemptJob {
-            org_id: delivery.org_id.clone(),
-            endpoint_id: delivery.endpoint_id.clone(),
-            message_id: delivery.message_id.clone(),
-            attempt: delivery.attempt + 1,
-            trigger: trigger.to_string(),
-            entry: Some(crate::store::webhooks::retry_entry(
-                now,
-                &delivery.endpoint_id,
-                &delivery.message_id,
-            )),
-            slow: true,
-        };
+        let job = next_attempt(delivery, trigger, now);
         jobs::send(
             self.slow_queue.as_ref(),
             &WebhookJob::Attempt(job),
@@ -484,19 +459,7 @@ impl Dispatcher {
             return Ok(Outcome::Done);
         }
         if queued {
-            let job = AttemptJob {
-                org_id: delivery.org_id.clone(),
-                endpoint_id: delivery.endpoint_id.clone(),
-                message_id: delivery.message_id.clone(),
-                attempt: next,
-                trigger: "scheduled".into(),
-                entry: Some(crate::store::webhooks::retry_entry(
-                    now + wait,
-                    &delivery.endpoint_id,
-                    &delivery.message_id,
-                )),
-                slow: true,
-            };
+            let job = next_attempt(delivery, "scheduled", now + wait);
             // If this send is lost, the ledger entry brings it back.
             jobs::send(
                 self.slow_queue.as_ref(),
@@ -579,7 +542,7 @@ impl Dispatcher {
             response: answer.body.clone(),
             error: answer.error.clone(),
             trigger: trigger.to_string(),
-            expires_at: now + RECORD_DAYS * 86_400,
+            expires_at: crate::store::webhooks::expires_at(now),
         }
     }
 
@@ -642,6 +605,24 @@ impl Dispatcher {
     }
 }
 
+/// The slow-lane job for the attempt after `delivery`'s, due at `due`
+/// (its retry ledger entry named, so a lost copy is found).
+fn next_attempt(delivery: &Delivery, trigger: &str, due: i64) -> AttemptJob {
+    AttemptJob {
+        org_id: delivery.org_id.clone(),
+        endpoint_id: delivery.endpoint_id.clone(),
+        message_id: delivery.message_id.clone(),
+        attempt: delivery.attempt + 1,
+        trigger: trigger.to_string(),
+        entry: Some(crate::store::webhooks::retry_entry(
+            due,
+            &delivery.endpoint_id,
+            &delivery.message_id,
+        )),
+        slow: true,
+    }
+}
+
 /// Whether an endpoint's first attempts go to the slow lane at `now`.
 fn is_slow(endpoint: &Endpoint, now: i64) -> bool {
     endpoint.slow_until.is_some_and(|until| until > now)
@@ -674,20 +655,7 @@ impl Replayer {
         if exists.is_none() {
             // An event from before the endpoint existed or subscribed: its
             // first attempt, number 0.
-            let fresh = Delivery {
-                message_id: message_id.to_string(),
-                endpoint_id: endpoint.endpoint_id.clone(),
-                org_id: org_id.to_string(),
-                state: DeliveryState::Pending,
-                attempt: 0,
-                series_start: 0,
-                lease_until: None,
-                next_at: now,
-                ledger_entry: None,
-                last_status: None,
-                last_error: None,
-                expires_at: now + RECORD_DAYS * 86_400,
-            };
+            let fresh = Delivery::first(message_id, &endpoint.endpoint_id, org_id, now);
             if self
                 .store
                 .create_delivery(&fresh)
