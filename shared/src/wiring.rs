@@ -585,7 +585,7 @@ impl crate::flows::provider_accounts::ProviderAccountsAdmin {
 }
 
 impl crate::flows::ingest::WebhookConfig {
-    /// The recording webhooks' token, allow-list, tables, queue and settings.
+    /// The recording webhooks' token, allow-list, tables and settings.
     pub fn from_env() -> Result<Self, ConfigError> {
         use crate::flows::ingest::IngestSettings;
         Ok(Self {
@@ -595,7 +595,6 @@ impl crate::flows::ingest::WebhookConfig {
             recording_hosts: crate::providers::recording::HostAllowList::from_env()?,
             calls_table: config::required("CALLS_TABLE")?,
             stats_table: config::required("STATS_TABLE")?,
-            transcription_queue_url: config::required("TRANSCRIPTION_QUEUE_URL")?,
             settings: IngestSettings::from_env()?,
         })
     }

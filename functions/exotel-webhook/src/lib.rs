@@ -158,9 +158,7 @@ impl Route for ExotelWebhook {
             ApiError::bad_request("invalid_form", format!("Form body could not be read: {e}"))
         })?;
         let call = callback.validate(&self.recording_hosts, self.timezone)?;
-        self.ingestor
-            .ingest(call, &owner, api::remaining_time(&request))
-            .await
+        self.ingestor.ingest(call, &owner).await
     }
 }
 

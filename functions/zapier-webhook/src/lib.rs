@@ -128,9 +128,7 @@ impl Route for ZapierWebhook {
         let body = api::body_bytes(request.body())?;
         let payload: ZapierPayload = api::parse_json(body, "a valid JSON object")?;
         let call = payload.validate(&self.recording_hosts)?;
-        self.ingestor
-            .ingest(call, &owner, api::remaining_time(&request))
-            .await
+        self.ingestor.ingest(call, &owner).await
     }
 }
 

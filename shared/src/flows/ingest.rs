@@ -1,10 +1,12 @@
 //! The webhook half of the recording pipeline, shared by the Zapier and the
-//! Exotel webhooks: store the call (its record is the delivery's claim),
-//! queue its transcription, and only then acknowledge; then complete the
-//! record and count, side by side. Three AWS calls one after another.
+//! Exotel webhooks: one conditional write stores the call record with the
+//! answer duplicates get, and the delivery is acknowledged. The record is
+//! the job: the calls table's stream hands it to `calls-stream`
+//! (`flows::call_stream`), which queues the transcription and counts it.
+//! A duplicate's refused write returns the first record, and the duplicate
+//! is answered from it at once.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::StatusCode;
 use serde::Serialize;
@@ -14,13 +16,11 @@ use crate::api::ApiError;
 use crate::base::mask;
 use crate::base::metrics::{self, Metric};
 use crate::base::time;
-use crate::queue::jobs::{self, JobQueue, TranscriptionJob};
 use crate::store::api_keys::{self, ApiKeyStore, KeyPurpose};
 use crate::store::calls::{
-    self, AgentInfo, CallRecord, CallSource, CallStatus, Claimed, Direction, IntakeStore,
-    StatusChange, Take,
+    self, AgentInfo, CallRecord, CallSource, CallStatus, Direction, Intake, IntakeStore,
+    StatusChange,
 };
-use crate::store::dedup::{self, Settled};
 use crate::store::stats::{self, Counter, StatsStore};
 
 /// A call as a webhook reported it, already validated.
@@ -108,41 +108,26 @@ pub struct Acknowledgement {
 
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
-    /// How long one delivery may hold the call id when the Lambda deadline is unknown.
-    pub default_lease: Duration,
     /// `SUPPORT_NUMBER`: decides each call's direction.
     pub support_number: Option<String>,
-    /// How long transcription may take before the call counts as failed.
-    pub transcription_deadline: Duration,
-    /// How long a delivery that finds the call in progress waits for the
-    /// first one's answer (`DEDUP_WAIT_SECONDS`), within its own deadline.
-    pub duplicate_wait: Duration,
 }
 
 pub struct Ingestor {
-    /// The call records, each its own delivery claim (`store::calls::IntakeStore`).
+    /// The call records (`store::calls::IntakeStore`).
     pub calls: Arc<dyn IntakeStore>,
+    /// Only duplicates are counted here; new calls are counted by the
+    /// stream's consumer, once per new record.
     pub stats: Arc<dyn StatsStore>,
-    pub transcription_queue: Arc<dyn JobQueue>,
     pub settings: IngestSettings,
 }
 
-/// Local tries of the completing update: the job is queued, so losing the
-/// answer would make a duplicate within the lease wait, and one after it
-/// queue the job again.
-const COMPLETE_ATTEMPTS: u32 = 4;
-
 impl Ingestor {
-    /// `lease` is how long this delivery may hold the call id: the invocation's remaining time.
-    ///
-    /// At most three AWS calls one after another: the conditional write that
-    /// stores the record and claims the call, the job, and the update that
-    /// completes it (with the counter alongside).
+    /// One AWS call for a new call: the conditional write of its record.
+    /// A duplicate adds its counter.
     pub async fn ingest(
         &self,
         call: IncomingCall,
         owner: &CallOwner,
-        lease: Option<Duration>,
     ) -> Result<(StatusCode, Acknowledgement), ApiError> {
         info!(
             call_id = %call.call_id,
@@ -153,121 +138,54 @@ impl Ingestor {
             "call delivery received"
         );
         metrics::count(Metric::Received);
-        let lease = lease.unwrap_or(self.settings.default_lease);
-        let budget = dedup::wait_budget(self.settings.duplicate_wait, lease);
-        let record = self.record(&call, owner);
-        let org = owner.org_id.as_deref();
-        if let Some(reason) = call.skip_reason() {
-            return self.record_skipped(&call, record, &reason, budget).await;
-        }
-        let holder = match calls::claim_or_wait(
-            self.calls.as_ref(),
-            &record,
-            Take::Lease(lease),
-            budget,
-        )
-        .await
-        .map_err(unavailable)?
-        {
-            Claimed::Acquired(holder) => holder,
-            Claimed::Handled(saved) => return Ok(self.duplicate(&call.call_id, org, saved).await),
-            Claimed::InProgress => {
-                info!(call_id = %call.call_id, "concurrent delivery still in progress after waiting");
-                return Err(ApiError::InProgress);
-            }
-            Claimed::Stored => {
-                return Err(unavailable(crate::store::StoreError::Dynamo(
-                    "a leased claim answered Stored".into(),
-                )))
-            }
+        let (record, ack) = match call.skip_reason() {
+            Some(reason) => (
+                self.record(&call, owner, CallStatus::Skipped, Some(&reason)),
+                self.acknowledgement(&call.call_id, "Call recorded; not transcribed"),
+            ),
+            None => (
+                self.record(&call, owner, CallStatus::Queued, None),
+                self.acknowledgement(&call.call_id, "Call queued for processing"),
+            ),
         };
-        if let Err(err) = self.queue(&call, &record).await {
-            match self.calls.release(&record.call_id, &holder).await {
-                Ok(Settled::Done) => {}
-                Ok(Settled::Lost) => {
-                    warn!(call_id = %call.call_id, "intake lease was taken over before release")
-                }
-                Err(release_err) => {
-                    warn!(call_id = %call.call_id, error = %release_err, "intake lease not released; it expires")
-                }
-            }
-            return Err(err);
-        }
-        // The job is durable: from here nothing un-acknowledges the delivery.
-        let ack = self.acknowledgement(&call.call_id, "Call queued for processing");
-        tokio::join!(
-            self.complete(&record.call_id, &holder, &ack),
-            stats::count(self.stats.as_ref(), Counter::TotalProcessed, org),
-        );
-        Ok((StatusCode::ACCEPTED, ack))
-    }
-
-    /// A call with nothing to transcribe is stored in its final state with
-    /// its answer, in one conditional write.
-    async fn record_skipped(
-        &self,
-        call: &IncomingCall,
-        mut record: CallRecord,
-        reason: &str,
-        budget: Duration,
-    ) -> Result<(StatusCode, Acknowledgement), ApiError> {
-        let now = time::now_rfc3339();
-        record.status = CallStatus::Skipped;
-        record.processed_at = Some(now.clone());
-        record.status_history.push(StatusChange {
-            status: CallStatus::Skipped,
-            at: now,
-            reason: Some(reason.to_string()),
-        });
-        let ack = self.acknowledgement(&call.call_id, "Call recorded; not transcribed");
         let answer = serde_json::to_value(&ack).unwrap_or_default();
-        let org = record.org_id.clone();
-        let org = org.as_deref();
-        match calls::claim_or_wait(self.calls.as_ref(), &record, Take::Final(&answer), budget)
+        match self
+            .calls
+            .store(&record, &answer)
             .await
             .map_err(unavailable)?
         {
-            Claimed::Stored => {
-                info!(call_id = %call.call_id, %reason, "call stored without transcription");
-                stats::count(self.stats.as_ref(), Counter::TotalProcessed, org).await;
+            Intake::Stored => {
+                info!(call_id = %call.call_id, status = record.status.as_str(), "call stored");
                 Ok((StatusCode::ACCEPTED, ack))
             }
-            Claimed::Handled(saved) => Ok(self.duplicate(&call.call_id, org, saved).await),
-            Claimed::InProgress => {
-                info!(call_id = %call.call_id, "concurrent delivery still in progress after waiting");
-                Err(ApiError::InProgress)
-            }
-            Claimed::Acquired(_) => Err(unavailable(crate::store::StoreError::Dynamo(
-                "a final record answered Acquired".into(),
-            ))),
+            Intake::Duplicate(saved) => Ok(self
+                .duplicate(&call.call_id, owner.org_id.as_deref(), saved)
+                .await),
         }
     }
 
-    /// Saves the answer duplicates get and moves the call to `queued`. The
-    /// job is queued and the worker is idempotent, so a failure here does
-    /// not un-accept the delivery.
-    async fn complete(&self, call_id: &str, owner: &dedup::Owner, ack: &Acknowledgement) {
-        let answer = serde_json::to_value(ack).unwrap_or_default();
-        let mut attempt = 0;
-        loop {
-            match self.calls.complete(call_id, owner, &answer).await {
-                Ok(Settled::Done) => return,
-                Ok(Settled::Lost) => {
-                    return warn!(%call_id, "intake lease was taken over before completion")
-                }
-                Err(err) if attempt + 1 < COMPLETE_ATTEMPTS => {
-                    warn!(%call_id, error = %err, attempt, "intake completion failed; retrying");
-                    tokio::time::sleep(time::jitter(Duration::from_millis(50 << attempt))).await;
-                    attempt += 1;
-                }
-                Err(err) => return warn!(%call_id, error = %err, "intake answer not saved"),
-            }
-        }
-    }
-
-    /// The record as this delivery reports the call, status `received`.
-    fn record(&self, call: &IncomingCall, owner: &CallOwner) -> CallRecord {
+    /// The record as this delivery reports the call, already in the state
+    /// the intake leaves it: `queued` (the stream starts its transcription)
+    /// or `skipped` with the reason.
+    fn record(
+        &self,
+        call: &IncomingCall,
+        owner: &CallOwner,
+        status: CallStatus,
+        reason: Option<&str>,
+    ) -> CallRecord {
         let now = time::now_rfc3339();
+        let received = StatusChange {
+            status: CallStatus::Received,
+            at: now.clone(),
+            reason: None,
+        };
+        let next = StatusChange {
+            status,
+            at: now.clone(),
+            reason: reason.map(str::to_string),
+        };
         CallRecord {
             call_id: owner.record_key(&call.call_id),
             org_id: owner.org_id.clone(),
@@ -277,9 +195,9 @@ impl Ingestor {
             duration: call.duration,
             recording_url: call.recording_url.as_ref().map(url::Url::to_string),
             timestamp: time::rfc3339(call.timestamp),
-            processed_at: None,
+            processed_at: (status == CallStatus::Skipped).then(|| now.clone()),
             slack_posted: false,
-            status: CallStatus::Received,
+            status,
             call_status: Some(call.call_status.clone()),
             direction: Direction::of(&call.from_number, self.settings.support_number.as_deref()),
             failure_reason: None,
@@ -287,39 +205,9 @@ impl Ingestor {
             transcript_id: None,
             transcript_parts: 0,
             room_name: call.room_name.clone(),
-            status_history: vec![StatusChange {
-                status: CallStatus::Received,
-                at: now.clone(),
-                reason: None,
-            }],
+            status_history: vec![received, next],
             received_at: now,
         }
-    }
-
-    /// Queues the call's transcription (of the record's key).
-    async fn queue(&self, call: &IncomingCall, record: &CallRecord) -> Result<(), ApiError> {
-        let job = TranscriptionJob {
-            call_id: record.call_id.clone(),
-            org_id: record.org_id.clone(),
-            recording_url: call
-                .recording_url
-                .as_ref()
-                .map(url::Url::to_string)
-                .unwrap_or_default(),
-            source: call.source,
-            transcript_id: None,
-            checks: 0,
-            deadline: time::epoch_secs() + self.settings.transcription_deadline.as_secs() as i64,
-            accepted_at: Some(time::epoch_secs()),
-        };
-        jobs::send(self.transcription_queue.as_ref(), &job, Duration::ZERO)
-            .await
-            .map_err(|err| {
-                warn!(call_id = %call.call_id, error = %err, "transcription job not queued");
-                ApiError::Unavailable
-            })?;
-        metrics::count(Metric::Queued);
-        Ok(())
     }
 
     fn acknowledgement(&self, call_id: &str, message: &str) -> Acknowledgement {
@@ -332,7 +220,7 @@ impl Ingestor {
         }
     }
 
-    /// The first delivery's answer, marked duplicate; a call handled
+    /// The first delivery's answer, marked duplicate; a call stored
     /// without a saved answer is "already processed".
     async fn duplicate(
         &self,
@@ -440,7 +328,6 @@ pub struct WebhookConfig {
     pub recording_hosts: crate::providers::recording::HostAllowList,
     pub calls_table: String,
     pub stats_table: String,
-    pub transcription_queue_url: String,
     pub settings: IngestSettings,
 }
 
@@ -448,21 +335,10 @@ pub struct WebhookConfig {
 pub use crate::providers::recording::DEFAULT_RECORDING_HOSTS;
 
 impl IngestSettings {
-    /// `DEDUP_LEASE_SECONDS`, `SUPPORT_NUMBER`, `TRANSCRIPTION_DEADLINE_SECONDS`,
-    /// `DEDUP_WAIT_SECONDS` (tables and queues are read in `wiring`).
+    /// `SUPPORT_NUMBER` (tables are read in `wiring`).
     pub fn from_env() -> Result<Self, crate::base::config::ConfigError> {
-        use crate::base::config::{optional, parsed_or};
         Ok(Self {
-            default_lease: Duration::from_secs(parsed_or("DEDUP_LEASE_SECONDS", 30)?),
-            support_number: optional("SUPPORT_NUMBER"),
-            transcription_deadline: Duration::from_secs(parsed_or(
-                "TRANSCRIPTION_DEADLINE_SECONDS",
-                3600,
-            )?),
-            duplicate_wait: Duration::from_secs(parsed_or(
-                "DEDUP_WAIT_SECONDS",
-                crate::store::dedup::DEFAULT_WAIT.as_secs(),
-            )?),
+            support_number: crate::base::config::optional("SUPPORT_NUMBER"),
         })
     }
 }
@@ -482,10 +358,9 @@ impl WebhookAccess {
 }
 
 impl Ingestor {
-    /// The production wiring: DynamoDB stores and the SQS transcription queue.
+    /// The production wiring: the DynamoDB call and stats stores.
     pub fn from_config(sdk: &aws_config::SdkConfig, config: &WebhookConfig) -> Self {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
-        let sqs = aws_sdk_sqs::Client::new(sdk);
         Self {
             calls: Arc::new(crate::store::calls::DynamoCallStore::new(
                 dynamo.clone(),
@@ -494,10 +369,6 @@ impl Ingestor {
             stats: Arc::new(crate::store::stats::DynamoStatsStore::new(
                 dynamo,
                 &config.stats_table,
-            )),
-            transcription_queue: Arc::new(crate::queue::jobs::SqsJobQueue::new(
-                sqs,
-                &config.transcription_queue_url,
             )),
             settings: config.settings.clone(),
         }

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod call_log;
 pub mod call_start;
+pub mod call_stream;
 pub mod conversations;
 pub mod ingest;
 #[cfg(feature = "livekit")]

@@ -248,6 +248,15 @@ pub struct QueueError(pub String);
 #[async_trait]
 pub trait JobQueue: Send + Sync {
     async fn send_raw(&self, body: String, delay: Duration) -> Result<(), QueueError>;
+    /// Sends several bodies with no delay; one result per body, in order.
+    /// SQS sends ten per request; other queues one by one.
+    async fn send_many_raw(&self, bodies: Vec<String>) -> Vec<Result<(), QueueError>> {
+        let mut results = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            results.push(self.send_raw(body, Duration::ZERO).await);
+        }
+        results
+    }
 }
 
 /// Sends any job as JSON.
@@ -287,7 +296,62 @@ impl JobQueue for SqsJobQueue {
             .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
         Ok(())
     }
+
+    async fn send_many_raw(&self, bodies: Vec<String>) -> Vec<Result<(), QueueError>> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        let mut results: Vec<Result<(), QueueError>> = Vec::with_capacity(bodies.len());
+        for chunk in bodies.chunks(SQS_BATCH) {
+            let first = results.len();
+            let entries: Result<Vec<_>, _> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(format!("m{i}"))
+                        .message_body(body)
+                        .build()
+                })
+                .collect();
+            let sent = match entries {
+                Ok(entries) => self
+                    .client
+                    .send_message_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(out) => {
+                    results.extend(chunk.iter().map(|_| Ok(())));
+                    // Entries SQS refused are reported by id; the rest were sent.
+                    for failed in out.failed {
+                        if let Some(i) = failed
+                            .id
+                            .strip_prefix('m')
+                            .and_then(|i| i.parse::<usize>().ok())
+                        {
+                            if let Some(slot) = results.get_mut(first + i) {
+                                *slot = Err(QueueError(format!(
+                                    "{}: {}",
+                                    failed.code,
+                                    failed.message.unwrap_or_default()
+                                )));
+                            }
+                        }
+                    }
+                }
+                Err(err) => results.extend(chunk.iter().map(|_| Err(QueueError(err.clone())))),
+            }
+        }
+        results
+    }
 }
+
+/// SQS takes at most ten messages per `SendMessageBatch`.
+const SQS_BATCH: usize = 10;
 
 /// Exponential backoff for re-checks: base, 2x base, ... capped at `cap`.
 pub fn backoff(base: Duration, checks: u32, cap: Duration) -> Duration {

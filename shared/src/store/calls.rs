@@ -10,7 +10,7 @@ use super::ledger::Ledger;
 use crate::store::StoreError;
 
 mod intake;
-pub use intake::{claim_or_wait, classify, Claimed, Found, IntakeStore, Take};
+pub use intake::{saved_answer, Intake, IntakeStore};
 
 /// Sort key of the call record itself; transcript parts sit beside it.
 const RECORD_ITEM: &str = "call";
@@ -274,17 +274,40 @@ pub struct DynamoCallStore {
 /// notification: a call still moving after this is stuck.
 pub const DEFAULT_WATCH_AFTER: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
 
-/// The calls to look at again (`store::ledger`): written with the record,
-/// in the same transaction, so no call escapes the sweep.
-const WATCH: Ledger = Ledger {
+/// The calls to look at again, as records written before the intake's one
+/// write kept them (`store::ledger`). Still read, so a deployment's older
+/// calls are swept; nothing new is written to it.
+const LEGACY_WATCH: Ledger = Ledger {
     partition: "calls#watch",
     id_attribute: "watched_call",
 };
 
-/// A call the sweep should look at: its entry in the watch ledger.
+/// The sparse index of records the sweep should look at: a record carries
+/// `watch_ledger` and `watch_due` from the write that creates it, so no call
+/// escapes the sweep, and loses them when the sweep finds it final.
+pub const WATCH_INDEX: &str = "CallWatch";
+const WATCH_LEDGER: &str = "watch_ledger";
+const WATCH_DUE: &str = "watch_due";
+/// The one partition of the index (as the ledgers are one partition each).
+const WATCH_PARTITION: &str = "calls";
+
+/// The attributes that put a record in the `CallWatch` index, due at `due`.
+pub(crate) fn watch_attributes(due: i64) -> [(String, AttributeValue); 2] {
+    [
+        (
+            WATCH_LEDGER.to_string(),
+            AttributeValue::S(WATCH_PARTITION.into()),
+        ),
+        (WATCH_DUE.to_string(), AttributeValue::N(due.to_string())),
+    ]
+}
+
+/// A call the sweep should look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watch {
-    pub entry: String,
+    /// `None`: the record's own place in `CallWatch`; `Some`: an entry of the
+    /// legacy ledger.
+    pub entry: Option<String>,
     pub call_id: String,
 }
 
@@ -333,7 +356,6 @@ pub fn split_parts(text: &str, max_bytes: usize) -> Vec<&str> {
 #[async_trait]
 impl CallStore for DynamoCallStore {
     async fn create(&self, record: &CallRecord) -> Result<Created, StoreError> {
-        use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
         let mut item: std::collections::HashMap<String, AttributeValue> =
             serde_dynamo::to_item(record)?;
         item.insert("item".into(), AttributeValue::S(RECORD_ITEM.into()));
@@ -344,7 +366,12 @@ impl CallStore for DynamoCallStore {
                 &record.call_id,
             ));
         }
-        let put = Put::builder()
+        let due = crate::base::time::epoch_secs()
+            + i64::try_from(self.watch_after.as_secs()).unwrap_or(i64::MAX / 2);
+        item.extend(watch_attributes(due));
+        let result = self
+            .client
+            .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(call_id) OR #status = :received")
@@ -353,38 +380,13 @@ impl CallStore for DynamoCallStore {
                 ":received",
                 AttributeValue::S(CallStatus::Received.as_str().into()),
             )
-            .build()
-            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
-        let due = crate::base::time::epoch_secs()
-            + i64::try_from(self.watch_after.as_secs()).unwrap_or(i64::MAX / 2);
-        let watch = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(WATCH.item(&record.call_id, due)))
-            .build()
-            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
-        let items = vec![
-            TransactWriteItem::builder().put(put).build(),
-            TransactWriteItem::builder().put(watch).build(),
-        ];
-        super::transactions::transact(
-            &self.client,
-            items,
-            "call record",
-            Created::Stored,
-            |reasons| match reasons.first() {
-                Some(record) if record.code() == Some("ConditionalCheckFailed") => {
-                    super::transactions::Verdict::Done(Created::AlreadyProcessing)
-                }
-                _ if super::transactions::busy(reasons) => {
-                    super::transactions::Verdict::Retry(super::transactions::codes(reasons))
-                }
-                _ => super::transactions::Verdict::Fail(format!(
-                    "call record: [{}]",
-                    super::transactions::codes(reasons)
-                )),
-            },
-        )
-        .await
+            .send()
+            .await;
+        Ok(if super::applied(result)? {
+            Created::Stored
+        } else {
+            Created::AlreadyProcessing
+        })
     }
 
     async fn get(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
@@ -580,27 +582,82 @@ impl CallStore for DynamoCallStore {
     }
 
     async fn due_watches(&self, now: i64, limit: i32) -> Result<Vec<Watch>, StoreError> {
-        Ok(WATCH
-            .due(&self.client, &self.table, now, limit)
-            .await?
-            .into_iter()
-            .map(|due| Watch {
-                entry: due.entry,
-                call_id: due.id,
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(WATCH_INDEX)
+            .key_condition_expression("#ledger = :calls AND #due <= :now")
+            .expression_attribute_names("#ledger", WATCH_LEDGER)
+            .expression_attribute_names("#due", WATCH_DUE)
+            .expression_attribute_values(":calls", AttributeValue::S(WATCH_PARTITION.into()))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .limit(limit)
+            .send()
+            .await?;
+        let mut due: Vec<Watch> = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter(|item| {
+                item.get("item")
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str)
+                    == Some(RECORD_ITEM)
             })
-            .collect())
+            .filter_map(|item| {
+                Some(Watch {
+                    entry: None,
+                    call_id: item.get("call_id")?.as_s().ok()?.clone(),
+                })
+            })
+            .collect();
+        let room = limit - i32::try_from(due.len()).unwrap_or(limit);
+        if room > 0 {
+            due.extend(
+                LEGACY_WATCH
+                    .due(&self.client, &self.table, now, room)
+                    .await?
+                    .into_iter()
+                    .map(|entry| Watch {
+                        entry: Some(entry.entry),
+                        call_id: entry.id,
+                    }),
+            );
+        }
+        Ok(due)
     }
 
     async fn reschedule_watch(&self, watch: &Watch, at: i64) -> Result<(), StoreError> {
+        let Some(entry) = &watch.entry else {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("call_id", AttributeValue::S(watch.call_id.clone()))
+                .key("item", AttributeValue::S(RECORD_ITEM.into()))
+                .update_expression("SET #ledger = :calls, #due = :at")
+                .condition_expression("attribute_exists(call_id)")
+                .expression_attribute_names("#ledger", WATCH_LEDGER)
+                .expression_attribute_names("#due", WATCH_DUE)
+                .expression_attribute_values(":calls", AttributeValue::S(WATCH_PARTITION.into()))
+                .expression_attribute_values(":at", AttributeValue::N(at.to_string()))
+                .send()
+                .await;
+            // A record that is gone has nothing left to watch.
+            super::applied(result)?;
+            return Ok(());
+        };
         use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+        // A legacy entry moves within its ledger.
         let delete = Delete::builder()
             .table_name(&self.table)
-            .set_key(Some(WATCH.key(&watch.entry)))
+            .set_key(Some(LEGACY_WATCH.key(entry)))
             .build()
             .map_err(|e| StoreError::Dynamo(e.to_string()))?;
         let put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(WATCH.item(&watch.call_id, at)))
+            .set_item(Some(LEGACY_WATCH.item(&watch.call_id, at)))
             .build()
             .map_err(|e| StoreError::Dynamo(e.to_string()))?;
         let items = vec![
@@ -618,7 +675,23 @@ impl CallStore for DynamoCallStore {
     }
 
     async fn drop_watch(&self, watch: &Watch) -> Result<(), StoreError> {
-        WATCH.remove(&self.client, &self.table, &watch.entry).await
+        let Some(entry) = &watch.entry else {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("call_id", AttributeValue::S(watch.call_id.clone()))
+                .key("item", AttributeValue::S(RECORD_ITEM.into()))
+                .update_expression("REMOVE #ledger, #due")
+                .condition_expression("attribute_exists(call_id)")
+                .expression_attribute_names("#ledger", WATCH_LEDGER)
+                .expression_attribute_names("#due", WATCH_DUE)
+                .send()
+                .await;
+            super::applied(result)?;
+            return Ok(());
+        };
+        LEGACY_WATCH.remove(&self.client, &self.table, entry).await
     }
 
     async fn mark_redriven(&self, call_id: &str) -> Result<bool, StoreError> {

@@ -323,8 +323,8 @@ impl DedupStore for DynamoDedupStore {
 }
 
 /// How long a delivery that finds its key in progress waits for the first
-/// one to finish (`DEDUP_WAIT_SECONDS`): senders such as Zapier mark a task
-/// failed on a 409, so waiting a little beats answering "retry".
+/// one to finish: senders mark a delivery failed on a 409, so waiting a
+/// little beats answering "retry".
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
 /// Left of a lease when waiting stops, so the waiter can still answer (or do

@@ -49,7 +49,11 @@ pub struct Stats {
 pub trait StatsStore: Send + Sync {
     /// Counts one on the deployment's counters and, for a call of an
     /// organisation, on that organisation's, together.
-    async fn increment(&self, counter: Counter, org_id: Option<&str>) -> Result<(), StoreError>;
+    async fn increment(&self, counter: Counter, org_id: Option<&str>) -> Result<(), StoreError> {
+        self.add(counter, org_id, 1).await
+    }
+    /// Counts `n` at once (a stream batch's new records of one organisation).
+    async fn add(&self, counter: Counter, org_id: Option<&str>, n: u64) -> Result<(), StoreError>;
     /// The deployment's counters.
     async fn read(&self) -> Result<Stats, StoreError>;
     /// One organisation's counters.
@@ -79,13 +83,13 @@ impl DynamoStatsStore {
 }
 
 impl DynamoStatsStore {
-    fn add_one(&self, pk: String, counter: Counter) -> Result<Update, StoreError> {
+    fn add_n(&self, pk: String, counter: Counter, n: u64) -> Result<Update, StoreError> {
         Update::builder()
             .table_name(&self.table)
             .key("pk", AttributeValue::S(pk))
-            .update_expression("ADD #c :one")
+            .update_expression("ADD #c :n")
             .expression_attribute_names("#c", counter.attribute())
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":n", AttributeValue::N(n.to_string()))
             .build()
             .map_err(|e| StoreError::Dynamo(e.to_string()))
     }
@@ -116,15 +120,15 @@ impl DynamoStatsStore {
 
 #[async_trait]
 impl StatsStore for DynamoStatsStore {
-    async fn increment(&self, counter: Counter, org_id: Option<&str>) -> Result<(), StoreError> {
+    async fn add(&self, counter: Counter, org_id: Option<&str>, n: u64) -> Result<(), StoreError> {
         let Some(org_id) = org_id else {
             self.client
                 .update_item()
                 .table_name(&self.table)
                 .key("pk", AttributeValue::S(STATS_KEY.into()))
-                .update_expression("ADD #c :one")
+                .update_expression("ADD #c :n")
                 .expression_attribute_names("#c", counter.attribute())
-                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                .expression_attribute_values(":n", AttributeValue::N(n.to_string()))
                 .send()
                 .await?;
             return Ok(());
@@ -133,10 +137,10 @@ impl StatsStore for DynamoStatsStore {
         // behind the deployment's.
         let items = vec![
             TransactWriteItem::builder()
-                .update(self.add_one(STATS_KEY.into(), counter)?)
+                .update(self.add_n(STATS_KEY.into(), counter, n)?)
                 .build(),
             TransactWriteItem::builder()
-                .update(self.add_one(org_key(org_id), counter)?)
+                .update(self.add_n(org_key(org_id), counter, n)?)
                 .build(),
         ];
         transactions::transact(&self.client, items, "stats counter", (), |reasons| {

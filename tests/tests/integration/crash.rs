@@ -45,17 +45,12 @@ async fn retry_until_accepted(zapier: &zapier_webhook::ZapierWebhook, body: &[u8
     panic!("never accepted");
 }
 
-/// A crash-test stack with short leases, so a killed delivery's claim
-/// frees quickly for the retry.
 fn zapier(stack: &Stack) -> Arc<zapier_webhook::ZapierWebhook> {
-    let mut zapier = stack.zapier();
-    zapier.ingestor.settings.default_lease = Duration::from_secs(1);
-    zapier.ingestor.settings.duplicate_wait = Duration::from_millis(300);
-    Arc::new(zapier)
+    Arc::new(stack.zapier())
 }
 
 #[tokio::test]
-async fn an_intake_killed_after_any_write_is_completed_by_the_retry_once() {
+async fn an_intake_killed_after_its_write_is_answered_by_the_retry_and_done_once() {
     let stack = Stack::start_crashable().await;
     let zapier = zapier(&stack);
     // A clean delivery first, counting its writes.
@@ -63,10 +58,7 @@ async fn an_intake_killed_after_any_write_is_completed_by_the_retry_once() {
     let clean = seed_payload(&stack, "CRASH00").to_string().into_bytes();
     retry_until_accepted(&zapier, &clean).await;
     let writes = stack.crash.seen();
-    assert!(
-        writes >= 3,
-        "an intake makes at least its record (the claim), its job and its completion: {writes}"
-    );
+    assert_eq!(writes, 1, "an intake makes one write: its record");
 
     for k in 1..=writes {
         let call_id = format!("CRASH{k:02}");
@@ -101,6 +93,92 @@ async fn an_intake_killed_after_any_write_is_completed_by_the_retry_once() {
         );
     }
     assert_eq!(posts.len() as u64, writes + 1);
+    let stats = shared::store::stats::StatsStore::read(&stack.stats())
+        .await
+        .unwrap();
+    assert_eq!(stats.total_processed, writes + 1);
+}
+
+#[tokio::test]
+async fn a_stream_consumer_killed_after_any_write_is_finished_by_the_streams_retry() {
+    let stack = Stack::start_crashable().await;
+    let zapier = zapier(&stack);
+    let consumer = Arc::new(stack.calls_stream());
+    // A clean batch first, counting the consumer's writes.
+    retry_until_accepted(
+        &zapier,
+        &seed_payload(&stack, "SCRASH00").to_string().into_bytes(),
+    )
+    .await;
+    stack.crash.count();
+    stack.run_calls_stream().await;
+    let writes = stack.crash.seen();
+    assert!(writes >= 2, "the job batch and the counter: {writes}");
+
+    for k in 1..=writes {
+        let call_id = format!("SCRASH{k:02}");
+        retry_until_accepted(
+            &zapier,
+            &seed_payload(&stack, &call_id).to_string().into_bytes(),
+        )
+        .await;
+        stack.crash.arm(k);
+        // Lambda sees a killed invocation as a failed batch and retries it.
+        let report = stack
+            .run_calls_stream_by(|event| {
+                let consumer = Arc::clone(&consumer);
+                let stack = &stack;
+                async move {
+                    let all: Vec<String> = event
+                        .records
+                        .iter()
+                        .filter_map(|r| r.change.sequence_number.clone())
+                        .collect();
+                    match run_or_crash(stack, async move { consumer.handle(event).await }).await {
+                        Some(response) => response,
+                        None => {
+                            stack.crash.count();
+                            failed_batch(all)
+                        }
+                    }
+                }
+            })
+            .await;
+        assert!(
+            !report.failed.is_empty(),
+            "killed after write {k}: {report:?}"
+        );
+        stack.crash.count();
+    }
+    assert_eq!(stack.raw_depth("CallsStreamDLQ").await, 0);
+    stack.run_transcriptions().await;
+    let notifier = stack.notify_worker(vec![stack.slack_webhook()]);
+    stack.run_notifications(&notifier).await;
+    let posts = stack.posts_per_call();
+    for k in 0..=writes {
+        assert_eq!(
+            posts.get(&format!("SCRASH{k:02}")),
+            Some(&1),
+            "SCRASH{k:02}: {posts:?}"
+        );
+    }
+}
+
+/// The answer of an invocation that died: every record failed.
+fn failed_batch(
+    sequences: Vec<String>,
+) -> aws_lambda_events::event::streams::DynamoDbEventResponse {
+    let mut response = aws_lambda_events::event::streams::DynamoDbEventResponse::default();
+    response.batch_item_failures = sequences
+        .into_iter()
+        .map(|sequence| {
+            let mut failure =
+                aws_lambda_events::event::streams::DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(sequence);
+            failure
+        })
+        .collect();
+    response
 }
 
 /// One SQS message as Lambda hands it to a worker; redelivery hands the

@@ -41,6 +41,25 @@ fn every_function_has_a_matching_sample_event() {
                 }
                 other => panic!("no job type known for {other}"),
             }
+        } else if !function.streams.is_empty() {
+            // A stream consumer: DynamoDB's stream event, whose records pass
+            // the function's own filter and carry what it reads.
+            let raw: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let event: aws_lambda_events::event::dynamodb::Event =
+                serde_json::from_value(raw.clone()).unwrap();
+            assert!(!event.records.is_empty(), "{}", function.binary);
+            for (record, raw_record) in event.records.iter().zip(raw["Records"].as_array().unwrap())
+            {
+                let filters = &function.streams[0].filters;
+                assert!(
+                    devstack::event_filter::matches_any(filters, raw_record),
+                    "{}: a sample record its own filter drops",
+                    function.binary
+                );
+                let image: shared::store::calls::CallRecord =
+                    serde_dynamo::from_item(record.change.new_image.clone()).unwrap();
+                assert_eq!(image.call_id, "CA1234567890abcdef");
+            }
         } else if function.routes.is_empty() {
             // A scheduled function: EventBridge's Scheduled Event.
             let event: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -88,6 +107,19 @@ async fn the_exotel_sample_event_is_accepted() {
     let request = lambda_http::request::from_str(&read("exotel-webhook.json")).unwrap();
     let response = exotel.handle(request).await;
     assert_eq!(response.status(), 202, "{:?}", json_body(&response));
+}
+
+#[tokio::test]
+async fn the_calls_stream_sample_event_queues_its_transcription() {
+    let stack = Stack::start().await;
+    let consumer = stack.calls_stream();
+    let event = serde_json::from_str(&read("calls-stream.json")).unwrap();
+    let response = consumer.handle(event).await;
+    assert!(response.batch_item_failures.is_empty());
+    let jobs = stack.peek_all("TranscriptionQueue").await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let job: TranscriptionJob = serde_json::from_str(&jobs[0]).unwrap();
+    assert_eq!(job.call_id, "CA1234567890abcdef");
 }
 
 #[tokio::test]

@@ -108,7 +108,9 @@ async fn a_thousand_deliveries_through_injected_faults_notify_every_call_once() 
     let notified_once = (0..CALLS)
         .filter(|call| posts_per_call.get(&format!("SOAK{call:03}")) == Some(&1))
         .count();
-    let dlq = stack.depth("TranscriptionDLQ").await + stack.depth("NotificationDLQ").await;
+    let dlq = stack.depth("TranscriptionDLQ").await
+        + stack.depth("NotificationDLQ").await
+        + stack.raw_depth("CallsStreamDLQ").await;
     let faults: Vec<String> = stack.faults.iter().map(|p| p.counts().summary()).collect();
     let checks = [
         ("every delivery answered 2xx", answered == results.len()),
@@ -140,7 +142,7 @@ async fn a_thousand_deliveries_through_injected_faults_notify_every_call_once() 
     if !unanswered.is_empty() {
         println!("soak: deliveries not answered 2xx, by last status: {unanswered:?}");
     }
-    for queue in ["TranscriptionDLQ", "NotificationDLQ"] {
+    for queue in ["TranscriptionDLQ", "NotificationDLQ", "CallsStreamDLQ"] {
         for body in stack.peek(queue).await {
             println!("soak: left in {queue}: {body}");
         }

@@ -6,11 +6,14 @@ use shared::queue::sqs_batch::Worker;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use aws_lambda_events::event::dynamodb::Event as StreamEvent;
 use aws_lambda_events::event::sqs::SqsBatchResponse;
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use devstack::emulators::LocalAws;
 use devstack::fakes::{FakeAssemblyAi, FakeExotel, FakeSlack};
 use devstack::poller::{queue_depth, PollReport, QueuePoller};
 use devstack::provision::{provision, Resources};
+use devstack::streams::{StreamPollReport as StreamReport, StreamPoller};
 use devstack::template::Template;
 use lambda_http::{Body, Request, Response};
 use shared::base::config::Secret;
@@ -61,6 +64,9 @@ pub struct Stack {
     pub slack: FakeSlack,
     /// An allowed recording host where nothing listens: downloads fail temporarily.
     pub dead_host: String,
+    /// Lambda's event source on the calls table's stream: it remembers how
+    /// far it has read, so it lives as long as the stack.
+    calls_stream_source: tokio::sync::Mutex<Option<StreamPoller>>,
 }
 
 impl Stack {
@@ -135,6 +141,7 @@ impl Stack {
             assemblyai,
             slack,
             dead_host: format!("127.0.0.1:{dead_port}"),
+            calls_stream_source: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -261,15 +268,66 @@ impl Stack {
         Ingestor {
             calls: Arc::new(self.calls()),
             stats: Arc::new(self.stats()),
-            transcription_queue: self.queue("TranscriptionQueue"),
             settings: IngestSettings {
-                default_lease: Duration::from_secs(30),
                 support_number: Some(SUPPORT_NUMBER.into()),
-                transcription_deadline: Duration::from_secs(3600),
-                // Generous, so a loaded machine never turns a wait into a 409.
-                duplicate_wait: Duration::from_secs(30),
             },
         }
+    }
+
+    /// The calls table's stream consumer on this stack's (possibly faulty) clients.
+    pub fn calls_stream(&self) -> calls_stream::CallsStream {
+        calls_stream::CallsStream {
+            dispatcher: self.new_call_records(),
+        }
+    }
+
+    pub fn new_call_records(&self) -> shared::flows::call_stream::NewCallRecords {
+        shared::flows::call_stream::NewCallRecords {
+            transcription_queue: self.queue("TranscriptionQueue"),
+            stats: Arc::new(self.stats()),
+            transcription_deadline: Duration::from_secs(3600),
+        }
+    }
+
+    /// Reads the calls table's stream into `calls-stream` until nothing new
+    /// is left, as Lambda's event source mapping would (the template's filter,
+    /// batch size, retries and on-failure queue).
+    pub async fn run_calls_stream(&self) -> StreamReport {
+        let consumer = self.calls_stream();
+        self.run_calls_stream_by(|event| consumer.handle(event))
+            .await
+    }
+
+    /// The same with another dispatcher (a queue that refuses, say).
+    pub async fn run_calls_stream_with(
+        &self,
+        dispatcher: &shared::flows::call_stream::NewCallRecords,
+    ) -> StreamReport {
+        self.run_calls_stream_by(|event| async move {
+            let changes = event
+                .records
+                .into_iter()
+                .map(|r| shared::flows::call_stream::StreamChange {
+                    sequence_number: r.change.sequence_number.unwrap_or_default(),
+                    event_name: r.event_name,
+                    new_image: r.change.new_image,
+                })
+                .collect();
+            let mut response = DynamoDbEventResponse::default();
+            response.batch_item_failures = dispatcher
+                .handle(changes)
+                .await
+                .into_iter()
+                .map(|sequence| {
+                    let mut failure =
+                        aws_lambda_events::event::streams::DynamoDbBatchItemFailure::default();
+                    failure.item_identifier = Some(sequence);
+                    failure
+                })
+                .collect();
+            response
+        })
+        .await
     }
 
     pub fn key_store(&self) -> Arc<shared::store::api_keys::DynamoApiKeyStore> {
@@ -479,6 +537,102 @@ impl Stack {
         .await
     }
 
+    /// Reads the calls table's stream into `worker` until nothing new is
+    /// left (see `run_calls_stream`). The reader is the harness's own,
+    /// never faulty: Lambda's polling is not the functions' dependency.
+    pub async fn run_calls_stream_by<F, Fut>(&self, worker: F) -> StreamReport
+    where
+        F: FnMut(StreamEvent) -> Fut,
+        Fut: std::future::Future<Output = DynamoDbEventResponse>,
+    {
+        let mut source = self.calls_stream_source.lock().await;
+        if source.is_none() {
+            let template = Template::load(&devstack::repo_root().join("template.yaml"))
+                .expect("template.yaml");
+            let trigger = template
+                .function("calls-stream")
+                .and_then(|f| f.streams.first().cloned())
+                .expect("calls-stream's stream trigger");
+            *source = Some(
+                StreamPoller::new(
+                    self.harness_dynamo.clone(),
+                    local().dynamodb_streams().await,
+                    self.resources.table(&trigger.table),
+                    trigger.clone(),
+                    trigger.on_failure.as_ref().map(|q| self.resources.queue(q)),
+                    self.harness_sqs.clone(),
+                )
+                .for_function("calls-stream"),
+            );
+        }
+        source
+            .as_mut()
+            .expect("set above")
+            .drain(worker)
+            .await
+            .unwrap_or_else(|e| panic!("calls stream: {e}"))
+    }
+
+    /// The calls table's new records are read and dropped: their stream
+    /// events are lost, as when a batch is given up on.
+    pub async fn lose_calls_stream_events(&self) -> StreamReport {
+        self.run_calls_stream_by(|_| std::future::ready(DynamoDbEventResponse::default()))
+            .await
+    }
+
+    /// Work that reaches `logical_id` from a stream first: the transcription
+    /// jobs the calls stream queues, as Lambda would have by now.
+    async fn settle_streams_into(&self, logical_id: &str) {
+        if logical_id == "TranscriptionQueue" {
+            self.run_calls_stream().await;
+        }
+    }
+
+    /// Messages in a queue, without letting any stream feed it first.
+    pub async fn raw_depth(&self, logical_id: &str) -> usize {
+        queue_depth(&self.harness_sqs, &self.resources.queue(logical_id))
+            .await
+            .unwrap()
+    }
+
+    /// Every message body in a queue, each received once and put back.
+    pub async fn peek_all(&self, logical_id: &str) -> Vec<String> {
+        self.settle_streams_into(logical_id).await;
+        let url = self.resources.queue(logical_id);
+        let mut bodies = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..100 {
+            let out = self
+                .harness_sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .visibility_timeout(30)
+                .send()
+                .await
+                .unwrap();
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            for message in messages {
+                bodies.extend(message.body);
+                handles.extend(message.receipt_handle);
+            }
+        }
+        for handle in handles {
+            self.harness_sqs
+                .change_message_visibility()
+                .queue_url(&url)
+                .receipt_handle(handle)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .unwrap();
+        }
+        bodies
+    }
+
     pub fn poller(&self, logical_id: &str) -> QueuePoller {
         QueuePoller {
             sqs: self.harness_sqs.clone(),
@@ -491,6 +645,7 @@ impl Stack {
     }
 
     pub async fn depth(&self, logical_id: &str) -> usize {
+        self.settle_streams_into(logical_id).await;
         queue_depth(&self.harness_sqs, &self.resources.queue(logical_id))
             .await
             .unwrap()
@@ -503,6 +658,7 @@ impl Stack {
         F: Fn(aws_lambda_events::event::sqs::SqsEvent) -> Fut,
         Fut: std::future::Future<Output = SqsBatchResponse>,
     {
+        self.settle_streams_into(logical_id).await;
         let poller = self.poller(logical_id);
         let mut reports = Vec::new();
         for _ in 0..60 {
@@ -545,6 +701,7 @@ impl Stack {
     /// Empties a queue without running anything: a lost job, or a message the
     /// test hands to a worker itself.
     pub async fn discard_queued(&self, logical_id: &str) {
+        self.settle_streams_into(logical_id).await;
         let url = self.resources.queue(logical_id);
         loop {
             let received = self
@@ -600,6 +757,7 @@ impl Stack {
 
     /// Message bodies waiting in a queue (received and put back at once).
     pub async fn peek(&self, logical_id: &str) -> Vec<String> {
+        self.settle_streams_into(logical_id).await;
         let out = self
             .sqs
             .receive_message()

@@ -181,6 +181,8 @@ async fn an_organisations_token_records_its_call_which_only_its_key_reads() {
     assert_eq!(again.status(), 200);
     assert_eq!(json_body(&again)["duplicate"], true);
 
+    // The counters are the calls stream's: let it run, as Lambda would.
+    stack.run_calls_stream().await;
     let stats = stack.stats_endpoint();
     let acme = json_body(&stats.handle(keyed("/stats", &acme_key, "")).await);
     assert_eq!(acme["total_processed"], 1);
@@ -384,6 +386,7 @@ async fn the_deployment_token_delivers_for_the_default_organisation() {
         .handle(keyed("/call/MAINCALL", &main_key, ""))
         .await;
     assert_eq!(found.status(), 200);
+    stack.run_calls_stream().await;
     let counters = json_body(
         &stack
             .stats_endpoint()

@@ -73,6 +73,8 @@ async fn a_failed_message_mid_batch_is_the_only_one_redelivered() {
             .await;
         assert_eq!(response.status(), 202);
     }
+    // The jobs come from the calls stream, as Lambda would run it.
+    stack.run_calls_stream().await;
     let worker = stack.transcribe_worker();
     let poller = stack.poller("TranscriptionQueue");
     let mut seen = devstack::poller::PollReport::default();
@@ -133,16 +135,19 @@ async fn a_transcription_past_its_deadline_fails_the_call() {
     stack
         .assemblyai
         .set_outcome(TranscriptOutcome::NeverFinishes);
-    let mut zapier = stack.zapier();
-    zapier.ingestor.settings.transcription_deadline = Duration::ZERO;
     let body = seed_payload(&stack, "SLOW1").to_string();
-    let response = zapier
+    let response = stack
+        .zapier()
         .handle(zapier_request(
             body.as_bytes(),
             Some(&bearer(WEBHOOK_TOKEN)),
         ))
         .await;
     assert_eq!(response.status(), 202);
+    // The stream's consumer sets the job's deadline from the call's arrival.
+    let mut consumer = stack.new_call_records();
+    consumer.transcription_deadline = Duration::ZERO;
+    stack.run_calls_stream_with(&consumer).await;
     stack.run_transcriptions().await;
     let record = stack.calls().get("SLOW1").await.unwrap().unwrap();
     assert_eq!(record.status, CallStatus::Failed);

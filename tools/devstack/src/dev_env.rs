@@ -65,7 +65,7 @@ pub const DEV_SERVER: [Variable; 6] = [
 
 /// Variables functions read with a default that template.yaml gives to no
 /// function: deployed functions use the default unless the template adds it.
-pub const NOT_IN_TEMPLATE: [Variable; 19] = [
+pub const NOT_IN_TEMPLATE: [Variable; 18] = [
     Variable {
         name: "ORG_SECRETS_TTL_SECONDS",
         read_by: "functions that place, end or verify Twilio/ElevenLabs traffic",
@@ -130,11 +130,6 @@ pub const NOT_IN_TEMPLATE: [Variable; 19] = [
         name: "DEDUP_LEASE_SECONDS",
         read_by: "webhooks",
         meaning: "in-progress lease when the Lambda deadline is unknown (default 30)",
-    },
-    Variable {
-        name: "DEDUP_WAIT_SECONDS",
-        read_by: "zapier-webhook, exotel-webhook",
-        meaning: "how long a concurrent duplicate waits for the first delivery's answer, within its remaining time (default 5)",
     },
     Variable {
         name: "NOTIFY_PART_LEASE_SECONDS",

@@ -169,6 +169,19 @@ impl LocalAws {
         aws_sdk_dynamodb::Client::from_conf(config)
     }
 
+    /// DynamoDB Streams, which DynamoDB Local serves on its own endpoint.
+    pub async fn dynamodb_streams(&self) -> aws_sdk_dynamodbstreams::Client {
+        self.dynamodb_streams_at(&self.dynamodb_endpoint).await
+    }
+
+    /// A DynamoDB Streams client for another endpoint (a fault proxy in front of DynamoDB Local).
+    pub async fn dynamodb_streams_at(&self, endpoint: &str) -> aws_sdk_dynamodbstreams::Client {
+        let config = aws_sdk_dynamodbstreams::config::Builder::from(&self.sdk_config().await)
+            .endpoint_url(endpoint)
+            .build();
+        aws_sdk_dynamodbstreams::Client::from_conf(config)
+    }
+
     /// An SQS client for another endpoint (a fault proxy in front of moto).
     pub async fn sqs_at(&self, endpoint: &str) -> aws_sdk_sqs::Client {
         let config = aws_sdk_sqs::config::Builder::from(&self.sdk_config().await)

@@ -5,17 +5,19 @@
 //! - [`template`]: tables, queues, routes, consumers and schedules read from template.yaml;
 //! - [`provision`]: those resources created in the emulators;
 //! - [`poller`]: SQS delivery to a worker the way Lambda does it;
+//! - [`streams`]: DynamoDB stream delivery the same way, filtered by [`event_filter`];
 //! - [`fakes`]: AssemblyAI, Exotel, Slack, Twilio, ElevenLabs and LiveKit servers speaking their wire formats;
 //! - [`launchers`]: Slack, Discord and Teams request signing with the dev secrets;
 //! - [`lambda_runtime`]: Lambda's Runtime API, to run a function's real binary;
 //! - [`server`]: API Gateway's HTTP-to-Lambda translation for the dev server;
-//! - [`registry`]: which crate serves (or runs on a schedule) each function of the template;
+//! - [`registry`]: which crate serves (or consumes, or runs on a schedule) each function of the template;
 //! - [`config_doc`]: the configuration reference of `docs/configuration.md`, generated from template.yaml.
 
 pub mod bench_cost;
 pub mod config_doc;
 pub mod dev_env;
 pub mod emulators;
+pub mod event_filter;
 pub mod fakes;
 pub mod faults;
 pub mod lambda_runtime;
@@ -24,6 +26,7 @@ pub mod poller;
 pub mod provision;
 pub mod registry;
 pub mod server;
+pub mod streams;
 pub mod template;
 
 use std::path::PathBuf;

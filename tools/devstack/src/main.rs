@@ -1,6 +1,7 @@
 //! `make dev`: the whole system on 127.0.0.1. Emulators, tables and queues
 //! from template.yaml, every HTTP function at its template path, every queue
-//! consumer polling its queue, every scheduled function run at its rate
+//! consumer polling its queue, every stream consumer reading its table's
+//! stream through the template's filters, every scheduled function run at its rate
 //! (`DEV_SCHEDULE_SECONDS=n` runs them all every n seconds instead), and, for
 //! providers without credentials, the same fakes the tests use (the console
 //! channel prints notifications).
@@ -14,8 +15,11 @@ use devstack::emulators::LocalAws;
 use devstack::fakes::{FakeAssemblyAi, FakeExotel};
 use devstack::poller::QueuePoller;
 use devstack::provision::provision;
-use devstack::registry::{http_handler, queue_consumer, scheduled_job, ScheduledJob};
+use devstack::registry::{
+    http_handler, queue_consumer, scheduled_job, stream_consumer, ScheduledJob,
+};
 use devstack::server::{serve, Cors, Route};
+use devstack::streams::StreamPoller;
 use devstack::template::Template;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -382,6 +386,61 @@ fn main() -> Result<(), Error> {
                     }
                 }
             });
+            }
+        }
+
+        // Stream consumers: a poll every 200 ms when there is nothing to
+        // hand over, or after a failed batch (Lambda backs off before a retry).
+        let streams = local.dynamodb_streams().await;
+        for function in template.functions.iter() {
+            if function.streams.is_empty() {
+                continue;
+            }
+            let consumer = stream_consumer(&function.binary).await?;
+            for trigger in function.streams.clone() {
+                println!(
+                    "  stream of {} ({} filter{})  -> {}",
+                    trigger.table,
+                    trigger.filters.len(),
+                    if trigger.filters.len() == 1 { "" } else { "s" },
+                    function.binary
+                );
+                let on_failure = trigger.on_failure.as_ref().map(|queue| resources.queue(queue));
+                let mut poller = StreamPoller::new(
+                    local.dynamodb().await,
+                    streams.clone(),
+                    resources.table(&trigger.table),
+                    trigger,
+                    on_failure,
+                    sqs.clone(),
+                )
+                .for_function(&function.binary);
+                let worker = Arc::clone(&consumer);
+                let name = function.binary.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let worker = Arc::clone(&worker);
+                        let idle = match poller.poll_once(move |event| worker(event)).await {
+                            Ok(report) => {
+                                if !report.failed.is_empty() {
+                                    tracing::warn!(consumer = %name, failed = report.failed.len(), "records left for retry");
+                                }
+                                if !report.on_failure.is_empty() {
+                                    tracing::error!(consumer = %name, batches = report.on_failure.len(), "retries exhausted: sent to the on-failure queue");
+                                }
+                                report.batches == 0 || !report.failed.is_empty()
+                            }
+                            Err(err) => {
+                                tracing::error!(consumer = %name, error = %err, "stream poll failed");
+                                tokio::time::sleep(Duration::from_secs(2)).await;
+                                false
+                            }
+                        };
+                        if idle {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                });
             }
         }
 

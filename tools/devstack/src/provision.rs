@@ -1,11 +1,12 @@
-//! Creates the template's tables and queues in the emulators. A prefix keeps
-//! parallel tests apart; `make dev` uses a fixed one.
+//! Creates the template's tables (with their streams) and queues in the
+//! emulators. A prefix keeps parallel tests apart; `make dev` uses a fixed one.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -131,6 +132,15 @@ pub async fn provision(
                 }
             }
             create = create.global_secondary_indexes(global_index(index)?);
+        }
+        if let Some(view) = &table.stream_view {
+            create = create.stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::from(view.as_str()))
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            );
         }
         create.send().await.map_err(|e| {
             format!(

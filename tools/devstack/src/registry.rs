@@ -1,14 +1,17 @@
 //! The dev server's map from a template function (its binary name) to the
 //! crate that serves it. Each function's own `from_env` builds it, exactly as
-//! its Lambda `main` does. Three kinds: HTTP routes ([`http_handler`]), queue
-//! consumers ([`queue_consumer`]) and scheduled functions ([`scheduled_job`]).
+//! its Lambda `main` does. Four kinds: HTTP routes ([`http_handler`]), queue
+//! consumers ([`queue_consumer`]), DynamoDB stream consumers
+//! ([`stream_consumer`]) and scheduled functions ([`scheduled_job`]).
 
 use shared::api::Route;
 use shared::queue::sqs_batch::Worker;
 use std::future::Future;
 use std::sync::Arc;
 
+use aws_lambda_events::event::dynamodb::Event as StreamEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use lambda_http::{Body, Request, Response};
 
 use crate::server::HttpHandler;
@@ -16,6 +19,14 @@ use crate::server::HttpHandler;
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Consumer = Arc<
     dyn Fn(SqsEvent) -> std::pin::Pin<Box<dyn Future<Output = SqsBatchResponse> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A DynamoDB stream consumer: a batch of stream records in, the failed
+/// ones (`ReportBatchItemFailures`) out.
+pub type StreamConsumer = Arc<
+    dyn Fn(StreamEvent) -> std::pin::Pin<Box<dyn Future<Output = DynamoDbEventResponse> + Send>>
         + Send
         + Sync,
 >;
@@ -44,6 +55,14 @@ where
     Arc::new(move |event| Box::pin(f(event)))
 }
 
+fn stream<F, Fut>(f: F) -> StreamConsumer
+where
+    F: Fn(StreamEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = DynamoDbEventResponse> + Send + 'static,
+{
+    Arc::new(move |event| Box::pin(f(event)))
+}
+
 fn job<F, Fut>(f: F) -> ScheduledJob
 where
     F: Fn() -> Fut + Send + Sync + 'static,
@@ -68,6 +87,17 @@ macro_rules! worker {
     ($ty:path) => {{
         let worker = Arc::new(<$ty>::from_env().await?);
         consumer(move |event| {
+            let worker = Arc::clone(&worker);
+            async move { worker.handle(event).await }
+        })
+    }};
+}
+
+/// The same for a stream consumer (`handle(event)` on an `Arc`).
+macro_rules! stream_worker {
+    ($ty:path) => {{
+        let worker = Arc::new(<$ty>::from_env().await?);
+        stream(move |event| {
             let worker = Arc::clone(&worker);
             async move { worker.handle(event).await }
         })
@@ -235,6 +265,20 @@ pub async fn queue_consumer(binary: &str) -> Result<Consumer, Error> {
     })
 }
 
+/// A function template.yaml feeds from a table's stream (`Type: DynamoDB`):
+/// one line per function, `"binary" => stream_worker!(crate_name::Type)`.
+pub async fn stream_consumer(binary: &str) -> Result<StreamConsumer, Error> {
+    Ok(match binary {
+        "calls-stream" => stream_worker!(calls_stream::CallsStream),
+        other => {
+            return Err(format!(
+                "template.yaml has a stream consumer {other} the dev server does not know"
+            )
+            .into())
+        }
+    })
+}
+
 /// A function template.yaml runs on a schedule: one line per function,
 /// `"binary" => scheduled!(crate_name::Type)`.
 pub async fn scheduled_job(binary: &str) -> Result<ScheduledJob, Error> {
@@ -299,6 +343,61 @@ mod tests {
         }
         let broken = build("broken").await.unwrap();
         assert_eq!(broken().await, Err("store unavailable".to_string()));
+    }
+
+    use aws_lambda_events::event::streams::DynamoDbBatchItemFailure;
+
+    /// The shape `stream_worker!` expects: `from_env` and `handle(event)`.
+    struct FailsOdd;
+
+    impl FailsOdd {
+        async fn from_env() -> Result<Self, Error> {
+            Ok(FailsOdd)
+        }
+
+        /// Reports every record with an odd sequence number as failed.
+        async fn handle(&self, event: StreamEvent) -> DynamoDbEventResponse {
+            let mut response = DynamoDbEventResponse::default();
+            for record in event.records {
+                let sequence = record.change.sequence_number.unwrap_or_default();
+                if sequence.ends_with(['1', '3', '5', '7', '9']) {
+                    let mut failure = DynamoDbBatchItemFailure::default();
+                    failure.item_identifier = Some(sequence);
+                    response.batch_item_failures.push(failure);
+                }
+            }
+            response
+        }
+    }
+
+    #[tokio::test]
+    async fn stream_worker_hands_each_batch_to_handle() {
+        let consumer: StreamConsumer = (async { Ok::<_, Error>(stream_worker!(FailsOdd)) })
+            .await
+            .unwrap();
+        let event: StreamEvent = serde_json::from_value(serde_json::json!({"Records": [
+            {"eventID": "a", "eventName": "INSERT", "awsRegion": "us-east-1",
+             "dynamodb": {"SequenceNumber": "10", "SizeBytes": 1}},
+            {"eventID": "b", "eventName": "INSERT", "awsRegion": "us-east-1",
+             "dynamodb": {"SequenceNumber": "11", "SizeBytes": 1}}
+        ]}))
+        .unwrap();
+        let failed: Vec<Option<String>> = consumer(event)
+            .await
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        assert_eq!(failed, [Some("11".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_stream_consumer_is_an_error_naming_it() {
+        let err = stream_consumer("audit-stream").await.err().unwrap();
+        assert!(
+            err.to_string().contains("stream consumer audit-stream"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -23,6 +23,9 @@ pub struct TableSpec {
     pub ttl_attribute: Option<String>,
     /// Global secondary indexes, created with the table.
     pub indexes: Vec<IndexSpec>,
+    /// `StreamSpecification.StreamViewType` (`NEW_IMAGE`, `KEYS_ONLY`...):
+    /// the table has a stream showing that much of each change.
+    pub stream_view: Option<String>,
 }
 
 /// A global secondary index: its name, keys and projection type
@@ -66,6 +69,34 @@ pub struct SqsTrigger {
     pub reports_batch_item_failures: bool,
 }
 
+/// A `Type: DynamoDB` event: the function reads a table's stream through
+/// an event source mapping configured like this.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamTrigger {
+    /// The event's name under `Events`.
+    pub event: String,
+    /// Logical id of the table whose stream it reads (`!GetAtt X.StreamArn`).
+    pub table: String,
+    /// `TRIM_HORIZON` or `LATEST`.
+    pub starting_position: String,
+    /// Records per invocation at most (`BatchSize`, default 100).
+    pub batch_size: i32,
+    /// How long to gather records before invoking (`MaximumBatchingWindowInSeconds`).
+    pub batching_window: Duration,
+    /// `BisectBatchOnFunctionError`: a failed batch is split in two and retried.
+    pub bisect_on_error: bool,
+    /// `MaximumRetryAttempts`; `None` (absent or -1) retries until the records expire.
+    pub maximum_retry_attempts: Option<u32>,
+    /// `FunctionResponseTypes: [ReportBatchItemFailures]`.
+    pub reports_batch_item_failures: bool,
+    /// `FilterCriteria.Filters[].Pattern`, parsed (and checked by
+    /// [`crate::event_filter::validate`]); any one passing lets a record through.
+    pub filters: Vec<serde_json::Value>,
+    /// `DestinationConfig.OnFailure`: the queue (logical id) told about
+    /// batches given up on.
+    pub on_failure: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct FunctionSpec {
     pub logical_id: String,
@@ -75,6 +106,8 @@ pub struct FunctionSpec {
     pub routes: Vec<HttpRoute>,
     /// Every SQS event source (a function may consume several queues).
     pub sqs: Vec<SqsTrigger>,
+    /// Every DynamoDB stream event source.
+    pub streams: Vec<StreamTrigger>,
     /// Each variable's value as written (Globals included), for tools that
     /// need more than [`EnvValue`] keeps, such as the configuration reference.
     pub env_source: BTreeMap<String, Value>,
@@ -247,6 +280,20 @@ fn referenced_resource(value: &Value) -> Option<String> {
         },
         _ => None,
     }
+}
+
+/// `!GetAtt X.Attr` (or `!GetAtt [X, Attr]`, `Fn::GetAtt: [X, Attr]`) -> (X, Attr).
+fn get_att(value: &Value) -> Option<(String, String)> {
+    let (tag, inner) = tag_name(value)?;
+    if tag != "GetAtt" {
+        return None;
+    }
+    let (resource, attribute) = match inner {
+        Value::String(s) => s.split_once('.')?,
+        Value::Sequence(seq) => (seq.first()?.as_str()?, seq.get(1)?.as_str()?),
+        _ => return None,
+    };
+    Some((resource.to_string(), attribute.to_string()))
 }
 
 /// The `${Name}` and `${Name.Attribute}` of a `!Sub` string, without
@@ -523,6 +570,120 @@ fn indexes(props: &Value) -> Result<Vec<IndexSpec>, String> {
         .collect()
 }
 
+/// The top-level keys of a DynamoDB stream record a filter can name.
+const STREAM_RECORD_KEYS: [&str; 6] = [
+    "eventID",
+    "eventName",
+    "eventVersion",
+    "eventSource",
+    "awsRegion",
+    "dynamodb",
+];
+
+/// The event source mapping of a `Type: DynamoDB` event, from its Properties.
+fn stream_trigger(event: &str, props: &Value) -> Result<StreamTrigger, String> {
+    let table = match props.get("Stream").and_then(get_att) {
+        Some((table, attribute)) if attribute == "StreamArn" => table,
+        _ => return Err("Stream must be !GetAtt <Table>.StreamArn".into()),
+    };
+    let starting_position = props
+        .get("StartingPosition")
+        .and_then(Value::as_str)
+        .ok_or("StartingPosition (TRIM_HORIZON or LATEST) is required")?;
+    if !["TRIM_HORIZON", "LATEST"].contains(&starting_position) {
+        return Err(format!(
+            "StartingPosition {starting_position}: a DynamoDB stream starts at TRIM_HORIZON or LATEST"
+        ));
+    }
+    let integer =
+        |name: &str, default: i64, range: std::ops::RangeInclusive<i64>| match props.get(name) {
+            None => Ok(default),
+            Some(value) => value.as_i64().filter(|n| range.contains(n)).ok_or(format!(
+                "{name} must be an integer from {} to {}",
+                range.start(),
+                range.end()
+            )),
+        };
+    let batch_size = integer("BatchSize", 100, 1..=10_000)?;
+    let window = integer("MaximumBatchingWindowInSeconds", 0, 0..=300)?;
+    let retries = integer("MaximumRetryAttempts", -1, -1..=10_000)?;
+    let flag = |name: &str| match props.get(name) {
+        None => Ok(false),
+        Some(value) => value
+            .as_bool()
+            .ok_or(format!("{name} must be true or false")),
+    };
+    let mut filters = Vec::new();
+    for filter in props
+        .get("FilterCriteria")
+        .and_then(|f| f.get("Filters"))
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        let text = filter
+            .get("Pattern")
+            .and_then(Value::as_str)
+            .ok_or("each FilterCriteria filter needs a Pattern string")?;
+        let pattern: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("filter pattern {text}: {e}"))?;
+        crate::event_filter::validate(&pattern)
+            .map_err(|e| format!("filter pattern {text}: {e}"))?;
+        // A DynamoDB stream record's data is under `dynamodb` (AWS filters
+        // no other data key); the rest are the record's metadata. A key
+        // that is neither would match nothing once deployed: refused here.
+        if let Some(other) = pattern.as_object().and_then(|keys| {
+            keys.keys()
+                .find(|k| !STREAM_RECORD_KEYS.contains(&k.as_str()))
+        }) {
+            return Err(format!(
+                "filter pattern {text}: a DynamoDB stream record has no `{other}` (filter on `dynamodb` or the record's metadata: {})",
+                STREAM_RECORD_KEYS.join(", ")
+            ));
+        }
+        filters.push(pattern);
+    }
+    let on_failure = match props
+        .get("DestinationConfig")
+        .and_then(|d| d.get("OnFailure"))
+    {
+        None => None,
+        Some(on_failure) => {
+            if let Some(kind) = on_failure.get("Type").and_then(Value::as_str) {
+                if kind != "SQS" {
+                    return Err(format!(
+                        "OnFailure Type {kind}: the local event source reports to SQS only"
+                    ));
+                }
+            }
+            Some(
+                on_failure
+                    .get("Destination")
+                    .and_then(referenced_resource)
+                    .ok_or("OnFailure Destination must be !GetAtt <Queue>.Arn")?,
+            )
+        }
+    };
+    Ok(StreamTrigger {
+        event: event.to_string(),
+        table,
+        starting_position: starting_position.to_string(),
+        batch_size: batch_size as i32,
+        batching_window: Duration::from_secs(window as u64),
+        bisect_on_error: flag("BisectBatchOnFunctionError")?,
+        maximum_retry_attempts: u32::try_from(retries).ok(),
+        reports_batch_item_failures: props
+            .get("FunctionResponseTypes")
+            .and_then(Value::as_sequence)
+            .is_some_and(|t| {
+                t.iter()
+                    .any(|v| v.as_str() == Some("ReportBatchItemFailures"))
+            }),
+        filters,
+        on_failure,
+    })
+}
+
 /// The binary a function runs: the last folder of its `CodeUri`, which is
 /// where `cargo lambda build --lambda-dir target/lambda` writes that binary's
 /// `bootstrap` (`target/lambda/<binary>/`).
@@ -754,6 +915,15 @@ impl Template {
                         .and_then(Value::as_str)
                         .map(str::to_string),
                     indexes: indexes(&props).map_err(|e| format!("{id}: {e}"))?,
+                    stream_view: props
+                        .get("StreamSpecification")
+                        .and_then(|s| s.get("StreamViewType"))
+                        .map(|v| {
+                            v.as_str()
+                                .map(str::to_string)
+                                .ok_or(format!("{id}: StreamViewType must be a literal string"))
+                        })
+                        .transpose()?,
                     logical_id: id,
                 }),
                 Some("AWS::SQS::Queue") => template.queues.push(QueueSpec {
@@ -781,6 +951,7 @@ impl Template {
                     env_source.extend(env_source_map(Some(&props)));
                     let mut routes = Vec::new();
                     let mut sqs = Vec::new();
+                    let mut streams = Vec::new();
                     for (event_id, event) in props
                         .get("Events")
                         .and_then(Value::as_mapping)
@@ -822,6 +993,12 @@ impl Template {
                                         }),
                                 });
                             }
+                            Some("DynamoDB") => {
+                                let event_id = event_id.as_str().unwrap_or("?");
+                                streams.push(stream_trigger(event_id, &event_props).map_err(
+                                    |e| format!("{id} ({binary}): DynamoDB event {event_id}: {e}"),
+                                )?);
+                            }
                             Some(kind @ ("Schedule" | "ScheduleV2")) => {
                                 let event_id = event_id.as_str().unwrap_or("?");
                                 let expression = event_props
@@ -859,13 +1036,45 @@ impl Template {
                         env,
                         routes,
                         sqs,
+                        streams,
                         env_source,
                     });
                 }
                 _ => {}
             }
         }
+        template.check_stream_triggers()?;
         Ok(template)
+    }
+
+    /// A stream event must read a table that has a stream and report to a
+    /// queue of the template, as CloudFormation would insist at deploy.
+    fn check_stream_triggers(&self) -> Result<(), String> {
+        for function in &self.functions {
+            for trigger in &function.streams {
+                let context = format!(
+                    "{} ({}): DynamoDB event {}",
+                    function.logical_id, function.binary, trigger.event
+                );
+                let table = self
+                    .tables
+                    .iter()
+                    .find(|t| t.logical_id == trigger.table)
+                    .ok_or(format!("{context}: no table {}", trigger.table))?;
+                if table.stream_view.is_none() {
+                    return Err(format!(
+                        "{context}: table {} has no StreamSpecification",
+                        trigger.table
+                    ));
+                }
+                if let Some(queue) = &trigger.on_failure {
+                    if !self.queues.iter().any(|q| &q.logical_id == queue) {
+                        return Err(format!("{context}: no on-failure queue {queue}"));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn function(&self, binary: &str) -> Option<&FunctionSpec> {
@@ -1161,6 +1370,172 @@ Resources:
         let sweep = template.function("stuck-sweep").unwrap();
         assert!(sweep.routes.is_empty() && sweep.sqs.is_empty());
         assert_eq!(template.function("report").unwrap().routes.len(), 1);
+    }
+
+    #[test]
+    fn reads_the_calls_table_stream_and_its_consumer() {
+        let (template, _) = repository_template();
+        let table = |id: &str| template.tables.iter().find(|t| t.logical_id == id).unwrap();
+        assert_eq!(
+            table("CallsTable").stream_view.as_deref(),
+            Some("NEW_IMAGE")
+        );
+        assert_eq!(table("IdempotencyTable").stream_view, None);
+        let function = template.function("calls-stream").unwrap();
+        assert_eq!(function.logical_id, "CallsStreamFunction");
+        assert!(function.routes.is_empty() && function.sqs.is_empty());
+        let [trigger] = function.streams.as_slice() else {
+            panic!("one stream trigger: {:?}", function.streams)
+        };
+        assert_eq!(trigger.event, "NewCallRecords");
+        assert_eq!(trigger.table, "CallsTable");
+        assert_eq!(trigger.starting_position, "TRIM_HORIZON");
+        assert_eq!(trigger.batch_size, 100);
+        assert_eq!(trigger.batching_window, Duration::ZERO);
+        assert!(trigger.bisect_on_error);
+        assert_eq!(trigger.maximum_retry_attempts, Some(5));
+        assert!(trigger.reports_batch_item_failures);
+        assert_eq!(trigger.on_failure.as_deref(), Some("CallsStreamDLQ"));
+        let [filter] = trigger.filters.as_slice() else {
+            panic!("one filter: {:?}", trigger.filters)
+        };
+        assert_eq!(filter["eventName"], serde_json::json!(["INSERT"]));
+        assert_eq!(
+            filter["dynamodb"]["NewImage"]["item"]["S"],
+            serde_json::json!(["call"])
+        );
+    }
+
+    const STREAMED: &str = r#"
+Resources:
+  JobsTable:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      AttributeDefinitions: [{AttributeName: id, AttributeType: S}]
+      KeySchema: [{AttributeName: id, KeyType: HASH}]
+      StreamSpecification: {StreamViewType: NEW_AND_OLD_IMAGES}
+  FailedJobs:
+    Type: AWS::SQS::Queue
+  AuditFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: target/lambda/audit/
+      Events:
+        Changes:
+          Type: DynamoDB
+          Properties:
+            Stream:
+              Fn::GetAtt: [JobsTable, StreamArn]
+            StartingPosition: LATEST
+        Filtered:
+          Type: DynamoDB
+          Properties:
+            Stream: !GetAtt JobsTable.StreamArn
+            StartingPosition: TRIM_HORIZON
+            BatchSize: 10
+            MaximumBatchingWindowInSeconds: 5
+            MaximumRetryAttempts: -1
+            FilterCriteria:
+              Filters:
+                - Pattern: '{"dynamodb": {"Keys": {"id": {"S": ["x"]}}}}'
+                - Pattern: '{"dynamodb": {"NewImage": {"state": {"S": [{"prefix": "fail"}]}}}}'
+            DestinationConfig:
+              OnFailure: {Type: SQS, Destination: !GetAtt FailedJobs.Arn}
+"#;
+
+    #[test]
+    fn reads_stream_events_with_lambdas_defaults() {
+        let template = Template::parse(STREAMED).unwrap();
+        assert_eq!(
+            template.tables[0].stream_view.as_deref(),
+            Some("NEW_AND_OLD_IMAGES")
+        );
+        let streams = &template.function("audit").unwrap().streams;
+        assert_eq!(
+            streams[0],
+            StreamTrigger {
+                event: "Changes".into(),
+                table: "JobsTable".into(),
+                starting_position: "LATEST".into(),
+                batch_size: 100,
+                batching_window: Duration::ZERO,
+                bisect_on_error: false,
+                maximum_retry_attempts: None,
+                reports_batch_item_failures: false,
+                filters: Vec::new(),
+                on_failure: None,
+            }
+        );
+        let filtered = &streams[1];
+        assert_eq!(filtered.table, "JobsTable");
+        assert_eq!(filtered.batch_size, 10);
+        assert_eq!(filtered.batching_window, Duration::from_secs(5));
+        // -1 is Lambda's "until the records expire".
+        assert_eq!(filtered.maximum_retry_attempts, None);
+        assert_eq!(
+            filtered.filters,
+            [
+                serde_json::json!({"dynamodb": {"Keys": {"id": {"S": ["x"]}}}}),
+                serde_json::json!({"dynamodb": {"NewImage": {"state": {"S": [{"prefix": "fail"}]}}}}),
+            ]
+        );
+        assert_eq!(filtered.on_failure.as_deref(), Some("FailedJobs"));
+    }
+
+    #[test]
+    fn a_bad_stream_event_names_the_function_and_what_is_wrong() {
+        for (from, to, complaint) in [
+            (
+                r#"'{"dynamodb": {"Keys": {"id": {"S": ["x"]}}}}'"#,
+                r#"'{"dynamodb": {"Keys": {"id": {"S": ["x"]}}}'"#,
+                "filter pattern",
+            ),
+            (
+                r#"'{"dynamodb": {"Keys": {"id": {"S": ["x"]}}}}'"#,
+                r#"'{"dynamodb": {"Keys": {"id": {"S": "x"}}}}'"#,
+                "a rule is an object",
+            ),
+            (
+                r#"'{"dynamodb": {"Keys": {"id": {"S": ["x"]}}}}'"#,
+                r#"'{"dynamodb": {"Keys": {"id": {"S": [{"wildcard": "x*"}]}}}}'"#,
+                "operator wildcard",
+            ),
+            (
+                r#"'{"dynamodb": {"Keys": {"id": {"S": ["x"]}}}}'"#,
+                r#"'{"body": {"id": ["x"]}}'"#,
+                "has no `body`",
+            ),
+            ("JobsTable.StreamArn", "JobsTable.Arn", "Stream must be"),
+            (
+                "StartingPosition: LATEST",
+                "StartingPosition: AT_TIMESTAMP",
+                "AT_TIMESTAMP",
+            ),
+            ("BatchSize: 10", "BatchSize: 0", "BatchSize"),
+            (
+                "MaximumRetryAttempts: -1",
+                "MaximumRetryAttempts: -2",
+                "MaximumRetryAttempts",
+            ),
+            ("{Type: SQS,", "{Type: SNS,", "SQS only"),
+            (
+                "FailedJobs.Arn",
+                "MissingQueue.Arn",
+                "no on-failure queue MissingQueue",
+            ),
+            (
+                "      StreamSpecification: {StreamViewType: NEW_AND_OLD_IMAGES}\n",
+                "",
+                "JobsTable has no StreamSpecification",
+            ),
+        ] {
+            assert!(STREAMED.contains(from), "{from}");
+            let err = Template::parse(&STREAMED.replace(from, to)).unwrap_err();
+            assert!(
+                err.contains("AuditFunction") && err.contains("audit") && err.contains(complaint),
+                "{to}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `make dev` must be able to serve every function template.yaml declares.
 //! Its own test binary: it sets process-wide environment variables.
 
-use devstack::registry::{http_handler, queue_consumer, scheduled_job};
+use devstack::registry::{http_handler, queue_consumer, scheduled_job, stream_consumer};
 use devstack::template::{EnvValue, Template};
 
 /// Every function in template.yaml must be servable by `make dev`: build
@@ -51,8 +51,11 @@ async fn every_template_function_is_registered() {
             .any(|s| s.function == function.binary);
         // A function with no event the dev server serves would never run locally.
         assert!(
-            !function.routes.is_empty() || !function.sqs.is_empty() || scheduled,
-            "{}: no HttpApi, SQS or Schedule event",
+            !function.routes.is_empty()
+                || !function.sqs.is_empty()
+                || !function.streams.is_empty()
+                || scheduled,
+            "{}: no HttpApi, SQS, DynamoDB or Schedule event",
             function.binary
         );
         // Each kind of event its own registry: a function with two is in both.
@@ -63,6 +66,16 @@ async fn every_template_function_is_registered() {
         if !function.sqs.is_empty() {
             let built = queue_consumer(&function.binary).await.map(drop);
             assert!(built.is_ok(), "{}: {:?}", function.binary, built.err());
+        }
+        if !function.streams.is_empty() {
+            let built = stream_consumer(&function.binary).await.map(drop);
+            assert!(
+                built.is_ok(),
+                "{} reads a stream in template.yaml: add it to stream_consumer in \
+                 tools/devstack/src/registry.rs ({:?})",
+                function.binary,
+                built.err()
+            );
         }
     }
     // Disabled schedules too: enabling one must not be what breaks `make dev`.

@@ -13,6 +13,8 @@ use devstack::lambda_runtime::{api_gateway_event as http_event, Outcome, Runtime
 use devstack::provision::provision;
 use devstack::template::Template;
 
+#[path = "bench/calls_stream.rs"]
+mod calls_stream;
 #[path = "bench/secrets_init.rs"]
 mod secrets_init;
 
@@ -32,6 +34,7 @@ struct Measurement {
     first_invoke: Duration,
     p50: Duration,
     p95: Duration,
+    p99: Duration,
     peak_rss_kib: u64,
     binary_bytes: u64,
 }
@@ -77,6 +80,66 @@ async fn measure(
     child.kill().await?;
     let first = latencies.remove(0);
     Ok((init, first, latencies, rss))
+}
+
+/// `calls-stream` on every batch the calls stream holds: one run for the
+/// figures (the first batch cold), a second through the counting proxy for
+/// each record's share of the AWS calls and cost.
+async fn bench_calls_stream(
+    release: &std::path::Path,
+    local: &LocalAws,
+    template: &Template,
+    resources: &devstack::provision::Resources,
+) -> Result<(Measurement, devstack::bench_cost::StreamShare), Error> {
+    let batches = calls_stream::batches(local, template, resources).await?;
+    if batches.len() < 3 {
+        return Err(format!(
+            "calls-stream: {} batches in the stream; bench zapier-webhook or exotel-webhook first",
+            batches.len()
+        )
+        .into());
+    }
+    let spec = template
+        .function("calls-stream")
+        .ok_or("calls-stream missing from template")?;
+    let mut env: Vec<(String, String)> = resources.function_env(spec);
+    env.extend(local.aws_env().into_iter().map(|(k, v)| (k.to_string(), v)));
+    let binary = release.join("calls-stream");
+    let events: Vec<String> = batches.iter().map(|b| b.event.clone()).collect();
+    let (init, first, warm, rss) = measure(&binary, &env, events.clone(), None).await?;
+    let meter =
+        devstack::bench_cost::Meter::start(local.dynamodb_endpoint(), local.moto_endpoint());
+    measure(&binary, &meter.env(&env), events, Some(&meter)).await?;
+    let used = meter.per_invocation();
+    // Warm batches: each with its unmetered duration and its metered calls.
+    let shares: Vec<(Duration, usize, devstack::bench_cost::Usage)> = batches[1..]
+        .iter()
+        .zip(&warm)
+        .zip(used.get(1..).unwrap_or_default())
+        .map(|((batch, duration), calls)| {
+            (
+                *duration,
+                batch.records,
+                devstack::bench_cost::Usage::of(calls),
+            )
+        })
+        .collect();
+    let share = devstack::bench_cost::stream_share(&devstack::bench_cost::US_EAST_1, &shares);
+    let mut sorted = warm.clone();
+    sorted.sort();
+    Ok((
+        Measurement {
+            function: "calls-stream (per batch)".into(),
+            init,
+            first_invoke: first,
+            p50: percentile(&sorted, 0.5),
+            p95: percentile(&sorted, 0.95),
+            p99: percentile(&sorted, 0.99),
+            peak_rss_kib: rss,
+            binary_bytes: std::fs::metadata(&binary)?.len(),
+        },
+        share,
+    ))
 }
 
 /// Now, as the launchers' timestamp headers carry it.
@@ -323,6 +386,7 @@ async fn main() -> Result<(), Error> {
         costs.push(devstack::bench_cost::Row {
             function: function.to_string(),
             warm_p50: percentile(&warm, 0.5),
+            warm_p99: percentile(&warm, 0.99),
             usage,
             estimated_units,
             operations: meter.warm_operations(),
@@ -333,22 +397,34 @@ async fn main() -> Result<(), Error> {
             first_invoke: first,
             p50: percentile(&warm, 0.5),
             p95: percentile(&warm, 0.95),
+            p99: percentile(&warm, 0.99),
             peak_rss_kib: rss,
             binary_bytes: std::fs::metadata(&binary)?.len(),
         });
     }
 
+    // The stream consumer last: its batches are the records the intake
+    // benches above wrote.
+    let mut stream_share = None;
+    if devstack::bench_cost::selected("calls-stream") {
+        let (measurement, share) =
+            bench_calls_stream(&release, &local, &template, &resources).await?;
+        results.push(measurement);
+        stream_share = Some(share);
+    }
+
     let mut report = String::from(
-        "| function | init (ms) | first invoke (ms) | warm p50 (ms) | warm p95 (ms) | peak RSS (MiB) | x86_64 release binary (MiB) |\n|---|---|---|---|---|---|---|\n",
+        "| function | init (ms) | first invoke (ms) | warm p50 (ms) | warm p95 (ms) | warm p99 (ms) | peak RSS (MiB) | x86_64 release binary (MiB) |\n|---|---|---|---|---|---|---|---|\n",
     );
     for m in &results {
         report.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.1} | {:.1} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} |\n",
             m.function,
             ms(m.init),
             ms(m.first_invoke),
             ms(m.p50),
             ms(m.p95),
+            ms(m.p99),
             m.peak_rss_kib as f64 / 1024.0,
             m.binary_bytes as f64 / (1024.0 * 1024.0)
         ));
@@ -356,7 +432,11 @@ async fn main() -> Result<(), Error> {
     report.push_str(&format!(
         "\n{WARM_INVOCATIONS} warm invocations per function after one cold one; AWS calls go to DynamoDB Local and moto on 127.0.0.1, LiveKit calls to the fake LiveKit on 127.0.0.1. sessions-list lists the bench organisation's ~400 active sessions (every room and call opened above). The chat launchers open a new room per event (their sessions belong to INBOUND_ORG_ID) and answer with a join link; no Slack direct message is sent.\n"
     ));
-    report.push_str(&devstack::bench_cost::report(&costs, METERED_INVOCATIONS));
+    report.push_str(&devstack::bench_cost::report(
+        &costs,
+        METERED_INVOCATIONS,
+        stream_share.as_ref(),
+    ));
     report.push_str("\n### Credentials from Secrets Manager at cold start\n\n");
     report.push_str(&secrets_init::table(&secrets_rows));
     println!("{report}");

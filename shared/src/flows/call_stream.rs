@@ -1,0 +1,310 @@
+//! The recording intake's second half, fed by the calls table's stream.
+//! The webhook stored the record (one conditional write) and answered; each
+//! new record reaches `calls-stream` once its filter (INSERT of a pipeline
+//! record, `queued` or `skipped`) passes it. Here a queued call gets its
+//! transcription job (SQS, ten to a request) and every new call is counted,
+//! one counter update per organisation per batch.
+//!
+//! Why a dispatcher and not the transcription itself: a stream shard is
+//! processed in order, so a slow recording host or AssemblyAI would hold
+//! back every call behind it; SQS gives each call its own retries, delays
+//! and DLQ, as before.
+//!
+//! Failures follow the stream's `ReportBatchItemFailures` contract: Lambda
+//! retries from the lowest sequence number reported, so the records before
+//! it are done for good and only they are counted. Records after a failure
+//! come again; their jobs may be sent twice, which the transcription
+//! worker's conditional `queued -> transcribing` makes harmless.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use crate::base::metrics::{self, Metric};
+use crate::base::time;
+use crate::queue::jobs::{JobQueue, TranscriptionJob};
+use crate::store::calls::{CallRecord, CallStatus};
+use crate::store::stats::{Counter, StatsStore};
+
+/// One change from the stream, as much of it as the dispatcher reads.
+#[derive(Debug, Clone)]
+pub struct StreamChange {
+    /// The record's `SequenceNumber`: its identifier in a failure report.
+    pub sequence_number: String,
+    /// `INSERT`, `MODIFY` or `REMOVE`.
+    pub event_name: String,
+    pub new_image: serde_dynamo::Item,
+}
+
+/// What a change asks for.
+#[derive(Debug, Clone, PartialEq)]
+enum Work {
+    /// A new queued call: its transcription job, and count it.
+    Transcribe(Box<TranscriptionJob>),
+    /// A new call stored final (skipped): count it only.
+    Count(Option<String>),
+    /// Not a new pipeline record: the filter should not have passed it.
+    Nothing,
+}
+
+pub struct NewCallRecords {
+    pub transcription_queue: Arc<dyn JobQueue>,
+    pub stats: Arc<dyn StatsStore>,
+    /// How long a transcription may take from the call's arrival
+    /// (`TRANSCRIPTION_DEADLINE_SECONDS`).
+    pub transcription_deadline: Duration,
+}
+
+/// The sort key of the pipeline's record items (`store::calls`).
+const RECORD_ITEM: &str = "call";
+
+impl NewCallRecords {
+    /// Handles one batch; returns the sequence numbers of the changes that
+    /// failed (Lambda retries from the lowest).
+    pub async fn handle(&self, changes: Vec<StreamChange>) -> Vec<String> {
+        let mut failed: Vec<usize> = Vec::new();
+        let mut work: Vec<Work> = Vec::with_capacity(changes.len());
+        for (i, change) in changes.iter().enumerate() {
+            match self.work_for(change) {
+                Ok(w) => work.push(w),
+                Err(reason) => {
+                    // Our own table's record, unreadable: a defect to see in
+                    // the DLQ and its alarm, not to skip in silence.
+                    error!(sequence = %change.sequence_number, %reason, "unreadable call record in the stream");
+                    failed.push(i);
+                    work.push(Work::Nothing);
+                }
+            }
+        }
+        let to_send: Vec<(usize, String)> = work
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !failed.contains(i))
+            .filter_map(|(i, w)| match w {
+                Work::Transcribe(job) => serde_json::to_string(job).ok().map(|body| (i, body)),
+                _ => None,
+            })
+            .collect();
+        let bodies = to_send.iter().map(|(_, body)| body.clone()).collect();
+        let results = self.transcription_queue.send_many_raw(bodies).await;
+        for ((i, _), result) in to_send.iter().zip(results) {
+            match result {
+                Ok(()) => metrics::count(Metric::Queued),
+                Err(err) => {
+                    warn!(sequence = %changes[*i].sequence_number, error = %err.0, "transcription job not queued; the stream retries");
+                    failed.push(*i);
+                }
+            }
+        }
+        let done_before = failed.iter().copied().min().unwrap_or(changes.len());
+        self.count(&work[..done_before]).await;
+        failed.sort_unstable();
+        failed
+            .into_iter()
+            .map(|i| changes[i].sequence_number.clone())
+            .collect()
+    }
+
+    fn work_for(&self, change: &StreamChange) -> Result<Work, String> {
+        if change.event_name != "INSERT" {
+            return Ok(Work::Nothing);
+        }
+        let item_kind = change.new_image.get("item").and_then(|v| match v {
+            serde_dynamo::AttributeValue::S(s) => Some(s.as_str()),
+            _ => None,
+        });
+        if item_kind != Some(RECORD_ITEM) {
+            return Ok(Work::Nothing);
+        }
+        let record: CallRecord = serde_dynamo::from_item(change.new_image.clone())
+            .map_err(|e| format!("call record: {e}"))?;
+        Ok(match record.status {
+            CallStatus::Queued => {
+                let Some(recording_url) = record.recording_url.clone() else {
+                    return Err(format!("queued call {} has no recording", record.call_id));
+                };
+                let accepted_at = chrono::DateTime::parse_from_rfc3339(&record.received_at)
+                    .map(|at| at.timestamp())
+                    .unwrap_or_else(|_| time::epoch_secs());
+                let deadline = accepted_at
+                    + i64::try_from(self.transcription_deadline.as_secs()).unwrap_or(3600);
+                Work::Transcribe(Box::new(TranscriptionJob {
+                    call_id: record.call_id,
+                    recording_url,
+                    source: record.source,
+                    transcript_id: None,
+                    checks: 0,
+                    deadline,
+                    accepted_at: Some(accepted_at),
+                    org_id: record.org_id,
+                }))
+            }
+            CallStatus::Skipped => Work::Count(record.org_id),
+            _ => Work::Nothing,
+        })
+    }
+
+    /// `TotalProcessed` for the done records: one update per organisation.
+    async fn count(&self, done: &[Work]) {
+        let mut by_org: BTreeMap<Option<&str>, u64> = BTreeMap::new();
+        for w in done {
+            let org = match w {
+                Work::Transcribe(job) => job.org_id.as_deref(),
+                Work::Count(org) => org.as_deref(),
+                Work::Nothing => continue,
+            };
+            *by_org.entry(org).or_default() += 1;
+        }
+        for (org, n) in by_org {
+            // Bookkeeping: a lost count is logged, never a reason to send
+            // the jobs again.
+            if let Err(err) = self.stats.add(Counter::TotalProcessed, org, n).await {
+                warn!(org_id = org.unwrap_or("-"), n, error = %err, "new calls not counted");
+            }
+        }
+        if !done.is_empty() {
+            info!(records = done.len(), "new call records handled");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::jobs::QueueError;
+    use crate::store::stats::Stats;
+    use crate::store::StoreError;
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Queue {
+        sent: Mutex<Vec<String>>,
+        refuse: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl JobQueue for Queue {
+        async fn send_raw(&self, body: String, _: Duration) -> Result<(), QueueError> {
+            if self
+                .refuse
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|id| body.contains(id))
+            {
+                return Err(QueueError("throttled".into()));
+            }
+            self.sent.lock().unwrap().push(body);
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct Counts(Mutex<Vec<(Option<String>, u64)>>);
+
+    #[async_trait]
+    impl StatsStore for Counts {
+        async fn add(&self, c: Counter, org: Option<&str>, n: u64) -> Result<(), StoreError> {
+            assert_eq!(c, Counter::TotalProcessed);
+            self.0.lock().unwrap().push((org.map(str::to_string), n));
+            Ok(())
+        }
+        async fn read(&self) -> Result<Stats, StoreError> {
+            unreachable!()
+        }
+        async fn read_org(&self, _: &str) -> Result<Stats, StoreError> {
+            unreachable!()
+        }
+    }
+
+    fn change(seq: u32, event: &str, id: &str, status: &str, org: Option<&str>) -> StreamChange {
+        let mut record = serde_json::json!({
+            "call_id": id, "source": "zapier", "from_number": "+919876543210",
+            "to_number": "09631084471", "timestamp": "2026-12-06T10:00:00Z",
+            "status": status, "direction": "incoming", "slack_posted": false,
+            "received_at": "2026-12-06T10:00:00Z", "status_history": [],
+            "recording_url": "https://api.exotel.com/r.mp3", "item": "call",
+        });
+        if let Some(org) = org {
+            record["org_id"] = org.into();
+        }
+        StreamChange {
+            sequence_number: format!("{seq:021}"),
+            event_name: event.into(),
+            new_image: serde_dynamo::to_item(record).unwrap(),
+        }
+    }
+
+    fn dispatcher(queue: Arc<Queue>, counts: Arc<Counts>) -> NewCallRecords {
+        NewCallRecords {
+            transcription_queue: queue,
+            stats: counts,
+            transcription_deadline: Duration::from_secs(3600),
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_calls_get_a_job_and_every_new_call_is_counted_once_per_org() {
+        let queue = Arc::new(Queue::default());
+        let counts = Arc::new(Counts::default());
+        let failed = dispatcher(Arc::clone(&queue), Arc::clone(&counts))
+            .handle(vec![
+                change(1, "INSERT", "CA1", "queued", Some("acme")),
+                change(2, "INSERT", "CA2", "skipped", Some("acme")),
+                change(3, "INSERT", "CA3", "queued", None),
+                change(4, "MODIFY", "CA1", "queued", Some("acme")),
+            ])
+            .await;
+        assert!(failed.is_empty());
+        let sent = queue.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2);
+        let job: TranscriptionJob = serde_json::from_str(&sent[0]).unwrap();
+        assert_eq!(job.call_id, "CA1");
+        assert_eq!(job.org_id.as_deref(), Some("acme"));
+        // The deadline runs from the call's arrival, not from the stream's delivery.
+        assert_eq!(job.accepted_at, Some(1_796_551_200));
+        assert_eq!(job.deadline, 1_796_551_200 + 3600);
+        let mut counted = counts.0.lock().unwrap().clone();
+        counted.sort();
+        assert_eq!(counted, vec![(None, 1), (Some("acme".into()), 2)]);
+    }
+
+    #[tokio::test]
+    async fn only_the_records_before_the_first_failure_are_counted() {
+        let queue = Arc::new(Queue::default());
+        queue.refuse.lock().unwrap().push("\"CA2\"".into());
+        let counts = Arc::new(Counts::default());
+        let failed = dispatcher(Arc::clone(&queue), Arc::clone(&counts))
+            .handle(vec![
+                change(1, "INSERT", "CA1", "queued", Some("acme")),
+                change(2, "INSERT", "CA2", "queued", Some("acme")),
+                change(3, "INSERT", "CA3", "queued", Some("acme")),
+            ])
+            .await;
+        assert_eq!(failed, vec![format!("{:021}", 2)]);
+        // CA3 comes again with CA2; it is counted then.
+        assert_eq!(
+            counts.0.lock().unwrap().clone(),
+            vec![(Some("acme".into()), 1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_record_fails_and_nothing_after_it_is_counted() {
+        let queue = Arc::new(Queue::default());
+        let counts = Arc::new(Counts::default());
+        let mut broken = change(1, "INSERT", "CA1", "queued", None);
+        broken.new_image.insert(
+            "status".into(),
+            serde_dynamo::AttributeValue::S("??".into()),
+        );
+        let failed = dispatcher(Arc::clone(&queue), Arc::clone(&counts))
+            .handle(vec![broken, change(2, "INSERT", "CA2", "queued", None)])
+            .await;
+        assert_eq!(failed, vec![format!("{:021}", 1)]);
+        assert!(counts.0.lock().unwrap().is_empty());
+    }
+}
