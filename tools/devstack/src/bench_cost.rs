@@ -567,17 +567,18 @@ pub const BEFORE: &[Baseline] = &[
     },
 ];
 
-// Warm p50 and p99 (ms) of those builds, 200 warm invocations each.
-const BEFORE_ZAPIER_P50: f64 = 0.0;
-const BEFORE_ZAPIER_P99: f64 = 0.0;
-const BEFORE_EXOTEL_P50: f64 = 0.0;
-const BEFORE_EXOTEL_P99: f64 = 0.0;
+// Warm p50 and p99 (ms) of those builds, 200 warm invocations each,
+// measured 2026-12-06 (the same run as the after figures in docs/performance.md).
+const BEFORE_ZAPIER_P50: f64 = 24.74;
+const BEFORE_ZAPIER_P99: f64 = 65.78;
+const BEFORE_EXOTEL_P50: f64 = 23.26;
+const BEFORE_EXOTEL_P99: f64 = 35.35;
 
 const BEFORE_USAGE: Usage = Usage {
     sequential_calls: 3.0,
     aws_calls: 4.0,
     read_units: 0.0,
-    write_units: 6.0,
+    write_units: 9.0,
     sqs_requests: 1.0,
 };
 
