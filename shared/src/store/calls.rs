@@ -284,12 +284,15 @@ const LEGACY_WATCH: Ledger = Ledger {
 
 /// The sparse index of records the sweep should look at: a record carries
 /// `watch_ledger` and `watch_due` from the write that creates it, so no call
-/// escapes the sweep, and loses them when the sweep finds it final.
+/// escapes the sweep, and loses them in the write that makes it final (or,
+/// for one that got there otherwise, when the sweep finds it final).
 pub const WATCH_INDEX: &str = "CallWatch";
 const WATCH_LEDGER: &str = "watch_ledger";
 const WATCH_DUE: &str = "watch_due";
 /// The one partition of the index (as the ledgers are one partition each).
 const WATCH_PARTITION: &str = "calls";
+/// Appended to the update that makes a call final: it leaves the index.
+const LEAVE_WATCH: &str = " REMOVE watch_ledger, watch_due";
 
 /// The attributes that put a record in the `CallWatch` index, due at `due`.
 pub(crate) fn watch_attributes(due: i64) -> [(String, AttributeValue); 2] {
@@ -448,6 +451,9 @@ impl CallStore for DynamoCallStore {
                 AttributeValue::S(crate::base::time::now_rfc3339()),
             );
         }
+        if to.is_final() {
+            expression.push_str(LEAVE_WATCH);
+        }
         super::applied(update.update_expression(expression).send().await)
     }
 
@@ -557,11 +563,18 @@ impl CallStore for DynamoCallStore {
             .table_name(&self.table)
             .key("call_id", AttributeValue::S(call_id.to_string()))
             .key("item", AttributeValue::S(RECORD_ITEM.into()))
-            .update_expression(
+            // Notified or failed, the call leaves the sweep's index in the
+            // same write (not in a later one of the sweep's).
+            .update_expression(format!(
                 "SET slack_posted = :posted, notified_at = :now, processed_at = :now, \
                  #status = :after, \
-                 #history = list_append(if_not_exists(#history, :empty), :entry)",
-            )
+                 #history = list_append(if_not_exists(#history, :empty), :entry){}",
+                if status_after.is_final() {
+                    LEAVE_WATCH
+                } else {
+                    ""
+                }
+            ))
             .condition_expression("attribute_exists(call_id) AND attribute_not_exists(notified_at)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#history", "status_history")

@@ -148,6 +148,16 @@ async fn a_duplicate_is_answered_from_the_stored_record_before_and_after_the_wor
     // The status changes were MODIFYs: the stream queued nothing more.
     assert_eq!(stack.run_calls_stream().await.delivered, 0);
     assert_eq!(stack.raw_depth("TranscriptionQueue").await, 0);
+    // Still watched until it is final; the write that makes it final takes
+    // it out of the sweep's index.
+    assert!(record_item(&stack, "INTAKEDUP")
+        .await
+        .contains_key("watch_due"));
+    let notifier = stack.notify_worker(vec![stack.slack_webhook()]);
+    stack.run_notifications(&notifier).await;
+    let item = record_item(&stack, "INTAKEDUP").await;
+    assert_eq!(item["status"].as_s().unwrap(), "notified");
+    assert!(!item.contains_key("watch_ledger") && !item.contains_key("watch_due"));
 }
 
 #[tokio::test]

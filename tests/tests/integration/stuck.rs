@@ -118,6 +118,7 @@ async fn a_redriven_call_finishes_normally_and_a_finished_call_is_dropped() {
     stack.deliver("REDRIVE1").await;
     stack.discard_queued("TranscriptionQueue").await;
     stack.deliver("FINE1").await;
+    stack.deliver("OLDFINE1").await;
     stack.run_transcriptions().await;
     let notifier = stack.notify_worker(vec![stack.slack_webhook()]);
     stack.run_notifications(&notifier).await;
@@ -125,19 +126,45 @@ async fn a_redriven_call_finishes_normally_and_a_finished_call_is_dropped() {
         stack.calls().get("FINE1").await.unwrap().unwrap().status,
         CallStatus::Notified
     );
+    // OLDFINE1 finished under a version whose final write left the call in
+    // the index: the sweep drops it. FINE1 left in its final write.
+    stack
+        .harness_dynamo
+        .update_item()
+        .table_name(stack.resources.table("CallsTable"))
+        .key(
+            "call_id",
+            aws_sdk_dynamodb::types::AttributeValue::S("OLDFINE1".into()),
+        )
+        .key(
+            "item",
+            aws_sdk_dynamodb::types::AttributeValue::S("call".into()),
+        )
+        .update_expression("SET watch_ledger = :calls, watch_due = :due")
+        .expression_attribute_values(
+            ":calls",
+            aws_sdk_dynamodb::types::AttributeValue::S("calls".into()),
+        )
+        .expression_attribute_values(
+            ":due",
+            aws_sdk_dynamodb::types::AttributeValue::N("0".into()),
+        )
+        .send()
+        .await
+        .unwrap();
 
     let sweep = stack.stuck_sweep();
     let report = sweep.run_at(when_due()).await.unwrap();
     assert_eq!(report.pipeline.redriven, vec!["REDRIVE1".to_string()]);
-    assert_eq!(report.pipeline.finished, 1, "FINE1's entry dropped");
+    assert_eq!(report.pipeline.finished, 1, "only OLDFINE1's entry dropped");
     stack.run_transcriptions().await;
     stack.run_notifications(&notifier).await;
     let record = stack.calls().get("REDRIVE1").await.unwrap().unwrap();
     assert_eq!(record.status, CallStatus::Notified);
-    assert_eq!(stack.slack.posts().len(), 2, "one summary per call");
+    assert_eq!(stack.slack.posts().len(), 3, "one summary per call");
+    // REDRIVE1 left the index when it was notified: nothing is left to sweep.
     let later = sweep.run_at(when_due() + 1801).await.unwrap();
-    assert_eq!(later.pipeline.finished, 1, "REDRIVE1's entry dropped");
-    assert!(later.pipeline.failed.is_empty());
+    assert_eq!(later, stuck_sweep::SweepReport::default());
 }
 
 #[tokio::test]
