@@ -33,18 +33,23 @@ impl CallsStream {
 
     pub async fn handle(&self, event: Event) -> DynamoDbEventResponse {
         let changes = event.records.into_iter().map(change).collect();
-        let failed = self.dispatcher.handle(changes).await;
-        let mut response = DynamoDbEventResponse::default();
-        response.batch_item_failures = failed
-            .into_iter()
-            .map(|sequence| {
-                let mut failure = DynamoDbBatchItemFailure::default();
-                failure.item_identifier = Some(sequence);
-                failure
-            })
-            .collect();
-        response
+        failed_records(self.dispatcher.handle(changes).await)
     }
+}
+
+/// The answer that names `sequences` as failed: Lambda retries from the
+/// lowest of them.
+pub fn failed_records(sequences: Vec<String>) -> DynamoDbEventResponse {
+    let mut response = DynamoDbEventResponse::default();
+    response.batch_item_failures = sequences
+        .into_iter()
+        .map(|sequence| {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(sequence);
+            failure
+        })
+        .collect();
+    response
 }
 
 fn change(record: EventRecord) -> StreamChange {

@@ -315,6 +315,31 @@ pub struct Watch {
 }
 
 impl DynamoCallStore {
+    /// Sets or removes a record's `CallWatch` keys; a record that is gone
+    /// has nothing left to watch, so that is no error.
+    async fn update_watch_keys<const N: usize>(
+        &self,
+        call_id: &str,
+        expression: &str,
+        values: [(&str, AttributeValue); N],
+    ) -> Result<(), StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("call_id", AttributeValue::S(call_id.to_string()))
+            .key("item", AttributeValue::S(RECORD_ITEM.into()))
+            .update_expression(expression)
+            .condition_expression("attribute_exists(call_id)")
+            .expression_attribute_names("#ledger", WATCH_LEDGER)
+            .expression_attribute_names("#due", WATCH_DUE);
+        for (name, value) in values {
+            update = update.expression_attribute_values(name, value);
+        }
+        super::applied(update.send().await)?;
+        Ok(())
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,
@@ -643,23 +668,13 @@ impl CallStore for DynamoCallStore {
 
     async fn reschedule_watch(&self, watch: &Watch, at: i64) -> Result<(), StoreError> {
         let Some(entry) = &watch.entry else {
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("call_id", AttributeValue::S(watch.call_id.clone()))
-                .key("item", AttributeValue::S(RECORD_ITEM.into()))
-                .update_expression("SET #ledger = :calls, #due = :at")
-                .condition_expression("attribute_exists(call_id)")
-                .expression_attribute_names("#ledger", WATCH_LEDGER)
-                .expression_attribute_names("#due", WATCH_DUE)
-                .expression_attribute_values(":calls", AttributeValue::S(WATCH_PARTITION.into()))
-                .expression_attribute_values(":at", AttributeValue::N(at.to_string()))
-                .send()
+            let values = [
+                (":calls", AttributeValue::S(WATCH_PARTITION.into())),
+                (":at", AttributeValue::N(at.to_string())),
+            ];
+            return self
+                .update_watch_keys(&watch.call_id, "SET #ledger = :calls, #due = :at", values)
                 .await;
-            // A record that is gone has nothing left to watch.
-            super::applied(result)?;
-            return Ok(());
         };
         use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
         // A legacy entry moves within its ledger.
@@ -689,20 +704,9 @@ impl CallStore for DynamoCallStore {
 
     async fn drop_watch(&self, watch: &Watch) -> Result<(), StoreError> {
         let Some(entry) = &watch.entry else {
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("call_id", AttributeValue::S(watch.call_id.clone()))
-                .key("item", AttributeValue::S(RECORD_ITEM.into()))
-                .update_expression("REMOVE #ledger, #due")
-                .condition_expression("attribute_exists(call_id)")
-                .expression_attribute_names("#ledger", WATCH_LEDGER)
-                .expression_attribute_names("#due", WATCH_DUE)
-                .send()
+            return self
+                .update_watch_keys(&watch.call_id, "REMOVE #ledger, #due", [])
                 .await;
-            super::applied(result)?;
-            return Ok(());
         };
         LEGACY_WATCH.remove(&self.client, &self.table, entry).await
     }

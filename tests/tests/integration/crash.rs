@@ -138,7 +138,7 @@ async fn a_stream_consumer_killed_after_any_write_is_finished_by_the_streams_ret
                         Some(response) => response,
                         None => {
                             stack.crash.count();
-                            failed_batch(all)
+                            calls_stream::failed_records(all)
                         }
                     }
                 }
@@ -162,23 +162,6 @@ async fn a_stream_consumer_killed_after_any_write_is_finished_by_the_streams_ret
             "SCRASH{k:02}: {posts:?}"
         );
     }
-}
-
-/// The answer of an invocation that died: every record failed.
-fn failed_batch(
-    sequences: Vec<String>,
-) -> aws_lambda_events::event::streams::DynamoDbEventResponse {
-    let mut response = aws_lambda_events::event::streams::DynamoDbEventResponse::default();
-    response.batch_item_failures = sequences
-        .into_iter()
-        .map(|sequence| {
-            let mut failure =
-                aws_lambda_events::event::streams::DynamoDbBatchItemFailure::default();
-            failure.item_identifier = Some(sequence);
-            failure
-        })
-        .collect();
-    response
 }
 
 /// One SQS message as Lambda hands it to a worker; redelivery hands the

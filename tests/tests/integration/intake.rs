@@ -292,7 +292,7 @@ async fn a_job_the_stream_could_not_queue_is_queued_on_the_streams_retry_and_cou
         stats: Arc::new(stack.stats()),
         transcription_deadline: Duration::from_secs(3600),
     };
-    let report = stack.run_calls_stream_with(&consumer).await;
+    let report = stack.run_calls_stream_with(consumer).await;
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert_eq!(stack.raw_depth("CallsStreamDLQ").await, 0);
     let mut ids: Vec<String> = stack

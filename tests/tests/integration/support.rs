@@ -301,33 +301,11 @@ impl Stack {
     /// The same with another dispatcher (a queue that refuses, say).
     pub async fn run_calls_stream_with(
         &self,
-        dispatcher: &shared::flows::call_stream::NewCallRecords,
+        dispatcher: shared::flows::call_stream::NewCallRecords,
     ) -> StreamReport {
-        self.run_calls_stream_by(|event| async move {
-            let changes = event
-                .records
-                .into_iter()
-                .map(|r| shared::flows::call_stream::StreamChange {
-                    sequence_number: r.change.sequence_number.unwrap_or_default(),
-                    event_name: r.event_name,
-                    new_image: r.change.new_image,
-                })
-                .collect();
-            let mut response = DynamoDbEventResponse::default();
-            response.batch_item_failures = dispatcher
-                .handle(changes)
-                .await
-                .into_iter()
-                .map(|sequence| {
-                    let mut failure =
-                        aws_lambda_events::event::streams::DynamoDbBatchItemFailure::default();
-                    failure.item_identifier = Some(sequence);
-                    failure
-                })
-                .collect();
-            response
-        })
-        .await
+        let consumer = calls_stream::CallsStream { dispatcher };
+        self.run_calls_stream_by(|event| consumer.handle(event))
+            .await
     }
 
     pub fn key_store(&self) -> Arc<shared::store::api_keys::DynamoApiKeyStore> {

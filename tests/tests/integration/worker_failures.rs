@@ -147,7 +147,7 @@ async fn a_transcription_past_its_deadline_fails_the_call() {
     // The stream's consumer sets the job's deadline from the call's arrival.
     let mut consumer = stack.new_call_records();
     consumer.transcription_deadline = Duration::ZERO;
-    stack.run_calls_stream_with(&consumer).await;
+    stack.run_calls_stream_with(consumer).await;
     stack.run_transcriptions().await;
     let record = stack.calls().get("SLOW1").await.unwrap().unwrap();
     assert_eq!(record.status, CallStatus::Failed);
