@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
-use aws_lambda_events::event::dynamodb::{Event, EventRecord};
-use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use shared::base::config;
-use shared::flows::call_stream::{NewCallRecords, StreamChange};
+use shared::flows::call_stream::NewCallRecords;
+use shared::queue::stream_batch::changes_of;
+pub use shared::queue::stream_batch::failed_records;
 use shared::wiring::Wiring;
 
 pub struct CallsStream {
@@ -32,30 +34,6 @@ impl CallsStream {
     }
 
     pub async fn handle(&self, event: Event) -> DynamoDbEventResponse {
-        let changes = event.records.into_iter().map(change).collect();
-        failed_records(self.dispatcher.handle(changes).await)
-    }
-}
-
-/// The answer that names `sequences` as failed: Lambda retries from the
-/// lowest of them.
-pub fn failed_records(sequences: Vec<String>) -> DynamoDbEventResponse {
-    let mut response = DynamoDbEventResponse::default();
-    response.batch_item_failures = sequences
-        .into_iter()
-        .map(|sequence| {
-            let mut failure = DynamoDbBatchItemFailure::default();
-            failure.item_identifier = Some(sequence);
-            failure
-        })
-        .collect();
-    response
-}
-
-fn change(record: EventRecord) -> StreamChange {
-    StreamChange {
-        sequence_number: record.change.sequence_number.unwrap_or_default(),
-        event_name: record.event_name,
-        new_image: record.change.new_image,
+        failed_records(self.dispatcher.handle(changes_of(event)).await)
     }
 }

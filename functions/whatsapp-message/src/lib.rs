@@ -3,28 +3,25 @@
 //! without one, 403 if wrong: nothing stored), then, once per `MessageSid`,
 //! stores the message in the sender's conversation of the organisation
 //! owning the number written to (`To`, in the number registry; else
-//! `INBOUND_ORG_ID`) and queues its reply job (`shared::flows::whatsapp::WhatsAppIntake`). Only
-//! then is Twilio answered, with empty TwiML: the reply goes out later
-//! through the Messages API, sent by `whatsapp-reply-worker` from that
-//! number. A message to a number nobody owns, with no `INBOUND_ORG_ID`,
-//! gets the same empty TwiML and keeps only its dedup record (metric
-//! `InboundUnowned`). A store or queue failure answers 503 (JSON) and keeps
-//! nothing claimed.
-
-use std::time::Duration;
+//! `INBOUND_ORG_ID`), with its reply's watch entry, in one transaction
+//! (`shared::flows::whatsapp::WhatsAppIntake`). Only then is Twilio
+//! answered, with empty TwiML: the entry's stream record queues the reply
+//! job (`whatsapp-stream`), and `whatsapp-reply-worker` sends it from that
+//! number through the Messages API. A message to a number nobody owns, with
+//! no `INBOUND_ORG_ID`, gets the same empty TwiML and stores nothing (metric
+//! `InboundUnowned`). A store failure answers 503 (JSON).
 
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::api::{self, ApiError};
+use shared::api::ApiError;
 use shared::base::config;
 use shared::flows::whatsapp::{Inbound, WhatsAppIntake};
 use shared::providers::twilio::{TwilioWebhookAuth, EMPTY_TWIML};
-use shared::wiring::{self, Wiring};
+use shared::wiring::Wiring;
 
 pub struct WhatsAppMessage {
     pub twilio_auth: TwilioWebhookAuth,
     pub intake: WhatsAppIntake,
-    pub lease: Duration,
 }
 
 impl WhatsAppMessage {
@@ -33,13 +30,10 @@ impl WhatsAppMessage {
         Ok(Self {
             twilio_auth: aws.twilio_webhook_auth()?,
             intake: WhatsAppIntake {
-                dedup: aws.dedup()?,
                 store: aws.whatsapp()?,
-                reply_queue: aws.whatsapp_reply_queue()?,
                 tenancy: aws.tenancy()?,
                 inbound_org: config::optional("INBOUND_ORG_ID"),
             },
-            lease: wiring::dedup_lease()?,
         })
     }
 
@@ -60,7 +54,6 @@ impl WhatsAppMessage {
             signed_by: verified.org_id,
             ..Inbound::from_form(&verified.params)?
         };
-        let lease = api::remaining_time(request).unwrap_or(self.lease);
-        self.intake.accept(&inbound, lease).await.map(|_| ())
+        self.intake.accept(&inbound).await.map(|_| ())
     }
 }

@@ -25,18 +25,9 @@ use tracing::{error, info, warn};
 use crate::base::metrics::{self, Metric};
 use crate::base::time;
 use crate::queue::jobs::{JobQueue, TranscriptionJob};
+pub use crate::queue::stream_batch::StreamChange;
 use crate::store::calls::{CallRecord, CallStatus};
 use crate::store::stats::{Counter, StatsStore};
-
-/// One change from the stream, as much of it as the dispatcher reads.
-#[derive(Debug, Clone)]
-pub struct StreamChange {
-    /// The record's `SequenceNumber`: its identifier in a failure report.
-    pub sequence_number: String,
-    /// `INSERT`, `MODIFY` or `REMOVE`.
-    pub event_name: String,
-    pub new_image: serde_dynamo::Item,
-}
 
 /// What a change asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,11 +102,7 @@ impl NewCallRecords {
         if change.event_name != "INSERT" {
             return Ok(Work::Nothing);
         }
-        let item_kind = change.new_image.get("item").and_then(|v| match v {
-            serde_dynamo::AttributeValue::S(s) => Some(s.as_str()),
-            _ => None,
-        });
-        if item_kind != Some(RECORD_ITEM) {
+        if change.text("item") != Some(RECORD_ITEM) {
             return Ok(Work::Nothing);
         }
         let record: CallRecord = serde_dynamo::from_item(change.new_image.clone())

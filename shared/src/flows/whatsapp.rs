@@ -1,5 +1,7 @@
-//! WhatsApp through Twilio (seed 002): incoming messages are stored and a
-//! reply job queued before Twilio is answered (`WhatsAppIntake`); the reply
+//! WhatsApp through Twilio (seed 002): incoming messages are stored with
+//! their reply's watch entry before Twilio is answered (`WhatsAppIntake`),
+//! and the entry's stream record queues the reply job
+//! (`NewIncomingMessages`); the reply
 //! worker (`ReplyAgent`) answers each incoming message exactly once with the
 //! agent's text; tenants send messages and templates (`WhatsAppSender`).
 //!
@@ -39,14 +41,16 @@ use crate::providers::org_accounts::TwilioAccounts;
 use crate::providers::twilio::{
     self, MessageContent, MessageError, NewMessage, SentMessage, OUTSIDE_SESSION_WINDOW,
 };
-use crate::queue::jobs::{self, JobQueue, WhatsAppReplyJob};
-use crate::store::dedup::{complete_retrying, run_once, Claim, DedupStore, Settled};
+use crate::queue::jobs::WhatsAppReplyJob;
+use crate::store::dedup::{complete_retrying, Claim, DedupStore, Settled};
 use crate::store::tenancy::TenancyStore;
 use crate::store::whatsapp::{
     conversation_key, Direction, PendingReply, StoredMessage, WhatsAppStore,
 };
 
+mod stream;
 mod watch;
+pub use stream::NewIncomingMessages;
 pub use watch::{
     StatusCheck, StatusCheckReport, StuckReplies, StuckRepliesReport, REPLY_WATCH_AFTER,
     STATUS_RECHECK_SECS,
@@ -66,11 +70,6 @@ pub const DEFAULT_MEDIA_REPLY: &str =
 /// Default system prompt (`AGENT_SYSTEM_PROMPT`).
 pub const DEFAULT_SYSTEM_PROMPT: &str =
     "You are a helpful assistant answering WhatsApp messages. Keep answers short and friendly.";
-
-/// The dedup key of one incoming message's webhook.
-pub fn intake_key(message_sid: &str) -> String {
-    format!("wa-in#{message_sid}")
-}
 
 /// The dedup key of one incoming message's reply.
 pub fn reply_key(message_sid: &str) -> String {
@@ -145,11 +144,11 @@ impl Inbound {
     }
 }
 
-/// `/whatsapp/message`: the message and its reply job, durable before 200.
+/// `/whatsapp/message`: the message and its reply's watch entry, durable
+/// before 200, in one write; the entry's stream record queues the reply job
+/// (`stream::NewIncomingMessages`).
 pub struct WhatsAppIntake {
-    pub dedup: Arc<dyn DedupStore>,
     pub store: Arc<dyn WhatsAppStore>,
-    pub reply_queue: Arc<dyn JobQueue>,
     /// The number registry: the organisation owning the number written to.
     pub tenancy: Arc<dyn TenancyStore>,
     /// `INBOUND_ORG_ID`: owner of a number the registry does not know; when
@@ -158,86 +157,71 @@ pub struct WhatsAppIntake {
 }
 
 impl WhatsAppIntake {
-    /// Stores the message in its conversation and queues its reply, once per
-    /// `MessageSid`. Twilio does not retry a 5xx unless the webhook URL asks
-    /// for it (`#rc=`/`#rp=` overrides), so only a failed store (nothing
-    /// durable) is 503; once stored, the message's watch entry makes the
-    /// stuck sweep queue a reply that did not get queued here, and it is 200.
+    /// Stores the message in its conversation with its reply's watch entry,
+    /// once per `MessageSid`: the message's conditional put is the dedup, so
+    /// a duplicate (or an SDK retry of a write that went through) changes
+    /// nothing and is answered the same. Only a failed store is 503: Twilio
+    /// does not retry it unless the webhook URL asks (`#rc=`/`#rp=`).
+    /// Returns whether this delivery stored it.
     ///
-    /// The organisation is the owner of the number written to (`To`);
-    /// a number nobody owns with no `INBOUND_ORG_ID` keeps only the dedup
-    /// record: no message, no reply.
-    pub async fn accept(&self, inbound: &Inbound, lease: Duration) -> Result<bool, ApiError> {
-        let result = run_once(
-            self.dedup.as_ref(),
-            &intake_key(&inbound.message_sid),
-            lease,
-            || async {
-                let org = inbound_org(
-                    self.tenancy.as_ref(),
-                    Channel::WhatsApp,
-                    &inbound.to,
-                    self.inbound_org.as_deref(),
-                )
-                .await
-                .map_err(api::unavailable)?
-                .filter(|org| signer_may_act_for(inbound.signed_by.as_deref(), org));
-                let Some(org) = org else {
-                    info!(
-                        message_sid = %inbound.message_sid,
-                        to = %mask::phone(&inbound.to),
-                        "WhatsApp message to a number no organisation owns; dropped"
-                    );
-                    metrics::count_by(Metric::InboundUnowned, "Route", "/whatsapp/message");
-                    return Ok(serde_json::json!({"unowned": true}));
-                };
-                let conversation = conversation_key(&org, &inbound.wa_id);
-                let mut message = StoredMessage::new(
-                    &conversation,
-                    &inbound.message_sid,
-                    Direction::Inbound,
-                    &inbound.body,
-                    "received",
-                );
-                message.num_media = inbound.num_media;
-                message.profile_name = inbound.profile_name.clone();
-                let pending = PendingReply {
-                    message_sid: inbound.message_sid.clone(),
-                    conversation: conversation.clone(),
-                    reply_to: inbound.from.clone(),
-                    reply_from: registry_number(&inbound.to).map(twilio::whatsapp_address),
-                    body: inbound.body.clone(),
-                    num_media: inbound.num_media,
-                };
-                let due = crate::base::time::epoch_secs() + REPLY_WATCH_AFTER.as_secs() as i64;
-                // `false`: an earlier, failed delivery stored it already.
-                self.store
-                    .record_inbound(&message, &pending, due)
-                    .await
-                    .map_err(api::unavailable)?;
-                let job = watch::job_of(&pending);
-                // Stored with its watch entry: a lost job is re-queued by the
-                // sweep, so a queue failure no longer costs the message.
-                let queued = match jobs::send(self.reply_queue.as_ref(), &job, Duration::ZERO).await
-                {
-                    Ok(()) => true,
-                    Err(err) => {
-                        warn!(message_sid = %inbound.message_sid, error = %err, "reply job not queued; the stuck sweep queues it");
-                        false
-                    }
-                };
-                info!(
-                    message_sid = %inbound.message_sid,
-                    from = %mask::phone(&inbound.wa_id),
-                    queued,
-                    "WhatsApp message stored"
-                );
-                Ok(serde_json::json!({"queued": queued}))
-            },
+    /// The organisation is the owner of the number written to (`To`); a
+    /// number nobody owns with no `INBOUND_ORG_ID` stores nothing.
+    pub async fn accept(&self, inbound: &Inbound) -> Result<bool, ApiError> {
+        let org = inbound_org(
+            self.tenancy.as_ref(),
+            Channel::WhatsApp,
+            &inbound.to,
+            self.inbound_org.as_deref(),
         )
-        .await;
-        let (_, body) = api::once_response(result, http::StatusCode::OK)?;
-        Ok(body.get("duplicate").is_none())
+        .await
+        .map_err(api::unavailable)?
+        .filter(|org| signer_may_act_for(inbound.signed_by.as_deref(), org));
+        let Some(org) = org else {
+            info!(
+                message_sid = %inbound.message_sid,
+                to = %mask::phone(&inbound.to),
+                "WhatsApp message to a number no organisation owns; dropped"
+            );
+            metrics::count_by(Metric::InboundUnowned, "Route", "/whatsapp/message");
+            return Ok(false);
+        };
+        let conversation = conversation_key(&org, &inbound.wa_id);
+        let mut message = StoredMessage::new(
+            &conversation,
+            &inbound.message_sid,
+            Direction::Inbound,
+            &inbound.body,
+            "received",
+        );
+        message.num_media = inbound.num_media;
+        message.profile_name = inbound.profile_name.clone();
+        let pending = PendingReply {
+            message_sid: inbound.message_sid.clone(),
+            conversation,
+            reply_to: inbound.from.clone(),
+            reply_from: registry_number(&inbound.to).map(twilio::whatsapp_address),
+            body: inbound.body.clone(),
+            num_media: inbound.num_media,
+        };
+        // The entry is the job: its INSERT reaches the stream consumer, and
+        // the sweep re-queues it if the reply is not out by `due`.
+        let due = crate::base::time::epoch_secs() + REPLY_WATCH_AFTER.as_secs() as i64;
+        let stored = self
+            .store
+            .record_inbound(&message, &pending, due)
+            .await
+            .map_err(api::unavailable)?;
+        if stored {
+            info!(
+                message_sid = %inbound.message_sid,
+                from = %mask::phone(&inbound.wa_id),
+                "WhatsApp message stored"
+            );
+        } else {
+            metrics::count(Metric::Duplicate);
+            info!(message_sid = %inbound.message_sid, "WhatsApp message delivered again; already stored");
+        }
+        Ok(stored)
     }
 }
 

@@ -157,7 +157,9 @@ pub struct DueReply {
     pub redrives: u32,
 }
 
-const WATCH_PARTITION: &str = "replies#watch";
+/// The partition of the replies' watch entries; an INSERT here with
+/// `redrives = 0` is a new incoming message (template.yaml's filter).
+pub const WATCH_PARTITION: &str = "replies#watch";
 
 /// Messages we sent whose status has not reached its end yet, sorted by
 /// when to look again (`<epoch:012>#<sid>`): a lost status callback is
@@ -368,6 +370,14 @@ fn due_reply_of(item: &HashMap<String, AttributeValue>) -> Option<DueReply> {
         },
         redrives: number(item, "redrives").unwrap_or(0) as u32,
     })
+}
+
+/// A reply's watch entry as the table's stream shows it: `None` for any
+/// other item (messages, pointers, status checks).
+pub fn reply_watch_of(item: &HashMap<String, AttributeValue>) -> Option<DueReply> {
+    (text(item, "conversation").as_deref() == Some(WATCH_PARTITION))
+        .then(|| due_reply_of(item))
+        .flatten()
 }
 
 /// The pointer's condition failed: the message was recorded before.

@@ -56,9 +56,21 @@ fn every_function_has_a_matching_sample_event() {
                     "{}: a sample record its own filter drops",
                     function.binary
                 );
-                let image: shared::store::calls::CallRecord =
-                    serde_dynamo::from_item(record.change.new_image.clone()).unwrap();
-                assert_eq!(image.call_id, "CA1234567890abcdef");
+                match function.binary.as_str() {
+                    "calls-stream" => {
+                        let image: shared::store::calls::CallRecord =
+                            serde_dynamo::from_item(record.change.new_image.clone()).unwrap();
+                        assert_eq!(image.call_id, "CA1234567890abcdef");
+                    }
+                    "whatsapp-stream" => {
+                        let item: std::collections::HashMap<_, _> =
+                            record.change.new_image.clone().into();
+                        let watch = shared::store::whatsapp::reply_watch_of(&item)
+                            .expect("a reply's watch entry");
+                        assert_eq!(watch.redrives, 0);
+                    }
+                    other => panic!("no record type known for {other}"),
+                }
             }
         } else if function.routes.is_empty() {
             // A scheduled function: EventBridge's Scheduled Event.
@@ -120,6 +132,24 @@ async fn the_calls_stream_sample_event_queues_its_transcription() {
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let job: TranscriptionJob = serde_json::from_str(&jobs[0]).unwrap();
     assert_eq!(job.call_id, "CA1234567890abcdef");
+}
+
+#[tokio::test]
+async fn the_whatsapp_stream_sample_event_queues_its_reply() {
+    let stack = Stack::start().await;
+    let consumer = whatsapp_stream::WhatsAppStream {
+        dispatcher: shared::flows::whatsapp::NewIncomingMessages {
+            reply_queue: stack.queue("WhatsAppReplyQueue"),
+        },
+    };
+    let event = serde_json::from_str(&read("whatsapp-stream.json")).unwrap();
+    let response = consumer.handle(event).await;
+    assert!(response.batch_item_failures.is_empty());
+    let jobs = stack.peek_all("WhatsAppReplyQueue").await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let job: shared::queue::jobs::WhatsAppReplyJob = serde_json::from_str(&jobs[0]).unwrap();
+    assert_eq!(job.message_sid, "SM0123456789abcdef0123456789abcdef");
+    assert_eq!(job.reply_from.as_deref(), Some("whatsapp:+14155238886"));
 }
 
 #[tokio::test]

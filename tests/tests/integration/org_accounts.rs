@@ -748,15 +748,12 @@ async fn an_organisations_account_speaks_only_for_its_own_numbers() {
     let route = whatsapp_message::WhatsAppMessage {
         twilio_auth: t.callback_auth(orgs),
         intake: shared::flows::whatsapp::WhatsAppIntake {
-            dedup: t.stack.dedup(),
             store,
-            reply_queue: t.stack.queue("WhatsAppReplyQueue"),
             tenancy: Arc::new(t.stack.tenancy()),
             // Even with a fallback, a number another organisation owns is
             // not acme's to answer for.
             inbound_org: Some(DEFAULT_ORG.into()),
         },
-        lease: Duration::from_secs(30),
     };
     let to = format!("whatsapp:{globex_sender}");
     // Signed by acme's own account, for globex's sender: dropped, nothing stored.

@@ -3,6 +3,7 @@
 //! without seeing each other's data.
 
 use shared::queue::sqs_batch::Worker;
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -64,9 +65,9 @@ pub struct Stack {
     pub slack: FakeSlack,
     /// An allowed recording host where nothing listens: downloads fail temporarily.
     pub dead_host: String,
-    /// Lambda's event source on the calls table's stream: it remembers how
-    /// far it has read, so it lives as long as the stack.
-    calls_stream_source: tokio::sync::Mutex<Option<StreamPoller>>,
+    /// Lambda's event sources on the tables' streams, by consumer: each
+    /// remembers how far it has read, so it lives as long as the stack.
+    stream_sources: tokio::sync::Mutex<HashMap<&'static str, StreamPoller>>,
 }
 
 impl Stack {
@@ -141,7 +142,7 @@ impl Stack {
             assemblyai,
             slack,
             dead_host: format!("127.0.0.1:{dead_port}"),
-            calls_stream_source: tokio::sync::Mutex::new(None),
+            stream_sources: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -516,39 +517,69 @@ impl Stack {
     }
 
     /// Reads the calls table's stream into `worker` until nothing new is
-    /// left (see `run_calls_stream`). The reader is the harness's own,
-    /// never faulty: Lambda's polling is not the functions' dependency.
+    /// left (see `run_calls_stream`).
     pub async fn run_calls_stream_by<F, Fut>(&self, worker: F) -> StreamReport
     where
         F: FnMut(StreamEvent) -> Fut,
         Fut: std::future::Future<Output = DynamoDbEventResponse>,
     {
-        let mut source = self.calls_stream_source.lock().await;
-        if source.is_none() {
+        self.run_stream_by("calls-stream", worker).await
+    }
+
+    /// Reads the WhatsApp table's stream into `whatsapp-stream` until
+    /// nothing new is left, as Lambda's event source mapping would.
+    pub async fn run_whatsapp_stream(&self) -> StreamReport {
+        let consumer = whatsapp_stream::WhatsAppStream {
+            dispatcher: shared::flows::whatsapp::NewIncomingMessages {
+                reply_queue: self.queue("WhatsAppReplyQueue"),
+            },
+        };
+        self.run_stream_by("whatsapp-stream", |event| consumer.handle(event))
+            .await
+    }
+
+    /// The WhatsApp table's new entries are read and dropped: their stream
+    /// events are lost.
+    pub async fn lose_whatsapp_stream_events(&self) -> StreamReport {
+        self.run_stream_by("whatsapp-stream", |_| {
+            std::future::ready(DynamoDbEventResponse::default())
+        })
+        .await
+    }
+
+    /// Reads the stream that feeds `function` (its template trigger) into
+    /// `worker` until nothing new is left. The reader is the harness's own,
+    /// never faulty: Lambda's polling is not the functions' dependency.
+    pub async fn run_stream_by<F, Fut>(&self, function: &'static str, worker: F) -> StreamReport
+    where
+        F: FnMut(StreamEvent) -> Fut,
+        Fut: std::future::Future<Output = DynamoDbEventResponse>,
+    {
+        let mut sources = self.stream_sources.lock().await;
+        if !sources.contains_key(function) {
             let template = Template::load(&devstack::repo_root().join("template.yaml"))
                 .expect("template.yaml");
             let trigger = template
-                .function("calls-stream")
+                .function(function)
                 .and_then(|f| f.streams.first().cloned())
-                .expect("calls-stream's stream trigger");
-            *source = Some(
-                StreamPoller::new(
-                    self.harness_dynamo.clone(),
-                    local().dynamodb_streams().await,
-                    self.resources.table(&trigger.table),
-                    trigger.clone(),
-                    trigger.on_failure.as_ref().map(|q| self.resources.queue(q)),
-                    self.harness_sqs.clone(),
-                )
-                .for_function("calls-stream"),
-            );
+                .unwrap_or_else(|| panic!("{function}'s stream trigger"));
+            let poller = StreamPoller::new(
+                self.harness_dynamo.clone(),
+                local().dynamodb_streams().await,
+                self.resources.table(&trigger.table),
+                trigger.clone(),
+                trigger.on_failure.as_ref().map(|q| self.resources.queue(q)),
+                self.harness_sqs.clone(),
+            )
+            .for_function(function);
+            sources.insert(function, poller);
         }
-        source
-            .as_mut()
+        sources
+            .get_mut(function)
             .expect("set above")
             .drain(worker)
             .await
-            .unwrap_or_else(|e| panic!("calls stream: {e}"))
+            .unwrap_or_else(|e| panic!("{function}'s stream: {e}"))
     }
 
     /// The calls table's new records are read and dropped: their stream
@@ -558,11 +589,17 @@ impl Stack {
             .await
     }
 
-    /// Work that reaches `logical_id` from a stream first: the transcription
-    /// jobs the calls stream queues, as Lambda would have by now.
+    /// Work that reaches `logical_id` from a stream first: the jobs the
+    /// streams' consumers queue, as Lambda would have by now.
     async fn settle_streams_into(&self, logical_id: &str) {
-        if logical_id == "TranscriptionQueue" {
-            self.run_calls_stream().await;
+        match logical_id {
+            "TranscriptionQueue" => {
+                self.run_calls_stream().await;
+            }
+            "WhatsAppReplyQueue" => {
+                self.run_whatsapp_stream().await;
+            }
+            _ => {}
         }
     }
 

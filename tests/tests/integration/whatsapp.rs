@@ -91,13 +91,10 @@ impl WhatsApp {
         whatsapp_message::WhatsAppMessage {
             twilio_auth: Self::auth(),
             intake: WhatsAppIntake {
-                dedup: self.stack.dedup(),
                 store: self.store(),
-                reply_queue: self.stack.queue("WhatsAppReplyQueue"),
                 tenancy: Arc::new(self.stack.tenancy()),
                 inbound_org: Some(ORG.into()),
             },
-            lease: Duration::from_secs(30),
         }
     }
 
@@ -741,22 +738,18 @@ impl WhatsApp {
 }
 
 #[tokio::test]
-async fn a_message_stored_while_the_queue_is_down_gets_200_and_the_sweep_queues_its_reply() {
+async fn a_message_whose_stream_event_was_lost_gets_200_and_the_sweep_queues_its_reply() {
     let wa = WhatsApp::start().await;
-    let mut route = wa.message_route();
-    // A queue that refuses every send: the store write still succeeds.
-    let missing = format!("{}-missing", wa.stack.resources.queue("WhatsAppReplyQueue"));
-    route.intake.reply_queue = Arc::new(shared::queue::jobs::SqsJobQueue::new(
-        wa.stack.sqs.clone(),
-        missing,
-    ));
-    let response = route
+    let response = wa
+        .message_route()
         .handle(signed(
             "/whatsapp/message",
             &incoming(&sid(50), "Are you open?", 0),
         ))
         .await;
     assert_eq!(response.status(), 200, "{}", text(&response));
+    // The entry's INSERT is read and lost (a batch given up on).
+    assert_eq!(wa.stack.lose_whatsapp_stream_events().await.delivered, 1);
     assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 0);
 
     let now = shared::base::time::epoch_secs();
@@ -773,6 +766,40 @@ async fn a_message_stored_while_the_queue_is_down_gets_200_and_the_sweep_queues_
     let report = sweep.sweep(later + 301, 100).await.unwrap();
     assert_eq!((report.settled, report.requeued.len()), (1, 0));
     assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 0);
+}
+
+#[tokio::test]
+async fn a_reply_job_the_stream_cannot_queue_is_retried_then_given_to_its_dlq_and_the_sweep() {
+    let wa = WhatsApp::start().await;
+    let response = wa
+        .message_route()
+        .handle(signed("/whatsapp/message", &incoming(&sid(52), "hi", 0)))
+        .await;
+    assert_eq!(response.status(), 200, "{}", text(&response));
+    // A queue that refuses every send: the consumer reports the record,
+    // the mapping retries it 5 times, then gives the batch up.
+    let missing = format!("{}-missing", wa.stack.resources.queue("WhatsAppReplyQueue"));
+    let consumer = whatsapp_stream::WhatsAppStream {
+        dispatcher: shared::flows::whatsapp::NewIncomingMessages {
+            reply_queue: Arc::new(shared::queue::jobs::SqsJobQueue::new(
+                wa.stack.sqs.clone(),
+                missing,
+            )),
+        },
+    };
+    let report = wa
+        .stack
+        .run_stream_by("whatsapp-stream", |event| consumer.handle(event))
+        .await;
+    assert_eq!((report.delivered, report.on_failure.len()), (6, 1));
+    assert_eq!(wa.stack.raw_depth("WhatsAppStreamDLQ").await, 1);
+    assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 0);
+    // The message's watch entry is still there for the sweep.
+    let later = shared::base::time::epoch_secs() + 301;
+    assert_eq!(
+        wa.stuck_replies().sweep(later, 100).await.unwrap().requeued,
+        [sid(52)]
+    );
 }
 
 #[tokio::test]
@@ -922,7 +949,7 @@ async fn to(
 /// Issue 19: a message belongs to the organisation owning the number it was
 /// sent to (`To`, a WhatsApp sender in the registry), and its reply comes
 /// from that number; a number nobody owns is `INBOUND_ORG_ID`'s, or,
-/// without it, gets empty TwiML and keeps nothing but the dedup record.
+/// without it, gets empty TwiML and keeps nothing.
 #[tokio::test]
 async fn messages_belong_to_the_owner_of_the_number_written_to() {
     use shared::store::tenancy::{Kind, TenancyStore};
@@ -976,8 +1003,7 @@ async fn messages_belong_to_the_owner_of_the_number_written_to() {
     expected.sort();
     assert_eq!(froms, expected);
 
-    // Without INBOUND_ORG_ID: empty TwiML; no message, no reply, only the
-    // dedup record.
+    // Without INBOUND_ORG_ID: empty TwiML; no message, no reply, no record.
     let messages_before = wa.stack.item_count("WhatsAppTable").await;
     let dedup_before = wa.stack.item_count("IdempotencyTable").await;
     let strict = whatsapp_message::WhatsAppMessage {
@@ -994,12 +1020,9 @@ async fn messages_belong_to_the_owner_of_the_number_written_to() {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>"
     );
     assert_eq!(wa.stack.item_count("WhatsAppTable").await, messages_before);
-    assert_eq!(
-        wa.stack.item_count("IdempotencyTable").await,
-        dedup_before + 1
-    );
+    assert_eq!(wa.stack.item_count("IdempotencyTable").await, dedup_before);
     assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 0);
-    // A redelivery is absorbed by the dedup record, still storing nothing.
+    // A redelivery is answered the same, still storing nothing.
     let again = to(&sid(14), "anyone there?", "whatsapp:+14155552693", &strict).await;
     assert_eq!(again.status(), 200);
     assert_eq!(wa.stack.item_count("WhatsAppTable").await, messages_before);

@@ -270,6 +270,7 @@ pub async fn queue_consumer(binary: &str) -> Result<Consumer, Error> {
 pub async fn stream_consumer(binary: &str) -> Result<StreamConsumer, Error> {
     Ok(match binary {
         "calls-stream" => stream_worker!(calls_stream::CallsStream),
+        "whatsapp-stream" => stream_worker!(whatsapp_stream::WhatsAppStream),
         other => {
             return Err(format!(
                 "template.yaml has a stream consumer {other} the dev server does not know"

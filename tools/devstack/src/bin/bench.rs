@@ -196,6 +196,7 @@ async fn main() -> Result<(), Error> {
         "call-get",
         "livekit-webhook",
         "call-started",
+        "whatsapp-message",
         "twilio-voice",
         "room-create",
         "room-join",
@@ -299,6 +300,14 @@ async fn main() -> Result<(), Error> {
                     &[("x-api-key", &api_key), ("content-type", "application/json")],
                     &format!("{{\"room_name\":\"bench-started-{i}\",\"user_email\":\"a@b.com\"}}"),
                 ),
+                // A new message each time: verify, owner lookup, store, reply job.
+                "whatsapp-message" => {
+                    let sid = format!("SMbench{i:026}");
+                    let params = [("MessageSid", sid.as_str()), ("From", "whatsapp:+14155550100"), ("To", "whatsapp:+14155550199"), ("WaId", "14155550100"), ("Body", "Hello"), ("NumMedia", "0")];
+                    let signature = devstack::fakes::twilio_signature(TWILIO_TOKEN, &format!("{PUBLIC_BASE}/whatsapp/message"), &params);
+                    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+                    http_event("POST", "/whatsapp/message", "/whatsapp/message", "", &[("x-twilio-signature", &signature), ("content-type", "application/x-www-form-urlencoded")], &body)
+                }
                 // A new call each time: verify, dedup claim, room, dispatch, session, notification.
                 "twilio-voice" => {
                     let sid = format!("CAbench{i}");
