@@ -27,6 +27,7 @@ use crate::queue::jobs::{JobQueue, SqsJobQueue};
 use crate::queue::sqs_batch::Worker;
 use crate::store::api_keys::{ApiKeyStore, DynamoApiKeyStore};
 use crate::store::call_log::{CallLogStore, DynamoCallLogStore};
+use crate::store::call_starts::DynamoCallStartStore;
 use crate::store::calls::{CallStore, DynamoCallStore};
 use crate::store::dedup::{DedupStore, DynamoDedupStore};
 use crate::store::directory::{DirectoryStore, DynamoDirectoryStore};
@@ -207,13 +208,19 @@ impl Wiring {
         )))
     }
 
-    /// What a call-start report needs: dedup, sessions, the notification queue.
+    /// What a call-start report needs: the start records (`CALLS_TABLE`,
+    /// kept `DEDUP_RETENTION_SECONDS`) and the sessions.
     pub fn call_start_intake(&self) -> Result<CallStartIntake, ConfigError> {
         Ok(CallStartIntake {
-            dedup: self.dedup()?,
+            starts: Arc::new(DynamoCallStartStore {
+                client: self.dynamo.clone(),
+                table: config::required("CALLS_TABLE")?,
+                retention: Duration::from_secs(config::parsed_or(
+                    "DEDUP_RETENTION_SECONDS",
+                    7 * 24 * 3600,
+                )?),
+            }),
             sessions: self.sessions()?,
-            notification_queue: self.notification_queue()?,
-            lease: dedup_lease()?,
         })
     }
 

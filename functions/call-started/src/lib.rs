@@ -1,6 +1,8 @@
 //! `POST /calls/started`: an agent that is not on LiveKit (or prefers to)
-//! reports a call start itself, with an API key. Same notification path as
-//! the LiveKit webhook; one notification per room however often it reports.
+//! reports a call start itself, with an API key. Same path as the LiveKit
+//! webhook: the start and the organisation's claim on the room name in one
+//! transaction, then 202; the calls table's stream does the rest. One
+//! notification per room however often it reports.
 
 use std::sync::Arc;
 
@@ -117,9 +119,7 @@ impl Route for CallStarted {
             response,
             reported_by: Some(&tenant.org_id),
         };
-        self.intake
-            .record(&request, report, StatusCode::ACCEPTED)
-            .await
+        self.intake.record(report, StatusCode::ACCEPTED).await
     }
 }
 

@@ -1,6 +1,7 @@
-//! The calls table's stream, filtered to new recording-pipeline records
-//! (template.yaml, `NewCallRecords`): each one's transcription is queued and
-//! the new calls counted (`shared::flows::call_stream`). Failed records are
+//! The calls table's stream, filtered to new recording-pipeline records and
+//! call starts (template.yaml, `NewCallRecords`): each call's transcription
+//! is queued and the new calls counted, each start carried out and its
+//! notification queued (`shared::flows::call_stream`). Failed records are
 //! reported by sequence number, so Lambda retries from the first of them.
 
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use shared::base::config;
+use shared::flows::call_start::StartedCalls;
 use shared::flows::call_stream::NewCallRecords;
 use shared::queue::stream_batch::changes_of;
 pub use shared::queue::stream_batch::failed_records;
@@ -18,7 +20,8 @@ pub struct CallsStream {
 }
 
 impl CallsStream {
-    /// `TRANSCRIPTION_QUEUE_URL`, `STATS_TABLE`, `TRANSCRIPTION_DEADLINE_SECONDS`.
+    /// `TRANSCRIPTION_QUEUE_URL`, `STATS_TABLE`, `TRANSCRIPTION_DEADLINE_SECONDS`,
+    /// `CALLS_TABLE` (sessions), `NOTIFICATION_QUEUE_URL`.
     pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
         let aws = Wiring::load().await;
         Ok(Self {
@@ -29,6 +32,10 @@ impl CallsStream {
                     "TRANSCRIPTION_DEADLINE_SECONDS",
                     3600,
                 )?),
+                starts: StartedCalls {
+                    sessions: aws.sessions()?,
+                },
+                notification_queue: aws.notification_queue()?,
             },
         })
     }

@@ -1,6 +1,8 @@
 //! `POST /webhook/livekit`: LiveKit's signed webhook. A caller joining a room
-//! becomes a call-start notification (seed 000); room start and finish update
-//! the session record.
+//! becomes a call-start notification (seed 000): the start is stored in one
+//! write and answered, and the calls table's stream records the caller on
+//! the session and queues the notification (`calls-stream`). Room start and
+//! finish update the session record.
 //!
 //! Verification is LiveKit's own: the `Authorization` header is an HS256 JWT
 //! signed with the API secret, issued by the API key, whose `sha256` claim is
@@ -229,10 +231,7 @@ impl Route for LiveKitWebhook {
             .and_then(|r| r.name.clone())
             .filter(|n| !n.is_empty());
         match event.event.as_str() {
-            "participant_joined" => {
-                self.participant_joined(&request, &event, room_name, body)
-                    .await
-            }
+            "participant_joined" => self.participant_joined(&event, room_name, body).await,
             "room_started" => {
                 let room = room_name.ok_or_else(|| {
                     ApiError::unprocessable("missing_field", "room.name is required")
@@ -287,7 +286,6 @@ impl Route for LiveKitWebhook {
 impl LiveKitWebhook {
     async fn participant_joined(
         &self,
-        request: &Request,
         event: &WebhookEvent,
         room_name: Option<String>,
         body: &[u8],
@@ -314,19 +312,12 @@ impl LiveKitWebhook {
             user = %email.as_deref().map(mask::email).unwrap_or_else(|| "Unknown".into()),
             "caller joined"
         );
-        if let Some(identity) = &participant.identity {
-            // Typed (seed 002) sessions list who joined; others have no such list.
-            let change = SessionChange::Participant(identity.clone());
-            if let Err(err) = self.intake.sessions.update(&room, &change).await {
-                warn!(%room, error = %err, "participant not added to the session");
-            }
-        }
         let report = CallStartReport {
             response: serde_json::json!({
                 "success": true, "queued": true, "event_id": event_id, "room_name": room,
             }),
             start: CallStart {
-                room_name: room,
+                room_name: room.clone(),
                 user_email: email,
                 started_at: rfc3339_from_unix(event.created_at),
                 metadata,
@@ -334,7 +325,19 @@ impl LiveKitWebhook {
             participant_identity: participant.identity.as_deref(),
             reported_by: None,
         };
-        self.intake.record(request, report, StatusCode::OK).await
+        let answer = self.intake.record(report, StatusCode::OK).await?;
+        // The room's start was stored before: this is a later participant
+        // (or a retry), which still joins a typed (seed 002) session's list.
+        // The first one joins it from the stream, with the start.
+        if answer.1.get("duplicate").is_some() {
+            if let Some(identity) = &participant.identity {
+                let change = SessionChange::Participant(identity.clone());
+                if let Err(err) = self.intake.sessions.update(&room, &change).await {
+                    warn!(%room, error = %err, "participant not added to the session");
+                }
+            }
+        }
+        Ok(answer)
     }
 }
 

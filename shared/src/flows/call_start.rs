@@ -1,25 +1,28 @@
 //! Call-start reports (seed 000) from whichever source sees the caller join:
-//! LiveKit's signed webhook or an agent's `POST /calls/started`. Either way
-//! the session records the caller and one notification job is queued, once
-//! per room: LiveKit's retries carry new event ids, and an agent may report
-//! the same start through `/calls/started` as well.
+//! LiveKit's signed webhook or an agent's `POST /calls/started`, and the
+//! announcements of sessions our own routes open. Each is stored as one
+//! start record (`store::call_starts`), once per room: LiveKit's retries
+//! carry new event ids, and an agent may report the same start through
+//! `/calls/started` as well. The record is the job: the calls table's
+//! stream hands it to `calls-stream`, which carries it out with
+//! [`StartedCalls`] (the caller on the session, one notification job).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::StatusCode;
 
 use crate::api::{self, ApiError};
-use crate::queue::jobs::{self, CallStart, JobQueue, NotificationJob};
-use crate::store::dedup::{run_once, DedupStore, OnceError};
-use crate::store::sessions::SessionStore;
+use crate::base::metrics::{self, Metric};
+use crate::queue::jobs::{CallStart, NotificationJob};
+use crate::store::call_starts::{CallStartStore, StartRecord, StartSource, StartWrite};
+use crate::store::sessions::{SessionChange, SessionStore};
+use crate::store::StoreError;
 
 pub struct CallStartIntake {
-    pub dedup: Arc<dyn DedupStore>,
+    pub starts: Arc<dyn CallStartStore>,
+    /// A later participant's join (the room's start is stored already)
+    /// still joins a typed session's list.
     pub sessions: Arc<dyn SessionStore>,
-    pub notification_queue: Arc<dyn JobQueue>,
-    /// How long a claim holds when the invocation's deadline is unknown.
-    pub lease: Duration,
 }
 
 /// Every report of a start in one room shares this key, whichever source
@@ -41,88 +44,113 @@ pub struct CallStartReport<'a> {
 }
 
 impl CallStartIntake {
-    /// Records the caller on the session and queues the call-start
-    /// notification, once per room; answers `first` for the delivery that
-    /// did it and the first answer (200, `duplicate`) for every other.
+    /// Stores the start, once per room, in one write; answers `first` for
+    /// the delivery that stored it and the first answer (200, `duplicate`)
+    /// for every other. A report names a room: only the organisation that
+    /// holds the name (or takes it now, in the same write) may report it.
     pub async fn record(
         &self,
-        request: &lambda_http::Request,
         report: CallStartReport<'_>,
         first: StatusCode,
     ) -> Result<(StatusCode, serde_json::Value), ApiError> {
-        let lease = api::remaining_time(request).unwrap_or(self.lease);
-        let start = &report.start;
-        let key = dedup_key(&start.room_name);
-        // A report names a room: only the organisation that holds the name
-        // (or takes it now, when nobody does) may report its start.
-        if let Some(org_id) = report.reported_by {
-            if !self
-                .sessions
-                .claim_room(&start.room_name, org_id)
-                .await
-                .map_err(api::unavailable)?
-            {
-                return Err(ApiError::Conflict {
-                    code: "room_taken",
-                    detail: "this room belongs to another organisation".into(),
-                });
-            }
-        }
-        let work = || async {
-            self.sessions
-                .participant_joined(
-                    &start.room_name,
-                    start.user_email.as_deref(),
-                    report.participant_identity,
-                )
-                .await
-                .map_err(api::unavailable)?;
-            if let Some(org_id) = report.reported_by {
-                // Nothing will report its end: the sweep ends it quietly.
-                self.sessions
-                    .mark_reported(&start.room_name, org_id)
-                    .await
-                    .map_err(api::unavailable)?;
-            }
-            // LiveKit's own report names no organisation: the notify-worker
-            // reads it from the room's session.
-            let job = NotificationJob::call_started(&key, start.clone()).of_org(report.reported_by);
-            jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
-                .await
-                .map_err(api::unavailable)?;
-            Ok::<_, ApiError>(report.response.clone())
+        let record = StartRecord {
+            key: dedup_key(&report.start.room_name),
+            start: report.start,
+            source: if report.reported_by.is_some() {
+                StartSource::Agent
+            } else {
+                StartSource::LiveKit
+            },
+            org_id: report.reported_by.map(str::to_string),
+            participant_identity: report.participant_identity.map(str::to_string),
         };
-        api::once_response(
-            run_once(self.dedup.as_ref(), &key, lease, work).await,
-            first,
-        )
+        match self
+            .starts
+            .store(&record, &report.response, report.reported_by)
+            .await
+            .map_err(api::unavailable)?
+        {
+            StartWrite::Stored => Ok((first, report.response)),
+            StartWrite::Duplicate(mut saved) => {
+                metrics::count(Metric::Duplicate);
+                saved["duplicate"] = true.into();
+                Ok((StatusCode::OK, saved))
+            }
+            StartWrite::RoomTaken => Err(ApiError::Conflict {
+                code: "room_taken",
+                detail: "this room belongs to another organisation".into(),
+            }),
+        }
     }
 
-    /// Queues the call-start notification of a session one of our routes
-    /// opened (phone, web room), once per `key`: with the room's
-    /// [`dedup_key`], a later LiveKit or agent report of the same room finds
-    /// it done, so a session is announced once.
+    /// Stores the announcement of a session one of our routes opened
+    /// (phone, web room), once per `key`: with the room's [`dedup_key`], a
+    /// later LiveKit or agent report of the same room finds it stored, so a
+    /// session is announced once.
     pub async fn announce(
         &self,
         key: &str,
         start: CallStart,
         org_id: &str,
-        lease: Duration,
     ) -> Result<(), ApiError> {
-        let work = || async {
-            let job = NotificationJob::call_started(key, start.clone()).of_org(Some(org_id));
-            jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
-                .await
-                .map_err(api::unavailable)?;
-            Ok::<_, ApiError>(serde_json::json!({
-                "success": true, "queued": true, "room_name": start.room_name,
-            }))
+        let answer = serde_json::json!({
+            "success": true, "queued": true, "room_name": start.room_name,
+        });
+        let record = StartRecord {
+            key: key.to_string(),
+            start,
+            source: StartSource::Opened,
+            org_id: Some(org_id.to_string()),
+            participant_identity: None,
         };
-        match run_once(self.dedup.as_ref(), key, lease, work).await {
-            // Another report of this room holds the claim: it queues the job.
-            Ok(_) => Ok(()),
-            Err(OnceError::Store(err)) => Err(api::unavailable(err)),
-            Err(OnceError::Work(err)) => Err(err),
+        // Stored before (a retry of the opening route): announced already.
+        self.starts
+            .store(&record, &answer, None)
+            .await
+            .map(drop)
+            .map_err(api::unavailable)
+    }
+}
+
+/// Carries out stored starts: what a report's intake used to do before
+/// answering, now done from the calls table's stream. Every step is an
+/// idempotent upsert and the notification is identified by the start's key,
+/// so a record the stream delivers twice changes nothing more.
+pub struct StartedCalls {
+    pub sessions: Arc<dyn SessionStore>,
+}
+
+impl StartedCalls {
+    /// Records the caller on the room's session (a report) and returns the
+    /// notification job to queue.
+    pub async fn carry_out(&self, record: &StartRecord) -> Result<NotificationJob, StoreError> {
+        let room = &record.start.room_name;
+        let email = record.start.user_email.as_deref();
+        match record.source {
+            StartSource::LiveKit => {
+                if let Some(identity) = &record.participant_identity {
+                    // Typed (seed 002) sessions list who joined; others have no such list.
+                    let change = SessionChange::Participant(identity.clone());
+                    self.sessions.update(room, &change).await?;
+                }
+                self.sessions
+                    .participant_joined(room, email, record.participant_identity.as_deref())
+                    .await?;
+            }
+            StartSource::Agent => {
+                self.sessions.participant_joined(room, email, None).await?;
+                if let Some(org_id) = &record.org_id {
+                    // Nothing will report its end: the sweep ends it quietly.
+                    self.sessions.mark_reported(room, org_id).await?;
+                }
+            }
+            StartSource::Opened => {}
         }
+        // LiveKit's own report names no organisation: the notify-worker
+        // reads it from the room's session.
+        Ok(
+            NotificationJob::call_started(&record.key, record.start.clone())
+                .of_org(record.org_id.as_deref()),
+        )
     }
 }

@@ -1,9 +1,14 @@
-//! The recording intake's second half, fed by the calls table's stream.
-//! The webhook stored the record (one conditional write) and answered; each
-//! new record reaches `calls-stream` once its filter (INSERT of a pipeline
-//! record, `queued` or `skipped`) passes it. Here a queued call gets its
-//! transcription job (SQS, ten to a request) and every new call is counted,
-//! one counter update per organisation per batch.
+//! The second half of the intakes that write to the calls table, fed by its
+//! stream. The webhook stored the record (one conditional write) and
+//! answered; each new record reaches `calls-stream` once a filter passes it:
+//!
+//! - a recording-pipeline record (INSERT, `queued` or `skipped`): a queued
+//!   call gets its transcription job (SQS, ten to a request) and every new
+//!   call is counted, one counter update per organisation per batch;
+//! - a call-start record (`store::call_starts`, from LiveKit's webhook,
+//!   `/calls/started` or a route that opened a session): it is carried out
+//!   (`flows::call_start::StartedCalls`, the starts side by side) and its
+//!   notification job queued.
 //!
 //! Why a dispatcher and not the transcription itself: a stream shard is
 //! processed in order, so a slow recording host or AssemblyAI would hold
@@ -24,8 +29,10 @@ use tracing::{error, info, warn};
 
 use crate::base::metrics::{self, Metric};
 use crate::base::time;
+use crate::flows::call_start::StartedCalls;
 use crate::queue::jobs::{JobQueue, TranscriptionJob};
 pub use crate::queue::stream_batch::StreamChange;
+use crate::store::call_starts::{start_of, StartRecord};
 use crate::store::calls::{CallRecord, CallStatus};
 use crate::store::stats::{Counter, StatsStore};
 
@@ -36,6 +43,8 @@ enum Work {
     Transcribe(Box<TranscriptionJob>),
     /// A new call stored final (skipped): count it only.
     Count(Option<String>),
+    /// A new call start: carry it out and queue its notification.
+    Start(Box<StartRecord>),
     /// Not a new pipeline record: the filter should not have passed it.
     Nothing,
 }
@@ -46,6 +55,8 @@ pub struct NewCallRecords {
     /// How long a transcription may take from the call's arrival
     /// (`TRANSCRIPTION_DEADLINE_SECONDS`).
     pub transcription_deadline: Duration,
+    pub starts: StartedCalls,
+    pub notification_queue: Arc<dyn JobQueue>,
 }
 
 /// The sort key of the pipeline's record items (`store::calls`).
@@ -69,7 +80,7 @@ impl NewCallRecords {
                 }
             }
         }
-        let to_send: Vec<(usize, String)> = work
+        let transcriptions: Vec<(usize, String)> = work
             .iter()
             .enumerate()
             .filter(|(i, _)| !failed.contains(i))
@@ -78,27 +89,82 @@ impl NewCallRecords {
                 _ => None,
             })
             .collect();
-        let bodies = to_send.iter().map(|(_, body)| body.clone()).collect();
-        let results = self.transcription_queue.send_many_raw(bodies).await;
-        for ((i, _), result) in to_send.iter().zip(results) {
-            match result {
-                Ok(()) => metrics::count(Metric::Queued),
-                Err(err) => {
-                    warn!(sequence = %changes[*i].sequence_number, error = %err.0, "transcription job not queued; the stream retries");
-                    failed.push(*i);
-                }
-            }
-        }
+        let (sent, notifications) = tokio::join!(
+            self.send(self.transcription_queue.as_ref(), transcriptions),
+            self.carry_out_starts(&work, &changes),
+        );
+        failed.extend(sent);
+        failed.extend(notifications);
         let done_before = failed.iter().copied().min().unwrap_or(changes.len());
         self.count(&work[..done_before]).await;
         failed.sort_unstable();
+        failed.dedup();
         failed
             .into_iter()
             .map(|i| changes[i].sequence_number.clone())
             .collect()
     }
 
+    /// Sends `bodies`; the indices of those not queued.
+    async fn send(&self, queue: &dyn JobQueue, bodies: Vec<(usize, String)>) -> Vec<usize> {
+        let (indices, bodies): (Vec<usize>, Vec<String>) = bodies.into_iter().unzip();
+        let results = queue.send_many_raw(bodies).await;
+        let mut failed = Vec::new();
+        for (i, result) in indices.into_iter().zip(results) {
+            match result {
+                Ok(()) => metrics::count(Metric::Queued),
+                Err(err) => {
+                    warn!(change = i, error = %err.0, "job not queued; the stream retries");
+                    failed.push(i);
+                }
+            }
+        }
+        failed
+    }
+
+    /// Carries out the batch's starts side by side, then queues their
+    /// notifications; the indices of those that failed.
+    async fn carry_out_starts(&self, work: &[Work], changes: &[StreamChange]) -> Vec<usize> {
+        let starts = work.iter().enumerate().filter_map(|(i, w)| match w {
+            Work::Start(record) => Some(async move { (i, self.starts.carry_out(record).await) }),
+            _ => None,
+        });
+        let mut failed = Vec::new();
+        let mut notifications = Vec::new();
+        for (i, done) in futures_util::future::join_all(starts).await {
+            match done.map(|job| serde_json::to_string(&job)) {
+                Ok(Ok(body)) => notifications.push((i, body)),
+                Ok(Err(err)) => {
+                    error!(sequence = %changes[i].sequence_number, error = %err, "notification job not serialisable");
+                    failed.push(i);
+                }
+                Err(err) => {
+                    warn!(sequence = %changes[i].sequence_number, error = %err, "call start not carried out; the stream retries");
+                    failed.push(i);
+                }
+            }
+        }
+        failed.extend(
+            self.send(self.notification_queue.as_ref(), notifications)
+                .await,
+        );
+        failed
+    }
+
     fn work_for(&self, change: &StreamChange) -> Result<Work, String> {
+        let item = change.text("item").unwrap_or_default();
+        if item.starts_with(crate::store::call_starts::START_ITEM_PREFIX) {
+            // Write-once: a MODIFY is the re-put of an expired start.
+            if change.event_name == "REMOVE" {
+                return Ok(Work::Nothing);
+            }
+            let image: std::collections::HashMap<_, _> = change.new_image.clone().into();
+            return match start_of(&image) {
+                Ok(Some(record)) => Ok(Work::Start(Box::new(record))),
+                Ok(None) => Ok(Work::Nothing),
+                Err(err) => Err(err.to_string()),
+            };
+        }
         if change.event_name != "INSERT" {
             return Ok(Work::Nothing);
         }
@@ -140,7 +206,7 @@ impl NewCallRecords {
             let org = match w {
                 Work::Transcribe(job) => job.org_id.as_deref(),
                 Work::Count(org) => org.as_deref(),
-                Work::Nothing => continue,
+                Work::Start(_) | Work::Nothing => continue,
             };
             *by_org.entry(org).or_default() += 1;
         }
@@ -152,7 +218,7 @@ impl NewCallRecords {
             }
         }
         if !done.is_empty() {
-            info!(records = done.len(), "new call records handled");
+            info!(records = done.len(), "new call records and starts handled");
         }
     }
 }
@@ -226,10 +292,22 @@ mod tests {
     }
 
     fn dispatcher(queue: Arc<Queue>, counts: Arc<Counts>) -> NewCallRecords {
+        // No starts in these batches: a store that reaches nowhere.
+        let nowhere = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::Config::builder()
+                .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                .build(),
+        );
         NewCallRecords {
-            transcription_queue: queue,
+            transcription_queue: queue.clone(),
             stats: counts,
             transcription_deadline: Duration::from_secs(3600),
+            starts: StartedCalls {
+                sessions: Arc::new(crate::store::sessions::DynamoSessionStore::new(
+                    nowhere, "calls",
+                )),
+            },
+            notification_queue: queue,
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod api_keys;
 pub mod call_log;
+pub mod call_starts;
 pub mod calls;
 pub mod dedup;
 pub mod directory;

@@ -473,6 +473,26 @@ fn key(partition: &str, item: &str) -> HashMap<String, AttributeValue> {
     ])
 }
 
+/// The claim of `room`'s name for `org_id` as a transaction's update: the
+/// same condition as [`SessionStore::claim_room`].
+pub(crate) fn room_claim(
+    table: &str,
+    room: &str,
+    org_id: &str,
+) -> Result<aws_sdk_dynamodb::types::Update, StoreError> {
+    aws_sdk_dynamodb::types::Update::builder()
+        .table_name(table)
+        .set_key(Some(key(room, OWNER_ITEM)))
+        .update_expression(ROOM_CLAIM)
+        .condition_expression(ROOM_CLAIM_CONDITION)
+        .expression_attribute_values(":org", s(org_id))
+        .build()
+        .map_err(|e| StoreError::Dynamo(e.to_string()))
+}
+
+const ROOM_CLAIM: &str = "SET org_id = :org";
+const ROOM_CLAIM_CONDITION: &str = "attribute_not_exists(org_id) OR org_id = :org";
+
 impl DynamoSessionStore {
     /// The session if it is a typed (seed 002) one, owned by an organisation.
     async fn typed(&self, room: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -891,8 +911,8 @@ impl SessionStore for DynamoSessionStore {
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(key(room, OWNER_ITEM)))
-                .update_expression("SET org_id = :org")
-                .condition_expression("attribute_not_exists(org_id) OR org_id = :org")
+                .update_expression(ROOM_CLAIM)
+                .condition_expression(ROOM_CLAIM_CONDITION)
                 .expression_attribute_values(":org", s(org_id))
                 .send()
                 .await,

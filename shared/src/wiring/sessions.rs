@@ -34,8 +34,8 @@ impl Wiring {
 
     /// Seed 002's sessions and their LiveKit rooms (`CALLS_TABLE`,
     /// `LIVEKIT_*`, `LIVEKIT_AGENT_NAME`); with `announce`, opening one also
-    /// queues its call-start notification (`IDEMPOTENCY_TABLE`,
-    /// `NOTIFICATION_QUEUE_URL`).
+    /// stores its call-start announcement (the calls stream queues the
+    /// notification).
     pub fn session_lifecycle(&self, announce: bool) -> Result<SessionLifecycle, ConfigError> {
         let agent_identity_prefix =
             config::optional("LIVEKIT_AGENT_IDENTITY_PREFIX").unwrap_or_else(|| "agent-".into());

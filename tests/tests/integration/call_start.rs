@@ -549,3 +549,101 @@ async fn one_room_reported_by_livekit_twice_and_by_the_agent_notifies_once() {
         .await;
     assert_eq!(stack.slack.posts().len(), 1);
 }
+
+/// The operations each delivery made, as the counting proxy saw them.
+fn operations_of(meter: &devstack::bench_cost::Meter) -> Vec<Vec<String>> {
+    meter
+        .per_invocation()
+        .iter()
+        .map(|calls| calls.iter().map(|c| c.operation.clone()).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_start_is_acknowledged_after_one_write_and_carried_out_from_the_stream() {
+    let mut stack = Stack::start().await;
+    let (key, record) = api_keys::generate("agent", "acme");
+    stack.api_keys().insert(&record).await.unwrap();
+    let meter =
+        devstack::bench_cost::Meter::start(local().dynamodb_endpoint(), local().moto_endpoint());
+    stack.dynamo = local().dynamodb_at(meter.dynamodb_url()).await;
+    stack.sqs = local().sqs_at(meter.moto_url()).await;
+    let livekit = stack.livekit();
+    let agent = stack.call_started();
+
+    meter.begin_invocation();
+    let body = joined("EV_ONE", "one-write-room", "alice", None, "STANDARD");
+    let first = livekit
+        .handle(livekit_request(&body, Some(&signed(&body))))
+        .await;
+    assert_eq!(first.status(), 200, "{:?}", json_body(&first));
+    meter.begin_invocation();
+    let body = joined("EV_TWO", "one-write-room", "bob", None, "STANDARD");
+    let later = livekit
+        .handle(livekit_request(&body, Some(&signed(&body))))
+        .await;
+    assert_eq!(json_body(&later)["duplicate"], true);
+    meter.begin_invocation();
+    let reported = agent
+        .handle(started_request(
+            r#"{"room_name": "agent-one-write"}"#,
+            Some(&key),
+        ))
+        .await;
+    assert_eq!(reported.status(), 202, "{:?}", json_body(&reported));
+
+    let runs = operations_of(&meter);
+    // LiveKit's first report: the start record, nothing else.
+    assert_eq!(runs[0], ["PutItem"]);
+    // A later participant: the refused write (DynamoDB Local leaves the
+    // record out of the refusal, so it is read once), then its place in a
+    // typed session's list.
+    assert_eq!(runs[1], ["PutItem", "GetItem", "UpdateItem"]);
+    // The agent's report: its key, then the room's claim and the start in
+    // one transaction. Nothing is queued by either route.
+    assert_eq!(
+        runs[2].last().map(String::as_str),
+        Some("TransactWriteItems")
+    );
+    assert_eq!(
+        runs[2].iter().filter(|op| op.contains("Message")).count(),
+        0,
+        "{:?}",
+        runs[2]
+    );
+    assert_eq!(stack.raw_depth("NotificationQueue").await, 0);
+
+    // The stream carries both starts out: the caller on the session, the
+    // agent's session marked reported, one notification each.
+    let report = stack.run_calls_stream().await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(stack.raw_depth("NotificationQueue").await, 2);
+    let sessions = stack.sessions();
+    let session = sessions.get("one-write-room").await.unwrap().unwrap();
+    assert_eq!(session.participant_identity.as_deref(), Some("alice"));
+    let reported = sessions.get("agent-one-write").await.unwrap().unwrap();
+    assert_eq!(reported.reported_by.as_deref(), Some("acme"));
+}
+
+#[tokio::test]
+async fn a_start_the_stream_cannot_carry_out_is_retried_then_given_to_the_dlq() {
+    let stack = Stack::start().await;
+    let livekit = stack.livekit();
+    let body = joined("EV_DLQ", "stream-dlq-room", "alice", None, "STANDARD");
+    let first = livekit
+        .handle(livekit_request(&body, Some(&signed(&body))))
+        .await;
+    assert_eq!(first.status(), 200);
+    let missing = format!("{}-missing", stack.resources.queue("NotificationQueue"));
+    let dispatcher = shared::flows::call_stream::NewCallRecords {
+        notification_queue: Arc::new(shared::queue::jobs::SqsJobQueue::new(
+            stack.sqs.clone(),
+            missing,
+        )),
+        ..stack.new_call_records()
+    };
+    let report = stack.run_calls_stream_with(dispatcher).await;
+    assert_eq!((report.delivered, report.on_failure.len()), (6, 1));
+    assert_eq!(stack.raw_depth("CallsStreamDLQ").await, 1);
+    assert_eq!(stack.raw_depth("NotificationQueue").await, 0);
+}

@@ -6,6 +6,7 @@
 
 use shared::api::Route;
 use shared::queue::sqs_batch::Worker;
+use shared::store::sessions::SessionStore;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -286,5 +287,86 @@ async fn workers_killed_after_any_write_finish_on_redelivery_and_post_once() {
             Some(&1),
             "WN{k:02}: {posts:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_consumer_killed_after_any_write_of_a_call_start_is_finished_by_the_retry() {
+    let stack = Stack::start_crashable().await;
+    let intake = stack.call_start_intake();
+    let consumer = Arc::new(stack.calls_stream());
+    let report_start = |k: u64| {
+        let intake = &intake;
+        async move {
+            let start = shared::queue::jobs::CallStart {
+                room_name: format!("crash-start-{k:02}"),
+                user_email: Some(format!("caller{k:02}@example.com")),
+                started_at: shared::base::time::now_rfc3339(),
+                metadata: serde_json::Map::new(),
+            };
+            let report = shared::flows::call_start::CallStartReport {
+                start,
+                participant_identity: Some("caller"),
+                response: serde_json::json!({"success": true}),
+                reported_by: None,
+            };
+            let (status, _) = intake.record(report, http::StatusCode::OK).await.unwrap();
+            assert_eq!(status, 200);
+        }
+    };
+    // A clean start first, counting the consumer's writes.
+    report_start(0).await;
+    stack.crash.count();
+    stack.run_calls_stream().await;
+    let writes = stack.crash.seen();
+    assert!(writes >= 3, "the session's writes and the job: {writes}");
+
+    for k in 1..=writes {
+        report_start(k).await;
+        stack.crash.arm(k);
+        let report = stack
+            .run_calls_stream_by(|event| {
+                let consumer = Arc::clone(&consumer);
+                let stack = &stack;
+                async move {
+                    let all: Vec<String> = event
+                        .records
+                        .iter()
+                        .filter_map(|r| r.change.sequence_number.clone())
+                        .collect();
+                    match run_or_crash(stack, async move { consumer.handle(event).await }).await {
+                        Some(response) => response,
+                        None => {
+                            stack.crash.count();
+                            calls_stream::failed_records(all)
+                        }
+                    }
+                }
+            })
+            .await;
+        assert!(
+            !report.failed.is_empty(),
+            "killed after write {k}: {report:?}"
+        );
+        stack.crash.count();
+    }
+    assert_eq!(stack.raw_depth("CallsStreamDLQ").await, 0);
+    let notifier = stack.notify_worker(vec![stack.slack_webhook()]);
+    stack.run_notifications(&notifier).await;
+    let posts = stack.slack.posts();
+    let sessions = stack.sessions();
+    for k in 0..=writes {
+        let caller = format!("caller{k:02}@example.com");
+        let count = posts
+            .iter()
+            .filter(|p| p["text"].as_str().unwrap_or_default().contains(&caller))
+            .count();
+        assert_eq!(count, 1, "{caller}: {posts:?}");
+        let session = sessions
+            .get(&format!("crash-start-{k:02}"))
+            .await
+            .unwrap()
+            .expect("the session records its caller");
+        assert_eq!(session.user_email.as_deref(), Some(caller.as_str()));
     }
 }

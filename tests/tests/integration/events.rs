@@ -58,9 +58,15 @@ fn every_function_has_a_matching_sample_event() {
                 );
                 match function.binary.as_str() {
                     "calls-stream" => {
-                        let image: shared::store::calls::CallRecord =
-                            serde_dynamo::from_item(record.change.new_image.clone()).unwrap();
-                        assert_eq!(image.call_id, "CA1234567890abcdef");
+                        let item: std::collections::HashMap<_, _> =
+                            record.change.new_image.clone().into();
+                        if let Some(start) = shared::store::call_starts::start_of(&item).unwrap() {
+                            assert_eq!(start.start.room_name, "support-room-42");
+                        } else {
+                            let image: shared::store::calls::CallRecord =
+                                serde_dynamo::from_item(record.change.new_image.clone()).unwrap();
+                            assert_eq!(image.call_id, "CA1234567890abcdef");
+                        }
                     }
                     "whatsapp-stream" => {
                         let item: std::collections::HashMap<_, _> =
@@ -122,7 +128,7 @@ async fn the_exotel_sample_event_is_accepted() {
 }
 
 #[tokio::test]
-async fn the_calls_stream_sample_event_queues_its_transcription() {
+async fn the_calls_stream_sample_event_queues_its_transcription_and_notification() {
     let stack = Stack::start().await;
     let consumer = stack.calls_stream();
     let event = serde_json::from_str(&read("calls-stream.json")).unwrap();
@@ -132,6 +138,12 @@ async fn the_calls_stream_sample_event_queues_its_transcription() {
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let job: TranscriptionJob = serde_json::from_str(&jobs[0]).unwrap();
     assert_eq!(job.call_id, "CA1234567890abcdef");
+    // The sample's call start: its notification.
+    let notifications = stack.peek_all("NotificationQueue").await;
+    assert_eq!(notifications.len(), 1, "{notifications:?}");
+    let job: shared::queue::jobs::NotificationJob =
+        serde_json::from_str(&notifications[0]).unwrap();
+    assert_eq!(job.notification_id, "start#call-start#support-room-42");
 }
 
 #[tokio::test]

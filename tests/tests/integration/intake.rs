@@ -289,8 +289,7 @@ async fn a_job_the_stream_could_not_queue_is_queued_on_the_streams_retry_and_cou
             refused_call: "\"RETRY2\"",
             refusals: AtomicUsize::new(1),
         }),
-        stats: Arc::new(stack.stats()),
-        transcription_deadline: Duration::from_secs(3600),
+        ..stack.new_call_records()
     };
     let report = stack.run_calls_stream_with(consumer).await;
     assert_eq!(report.failed.len(), 1, "{report:?}");

@@ -73,10 +73,16 @@ pub struct Stack {
 impl Stack {
     pub fn call_start_intake(&self) -> shared::flows::call_start::CallStartIntake {
         shared::flows::call_start::CallStartIntake {
-            dedup: self.dedup(),
+            starts: Arc::new(self.call_starts()),
             sessions: Arc::new(self.sessions()),
-            notification_queue: self.queue("NotificationQueue"),
-            lease: Duration::from_secs(30),
+        }
+    }
+
+    pub fn call_starts(&self) -> shared::store::call_starts::DynamoCallStartStore {
+        shared::store::call_starts::DynamoCallStartStore {
+            client: self.dynamo.clone(),
+            table: self.resources.table("CallsTable"),
+            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 
@@ -287,6 +293,10 @@ impl Stack {
             transcription_queue: self.queue("TranscriptionQueue"),
             stats: Arc::new(self.stats()),
             transcription_deadline: Duration::from_secs(3600),
+            starts: shared::flows::call_start::StartedCalls {
+                sessions: Arc::new(self.sessions()),
+            },
+            notification_queue: self.queue("NotificationQueue"),
         }
     }
 
@@ -593,7 +603,8 @@ impl Stack {
     /// streams' consumers queue, as Lambda would have by now.
     async fn settle_streams_into(&self, logical_id: &str) {
         match logical_id {
-            "TranscriptionQueue" => {
+            // Call starts' notifications come from the calls stream too.
+            "TranscriptionQueue" | "NotificationQueue" => {
                 self.run_calls_stream().await;
             }
             "WhatsAppReplyQueue" => {

@@ -1152,3 +1152,33 @@ async fn a_status_from_another_organisations_sender_moves_nothing() {
 
 #[path = "whatsapp_status_reconcile.rs"]
 mod status_reconcile;
+
+#[tokio::test]
+async fn a_message_is_acknowledged_after_its_owner_lookup_and_one_write() {
+    let mut stack = Stack::start().await;
+    let meter =
+        devstack::bench_cost::Meter::start(local().dynamodb_endpoint(), local().moto_endpoint());
+    stack.dynamo = local().dynamodb_at(meter.dynamodb_url()).await;
+    stack.sqs = local().sqs_at(meter.moto_url()).await;
+    let wa = WhatsApp::on(stack).await;
+    let route = wa.message_route();
+    for _ in 0..2 {
+        meter.begin_invocation();
+        let response = route
+            .handle(signed("/whatsapp/message", &incoming(&sid(60), "hello", 0)))
+            .await;
+        assert_eq!(response.status(), 200, "{}", text(&response));
+    }
+    let runs: Vec<Vec<String>> = meter
+        .per_invocation()
+        .iter()
+        .map(|calls| calls.iter().map(|c| c.operation.clone()).collect())
+        .collect();
+    // The number's owner, then the message with its reply's watch entry;
+    // a duplicate's transaction is refused. Nothing is queued here.
+    assert_eq!(runs[0], ["GetItem", "TransactWriteItems"]);
+    assert_eq!(runs[1], ["GetItem", "TransactWriteItems"]);
+    assert_eq!(wa.stack.raw_depth("WhatsAppReplyQueue").await, 0);
+    // The stream queues the one reply job.
+    assert_eq!(wa.stack.depth("WhatsAppReplyQueue").await, 1);
+}

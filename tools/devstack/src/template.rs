@@ -1396,13 +1396,31 @@ Resources:
         assert_eq!(trigger.maximum_retry_attempts, Some(5));
         assert!(trigger.reports_batch_item_failures);
         assert_eq!(trigger.on_failure.as_deref(), Some("CallsStreamDLQ"));
-        let [filter] = trigger.filters.as_slice() else {
-            panic!("one filter: {:?}", trigger.filters)
+        let [calls, starts] = trigger.filters.as_slice() else {
+            panic!("two filters: {:?}", trigger.filters)
         };
-        assert_eq!(filter["eventName"], serde_json::json!(["INSERT"]));
+        assert_eq!(calls["eventName"], serde_json::json!(["INSERT"]));
         assert_eq!(
-            filter["dynamodb"]["NewImage"]["item"]["S"],
+            calls["dynamodb"]["NewImage"]["item"]["S"],
             serde_json::json!(["call"])
+        );
+        assert_eq!(
+            starts["dynamodb"]["NewImage"]["item"]["S"],
+            serde_json::json!([{"prefix": shared::store::call_starts::START_ITEM_PREFIX}])
+        );
+        assert_eq!(
+            table("WhatsAppTable").stream_view.as_deref(),
+            Some("NEW_IMAGE")
+        );
+        let whatsapp = template.function("whatsapp-stream").unwrap();
+        let [trigger] = whatsapp.streams.as_slice() else {
+            panic!("one stream trigger: {:?}", whatsapp.streams)
+        };
+        assert_eq!(trigger.table, "WhatsAppTable");
+        assert_eq!(trigger.on_failure.as_deref(), Some("WhatsAppStreamDLQ"));
+        assert_eq!(
+            trigger.filters[0]["dynamodb"]["NewImage"]["conversation"]["S"],
+            serde_json::json!([shared::store::whatsapp::WATCH_PARTITION])
         );
     }
 

@@ -90,7 +90,7 @@ pub struct SessionLifecycle {
     pub agent_name: String,
     /// Identities of the agent's participants start with this.
     pub agent_identity_prefix: String,
-    /// Queues the one call-start notification per session.
+    /// Stores the one call-start announcement per session (the stream queues its notification).
     pub announcer: Option<Arc<CallStartIntake>>,
     /// Runs each conversation's opening once.
     pub dedup: Arc<dyn DedupStore>,
@@ -158,7 +158,7 @@ impl SessionLifecycle {
             agent_active: true,
         };
         let work = || async {
-            self.open_once(opening, &metadata, lease).await?;
+            self.open_once(opening, &metadata).await?;
             Ok::<_, ApiError>(serde_json::json!({"session_id": session_id}))
         };
         match run_once(self.dedup.as_ref(), &key, lease, work).await {
@@ -187,12 +187,7 @@ impl SessionLifecycle {
     }
 
     /// The work of [`open`](Self::open), run once per conversation.
-    async fn open_once(
-        &self,
-        opening: &Opening,
-        metadata: &str,
-        lease: Duration,
-    ) -> Result<(), ApiError> {
+    async fn open_once(&self, opening: &Opening, metadata: &str) -> Result<(), ApiError> {
         let session_id = opening.kind.session_id(&opening.key);
         let room = opening.kind.room(&opening.key);
         let metadata = metadata.to_string();
@@ -250,7 +245,7 @@ impl SessionLifecycle {
                 ]),
             };
             announcer
-                .announce(&announce_key, start, &opening.org_id, lease)
+                .announce(&announce_key, start, &opening.org_id)
                 .await?;
         }
         metrics::count(metrics::Metric::SessionsOpened);
