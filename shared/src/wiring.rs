@@ -14,7 +14,7 @@ use lambda_runtime::LambdaEvent;
 use crate::api::access::KeyedAccess;
 use crate::api::Route;
 use crate::base::config::{self, ConfigError};
-use crate::flows::call_start::CallStartIntake;
+use crate::flows::call_start::{CallStartIntake, StartedCalls};
 use crate::flows::conversations::ConversationLookup;
 use crate::flows::outbound::{provider_http, Placement, Providers};
 use crate::flows::provider_events::ProviderEventIntake;
@@ -27,7 +27,7 @@ use crate::queue::jobs::{JobQueue, SqsJobQueue};
 use crate::queue::sqs_batch::Worker;
 use crate::store::api_keys::{ApiKeyStore, DynamoApiKeyStore};
 use crate::store::call_log::{CallLogStore, DynamoCallLogStore};
-use crate::store::call_starts::DynamoCallStartStore;
+use crate::store::call_starts::{CallStartStore, DynamoCallStartStore};
 use crate::store::calls::{CallStore, DynamoCallStore};
 use crate::store::dedup::{DedupStore, DynamoDedupStore};
 use crate::store::directory::{DirectoryStore, DynamoDirectoryStore};
@@ -212,15 +212,28 @@ impl Wiring {
     /// kept `DEDUP_RETENTION_SECONDS`) and the sessions.
     pub fn call_start_intake(&self) -> Result<CallStartIntake, ConfigError> {
         Ok(CallStartIntake {
-            starts: Arc::new(DynamoCallStartStore {
-                client: self.dynamo.clone(),
-                table: config::required("CALLS_TABLE")?,
-                retention: Duration::from_secs(config::parsed_or(
-                    "DEDUP_RETENTION_SECONDS",
-                    7 * 24 * 3600,
-                )?),
-            }),
+            starts: self.call_starts()?,
             sessions: self.sessions()?,
+        })
+    }
+
+    /// Call-start records (`CALLS_TABLE`), kept `DEDUP_RETENTION_SECONDS`.
+    pub fn call_starts(&self) -> Result<Arc<dyn CallStartStore>, ConfigError> {
+        Ok(Arc::new(DynamoCallStartStore {
+            client: self.dynamo.clone(),
+            table: config::required("CALLS_TABLE")?,
+            retention: Duration::from_secs(config::parsed_or(
+                "DEDUP_RETENTION_SECONDS",
+                7 * 24 * 3600,
+            )?),
+        }))
+    }
+
+    /// What carrying out stored call starts needs (the calls stream, the sweep).
+    pub fn started_calls(&self) -> Result<StartedCalls, ConfigError> {
+        Ok(StartedCalls {
+            sessions: self.sessions()?,
+            starts: self.call_starts()?,
         })
     }
 

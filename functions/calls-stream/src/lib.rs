@@ -9,7 +9,6 @@ use std::time::Duration;
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use shared::base::config;
-use shared::flows::call_start::StartedCalls;
 use shared::flows::call_stream::NewCallRecords;
 use shared::queue::stream_batch::changes_of;
 pub use shared::queue::stream_batch::failed_records;
@@ -32,9 +31,7 @@ impl CallsStream {
                     "TRANSCRIPTION_DEADLINE_SECONDS",
                     3600,
                 )?),
-                starts: StartedCalls {
-                    sessions: aws.sessions()?,
-                },
+                starts: aws.started_calls()?,
                 notification_queue: aws.notification_queue()?,
             },
         })

@@ -3,6 +3,9 @@
 //! - Recording-pipeline calls still `received`, `queued`, `transcribing` or
 //!   `transcribed` past their deadline are re-driven once, then ended
 //!   `failed` with a notification (`shared::flows::stuck`).
+//! - Call starts the calls stream never carried out (their event was lost)
+//!   are carried out when their watch falls due
+//!   (`shared::flows::call_start::StuckStarts`).
 //! - Sessions (LiveKit rooms) never reported finished are asked of LiveKit:
 //!   a room it no longer has is ended as `room_finished` would have ended it.
 //! - Incoming WhatsApp messages still unanswered past their watch entry have
@@ -25,6 +28,7 @@ use std::time::Duration;
 use serde::Serialize;
 use shared::base::config;
 use shared::base::metrics::{self, Metric};
+use shared::flows::call_start::{StuckStarts, StuckStartsReport};
 use shared::flows::reconcile::{ReconcileReport, Reconciler};
 use shared::flows::stuck::{StuckCalls, StuckReport, StuckSessions, StuckSessionsReport};
 use shared::flows::webhooks::sweep::{EndedSessions, RetryQueuer, RetryReport};
@@ -40,6 +44,8 @@ pub struct StuckSweep {
     /// Outbound calls that never reported an end.
     pub reconcile: Reconciler,
     pub pipeline: StuckCalls,
+    /// Call starts whose stream event was lost.
+    pub starts: StuckStarts,
     pub sessions: StuckSessions,
     /// `None` only where a test sweeps other work alone.
     pub replies: Option<StuckReplies>,
@@ -65,6 +71,8 @@ pub struct WebhookSweep {
 pub struct SweepReport {
     /// Recording-pipeline calls re-driven or failed.
     pub pipeline: StuckReport,
+    /// Call starts carried out by the sweep.
+    pub starts: StuckStartsReport,
     /// Sessions ended because their room never reported finishing.
     pub sessions: StuckSessionsReport,
     /// Unanswered WhatsApp messages re-queued or given up.
@@ -105,6 +113,10 @@ impl StuckSweep {
                     "TRANSCRIPTION_DEADLINE_SECONDS",
                     3600,
                 )?),
+            },
+            starts: StuckStarts {
+                carry: aws.started_calls()?,
+                notification_queue: aws.notification_queue()?,
             },
             sessions: StuckSessions {
                 sessions: aws.sessions()?,
@@ -158,6 +170,7 @@ impl StuckSweep {
     pub async fn run_at(&self, now: i64) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport {
             pipeline: self.pipeline.sweep(now, self.batch).await?,
+            starts: self.starts.sweep(now, self.batch).await?,
             sessions: self.sessions.sweep(now, self.batch).await?,
             ..SweepReport::default()
         };

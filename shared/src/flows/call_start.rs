@@ -8,12 +8,13 @@
 //! [`StartedCalls`] (the caller on the session, one notification job).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 
 use crate::api::{self, ApiError};
 use crate::base::metrics::{self, Metric};
-use crate::queue::jobs::{CallStart, NotificationJob};
+use crate::queue::jobs::{self, CallStart, JobQueue, NotificationJob};
 use crate::store::call_starts::{CallStartStore, StartRecord, StartSource, StartWrite};
 use crate::store::sessions::{SessionChange, SessionStore};
 use crate::store::StoreError;
@@ -118,6 +119,7 @@ impl CallStartIntake {
 /// so a record the stream delivers twice changes nothing more.
 pub struct StartedCalls {
     pub sessions: Arc<dyn SessionStore>,
+    pub starts: Arc<dyn CallStartStore>,
 }
 
 impl StartedCalls {
@@ -152,5 +154,44 @@ impl StartedCalls {
             NotificationJob::call_started(&record.key, record.start.clone())
                 .of_org(record.org_id.as_deref()),
         )
+    }
+
+    /// Takes a carried-out start out of the sweep's watch.
+    pub async fn settle(&self, record: &StartRecord) -> Result<(), StoreError> {
+        self.starts.settle(record).await
+    }
+}
+
+/// Starts whose stream event was lost (the stream keeps records 24 hours,
+/// and a batch given up on goes to its DLQ): each is still watched when it
+/// falls due, and the stuck sweep carries it out as the stream would have.
+/// A start the stream was only slow with is carried out twice, which its
+/// idempotent writes and the notification's key make harmless.
+pub struct StuckStarts {
+    pub carry: StartedCalls,
+    pub notification_queue: Arc<dyn JobQueue>,
+}
+
+/// What one sweep of the starts did.
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StuckStartsReport {
+    /// Rooms whose start was carried out by the sweep.
+    pub redriven: Vec<String>,
+}
+
+impl StuckStarts {
+    /// An error stops the run; what it did not reach stays watched.
+    pub async fn sweep(&self, now: i64, limit: i32) -> Result<StuckStartsReport, StoreError> {
+        let mut report = StuckStartsReport::default();
+        for record in self.carry.starts.due(now, limit).await? {
+            let job = self.carry.carry_out(&record).await?;
+            jobs::send(self.notification_queue.as_ref(), &job, Duration::ZERO)
+                .await
+                .map_err(|err| StoreError::Dynamo(format!("queue: {err}")))?;
+            self.carry.settle(&record).await?;
+            tracing::warn!(room = %record.start.room_name, key = %record.key, "call start carried out by the sweep; its stream event was lost");
+            report.redriven.push(record.start.room_name);
+        }
+        Ok(report)
     }
 }

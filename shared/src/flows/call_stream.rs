@@ -144,18 +144,33 @@ impl NewCallRecords {
                 }
             }
         }
-        failed.extend(
-            self.send(self.notification_queue.as_ref(), notifications)
-                .await,
-        );
+        let not_sent = self
+            .send(self.notification_queue.as_ref(), notifications.clone())
+            .await;
+        // Carried out: out of the sweep's watch. A start left watched is
+        // only carried out again (harmless), so a failure here is logged.
+        let settled = notifications
+            .iter()
+            .filter(|(i, _)| !not_sent.contains(i))
+            .filter_map(|(i, _)| match &work[*i] {
+                Work::Start(record) => Some(self.starts.settle(record)),
+                _ => None,
+            });
+        for result in futures_util::future::join_all(settled).await {
+            if let Err(err) = result {
+                warn!(error = %err, "call start left in the watch; the sweep settles it");
+            }
+        }
+        failed.extend(not_sent);
         failed
     }
 
     fn work_for(&self, change: &StreamChange) -> Result<Work, String> {
         let item = change.text("item").unwrap_or_default();
         if item.starts_with(crate::store::call_starts::START_ITEM_PREFIX) {
-            // Write-once: a MODIFY is the re-put of an expired start.
-            if change.event_name == "REMOVE" {
+            // A new start is watched until carried out: a MODIFY without
+            // the watch is its removal, not a start.
+            if change.event_name == "REMOVE" || change.text("watch_ledger").is_none() {
                 return Ok(Work::Nothing);
             }
             let image: std::collections::HashMap<_, _> = change.new_image.clone().into();
@@ -304,8 +319,14 @@ mod tests {
             transcription_deadline: Duration::from_secs(3600),
             starts: StartedCalls {
                 sessions: Arc::new(crate::store::sessions::DynamoSessionStore::new(
-                    nowhere, "calls",
+                    nowhere.clone(),
+                    "calls",
                 )),
+                starts: Arc::new(crate::store::call_starts::DynamoCallStartStore {
+                    client: nowhere,
+                    table: "calls".into(),
+                    retention: Duration::from_secs(60),
+                }),
             },
             notification_queue: queue,
         }

@@ -13,8 +13,12 @@
 //! - The delivery's random token stays on the record, so an SDK retry of a
 //!   write that went through recognises its own record.
 //!
-//! Records are write-once: the stream filter passes an INSERT, and a MODIFY
-//! only as the re-put of an expired record, which is a new start.
+//! Records are write-once but for their watch: a new record carries the
+//! `CallWatch` index keys (partition `starts`), which its stream consumer
+//! removes once the start is carried out, so the stuck sweep finds a start
+//! whose stream event was lost when it falls due. The stream filter passes
+//! an INSERT, and a MODIFY only while the record is still watched: the re-put
+//! of an expired record is a new start; the watch's removal is not one.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -34,6 +38,13 @@ use crate::queue::jobs::CallStart;
 
 /// Sort keys of start records begin with this (the template's filter too).
 pub const START_ITEM_PREFIX: &str = "start#";
+
+/// The `CallWatch` partition of starts not yet carried out.
+const WATCH_PARTITION: &str = "starts";
+
+/// When the sweep first looks at a start the stream has not carried out:
+/// well after the stream's retries (seconds to minutes) have run.
+pub const START_WATCH_AFTER: Duration = Duration::from_secs(600);
 
 /// Who saw the start, which says what carrying it out involves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +113,10 @@ pub trait CallStartStore: Send + Sync {
         answer: &serde_json::Value,
         claim_for: Option<&str>,
     ) -> Result<StartWrite, StoreError>;
+    /// Starts still watched and due at `now` (epoch seconds), at most `limit`.
+    async fn due(&self, now: i64, limit: i32) -> Result<Vec<StartRecord>, StoreError>;
+    /// Takes a carried-out start out of the watch.
+    async fn settle(&self, record: &StartRecord) -> Result<(), StoreError>;
 }
 
 pub struct DynamoCallStartStore {
@@ -174,6 +189,8 @@ impl DynamoCallStartStore {
                 AttributeValue::N(expires_at.to_string()),
             ),
         ]);
+        let due = epoch_secs() + START_WATCH_AFTER.as_secs() as i64;
+        item.extend(super::calls::watch_attributes_in(WATCH_PARTITION, due));
         for (name, value) in [
             ("org_id", &record.org_id),
             ("participant_identity", &record.participant_identity),
@@ -294,6 +311,63 @@ impl CallStartStore for DynamoCallStartStore {
             Refusal::RoomTaken => Ok(StartWrite::RoomTaken),
             Refusal::Stored(old) => self.refused_by(record, old, &owner).await,
         }
+    }
+
+    async fn due(&self, now: i64, limit: i32) -> Result<Vec<StartRecord>, StoreError> {
+        use super::calls::{WATCH_DUE, WATCH_INDEX, WATCH_LEDGER};
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(WATCH_INDEX)
+            .key_condition_expression("#ledger = :starts AND #due <= :now")
+            .expression_attribute_names("#ledger", WATCH_LEDGER)
+            .expression_attribute_names("#due", WATCH_DUE)
+            .expression_attribute_values(":starts", s(WATCH_PARTITION))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .limit(limit)
+            .send()
+            .await?;
+        // The index holds keys only: the records themselves, read by key.
+        let keys = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|item| {
+                Some(HashMap::from([
+                    ("call_id".to_string(), item.get("call_id")?.clone()),
+                    ("item".to_string(), item.get("item")?.clone()),
+                ]))
+            })
+            .collect();
+        let mut due = Vec::new();
+        for item in super::batch_get(&self.client, &self.table, keys, true).await? {
+            match start_of(&item) {
+                Ok(Some(record)) => due.push(record),
+                Ok(None) => {}
+                // Left watched: an error in every run's log until looked at.
+                Err(err) => tracing::error!(error = %err, "unreadable call start in the watch"),
+            }
+        }
+        Ok(due)
+    }
+
+    async fn settle(&self, record: &StartRecord) -> Result<(), StoreError> {
+        use super::calls::{WATCH_DUE, WATCH_LEDGER};
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("call_id", s(&record.start.room_name))
+            .key("item", s(&format!("{START_ITEM_PREFIX}{}", record.key)))
+            .update_expression("REMOVE #ledger, #due")
+            .condition_expression("attribute_exists(#ledger)")
+            .expression_attribute_names("#ledger", WATCH_LEDGER)
+            .expression_attribute_names("#due", WATCH_DUE)
+            .send()
+            .await;
+        // Settled already (the stream and the sweep both did it): done.
+        super::applied(result).map(drop)
     }
 }
 

@@ -287,8 +287,8 @@ const LEGACY_WATCH: Ledger = Ledger {
 /// escapes the sweep, and loses them in the write that makes it final (or,
 /// for one that got there otherwise, when the sweep finds it final).
 pub const WATCH_INDEX: &str = "CallWatch";
-const WATCH_LEDGER: &str = "watch_ledger";
-const WATCH_DUE: &str = "watch_due";
+pub(crate) const WATCH_LEDGER: &str = "watch_ledger";
+pub(crate) const WATCH_DUE: &str = "watch_due";
 /// The one partition of the index (as the ledgers are one partition each).
 const WATCH_PARTITION: &str = "calls";
 /// Appended to the update that makes a call final: it leaves the index.
@@ -296,10 +296,15 @@ const LEAVE_WATCH: &str = " REMOVE watch_ledger, watch_due";
 
 /// The attributes that put a record in the `CallWatch` index, due at `due`.
 pub(crate) fn watch_attributes(due: i64) -> [(String, AttributeValue); 2] {
+    watch_attributes_in(WATCH_PARTITION, due)
+}
+
+/// The same in another partition of the index (call starts use `starts`).
+pub(crate) fn watch_attributes_in(partition: &str, due: i64) -> [(String, AttributeValue); 2] {
     [
         (
             WATCH_LEDGER.to_string(),
-            AttributeValue::S(WATCH_PARTITION.into()),
+            AttributeValue::S(partition.into()),
         ),
         (WATCH_DUE.to_string(), AttributeValue::N(due.to_string())),
     ]

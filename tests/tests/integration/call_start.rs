@@ -647,3 +647,58 @@ async fn a_start_the_stream_cannot_carry_out_is_retried_then_given_to_the_dlq() 
     assert_eq!(stack.raw_depth("CallsStreamDLQ").await, 1);
     assert_eq!(stack.raw_depth("NotificationQueue").await, 0);
 }
+
+#[tokio::test]
+async fn a_start_whose_stream_event_was_lost_is_carried_out_once_by_the_sweep() {
+    let stack = Stack::start().await;
+    let livekit = stack.livekit();
+    for (event, room) in [
+        ("EV_LOST", "lost-start-room"),
+        ("EV_KEPT", "kept-start-room"),
+    ] {
+        let body = joined(
+            event,
+            room,
+            "alice",
+            Some(r#"{"user_email":"a@b.com"}"#),
+            "STANDARD",
+        );
+        let response = livekit
+            .handle(livekit_request(&body, Some(&signed(&body))))
+            .await;
+        assert_eq!(response.status(), 200);
+        if room == "lost-start-room" {
+            // Read from the stream and dropped, as a batch given up on.
+            assert_eq!(stack.lose_calls_stream_events().await.delivered, 1);
+        }
+    }
+    // The kept one is carried out (and leaves the watch) by the stream.
+    assert_eq!(stack.depth("NotificationQueue").await, 1);
+    let sweep = stack.stuck_starts();
+    let now = shared::base::time::epoch_secs();
+    assert!(sweep.sweep(now, 100).await.unwrap().redriven.is_empty());
+    let later = now + 601;
+    let report = sweep.sweep(later, 100).await.unwrap();
+    assert_eq!(report.redriven, ["lost-start-room"]);
+    assert_eq!(stack.depth("NotificationQueue").await, 2);
+    let session = stack
+        .sessions()
+        .get("lost-start-room")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.user_email.as_deref(), Some("a@b.com"));
+    // Settled: the next look finds nothing, and the sweep's own removal of
+    // the watch is no new start for the stream.
+    assert!(sweep
+        .sweep(later + 601, 100)
+        .await
+        .unwrap()
+        .redriven
+        .is_empty());
+    assert_eq!(stack.depth("NotificationQueue").await, 2);
+    stack
+        .run_notifications(&stack.notify_worker(vec![stack.slack_webhook()]))
+        .await;
+    assert_eq!(stack.slack.posts().len(), 2);
+}

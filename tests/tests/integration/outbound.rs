@@ -211,6 +211,7 @@ impl Outbound {
                 redrive_grace: Duration::from_secs(1800),
                 transcription_deadline: Duration::from_secs(3600),
             },
+            starts: self.stack.stuck_starts(),
             sessions: shared::flows::stuck::StuckSessions {
                 sessions: Arc::new(self.stack.sessions()),
                 livekit: None,

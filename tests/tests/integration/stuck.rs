@@ -32,6 +32,7 @@ impl Stack {
                 redrive_grace: Duration::from_secs(1800),
                 transcription_deadline: Duration::from_secs(3600),
             },
+            starts: self.stuck_starts(),
             sessions: shared::flows::stuck::StuckSessions {
                 sessions: Arc::new(self.sessions()),
                 livekit: None,

@@ -78,6 +78,21 @@ impl Stack {
         }
     }
 
+    /// The sweep's look at call starts the stream never carried out.
+    pub fn stuck_starts(&self) -> shared::flows::call_start::StuckStarts {
+        shared::flows::call_start::StuckStarts {
+            carry: self.started_calls(),
+            notification_queue: self.queue("NotificationQueue"),
+        }
+    }
+
+    pub fn started_calls(&self) -> shared::flows::call_start::StartedCalls {
+        shared::flows::call_start::StartedCalls {
+            sessions: Arc::new(self.sessions()),
+            starts: Arc::new(self.call_starts()),
+        }
+    }
+
     pub fn call_starts(&self) -> shared::store::call_starts::DynamoCallStartStore {
         shared::store::call_starts::DynamoCallStartStore {
             client: self.dynamo.clone(),
@@ -293,9 +308,7 @@ impl Stack {
             transcription_queue: self.queue("TranscriptionQueue"),
             stats: Arc::new(self.stats()),
             transcription_deadline: Duration::from_secs(3600),
-            starts: shared::flows::call_start::StartedCalls {
-                sessions: Arc::new(self.sessions()),
-            },
+            starts: self.started_calls(),
             notification_queue: self.queue("NotificationQueue"),
         }
     }
