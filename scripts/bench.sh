@@ -9,7 +9,7 @@ export CARGO_PROFILE_RELEASE_STRIP=true CARGO_PROFILE_RELEASE_LTO=thin CARGO_PRO
 # give every binary the union of their `shared` features. Functions with the
 # same features reuse the compiled `shared` and dependencies.
 for f in health stats zapier-webhook exotel-webhook calls-stream call-get livekit-webhook call-started \
-  whatsapp-message twilio-voice room-create room-join session-get sessions-list slack-commands \
+  whatsapp-message whatsapp-stream twilio-voice room-create room-join session-get sessions-list slack-commands \
   discord-interactions teams-messages; do
   cargo build --release -p "$f"
 done

@@ -545,6 +545,8 @@ pub struct Baseline {
     pub warm_p50_ms: f64,
     pub warm_p99_ms: f64,
     pub usage: Usage,
+    /// The stream consumer that now does the rest of this intake's work.
+    pub stream: &'static str,
 }
 
 /// The recording intake before the one-write intake (issue 22): the
@@ -557,6 +559,7 @@ pub const BEFORE: &[Baseline] = &[
         warm_p50_ms: BEFORE_ZAPIER_P50,
         warm_p99_ms: BEFORE_ZAPIER_P99,
         usage: BEFORE_USAGE,
+        stream: "calls-stream",
     },
     Baseline {
         function: "exotel-webhook",
@@ -564,6 +567,52 @@ pub const BEFORE: &[Baseline] = &[
         warm_p50_ms: BEFORE_EXOTEL_P50,
         warm_p99_ms: BEFORE_EXOTEL_P99,
         usage: BEFORE_USAGE,
+        stream: "calls-stream",
+    },
+    // The other intakes made one write (issue 22's second part): bab1693's
+    // binaries and harness, `BENCH_FUNCTIONS=whatsapp-message,call-started,livekit-webhook`,
+    // measured 2026-12-06 on the same machine as the after figures.
+    Baseline {
+        function: "livekit-webhook",
+        commit: "bab1693",
+        warm_p50_ms: 33.58,
+        warm_p99_ms: 73.41,
+        usage: Usage {
+            sequential_calls: 5.0,
+            aws_calls: 6.0,
+            read_units: 0.0,
+            write_units: 5.0,
+            sqs_requests: 1.0,
+        },
+        stream: "calls-stream",
+    },
+    Baseline {
+        function: "call-started",
+        commit: "bab1693",
+        warm_p50_ms: 36.40,
+        warm_p99_ms: 52.58,
+        usage: Usage {
+            sequential_calls: 7.0,
+            aws_calls: 8.0,
+            read_units: 1.0,
+            write_units: 6.0,
+            sqs_requests: 1.0,
+        },
+        stream: "calls-stream",
+    },
+    Baseline {
+        function: "whatsapp-message",
+        commit: "bab1693",
+        warm_p50_ms: 21.16,
+        warm_p99_ms: 36.54,
+        usage: Usage {
+            sequential_calls: 5.0,
+            aws_calls: 5.0,
+            read_units: 1.0,
+            write_units: 6.0,
+            sqs_requests: 1.0,
+        },
+        stream: "whatsapp-stream",
     },
 ];
 
@@ -585,7 +634,7 @@ const BEFORE_USAGE: Usage = Usage {
 /// The report's cost section: one row per function, the calls stream's
 /// share per new call, and before/after for the functions with a
 /// [`BEFORE`] figure (after: the webhook alone, then with its stream share).
-pub fn report(rows: &[Row], warm_invocations: usize, stream: Option<&StreamShare>) -> String {
+pub fn report(rows: &[Row], warm_invocations: usize, streams: &[(String, StreamShare)]) -> String {
     let p = US_EAST_1;
     let mut out = String::from(
         "\n## AWS calls and cost per delivery\n\n| function | sequential AWS calls | AWS calls | DynamoDB RRU | DynamoDB WRU | SQS requests | warm p50 (ms) | $ per million deliveries | of which DynamoDB | calls of one delivery |\n|---|---|---|---|---|---|---|---|---|---|\n",
@@ -607,9 +656,9 @@ pub fn report(rows: &[Row], warm_invocations: usize, stream: Option<&StreamShare
             row.operations,
         ));
     }
-    if let Some(share) = stream {
+    for (function, share) in streams {
         out.push_str(&format!(
-            "\n### The calls stream's share per new call\n\n{} warm batches of {} new records in all (the records the two intake benches wrote, read from the stream with the template's filter and batch size): per record, {} AWS calls, {} DynamoDB WRU, {} SQS requests; ${:.3} per million new calls (Lambda ${:.3}, SQS ${:.3}, DynamoDB ${:.3}). At one record per batch (a quiet hour) a record bears the whole invocation, one `SendMessageBatch` and one counter update: about $1.25 per million.\n",
+            "\n### {function}'s share per new record\n\n{} warm batches of {} new records in all (the records the intake benches above wrote, read from the stream with the template's filter and batch size): per record, {} AWS calls, {} DynamoDB WRU, {} SQS requests; ${:.3} per million new records (Lambda ${:.3}, SQS ${:.3}, DynamoDB ${:.3}). At one record per batch (a quiet hour) a record bears a whole invocation. calls-stream's records are the recording intakes' calls and the call starts together when both were benched; bench them apart (`BENCH_FUNCTIONS`) for each kind's share.\n",
             share.batches,
             share.records,
             cell(share.usage.aws_calls),
@@ -649,7 +698,7 @@ pub fn report(rows: &[Row], warm_invocations: usize, stream: Option<&StreamShare
                     cost_per_million(&p, row.warm_p50, &row.usage).total(),
                 ),
             ];
-            if let Some(share) = stream {
+            if let Some((_, share)) = streams.iter().find(|(f, _)| f == b.stream) {
                 let with = Usage {
                     sequential_calls: row.usage.sequential_calls,
                     aws_calls: row.usage.aws_calls + share.usage.aws_calls,
@@ -658,7 +707,7 @@ pub fn report(rows: &[Row], warm_invocations: usize, stream: Option<&StreamShare
                     sqs_requests: row.usage.sqs_requests + share.usage.sqs_requests,
                 };
                 lines.push((
-                    "after: with its calls-stream share".to_string(),
+                    format!("after: with its {} share", b.stream),
                     with,
                     row.warm_p50,
                     row.warm_p99,

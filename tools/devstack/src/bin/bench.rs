@@ -82,29 +82,31 @@ async fn measure(
     Ok((init, first, latencies, rss))
 }
 
-/// `calls-stream` on every batch the calls stream holds: one run for the
-/// figures (the first batch cold), a second through the counting proxy for
-/// each record's share of the AWS calls and cost.
-async fn bench_calls_stream(
+/// A stream consumer (`calls-stream`, `whatsapp-stream`) on every batch
+/// its stream holds: one run for the figures (the first batch cold), a
+/// second through the counting proxy for each record's share of the AWS
+/// calls and cost.
+async fn bench_stream(
+    function: &'static str,
     release: &std::path::Path,
     local: &LocalAws,
     template: &Template,
     resources: &devstack::provision::Resources,
 ) -> Result<(Measurement, devstack::bench_cost::StreamShare), Error> {
-    let batches = calls_stream::batches(local, template, resources).await?;
+    let batches = calls_stream::batches(function, local, template, resources).await?;
     if batches.len() < 3 {
         return Err(format!(
-            "calls-stream: {} batches in the stream; bench zapier-webhook or exotel-webhook first",
+            "{function}: {} batches in the stream; bench an intake that feeds it first",
             batches.len()
         )
         .into());
     }
     let spec = template
-        .function("calls-stream")
-        .ok_or("calls-stream missing from template")?;
+        .function(function)
+        .ok_or_else(|| format!("{function} missing from template"))?;
     let mut env: Vec<(String, String)> = resources.function_env(spec);
     env.extend(local.aws_env().into_iter().map(|(k, v)| (k.to_string(), v)));
-    let binary = release.join("calls-stream");
+    let binary = release.join(function);
     let events: Vec<String> = batches.iter().map(|b| b.event.clone()).collect();
     let (init, first, warm, rss) = measure(&binary, &env, events.clone(), None).await?;
     let meter =
@@ -129,7 +131,7 @@ async fn bench_calls_stream(
     sorted.sort();
     Ok((
         Measurement {
-            function: "calls-stream (per batch)".into(),
+            function: format!("{function} (per batch)"),
             init,
             first_invoke: first,
             p50: percentile(&sorted, 0.5),
@@ -412,14 +414,16 @@ async fn main() -> Result<(), Error> {
         });
     }
 
-    // The stream consumer last: its batches are the records the intake
+    // The stream consumers last: their batches are the records the intake
     // benches above wrote.
-    let mut stream_share = None;
-    if devstack::bench_cost::selected("calls-stream") {
-        let (measurement, share) =
-            bench_calls_stream(&release, &local, &template, &resources).await?;
-        results.push(measurement);
-        stream_share = Some(share);
+    let mut stream_shares = Vec::new();
+    for function in ["calls-stream", "whatsapp-stream"] {
+        if devstack::bench_cost::selected(function) {
+            let (measurement, share) =
+                bench_stream(function, &release, &local, &template, &resources).await?;
+            results.push(measurement);
+            stream_shares.push((function.to_string(), share));
+        }
     }
 
     let mut report = String::from(
@@ -444,7 +448,7 @@ async fn main() -> Result<(), Error> {
     report.push_str(&devstack::bench_cost::report(
         &costs,
         METERED_INVOCATIONS,
-        stream_share.as_ref(),
+        &stream_shares,
     ));
     report.push_str("\n### Credentials from Secrets Manager at cold start\n\n");
     report.push_str(&secrets_init::table(&secrets_rows));

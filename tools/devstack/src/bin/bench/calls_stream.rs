@@ -1,5 +1,5 @@
-//! The calls table's stream consumer, benched on the records the intake
-//! benches wrote: read from DynamoDB Local's stream as Lambda's event source
+//! The tables' stream consumers, benched on the records the intake benches
+//! wrote: read from DynamoDB Local's stream as Lambda's event source
 //! mapping reads it (the template's filter and batch size), each batch kept
 //! as the event the release binary is then given through the Runtime API.
 
@@ -17,17 +17,18 @@ pub struct Batch {
     pub records: usize,
 }
 
-/// Every batch the calls stream holds for `calls-stream` now, answered as
+/// Every batch the stream feeding `function` holds now, answered as
 /// handled (the binary handles them afterwards, for the figures).
 pub async fn batches(
+    function: &'static str,
     local: &LocalAws,
     template: &Template,
     resources: &Resources,
 ) -> Result<Vec<Batch>, Error> {
     let trigger = template
-        .function("calls-stream")
+        .function(function)
         .and_then(|f| f.streams.first().cloned())
-        .ok_or("calls-stream has no stream trigger in template.yaml")?;
+        .ok_or_else(|| format!("{function} has no stream trigger in template.yaml"))?;
     let mut poller = StreamPoller::new(
         local.dynamodb().await,
         local.dynamodb_streams().await,
@@ -36,7 +37,7 @@ pub async fn batches(
         trigger.on_failure.as_ref().map(|q| resources.queue(q)),
         local.sqs().await,
     )
-    .for_function("calls-stream");
+    .for_function(function);
     let mut batches = Vec::new();
     let mut unreadable = None;
     poller
