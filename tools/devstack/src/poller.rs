@@ -88,14 +88,29 @@ impl QueuePoller {
         for (id, receipt) in handles {
             let Some(receipt) = receipt else { continue };
             if report.failed.contains(&id) {
-                self.sqs
+                let result = self
+                    .sqs
                     .change_message_visibility()
                     .queue_url(&self.queue_url)
                     .receipt_handle(receipt)
                     .visibility_timeout(self.retry_after.as_secs() as i32)
                     .send()
-                    .await
-                    .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
+                    .await;
+                match result {
+                    Ok(_) => {}
+                    // The worker outlasted the visibility timeout and the
+                    // message was received again (another lane has it) or
+                    // is visible already: it comes back either way, as
+                    // Lambda's event source lets such a message be.
+                    Err(err)
+                        if matches!(
+                            aws_sdk_sqs::error::ProvideErrorMetadata::code(&err),
+                            Some("ReceiptHandleIsInvalid" | "MessageNotInflight")
+                        ) => {}
+                    Err(err) => {
+                        return Err(aws_sdk_sqs::error::DisplayErrorContext(err).to_string())
+                    }
+                }
             } else {
                 deletes.push(
                     aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
@@ -116,10 +131,16 @@ impl QueuePoller {
                 .send()
                 .await
                 .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
-            if let Some(failed) = out.failed.first() {
+            // A stale handle (received again after the worker outlasted the
+            // visibility timeout) leaves the message to its next receiver.
+            if let Some(failed) = out
+                .failed
+                .iter()
+                .find(|f| f.code != "ReceiptHandleIsInvalid")
+            {
                 return Err(format!("delete failed: {failed:?}"));
             }
-            report.deleted += count;
+            report.deleted += count - out.failed.len();
         }
         Ok(report)
     }
