@@ -250,7 +250,16 @@ impl Wiring {
             providers,
             tenancy: self.tenancy()?,
             default_org: config::optional("INBOUND_ORG_ID"),
+            dnc: self.dnc()?,
         })
+    }
+
+    /// The organisations' do-not-call lists (`TENANCY_TABLE`).
+    pub fn dnc(&self) -> Result<Arc<dyn crate::store::dnc::DoNotCallStore>, ConfigError> {
+        Ok(Arc::new(crate::store::dnc::DynamoDncStore {
+            client: self.dynamo.clone(),
+            table: config::required("TENANCY_TABLE")?,
+        }))
     }
 
     /// Organisations' own provider accounts (`ORG_SECRETS_PREFIX`, cached

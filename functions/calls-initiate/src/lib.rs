@@ -122,6 +122,8 @@ impl Route for CallsInitiate {
         let body: InitiateBody =
             api::parse_json(api::body_bytes(request.body())?, "a valid JSON object")?;
         let valid = body.validate()?;
+        // A listed number is never dialled: checked before anything is reserved.
+        placing.check_not_listed(&tenant.org_id, &valid.to).await?;
         // Another organisation's assistant is answered exactly like a missing one.
         let assistant = placing
             .directory

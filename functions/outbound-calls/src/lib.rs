@@ -110,6 +110,8 @@ impl OutboundCalls {
         let raw = body.destination_number.unwrap_or_default();
         let to = shared::base::phone::e164(&shared::base::phone::with_plus(&raw))
             .map_err(|err| ApiError::bad_request(err.code(), err.detail()))?;
+        // A listed number is never dialled: checked before anything is reserved.
+        self.placement.check_not_listed(&tenant.org_id, &to).await?;
         let mut variables = api::optional_object(body.agent_variables, || {
             ApiError::bad_request(
                 "invalid_agent_variables",

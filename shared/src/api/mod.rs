@@ -255,6 +255,18 @@ pub fn once_response(
     }
 }
 
+/// A page's `limit` query value: `default` when absent, else a whole
+/// number from 1 to `max` (400 `invalid_limit` otherwise).
+pub fn page_limit(raw: Option<&str>, default: i32, max: i32) -> Result<i32, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    raw.parse::<i32>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| ApiError::bad_request("invalid_limit", format!("limit must be 1-{max}")))
+}
+
 /// The body parsed as JSON; `what` names the expected document in the 400.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(body)

@@ -8,6 +8,8 @@ pub enum Metric {
     Received,
     Duplicate,
     Queued,
+    /// A dial refused because its number is on the do-not-call list.
+    DncRefused,
     Transcribed,
     Notified,
     Failed,
@@ -51,10 +53,11 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric the code emits, for checks of what dashboards name.
-    pub const ALL: [Metric; 21] = [
+    pub const ALL: [Metric; 22] = [
         Self::Received,
         Self::Duplicate,
         Self::Queued,
+        Self::DncRefused,
         Self::Transcribed,
         Self::Notified,
         Self::Failed,
@@ -87,6 +90,7 @@ impl Metric {
             Self::Received => "Received",
             Self::Duplicate => "Duplicate",
             Self::Queued => "Queued",
+            Self::DncRefused => "DncRefused",
             Self::Transcribed => "Transcribed",
             Self::Notified => "Notified",
             Self::Failed => "Failed",

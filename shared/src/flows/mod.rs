@@ -9,6 +9,9 @@ pub mod call_log;
 pub mod call_start;
 pub mod call_stream;
 pub mod conversations;
+// E.164 checks of the numbers listed.
+#[cfg(feature = "phone")]
+pub mod dnc;
 pub mod ingest;
 #[cfg(feature = "livekit")]
 pub mod launchers;

@@ -101,6 +101,8 @@ pub struct Placement {
     /// `INBOUND_ORG_ID`: the organisation that owns the deployment's
     /// `TWILIO_PHONE_NUMBER`.
     pub default_org: Option<String>,
+    /// Each organisation's do-not-call list, checked before every dial.
+    pub dnc: Arc<dyn crate::store::dnc::DoNotCallStore>,
 }
 
 /// The provider's ids for a call it placed.
@@ -111,6 +113,24 @@ pub struct Placed {
 }
 
 impl Placement {
+    /// 403 `dnc` when `to` is on `org_id`'s do-not-call list: checked at
+    /// dial time, before anything is reserved or placed.
+    pub async fn check_not_listed(&self, org_id: &str, to: &str) -> Result<(), ApiError> {
+        if self
+            .dnc
+            .listed(org_id, to)
+            .await
+            .map_err(crate::api::unavailable)?
+        {
+            crate::base::metrics::count(crate::base::metrics::Metric::DncRefused);
+            return Err(ApiError::NotPermitted {
+                code: "dnc",
+                detail: "The number is on the organisation's do-not-call list".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// 403 `caller_id_not_owned` unless `org_id` may call from `from`: it
     /// owns it in the registry, or it is `TWILIO_PHONE_NUMBER` and `org_id`
     /// the default organisation.

@@ -11,6 +11,7 @@ pub mod call_starts;
 pub mod calls;
 pub mod dedup;
 pub mod directory;
+pub mod dnc;
 pub mod event_bodies;
 pub(crate) mod ledger;
 pub mod org_secrets;

@@ -189,6 +189,7 @@ impl Tenants {
                 },
                 tenancy: Arc::new(self.stack.tenancy()),
                 default_org: Some(DEFAULT_ORG.into()),
+                dnc: Arc::new(self.stack.dnc()),
             },
         }
     }

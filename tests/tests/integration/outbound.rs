@@ -124,6 +124,7 @@ impl Outbound {
             tenancy: Arc::new(self.stack.tenancy()),
             // The default organisation, whose calls may use CALLER_ID.
             default_org: Some("acme".into()),
+            dnc: Arc::new(self.stack.dnc()),
         }
     }
 
@@ -2771,3 +2772,213 @@ mod reconciliation;
 
 #[path = "call_log.rs"]
 mod call_log;
+
+impl Outbound {
+    fn dnc(&self) -> shared::flows::dnc::DncApi {
+        shared::flows::dnc::DncApi {
+            access: self.access(1000),
+            store: Arc::new(self.stack.dnc()),
+        }
+    }
+}
+
+/// A `/dnc` request with an API key.
+fn dnc_request(key: &str, method: &str, path: &str, query: &str, body: &str) -> Request {
+    let headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("x-api-key".to_string(), key.to_string()),
+    ];
+    let route = if path.starts_with("/dnc/") {
+        "/dnc/{number}"
+    } else {
+        "/dnc"
+    };
+    devstack::server::api_request(method, route, path, query, &headers, body.as_bytes())
+}
+
+#[tokio::test]
+async fn the_do_not_call_list_is_added_to_listed_and_removed_per_organisation() {
+    let t = Outbound::start().await;
+    let dnc = t.dnc();
+    let added = dnc
+        .handle(dnc_request(
+            &t.key,
+            "POST",
+            "/dnc",
+            "",
+            r#"{"numbers": ["+14155550100", "+442071838750", "+14155550100"], "reason": "asked not to be called"}"#,
+        ))
+        .await;
+    assert_eq!(added.status(), 200, "{:?}", json_body(&added));
+    assert_eq!(json_body(&added)["added"], 2);
+
+    // One bad row refuses the request, naming every bad row; nothing is added.
+    let refused = dnc
+        .handle(dnc_request(
+            &t.key,
+            "POST",
+            "/dnc",
+            "",
+            r#"{"numbers": ["+12025550143", "hello", "+1"]}"#,
+        ))
+        .await;
+    assert_eq!(refused.status(), 422);
+    let body = json_body(&refused);
+    assert_eq!(body["code"], "invalid_numbers");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("row 2") && detail.contains("row 3"),
+        "{detail}"
+    );
+    for (body, code) in [
+        ("{}", "missing_field"),
+        (r#"{"numbers": []}"#, "missing_field"),
+        (
+            r#"{"number": "+14155550100", "numbers": ["+14155550100"]}"#,
+            "ambiguous_body",
+        ),
+    ] {
+        let response = dnc
+            .handle(dnc_request(&t.key, "POST", "/dnc", "", body))
+            .await;
+        assert_eq!(response.status(), 422, "{body}");
+        assert_eq!(json_body(&response)["code"], code, "{body}");
+    }
+    let too_many: Vec<String> = (0..1001).map(|i| format!("+1415555{i:04}")).collect();
+    let response = dnc
+        .handle(dnc_request(
+            &t.key,
+            "POST",
+            "/dnc",
+            "",
+            &serde_json::json!({ "numbers": too_many }).to_string(),
+        ))
+        .await;
+    assert_eq!(json_body(&response)["code"], "too_many_numbers");
+    let malformed = dnc
+        .handle(dnc_request(&t.key, "POST", "/dnc", "", "{nope"))
+        .await;
+    assert_eq!(malformed.status(), 400);
+
+    // A page at a time, in number order.
+    let first = dnc
+        .handle(dnc_request(&t.key, "GET", "/dnc", "limit=1", ""))
+        .await;
+    let first = json_body(&first);
+    assert_eq!(first["numbers"][0]["number"], "+14155550100");
+    assert_eq!(first["numbers"][0]["reason"], "asked not to be called");
+    let next = first["next"].as_str().unwrap().to_string();
+    let second = dnc
+        .handle(dnc_request(
+            &t.key,
+            "GET",
+            "/dnc",
+            &format!("limit=1&after=%2B{}", &next[1..]),
+            "",
+        ))
+        .await;
+    let second = json_body(&second);
+    assert_eq!(second["numbers"][0]["number"], "+442071838750");
+    let bad_limit = dnc
+        .handle(dnc_request(&t.key, "GET", "/dnc", "limit=0", ""))
+        .await;
+    assert_eq!(bad_limit.status(), 400);
+
+    // Another organisation's list is its own.
+    let (globex_key, record) = api_keys::generate("globex crm", "globex");
+    t.api_keys().insert(&record).await.unwrap();
+    let theirs = dnc
+        .handle(dnc_request(&globex_key, "GET", "/dnc", "", ""))
+        .await;
+    assert_eq!(json_body(&theirs)["numbers"], serde_json::json!([]));
+    let not_theirs = dnc
+        .handle(dnc_request(
+            &globex_key,
+            "DELETE",
+            "/dnc/+14155550100",
+            "",
+            "",
+        ))
+        .await;
+    assert_eq!(not_theirs.status(), 404);
+
+    let removed = dnc
+        .handle(dnc_request(&t.key, "DELETE", "/dnc/%2B14155550100", "", ""))
+        .await;
+    assert_eq!(removed.status(), 200, "{:?}", json_body(&removed));
+    assert_eq!(json_body(&removed)["removed"], "+14155550100");
+    let again = dnc
+        .handle(dnc_request(&t.key, "DELETE", "/dnc/+14155550100", "", ""))
+        .await;
+    assert_eq!(again.status(), 404);
+    let bad = dnc
+        .handle(dnc_request(&t.key, "DELETE", "/dnc/hello", "", ""))
+        .await;
+    assert_eq!(bad.status(), 422);
+    let unsigned = dnc.handle(dnc_request("", "GET", "/dnc", "", "")).await;
+    assert_eq!(unsigned.status(), 401);
+}
+
+#[tokio::test]
+async fn a_number_on_the_do_not_call_list_is_never_dialled() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let assistant = t.twilio_assistant("acme").await;
+    let listed = t
+        .dnc()
+        .handle(dnc_request(
+            &t.key,
+            "POST",
+            "/dnc",
+            "",
+            &serde_json::json!({ "number": CUSTOMER }).to_string(),
+        ))
+        .await;
+    assert_eq!(listed.status(), 200);
+
+    let refused = t
+        .initiate(100)
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(json_body(&refused)["code"], "dnc");
+    let refused = t
+        .outbound_calls()
+        .handle(outbound_request(
+            &t.key,
+            serde_json::json!({"destination_number": CUSTOMER}),
+        ))
+        .await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(json_body(&refused)["code"], "dnc");
+    assert!(t.twilio.created_calls().is_empty());
+    assert!(t.eleven.outbound_requests().is_empty());
+    // Nothing reserved on the budget either.
+    let org = t
+        .stack
+        .directory()
+        .get_organisation("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(org.reserved_seconds, 0);
+
+    // Off the list, the same call goes through.
+    let removed = t
+        .dnc()
+        .handle(dnc_request(
+            &t.key,
+            "DELETE",
+            &format!("/dnc/{CUSTOMER}"),
+            "",
+            "",
+        ))
+        .await;
+    assert_eq!(removed.status(), 200);
+    let placed = t
+        .initiate(100)
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    assert_eq!(placed.status(), 200, "{:?}", json_body(&placed));
+    assert_eq!(t.twilio.created_calls().len(), 1);
+}

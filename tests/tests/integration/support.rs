@@ -259,6 +259,13 @@ impl Stack {
         }
     }
 
+    pub fn dnc(&self) -> shared::store::dnc::DynamoDncStore {
+        shared::store::dnc::DynamoDncStore {
+            client: self.dynamo.clone(),
+            table: self.resources.table("TenancyTable"),
+        }
+    }
+
     pub fn tenancy(&self) -> shared::store::tenancy::DynamoTenancyStore {
         shared::store::tenancy::DynamoTenancyStore::new(
             self.dynamo.clone(),

@@ -552,16 +552,7 @@ impl WebhookApi {
             Some(raw) => parse_time(raw, "since")?,
             None => 0,
         };
-        let limit = match query.first("limit") {
-            None => DEFAULT_PAGE,
-            Some(raw) => raw
-                .parse::<i32>()
-                .ok()
-                .filter(|n| (1..=MAX_PAGE).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad_request("invalid_limit", format!("limit must be 1-{MAX_PAGE}"))
-                })?,
-        };
+        let limit = crate::api::page_limit(query.first("limit"), DEFAULT_PAGE, MAX_PAGE)?;
         let cursor = query.first("cursor").map(decode_cursor).transpose()?;
         self.owned(org, id).await?;
         let page = self
