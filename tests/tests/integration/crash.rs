@@ -125,26 +125,7 @@ async fn a_stream_consumer_killed_after_any_write_is_finished_by_the_streams_ret
         .await;
         stack.crash.arm(k);
         // Lambda sees a killed invocation as a failed batch and retries it.
-        let report = stack
-            .run_calls_stream_by(|event| {
-                let consumer = Arc::clone(&consumer);
-                let stack = &stack;
-                async move {
-                    let all: Vec<String> = event
-                        .records
-                        .iter()
-                        .filter_map(|r| r.change.sequence_number.clone())
-                        .collect();
-                    match run_or_crash(stack, async move { consumer.handle(event).await }).await {
-                        Some(response) => response,
-                        None => {
-                            stack.crash.count();
-                            calls_stream::failed_records(all)
-                        }
-                    }
-                }
-            })
-            .await;
+        let report = run_calls_stream_or_crash(&stack, &consumer).await;
         assert!(
             !report.failed.is_empty(),
             "killed after write {k}: {report:?}"
@@ -163,6 +144,34 @@ async fn a_stream_consumer_killed_after_any_write_is_finished_by_the_streams_ret
             "SCRASH{k:02}: {posts:?}"
         );
     }
+}
+
+/// Reads the calls stream into `consumer` with the stack's crash switch
+/// armed: a killed invocation answers every record of its batch failed, as
+/// Lambda sees a function that died, and the stream retries it.
+async fn run_calls_stream_or_crash(
+    stack: &Stack,
+    consumer: &Arc<calls_stream::CallsStream>,
+) -> devstack::streams::StreamPollReport {
+    stack
+        .run_calls_stream_by(|event| {
+            let consumer = Arc::clone(consumer);
+            async move {
+                let all: Vec<String> = event
+                    .records
+                    .iter()
+                    .filter_map(|r| r.change.sequence_number.clone())
+                    .collect();
+                match run_or_crash(stack, async move { consumer.handle(event).await }).await {
+                    Some(response) => response,
+                    None => {
+                        stack.crash.count();
+                        calls_stream::failed_records(all)
+                    }
+                }
+            }
+        })
+        .await
 }
 
 /// One SQS message as Lambda hands it to a worker; redelivery hands the
@@ -324,26 +333,7 @@ async fn a_stream_consumer_killed_after_any_write_of_a_call_start_is_finished_by
     for k in 1..=writes {
         report_start(k).await;
         stack.crash.arm(k);
-        let report = stack
-            .run_calls_stream_by(|event| {
-                let consumer = Arc::clone(&consumer);
-                let stack = &stack;
-                async move {
-                    let all: Vec<String> = event
-                        .records
-                        .iter()
-                        .filter_map(|r| r.change.sequence_number.clone())
-                        .collect();
-                    match run_or_crash(stack, async move { consumer.handle(event).await }).await {
-                        Some(response) => response,
-                        None => {
-                            stack.crash.count();
-                            calls_stream::failed_records(all)
-                        }
-                    }
-                }
-            })
-            .await;
+        let report = run_calls_stream_or_crash(&stack, &consumer).await;
         assert!(
             !report.failed.is_empty(),
             "killed after write {k}: {report:?}"
