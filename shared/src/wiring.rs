@@ -254,6 +254,17 @@ impl Wiring {
         })
     }
 
+    /// Outbound calling campaigns and their recipients (`CAMPAIGNS_TABLE`).
+    #[cfg(feature = "campaigns")]
+    pub fn campaigns(
+        &self,
+    ) -> Result<Arc<dyn crate::store::campaigns::CampaignStore>, ConfigError> {
+        Ok(Arc::new(crate::store::campaigns::DynamoCampaignStore {
+            client: self.dynamo.clone(),
+            table: config::required("CAMPAIGNS_TABLE")?,
+        }))
+    }
+
     /// The organisations' do-not-call lists (`TENANCY_TABLE`).
     pub fn dnc(&self) -> Result<Arc<dyn crate::store::dnc::DoNotCallStore>, ConfigError> {
         Ok(Arc::new(crate::store::dnc::DynamoDncStore {

@@ -40,6 +40,13 @@ pub enum ApiError {
     BadRequest { code: &'static str, detail: String },
     #[error("unprocessable: {detail}")]
     Unprocessable { code: &'static str, detail: String },
+    /// Rows of a list refused, each named in `rows` (`[{row, field, reason}]`).
+    #[error("invalid rows: {detail}")]
+    InvalidRows {
+        code: &'static str,
+        detail: String,
+        rows: serde_json::Value,
+    },
     #[error("not found: {0}")]
     NotFound(String),
     /// Another delivery of the same event holds the lease; the sender should retry.
@@ -71,6 +78,8 @@ pub enum ApiError {
 struct ErrorBody<'a> {
     detail: &'a str,
     code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rows: Option<&'a serde_json::Value>,
 }
 
 impl ApiError {
@@ -94,7 +103,9 @@ impl ApiError {
             Self::Forbidden | Self::NotPermitted { .. } => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unprocessable { .. } | Self::InvalidRows { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::InProgress => StatusCode::CONFLICT,
             Self::Unavailable | Self::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -111,6 +122,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::BadRequest { code, .. }
             | Self::Unprocessable { code, .. }
+            | Self::InvalidRows { code, .. }
             | Self::NotPermitted { code, .. }
             | Self::TooManyRequests { code, .. }
             | Self::Conflict { code, .. }
@@ -132,6 +144,7 @@ impl ApiError {
             }
             Self::BadRequest { detail, .. }
             | Self::Unprocessable { detail, .. }
+            | Self::InvalidRows { detail, .. }
             | Self::NotPermitted { detail, .. }
             | Self::TooManyRequests { detail, .. }
             | Self::Conflict { detail, .. }
@@ -153,6 +166,10 @@ impl ApiError {
             &ErrorBody {
                 detail: &detail,
                 code: self.code(),
+                rows: match &self {
+                    Self::InvalidRows { rows, .. } => Some(rows),
+                    _ => None,
+                },
             },
         );
         if matches!(

@@ -147,10 +147,24 @@ struct NewOrganisation {
     monthly_limit_seconds: u64,
     #[serde(default)]
     topup_seconds: u64,
+    #[serde(default = "crate::store::directory::default_max_concurrent_calls")]
+    max_concurrent_calls: u32,
     elevenlabs_agent_id: Option<String>,
     elevenlabs_phone_number_id: Option<String>,
     #[serde(default)]
     phone_numbers: Vec<String>,
+}
+
+/// 422 unless `cap` is a concurrency cap an admin may set.
+fn concurrency_cap(cap: u32) -> Result<(), ApiError> {
+    use crate::store::directory::MAX_CONCURRENT_CALLS_LIMIT;
+    if (1..=MAX_CONCURRENT_CALLS_LIMIT).contains(&cap) {
+        return Ok(());
+    }
+    Err(ApiError::unprocessable(
+        "invalid_max_concurrent_calls",
+        format!("max_concurrent_calls is 1 to {MAX_CONCURRENT_CALLS_LIMIT}"),
+    ))
 }
 
 /// Most caller ids one organisation lists (the record stays small).
@@ -326,12 +340,14 @@ impl Admin<'_> {
                 ));
             }
             let numbers = phone_numbers(&new.phone_numbers)?;
+            concurrency_cap(new.max_concurrent_calls)?;
             let now = crate::base::time::now_rfc3339();
             let mut org = Organisation {
                 org_id: new.org_id,
                 name: new.name,
                 monthly_limit_seconds: new.monthly_limit_seconds,
                 topup_seconds: new.topup_seconds,
+                max_concurrent_calls: new.max_concurrent_calls,
                 elevenlabs_agent_id: new.elevenlabs_agent_id,
                 elevenlabs_phone_number_id: new.elevenlabs_phone_number_id,
                 // The registry holds the numbers; the record none.
@@ -383,6 +399,10 @@ impl Admin<'_> {
         let work = async {
             let id = org_id(&request)?;
             let mut patch: OrganisationPatch = json_body(&request)?;
+            patch
+                .max_concurrent_calls
+                .map(concurrency_cap)
+                .transpose()?;
             let wanted = patch
                 .phone_numbers
                 .as_deref()

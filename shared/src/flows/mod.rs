@@ -10,6 +10,8 @@ pub mod call_start;
 pub mod call_stream;
 pub mod conversations;
 // E.164 checks of the numbers listed.
+#[cfg(feature = "campaigns")]
+pub mod campaigns;
 #[cfg(feature = "phone")]
 pub mod dnc;
 pub mod ingest;

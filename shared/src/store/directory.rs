@@ -67,6 +67,10 @@ pub struct Organisation {
     /// Extra seconds bought on top of the plan.
     #[serde(default)]
     pub topup_seconds: u64,
+    /// Most calls of this organisation's campaigns in flight at once, across
+    /// all of them: a campaign's `max_concurrency` is bounded by it.
+    #[serde(default = "default_max_concurrent_calls")]
+    pub max_concurrent_calls: u32,
     /// `/outbound-calls` defaults for this organisation's ElevenLabs calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elevenlabs_agent_id: Option<String>,
@@ -88,6 +92,15 @@ pub struct Organisation {
     /// What a new call may still reserve this month (read-only; filled on read).
     #[serde(default, skip_deserializing)]
     pub remaining_seconds: u64,
+}
+
+/// An organisation's concurrency cap until an admin sets another.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: u32 = 10;
+/// The highest cap an admin may set.
+pub const MAX_CONCURRENT_CALLS_LIMIT: u32 = 1000;
+
+pub fn default_max_concurrent_calls() -> u32 {
+    DEFAULT_MAX_CONCURRENT_CALLS
 }
 
 impl Organisation {
@@ -137,6 +150,7 @@ pub struct OrganisationPatch {
     pub name: Option<String>,
     pub monthly_limit_seconds: Option<u64>,
     pub topup_seconds: Option<u64>,
+    pub max_concurrent_calls: Option<u32>,
     pub elevenlabs_agent_id: Option<String>,
     pub elevenlabs_phone_number_id: Option<String>,
     /// Replaces the whole list.
@@ -349,6 +363,9 @@ impl DirectoryStore for DynamoDirectoryStore {
         if let Some(topup) = patch.topup_seconds {
             fields.push(("topup_seconds", AttributeValue::N(topup.to_string())));
         }
+        if let Some(cap) = patch.max_concurrent_calls {
+            fields.push(("max_concurrent_calls", AttributeValue::N(cap.to_string())));
+        }
         if let Some(agent) = &patch.elevenlabs_agent_id {
             fields.push(("elevenlabs_agent_id", s(agent)));
         }
@@ -390,6 +407,7 @@ mod tests {
             name: "O".into(),
             monthly_limit_seconds: 100,
             topup_seconds: 50,
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             elevenlabs_agent_id: None,
             elevenlabs_phone_number_id: None,
             phone_numbers: Vec::new(),

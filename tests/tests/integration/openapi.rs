@@ -481,19 +481,19 @@ fn the_webhooks_section_describes_every_event_type_signed_and_acknowledged() {
 // ---------------------------------------------------------------------------
 // Real responses, validated against what the document says of them.
 
-struct Documented {
+pub(crate) struct Documented {
     doc: Value,
 }
 
 impl Documented {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { doc: document() }
     }
 
     /// Asserts `response` is documented for `method route` with its status
     /// and content type, and that its body validates against that schema.
     /// Returns the body for the caller's own assertions.
-    fn check(&self, method: &str, route: &str, response: &Response<Body>) -> Value {
+    pub(crate) fn check(&self, method: &str, route: &str, response: &Response<Body>) -> Value {
         let status = response.status().as_str().to_string();
         let at = format!("{method} {route} {status}");
         let operation = &self.doc["paths"][route][method.to_lowercase()];

@@ -241,6 +241,7 @@ impl Tenants {
                 name: org_id.into(),
                 monthly_limit_seconds: 36_000,
                 topup_seconds: 0,
+                max_concurrent_calls: 10,
                 elevenlabs_agent_id: None,
                 elevenlabs_phone_number_id: None,
                 phone_numbers: vec![],

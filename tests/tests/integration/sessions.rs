@@ -194,6 +194,7 @@ impl Rooms {
             name: org_id.into(),
             monthly_limit_seconds,
             topup_seconds: 0,
+            max_concurrent_calls: 10,
             elevenlabs_agent_id: None,
             elevenlabs_phone_number_id: None,
             phone_numbers: Vec::new(),

@@ -259,6 +259,13 @@ impl Stack {
         }
     }
 
+    pub fn campaigns(&self) -> shared::store::campaigns::DynamoCampaignStore {
+        shared::store::campaigns::DynamoCampaignStore {
+            client: self.dynamo.clone(),
+            table: self.resources.table("CampaignsTable"),
+        }
+    }
+
     pub fn dnc(&self) -> shared::store::dnc::DynamoDncStore {
         shared::store::dnc::DynamoDncStore {
             client: self.dynamo.clone(),

@@ -186,6 +186,13 @@ pub async fn http_handler(binary: &str) -> Result<HttpHandler, Error> {
                 async move { app.handle(request).await }
             })
         }
+        "campaigns" => {
+            let api = Arc::new(campaigns::from_env().await?);
+            http(move |request| {
+                let api = Arc::clone(&api);
+                async move { api.handle(request).await }
+            })
+        }
         "dnc" => {
             let api = Arc::new(dnc::from_env().await?);
             http(move |request| {
