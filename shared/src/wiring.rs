@@ -254,14 +254,15 @@ impl Wiring {
         })
     }
 
-    /// Outbound calling campaigns and their recipients (`CAMPAIGNS_TABLE`).
-    #[cfg(feature = "campaigns")]
+    /// Outbound calling campaigns and their recipients (`CAMPAIGNS_TABLE`),
+    /// with organisations' campaign slots (`ORGANISATIONS_TABLE`).
     pub fn campaigns(
         &self,
     ) -> Result<Arc<dyn crate::store::campaigns::CampaignStore>, ConfigError> {
         Ok(Arc::new(crate::store::campaigns::DynamoCampaignStore {
             client: self.dynamo.clone(),
             table: config::required("CAMPAIGNS_TABLE")?,
+            organisations_table: config::required("ORGANISATIONS_TABLE")?,
         }))
     }
 

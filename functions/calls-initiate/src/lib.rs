@@ -235,6 +235,7 @@ impl CallsInitiate {
                             twiml_url: &format!("{base}/twiml?call={call_ref}"),
                             status_callback: &format!("{base}/twilio/status?call={call_ref}"),
                             time_limit_secs,
+                            amd_callback: None,
                         })
                         .await?;
                     Ok(Placed {

@@ -20,7 +20,8 @@ pub struct CallsStream {
 
 impl CallsStream {
     /// `TRANSCRIPTION_QUEUE_URL`, `STATS_TABLE`, `TRANSCRIPTION_DEADLINE_SECONDS`,
-    /// `CALLS_TABLE` (sessions), `NOTIFICATION_QUEUE_URL`.
+    /// `CALLS_TABLE` (sessions), `NOTIFICATION_QUEUE_URL`, `CAMPAIGNS_TABLE`
+    /// and `ORGANISATIONS_TABLE` (campaign attempts and their slots).
     pub async fn from_env() -> Result<Self, lambda_runtime::Error> {
         let aws = Wiring::load().await;
         Ok(Self {
@@ -33,6 +34,10 @@ impl CallsStream {
                 )?),
                 starts: aws.started_calls()?,
                 notification_queue: aws.notification_queue()?,
+                campaign_calls: shared::flows::campaign_calls::CampaignCallEnds {
+                    store: aws.campaigns()?,
+                    clock: std::sync::Arc::new(shared::base::time::SystemClock),
+                },
             },
         })
     }

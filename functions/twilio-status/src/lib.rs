@@ -3,7 +3,8 @@
 //! on calls `/phone/call` placed, whose final status settles their budget). Twilio never retries one, so the route only verifies the
 //! signature, queues the event and answers 200; the provider-events worker
 //! applies it (`shared::flows::provider_events`) with SQS's retries, once
-//! per (call, status).
+//! per (call, status). A campaign call's asynchronous answering-machine
+//! verdict (`?call=<ref>&amd=1`, `AnsweredBy`) is stored on its record.
 
 use http::StatusCode;
 use lambda_http::{Request, RequestExt};
@@ -18,6 +19,8 @@ use tracing::info;
 pub struct TwilioStatus {
     pub twilio_auth: TwilioWebhookAuth,
     pub intake: ProviderEventIntake,
+    /// Where asynchronous AMD verdicts (`?call=<ref>&amd=1`) are stored.
+    pub calls: std::sync::Arc<dyn shared::store::outbound_calls::OutboundCallStore>,
 }
 
 impl TwilioStatus {
@@ -26,6 +29,7 @@ impl TwilioStatus {
         Ok(Self {
             twilio_auth: aws.twilio_webhook_auth()?,
             intake: aws.provider_event_intake()?,
+            calls: aws.outbound_calls()?,
         })
     }
 }
@@ -43,6 +47,39 @@ impl Route for TwilioStatus {
                 })
         };
         let call_sid = field("CallSid")?;
+        let query = request.query_string_parameters();
+        if query.first("amd") == Some("1") {
+            // An answering-machine verdict: one conditional write is the
+            // whole of its work, so it is stored before the 200.
+            let call_ref = query
+                .first("call")
+                .filter(|r| valid_call_ref(r))
+                .ok_or_else(|| {
+                    ApiError::unprocessable("invalid_call", "call must be a call ref (oc_...)")
+                })?
+                .to_string();
+            let answered_by = field("AnsweredBy")?;
+            if answered_by.len() > 32
+                || !answered_by
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_')
+            {
+                return Err(ApiError::unprocessable(
+                    "invalid_answered_by",
+                    "AnsweredBy is not one of Twilio's values",
+                ));
+            }
+            let stored = self
+                .calls
+                .set_answered_by(&call_ref, &call_sid, &answered_by)
+                .await
+                .map_err(shared::api::unavailable)?;
+            info!(%answered_by, stored, "Twilio AMD verdict");
+            return Ok((
+                StatusCode::OK,
+                serde_json::json!({"success": true, "answered_by": answered_by, "stored": stored}),
+            ));
+        }
         let status = field("CallStatus")?;
         let duration_secs = twilio::field(&params, "CallDuration").and_then(|d| d.parse().ok());
         let sip_response_code =

@@ -4,8 +4,11 @@
 //! counts as open only when it is open in every one of them. Zones come from
 //! the tz database bundled in the binary: Lambda's image may have none.
 
+#[cfg(feature = "campaigns")]
 use jiff::civil::{Date, DateTime, Weekday};
+#[cfg(feature = "campaigns")]
 use jiff::tz::{TimeZone, TimeZoneDatabase};
+#[cfg(feature = "campaigns")]
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +16,7 @@ use serde::{Deserialize, Serialize};
 /// one day a week is found from any instant, whatever the zones' offsets.
 pub const HORIZON_SECS: i64 = 8 * 86_400;
 
+#[cfg(feature = "campaigns")]
 const DAYS: [(&str, Weekday); 7] = [
     ("mon", Weekday::Monday),
     ("tue", Weekday::Tuesday),
@@ -39,7 +43,10 @@ pub struct CallingWindow {
 }
 
 fn weekdays() -> Vec<String> {
-    DAYS[..5].iter().map(|(name, _)| name.to_string()).collect()
+    ["mon", "tue", "wed", "thu", "fri"]
+        .iter()
+        .map(|name| name.to_string())
+        .collect()
 }
 
 /// Why a calling window is refused.
@@ -92,6 +99,7 @@ impl std::fmt::Display for WindowError {
 
 impl std::error::Error for WindowError {}
 
+#[cfg(feature = "campaigns")]
 /// A time zone by IANA name from the bundled database (any case, links
 /// included). Not the system's: Lambda may have none, and a campaign's
 /// checks must not change with the host.
@@ -105,6 +113,7 @@ pub fn zone(name: &str) -> Option<TimeZone> {
         .filter(|tz| !tz.is_unknown())
 }
 
+#[cfg(feature = "campaigns")]
 /// A checked window: seconds of the day and a flag per weekday (Monday first).
 struct Parsed {
     start: i32,
@@ -112,6 +121,7 @@ struct Parsed {
     days: [bool; 7],
 }
 
+#[cfg(feature = "campaigns")]
 impl Parsed {
     fn has(&self, weekday: Weekday) -> bool {
         self.days[weekday.to_monday_zero_offset() as usize]
@@ -136,6 +146,7 @@ impl Parsed {
     }
 }
 
+#[cfg(feature = "campaigns")]
 fn seconds_of_day(field: &'static str, value: &str) -> Result<i32, WindowError> {
     let bad = || WindowError::BadTime {
         field,
@@ -153,6 +164,7 @@ fn seconds_of_day(field: &'static str, value: &str) -> Result<i32, WindowError> 
     Ok(hour * 3600 + minute * 60)
 }
 
+#[cfg(feature = "campaigns")]
 /// The zones by name; None when there are none or one is unknown, as then
 /// the recipient's local time cannot be known everywhere.
 fn resolve(names: &[&str]) -> Option<Vec<TimeZone>> {
@@ -162,6 +174,7 @@ fn resolve(names: &[&str]) -> Option<Vec<TimeZone>> {
     names.iter().map(|name| zone(name)).collect()
 }
 
+#[cfg(feature = "campaigns")]
 impl CallingWindow {
     fn parse(&self) -> Result<Parsed, WindowError> {
         let start = seconds_of_day("start", &self.start)?;
@@ -269,7 +282,7 @@ impl CallingWindow {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "campaigns"))]
 mod tests {
     use super::*;
 

@@ -10,6 +10,9 @@ pub enum Metric {
     Queued,
     /// A dial refused because its number is on the do-not-call list.
     DncRefused,
+    /// A campaign paused by the engine (budget spent, assistant or caller
+    /// id unusable): it notifies the organisation once.
+    CampaignsPaused,
     Transcribed,
     Notified,
     Failed,
@@ -53,11 +56,12 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric the code emits, for checks of what dashboards name.
-    pub const ALL: [Metric; 22] = [
+    pub const ALL: [Metric; 23] = [
         Self::Received,
         Self::Duplicate,
         Self::Queued,
         Self::DncRefused,
+        Self::CampaignsPaused,
         Self::Transcribed,
         Self::Notified,
         Self::Failed,
@@ -91,6 +95,7 @@ impl Metric {
             Self::Duplicate => "Duplicate",
             Self::Queued => "Queued",
             Self::DncRefused => "DncRefused",
+            Self::CampaignsPaused => "CampaignsPaused",
             Self::Transcribed => "Transcribed",
             Self::Notified => "Notified",
             Self::Failed => "Failed",

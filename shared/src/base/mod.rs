@@ -4,7 +4,6 @@
 //! may ring in and the calling windows checked there.
 
 pub mod aws;
-#[cfg(feature = "campaigns")]
 pub mod calling_window;
 pub mod config;
 pub mod end_reason;

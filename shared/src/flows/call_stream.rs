@@ -8,7 +8,10 @@
 //! - a call-start record (`store::call_starts`, from LiveKit's webhook,
 //!   `/calls/started` or a route that opened a session): it is carried out
 //!   (`flows::call_start::StartedCalls`, the starts side by side) and its
-//!   notification job queued.
+//!   notification job queued;
+//! - a campaign call's settled end (`campaign_id`, `usage_counted`): its
+//!   attempt is settled (`flows::campaign_calls`): the recipient's next
+//!   state by the retry policy, the slots given back, once.
 //!
 //! Why a dispatcher and not the transcription itself: a stream shard is
 //! processed in order, so a slow recording host or AssemblyAI would hold
@@ -45,6 +48,8 @@ enum Work {
     Count(Option<String>),
     /// A new call start: carry it out and queue its notification.
     Start(Box<StartRecord>),
+    /// A campaign call settled: settle its attempt.
+    CampaignCall(Box<crate::store::outbound_calls::OutboundCall>),
     /// Not a new pipeline record: the filter should not have passed it.
     Nothing,
 }
@@ -57,10 +62,14 @@ pub struct NewCallRecords {
     pub transcription_deadline: Duration,
     pub starts: StartedCalls,
     pub notification_queue: Arc<dyn JobQueue>,
+    /// Settles campaign attempts whose calls ended.
+    pub campaign_calls: crate::flows::campaign_calls::CampaignCallEnds,
 }
 
 /// The sort key of the pipeline's record items (`store::calls`).
 const RECORD_ITEM: &str = "call";
+/// The sort key of outbound calls' records (`store::outbound_calls`).
+const OUTBOUND_ITEM: &str = "outbound";
 
 impl NewCallRecords {
     /// Handles one batch; returns the sequence numbers of the changes that
@@ -89,12 +98,14 @@ impl NewCallRecords {
                 _ => None,
             })
             .collect();
-        let (sent, notifications) = tokio::join!(
+        let (sent, notifications, settled) = tokio::join!(
             self.send(self.transcription_queue.as_ref(), transcriptions),
             self.carry_out_starts(&work, &changes),
+            self.settle_campaign_calls(&work, &changes),
         );
         failed.extend(sent);
         failed.extend(notifications);
+        failed.extend(settled);
         let done_before = failed.iter().copied().min().unwrap_or(changes.len());
         self.count(&work[..done_before]).await;
         failed.sort_unstable();
@@ -165,8 +176,39 @@ impl NewCallRecords {
         failed
     }
 
+    /// Settles the batch's ended campaign calls side by side; the indices
+    /// of those that failed (the stream retries them).
+    async fn settle_campaign_calls(&self, work: &[Work], changes: &[StreamChange]) -> Vec<usize> {
+        let settling = work.iter().enumerate().filter_map(|(i, w)| match w {
+            Work::CampaignCall(call) => {
+                Some(async move { (i, self.campaign_calls.settle(call).await) })
+            }
+            _ => None,
+        });
+        let mut failed = Vec::new();
+        for (i, result) in futures_util::future::join_all(settling).await {
+            if let Err(err) = result {
+                warn!(sequence = %changes[i].sequence_number, error = %err, "campaign attempt not settled; the stream retries");
+                failed.push(i);
+            }
+        }
+        failed
+    }
+
     fn work_for(&self, change: &StreamChange) -> Result<Work, String> {
         let item = change.text("item").unwrap_or_default();
+        if item == OUTBOUND_ITEM {
+            if change.event_name == "REMOVE" || change.text("campaign_id").is_none() {
+                return Ok(Work::Nothing);
+            }
+            let call: crate::store::outbound_calls::OutboundCall =
+                serde_dynamo::from_item(change.new_image.clone())
+                    .map_err(|e| format!("outbound call: {e}"))?;
+            if !call.usage_counted {
+                return Ok(Work::Nothing);
+            }
+            return Ok(Work::CampaignCall(Box::new(call)));
+        }
         if item.starts_with(crate::store::call_starts::START_ITEM_PREFIX) {
             // A new start is watched until carried out: a MODIFY without
             // the watch is its removal, not a start.
@@ -221,7 +263,7 @@ impl NewCallRecords {
             let org = match w {
                 Work::Transcribe(job) => job.org_id.as_deref(),
                 Work::Count(org) => org.as_deref(),
-                Work::Start(_) | Work::Nothing => continue,
+                Work::Start(_) | Work::CampaignCall(_) | Work::Nothing => continue,
             };
             *by_org.entry(org).or_default() += 1;
         }
@@ -323,12 +365,20 @@ mod tests {
                     "calls",
                 )),
                 starts: Arc::new(crate::store::call_starts::DynamoCallStartStore {
-                    client: nowhere,
+                    client: nowhere.clone(),
                     table: "calls".into(),
                     retention: Duration::from_secs(60),
                 }),
             },
             notification_queue: queue,
+            campaign_calls: crate::flows::campaign_calls::CampaignCallEnds {
+                store: Arc::new(crate::store::campaigns::DynamoCampaignStore {
+                    client: nowhere,
+                    table: "campaigns".into(),
+                    organisations_table: "organisations".into(),
+                }),
+                clock: Arc::new(crate::base::time::SystemClock),
+            },
         }
     }
 

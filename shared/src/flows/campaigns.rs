@@ -14,6 +14,7 @@
 //!
 //! Another organisation's campaign is answered exactly like a missing one.
 
+pub mod engine;
 pub mod recipients;
 
 use std::collections::BTreeMap;
@@ -133,6 +134,25 @@ fn view(campaign: &Campaign) -> serde_json::Value {
         counts.insert(state.as_str().into(), n.into());
     }
     body["counts"] = counts.into();
+    body
+}
+
+/// A recipient as answered: the engine's bookkeeping (its due time, the
+/// attempt being dialled) left out, a pending one's next dial shown.
+fn recipient_view(recipient: &Recipient) -> serde_json::Value {
+    let mut body = serde_json::to_value(recipient).unwrap_or_default();
+    if let Some(object) = body.as_object_mut() {
+        object.remove("due_at");
+        object.remove("dial_call_ref");
+        if let (RecipientState::Pending, Some(due)) = (recipient.state, recipient.due_at) {
+            if let Some(at) = chrono::DateTime::from_timestamp(due, 0) {
+                object.insert(
+                    "next_attempt_at".into(),
+                    crate::base::time::rfc3339(at).into(),
+                );
+            }
+        }
+    }
     body
 }
 
@@ -482,6 +502,7 @@ impl CampaignsApi {
             recipients: u32::try_from(valid.len()).unwrap_or(u32::MAX),
             skipped_rows: u32::try_from(skipped.len()).unwrap_or(u32::MAX),
             counts: BTreeMap::new(),
+            in_flight: 0,
             created_at: stamp.clone(),
             updated_at: stamp.clone(),
             started_at: None,
@@ -521,6 +542,10 @@ impl CampaignsApi {
         stamp: &str,
     ) -> Result<(Campaign, bool), ApiError> {
         let mut first = true;
+        // Every recipient is first due at the campaign's start.
+        let start_at = DateTime::parse_from_rfc3339(&campaign.start_at)
+            .map(|t| t.timestamp())
+            .map_err(|_| ApiError::Unavailable)?;
         match self
             .store
             .begin(&campaign)
@@ -560,6 +585,8 @@ impl CampaignsApi {
                 attempts: 0,
                 calls: Vec::new(),
                 updated_at: stamp.to_string(),
+                due_at: Some(start_at),
+                dial_call_ref: None,
             })
             .collect();
         self.store
@@ -647,9 +674,10 @@ impl CampaignsApi {
             .recipients(&campaign.campaign_id, state, limit, after)
             .await
             .map_err(api::unavailable)?;
+        let recipients: Vec<serde_json::Value> = page.items.iter().map(recipient_view).collect();
         Ok((
             StatusCode::OK,
-            serde_json::json!({"recipients": page.items, "next": page.next}),
+            serde_json::json!({"recipients": recipients, "next": page.next}),
         ))
     }
 

@@ -10,6 +10,7 @@ pub mod call_start;
 pub mod call_stream;
 pub mod conversations;
 // E.164 checks of the numbers listed.
+pub mod campaign_calls;
 #[cfg(feature = "campaigns")]
 pub mod campaigns;
 #[cfg(feature = "phone")]

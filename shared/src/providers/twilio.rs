@@ -162,6 +162,9 @@ pub struct NewCall<'a> {
     pub status_callback: &'a str,
     /// Twilio ends the call after this many seconds (`TimeLimit`).
     pub time_limit_secs: u64,
+    /// Asynchronous answering-machine detection, its result POSTed here
+    /// (`AnsweredBy`) while the call goes on: campaigns retry voicemail.
+    pub amd_callback: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -226,6 +229,14 @@ impl TwilioClient {
         ];
         for event in ["initiated", "ringing", "answered", "completed"] {
             form.push(("StatusCallbackEvent", event));
+        }
+        if let Some(callback) = call.amd_callback {
+            form.extend([
+                ("MachineDetection", "Enable"),
+                ("AsyncAmd", "true"),
+                ("AsyncAmdStatusCallback", callback),
+                ("AsyncAmdStatusCallbackMethod", "POST"),
+            ]);
         }
         let body = serde_urlencoded::to_string(&form)
             .map_err(|e| ProviderError::Refused(e.to_string()))?;

@@ -212,6 +212,18 @@ pub enum ProviderEvent {
     },
 }
 
+/// Dial one claimed campaign attempt (queued by the campaign tick after
+/// its claim). Redeliveries are harmless: the call ref is derived from
+/// (campaign, row, attempt) and a call is placed only by the one request
+/// whose reservation created its record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignDialJob {
+    pub campaign_id: String,
+    pub row: u32,
+    pub attempt: u32,
+    pub call_ref: String,
+}
+
 /// Answer one incoming WhatsApp message (queued by `/whatsapp/message`
 /// after the message was stored). Redeliveries are harmless: the reply
 /// worker sends at most one reply per `message_sid`.

@@ -19,6 +19,9 @@ use aws_sdk_dynamodb::Client;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+
+use super::transactions::{self, Verdict};
 use super::{s, StoreError};
 use crate::base::calling_window::CallingWindow;
 
@@ -168,6 +171,10 @@ pub struct Campaign {
     /// Recipients by state.
     #[serde(default)]
     pub counts: BTreeMap<String, u32>,
+    /// Calls of this campaign placed or being placed and not yet settled:
+    /// each holds one of `max_concurrency`'s slots.
+    #[serde(default)]
+    pub in_flight: u32,
     pub created_at: String,
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,6 +226,14 @@ pub struct Recipient {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<AttemptCall>,
     pub updated_at: String,
+    /// When the engine next looks at it (unix seconds): a pending
+    /// recipient's next dial, a dialling one's check that its call exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<i64>,
+    /// The call ref of the attempt being dialled (server-derived from the
+    /// campaign, row and attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dial_call_ref: Option<String>,
 }
 
 /// The first write of a campaign.
@@ -244,6 +259,35 @@ pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<String>,
 }
+
+/// A claim's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    Claimed,
+    /// The campaign holds `max_concurrency` calls, or is no longer active.
+    CampaignFull,
+    /// The organisation holds its `max_concurrent_calls`.
+    OrganisationFull,
+    /// The recipient is not as read (another tick claimed it).
+    Stale,
+}
+
+/// Where an attempt leaves its recipient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settlement {
+    pub state: RecipientState,
+    pub reason: Option<String>,
+    /// Attempts made, as the recipient keeps them (one less for a claim
+    /// given back unplaced).
+    pub attempts: u32,
+    /// A pending recipient's next dial.
+    pub due_at: Option<i64>,
+    /// The call the attempt made, if one was placed.
+    pub call: Option<AttemptCall>,
+}
+
+/// The one partition of the `ticking` index.
+const TICKING: &str = "1";
 
 #[async_trait]
 pub trait CampaignStore: Send + Sync {
@@ -283,12 +327,66 @@ pub trait CampaignStore: Send + Sync {
         to: CampaignState,
         reason: Option<&str>,
     ) -> Result<Transition, StoreError>;
+
+    // The engine's (`flows::campaigns::engine`).
+
+    /// Campaigns with work for the tick (active ones, and cancelled ones
+    /// whose pending rows are still to be closed), at most `limit`, from a
+    /// random place so every campaign gets its turn.
+    async fn ticking(&self, limit: i32) -> Result<Vec<Campaign>, StoreError>;
+    /// A campaign's recipients due at `now`, earliest first: pending ones
+    /// to dial, dialling ones whose call is to be checked.
+    async fn due(
+        &self,
+        campaign_id: &str,
+        now: i64,
+        limit: i32,
+    ) -> Result<Vec<Recipient>, StoreError>;
+    async fn recipient(&self, campaign_id: &str, row: u32)
+        -> Result<Option<Recipient>, StoreError>;
+    /// Takes one of the campaign's slots and one of its organisation's and
+    /// marks the recipient `dialling` its next attempt as `call_ref` (due
+    /// for a check at `check_at`), in one transaction.
+    async fn claim(
+        &self,
+        campaign: &Campaign,
+        recipient: &Recipient,
+        call_ref: &str,
+        check_at: i64,
+    ) -> Result<Claim, StoreError>;
+    /// Moves a recipient's due time, if it is still as read.
+    async fn reschedule(&self, recipient: &Recipient, due_at: i64) -> Result<bool, StoreError>;
+    /// Ends the attempt `call_ref`: the recipient leaves `dialling` for
+    /// `to` and both slots are given back, in one transaction, once (false
+    /// when it was settled before).
+    async fn settle(
+        &self,
+        campaign: &Campaign,
+        recipient: &Recipient,
+        call_ref: &str,
+        to: &Settlement,
+    ) -> Result<bool, StoreError>;
+    /// A pending recipient ends without a dial (`expired`, `cancelled`).
+    async fn close_pending(
+        &self,
+        recipient: &Recipient,
+        to: RecipientState,
+        reason: &str,
+    ) -> Result<bool, StoreError>;
+    /// An active campaign with nothing pending or dialling is finished; a
+    /// cancelled one leaves the tick.
+    async fn wind_up(&self, campaign: &Campaign) -> Result<bool, StoreError>;
+    /// Notes the first placed call.
+    async fn mark_started(&self, campaign_id: &str) -> Result<(), StoreError>;
 }
 
 pub struct DynamoCampaignStore {
     pub client: Client,
     /// `CAMPAIGNS_TABLE`.
     pub table: String,
+    /// `ORGANISATIONS_TABLE`: each organisation's count of campaign calls
+    /// in flight, bounded by its `max_concurrent_calls`.
+    pub organisations_table: String,
 }
 
 /// The sort key of a recipient's row.
@@ -336,7 +434,19 @@ fn recipient_item_of(recipient: &Recipient) -> Result<HashMap<String, AttributeV
             recipient.state,
         )),
     );
+    if recipient.due_at.is_some() {
+        item.insert("due_campaign".into(), s(&recipient.campaign_id));
+    }
     Ok(item)
+}
+
+fn num(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// A transaction item built, its missing parts an error rather than a panic.
+fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError> {
+    result.map_err(|e| StoreError::Dynamo(e.to_string()))
 }
 
 /// BatchWriteItem takes 25 requests; a few go out at once so 10,000 rows
@@ -474,7 +584,10 @@ impl CampaignStore for DynamoCampaignStore {
             .table_name(&self.table)
             .key("campaign_id", s(campaign_id))
             .key("item", s(CAMPAIGN_ITEM))
-            .update_expression("SET #state = :active, #counts = :counts, updated_at = :now")
+            .update_expression(
+                "SET #state = :active, #counts = :counts, updated_at = :now, ticking = :ticking",
+            )
+            .expression_attribute_values(":ticking", s(TICKING))
             .condition_expression("#state = :creating")
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#counts", "counts")
@@ -493,6 +606,428 @@ impl CampaignStore for DynamoCampaignStore {
 
     async fn get(&self, campaign_id: &str) -> Result<Option<Campaign>, StoreError> {
         self.read_campaign(campaign_id).await
+    }
+
+    async fn ticking(&self, limit: i32) -> Result<Vec<Campaign>, StoreError> {
+        // From a random id onwards, then from the start: every campaign is
+        // reached however many there are.
+        let pivot = format!("cmp_{}", uuid::Uuid::new_v4().simple());
+        let mut campaigns = Vec::new();
+        for from in [Some(pivot.as_str()), None] {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("ticking")
+                .key_condition_expression("ticking = :t")
+                .expression_attribute_values(":t", s(TICKING))
+                .limit(limit - i32::try_from(campaigns.len()).unwrap_or(limit));
+            query = match from {
+                Some(pivot) => query
+                    .key_condition_expression("ticking = :t AND campaign_id > :pivot")
+                    .expression_attribute_values(":pivot", s(pivot)),
+                None => query
+                    .key_condition_expression("ticking = :t AND campaign_id <= :pivot")
+                    .expression_attribute_values(":pivot", s(&pivot)),
+            };
+            let out = query.send().await?;
+            for item in out.items.unwrap_or_default() {
+                campaigns.push(campaign_of(item)?);
+            }
+            if campaigns.len() >= usize::try_from(limit).unwrap_or(0) {
+                break;
+            }
+        }
+        Ok(campaigns)
+    }
+
+    async fn due(
+        &self,
+        campaign_id: &str,
+        now: i64,
+        limit: i32,
+    ) -> Result<Vec<Recipient>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("due")
+            .key_condition_expression("due_campaign = :c AND due_at <= :now")
+            .expression_attribute_values(":c", s(campaign_id))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .limit(limit)
+            .send()
+            .await?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(StoreError::from))
+            .collect()
+    }
+
+    async fn recipient(
+        &self,
+        campaign_id: &str,
+        row: u32,
+    ) -> Result<Option<Recipient>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("campaign_id", s(campaign_id))
+            .key("item", s(&recipient_item(row)))
+            .consistent_read(true)
+            .send()
+            .await?;
+        out.item
+            .map(|item| serde_dynamo::from_item(item).map_err(StoreError::from))
+            .transpose()
+    }
+
+    async fn claim(
+        &self,
+        campaign: &Campaign,
+        recipient: &Recipient,
+        call_ref: &str,
+        check_at: i64,
+    ) -> Result<Claim, StoreError> {
+        let now = crate::base::time::now_rfc3339();
+        let slot = built(
+            Update::builder()
+                .table_name(&self.table)
+                .key("campaign_id", s(&campaign.campaign_id))
+                .key("item", s(CAMPAIGN_ITEM))
+                .update_expression(
+                    "SET in_flight = if_not_exists(in_flight, :zero) + :one, \
+                     #counts.pending = #counts.pending - :one, \
+                     #counts.dialling = if_not_exists(#counts.dialling, :zero) + :one, \
+                     updated_at = :now",
+                )
+                .condition_expression(
+                    "#state = :active AND (attribute_not_exists(in_flight) \
+                     OR in_flight < max_concurrency)",
+                )
+                .expression_attribute_names("#counts", "counts")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":zero", num(0))
+                .expression_attribute_values(":one", num(1))
+                .expression_attribute_values(":active", s(CampaignState::Active.as_str()))
+                .expression_attribute_values(":now", s(&now))
+                .build(),
+        )?;
+        let org_slot = built(
+            Update::builder()
+                .table_name(&self.organisations_table)
+                .key("org_id", s(&campaign.org_id))
+                .update_expression("SET campaign_calls = if_not_exists(campaign_calls, :zero) + :one")
+                .condition_expression(
+                    "attribute_exists(org_id) AND (attribute_not_exists(campaign_calls) \
+                     OR (attribute_exists(max_concurrent_calls) AND campaign_calls < max_concurrent_calls) \
+                     OR (attribute_not_exists(max_concurrent_calls) AND campaign_calls < :cap))",
+                )
+                .expression_attribute_values(":zero", num(0))
+                .expression_attribute_values(":one", num(1))
+                .expression_attribute_values(
+                    ":cap",
+                    num(i64::from(crate::store::directory::DEFAULT_MAX_CONCURRENT_CALLS)),
+                )
+                .build(),
+        )?;
+        let state = RecipientState::Dialling;
+        let dial = built(
+            Update::builder()
+                .table_name(&self.table)
+                .key("campaign_id", s(&campaign.campaign_id))
+                .key("item", s(&recipient_item(recipient.row)))
+                .update_expression(
+                    "SET #state = :dialling, recipient_state = :rs, attempts = :next, \
+                     dial_call_ref = :ref, due_at = :check, due_campaign = :c, updated_at = :now",
+                )
+                .condition_expression("#state = :pending AND attempts = :attempts")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":dialling", s(state.as_str()))
+                .expression_attribute_values(
+                    ":rs",
+                    s(&recipient_state_key(&campaign.campaign_id, state)),
+                )
+                .expression_attribute_values(":next", num(i64::from(recipient.attempts) + 1))
+                .expression_attribute_values(":attempts", num(i64::from(recipient.attempts)))
+                .expression_attribute_values(":ref", s(call_ref))
+                .expression_attribute_values(":check", num(check_at))
+                .expression_attribute_values(":c", s(&campaign.campaign_id))
+                .expression_attribute_values(":now", s(&now))
+                .expression_attribute_values(":pending", s(RecipientState::Pending.as_str()))
+                .build(),
+        )?;
+        let items = vec![
+            TransactWriteItem::builder().update(slot).build(),
+            TransactWriteItem::builder().update(org_slot).build(),
+            TransactWriteItem::builder().update(dial).build(),
+        ];
+        transactions::transact(
+            &self.client,
+            items,
+            "campaign claim",
+            Claim::Claimed,
+            |reasons| {
+                if transactions::busy(reasons) {
+                    return Verdict::Retry(transactions::codes(reasons));
+                }
+                let failed = |i: usize| {
+                    reasons
+                        .get(i)
+                        .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"))
+                };
+                if failed(2) {
+                    Verdict::Done(Claim::Stale)
+                } else if failed(0) {
+                    Verdict::Done(Claim::CampaignFull)
+                } else if failed(1) {
+                    Verdict::Done(Claim::OrganisationFull)
+                } else {
+                    Verdict::Fail(transactions::codes(reasons))
+                }
+            },
+        )
+        .await
+    }
+
+    async fn reschedule(&self, recipient: &Recipient, due_at: i64) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("campaign_id", s(&recipient.campaign_id))
+            .key("item", s(&recipient_item(recipient.row)))
+            .update_expression("SET due_at = :due, due_campaign = :c")
+            .condition_expression("#state = :state AND attempts = :attempts")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":due", num(due_at))
+            .expression_attribute_values(":c", s(&recipient.campaign_id))
+            .expression_attribute_values(":state", s(recipient.state.as_str()))
+            .expression_attribute_values(":attempts", num(i64::from(recipient.attempts)))
+            .send()
+            .await;
+        super::applied(result)
+    }
+
+    async fn settle(
+        &self,
+        campaign: &Campaign,
+        recipient: &Recipient,
+        call_ref: &str,
+        to: &Settlement,
+    ) -> Result<bool, StoreError> {
+        let now = crate::base::time::now_rfc3339();
+        let mut sets = vec![
+            "#state = :to",
+            "recipient_state = :rs",
+            "attempts = :attempts",
+            "updated_at = :now",
+        ];
+        let mut removes = vec!["dial_call_ref"];
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("campaign_id", s(&campaign.campaign_id))
+            .key("item", s(&recipient_item(recipient.row)))
+            .condition_expression("#state = :dialling AND dial_call_ref = :ref")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":to", s(to.state.as_str()))
+            .expression_attribute_values(
+                ":rs",
+                s(&recipient_state_key(&campaign.campaign_id, to.state)),
+            )
+            .expression_attribute_values(":attempts", num(i64::from(to.attempts)))
+            .expression_attribute_values(":now", s(&now))
+            .expression_attribute_values(":dialling", s(RecipientState::Dialling.as_str()))
+            .expression_attribute_values(":ref", s(call_ref));
+        match &to.reason {
+            Some(reason) => {
+                sets.push("reason = :reason");
+                update = update.expression_attribute_values(":reason", s(reason));
+            }
+            None => removes.push("reason"),
+        }
+        match to.due_at {
+            Some(due) => {
+                sets.push("due_at = :due");
+                sets.push("due_campaign = :c");
+                update = update
+                    .expression_attribute_values(":due", num(due))
+                    .expression_attribute_values(":c", s(&campaign.campaign_id));
+            }
+            None => {
+                removes.push("due_at");
+                removes.push("due_campaign");
+            }
+        }
+        if let Some(call) = &to.call {
+            sets.push("calls = list_append(if_not_exists(calls, :empty), :call)");
+            update = update
+                .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+                .expression_attribute_values(
+                    ":call",
+                    AttributeValue::L(vec![serde_dynamo::to_attribute_value(call)?]),
+                );
+        }
+        let recipient_update = built(
+            update
+                .update_expression(format!(
+                    "SET {} REMOVE {}",
+                    sets.join(", "),
+                    removes.join(", ")
+                ))
+                .build(),
+        )?;
+        let slot = built(
+            Update::builder()
+                .table_name(&self.table)
+                .key("campaign_id", s(&campaign.campaign_id))
+                .key("item", s(CAMPAIGN_ITEM))
+                .update_expression(
+                    "SET in_flight = in_flight - :one, #counts.dialling = #counts.dialling - :one, \
+                     #counts.#to = if_not_exists(#counts.#to, :zero) + :one, updated_at = :now",
+                )
+                .condition_expression("attribute_exists(campaign_id)")
+                .expression_attribute_names("#counts", "counts")
+                .expression_attribute_names("#to", to.state.as_str())
+                .expression_attribute_values(":zero", num(0))
+                .expression_attribute_values(":one", num(1))
+                .expression_attribute_values(":now", s(&now))
+                .build(),
+        )?;
+        let org_slot = built(
+            Update::builder()
+                .table_name(&self.organisations_table)
+                .key("org_id", s(&campaign.org_id))
+                .update_expression("SET campaign_calls = campaign_calls - :one")
+                .condition_expression("campaign_calls > :zero")
+                .expression_attribute_values(":zero", num(0))
+                .expression_attribute_values(":one", num(1))
+                .build(),
+        )?;
+        let items = vec![
+            TransactWriteItem::builder()
+                .update(recipient_update)
+                .build(),
+            TransactWriteItem::builder().update(slot).build(),
+            TransactWriteItem::builder().update(org_slot).build(),
+        ];
+        transactions::transact(&self.client, items, "campaign settle", true, |reasons| {
+            if transactions::busy(reasons) {
+                return Verdict::Retry(transactions::codes(reasons));
+            }
+            match reasons.first().and_then(|r| r.code()) {
+                // Settled before (a redelivery, or the other source of its end).
+                Some("ConditionalCheckFailed") => Verdict::Done(false),
+                _ => Verdict::Fail(transactions::codes(reasons)),
+            }
+        })
+        .await
+    }
+
+    async fn close_pending(
+        &self,
+        recipient: &Recipient,
+        to: RecipientState,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let now = crate::base::time::now_rfc3339();
+        let close = built(
+            Update::builder()
+                .table_name(&self.table)
+                .key("campaign_id", s(&recipient.campaign_id))
+                .key("item", s(&recipient_item(recipient.row)))
+                .update_expression(
+                    "SET #state = :to, recipient_state = :rs, reason = :reason, updated_at = :now \
+                     REMOVE due_at, due_campaign",
+                )
+                .condition_expression("#state = :pending AND attempts = :attempts")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":to", s(to.as_str()))
+                .expression_attribute_values(
+                    ":rs",
+                    s(&recipient_state_key(&recipient.campaign_id, to)),
+                )
+                .expression_attribute_values(":reason", s(reason))
+                .expression_attribute_values(":now", s(&now))
+                .expression_attribute_values(":pending", s(RecipientState::Pending.as_str()))
+                .expression_attribute_values(":attempts", num(i64::from(recipient.attempts)))
+                .build(),
+        )?;
+        let count = built(
+            Update::builder()
+                .table_name(&self.table)
+                .key("campaign_id", s(&recipient.campaign_id))
+                .key("item", s(CAMPAIGN_ITEM))
+                .update_expression(
+                    "SET #counts.pending = #counts.pending - :one, \
+                     #counts.#to = if_not_exists(#counts.#to, :zero) + :one, updated_at = :now",
+                )
+                .expression_attribute_names("#counts", "counts")
+                .expression_attribute_names("#to", to.as_str())
+                .expression_attribute_values(":zero", num(0))
+                .expression_attribute_values(":one", num(1))
+                .expression_attribute_values(":now", s(&now))
+                .build(),
+        )?;
+        let items = vec![
+            TransactWriteItem::builder().update(close).build(),
+            TransactWriteItem::builder().update(count).build(),
+        ];
+        transactions::transact(&self.client, items, "campaign close", true, |reasons| {
+            if transactions::busy(reasons) {
+                return Verdict::Retry(transactions::codes(reasons));
+            }
+            match reasons.first().and_then(|r| r.code()) {
+                Some("ConditionalCheckFailed") => Verdict::Done(false),
+                _ => Verdict::Fail(transactions::codes(reasons)),
+            }
+        })
+        .await
+    }
+
+    async fn wind_up(&self, campaign: &Campaign) -> Result<bool, StoreError> {
+        let idle = "#counts.pending = :zero AND (attribute_not_exists(#counts.dialling) \
+                    OR #counts.dialling = :zero)";
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("campaign_id", s(&campaign.campaign_id))
+            .key("item", s(CAMPAIGN_ITEM))
+            .expression_attribute_names("#counts", "counts")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":zero", num(0))
+            .expression_attribute_values(":state", s(campaign.state.as_str()));
+        let update = match campaign.state {
+            CampaignState::Active => update
+                .update_expression(
+                    "SET #state = :finished, finished_at = :now, updated_at = :now REMOVE ticking",
+                )
+                .expression_attribute_values(":finished", s(CampaignState::Finished.as_str()))
+                .expression_attribute_values(":now", s(&crate::base::time::now_rfc3339())),
+            _ => update.update_expression("REMOVE ticking"),
+        };
+        let result = update
+            .condition_expression(format!("#state = :state AND {idle}"))
+            .send()
+            .await;
+        super::applied(result)
+    }
+
+    async fn mark_started(&self, campaign_id: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("campaign_id", s(campaign_id))
+            .key("item", s(CAMPAIGN_ITEM))
+            .update_expression("SET started_at = if_not_exists(started_at, :now)")
+            .condition_expression("attribute_exists(campaign_id)")
+            .expression_attribute_values(":now", s(&crate::base::time::now_rfc3339()))
+            .send()
+            .await?;
+        Ok(())
     }
 
     async fn list(
@@ -619,6 +1154,14 @@ impl CampaignStore for DynamoCampaignStore {
         }
         if matches!(to, CampaignState::Cancelled | CampaignState::Finished) {
             set.push_str(", finished_at = :now");
+        }
+        // The tick looks at active campaigns, and at cancelled ones until
+        // their pending rows are closed.
+        if matches!(to, CampaignState::Active | CampaignState::Cancelled) {
+            set.push_str(", ticking = :ticking");
+            update = update.expression_attribute_values(":ticking", s(TICKING));
+        } else {
+            remove.push("ticking");
         }
         let expression = if remove.is_empty() {
             set

@@ -9,7 +9,6 @@ pub mod api_keys;
 pub mod call_log;
 pub mod call_starts;
 pub mod calls;
-#[cfg(feature = "campaigns")]
 pub mod campaigns;
 pub mod dedup;
 pub mod directory;

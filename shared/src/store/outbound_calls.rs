@@ -174,6 +174,18 @@ pub struct OutboundCall {
     pub notified_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified_via: Option<String>,
+    /// A campaign's call: which campaign, row and attempt it dialled. Its
+    /// settled end (`usage_counted`) settles the attempt, from the stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_row: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_attempt: Option<u32>,
+    /// Twilio's answering-machine detection (`human`, `machine_start`,
+    /// `machine_end_beep`, `fax`, `unknown`...), for calls placed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
 }
 
 /// A fresh call ref (`oc_...`): known before any provider is called, so it
@@ -213,6 +225,10 @@ impl OutboundCall {
             reconciled_at: None,
             notified_at: None,
             notified_via: None,
+            campaign_id: None,
+            campaign_row: None,
+            campaign_attempt: None,
+            answered_by: None,
         }
     }
 
@@ -289,6 +305,14 @@ pub trait OutboundCallStore: Send + Sync {
         call: &OutboundCall,
         seconds: u64,
     ) -> Result<UsageRecorded, StoreError>;
+    /// Stores Twilio's answering-machine verdict on the call whose sid is
+    /// `call_sid` (the first verdict stays); false when no such call.
+    async fn set_answered_by(
+        &self,
+        call_ref: &str,
+        call_sid: &str,
+        answered_by: &str,
+    ) -> Result<bool, StoreError>;
     /// Stores why the call ended (only the first reason stays) and whether
     /// its provider had to be asked for it.
     async fn set_end(
@@ -440,6 +464,26 @@ fn read_settle_cancellation(reasons: &[CancellationReason]) -> Verdict<UsageReco
 
 #[async_trait]
 impl OutboundCallStore for DynamoOutboundCallStore {
+    async fn set_answered_by(
+        &self,
+        call_ref: &str,
+        call_sid: &str,
+        answered_by: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.calls_table)
+            .set_key(Some(self.key(call_ref)))
+            .update_expression("SET answered_by = if_not_exists(answered_by, :a)")
+            .condition_expression("attribute_exists(call_id) AND call_sid = :sid")
+            .expression_attribute_values(":a", s(answered_by))
+            .expression_attribute_values(":sid", s(call_sid))
+            .send()
+            .await;
+        super::applied(result)
+    }
+
     async fn create(&self, call: &OutboundCall) -> Result<bool, StoreError> {
         let result = self
             .client

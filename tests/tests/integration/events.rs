@@ -39,6 +39,9 @@ fn every_function_has_a_matching_sample_event() {
                 "webhook-worker" => {
                     drop(serde_json::from_str::<shared::flows::webhooks::WebhookJob>(body).unwrap())
                 }
+                "campaign-dialer" => drop(
+                    serde_json::from_str::<shared::queue::jobs::CampaignDialJob>(body).unwrap(),
+                ),
                 other => panic!("no job type known for {other}"),
             }
         } else if !function.streams.is_empty() {

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod call_start;
+mod campaign_engine;
 mod campaigns;
 mod crash;
 mod delivery;

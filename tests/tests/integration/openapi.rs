@@ -1350,6 +1350,7 @@ async fn twilio_signed_and_phone_responses_match_the_document() {
     let status = twilio_status::TwilioStatus {
         twilio_auth: auth(),
         intake: stack.provider_event_intake(),
+        calls: Arc::new(stack.outbound_calls()),
     };
     let route = "/twilio/status";
     let completed = [

@@ -210,6 +210,7 @@ impl Tenants {
         twilio_status::TwilioStatus {
             twilio_auth: self.callback_auth(orgs),
             intake: self.stack.provider_event_intake(),
+            calls: Arc::new(self.stack.outbound_calls()),
         }
     }
 

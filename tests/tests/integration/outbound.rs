@@ -167,6 +167,7 @@ impl Outbound {
                 PUBLIC_BASE.into(),
             ),
             intake: self.stack.provider_event_intake(),
+            calls: Arc::new(self.stack.outbound_calls()),
         }
     }
 
@@ -2499,6 +2500,7 @@ async fn crash_after_placing(placed_at_twilio: bool) {
                     twiml_url: &format!("{PUBLIC_BASE}/twiml?call={call_ref}"),
                     status_callback: &format!("{PUBLIC_BASE}/twilio/status?call={call_ref}"),
                     time_limit_secs: 600,
+                    amd_callback: None,
                 })
                 .await
                 .unwrap(),

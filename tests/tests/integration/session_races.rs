@@ -416,6 +416,7 @@ async fn a_session_call_status_never_moves_back() {
     let intake = twilio_status::TwilioStatus {
         twilio_auth: Rooms::twilio_auth(),
         intake: t.stack.provider_event_intake(),
+        calls: Arc::new(t.stack.outbound_calls()),
     };
     for status in ["in-progress", "ringing"] {
         let callback = twilio_post(

@@ -943,6 +943,7 @@ async fn sessions_are_counted_by_type_under_twenty_concurrent_calls() {
     let intake = twilio_status::TwilioStatus {
         twilio_auth: Rooms::twilio_auth(),
         intake: t.stack.provider_event_intake(),
+        calls: Arc::new(t.stack.outbound_calls()),
     };
     assert_eq!(intake.handle(status).await.status(), StatusCode::OK);
     t.run_provider_events().await;
@@ -1031,6 +1032,7 @@ async fn an_outbound_phone_call_is_connected_like_an_inbound_one() {
     let intake = twilio_status::TwilioStatus {
         twilio_auth: Rooms::twilio_auth(),
         intake: t.stack.provider_event_intake(),
+        calls: Arc::new(t.stack.outbound_calls()),
     };
     for status in ["ringing", "no-answer"] {
         let callback = twilio_post(
@@ -1430,6 +1432,7 @@ async fn whatsapp_calls_open_whatsapp_sessions() {
     let intake = twilio_status::TwilioStatus {
         twilio_auth: Rooms::twilio_auth(),
         intake: t.stack.provider_event_intake(),
+        calls: Arc::new(t.stack.outbound_calls()),
     };
     let completed = twilio_post(
         "/twilio/status",
@@ -1726,6 +1729,7 @@ async fn ending_a_placed_call_completes_it_at_twilio() {
     let intake = twilio_status::TwilioStatus {
         twilio_auth: Rooms::twilio_auth(),
         intake: t.stack.provider_event_intake(),
+        calls: Arc::new(t.stack.outbound_calls()),
     };
     let completed = twilio_post(
         "/twilio/status",
@@ -1777,6 +1781,7 @@ impl Rooms {
         let intake = twilio_status::TwilioStatus {
             twilio_auth: Rooms::twilio_auth(),
             intake: self.stack.provider_event_intake(),
+            calls: Arc::new(self.stack.outbound_calls()),
         };
         let response = intake.handle(twilio_post(path, query, &params)).await;
         assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
@@ -1907,6 +1912,7 @@ async fn a_placed_phone_call_is_reserved_then_settled_once_with_its_real_duratio
     let intake = twilio_status::TwilioStatus {
         twilio_auth: Rooms::twilio_auth(),
         intake: t.stack.provider_event_intake(),
+        calls: Arc::new(t.stack.outbound_calls()),
     };
     let forged = intake
         .handle(twilio_post(

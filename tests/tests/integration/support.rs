@@ -263,6 +263,7 @@ impl Stack {
         shared::store::campaigns::DynamoCampaignStore {
             client: self.dynamo.clone(),
             table: self.resources.table("CampaignsTable"),
+            organisations_table: self.resources.table("OrganisationsTable"),
         }
     }
 
@@ -324,6 +325,10 @@ impl Stack {
             transcription_deadline: Duration::from_secs(3600),
             starts: self.started_calls(),
             notification_queue: self.queue("NotificationQueue"),
+            campaign_calls: shared::flows::campaign_calls::CampaignCallEnds {
+                store: Arc::new(self.campaigns()),
+                clock: Arc::new(shared::base::time::SystemClock),
+            },
         }
     }
 

@@ -270,6 +270,7 @@ pub async fn queue_consumer(binary: &str) -> Result<Consumer, Error> {
         "provider-events-worker" => worker!(provider_events_worker::ProviderEventsWorker),
         "whatsapp-reply-worker" => worker!(whatsapp_reply_worker::WhatsAppReplyWorker),
         "webhook-worker" => worker!(webhook_worker::WebhookWorker),
+        "campaign-dialer" => worker!(campaign_dialer::CampaignDialWorker),
         other => {
             return Err(format!(
                 "template.yaml has a queue consumer {other} the dev server does not know"
@@ -299,6 +300,17 @@ pub async fn stream_consumer(binary: &str) -> Result<StreamConsumer, Error> {
 pub async fn scheduled_job(binary: &str) -> Result<ScheduledJob, Error> {
     Ok(match binary {
         "stuck-sweep" => scheduled!(stuck_sweep::StuckSweep),
+        "campaign-tick" => {
+            let tick = Arc::new(campaign_tick::from_env().await?);
+            job(move || {
+                let tick = Arc::clone(&tick);
+                async move {
+                    let report = tick.run().await?;
+                    serde_json::to_value(report)
+                        .map_err(|e| format!("result does not serialize to JSON: {e}"))
+                }
+            })
+        }
         other => {
             return Err(format!(
                 "template.yaml has a scheduled function {other} the dev server does not know"

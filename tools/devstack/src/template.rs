@@ -1396,9 +1396,14 @@ Resources:
         assert_eq!(trigger.maximum_retry_attempts, Some(5));
         assert!(trigger.reports_batch_item_failures);
         assert_eq!(trigger.on_failure.as_deref(), Some("CallsStreamDLQ"));
-        let [calls, starts] = trigger.filters.as_slice() else {
-            panic!("two filters: {:?}", trigger.filters)
+        let [calls, starts, campaign_calls] = trigger.filters.as_slice() else {
+            panic!("three filters: {:?}", trigger.filters)
         };
+        // A campaign call's settled end (its attempt is settled from it).
+        assert_eq!(
+            campaign_calls["dynamodb"]["NewImage"]["usage_counted"]["BOOL"],
+            serde_json::json!([true])
+        );
         assert_eq!(calls["eventName"], serde_json::json!(["INSERT"]));
         assert_eq!(
             calls["dynamodb"]["NewImage"]["item"]["S"],

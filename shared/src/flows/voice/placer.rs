@@ -225,6 +225,7 @@ impl Route for CallPlacer {
                         twiml_url: &voice_url,
                         status_callback: &status_url,
                         time_limit_secs,
+                        amd_callback: None,
                     })
                     .await?;
                 Ok(ProviderIds {
