@@ -10,7 +10,7 @@ export CARGO_PROFILE_RELEASE_STRIP=true CARGO_PROFILE_RELEASE_LTO=thin CARGO_PRO
 # same features reuse the compiled `shared` and dependencies.
 for f in health stats zapier-webhook exotel-webhook calls-stream call-get livekit-webhook call-started \
   whatsapp-message whatsapp-stream twilio-voice room-create room-join session-get sessions-list slack-commands \
-  discord-interactions teams-messages; do
+  discord-interactions teams-messages campaign-tick; do
   cargo build --release -p "$f"
 done
 cargo run --release -p devstack --bin bench

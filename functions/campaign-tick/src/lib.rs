@@ -10,12 +10,14 @@ use std::sync::Arc;
 use shared::flows::campaigns::engine::CampaignTick;
 use shared::wiring::Wiring;
 
-/// `CAMPAIGNS_TABLE`, `ORGANISATIONS_TABLE`, `CAMPAIGN_DIAL_QUEUE_URL`.
+/// `CAMPAIGNS_TABLE`, `ORGANISATIONS_TABLE`, `CAMPAIGN_DIAL_QUEUE_URL`,
+/// `CALLS_TABLE`.
 pub async fn from_env() -> Result<CampaignTick, lambda_runtime::Error> {
     let aws = Wiring::load().await;
     Ok(CampaignTick {
         store: aws.campaigns()?,
         dial_queue: aws.queue("CAMPAIGN_DIAL_QUEUE_URL")?,
         clock: Arc::new(shared::base::time::SystemClock),
+        calls: aws.outbound_calls()?,
     })
 }

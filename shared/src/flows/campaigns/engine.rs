@@ -41,8 +41,10 @@ use crate::store::outbound_calls::OutboundCall;
 
 /// Campaigns one tick looks at.
 pub const CAMPAIGNS_PER_TICK: i32 = 50;
-/// Due recipients one tick reads per campaign.
+/// Due recipients one read of a campaign returns, and the reads one tick
+/// makes of it at most (while slots are free).
 pub const DUE_PER_CAMPAIGN: i32 = 50;
+pub const DUE_PAGES_PER_TICK: usize = 4;
 /// Pending rows one tick closes per campaign (expired or cancelled).
 pub const CLOSE_PER_TICK: i32 = 100;
 /// How long after a claim the tick checks the job was dialled.
@@ -74,6 +76,9 @@ pub struct TickReport {
     pub deferred: usize,
     /// Claims whose job was sent again (lost, or never dialled).
     pub resent: usize,
+    /// Attempts whose call had ended but were not settled yet (their
+    /// stream event failed or was lost), settled by the tick.
+    pub settled: usize,
     /// Pending recipients ended (expired, cancelled).
     pub closed: usize,
     pub finished: usize,
@@ -83,6 +88,9 @@ pub struct CampaignTick {
     pub store: Arc<dyn CampaignStore>,
     pub dial_queue: Arc<dyn JobQueue>,
     pub clock: Arc<dyn Clock>,
+    /// The calls the attempts placed: a claimed recipient due for its check
+    /// is looked up by its call ref before anything is sent again.
+    pub calls: Arc<dyn crate::store::outbound_calls::OutboundCallStore>,
 }
 
 impl CampaignTick {
@@ -190,28 +198,71 @@ impl CampaignTick {
             }
             return Ok(());
         }
-        let due = self
-            .store
-            .due(&campaign.campaign_id, now, DUE_PER_CAMPAIGN)
-            .await
-            .map_err(|e| e.to_string())?;
         let mut free = campaign.max_concurrency.saturating_sub(campaign.in_flight);
+        // Every recipient handled leaves "due now" (claimed, moved to its
+        // window, or checked later), so each page read is new work; reading
+        // stops when the slots are full or nothing more is due.
+        for _ in 0..DUE_PAGES_PER_TICK {
+            let due = self
+                .store
+                .due(&campaign.campaign_id, now, DUE_PER_CAMPAIGN)
+                .await
+                .map_err(|e| e.to_string())?;
+            let last_page = due.len() < usize::try_from(DUE_PER_CAMPAIGN).unwrap_or(0);
+            self.handle_due(campaign, due, now, &mut free, full_orgs, report)
+                .await?;
+            if last_page || free == 0 || full_orgs.contains(&campaign.org_id) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_due(
+        &self,
+        campaign: &Campaign,
+        due: Vec<Recipient>,
+        now: i64,
+        free: &mut u32,
+        full_orgs: &mut std::collections::BTreeSet<String>,
+        report: &mut TickReport,
+    ) -> Result<(), String> {
         for recipient in due {
             match recipient.state {
                 RecipientState::Dialling => {
-                    // Claimed at least DIAL_CHECK_SECS ago and not yet dialled
-                    // (its job lost, or its dialler stopped): send it again.
-                    // The dialler places nothing twice.
                     let Some(call_ref) = recipient.dial_call_ref.clone() else {
                         continue;
                     };
-                    self.send(campaign, &recipient, recipient.attempts, &call_ref)
-                        .await?;
+                    let call = self.calls.get(&call_ref).await.map_err(|e| e.to_string())?;
+                    match call {
+                        // Ended and settled, but the stream did not settle
+                        // the attempt (its event failed or was lost).
+                        Some(call) if call.usage_counted => {
+                            let ends = crate::flows::campaign_calls::CampaignCallEnds {
+                                store: Arc::clone(&self.store),
+                                clock: Arc::clone(&self.clock),
+                            };
+                            if ends.settle(&call).await.map_err(|e| e.to_string())? {
+                                report.settled += 1;
+                            }
+                            continue;
+                        }
+                        // Placed and not ended: its end (or the reconciler,
+                        // for an end that never came) settles it.
+                        Some(_) => {}
+                        // Claimed and never dialled (its job lost, or its
+                        // dialler stopped): sent again. The dialler places
+                        // nothing twice.
+                        None => {
+                            self.send(campaign, &recipient, recipient.attempts, &call_ref)
+                                .await?;
+                            report.resent += 1;
+                        }
+                    }
                     self.store
                         .reschedule(&recipient, now + DIAL_CHECK_SECS)
                         .await
                         .map_err(|e| e.to_string())?;
-                    report.resent += 1;
                 }
                 RecipientState::Pending => {
                     let zones: Vec<&str> = recipient.zones.iter().map(String::as_str).collect();
@@ -227,7 +278,7 @@ impl CampaignTick {
                         report.deferred += 1;
                         continue;
                     }
-                    if free == 0 || full_orgs.contains(&campaign.org_id) {
+                    if *free == 0 || full_orgs.contains(&campaign.org_id) {
                         continue;
                     }
                     let attempt = recipient.attempts + 1;
@@ -239,7 +290,7 @@ impl CampaignTick {
                         .map_err(|e| e.to_string())?;
                     match claim {
                         Claim::Claimed => {
-                            free -= 1;
+                            *free -= 1;
                             report.claimed += 1;
                             if let Err(err) =
                                 self.send(campaign, &recipient, attempt, &call_ref).await
@@ -248,7 +299,7 @@ impl CampaignTick {
                                 tracing::warn!(%err, %call_ref, "dial job not sent; the tick resends it");
                             }
                         }
-                        Claim::CampaignFull => free = 0,
+                        Claim::CampaignFull => *free = 0,
                         Claim::OrganisationFull => {
                             full_orgs.insert(campaign.org_id.clone());
                         }

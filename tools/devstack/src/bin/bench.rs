@@ -15,6 +15,8 @@ use devstack::template::Template;
 
 #[path = "bench/calls_stream.rs"]
 mod calls_stream;
+#[path = "bench/campaign_tick.rs"]
+mod campaign_tick;
 #[path = "bench/secrets_init.rs"]
 mod secrets_init;
 
@@ -426,6 +428,13 @@ async fn main() -> Result<(), Error> {
         }
     }
 
+    // The campaign tick last: it seeds its own 20,000 recipients.
+    let campaign_ticks = if devstack::bench_cost::selected("campaign-tick") {
+        campaign_tick::bench(&release, &local, &template, &resources).await?
+    } else {
+        Vec::new()
+    };
+
     let mut report = String::from(
         "| function | init (ms) | first invoke (ms) | warm p50 (ms) | warm p95 (ms) | warm p99 (ms) | peak RSS (MiB) | x86_64 release binary (MiB) |\n|---|---|---|---|---|---|---|---|\n",
     );
@@ -450,6 +459,9 @@ async fn main() -> Result<(), Error> {
         METERED_INVOCATIONS,
         &stream_shares,
     ));
+    if !campaign_ticks.is_empty() {
+        report.push_str(&campaign_tick::table(&campaign_ticks));
+    }
     report.push_str("\n### Credentials from Secrets Manager at cold start\n\n");
     report.push_str(&secrets_init::table(&secrets_rows));
     println!("{report}");
