@@ -80,7 +80,7 @@ async fn seed(
         updated_at: now.clone(),
         started_at: None,
         finished_at: None,
-        request_hash: String::new(),
+        request_hash: "bench".into(),
     };
     store.begin(&campaign).await?;
     let start = shared::base::time::epoch_secs();
