@@ -450,39 +450,11 @@ fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError>
 }
 
 /// BatchWriteItem takes 25 requests; a few go out at once so 10,000 rows
-/// are written in seconds, and unprocessed ones are sent again.
+/// are written in seconds (`super::batch_write` sends unprocessed ones again).
 const BATCH: usize = 25;
 const BATCHES_AT_ONCE: usize = 8;
-const ROUNDS: u32 = 8;
 
 impl DynamoCampaignStore {
-    async fn write_batch(&self, mut pending: Vec<WriteRequest>) -> Result<(), StoreError> {
-        let mut round = 0;
-        while !pending.is_empty() {
-            round += 1;
-            if round > ROUNDS {
-                return Err(StoreError::Dynamo(format!(
-                    "campaign recipients: {} rows still unprocessed",
-                    pending.len()
-                )));
-            }
-            if round > 1 {
-                tokio::time::sleep(super::transactions::backoff(round)).await;
-            }
-            let out = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, pending)
-                .send()
-                .await?;
-            pending = out
-                .unprocessed_items
-                .and_then(|mut items| items.remove(&self.table))
-                .unwrap_or_default();
-        }
-        Ok(())
-    }
-
     async fn read_campaign(&self, campaign_id: &str) -> Result<Option<Campaign>, StoreError> {
         let out = self
             .client
@@ -565,7 +537,9 @@ impl CampaignStore for DynamoCampaignStore {
             batches.push(requests);
         }
         stream::iter(batches)
-            .map(|batch| self.write_batch(batch))
+            .map(|batch| {
+                super::batch_write(&self.client, &self.table, batch, "campaign recipients")
+            })
             .buffer_unordered(BATCHES_AT_ONCE)
             .try_collect::<Vec<()>>()
             .await?;

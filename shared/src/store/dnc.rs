@@ -62,7 +62,6 @@ fn key(org_id: &str, number: &str) -> String {
 
 /// BatchWriteItem takes 25 requests; unprocessed ones are sent again.
 const BATCH: usize = 25;
-const ROUNDS: u32 = 8;
 
 #[async_trait]
 impl DoNotCallStore for DynamoDncStore {
@@ -98,29 +97,13 @@ impl DoNotCallStore for DynamoDncStore {
                     .map_err(|e| StoreError::Dynamo(e.to_string()))?;
                 pending.push(WriteRequest::builder().put_request(put).build());
             }
-            let mut round = 0;
-            while !pending.is_empty() {
-                round += 1;
-                if round > ROUNDS {
-                    return Err(StoreError::Dynamo(format!(
-                        "do-not-call list: {} numbers still unprocessed",
-                        pending.len()
-                    )));
-                }
-                if round > 1 {
-                    tokio::time::sleep(super::transactions::backoff(round)).await;
-                }
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending)
-                    .send()
-                    .await?;
-                pending = out
-                    .unprocessed_items
-                    .and_then(|mut items| items.remove(&self.table))
-                    .unwrap_or_default();
-            }
+            super::batch_write(
+                &self.client,
+                &self.table,
+                pending,
+                "do-not-call list numbers",
+            )
+            .await?;
         }
         Ok(())
     }

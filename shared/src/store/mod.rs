@@ -103,6 +103,39 @@ pub(crate) async fn batch_get(
     Ok(items)
 }
 
+/// One `BatchWriteItem` of at most 25 `requests`, unprocessed ones sent
+/// again with backoff for up to 8 rounds; `what` names them in the error.
+pub(crate) async fn batch_write(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    mut pending: Vec<aws_sdk_dynamodb::types::WriteRequest>,
+    what: &str,
+) -> Result<(), StoreError> {
+    let mut round = 0;
+    while !pending.is_empty() {
+        round += 1;
+        if round > 8 {
+            return Err(StoreError::Dynamo(format!(
+                "{what}: {} still unprocessed",
+                pending.len()
+            )));
+        }
+        if round > 1 {
+            tokio::time::sleep(transactions::backoff(round)).await;
+        }
+        let out = client
+            .batch_write_item()
+            .request_items(table, pending)
+            .send()
+            .await?;
+        pending = out
+            .unprocessed_items
+            .and_then(|mut items| items.remove(table))
+            .unwrap_or_default();
+    }
+    Ok(())
+}
+
 pub(crate) fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(err: &E) -> bool {
     err.code() == Some("ConditionalCheckFailedException")
 }
