@@ -50,6 +50,8 @@ pub async fn reserve(
         release_after: now.timestamp()
             + i64::try_from(seconds).unwrap_or(i64::MAX / 2)
             + RESERVATION_MARGIN_SECS,
+        // A campaign's call took its organisation slot with its attempt.
+        call_slot: call.campaign_id.is_none(),
     });
     let mut budget = Budget {
         monthly_limit_seconds: org.monthly_limit_seconds,
@@ -67,6 +69,16 @@ pub async fn reserve(
                 return Err(ApiError::TooManyRequests {
                     code: "usage_limit_exceeded",
                     detail: USAGE_EXCEEDED.into(),
+                })
+            }
+            Reserve::AtCapacity => {
+                return Err(ApiError::TooManyRequests {
+                    code: "concurrency_limit",
+                    detail: format!(
+                        "The organisation already has {} calls in flight, its \
+                         max_concurrent_calls; try again when one ends",
+                        org.max_concurrent_calls
+                    ),
                 })
             }
             Reserve::NoOrganisation => {

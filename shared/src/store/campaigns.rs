@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
 use super::transactions::{self, Verdict};
+use super::directory::call_slots;
 use super::{s, StoreError};
 use crate::base::calling_window::CallingWindow;
 
@@ -693,18 +694,13 @@ impl CampaignStore for DynamoCampaignStore {
             Update::builder()
                 .table_name(&self.organisations_table)
                 .key("org_id", s(&campaign.org_id))
-                .update_expression("SET campaign_calls = if_not_exists(campaign_calls, :zero) + :one")
-                .condition_expression(
-                    "attribute_exists(org_id) AND (attribute_not_exists(campaign_calls) \
-                     OR (attribute_exists(max_concurrent_calls) AND campaign_calls < max_concurrent_calls) \
-                     OR (attribute_not_exists(max_concurrent_calls) AND campaign_calls < :cap))",
-                )
-                .expression_attribute_values(":zero", num(0))
-                .expression_attribute_values(":one", num(1))
-                .expression_attribute_values(
-                    ":cap",
-                    num(i64::from(crate::store::directory::DEFAULT_MAX_CONCURRENT_CALLS)),
-                )
+                .update_expression(format!("SET {}", call_slots::TAKE))
+                .condition_expression(format!("attribute_exists(org_id) AND {}", call_slots::FREE))
+                .set_expression_attribute_values(Some(
+                    call_slots::values_in(&[call_slots::TAKE, call_slots::FREE])
+                        .into_iter()
+                        .collect(),
+                ))
                 .build(),
         )?;
         let state = RecipientState::Dialling;
@@ -874,10 +870,13 @@ impl CampaignStore for DynamoCampaignStore {
             Update::builder()
                 .table_name(&self.organisations_table)
                 .key("org_id", s(&campaign.org_id))
-                .update_expression("SET campaign_calls = campaign_calls - :one")
-                .condition_expression("campaign_calls > :zero")
-                .expression_attribute_values(":zero", num(0))
-                .expression_attribute_values(":one", num(1))
+                .update_expression(format!("SET {}", call_slots::RELEASE))
+                .condition_expression(call_slots::HELD)
+                .set_expression_attribute_values(Some(
+                    call_slots::values_in(&[call_slots::RELEASE, call_slots::HELD])
+                        .into_iter()
+                        .collect(),
+                ))
                 .build(),
         )?;
         let items = vec![

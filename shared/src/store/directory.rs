@@ -67,8 +67,9 @@ pub struct Organisation {
     /// Extra seconds bought on top of the plan.
     #[serde(default)]
     pub topup_seconds: u64,
-    /// Most calls of this organisation's campaigns in flight at once, across
-    /// all of them: a campaign's `max_concurrency` is bounded by it.
+    /// Most calls of this organisation in flight at once: its single calls
+    /// and all its campaigns' together. A campaign's `max_concurrency` is
+    /// bounded by it.
     #[serde(default = "default_max_concurrent_calls")]
     pub max_concurrent_calls: u32,
     /// `/outbound-calls` defaults for this organisation's ElevenLabs calls.
@@ -101,6 +102,58 @@ pub const MAX_CONCURRENT_CALLS_LIMIT: u32 = 1000;
 
 pub fn default_max_concurrent_calls() -> u32 {
     DEFAULT_MAX_CONCURRENT_CALLS
+}
+
+/// The organisation item's count of its calls in flight (single and
+/// campaign calls alike), bounded by `max_concurrent_calls`. A slot is
+/// taken in the transaction that records a call (or claims a campaign
+/// attempt) and given back in the one that settles it, so it is released
+/// exactly once.
+pub mod call_slots {
+    /// Taken: add to an update expression's SET clause, with `:slot_one`,
+    /// `:slot_zero` and `:slot_cap` (see [`values`]).
+    pub const TAKE: &str = "calls_in_flight = if_not_exists(calls_in_flight, :slot_zero) + :slot_one";
+    /// The condition under which a slot may be taken; an organisation
+    /// written before caps existed has the default cap.
+    pub const FREE: &str = "(attribute_not_exists(calls_in_flight) \
+         OR calls_in_flight < max_concurrent_calls \
+         OR (attribute_not_exists(max_concurrent_calls) AND calls_in_flight < :slot_cap))";
+    /// A slot is held: the guard of a release that must never go below zero.
+    pub const HELD: &str = "calls_in_flight > :slot_zero";
+    /// Given back: add to an update expression's SET clause, with `:slot_one`.
+    pub const RELEASE: &str = "calls_in_flight = if_not_exists(calls_in_flight, :slot_one) - :slot_one";
+
+    /// The values of the placeholders that `expressions` use (DynamoDB
+    /// refuses values an expression does not use).
+    pub fn values_in(
+        expressions: &[&str],
+    ) -> Vec<(String, aws_sdk_dynamodb::types::AttributeValue)> {
+        use aws_sdk_dynamodb::types::AttributeValue::N;
+        [
+            (":slot_one", 1),
+            (":slot_zero", 0),
+            (":slot_cap", super::DEFAULT_MAX_CONCURRENT_CALLS),
+        ]
+        .into_iter()
+        .filter(|(name, _)| expressions.iter().any(|e| e.contains(name)))
+        .map(|(name, value)| (name.to_string(), N(value.to_string())))
+        .collect()
+    }
+
+    /// Whether an organisation item (as a failed condition returned it)
+    /// has every slot taken.
+    pub fn full(
+        item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+    ) -> bool {
+        let number = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let cap = number("max_concurrent_calls")
+            .unwrap_or(u64::from(super::DEFAULT_MAX_CONCURRENT_CALLS));
+        number("calls_in_flight").is_some_and(|n| n >= cap)
+    }
 }
 
 impl Organisation {

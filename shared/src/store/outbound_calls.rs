@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::end_reason::EndReason;
 
-use super::directory::{held_attribute, reserved_attribute, usage_attribute, Provider};
+use super::directory::{
+    call_slots, held_attribute, reserved_attribute, usage_attribute, Provider,
+};
 use super::ledger::{self, Ledger};
 use super::transactions::{self, busy, codes, Verdict};
 use super::{s, StoreError};
@@ -49,6 +51,11 @@ pub struct Reservation {
     /// ended, if no end was reported by then; names the call's entry in the
     /// open reservations ledger.
     pub release_after: i64,
+    /// The call holds one of the organisation's `max_concurrent_calls`
+    /// slots until it is settled. A campaign's call holds its slot through
+    /// its campaign attempt instead, so this is false for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub call_slot: bool,
 }
 
 /// The organisation's limits a reservation was checked against; the
@@ -77,6 +84,9 @@ pub enum Reserve {
     BudgetChanged,
     /// No such organisation.
     NoOrganisation,
+    /// All of the organisation's `max_concurrent_calls` slots are taken:
+    /// nothing was written.
+    AtCapacity,
 }
 
 /// One line of a call transcript.
@@ -414,7 +424,11 @@ impl DynamoOutboundCallStore {
 
 /// Reads a cancelled reservation (index 0 the call record, index 1 the
 /// organisation, index 2 the ledger entry).
-fn read_reserve_cancellation(reasons: &[CancellationReason], budget: Budget) -> Verdict<Reserve> {
+fn read_reserve_cancellation(
+    reasons: &[CancellationReason],
+    budget: Budget,
+    call_slot: bool,
+) -> Verdict<Reserve> {
     if busy(reasons) {
         return Verdict::Retry(codes(reasons));
     }
@@ -431,10 +445,12 @@ fn read_reserve_cancellation(reasons: &[CancellationReason], budget: Budget) -> 
             };
             let unchanged = number("monthly_limit_seconds") == budget.monthly_limit_seconds
                 && number("topup_seconds") == budget.topup_seconds;
-            Verdict::Done(if unchanged {
-                Reserve::OverBudget
-            } else {
+            Verdict::Done(if !unchanged {
                 Reserve::BudgetChanged
+            } else if call_slot && call_slots::full(old) {
+                Reserve::AtCapacity
+            } else {
+                Reserve::OverBudget
             })
         }
         _ => Verdict::Fail(format!("reservation cancelled: [{}]", codes(reasons))),
@@ -515,16 +531,25 @@ impl OutboundCallStore for DynamoOutboundCallStore {
                 .condition_expression("attribute_not_exists(call_id)")
                 .build(),
         )?;
+        let (mut update, mut condition) = (
+            "ADD #held :s, #reserved :s".to_string(),
+            "attribute_exists(org_id) AND monthly_limit_seconds = :limit \
+             AND topup_seconds = :topup \
+             AND (attribute_not_exists(#held) OR #held <= :max_held)"
+                .to_string(),
+        );
+        if reservation.call_slot {
+            update = format!("{update} SET {}", call_slots::TAKE);
+            condition = format!("{condition} AND {}", call_slots::FREE);
+        }
+        let slot_values = call_slots::values_in(&[&update, &condition]);
         let hold = built(
             Update::builder()
                 .table_name(&self.organisations_table)
                 .key("org_id", s(&reservation.org_id))
-                .update_expression("ADD #held :s, #reserved :s")
-                .condition_expression(
-                    "attribute_exists(org_id) AND monthly_limit_seconds = :limit \
-                     AND topup_seconds = :topup \
-                     AND (attribute_not_exists(#held) OR #held <= :max_held)",
-                )
+                .update_expression(update)
+                .condition_expression(condition)
+                .set_expression_attribute_values(Some(slot_values.into_iter().collect()))
                 .expression_attribute_names("#held", held_attribute(&reservation.month))
                 .expression_attribute_names("#reserved", reserved_attribute(&reservation.month))
                 .expression_attribute_values(":s", n(reservation.seconds.into()))
@@ -554,7 +579,7 @@ impl OutboundCallStore for DynamoOutboundCallStore {
             items,
             "reservation",
             Reserve::Reserved,
-            |reasons| read_reserve_cancellation(reasons, budget),
+            |reasons| read_reserve_cancellation(reasons, budget, reservation.call_slot),
         )
         .await
     }
@@ -722,10 +747,19 @@ impl OutboundCallStore for DynamoOutboundCallStore {
                 // The reservation becomes usage in its own month: held moves by
                 // the difference, reserved drops by what was held.
                 let held = i128::from(reservation.seconds);
+                let mut expression =
+                    "ADD #usage :used, #reserved :unreserve, #held :delta".to_string();
+                if reservation.call_slot {
+                    // Unguarded, unlike a campaign's release: a settlement
+                    // refused here would leave the call's usage uncounted.
+                    expression = format!("{expression} SET {}", call_slots::RELEASE);
+                }
+                let slot_values = call_slots::values_in(&[&expression]);
                 let settle = Update::builder()
                     .table_name(&self.organisations_table)
                     .key("org_id", s(&reservation.org_id))
-                    .update_expression("ADD #usage :used, #reserved :unreserve, #held :delta")
+                    .set_expression_attribute_values(Some(slot_values.into_iter().collect()))
+                    .update_expression(expression)
                     .expression_attribute_names("#usage", usage_attribute(&reservation.month))
                     .expression_attribute_names("#reserved", reserved_attribute(&reservation.month))
                     .expression_attribute_names("#held", held_attribute(&reservation.month))

@@ -404,7 +404,7 @@ impl Engine {
             .await
             .unwrap();
         out.item
-            .and_then(|i| i.get("campaign_calls").cloned())
+            .and_then(|i| i.get("calls_in_flight").cloned())
             .and_then(|v| v.as_n().ok().and_then(|n| n.parse().ok()))
             .unwrap_or(0)
     }
@@ -683,6 +683,81 @@ async fn a_spent_budget_pauses_the_campaign_once_with_a_notice_and_resuming_cont
         .unwrap()
         .unwrap();
     assert_eq!(org.usage_this_month_seconds, 120);
+}
+
+/// Single calls and campaign calls share the organisation's cap: a single
+/// call holds a slot a campaign cannot claim, a full organisation refuses
+/// the next single call, and each end frees its own slot.
+#[tokio::test]
+async fn single_calls_and_campaign_calls_share_the_organisations_cap() {
+    let mut t = Engine::start(2, 36_000).await;
+    let initiate = calls_initiate::CallsInitiate {
+        placement: t.placement(),
+    };
+    let (key, assistant) = (t.key.clone(), t.assistant);
+    let request = |to: &str| {
+        let body = serde_json::json!({
+            "assistant_id": assistant,
+            "to_phone_number": to,
+            "agenda": AGENDA,
+        });
+        devstack::server::api_request(
+            "POST",
+            "/calls/initiate",
+            "/calls/initiate",
+            "",
+            &[
+                ("content-type".to_string(), "application/json".to_string()),
+                ("x-api-key".to_string(), key.clone()),
+            ],
+            body.to_string().as_bytes(),
+        )
+    };
+    let single = initiate.handle(request("+12125550177")).await;
+    assert_eq!(single.status(), 200, "{:?}", json_body(&single));
+    // Its ref is in the status callback URL it gave Twilio.
+    let created = t.twilio.created_calls();
+    let callback = created[0]
+        .iter()
+        .find(|(k, _)| k == "StatusCallback")
+        .unwrap()
+        .1
+        .clone();
+    let single_ref = callback.split_once("?call=").unwrap().1.to_string();
+    t.seen.insert(single_ref.clone());
+    assert_eq!(t.org_slots().await, 1);
+
+    let id = t
+        .create(reminders(t.assistant, &[NY, NY2, "+12125550106"], 2))
+        .await;
+    let (report, placed) = t.step().await;
+    assert_eq!(
+        (report.claimed, placed.len()),
+        (1, 1),
+        "one slot left of two: {report:?}"
+    );
+    assert_eq!(t.org_slots().await, 2);
+    let refused = initiate.handle(request("+12125550178")).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(json_body(&refused)["code"], "concurrency_limit");
+    assert_eq!(t.twilio.created_calls().len(), 2, "the refused call never reached Twilio");
+
+    // The single call ends: its slot goes to the campaign's next claim.
+    t.end(&single_ref, "completed", 30).await;
+    assert_eq!(t.org_slots().await, 1);
+    t.clock.advance(60);
+    let (report, placed) = t.step().await;
+    assert_eq!((report.claimed, placed.len()), (1, 1), "{report:?}");
+    let campaign = t.get(&format!("/campaigns/{id}"), "").await;
+    assert_eq!(campaign["in_flight"], 2);
+    assert_eq!(t.org_slots().await, 2);
+
+    // The campaign's calls end: every slot is free again.
+    let running: Vec<String> = t.seen.difference(&t.ended).cloned().collect();
+    for call_ref in running {
+        t.end(&call_ref, "completed", 10).await;
+    }
+    assert_eq!(t.org_slots().await, 0);
 }
 
 #[tokio::test]

@@ -1700,6 +1700,7 @@ async fn concurrent_call_endings_of_one_organisation_lose_and_double_nothing() {
                 seconds: 600,
                 month: shared::store::directory::usage_month(shared::base::time::now()),
                 release_after: shared::base::time::epoch_secs() + 900,
+                call_slot: false,
             }),
             ..OutboundCall::initiated(call_ref, Provider::Twilio, CUSTOMER)
         };
@@ -2038,6 +2039,25 @@ impl Outbound {
             .unwrap()
             .to_string();
         (call_ref_of(&self.twilio.created_calls().remove(0)), sid)
+    }
+
+    /// The organisation item's count of calls holding a concurrency slot.
+    async fn calls_in_flight(&self, org_id: &str) -> i64 {
+        self.stack
+            .harness_dynamo
+            .get_item()
+            .table_name(self.stack.resources.table("OrganisationsTable"))
+            .key(
+                "org_id",
+                aws_sdk_dynamodb::types::AttributeValue::S(org_id.into()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item
+            .and_then(|i| i.get("calls_in_flight").cloned())
+            .map_or(0, |v| v.as_n().unwrap().parse().unwrap())
     }
 
     async fn org(&self, org_id: &str) -> shared::store::directory::Organisation {
@@ -2418,6 +2438,99 @@ async fn a_refused_call_releases_its_reservation() {
     assert!(call.usage_counted);
 }
 
+/// The organisation's `max_concurrent_calls` bounds its single calls too:
+/// racing requests past the cap are refused before Twilio is asked, and a
+/// call's end gives its slot back exactly once.
+#[tokio::test]
+async fn single_calls_beyond_the_organisations_concurrency_cap_are_refused_until_one_ends() {
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let assistant = t.twilio_assistant("acme").await;
+    let patch = serde_json::json!({"max_concurrent_calls": 2});
+    let updated = t
+        .admin(
+            "organisation-update",
+            t.admin_request(
+                "PATCH",
+                "/organisations/{org_id}",
+                "/organisations/acme",
+                &patch.to_string(),
+                Some(ADMIN_TOKEN),
+            ),
+        )
+        .await;
+    assert_eq!(updated.status(), 200, "{:?}", json_body(&updated));
+
+    let initiate = t.initiate(100);
+    let answers = futures_util::future::join_all(
+        (0..4).map(|_| initiate.handle(t.initiate_request(&seed_call(assistant)))),
+    )
+    .await;
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.status().as_u16()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 429, 429]);
+    for refused in answers.iter().filter(|a| a.status() == 429) {
+        let body = json_body(refused);
+        assert_eq!(body["code"], "concurrency_limit", "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("2 calls"), "{body}");
+    }
+    let created = t.twilio.created_calls();
+    assert_eq!(created.len(), 2, "refused calls never reach Twilio");
+    assert_eq!(t.calls_in_flight("acme").await, 2);
+    // Refused before anything was written: only the two placed reserved.
+    assert_eq!(t.org("acme").await.reserved_seconds, 2 * 600);
+
+    // One ends; its callback, delivered twice, frees one slot.
+    let call_ref = call_ref_of(&created[0]);
+    let sid = t
+        .stack
+        .outbound_calls()
+        .get(&call_ref)
+        .await
+        .unwrap()
+        .unwrap()
+        .call_sid
+        .unwrap();
+    for _ in 0..2 {
+        let acked = t.status().handle(t.completed(&call_ref, &sid, 42)).await;
+        assert_eq!(acked.status(), 200);
+        t.stack.run_provider_events().await;
+    }
+    assert_eq!(t.calls_in_flight("acme").await, 1);
+    let next = initiate
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    assert_eq!(next.status(), 200, "{:?}", json_body(&next));
+    let full = initiate
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    assert_eq!(full.status(), 429);
+
+    // A call Twilio refuses gives its slot back at once.
+    let ended = call_ref_of(&t.twilio.created_calls()[1]);
+    let sid = t
+        .stack
+        .outbound_calls()
+        .get(&ended)
+        .await
+        .unwrap()
+        .unwrap()
+        .call_sid
+        .unwrap();
+    let acked = t.status().handle(t.completed(&ended, &sid, 5)).await;
+    assert_eq!(acked.status(), 200);
+    t.stack.run_provider_events().await;
+    assert_eq!(t.calls_in_flight("acme").await, 1);
+    t.twilio
+        .fail_next_calls(1, 400, 21211, "Invalid 'To' Phone Number");
+    let refused = initiate
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    assert_eq!(refused.status(), 502);
+    assert_eq!(t.calls_in_flight("acme").await, 1);
+    assert_eq!(t.org("acme").await.usage_this_month_seconds, 47);
+}
+
 /// The placing function stops between Twilio's answer and recording the
 /// call sid: the record stays `initiating` with its reservation. Once its
 /// window has passed, the sweep looks for the call among Twilio's calls to
@@ -2451,6 +2564,7 @@ async fn crash_after_placing(placed_at_twilio: bool) {
             seconds: 600,
             month: shared::store::directory::usage_month(shared::base::time::now()),
             release_after: shared::base::time::epoch_secs() - 1,
+            call_slot: true,
         }),
         ..OutboundCall::initiated(
             &call_ref,
@@ -2470,6 +2584,7 @@ async fn crash_after_placing(placed_at_twilio: bool) {
     let running = OutboundCall {
         reservation: Some(Reservation {
             release_after: shared::base::time::epoch_secs() + 900,
+            call_slot: true,
             ..call.reservation.clone().unwrap()
         }),
         ..OutboundCall::initiated(
@@ -2509,6 +2624,7 @@ async fn crash_after_placing(placed_at_twilio: bool) {
         None
     };
     assert_eq!(t.org("acme").await.reserved_seconds, 1200);
+    assert_eq!(t.calls_in_flight("acme").await, 2);
 
     let sweep = t.sweep();
     let now = shared::base::time::epoch_secs();
@@ -2536,6 +2652,7 @@ async fn crash_after_placing(placed_at_twilio: bool) {
             stuck_sweep::SweepReport::default()
         );
         assert_eq!(t.org("acme").await.reserved_seconds, 600);
+        assert_eq!(t.calls_in_flight("acme").await, 1, "the sweep freed its slot");
         return;
     };
     // Found at Twilio by its number: its sid attached, still queued there.
@@ -2559,7 +2676,7 @@ async fn crash_after_placing(placed_at_twilio: bool) {
     assert_eq!(
         (org.reserved_seconds, org.usage_this_month_seconds),
         (600, 75)
-    );
+    );    assert_eq!(t.calls_in_flight("acme").await, 1, "settled once, one slot freed");
 }
 
 /// A call placed on the last day of a month and ending on the first of the
@@ -2577,6 +2694,7 @@ async fn a_call_spanning_midnight_on_the_first_counts_in_the_month_it_was_placed
             seconds: 600,
             month: "2026-10".into(),
             release_after: shared::base::time::epoch_secs() + 900,
+            call_slot: false,
         }),
         ..OutboundCall::initiated(
             &new_call_ref(),

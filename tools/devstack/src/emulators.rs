@@ -165,6 +165,7 @@ impl LocalAws {
     pub async fn dynamodb_at(&self, endpoint: &str) -> aws_sdk_dynamodb::Client {
         let config = aws_sdk_dynamodb::config::Builder::from(&self.sdk_config().await)
             .endpoint_url(endpoint)
+            .retry_config(proxied_retries())
             .build();
         aws_sdk_dynamodb::Client::from_conf(config)
     }
@@ -178,6 +179,7 @@ impl LocalAws {
     pub async fn dynamodb_streams_at(&self, endpoint: &str) -> aws_sdk_dynamodbstreams::Client {
         let config = aws_sdk_dynamodbstreams::config::Builder::from(&self.sdk_config().await)
             .endpoint_url(endpoint)
+            .retry_config(proxied_retries())
             .build();
         aws_sdk_dynamodbstreams::Client::from_conf(config)
     }
@@ -186,6 +188,7 @@ impl LocalAws {
     pub async fn sqs_at(&self, endpoint: &str) -> aws_sdk_sqs::Client {
         let config = aws_sdk_sqs::config::Builder::from(&self.sdk_config().await)
             .endpoint_url(endpoint)
+            .retry_config(proxied_retries())
             .build();
         aws_sdk_sqs::Client::from_conf(config)
     }
@@ -287,4 +290,13 @@ impl Drop for LocalAws {
             let _ = child.wait();
         }
     }
+}
+
+/// Retries for clients behind a fault proxy: the SDK's standard policy with
+/// a 10 ms first backoff instead of a second, so that thousands of injected
+/// faults cost the suite milliseconds, not minutes of sleeping. What is
+/// retried, and how often, stays the SDK's own.
+fn proxied_retries() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::standard()
+        .with_initial_backoff(std::time::Duration::from_millis(10))
 }
