@@ -68,7 +68,8 @@ impl Route for PhoneEnd {
             Err(ProviderError::Refused(reason)) => {
                 warn!(%call_sid, %reason, "Twilio did not end the call; ending the session anyway")
             }
-            Err(ProviderError::Unavailable(reason)) => {
+            // Ending twice is harmless, so an unconfirmed end is retried too.
+            Err(ProviderError::Unavailable(reason) | ProviderError::Unconfirmed(reason)) => {
                 warn!(%call_sid, %reason, "Twilio unavailable; call not ended");
                 return Err(ApiError::BadGateway {
                     code: "twilio_unavailable",

@@ -486,8 +486,7 @@ impl CampaignsApi {
         let skipped = std::collections::BTreeSet::from_iter(problems.iter().map(|p| p.row));
         // Milliseconds: `by_org` lists newest first by this stamp, and two
         // campaigns made in one second must still list in the order made.
-        let stamp = crate::base::time::now()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let stamp = crate::base::time::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let campaign = Campaign {
             campaign_id: campaign_id(org, key.as_deref()),
             org_id: org.to_string(),

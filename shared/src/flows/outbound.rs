@@ -27,6 +27,10 @@ pub const USAGE_EXCEEDED: &str =
 /// stored (a crash right after the call was placed).
 pub const CALL_REF_VARIABLE: &str = "callops_call_ref";
 
+/// The code of a placement the provider did not confirm (502): the call
+/// may exist and is held until its provider says.
+pub const CALL_UNCONFIRMED: &str = "call_unconfirmed";
+
 /// How long after a call's longest possible end the sweep waits for its
 /// status before releasing its reservation (provider callbacks can lag).
 pub const RESERVATION_MARGIN_SECS: i64 = 300;
@@ -225,6 +229,22 @@ where
             metrics::count(Metric::CallsPlaced);
             placed
         }
+        Err(ProviderError::Unconfirmed(reason)) => {
+            // The call may exist: its record, reservation and slot stay, and
+            // its status callbacks or `stuck-sweep` (which looks for it at the
+            // provider) settle it. Releasing it here could free a budget and
+            // a slot that a live call is using.
+            tracing::warn!(%reason, call_ref = %call.call_ref, provider = who, "placement unconfirmed; call held");
+            return Err(ApiError::BadGateway {
+                code: CALL_UNCONFIRMED,
+                detail: format!(
+                    "{who} did not confirm the call; it may have been placed. Call {} is \
+                     kept and settled from the provider's record within minutes; look it up \
+                     in the call log before placing it again",
+                    call.call_ref
+                ),
+            });
+        }
         Err(err) => {
             metrics::count(Metric::CallsNotPlaced);
             let reason = err.to_string();
@@ -367,7 +387,7 @@ pub fn usage_counted(call: &OutboundCall, seconds: u64, recorded: UsageRecorded)
 pub fn call_not_placed(err: ProviderError, who: &str) -> ApiError {
     match err {
         ProviderError::Refused(detail) => ApiError::Provider { detail },
-        ProviderError::Unavailable(reason) => {
+        ProviderError::Unavailable(reason) | ProviderError::Unconfirmed(reason) => {
             tracing::warn!(%reason, provider = who, "provider unavailable");
             ApiError::Provider {
                 detail: format!("{who} is unavailable; the call was not placed. Retry shortly."),

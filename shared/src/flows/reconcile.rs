@@ -319,12 +319,15 @@ impl Reconciler {
         let recorded = chrono::DateTime::parse_from_rfc3339(&call.created_at)
             .map(|t| t.timestamp())
             .unwrap_or(0);
+        let earlier = self.earlier_attempts_sids(call).await?;
         let candidates: Vec<&str> = listed
             .iter()
-            // Placing follows recording within seconds: a call outside the
-            // minute around it is another one to the same number.
-            .filter(|c| c.created_at.is_some_and(|at| (at - recorded).abs() <= 60))
+            .filter(|c| {
+                c.created_at
+                    .is_some_and(|at| placed_after_recording(at, recorded))
+            })
             .map(|c| c.sid.as_str())
+            .filter(|sid| !earlier.iter().any(|e| e == sid))
             .collect();
         match candidates.as_slice() {
             [] => Ok(Err(Answer::NeverPlaced)),
@@ -345,6 +348,24 @@ impl Reconciler {
                 retry_after_secs: None,
             }))),
         }
+    }
+
+    /// The sids of a campaign recipient's earlier attempts: calls to the
+    /// same number that are known not to be this one.
+    async fn earlier_attempts_sids(&self, call: &OutboundCall) -> Result<Vec<String>, StoreError> {
+        let (Some(campaign), Some(row), Some(attempt)) =
+            (&call.campaign_id, call.campaign_row, call.campaign_attempt)
+        else {
+            return Ok(Vec::new());
+        };
+        let mut sids = Vec::new();
+        for earlier in 1..attempt {
+            let call_ref = crate::store::campaigns::attempt_call_ref(campaign, row, earlier);
+            if let Some(sid) = self.calls.get(&call_ref).await?.and_then(|c| c.call_sid) {
+                sids.push(sid);
+            }
+        }
+        Ok(sids)
     }
 
     /// A call that never was, or that nobody can ask about: released at
@@ -373,6 +394,17 @@ impl Reconciler {
         Ok(())
     }
 }
+
+/// Whether a call Twilio created at `at` may be the one recorded at
+/// `recorded` (epoch seconds): placing follows recording within seconds, so
+/// a call made before the record (allowing a few seconds of clock skew) or
+/// more than a minute after it is another one to the same number.
+fn placed_after_recording(at: i64, recorded: i64) -> bool {
+    (recorded - CLOCK_SKEW_SECS..=recorded + 60).contains(&at)
+}
+
+/// How far Twilio's clock and ours may disagree.
+const CLOCK_SKEW_SECS: i64 = 2;
 
 const FINAL_RANK: u32 = 5;
 
@@ -474,6 +506,21 @@ fn elevenlabs_event(conversation_id: &str, conversation: &Conversation, now: i64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_call_made_in_the_minute_after_its_record_can_be_ours() {
+        let recorded = 1_000_000;
+        for (at, ours) in [
+            (recorded, true),
+            (recorded + 60, true),
+            (recorded - 2, true),
+            (recorded - 3, false),
+            (recorded - 30, false),
+            (recorded + 61, false),
+        ] {
+            assert_eq!(placed_after_recording(at, recorded), ours, "{at}");
+        }
+    }
 
     #[test]
     fn unanswered_asks_back_off_to_half_an_hour_and_honour_retry_after() {

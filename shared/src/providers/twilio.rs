@@ -14,9 +14,27 @@ pub enum ProviderError {
     /// The provider refused the request; its message is safe to show the caller.
     #[error("{0}")]
     Refused(String),
-    /// Network trouble or 5xx.
+    /// Network trouble or 5xx before the request was taken: nothing happened.
     #[error("provider unavailable: {0}")]
     Unavailable(String),
+    /// The request may have reached the provider and been acted on, but no
+    /// usable answer came back (the connection was lost after sending, a
+    /// timeout, an unreadable success). A call may exist: it is held and
+    /// looked for, never released as refused.
+    #[error("provider did not confirm: {0}")]
+    Unconfirmed(String),
+}
+
+/// A failed send, by what it means: a connection that was never made sent
+/// nothing; any other failure may have come after the request was sent.
+fn send_failure(err: reqwest::Error) -> ProviderError {
+    let connect = err.is_connect();
+    let reason = err.without_url().to_string();
+    if connect {
+        ProviderError::Unavailable(reason)
+    } else {
+        ProviderError::Unconfirmed(reason)
+    }
 }
 
 /// A provider read that got no usable answer (reconciliation asks again
@@ -246,7 +264,7 @@ impl TwilioClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| ProviderError::Unavailable(e.without_url().to_string()))?;
+            .map_err(send_failure)?;
         if !response.status().is_success() {
             return Err(refused_or_unavailable(response).await);
         }
@@ -254,8 +272,9 @@ impl TwilioClient {
             .json::<CallResource>()
             .await
             .map(|c| c.sid)
+            // Twilio said yes: the call exists, only its sid was lost.
             .map_err(|e| {
-                ProviderError::Unavailable(format!(
+                ProviderError::Unconfirmed(format!(
                     "unreadable Twilio response: {}",
                     e.without_url()
                 ))

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
-use super::transactions::{self, Verdict};
 use super::directory::call_slots;
+use super::transactions::{self, Verdict};
 use super::{s, StoreError};
 use crate::base::calling_window::CallingWindow;
 
@@ -393,6 +393,14 @@ pub struct DynamoCampaignStore {
 /// The sort key of a recipient's row.
 pub fn recipient_item(row: u32) -> String {
     format!("r#{row:06}")
+}
+
+/// The call ref of (campaign, row, attempt): the same for every delivery
+/// and tick, so one attempt can only ever be one call.
+pub fn attempt_call_ref(campaign_id: &str, row: u32, attempt: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{campaign_id}#{row}#{attempt}").as_bytes());
+    format!("oc_{}", &hex::encode(digest)[..32])
 }
 
 fn recipient_state_key(campaign_id: &str, state: RecipientState) -> String {

@@ -112,7 +112,8 @@ pub fn default_max_concurrent_calls() -> u32 {
 pub mod call_slots {
     /// Taken: add to an update expression's SET clause, with `:slot_one`,
     /// `:slot_zero` and `:slot_cap` (see [`values`]).
-    pub const TAKE: &str = "calls_in_flight = if_not_exists(calls_in_flight, :slot_zero) + :slot_one";
+    pub const TAKE: &str =
+        "calls_in_flight = if_not_exists(calls_in_flight, :slot_zero) + :slot_one";
     /// The condition under which a slot may be taken; an organisation
     /// written before caps existed has the default cap.
     pub const FREE: &str = "(attribute_not_exists(calls_in_flight) \
@@ -121,7 +122,8 @@ pub mod call_slots {
     /// A slot is held: the guard of a release that must never go below zero.
     pub const HELD: &str = "calls_in_flight > :slot_zero";
     /// Given back: add to an update expression's SET clause, with `:slot_one`.
-    pub const RELEASE: &str = "calls_in_flight = if_not_exists(calls_in_flight, :slot_one) - :slot_one";
+    pub const RELEASE: &str =
+        "calls_in_flight = if_not_exists(calls_in_flight, :slot_one) - :slot_one";
 
     /// The values of the placeholders that `expressions` use (DynamoDB
     /// refuses values an expression does not use).
@@ -452,6 +454,47 @@ impl DirectoryStore for DynamoDirectoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_slot_expressions_carry_only_the_values_they_use() {
+        let names = |exprs: &[&str]| -> Vec<String> {
+            call_slots::values_in(exprs)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        assert_eq!(
+            names(&[call_slots::TAKE, call_slots::FREE]),
+            [":slot_one", ":slot_zero", ":slot_cap"]
+        );
+        assert_eq!(names(&[call_slots::RELEASE]), [":slot_one"]);
+        assert_eq!(
+            names(&[call_slots::RELEASE, call_slots::HELD]),
+            [":slot_one", ":slot_zero"]
+        );
+        assert!(names(&["ADD #held :s"]).is_empty());
+    }
+
+    #[test]
+    fn an_organisation_is_full_at_its_cap_or_the_default_one() {
+        let item = |fields: &[(&str, &str)]| -> HashMap<String, AttributeValue> {
+            fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), AttributeValue::N(v.to_string())))
+                .collect()
+        };
+        assert!(!call_slots::full(&item(&[])));
+        assert!(!call_slots::full(&item(&[
+            ("calls_in_flight", "2"),
+            ("max_concurrent_calls", "3")
+        ])));
+        assert!(call_slots::full(&item(&[
+            ("calls_in_flight", "3"),
+            ("max_concurrent_calls", "3")
+        ])));
+        assert!(!call_slots::full(&item(&[("calls_in_flight", "9")])));
+        assert!(call_slots::full(&item(&[("calls_in_flight", "10")])));
+    }
 
     #[test]
     fn allowance_is_plan_plus_topups_and_months_are_utc() {

@@ -21,9 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::end_reason::EndReason;
 
-use super::directory::{
-    call_slots, held_attribute, reserved_attribute, usage_attribute, Provider,
-};
+use super::directory::{call_slots, held_attribute, reserved_attribute, usage_attribute, Provider};
 use super::ledger::{self, Ledger};
 use super::transactions::{self, busy, codes, Verdict};
 use super::{s, StoreError};
@@ -1055,11 +1053,19 @@ mod tests {
         };
         let none = reason("None", None);
         assert_eq!(
-            read_reserve_cancellation(&[none.clone(), org("100", "20"), none.clone()], budget),
+            read_reserve_cancellation(
+                &[none.clone(), org("100", "20"), none.clone()],
+                budget,
+                true
+            ),
             Verdict::Done(Reserve::OverBudget)
         );
         assert_eq!(
-            read_reserve_cancellation(&[none.clone(), org("100", "50"), none.clone()], budget),
+            read_reserve_cancellation(
+                &[none.clone(), org("100", "50"), none.clone()],
+                budget,
+                true
+            ),
             Verdict::Done(Reserve::BudgetChanged)
         );
         assert_eq!(
@@ -1069,16 +1075,44 @@ mod tests {
                     reason("ConditionalCheckFailed", None),
                     none.clone()
                 ],
-                budget
+                budget,
+                true
             ),
             Verdict::Done(Reserve::NoOrganisation)
         );
+        // Every slot taken, the limits unchanged: the cap, not the budget,
+        // refused it (and only for a call that asked for a slot).
+        let full = {
+            let mut item = org("100", "20").item().cloned().unwrap();
+            item.insert("max_concurrent_calls".into(), AttributeValue::N("3".into()));
+            item.insert("calls_in_flight".into(), AttributeValue::N("3".into()));
+            CancellationReason::builder()
+                .code("ConditionalCheckFailed")
+                .set_item(Some(item))
+                .build()
+        };
+        assert_eq!(
+            read_reserve_cancellation(&[none.clone(), full.clone(), none.clone()], budget, true),
+            Verdict::Done(Reserve::AtCapacity)
+        );
+        assert_eq!(
+            read_reserve_cancellation(&[none.clone(), full, none.clone()], budget, false),
+            Verdict::Done(Reserve::OverBudget)
+        );
         assert!(matches!(
-            read_reserve_cancellation(&[none.clone(), reason("TransactionConflict", None)], budget),
+            read_reserve_cancellation(
+                &[none.clone(), reason("TransactionConflict", None)],
+                budget,
+                true
+            ),
             Verdict::Retry(_)
         ));
         assert!(matches!(
-            read_reserve_cancellation(&[reason("ConditionalCheckFailed", None), none], budget),
+            read_reserve_cancellation(
+                &[reason("ConditionalCheckFailed", None), none],
+                budget,
+                true
+            ),
             Verdict::Fail(_)
         ));
     }

@@ -4,9 +4,13 @@
 //! and the provider-events worker, and the calls stream settles each
 //! attempt. Checked from the fake Twilio's own log: no dial outside a
 //! recipient's window, none to a do-not-call number, none twice, never
-//! more in flight than `max_concurrency`.
+//! more in flight than `max_concurrency`. The 1,000-recipient run does so
+//! with 5% of DynamoDB, SQS and Twilio requests failing (Twilio's answer
+//! lost before or after it took a call among them) and one dial per step
+//! killed after its k-th request, k = 1..12 in turn.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::{Datelike, TimeZone};
@@ -44,6 +48,8 @@ struct Engine {
     ended: BTreeSet<String>,
     /// DynamoDB and SQS fail now and then (`Stack::start_faulty`).
     faulty: bool,
+    /// Where the functions reach Twilio: the fake, or a fault proxy before it.
+    twilio_base: String,
 }
 
 /// The next Monday, 14:00 UTC, at least a day from now: 09:00 in New York,
@@ -123,8 +129,10 @@ impl Engine {
             store: Arc::new(stack.campaigns()),
             directory: Arc::new(stack.directory()),
         };
+        let twilio = FakeTwilio::start(ACCOUNT_SID, TWILIO_TOKEN);
         Self {
-            twilio: FakeTwilio::start(ACCOUNT_SID, TWILIO_TOKEN),
+            twilio_base: twilio.base_url().to_string(),
+            twilio,
             clock: Arc::new(ManualClock::at(next_monday_1400())),
             stack,
             api,
@@ -144,7 +152,7 @@ impl Engine {
             providers: Providers {
                 twilio: Some(TwilioClient {
                     http: reqwest::Client::new(),
-                    base_url: self.twilio.base_url().to_string(),
+                    base_url: self.twilio_base.clone(),
                     account_sid: ACCOUNT_SID.into(),
                     auth_token: Secret::new(TWILIO_TOKEN),
                     api_key: None,
@@ -434,6 +442,10 @@ fn open_in(zone: &str, at: i64) -> bool {
 
 /// How one call ends: Twilio's final status, its AMD verdict, seconds.
 type Ending = (&'static str, Option<&'static str>, u64);
+
+/// Requests one dial makes at most: the 1,000-recipient run kills a dial
+/// after each of them in turn.
+const CRASH_POINTS: u64 = 12;
 
 const NY: &str = "+12125550101";
 const LA: &str = "+14155550102";
@@ -740,7 +752,11 @@ async fn single_calls_and_campaign_calls_share_the_organisations_cap() {
     let refused = initiate.handle(request("+12125550178")).await;
     assert_eq!(refused.status(), 429);
     assert_eq!(json_body(&refused)["code"], "concurrency_limit");
-    assert_eq!(t.twilio.created_calls().len(), 2, "the refused call never reached Twilio");
+    assert_eq!(
+        t.twilio.created_calls().len(),
+        2,
+        "the refused call never reached Twilio"
+    );
 
     // The single call ends: its slot goes to the campaign's next claim.
     t.end(&single_ref, "completed", 30).await;
@@ -858,10 +874,23 @@ fn percentile(text: &str) -> u64 {
 #[tokio::test]
 async fn a_thousand_recipients_across_zones_with_faults_are_each_called_inside_their_window_once_per_attempt(
 ) {
+    use crate::crash::{event_of, redeliver_until_settled, run_or_crash};
+    use devstack::faults::{Dialect, FaultPlan, FaultProxy};
     use shared::store::campaigns::CampaignStore;
-    let stack = Stack::start_faulty(devstack::faults::FaultPlan::all(50, 23)).await;
+    let plan = FaultPlan::all(50, 23);
+    let stack = Stack::start_faulty(plan.clone()).await;
     let mut t = Engine::on(stack, 100, 10_000_000).await;
     t.faulty = true;
+    // Twilio fails 5% of requests too: throttled, a 500, a connection lost
+    // before the request reached it (nothing placed) or after (placed, the
+    // answer lost), or late. It shares the crash switch.
+    let twilio_faults = FaultProxy::start_with_switch(
+        t.twilio.base_url(),
+        Dialect::Http,
+        FaultPlan { seed: 24, ..plan },
+        Arc::clone(&t.stack.crash),
+    );
+    t.twilio_base = twilio_faults.base_url().to_string();
     let harness = shared::store::campaigns::DynamoCampaignStore {
         client: t.stack.harness_dynamo.clone(),
         table: t.stack.resources.table("CampaignsTable"),
@@ -950,16 +979,23 @@ async fn a_thousand_recipients_across_zones_with_faults_are_each_called_inside_t
     let mut most_in_flight = 0;
     let mut used = 0u64;
     let mut steps = 0;
+    let (mut crashes, mut killed, mut swept_released) = (0u64, 0u64, 0usize);
+    let dialer = t.dialer();
+    // The stuck-calls sweep, through the faulty Twilio: it settles a call
+    // whose placing Twilio never confirmed and that it has no record of.
+    let sweep = shared::flows::reconcile::Reconciler {
+        calls: Arc::new(t.stack.outbound_calls()),
+        events: t.stack.provider_event_intake(),
+        notifications: t.stack.queue("NotificationQueue"),
+        twilio: t.placement().providers.twilio,
+        elevenlabs: None,
+        org_accounts: None,
+        reads_per_provider: 100,
+    };
     let began = std::time::Instant::now();
     // Ten-minute steps over at most five simulated days.
     for step in 0..720 {
         steps = step;
-        if step % 7 == 3 {
-            // Twilio itself fails now and then: the call is not placed, the
-            // attempt ends `failed` and is retried by the policy.
-            t.twilio
-                .fail_next_calls(1, 500, 20500, "Internal server error");
-        }
         let tick = CampaignTick {
             store: Arc::new(t.stack.campaigns()),
             dial_queue: t.stack.queue("CampaignDialQueue"),
@@ -974,35 +1010,49 @@ async fn a_thousand_recipients_across_zones_with_faults_are_each_called_inside_t
             .as_ref()
             .map_or(true, |r| r.claimed > 0 || r.resent > 0)
         {
-            t.dial().await;
-        }
-        let (_, placed) = {
-            // The calls the fake placed since the last step.
-            let report = TickReport::default();
-            let mut new = Vec::new();
-            for form in t.twilio.created_calls() {
-                let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-                let call_ref = get("StatusCallback")
-                    .unwrap()
-                    .split_once("?call=")
-                    .unwrap()
-                    .1
-                    .to_string();
-                if t.seen.insert(call_ref.clone()) {
-                    new.push((call_ref, get("To").unwrap()));
+            // The first job of the step is killed after its k-th request
+            // (k = 1, 2, ... in turn), then redelivered with the rest.
+            let jobs = t.stack.peek_all("CampaignDialQueue").await;
+            t.stack.discard_queued("CampaignDialQueue").await;
+            if let Some(first) = jobs.first() {
+                crashes += 1;
+                t.stack.crash.arm(crashes % CRASH_POINTS + 1);
+                let handler = Arc::clone(&dialer);
+                let event = event_of(first.clone(), 1);
+                if run_or_crash(&t.stack, async move { handler.handle(event).await })
+                    .await
+                    .is_none()
+                {
+                    killed += 1;
                 }
+                t.stack.crash.count();
             }
-            (report, new)
-        };
-        let now = t.clock.now();
-        if !placed.is_empty() {
-            eprintln!(
-                "step {step}: {} placed at {now} ({:?} since the start)",
-                placed.len(),
-                began.elapsed()
-            );
+            for chunk in jobs.chunks(10) {
+                futures_util::future::join_all(
+                    chunk
+                        .iter()
+                        .map(|job| redeliver_until_settled(&dialer, job, "a dial job")),
+                )
+                .await;
+            }
         }
-        for (call_ref, to) in &placed {
+        // The calls the fake Twilio took since the last step, whatever the
+        // dialler heard back.
+        let mut placed = Vec::new();
+        for (sid, form) in t.twilio.created_calls_with_sids() {
+            let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let call_ref = get("StatusCallback")
+                .unwrap()
+                .split_once("?call=")
+                .unwrap()
+                .1
+                .to_string();
+            if t.seen.insert(call_ref.clone()) {
+                placed.push((call_ref, sid, get("To").unwrap()));
+            }
+        }
+        let now = t.clock.now();
+        for (_, _, to) in &placed {
             let zones = zones_of(to);
             let names: Vec<&str> = zones.iter().map(String::as_str).collect();
             assert!(
@@ -1011,24 +1061,13 @@ async fn a_thousand_recipients_across_zones_with_faults_are_each_called_inside_t
             );
             assert!(!listed.contains(to), "{to} is on the do-not-call list");
             *dialled.entry(to.clone()).or_default() += 1;
-            let _ = call_ref;
         }
         most_in_flight = most_in_flight.max(t.in_flight());
         assert!(t.in_flight() <= 100, "{} in flight", t.in_flight());
-        // Every call in flight ends within the step, as its number's luck says.
+        // Every call in flight ends within the step, as its number's luck
+        // says; Twilio's callbacks name the call's sid.
         let mut endings = Vec::new();
-        for (call_ref, _) in &placed {
-            let Some(sid) = t
-                .harness_calls()
-                .get(call_ref)
-                .await
-                .unwrap()
-                .and_then(|c| c.call_sid)
-            else {
-                // Refused by Twilio: ended `failed` already.
-                t.ended.insert(call_ref.clone());
-                continue;
-            };
+        for (call_ref, sid, _) in &placed {
             let luck = percentile(call_ref);
             let ending: Ending = match luck {
                 0..=59 => ("completed", Some("human"), 10 + luck),
@@ -1039,7 +1078,7 @@ async fn a_thousand_recipients_across_zones_with_faults_are_each_called_inside_t
             };
             used += ending.2;
             t.ended.insert(call_ref.clone());
-            endings.push((call_ref.clone(), sid, ending));
+            endings.push((call_ref.clone(), sid.clone(), ending));
         }
         let t_ref = &t;
         for chunk in endings.chunks(20) {
@@ -1071,8 +1110,8 @@ async fn a_thousand_recipients_across_zones_with_faults_are_each_called_inside_t
             ))
             .await;
         }
-        if !placed.is_empty() {
-            let started = std::time::Instant::now();
+        // Twilio's callbacks applied, and the attempts they ended settled.
+        let apply_and_settle = || async {
             // A claim left by a delivery whose answer was lost is taken
             // over after the lease: short here, as a short worker timeout.
             let mut worker = t
@@ -1085,12 +1124,24 @@ async fn a_thousand_recipients_across_zones_with_faults_are_each_called_inside_t
                     async move { worker.handle(event).await }
                 })
                 .await;
-            let applied = started.elapsed();
             t.settle().await;
+        };
+        if !placed.is_empty() {
+            apply_and_settle().await;
+        }
+        // Left open now are calls whose placing Twilio never confirmed: the
+        // sweep (on the simulation's clock) finds them at Twilio or releases
+        // them as never placed.
+        let swept = sweep.run(now, 100).await;
+        swept_released += swept.as_ref().map_or(0, |r| r.released.len());
+        if swept.map_or(true, |r| r != Default::default()) {
+            apply_and_settle().await;
+        }
+        if !placed.is_empty() {
             eprintln!(
-                "  events {:?}, stream {:?}",
-                applied,
-                started.elapsed() - applied
+                "step {step}: {} placed at {now} ({:?} since the start)",
+                placed.len(),
+                began.elapsed()
             );
         }
         let campaign = harness.get(&id).await.unwrap().unwrap();
@@ -1144,7 +1195,8 @@ async fn a_thousand_recipients_across_zones_with_faults_are_each_called_inside_t
             r.state
         );
         // Each recorded attempt is one call at the fake, or one Twilio
-        // refused (its record has no sid); never two.
+        // never took (refused, or lost before it arrived, or the dial was
+        // killed before it asked): its record has no sid; never two.
         let placed = dialled.get(&r.phone_number).copied().unwrap_or(0);
         let mut refused = 0;
         for call in &r.calls {
@@ -1219,9 +1271,28 @@ async fn a_thousand_recipients_across_zones_with_faults_are_each_called_inside_t
         "usage is the sum of the calls' durations"
     );
     assert_eq!(org.reserved_seconds, 0);
+    // The faults happened: Twilio's among them, and the dials killed.
+    let twilio_counts = twilio_faults.counts();
+    assert!(
+        twilio_counts.dropped_before.load(Ordering::SeqCst) > 0
+            && twilio_counts.dropped_after.load(Ordering::SeqCst) > 0
+            && twilio_counts.server_errors.load(Ordering::SeqCst) > 0,
+        "{}",
+        twilio_counts.summary()
+    );
+    assert!(killed > 10, "{killed} dials killed");
+    assert!(
+        swept_released > 0,
+        "no unconfirmed call released by the sweep"
+    );
     eprintln!(
-        "1000 recipients: {steps} steps, {} calls, at most {most_in_flight} in flight, {by_state:?}",
-        t.seen.len()
+        "1000 recipients: {steps} steps, {} calls, at most {most_in_flight} in flight, {by_state:?}; \
+         Twilio {}; DynamoDB and SQS {} and {} faults; {killed} of {crashes} dials killed; \
+         {swept_released} unconfirmed calls released by the sweep",
+        t.seen.len(),
+        twilio_counts.summary(),
+        t.stack.faults[0].counts().injected(),
+        t.stack.faults[1].counts().injected(),
     );
 }
 

@@ -288,6 +288,25 @@ impl Outbound {
         assert_eq!(response.status(), 201, "{:?}", json_body(&response));
     }
 
+    /// Sets the organisation's `max_concurrent_calls` (default 10): tests
+    /// that hold many calls open at once raise it.
+    async fn set_max_concurrent_calls(&self, org_id: &str, cap: u32) {
+        let patch = serde_json::json!({"max_concurrent_calls": cap});
+        let response = self
+            .admin(
+                "organisation-update",
+                self.admin_request(
+                    "PATCH",
+                    "/organisations/{org_id}",
+                    &format!("/organisations/{org_id}"),
+                    &patch.to_string(),
+                    Some(ADMIN_TOKEN),
+                ),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "{:?}", json_body(&response));
+    }
+
     async fn create_assistant(&self, body: serde_json::Value) -> u64 {
         let response = self
             .admin(
@@ -2209,6 +2228,7 @@ async fn thirty_concurrent_calls_fit_exactly_three_reservations() {
 async fn twenty_calls_ending_at_once_are_each_counted_once() {
     let t = Outbound::start().await;
     t.create_org("acme", 1_000_000, 0).await;
+    t.set_max_concurrent_calls("acme", 100).await;
     let twilio_assistant = t.twilio_assistant("acme").await;
     let eleven_assistant = t
         .create_assistant(serde_json::json!({
@@ -2446,20 +2466,7 @@ async fn single_calls_beyond_the_organisations_concurrency_cap_are_refused_until
     let t = Outbound::start().await;
     t.create_org("acme", 3600, 0).await;
     let assistant = t.twilio_assistant("acme").await;
-    let patch = serde_json::json!({"max_concurrent_calls": 2});
-    let updated = t
-        .admin(
-            "organisation-update",
-            t.admin_request(
-                "PATCH",
-                "/organisations/{org_id}",
-                "/organisations/acme",
-                &patch.to_string(),
-                Some(ADMIN_TOKEN),
-            ),
-        )
-        .await;
-    assert_eq!(updated.status(), 200, "{:?}", json_body(&updated));
+    t.set_max_concurrent_calls("acme", 2).await;
 
     let initiate = t.initiate(100);
     let answers = futures_util::future::join_all(
@@ -2472,7 +2479,10 @@ async fn single_calls_beyond_the_organisations_concurrency_cap_are_refused_until
     for refused in answers.iter().filter(|a| a.status() == 429) {
         let body = json_body(refused);
         assert_eq!(body["code"], "concurrency_limit", "{body}");
-        assert!(body["detail"].as_str().unwrap().contains("2 calls"), "{body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("2 calls"),
+            "{body}"
+        );
     }
     let created = t.twilio.created_calls();
     assert_eq!(created.len(), 2, "refused calls never reach Twilio");
@@ -2529,6 +2539,120 @@ async fn single_calls_beyond_the_organisations_concurrency_cap_are_refused_until
     assert_eq!(refused.status(), 502);
     assert_eq!(t.calls_in_flight("acme").await, 1);
     assert_eq!(t.org("acme").await.usage_this_month_seconds, 47);
+}
+
+/// Twilio's answer to Create Call is lost: after it took the call (the
+/// connection closes once it is made), or before (it closes before the
+/// request arrives). Either way the caller cannot know, so the call is held,
+/// never released as refused: the first is settled by its own status
+/// callback, which also tells its sid; the second is released by the sweep
+/// once Twilio shows no such call.
+#[tokio::test]
+async fn a_call_whose_twilio_answer_is_lost_is_held_until_twilio_says() {
+    use devstack::faults::{Dialect, Fault, FaultPlan, FaultProxy};
+    let t = Outbound::start().await;
+    t.create_org("acme", 3600, 0).await;
+    let assistant = t.twilio_assistant("acme").await;
+    let proxy = FaultProxy::start(
+        t.twilio.base_url(),
+        Dialect::Http,
+        FaultPlan {
+            per_mille: 1000,
+            faults: vec![Fault::DropAfter],
+            seed: 5,
+        },
+    );
+    let mut placement = t.placement(100);
+    placement.providers.twilio.as_mut().unwrap().base_url = proxy.base_url().to_string();
+    let initiate = calls_initiate::CallsInitiate { placement };
+
+    let lost = initiate
+        .handle(t.initiate_request(&seed_call(assistant)))
+        .await;
+    assert_eq!(lost.status(), 502);
+    let body = json_body(&lost);
+    assert_eq!(body["code"], "call_unconfirmed", "{body}");
+    let placed = t.twilio.created_calls_with_sids();
+    assert_eq!(placed.len(), 1, "Twilio took the call");
+    let (sid, form) = &placed[0];
+    let call_ref = call_ref_of(form);
+    assert!(body["detail"].as_str().unwrap().contains(&call_ref));
+    let held = t
+        .stack
+        .outbound_calls()
+        .get(&call_ref)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (held.status.as_str(), held.call_sid.as_deref()),
+        ("initiating", None)
+    );
+    assert!(!held.usage_counted, "not released as refused");
+    assert_eq!(t.org("acme").await.reserved_seconds, 600);
+    assert_eq!(t.calls_in_flight("acme").await, 1);
+    // Twilio reports the call's end: the callback names its sid, and settles it.
+    let acked = t.status().handle(t.completed(&call_ref, sid, 33)).await;
+    assert_eq!(acked.status(), 200);
+    t.stack.run_provider_events().await;
+    let settled = t
+        .stack
+        .outbound_calls()
+        .get(&call_ref)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(settled.call_sid.as_deref(), Some(sid.as_str()));
+    assert_eq!(settled.duration_secs, Some(33));
+    let org = t.org("acme").await;
+    assert_eq!(
+        (org.reserved_seconds, org.usage_this_month_seconds),
+        (0, 33)
+    );
+    assert_eq!(t.calls_in_flight("acme").await, 0);
+
+    // Lost before it reached Twilio: held too, until the sweep looks.
+    proxy.set_plan(FaultPlan {
+        per_mille: 1000,
+        faults: vec![Fault::DropBefore],
+        seed: 5,
+    });
+    // Another number: two calls to one number within seconds cannot be
+    // told apart at Twilio (the sweep then holds them and asks again).
+    let mut other = seed_call(assistant);
+    other["to_phone_number"] = "+14155552699".into();
+    let lost = initiate.handle(t.initiate_request(&other)).await;
+    assert_eq!(
+        json_body(&lost)["code"],
+        "call_unconfirmed",
+        "{:?}",
+        json_body(&lost)
+    );
+    assert_eq!(t.twilio.created_calls().len(), 1, "nothing reached Twilio");
+    assert_eq!(t.org("acme").await.reserved_seconds, 600);
+    assert_eq!(t.calls_in_flight("acme").await, 1);
+    let sweep = t.sweep();
+    let later = shared::base::time::epoch_secs() + 600 + 301;
+    let report = sweep.run_at(later).await.unwrap();
+    assert_eq!(report.calls.released.len(), 1, "{report:?}");
+    let released = t
+        .stack
+        .outbound_calls()
+        .get(&report.calls.released[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(released.status, "failed");
+    assert_eq!(
+        released.failure_reason.as_deref(),
+        Some(shared::flows::reconcile::NEVER_PLACED)
+    );
+    let org = t.org("acme").await;
+    assert_eq!(
+        (org.reserved_seconds, org.usage_this_month_seconds),
+        (0, 33)
+    );
+    assert_eq!(t.calls_in_flight("acme").await, 0);
 }
 
 /// The placing function stops between Twilio's answer and recording the
@@ -2652,7 +2776,11 @@ async fn crash_after_placing(placed_at_twilio: bool) {
             stuck_sweep::SweepReport::default()
         );
         assert_eq!(t.org("acme").await.reserved_seconds, 600);
-        assert_eq!(t.calls_in_flight("acme").await, 1, "the sweep freed its slot");
+        assert_eq!(
+            t.calls_in_flight("acme").await,
+            1,
+            "the sweep freed its slot"
+        );
         return;
     };
     // Found at Twilio by its number: its sid attached, still queued there.
@@ -2676,7 +2804,12 @@ async fn crash_after_placing(placed_at_twilio: bool) {
     assert_eq!(
         (org.reserved_seconds, org.usage_this_month_seconds),
         (600, 75)
-    );    assert_eq!(t.calls_in_flight("acme").await, 1, "settled once, one slot freed");
+    );
+    assert_eq!(
+        t.calls_in_flight("acme").await,
+        1,
+        "settled once, one slot freed"
+    );
 }
 
 /// A call placed on the last day of a month and ending on the first of the

@@ -52,6 +52,7 @@ impl Outbound {
 async fn fifty_calls_whose_status_callbacks_were_all_lost_settle_with_twilios_durations() {
     let t = Outbound::start().await;
     t.create_org("acme", 10_000_000, 0).await;
+    t.set_max_concurrent_calls("acme", 100).await;
     let assistant = t.twilio_assistant("acme").await;
     let durations: Vec<u64> = (0..50).map(|i| 31 + i * 7).collect();
     t.twilio.simulate_call_durations(&durations);
@@ -165,6 +166,7 @@ async fn fifty_calls_whose_status_callbacks_were_all_lost_settle_with_twilios_du
 async fn twenty_conversations_whose_post_call_webhooks_were_lost_settle_with_their_durations() {
     let t = Outbound::start().await;
     t.create_org("acme", 10_000_000, 0).await;
+    t.set_max_concurrent_calls("acme", 100).await;
     let route = t.outbound_calls();
     let mut conversations = Vec::new();
     for i in 0..20u64 {

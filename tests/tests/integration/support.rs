@@ -193,15 +193,20 @@ impl Stack {
     }
 
     /// A stack whose functions reach DynamoDB, SQS, Slack and AssemblyAI
-    /// through fault proxies running `plan` (the harness's own clients do not).
+    /// through fault proxies running `plan` (the harness's own clients do
+    /// not). The proxies share `self.crash`, so a handler can also be killed
+    /// after any one of its requests.
     pub async fn start_faulty(plan: devstack::faults::FaultPlan) -> Self {
         use devstack::faults::{Dialect, FaultProxy};
         let mut stack = Self::start().await;
         let local = local();
-        let dynamo = FaultProxy::start(local.dynamodb_endpoint(), Dialect::AwsJson, plan.clone());
-        let moto = FaultProxy::start(local.moto_endpoint(), Dialect::AwsJson, plan.clone());
-        let slack = FaultProxy::start(stack.slack.base_url(), Dialect::Http, plan.clone());
-        let assemblyai = FaultProxy::start(stack.assemblyai.base_url(), Dialect::Http, plan);
+        let proxy = |upstream: &str, dialect, plan| {
+            FaultProxy::start_with_switch(upstream, dialect, plan, Arc::clone(&stack.crash))
+        };
+        let dynamo = proxy(local.dynamodb_endpoint(), Dialect::AwsJson, plan.clone());
+        let moto = proxy(local.moto_endpoint(), Dialect::AwsJson, plan.clone());
+        let slack = proxy(stack.slack.base_url(), Dialect::Http, plan.clone());
+        let assemblyai = proxy(stack.assemblyai.base_url(), Dialect::Http, plan);
         stack.dynamo = local.dynamodb_at(dynamo.base_url()).await;
         stack.sqs = local.sqs_at(moto.base_url()).await;
         stack.slack_base = slack.base_url().to_string();

@@ -53,13 +53,7 @@ pub const DIAL_CHECK_SECS: i64 = 300;
 /// again after this.
 const NOT_OPEN_RETRY_SECS: i64 = 86_400;
 
-/// The call ref of (campaign, row, attempt): the same for every delivery
-/// and tick, so one attempt can only ever be one call.
-pub fn attempt_call_ref(campaign_id: &str, row: u32, attempt: u32) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("{campaign_id}#{row}#{attempt}").as_bytes());
-    format!("oc_{}", &hex::encode(digest)[..32])
-}
+pub use crate::store::campaigns::attempt_call_ref;
 
 fn unix(text: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(text)
@@ -540,7 +534,13 @@ impl CampaignDialer {
         )
         .await;
         match placed {
-            Ok(_) => {
+            // Placed, or perhaps placed: either way the attempt is under way
+            // and its call's settlement (callback or sweep) ends it.
+            Ok(_)
+            | Err(ApiError::BadGateway {
+                code: crate::flows::outbound::CALL_UNCONFIRMED,
+                ..
+            }) => {
                 // Watched until the call's longest end; its settlement ends the watch.
                 let watch = now
                     + i64::try_from(time_limit_secs).unwrap_or(i64::MAX / 4)

@@ -23,6 +23,7 @@ const FINAL_RANK: u32 = 5;
 
 /// What a Twilio status (callback or reconciled read) says about a call.
 struct TwilioReport<'a> {
+    call_sid: &'a str,
     status: &'a str,
     duration: Option<u64>,
     sip_response_code: Option<u16>,
@@ -91,6 +92,7 @@ impl ProviderEventProcessor {
                 }
                 let key = format!("twilio-status#{call_sid}#{status}");
                 let report = TwilioReport {
+                    call_sid,
                     status,
                     duration: *duration_secs,
                     sip_response_code: *sip_response_code,
@@ -122,6 +124,7 @@ impl ProviderEventProcessor {
                 }
                 let key = format!("twilio-session-status#{call_sid}#{status}");
                 let report = TwilioReport {
+                    call_sid,
                     status,
                     duration: *duration_secs,
                     sip_response_code: *sip_response_code,
@@ -249,6 +252,17 @@ impl ProviderEventProcessor {
             // Retried, then dead-lettered where the alarm sees it: a signed
             // callback for a call we never recorded needs a person.
             .ok_or_else(|| format!("no outbound call {call_ref}"))?;
+        if call.call_sid.is_none() {
+            // Placed though its placing never learned the sid (Twilio's
+            // answer was lost): this signed callback names it. Stored so the
+            // sweep never takes another call to the number for this one.
+            let attached = self
+                .calls
+                .attach_provider_ids(call_ref, Some(report.call_sid), None, "queued")
+                .await
+                .map_err(|e| e.to_string())?;
+            info!(%call_ref, attached, "call sid learned from its status callback");
+        }
         let status = report.status;
         let moved = self
             .calls

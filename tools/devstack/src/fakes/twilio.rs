@@ -36,8 +36,9 @@ struct State {
     accounts: Mutex<HashMap<String, String>>,
     /// Call sid -> Call JSON as last returned.
     calls: Arc<Mutex<HashMap<String, Value>>>,
-    /// Accepted Create Call forms with the account that placed them.
-    created: Mutex<Vec<(String, Form)>>,
+    /// Accepted Create Call forms with the account that placed them and
+    /// the sid each call got.
+    created: Mutex<Vec<(String, String, Form)>>,
     ended: Mutex<Vec<(String, String)>>,
     failure: Mutex<Option<Failure>>,
     /// When set, each placed call "happens": TwiML is fetched and status
@@ -119,8 +120,8 @@ impl FakeTwilio {
     pub fn created_calls_of(&self, account_sid: &str) -> Vec<Vec<(String, String)>> {
         lock(&self.state.created)
             .iter()
-            .filter(|(account, _)| account == account_sid)
-            .map(|(_, form)| form.clone())
+            .filter(|(account, _, _)| account == account_sid)
+            .map(|(_, _, form)| form.clone())
             .collect()
     }
 
@@ -275,7 +276,16 @@ impl FakeTwilio {
     pub fn created_calls(&self) -> Vec<Vec<(String, String)>> {
         lock(&self.state.created)
             .iter()
-            .map(|(_, form)| form.clone())
+            .map(|(_, _, form)| form.clone())
+            .collect()
+    }
+
+    /// Each accepted Create Call's sid with its form, in order: what Twilio
+    /// knows of a call whose answer the caller may never have read.
+    pub fn created_calls_with_sids(&self) -> Vec<(String, Vec<(String, String)>)> {
+        lock(&self.state.created)
+            .iter()
+            .map(|(_, sid, form)| (sid.clone(), form.clone()))
             .collect()
     }
 
@@ -419,7 +429,8 @@ impl State {
             };
             tokio::spawn(callbacks.play());
         }
-        lock(&self.created).push((account.sid.clone(), form));
+        let created_sid = call["sid"].as_str().unwrap_or_default().to_string();
+        lock(&self.created).push((account.sid.clone(), created_sid, form));
         // The answer shows the call as placed, whatever happened since.
         call["status"] = json!("queued");
         call["duration"] = Value::Null;
