@@ -23,8 +23,8 @@ use shared::flows::campaigns::CampaignsApi;
 use shared::flows::outbound::{Placement, Providers};
 use shared::providers::twilio::TwilioClient;
 use shared::queue::sqs_batch::Worker;
-use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
-use shared::store::directory::{Assistant, DirectoryStore, Organisation, Provider};
+use shared::store::api_keys::DynamoApiKeyStore;
+use shared::store::directory::DirectoryStore;
 use shared::store::outbound_calls::OutboundCallStore;
 use shared::store::rate_limits::DynamoRateLimiter;
 
@@ -72,58 +72,10 @@ impl Engine {
     /// On `stack` (faulty or not): the organisation, its assistant and key
     /// are written by the harness's own clients, which never fail.
     async fn on(stack: Stack, cap: u32, monthly_limit_seconds: u64) -> Self {
-        let now = shared::base::time::now_rfc3339();
-        let setup = shared::store::directory::DynamoDirectoryStore {
-            client: stack.harness_dynamo.clone(),
-            assistants_table: stack.resources.table("AssistantsTable"),
-            organisations_table: stack.resources.table("OrganisationsTable"),
-            stats_table: stack.resources.table("StatsTable"),
-        };
-        assert!(setup
-            .create_organisation(&Organisation {
-                org_id: "acme".into(),
-                name: "Acme".into(),
-                monthly_limit_seconds,
-                topup_seconds: 0,
-                max_concurrent_calls: cap,
-                elevenlabs_agent_id: None,
-                elevenlabs_phone_number_id: None,
-                phone_numbers: vec![],
-                created_at: now.clone(),
-                updated_at: now.clone(),
-                usage_this_month_seconds: 0,
-                reserved_seconds: 0,
-                remaining_seconds: 0,
-            })
-            .await
-            .unwrap());
-        let assistant = setup
-            .create_assistant(Assistant {
-                assistant_id: 0,
-                org_id: "acme".into(),
-                name: "Sarah".into(),
-                provider: Provider::Twilio,
-                caller_number: Some(CALLER_ID.into()),
-                elevenlabs_agent_id: None,
-                elevenlabs_phone_number_id: None,
-                agent_stream_url: Some("wss://agent.example.com/media".into()),
-                default_welcome_message: None,
-                max_call_seconds: 600,
-                is_active: true,
-                created_at: now.clone(),
-                updated_at: now,
-            })
-            .await
-            .unwrap()
-            .assistant_id;
-        let (key, record) = api_keys::generate("crm", "acme");
-        DynamoApiKeyStore::new(
-            stack.harness_dynamo.clone(),
-            stack.resources.table("ApiKeysTable"),
-        )
-        .insert(&record)
-        .await
-        .unwrap();
+        let key = stack
+            .seed_organisation("acme", monthly_limit_seconds, cap)
+            .await;
+        let assistant = stack.seed_twilio_assistant("acme", CALLER_ID).await;
         let api = CampaignsApi {
             access: keyed_access(&stack),
             store: Arc::new(stack.campaigns()),
@@ -314,6 +266,28 @@ impl Engine {
         self.stack.run_provider_events().await;
         self.settle().await;
         self.ended.insert(call_ref.to_string());
+    }
+
+    /// `stuck-sweep`'s reconciler, reaching Twilio as the dialler does.
+    fn reconciler(&self) -> shared::flows::reconcile::Reconciler {
+        shared::flows::reconcile::Reconciler {
+            calls: Arc::new(self.stack.outbound_calls()),
+            events: self.stack.provider_event_intake(),
+            notifications: self.stack.queue("NotificationQueue"),
+            twilio: self.placement().providers.twilio,
+            elevenlabs: None,
+            org_accounts: None,
+            reads_per_provider: 100,
+        }
+    }
+
+    /// The reconciler on the engine's clock, then what it queued applied
+    /// and settled; returns the calls it released.
+    async fn sweep(&self) -> usize {
+        let report = self.reconciler().run(self.clock.now(), 100).await.unwrap();
+        self.stack.run_provider_events().await;
+        self.settle().await;
+        report.released.len()
     }
 
     /// The calls stream, with the engine's clock.
@@ -983,15 +957,7 @@ async fn a_thousand_recipients_across_zones_with_faults_are_each_called_inside_t
     let dialer = t.dialer();
     // The stuck-calls sweep, through the faulty Twilio: it settles a call
     // whose placing Twilio never confirmed and that it has no record of.
-    let sweep = shared::flows::reconcile::Reconciler {
-        calls: Arc::new(t.stack.outbound_calls()),
-        events: t.stack.provider_event_intake(),
-        notifications: t.stack.queue("NotificationQueue"),
-        twilio: t.placement().providers.twilio,
-        elevenlabs: None,
-        org_accounts: None,
-        reads_per_provider: 100,
-    };
+    let sweep = t.reconciler();
     let began = std::time::Instant::now();
     // Ten-minute steps over at most five simulated days.
     for step in 0..720 {
@@ -1330,6 +1296,7 @@ async fn a_dialler_killed_after_any_write_of_a_dial_never_places_a_second_call()
         t.end(&call_ref, "completed", 10).await;
     }
     assert_eq!(t.twilio.created_calls().len(), 1);
+    let mut released = 0;
 
     for k in 1..=writes {
         t.clock.advance(60);
@@ -1359,24 +1326,9 @@ async fn a_dialler_killed_after_any_write_of_a_dial_never_places_a_second_call()
             t.end(&call_ref, "completed", 10).await;
         }
         // Killed after its reservation and before Twilio: the record exists
-        // without a sid, so nothing dials it again; the reconciler finds no
-        // such call at Twilio and ends it failed, as here.
-        let call_ref = serde_json::from_str::<serde_json::Value>(&job).unwrap()["call_ref"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        if let Some(call) = t.harness_calls().get(&call_ref).await.unwrap() {
-            if call.call_sid.is_none() && !call.usage_counted {
-                shared::flows::outbound::release_unplaced(
-                    &t.harness_calls(),
-                    &call,
-                    "never placed",
-                )
-                .await
-                .unwrap();
-                t.settle().await;
-            }
-        }
+        // without a sid, so nothing dials it again; the sweep, on the
+        // simulation's clock, finds no such call at Twilio and releases it.
+        released += t.sweep().await;
     }
     // Every call placed went to a different recipient, once.
     let to: BTreeSet<String> = t
@@ -1391,4 +1343,9 @@ async fn a_dialler_killed_after_any_write_of_a_dial_never_places_a_second_call()
         "a recipient dialled twice"
     );
     assert_eq!(ended, t.twilio.created_calls().len());
+    assert!(
+        released > 0,
+        "no dial was killed between its record and Twilio"
+    );
+    assert_eq!(t.org_slots().await, 0, "every slot given back");
 }

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use lambda_http::{Body, Request, Response};
 use shared::api::Route;
 use shared::flows::campaigns::CampaignsApi;
-use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
-use shared::store::directory::{Assistant, DirectoryStore, Organisation, Provider};
+use shared::store::api_keys::DynamoApiKeyStore;
 use shared::store::rate_limits::DynamoRateLimiter;
 
 use crate::openapi::Documented;
@@ -59,60 +58,13 @@ impl Campaigns {
 
     /// A new organisation with this concurrency cap, and a key of it.
     async fn organisation(&self, org_id: &str, cap: u32) -> String {
-        let now = shared::base::time::now_rfc3339();
-        assert!(self
-            .stack
-            .directory()
-            .create_organisation(&Organisation {
-                org_id: org_id.into(),
-                name: org_id.into(),
-                monthly_limit_seconds: 36_000,
-                topup_seconds: 0,
-                max_concurrent_calls: cap,
-                elevenlabs_agent_id: None,
-                elevenlabs_phone_number_id: None,
-                phone_numbers: vec![],
-                created_at: now.clone(),
-                updated_at: now,
-                usage_this_month_seconds: 0,
-                reserved_seconds: 0,
-                remaining_seconds: 0,
-            })
-            .await
-            .unwrap());
-        let (key, record) = api_keys::generate("crm", org_id);
-        DynamoApiKeyStore::new(
-            self.stack.dynamo.clone(),
-            self.stack.resources.table("ApiKeysTable"),
-        )
-        .insert(&record)
-        .await
-        .unwrap();
-        key
+        self.stack.seed_organisation(org_id, 36_000, cap).await
     }
 
     async fn assistant_of(&self, org_id: &str) -> u64 {
-        let now = shared::base::time::now_rfc3339();
         self.stack
-            .directory()
-            .create_assistant(Assistant {
-                assistant_id: 0,
-                org_id: org_id.into(),
-                name: "Sarah".into(),
-                provider: Provider::Twilio,
-                caller_number: Some("+14155552672".into()),
-                elevenlabs_agent_id: None,
-                elevenlabs_phone_number_id: None,
-                agent_stream_url: Some("wss://agent.example.com/media".into()),
-                default_welcome_message: None,
-                max_call_seconds: 600,
-                is_active: true,
-                created_at: now.clone(),
-                updated_at: now,
-            })
+            .seed_twilio_assistant(org_id, "+14155552672")
             .await
-            .unwrap()
-            .assistant_id
     }
 
     /// Sends a request, checks its answer against the document, returns

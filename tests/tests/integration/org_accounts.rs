@@ -16,8 +16,7 @@ use shared::flows::outbound::{Placement, Providers};
 use shared::flows::provider_accounts::ProviderAccountsAdmin;
 use shared::providers::org_accounts::{OrgAccountSettings, OrgAccounts, OrgTwilioTokens};
 use shared::providers::twilio::{TwilioClient, TwilioWebhookAuth};
-use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
-use shared::store::directory::{Assistant, DirectoryStore, Organisation, Provider};
+use shared::store::api_keys::DynamoApiKeyStore;
 use shared::store::org_secrets::{
     OrgSecretError, OrgSecretStore, SecretKind, SecretsManagerOrgSecrets,
 };
@@ -234,47 +233,12 @@ impl Tenants {
                 number
             }
         };
-        let directory = self.stack.directory();
-        let now = shared::base::time::now_rfc3339();
-        assert!(directory
-            .create_organisation(&Organisation {
-                org_id: org_id.into(),
-                name: org_id.into(),
-                monthly_limit_seconds: 36_000,
-                topup_seconds: 0,
-                max_concurrent_calls: 10,
-                elevenlabs_agent_id: None,
-                elevenlabs_phone_number_id: None,
-                phone_numbers: vec![],
-                created_at: now.clone(),
-                updated_at: now.clone(),
-                usage_this_month_seconds: 0,
-                reserved_seconds: 0,
-                remaining_seconds: 0,
-            })
-            .await
-            .unwrap());
-        let assistant = directory
-            .create_assistant(Assistant {
-                assistant_id: 0,
-                org_id: org_id.into(),
-                name: "Sarah".into(),
-                provider: Provider::Twilio,
-                caller_number: Some(caller_number),
-                elevenlabs_agent_id: None,
-                elevenlabs_phone_number_id: None,
-                agent_stream_url: Some("wss://agent.example.com/media".into()),
-                default_welcome_message: None,
-                max_call_seconds: 600,
-                is_active: true,
-                created_at: now.clone(),
-                updated_at: now,
-            })
-            .await
-            .unwrap();
-        let (key, record) = api_keys::generate("crm", org_id);
-        self.api_keys().insert(&record).await.unwrap();
-        (key, assistant.assistant_id)
+        let key = self.stack.seed_organisation(org_id, 36_000, 10).await;
+        let assistant = self
+            .stack
+            .seed_twilio_assistant(org_id, &caller_number)
+            .await;
+        (key, assistant)
     }
 
     pub(crate) async fn admin_call(&self, method: &str, path: &str, body: &str) -> Response<Body> {

@@ -255,6 +255,83 @@ impl Stack {
         }
     }
 
+    /// Writes an organisation (this monthly limit and concurrency cap) and
+    /// an API key of it with the harness's own clients, which never fault;
+    /// returns the key.
+    pub async fn seed_organisation(
+        &self,
+        org_id: &str,
+        monthly_limit_seconds: u64,
+        cap: u32,
+    ) -> String {
+        use shared::store::api_keys::{self, ApiKeyStore, DynamoApiKeyStore};
+        use shared::store::directory::{DirectoryStore, Organisation};
+        let now = shared::base::time::now_rfc3339();
+        assert!(self
+            .harness_directory()
+            .create_organisation(&Organisation {
+                org_id: org_id.into(),
+                name: org_id.into(),
+                monthly_limit_seconds,
+                topup_seconds: 0,
+                max_concurrent_calls: cap,
+                elevenlabs_agent_id: None,
+                elevenlabs_phone_number_id: None,
+                phone_numbers: vec![],
+                created_at: now.clone(),
+                updated_at: now,
+                usage_this_month_seconds: 0,
+                reserved_seconds: 0,
+                remaining_seconds: 0,
+            })
+            .await
+            .unwrap());
+        let (key, record) = api_keys::generate("crm", org_id);
+        DynamoApiKeyStore::new(
+            self.harness_dynamo.clone(),
+            self.resources.table("ApiKeysTable"),
+        )
+        .insert(&record)
+        .await
+        .unwrap();
+        key
+    }
+
+    /// Writes an active Twilio assistant of `org_id` calling from
+    /// `caller_number` (600 s calls), as [`Stack::seed_organisation`] does;
+    /// returns its id.
+    pub async fn seed_twilio_assistant(&self, org_id: &str, caller_number: &str) -> u64 {
+        use shared::store::directory::{Assistant, DirectoryStore, Provider};
+        let now = shared::base::time::now_rfc3339();
+        self.harness_directory()
+            .create_assistant(Assistant {
+                assistant_id: 0,
+                org_id: org_id.into(),
+                name: "Sarah".into(),
+                provider: Provider::Twilio,
+                caller_number: Some(caller_number.into()),
+                elevenlabs_agent_id: None,
+                elevenlabs_phone_number_id: None,
+                agent_stream_url: Some("wss://agent.example.com/media".into()),
+                default_welcome_message: None,
+                max_call_seconds: 600,
+                is_active: true,
+                created_at: now.clone(),
+                updated_at: now,
+            })
+            .await
+            .unwrap()
+            .assistant_id
+    }
+
+    /// The directory through the harness's client (never faulted).
+    pub fn harness_directory(&self) -> shared::store::directory::DynamoDirectoryStore {
+        shared::store::directory::DynamoDirectoryStore {
+            client: self.harness_dynamo.clone(),
+            ..self.directory()
+        }
+    }
+
     pub fn directory(&self) -> shared::store::directory::DynamoDirectoryStore {
         shared::store::directory::DynamoDirectoryStore {
             client: self.dynamo.clone(),
