@@ -2060,6 +2060,18 @@ impl Outbound {
         (call_ref_of(&self.twilio.created_calls().remove(0)), sid)
     }
 
+    /// The Twilio sid stored on the call with this ref.
+    async fn sid_of(&self, call_ref: &str) -> String {
+        self.stack
+            .outbound_calls()
+            .get(call_ref)
+            .await
+            .unwrap()
+            .unwrap()
+            .call_sid
+            .unwrap()
+    }
+
     /// The organisation item's count of calls holding a concurrency slot.
     async fn calls_in_flight(&self, org_id: &str) -> i64 {
         self.stack
@@ -2202,15 +2214,7 @@ async fn thirty_concurrent_calls_fit_exactly_three_reservations() {
     let status = t.status();
     for (call, seconds) in created.iter().zip([11u64, 22, 33]) {
         let call_ref = call_ref_of(call);
-        let sid = t
-            .stack
-            .outbound_calls()
-            .get(&call_ref)
-            .await
-            .unwrap()
-            .unwrap()
-            .call_sid
-            .unwrap();
+        let sid = t.sid_of(&call_ref).await;
         let response = status.handle(t.completed(&call_ref, &sid, seconds)).await;
         assert_eq!(response.status(), 200, "{:?}", json_body(&response));
     }
@@ -2492,15 +2496,7 @@ async fn single_calls_beyond_the_organisations_concurrency_cap_are_refused_until
 
     // One ends; its callback, delivered twice, frees one slot.
     let call_ref = call_ref_of(&created[0]);
-    let sid = t
-        .stack
-        .outbound_calls()
-        .get(&call_ref)
-        .await
-        .unwrap()
-        .unwrap()
-        .call_sid
-        .unwrap();
+    let sid = t.sid_of(&call_ref).await;
     for _ in 0..2 {
         let acked = t.status().handle(t.completed(&call_ref, &sid, 42)).await;
         assert_eq!(acked.status(), 200);
@@ -2518,15 +2514,7 @@ async fn single_calls_beyond_the_organisations_concurrency_cap_are_refused_until
 
     // A call Twilio refuses gives its slot back at once.
     let ended = call_ref_of(&t.twilio.created_calls()[1]);
-    let sid = t
-        .stack
-        .outbound_calls()
-        .get(&ended)
-        .await
-        .unwrap()
-        .unwrap()
-        .call_sid
-        .unwrap();
+    let sid = t.sid_of(&ended).await;
     let acked = t.status().handle(t.completed(&ended, &sid, 5)).await;
     assert_eq!(acked.status(), 200);
     t.stack.run_provider_events().await;
